@@ -1,0 +1,81 @@
+import createError from '@fastify/error'
+
+/**
+ * Every error the plugin answers with. Each has a stable `code` (FST_TUS_*), the HTTP `statusCode` it is
+ * answered with and a short message that becomes the plain-text response body.
+ */
+export const TusErrors = {
+  INVALID_OPTION: createError<[string]>('FST_TUS_INVALID_OPTION', 'fastify-tus: %s'),
+  UNSUPPORTED_VERSION: createError<[string]>(
+    'FST_TUS_UNSUPPORTED_VERSION',
+    'Unsupported or missing Tus-Resumable header (got "%s"); this server speaks 1.0.0',
+    412
+  ),
+  INVALID_HEADER: createError<[string, string]>('FST_TUS_INVALID_HEADER', 'Invalid %s header: %s', 400),
+  MISSING_LENGTH: createError<[]>(
+    'FST_TUS_MISSING_LENGTH',
+    'Upload-Length or Upload-Defer-Length: 1 is required',
+    400
+  ),
+  AMBIGUOUS_LENGTH: createError<[]>(
+    'FST_TUS_AMBIGUOUS_LENGTH',
+    'Upload-Length and Upload-Defer-Length must not be sent together',
+    400
+  ),
+  LENGTH_ALREADY_SET: createError<[number]>(
+    'FST_TUS_LENGTH_ALREADY_SET',
+    'Upload-Length is already set to %s and cannot change',
+    400
+  ),
+  LENGTH_BELOW_OFFSET: createError<[number, number]>(
+    'FST_TUS_LENGTH_BELOW_OFFSET',
+    'Upload-Length %s is smaller than the current offset %s',
+    400
+  ),
+  INVALID_METADATA: createError<[string]>('FST_TUS_INVALID_METADATA', 'Invalid Upload-Metadata: %s', 400),
+  MAX_SIZE_EXCEEDED: createError<[number, number]>(
+    'FST_TUS_MAX_SIZE_EXCEEDED',
+    'Upload-Length %s exceeds the maximum upload size of %s bytes',
+    413
+  ),
+  LENGTH_EXCEEDED: createError<[number]>(
+    'FST_TUS_LENGTH_EXCEEDED',
+    'The request body goes beyond the upload length of %s bytes',
+    413
+  ),
+  UNSUPPORTED_MEDIA_TYPE: createError<[string]>(
+    'FST_TUS_UNSUPPORTED_MEDIA_TYPE',
+    'Content-Type must be application/offset+octet-stream (got "%s")',
+    415
+  ),
+  OFFSET_MISMATCH: createError<[number, number]>(
+    'FST_TUS_OFFSET_MISMATCH',
+    'Upload-Offset %s does not match the current offset %s',
+    409
+  ),
+  NOT_FOUND: createError<[]>('FST_TUS_NOT_FOUND', 'Upload not found', 404),
+  GONE: createError<[]>('FST_TUS_GONE', 'Upload expired', 410),
+  NOT_COMPLETE: createError<[number, string]>(
+    'FST_TUS_NOT_COMPLETE',
+    'Upload is not complete yet (%s of %s bytes)',
+    409
+  ),
+  RANGE_NOT_SATISFIABLE: createError<[string, number]>(
+    'FST_TUS_RANGE_NOT_SATISFIABLE',
+    'Range "%s" cannot be satisfied for %s bytes',
+    416
+  ),
+  METHOD_NOT_ALLOWED: createError<[string]>(
+    'FST_TUS_METHOD_NOT_ALLOWED',
+    'Method %s is not allowed here',
+    405
+  ),
+  LOCKED: createError<[]>('FST_TUS_LOCKED', 'Upload is busy with another request; retry later', 423),
+  HOOK_FAILED: createError<[string, string]>('FST_TUS_HOOK_FAILED', '%s failed: %s', 500),
+  STORE_FAILED: createError<[string]>('FST_TUS_STORE_FAILED', 'Storage error: %s', 500)
+} as const
+
+/** An error that carries response headers (e.g. the current Upload-Offset with a 409). */
+export function withHeaders<E extends Error> (error: E, headers: Record<string, string>): E & { headers: Record<string, string> } {
+  return Object.assign(error, { headers })
+}

@@ -1,0 +1,78 @@
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { isComplete } from '../append.js'
+import { getLiveUpload, uploadIdOf, type TusContext } from '../context.js'
+import { TusErrors, withHeaders } from '../errors.js'
+import { stringHeader } from '../protocol.js'
+import type { ByteRange, UploadMetadata } from '../store/types.js'
+
+// type/subtype with optional parameters, no control characters: safe to send back as Content-Type.
+const MEDIA_TYPE = /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(\s*;\s*[A-Za-z0-9!#$&^_.+-]+=("[\x20\x21\x23-\x7e]*"|[A-Za-z0-9!#$&^_.+-]+))*$/
+
+/** GET: download a finished upload, whole or one byte range (206). */
+export async function handleGet (context: TusContext, request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  const upload = await getLiveUpload(context, uploadIdOf(request))
+  if (!isComplete(upload)) throw new TusErrors.NOT_COMPLETE(upload.offset, String(upload.size ?? 'unknown'))
+  const size = upload.offset
+  const rangeHeader = stringHeader(request, 'range')
+  const range = rangeHeader === undefined ? undefined : parseRange(rangeHeader, size)
+
+  reply
+    .header('Content-Type', contentType(upload.metadata))
+    .header('Content-Disposition', contentDisposition(upload.metadata, upload.id))
+    .header('X-Content-Type-Options', 'nosniff')
+    .header('Accept-Ranges', 'bytes')
+    .header('Last-Modified', upload.modifiedAt.toUTCString())
+  if (range === undefined) {
+    reply.code(200).header('Content-Length', String(size))
+    await reply.send(size === 0 ? '' : await context.store.read(upload.id))
+    return
+  }
+  reply
+    .code(206)
+    .header('Content-Range', `bytes ${range.start}-${range.end}/${size}`)
+    .header('Content-Length', String(range.end - range.start + 1))
+  await reply.send(await context.store.read(upload.id, range))
+}
+
+/**
+ * One `bytes=` range (first-last, first-, or -suffix). Several ranges or another unit: the whole body
+ * (RFC 9110 lets a server ignore Range). Unsatisfiable: 416 with `Content-Range: bytes * /size`.
+ */
+export function parseRange (header: string, size: number): ByteRange | undefined {
+  const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim())
+  if (match === null) return undefined
+  const [, first = '', last = ''] = match
+  let start: number
+  let end: number
+  if (first === '') {
+    if (last === '') return undefined
+    const suffix = Number(last)
+    if (suffix === 0 || size === 0) throw unsatisfiable(header, size)
+    start = Math.max(0, size - suffix)
+    end = size - 1
+  } else {
+    start = Number(first)
+    end = last === '' ? size - 1 : Math.min(Number(last), size - 1)
+    if (last !== '' && Number(last) < start) return undefined
+    if (start >= size) throw unsatisfiable(header, size)
+  }
+  return { start, end }
+}
+
+function unsatisfiable (header: string, size: number): Error {
+  return withHeaders(new TusErrors.RANGE_NOT_SATISFIABLE(header.slice(0, 64), size), { 'Content-Range': `bytes */${size}` })
+}
+
+function contentType (metadata: UploadMetadata): string {
+  const type = metadata.filetype ?? metadata.type ?? metadata.contentType
+  return type !== undefined && MEDIA_TYPE.test(type) ? type : 'application/octet-stream'
+}
+
+/** RFC 6266: an ASCII fallback name plus the exact UTF-8 name in RFC 5987 encoding. */
+export function contentDisposition (metadata: UploadMetadata, id: string): string {
+  const raw = metadata.filename ?? metadata.name ?? id
+  const name = raw.replace(/[\\/]/g, '_').replace(/[\x00-\x1f\x7f]/g, '') || id
+  const fallback = name.replace(/[^\x20-\x7e]/g, '_').replace(/["\\%]/g, '_')
+  const encoded = encodeURIComponent(name).replace(/['()*]/g, (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase())
+  return `attachment; filename="${fallback}"; filename*=UTF-8''${encoded}`
+}

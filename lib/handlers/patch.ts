@@ -1,0 +1,47 @@
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { appendBody, isComplete, runCompletionHook } from '../append.js'
+import { getLiveUpload, uploadIdOf, type TusContext } from '../context.js'
+import { TusErrors, withHeaders } from '../errors.js'
+import { OCTET_STREAM, integerHeader, mediaType, stringHeader } from '../protocol.js'
+import { setExpires } from '../reply.js'
+import type { UploadInfo } from '../store/types.js'
+
+/** PATCH: append the body at Upload-Offset. Every check runs before the first byte is written. */
+export async function handlePatch (context: TusContext, request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  const id = uploadIdOf(request)
+  if (mediaType(request) !== OCTET_STREAM) {
+    throw new TusErrors.UNSUPPORTED_MEDIA_TYPE(stringHeader(request, 'content-type') ?? '')
+  }
+  const offset = integerHeader(request, 'Upload-Offset')
+  if (offset === undefined) throw new TusErrors.INVALID_HEADER('Upload-Offset', 'missing')
+  const length = integerHeader(request, 'Upload-Length')
+
+  const lock = await context.locker.lock(id, { timeoutMs: context.options.lockTimeout })
+  try {
+    let upload = await getLiveUpload(context, id)
+    if (offset !== upload.offset) {
+      throw withHeaders(new TusErrors.OFFSET_MISMATCH(offset, upload.offset), { 'Upload-Offset': String(upload.offset) })
+    }
+    if (length !== undefined) upload = await declareLength(context, upload, length)
+    const wasComplete = isComplete(upload)
+    upload = await appendBody(context, request, upload)
+    reply.header('Upload-Offset', String(upload.offset))
+    setExpires(context, reply, upload)
+    if (!wasComplete && isComplete(upload)) await runCompletionHook(context, request, upload)
+  } finally {
+    await lock.release()
+  }
+  await reply.code(204).send()
+}
+
+/** creation-defer-length: the length arrives on a PATCH, once, and never changes afterwards. */
+async function declareLength (context: TusContext, upload: UploadInfo, length: number): Promise<UploadInfo> {
+  if (upload.size !== undefined) {
+    if (upload.size !== length) throw new TusErrors.LENGTH_ALREADY_SET(upload.size)
+    return upload
+  }
+  if (length > context.options.maxSize) throw new TusErrors.MAX_SIZE_EXCEEDED(length, context.options.maxSize)
+  if (length < upload.offset) throw new TusErrors.LENGTH_BELOW_OFFSET(length, upload.offset)
+  await context.store.declareLength(upload.id, length)
+  return { ...upload, size: length }
+}

@@ -1,0 +1,46 @@
+import type { FastifyRequest } from 'fastify'
+import type { TusContext } from './context.js'
+import { stringHeader } from './protocol.js'
+
+const HOST = /^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$/
+
+/**
+ * The URL of an upload for the Location header: absolute, built from the proxy's Forwarded /
+ * X-Forwarded-* headers when they are trusted, else from the request; or path-only when configured.
+ */
+export function uploadLocation (context: TusContext, request: FastifyRequest, id: string): string {
+  const path = `${context.basePath}/${id}`
+  if (context.options.relativeLocation) return path
+  let protocol: string | undefined
+  let host: string | undefined
+  if (context.options.respectForwardedHeaders) {
+    ({ protocol, host } = forwardedOrigin(request))
+  }
+  protocol ??= request.protocol
+  host ??= stringHeader(request, 'host')
+  if (host === undefined || !HOST.test(host)) return path
+  return `${protocol}://${host}${path}`
+}
+
+function forwardedOrigin (request: FastifyRequest): { protocol?: string, host?: string } {
+  const forwarded = stringHeader(request, 'forwarded')
+  let protocol: string | undefined
+  let host: string | undefined
+  if (forwarded !== undefined) {
+    // The first element is the one the outermost proxy added about the client's request.
+    const first = forwarded.split(',')[0] ?? ''
+    for (const pair of first.split(';')) {
+      const [name, rawValue] = pair.split('=', 2).map((part) => part.trim())
+      const value = rawValue?.replace(/^"(.*)"$/, '$1')
+      if (value === undefined) continue
+      if (name?.toLowerCase() === 'proto') protocol = value.toLowerCase()
+      if (name?.toLowerCase() === 'host') host = value
+    }
+  }
+  protocol ??= stringHeader(request, 'x-forwarded-proto')?.split(',')[0]?.trim().toLowerCase()
+  host ??= stringHeader(request, 'x-forwarded-host')?.split(',')[0]?.trim()
+  return {
+    ...(protocol === 'http' || protocol === 'https' ? { protocol } : {}),
+    ...(host !== undefined && HOST.test(host) ? { host } : {})
+  }
+}

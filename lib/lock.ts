@@ -1,0 +1,82 @@
+import { TusErrors } from './errors.js'
+
+/** A held lock on one upload. */
+export interface UploadLock {
+  release (): Promise<void>
+}
+
+export interface LockOptions {
+  /**
+   * Called while this lock is held and another request waits for it: the holder should finish soon
+   * (a PATCH whose client vanished ends its body so the newer request can go on).
+   */
+  onReleaseRequested?: () => void
+  /** How long to wait before giving up with FST_TUS_LOCKED (423). */
+  timeoutMs: number
+}
+
+/**
+ * Serialises the requests that change one upload (PATCH, DELETE, concatenation, expiry). The default is
+ * in-process; a cross-process implementation (e.g. Redis) plugs in through the `locker` option.
+ */
+export interface UploadLocker {
+  lock (id: string, options: LockOptions): Promise<UploadLock>
+}
+
+interface Waiter {
+  grant: () => void
+  onReleaseRequested: (() => void) | undefined
+}
+
+interface Holder {
+  onReleaseRequested: (() => void) | undefined
+  waiters: Waiter[]
+}
+
+/** In-process locker: a FIFO queue of waiters per upload id. */
+export class MemoryLocker implements UploadLocker {
+  readonly #held = new Map<string, Holder>()
+
+  async lock (id: string, options: LockOptions): Promise<UploadLock> {
+    const holder = this.#held.get(id)
+    if (holder === undefined) {
+      this.#held.set(id, { onReleaseRequested: options.onReleaseRequested, waiters: [] })
+      return this.#lockFor(id)
+    }
+    await new Promise<void>((resolve, reject) => {
+      const waiter: Waiter = {
+        grant: () => {
+          clearTimeout(timer)
+          resolve()
+        },
+        onReleaseRequested: options.onReleaseRequested
+      }
+      const timer = setTimeout(() => {
+        holder.waiters.splice(holder.waiters.indexOf(waiter), 1)
+        reject(new TusErrors.LOCKED())
+      }, options.timeoutMs)
+      holder.waiters.push(waiter)
+      holder.onReleaseRequested?.()
+    })
+    return this.#lockFor(id)
+  }
+
+  #lockFor (id: string): UploadLock {
+    let released = false
+    return {
+      release: async () => {
+        if (released) return
+        released = true
+        const holder = this.#held.get(id)
+        if (holder === undefined) return
+        const next = holder.waiters.shift()
+        if (next === undefined) {
+          this.#held.delete(id)
+          return
+        }
+        holder.onReleaseRequested = next.onReleaseRequested
+        next.grant()
+      }
+    }
+  }
+}

@@ -1,0 +1,106 @@
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { TusErrors } from './errors.js'
+import type { UploadLocker } from './lock.js'
+import type { DataStore, NewUpload, UploadInfo } from './store/types.js'
+
+/** Runs before every tus route but OPTIONS; throw (an error with statusCode 401/403) or reply to refuse. */
+export type TusAuthHook = (request: FastifyRequest, reply: FastifyReply) => Promise<void> | void
+/** Runs before an upload is created; throw an error with a 4xx `statusCode` to refuse it with that status. */
+export type OnUploadCreate = (upload: NewUpload, request: FastifyRequest) => Promise<void> | void
+/** Runs once per upload, after its last byte is durably stored and before the final response. */
+export type OnUploadComplete = (upload: UploadInfo, request: FastifyRequest) => Promise<void> | void
+
+export interface TusPluginOptions {
+  /** Path the tus routes live under. Default `/files`. */
+  prefix?: string
+  /** Directory for the default file store; created if missing. Default `<os tmpdir>/fastify-tus`. */
+  dir?: string
+  /** Largest upload accepted, in bytes; announced as Tus-Max-Size. Default 128849018880 (120 GiB). */
+  maxSize?: number
+  /** Uploads expire this many days after their last write (fractions allowed). Default 5; `Infinity` never. */
+  daysToKeep?: number
+  auth?: TusAuthHook
+  onUploadCreate?: OnUploadCreate
+  onUploadComplete?: OnUploadComplete
+  /** Honour Forwarded / X-Forwarded-Proto / X-Forwarded-Host when building Location. Default true. */
+  respectForwardedHeaders?: boolean
+  /** Answer creation with a path-only Location (`/files/<id>`) instead of an absolute URL. Default false. */
+  relativeLocation?: boolean
+  /** Longest Upload-Metadata header accepted, in bytes. Default 4096. */
+  maxMetadataSize?: number
+  /** How long a request waits for another request on the same upload to finish, in ms. Default 3000. */
+  lockTimeout?: number
+  /** Where uploads are kept. Default: a FileStore in `dir`. */
+  store?: DataStore
+  /** How requests on one upload are serialised. Default: in-process. */
+  locker?: UploadLocker
+}
+
+export interface ResolvedOptions {
+  prefix: string
+  dir: string
+  maxSize: number
+  daysToKeep: number
+  auth: TusAuthHook | undefined
+  onUploadCreate: OnUploadCreate | undefined
+  onUploadComplete: OnUploadComplete | undefined
+  respectForwardedHeaders: boolean
+  relativeLocation: boolean
+  maxMetadataSize: number
+  lockTimeout: number
+}
+
+export const DEFAULT_MAX_SIZE = 128_849_018_880
+
+/** Validates the options once, at register time, and fills in the defaults. */
+export function resolveOptions (options: TusPluginOptions): ResolvedOptions {
+  const prefix = options.prefix ?? '/files'
+  if (typeof prefix !== 'string' || !/^(\/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*\/?$/.test(prefix)) {
+    throw new TusErrors.INVALID_OPTION(`prefix must be a path such as "/files" (got ${JSON.stringify(prefix)})`)
+  }
+  const dir = options.dir ?? join(tmpdir(), 'fastify-tus')
+  if (typeof dir !== 'string' || dir === '') {
+    throw new TusErrors.INVALID_OPTION('dir must be a non-empty string')
+  }
+  return {
+    prefix: prefix === '/' ? '' : prefix.replace(/\/$/, ''),
+    dir: resolve(dir),
+    maxSize: positiveInteger('maxSize', options.maxSize ?? DEFAULT_MAX_SIZE),
+    daysToKeep: positiveNumber('daysToKeep', options.daysToKeep ?? 5),
+    auth: optionalFunction('auth', options.auth),
+    onUploadCreate: optionalFunction('onUploadCreate', options.onUploadCreate),
+    onUploadComplete: optionalFunction('onUploadComplete', options.onUploadComplete),
+    respectForwardedHeaders: boolean('respectForwardedHeaders', options.respectForwardedHeaders ?? true),
+    relativeLocation: boolean('relativeLocation', options.relativeLocation ?? false),
+    maxMetadataSize: positiveInteger('maxMetadataSize', options.maxMetadataSize ?? 4096),
+    lockTimeout: positiveInteger('lockTimeout', options.lockTimeout ?? 3000)
+  }
+}
+
+function positiveInteger (name: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
+    throw new TusErrors.INVALID_OPTION(`${name} must be a positive integer (got ${String(value)})`)
+  }
+  return value
+}
+
+function positiveNumber (name: string, value: unknown): number {
+  if (typeof value !== 'number' || Number.isNaN(value) || value <= 0) {
+    throw new TusErrors.INVALID_OPTION(`${name} must be a positive number of days or Infinity (got ${String(value)})`)
+  }
+  return value
+}
+
+function boolean (name: string, value: unknown): boolean {
+  if (typeof value !== 'boolean') throw new TusErrors.INVALID_OPTION(`${name} must be a boolean`)
+  return value
+}
+
+function optionalFunction<F> (name: string, value: F | undefined): F | undefined {
+  if (value !== undefined && typeof value !== 'function') {
+    throw new TusErrors.INVALID_OPTION(`${name} must be a function`)
+  }
+  return value
+}

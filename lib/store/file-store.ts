@@ -1,0 +1,202 @@
+import { createReadStream } from 'node:fs'
+import { mkdir, open, readFile, readdir, rename, rm, stat, unlink } from 'node:fs/promises'
+import type { FileHandle } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { Readable } from 'node:stream'
+import { randomBytes } from 'node:crypto'
+import { TusErrors } from '../errors.js'
+import { isValidUploadId } from '../ids.js'
+import type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata } from './types.js'
+
+const INFO_SUFFIX = '.json'
+
+/** What `<id>.json` holds. The offset is not in it: it is the data file's size, so it is never stale. */
+interface InfoFile {
+  id: string
+  size: number | null
+  metadata: UploadMetadata
+  concat?: UploadConcat
+  createdAt: string
+}
+
+export interface FileStoreOptions {
+  /** Directory holding `<id>` (data) and `<id>.json` (info) for every upload; created if missing. */
+  directory: string
+}
+
+/**
+ * Keeps each upload as two files in one directory: the data file `<id>`, appended to in place, and the
+ * info file `<id>.json`, replaced atomically (write to a temporary file, fsync, rename).
+ */
+export class FileStore implements DataStore {
+  readonly directory: string
+  readonly #openHandles = new Set<FileHandle>()
+  #ready: Promise<void> | undefined
+
+  constructor (options: FileStoreOptions) {
+    this.directory = options.directory
+  }
+
+  async create (upload: NewUpload): Promise<UploadInfo> {
+    await this.#ensureDirectory()
+    const createdAt = new Date()
+    // The data file comes first: an upload exists once its info file does, and then its data file exists too.
+    const data = await open(this.#dataPath(upload.id), 'wx')
+    await data.close()
+    await this.#writeInfo({
+      id: upload.id,
+      size: upload.size ?? null,
+      metadata: upload.metadata,
+      ...(upload.concat === undefined ? {} : { concat: upload.concat }),
+      createdAt: createdAt.toISOString()
+    })
+    return { ...upload, offset: 0, createdAt, modifiedAt: createdAt, path: this.#dataPath(upload.id) }
+  }
+
+  async getInfo (id: string): Promise<UploadInfo> {
+    const info = await this.#readInfo(id)
+    const createdAt = new Date(info.createdAt)
+    const path = this.#dataPath(id)
+    let offset = 0
+    let modifiedAt = createdAt
+    try {
+      const stats = await stat(path)
+      offset = stats.size
+      modifiedAt = stats.mtime > createdAt ? stats.mtime : createdAt
+    } catch (error) {
+      if (!isNotFound(error)) throw error
+    }
+    return {
+      id,
+      size: info.size ?? undefined,
+      metadata: info.metadata,
+      ...(info.concat === undefined ? {} : { concat: info.concat }),
+      offset,
+      createdAt,
+      modifiedAt,
+      path
+    }
+  }
+
+  async write (id: string, offset: number, source: AsyncIterable<Buffer>): Promise<number> {
+    const handle = await open(this.#dataPath(id), 'a')
+    this.#openHandles.add(handle)
+    let written = 0
+    try {
+      for await (const chunk of source) {
+        let position = 0
+        while (position < chunk.length) {
+          const { bytesWritten } = await handle.write(chunk, position, chunk.length - position)
+          position += bytesWritten
+          written += bytesWritten
+        }
+      }
+    } finally {
+      this.#openHandles.delete(handle)
+      await handle.close()
+    }
+    return offset + written
+  }
+
+  async flush (id: string): Promise<void> {
+    const handle = await open(this.#dataPath(id), 'r')
+    try {
+      await handle.sync()
+    } finally {
+      await handle.close()
+    }
+  }
+
+  async declareLength (id: string, size: number): Promise<void> {
+    const info = await this.#readInfo(id)
+    await this.#writeInfo({ ...info, size })
+  }
+
+  async read (id: string, range?: ByteRange): Promise<Readable> {
+    await this.#readInfo(id)
+    return createReadStream(this.#dataPath(id), range === undefined ? {} : { start: range.start, end: range.end })
+  }
+
+  async terminate (id: string): Promise<void> {
+    // The info file goes first so that the upload vanishes at once, even if removing the data fails.
+    await unlink(this.#infoPath(id)).catch(rethrowUnlessNotFound)
+    await rm(this.#dataPath(id), { force: true })
+  }
+
+  async * list (): AsyncIterable<string> {
+    let names: string[]
+    try {
+      names = await readdir(this.directory)
+    } catch (error) {
+      if (isNotFound(error)) return
+      throw error
+    }
+    for (const name of names) {
+      if (!name.endsWith(INFO_SUFFIX)) continue
+      const id = name.slice(0, -INFO_SUFFIX.length)
+      if (isValidUploadId(id)) yield id
+    }
+  }
+
+  async close (): Promise<void> {
+    await Promise.allSettled([...this.#openHandles].map(async (handle) => await handle.close()))
+    this.#openHandles.clear()
+  }
+
+  #ensureDirectory (): Promise<void> {
+    this.#ready ??= mkdir(this.directory, { recursive: true }).then(() => undefined)
+    return this.#ready
+  }
+
+  #dataPath (id: string): string {
+    assertSafeId(id)
+    return join(this.directory, id)
+  }
+
+  #infoPath (id: string): string {
+    assertSafeId(id)
+    return join(this.directory, id + INFO_SUFFIX)
+  }
+
+  async #readInfo (id: string): Promise<InfoFile> {
+    let text: string
+    try {
+      text = await readFile(this.#infoPath(id), 'utf8')
+    } catch (error) {
+      if (isNotFound(error)) throw new TusErrors.NOT_FOUND()
+      throw error
+    }
+    return JSON.parse(text) as InfoFile
+  }
+
+  async #writeInfo (info: InfoFile): Promise<void> {
+    const target = this.#infoPath(info.id)
+    const temporary = `${target}.${randomBytes(6).toString('hex')}.tmp`
+    const handle = await open(temporary, 'w')
+    try {
+      await handle.writeFile(JSON.stringify(info))
+      await handle.sync()
+    } finally {
+      await handle.close()
+    }
+    try {
+      await rename(temporary, target)
+    } catch (error) {
+      await rm(temporary, { force: true })
+      throw error
+    }
+  }
+}
+
+function assertSafeId (id: string): void {
+  // Handlers validate ids already; this keeps the store safe when it is used directly.
+  if (!isValidUploadId(id)) throw new TusErrors.NOT_FOUND()
+}
+
+function isNotFound (error: unknown): boolean {
+  return (error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT'
+}
+
+function rethrowUnlessNotFound (error: unknown): void {
+  if (!isNotFound(error)) throw error
+}

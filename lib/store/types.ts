@@ -1,0 +1,63 @@
+import type { Readable } from 'node:stream'
+
+/** Decoded Upload-Metadata: key -> UTF-8 value. A key sent without a value maps to ''. */
+export type UploadMetadata = Record<string, string>
+
+/** How an upload takes part in the concatenation extension. */
+export type UploadConcat =
+  | { type: 'partial' }
+  | { type: 'final', parts: string[], header: string }
+
+/** What the protocol layer asks a store to create. */
+export interface NewUpload {
+  id: string
+  /** Total length in bytes; `undefined` while deferred (Upload-Defer-Length: 1). */
+  size: number | undefined
+  metadata: UploadMetadata
+  concat?: UploadConcat
+}
+
+/** Everything known about one upload, as a store reports it. */
+export interface UploadInfo extends NewUpload {
+  /** Bytes durably stored so far. */
+  offset: number
+  createdAt: Date
+  /** Last time bytes were appended (creation time before the first append). */
+  modifiedAt: Date
+  /** Local path of the data file, for stores that keep uploads as local files. */
+  path?: string
+}
+
+/** An inclusive byte range, as in HTTP Range. */
+export interface ByteRange {
+  start: number
+  end: number
+}
+
+/**
+ * The storage seam. The protocol handlers talk only to this interface; a backend (local files, S3, ...)
+ * is one implementation of it. Callers hold the upload's lock around every mutating call.
+ */
+export interface DataStore {
+  /** Creates an empty upload. Fails if the id exists. */
+  create (upload: NewUpload): Promise<UploadInfo>
+  /** The upload's current state; rejects with FST_TUS_NOT_FOUND when there is none. */
+  getInfo (id: string): Promise<UploadInfo>
+  /**
+   * Appends the chunks of `source` at `offset` (which the caller has checked is the current offset) and
+   * resolves with the new offset. Bytes written before a failure stay written; the caller bounds `source`.
+   */
+  write (id: string, offset: number, source: AsyncIterable<Buffer>): Promise<number>
+  /** Makes the upload's bytes durable (called before completion is reported). */
+  flush (id: string): Promise<void>
+  /** Sets a deferred length once. */
+  declareLength (id: string, size: number): Promise<void>
+  /** Streams the stored bytes, or a range of them. */
+  read (id: string, range?: ByteRange): Promise<Readable>
+  /** Removes the upload and its data. */
+  terminate (id: string): Promise<void>
+  /** The ids of every stored upload. */
+  list (): AsyncIterable<string>
+  /** Releases resources (open handles) when the server closes. */
+  close (): Promise<void>
+}
