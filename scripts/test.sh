@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# `npm test`: the whole suite. Installs the Debian packages it needs when run as root (CI, fresh machines),
+# starts the services the suites use, type-checks, builds, and runs every tap test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/system-deps.sh
+
+npm run typecheck
+npm run build
+set +e
+npx tap "$@" 2>&1 | tee .tap-output.log
+status=${PIPESTATUS[0]}
+set -e
+# A plain closing line: "N passed, N failed".
+summary=$(grep -Eo '# \{ total: [0-9]+, pass: [0-9]+' .tap-output.log | tail -1 || true)
+if [ -n "$summary" ]; then
+  total=$(sed -E 's/.*total: ([0-9]+).*/\1/' <<<"$summary")
+  pass=$(sed -E 's/.*pass: ([0-9]+).*/\1/' <<<"$summary")
+  echo "$pass passed, $((total - pass)) failed"
+fi
+exit "$status"

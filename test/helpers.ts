@@ -1,0 +1,122 @@
+// Shared test helpers: a real server on 127.0.0.1, raw HTTP requests, hashes and a tus-js-client wrapper.
+import { createHash } from 'node:crypto'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { Readable } from 'node:stream'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import { Upload, type UploadOptions } from 'tus-js-client'
+import { request as undiciRequest } from 'undici'
+import tusPlugin, { type TusPluginOptions } from '../lib/index.js'
+
+export interface TestServer {
+  app: FastifyInstance
+  /** http://127.0.0.1:PORT */
+  origin: string
+  /** origin + prefix + '/', the tus creation endpoint */
+  endpoint: string
+  /** the upload directory (a fresh temp dir unless given) */
+  dir: string
+}
+
+interface Teardown { teardown: (fn: () => unknown) => void }
+
+/** Starts Fastify + the plugin on 127.0.0.1 with a fresh upload dir; closes and removes it at teardown. */
+export async function startServer (
+  t: Teardown,
+  options: TusPluginOptions = {},
+  setup?: (app: FastifyInstance) => Promise<void> | void,
+  fastifyOptions: FastifyServerOptions = {}
+): Promise<TestServer> {
+  const dir = options.dir ?? await mkdtemp(join(tmpdir(), 'fastify-tus-test-'))
+  const app = Fastify(fastifyOptions)
+  if (setup !== undefined) await setup(app)
+  else await app.register(tusPlugin, { ...options, dir })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  t.teardown(async () => {
+    await app.close()
+    if (options.dir === undefined) await rm(dir, { recursive: true, force: true })
+  })
+  const origin = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
+  return { app, origin, endpoint: `${origin}${options.prefix ?? '/files'}/`, dir }
+}
+
+export interface RawResponse {
+  status: number
+  headers: Record<string, string>
+  body: Buffer
+  text: string
+}
+
+/** One HTTP request with exactly the given headers (Tus-Resumable is NOT added). */
+export async function rawRequest (
+  url: string,
+  init: { method?: string, headers?: Record<string, string>, body?: string | Buffer | Readable } = {}
+): Promise<RawResponse> {
+  const response = await undiciRequest(url, {
+    method: (init.method ?? 'GET') as 'GET',
+    headers: init.headers ?? {},
+    ...(init.body === undefined ? {} : { body: init.body }),
+    reset: true
+  })
+  const body = Buffer.from(await response.body.arrayBuffer())
+  const headers: Record<string, string> = {}
+  for (const [name, value] of Object.entries(response.headers)) {
+    if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(', ') : value
+  }
+  return { status: response.statusCode, headers, body, text: body.toString('utf8') }
+}
+
+/** A tus 1.0.0 request: rawRequest with Tus-Resumable: 1.0.0 added. */
+export async function tusRequest (
+  url: string,
+  init: { method?: string, headers?: Record<string, string>, body?: string | Buffer | Readable } = {}
+): Promise<RawResponse> {
+  return await rawRequest(url, { ...init, headers: { 'Tus-Resumable': '1.0.0', ...init.headers } })
+}
+
+/** Creates an upload with raw HTTP and returns its absolute URL. */
+export async function createUpload (server: TestServer, headers: Record<string, string> = { 'Upload-Length': '11' }): Promise<string> {
+  const response = await tusRequest(server.endpoint, { method: 'POST', headers })
+  if (response.status !== 201) throw new Error(`creation failed: ${response.status} ${response.text}`)
+  return new URL(response.headers.location!, server.origin).href
+}
+
+export function sha256 (data: Buffer | string): string {
+  return createHash('sha256').update(data).digest('hex')
+}
+
+export async function sha256File (path: string): Promise<string> {
+  return sha256(await readFile(path))
+}
+
+/** Deterministic pseudo-random bytes, so failures are reproducible. */
+export function randomBytesSeeded (size: number, seed = 1): Buffer {
+  const buffer = Buffer.alloc(size)
+  let state = seed >>> 0 || 1
+  for (let i = 0; i < size; i++) {
+    state ^= state << 13; state >>>= 0
+    state ^= state >>> 17
+    state ^= state << 5; state >>>= 0
+    buffer[i] = state & 0xff
+  }
+  return buffer
+}
+
+export function idOf (url: string): string {
+  return new URL(url).pathname.split('/').pop()!
+}
+
+/** Uploads with the real tus-js-client; resolves with the upload URL. retryDelays default null (fail fast). */
+export async function tusUpload (input: Buffer | Readable, options: UploadOptions & { endpoint?: string }): Promise<string> {
+  return await new Promise((resolve, reject) => {
+    const upload: Upload = new Upload(input, {
+      retryDelays: null,
+      ...options,
+      onSuccess: () => { resolve(upload.url!) },
+      onError: reject
+    })
+    upload.start()
+  })
+}
