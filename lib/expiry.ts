@@ -10,7 +10,7 @@ export async function removeExpired (context: TusContext): Promise<UploadInfo[]>
   for await (const id of context.store.list()) {
     const candidate = await context.store.getInfo(id).catch(() => undefined)
     if (candidate === undefined || !isExpired(context, candidate)) continue
-    const lock = await context.locker.lock(id, { timeoutMs: context.options.lockTimeout }).catch(() => undefined)
+    const lock = await context.locker.lock(id, { timeoutMs: context.options.lockTimeout, requestRelease: false }).catch(() => undefined)
     if (lock === undefined) continue
     try {
       const upload = await context.store.getInfo(id).catch(() => undefined)

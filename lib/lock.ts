@@ -13,6 +13,11 @@ export interface LockOptions {
   onReleaseRequested?: () => void
   /** How long to wait before giving up with FST_TUS_LOCKED (423). */
   timeoutMs: number
+  /**
+   * Whether waiting asks the current holder to finish (its `onReleaseRequested`). Default true: a client
+   * that reconnects must not wait behind its own dead request. Background work (expiry) passes false.
+   */
+  requestRelease?: boolean
 }
 
 /**
@@ -56,7 +61,7 @@ export class MemoryLocker implements UploadLocker {
         reject(new TusErrors.LOCKED())
       }, options.timeoutMs)
       holder.waiters.push(waiter)
-      holder.onReleaseRequested?.()
+      if (options.requestRelease !== false) holder.onReleaseRequested?.()
     })
     return this.#lockFor(id)
   }
