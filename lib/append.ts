@@ -1,5 +1,5 @@
 import type { FastifyRequest } from 'fastify'
-import { BoundedBody } from './body.js'
+import { BoundedBody, RequestBody } from './body.js'
 import type { TusContext } from './context.js'
 import { TusErrors, withHeaders } from './errors.js'
 import { integerHeader } from './protocol.js'
@@ -16,7 +16,7 @@ export async function appendBody (context: TusContext, request: FastifyRequest, 
   const declared = integerHeader(request, 'Content-Length')
   if (declared !== undefined && declared > room) throw new TusErrors.LENGTH_EXCEEDED(limit)
 
-  const body = new BoundedBody(request.raw, room)
+  const body = new BoundedBody(request.body instanceof RequestBody ? request.body : undefined, room)
   let offset: number
   try {
     offset = await context.store.write(upload.id, upload.offset, body)

@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { TusContext } from './context.js'
+import { RequestBody } from './body.js'
 import { TusErrors, withHeaders } from './errors.js'
 import { handleDelete } from './handlers/delete.js'
 import { handleGet } from './handlers/get.js'
@@ -22,7 +23,10 @@ export async function tusRoutes (instance: FastifyInstance, options: { context: 
   const context: TusContext = { ...options.context, basePath: instance.prefix }
 
   instance.removeAllContentTypeParsers()
-  instance.addContentTypeParser('*', (_request, _payload, done) => { done(null) })
+  instance.addContentTypeParser('*', (_request, payload, done) => { done(null, new RequestBody(payload)) })
+  instance.addHook('onSend', async (request) => {
+    if (request.body instanceof RequestBody) request.body.discardRest()
+  })
   instance.setErrorHandler(sendError)
   instance.setNotFoundHandler(async () => { throw new TusErrors.NOT_FOUND() })
 

@@ -26,12 +26,12 @@ interface Teardown { teardown: (fn: () => unknown) => void }
 export async function startServer (
   t: Teardown,
   options: TusPluginOptions = {},
-  setup?: (app: FastifyInstance) => Promise<void> | void,
+  setup?: (app: FastifyInstance, dir: string) => Promise<void> | void,
   fastifyOptions: FastifyServerOptions = {}
 ): Promise<TestServer> {
   const dir = options.dir ?? await mkdtemp(join(tmpdir(), 'fastify-tus-test-'))
   const app = Fastify(fastifyOptions)
-  if (setup !== undefined) await setup(app)
+  if (setup !== undefined) await setup(app, dir)
   else await app.register(tusPlugin, { ...options, dir })
   await app.listen({ port: 0, host: '127.0.0.1' })
   t.teardown(async () => {
