@@ -1,6 +1,6 @@
 // Shared test helpers: a real server on 127.0.0.1, raw HTTP requests, hashes and a tus-js-client wrapper.
 import { createHash } from 'node:crypto'
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -119,4 +119,13 @@ export async function tusUpload (input: Buffer | Readable, options: UploadOption
     })
     upload.start()
   })
+}
+
+/** Makes an upload look `days` days old (its creation time and last write). */
+export async function backdate (dir: string, id: string, days: number): Promise<void> {
+  const past = new Date(Date.now() - days * 86_400_000)
+  const infoPath = join(dir, `${id}.json`)
+  const info = JSON.parse(await readFile(infoPath, 'utf8')) as Record<string, unknown>
+  await writeFile(infoPath, JSON.stringify({ ...info, createdAt: past.toISOString() }))
+  await utimes(join(dir, id), past, past)
 }

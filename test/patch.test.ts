@@ -1,10 +1,10 @@
 import t from 'tap'
-import { readFile, utimes, writeFile } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { connect } from 'node:net'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import type { UploadInfo } from '../lib/index.js'
-import { createUpload, idOf, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
+import { backdate, createUpload, idOf, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
 
@@ -180,15 +180,6 @@ t.test('an expired upload answers 410 on every route', async (t) => {
   }
   t.equal((await stored(server, url)).length, 0)
 })
-
-/** Makes an upload look `days` days old (its creation time and last write). */
-export async function backdate (dir: string, id: string, days: number): Promise<void> {
-  const past = new Date(Date.now() - days * 86_400_000)
-  const infoPath = join(dir, `${id}.json`)
-  const info = JSON.parse(await readFile(infoPath, 'utf8')) as Record<string, unknown>
-  await writeFile(infoPath, JSON.stringify({ ...info, createdAt: past.toISOString() }))
-  await utimes(join(dir, id), past, past)
-}
 
 t.test('a refused PATCH with a large body leaves the keep-alive connection usable', async (t) => {
   const { Client } = await import('undici')

@@ -1,0 +1,60 @@
+import t from 'tap'
+import { readdir } from 'node:fs/promises'
+import { PassThrough } from 'node:stream'
+import { request as undiciRequest } from 'undici'
+import { backdate, createUpload, idOf, startServer, tusRequest } from './helpers.js'
+
+const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
+
+t.test('DELETE terminates: 204, files gone, then 404 everywhere', async (t) => {
+  const server = await startServer(t)
+  const url = await createUpload(server, { 'Upload-Length': '5' })
+  await tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET }, body: 'hel' })
+  const deleted = await tusRequest(url, { method: 'DELETE' })
+  t.equal(deleted.status, 204)
+  t.equal(deleted.headers['tus-resumable'], '1.0.0')
+  t.same(await readdir(server.dir), [])
+  for (const method of ['HEAD', 'GET', 'DELETE']) t.equal((await tusRequest(url, { method })).status, 404, method)
+  const patched = await tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': '3', ...OCTET }, body: 'lo' })
+  t.equal(patched.status, 404)
+})
+
+t.test('removeExpired removes expired uploads, finished or not, and reports them', async (t) => {
+  const server = await startServer(t, { daysToKeep: 0.5 })
+  const old = await createUpload(server, { 'Upload-Length': '5' })
+  const oldFinished = await createUpload(server, { 'Upload-Length': '0' })
+  const fresh = await createUpload(server, { 'Upload-Length': '5' })
+  await backdate(server.dir, idOf(old), 1)
+  await backdate(server.dir, idOf(oldFinished), 1)
+  const removed = await server.app.tus.removeExpired()
+  t.same(removed.map((upload) => upload.id).sort(), [idOf(old), idOf(oldFinished)].sort())
+  t.equal(removed.find((upload) => upload.id === idOf(old))?.size, 5)
+  t.same((await readdir(server.dir)).sort(), [idOf(fresh), `${idOf(fresh)}.json`].sort())
+  t.equal((await tusRequest(fresh, { method: 'HEAD' })).status, 200)
+  t.equal((await tusRequest(old, { method: 'HEAD' })).status, 404)
+  t.same(await server.app.tus.removeExpired(), [], 'nothing left to remove')
+})
+
+t.test('removeExpired never removes an upload a request is writing to', async (t) => {
+  const server = await startServer(t, { daysToKeep: 0.5, lockTimeout: 200 })
+  const url = await createUpload(server, { 'Upload-Length': '10' })
+  const body = new PassThrough()
+  const pending = undiciRequest(url, {
+    method: 'PATCH',
+    headers: { 'Tus-Resumable': '1.0.0', 'Upload-Offset': '0', 'Content-Length': '10', ...OCTET },
+    body
+  })
+  body.write('hello')
+  // Wait until the PATCH holds the upload (its first bytes are on disk).
+  for (let offset = '0'; offset !== '5';) {
+    offset = (await tusRequest(url, { method: 'HEAD' })).headers['upload-offset']!
+  }
+  await backdate(server.dir, idOf(url), 1)
+  t.same(await server.app.tus.removeExpired(), [], 'the busy upload is skipped')
+  body.end('world')
+  const response = await pending
+  await response.body.dump()
+  t.equal(response.statusCode, 204)
+  t.equal(response.headers['upload-offset'], '10')
+  t.equal((await tusRequest(url, { method: 'HEAD' })).headers['upload-offset'], '10')
+})
