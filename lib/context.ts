@@ -1,7 +1,9 @@
-import type { FastifyRequest } from 'fastify'
+import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import { TusErrors } from './errors.js'
+import type { TusEvents } from './events.js'
 import { isValidUploadId } from './ids.js'
 import type { UploadLocker } from './lock.js'
+import type { TusMetrics } from './metrics.js'
 import type { ResolvedOptions } from './options.js'
 import type { DataStore, UploadInfo } from './store/types.js'
 
@@ -14,6 +16,11 @@ export interface TusContext {
   basePath: string
   store: DataStore
   locker: UploadLocker
+  /** `app.tus` itself: what observers listen to. */
+  events: TusEvents
+  metrics: TusMetrics
+  /** For work outside a request (expiry); requests log through `request.log`. */
+  log: FastifyBaseLogger
 }
 
 /** When `upload` expires, or undefined when uploads never expire. */

@@ -1,4 +1,5 @@
 import { isExpired, type TusContext } from './context.js'
+import { notify } from './events.js'
 import type { UploadInfo } from './store/types.js'
 
 /**
@@ -17,6 +18,8 @@ export async function removeExpired (context: TusContext): Promise<UploadInfo[]>
       if (upload !== undefined && isExpired(context, upload)) {
         await context.store.terminate(id)
         removed.push(upload)
+        context.metrics.uploadsExpired++
+        notify(context.events, context.log, 'expired', upload)
       }
     } finally {
       await lock.release()

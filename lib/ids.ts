@@ -12,3 +12,12 @@ export function isValidUploadId (id: string): boolean {
 export function newUploadId (): string {
   return nanoid()
 }
+
+// Sub-directory segments use the id alphabet: no dots (so no `..`, no `x.json` beside the info files),
+// no separators but the `/` between segments.
+const DIRECTORY = /^[A-Za-z0-9_-]{1,128}(\/[A-Za-z0-9_-]{1,128}){0,7}$/
+
+/** True when `directory` is a safe relative storage sub-directory such as `alice` or `2024/alice`. */
+export function isValidDirectory (directory: string): boolean {
+  return DIRECTORY.test(directory)
+}

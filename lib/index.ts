@@ -1,19 +1,23 @@
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import type { TusContext } from './context.js'
+import { TusEvents } from './events.js'
 import { removeExpired } from './expiry.js'
 import { MemoryLocker } from './lock.js'
+import { METRICS_CONTENT_TYPE, TusMetrics, measuredLocker } from './metrics.js'
 import { resolveOptions, type TusPluginOptions } from './options.js'
 import { tusRoutes } from './routes.js'
 import { FileStore } from './store/file-store.js'
 import type { DataStore, UploadInfo } from './store/types.js'
 
-/** What `app.tus` offers. */
-export interface TusDecorator {
+/** What `app.tus` offers; it is also the typed emitter of the upload events (`app.tus.on('completed', ...)`). */
+export interface TusDecorator extends TusEvents {
   /** Removes every expired upload (never one being written to) and resolves with what it removed. */
   removeExpired (): Promise<UploadInfo[]>
   /** The store the uploads live in. */
   readonly store: DataStore
+  /** The plugin's counters and gauges in the Prometheus text format. */
+  metrics (): string
 }
 
 declare module 'fastify' {
@@ -25,13 +29,21 @@ declare module 'fastify' {
 const plugin: FastifyPluginAsync<TusPluginOptions> = async (fastify, rawOptions) => {
   const options = resolveOptions(rawOptions)
   const store = rawOptions.store ?? new FileStore({ directory: options.dir })
-  const locker = rawOptions.locker ?? new MemoryLocker()
-  const context: Omit<TusContext, 'basePath'> = { options, store, locker }
+  const metrics = new TusMetrics()
+  const locker = measuredLocker(rawOptions.locker ?? new MemoryLocker(), metrics)
+  const events = new TusEvents()
+  const context: Omit<TusContext, 'basePath'> = { options, store, locker, events, metrics, log: fastify.log }
 
-  fastify.decorate('tus', {
+  const decorator: TusDecorator = Object.assign(events, {
     removeExpired: async () => await removeExpired({ ...context, basePath: options.prefix }),
-    store
-  } satisfies TusDecorator)
+    store,
+    metrics: () => metrics.render()
+  })
+  fastify.decorate('tus', decorator)
+  const metricsPath = options.metricsPath
+  if (metricsPath !== undefined) {
+    fastify.get(metricsPath, async (_request, reply) => await reply.type(METRICS_CONTENT_TYPE).send(metrics.render()))
+  }
   fastify.addHook('onClose', async () => { await store.close() })
   await fastify.register(tusRoutes, { prefix: options.prefix, context })
 }
@@ -46,5 +58,10 @@ export type { LockOptions, UploadLock, UploadLocker } from './lock.js'
 export { FileStore } from './store/file-store.js'
 export type { FileStoreOptions } from './store/file-store.js'
 export type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata } from './store/types.js'
-export type { OnUploadComplete, OnUploadCreate, TusAuthHook, TusPluginOptions } from './options.js'
+export type { TusAuthHook, TusPluginOptions } from './options.js'
+export type {
+  OnUploadComplete, OnUploadCreate, OnUploadProgress, OnUploadTerminate, UploadCreateChanges, UploadResponse
+} from './hooks.js'
+export { TusEvents } from './events.js'
+export type { TusEventMap, TusEventName } from './events.js'
 export { DEFAULT_MAX_SIZE } from './options.js'

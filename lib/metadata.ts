@@ -40,6 +40,11 @@ export function serializeMetadata (metadata: UploadMetadata): string {
     .join(',')
 }
 
+/** True when `key` can be sent in Upload-Metadata (printable ASCII, no space or comma). */
+export function isMetadataKey (key: string): boolean {
+  return KEY.test(key)
+}
+
 function printable (text: string): string {
   return text.replace(/[^\x20-\x7e]/g, '?').slice(0, 64)
 }

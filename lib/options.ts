@@ -3,14 +3,11 @@ import { join, resolve } from 'node:path'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { TusErrors } from './errors.js'
 import type { UploadLocker } from './lock.js'
-import type { DataStore, NewUpload, UploadInfo } from './store/types.js'
+import type { OnUploadComplete, OnUploadCreate, OnUploadProgress, OnUploadTerminate } from './hooks.js'
+import type { DataStore } from './store/types.js'
 
 /** Runs before every tus route but OPTIONS; throw (an error with statusCode 401/403) or reply to refuse. */
 export type TusAuthHook = (request: FastifyRequest, reply: FastifyReply) => Promise<void> | void
-/** Runs before an upload is created; throw an error with a 4xx `statusCode` to refuse it with that status. */
-export type OnUploadCreate = (upload: NewUpload, request: FastifyRequest) => Promise<void> | void
-/** Runs once per upload, after its last byte is durably stored and before the final response. */
-export type OnUploadComplete = (upload: UploadInfo, request: FastifyRequest) => Promise<void> | void
 
 export interface TusPluginOptions {
   /** Path the tus routes live under. Default `/files`. */
@@ -22,8 +19,15 @@ export interface TusPluginOptions {
   /** Uploads expire this many days after their last write (fractions allowed). Default 5; `Infinity` never. */
   daysToKeep?: number
   auth?: TusAuthHook
+  /** Lifecycle hooks: see the README's hooks table and lib/hooks.ts. */
   onUploadCreate?: OnUploadCreate
+  onUploadProgress?: OnUploadProgress
+  /** Least time between two onUploadProgress calls (and `progress` events) of one request, in ms. Default 1000. */
+  progressInterval?: number
   onUploadComplete?: OnUploadComplete
+  onUploadTerminate?: OnUploadTerminate
+  /** Serve `app.tus.metrics()` (Prometheus text format) with GET on this path, e.g. `/metrics`. Default: no route. */
+  metricsPath?: string
   /** Honour Forwarded / X-Forwarded-Proto / X-Forwarded-Host when building Location. Default true. */
   respectForwardedHeaders?: boolean
   /** Answer creation with a path-only Location (`/files/<id>`) instead of an absolute URL. Default false. */
@@ -45,7 +49,11 @@ export interface ResolvedOptions {
   daysToKeep: number
   auth: TusAuthHook | undefined
   onUploadCreate: OnUploadCreate | undefined
+  onUploadProgress: OnUploadProgress | undefined
+  progressInterval: number
   onUploadComplete: OnUploadComplete | undefined
+  onUploadTerminate: OnUploadTerminate | undefined
+  metricsPath: string | undefined
   respectForwardedHeaders: boolean
   relativeLocation: boolean
   maxMetadataSize: number
@@ -71,7 +79,11 @@ export function resolveOptions (options: TusPluginOptions): ResolvedOptions {
     daysToKeep: positiveNumber('daysToKeep', options.daysToKeep ?? 5),
     auth: optionalFunction('auth', options.auth),
     onUploadCreate: optionalFunction('onUploadCreate', options.onUploadCreate),
+    onUploadProgress: optionalFunction('onUploadProgress', options.onUploadProgress),
+    progressInterval: nonNegativeInteger('progressInterval', options.progressInterval ?? 1000),
     onUploadComplete: optionalFunction('onUploadComplete', options.onUploadComplete),
+    onUploadTerminate: optionalFunction('onUploadTerminate', options.onUploadTerminate),
+    metricsPath: optionalPath('metricsPath', options.metricsPath),
     respectForwardedHeaders: boolean('respectForwardedHeaders', options.respectForwardedHeaders ?? true),
     relativeLocation: boolean('relativeLocation', options.relativeLocation ?? false),
     maxMetadataSize: positiveInteger('maxMetadataSize', options.maxMetadataSize ?? 4096),
@@ -82,6 +94,21 @@ export function resolveOptions (options: TusPluginOptions): ResolvedOptions {
 function positiveInteger (name: string, value: unknown): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
     throw new TusErrors.INVALID_OPTION(`${name} must be a positive integer (got ${String(value)})`)
+  }
+  return value
+}
+
+function nonNegativeInteger (name: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    throw new TusErrors.INVALID_OPTION(`${name} must be a non-negative integer (got ${String(value)})`)
+  }
+  return value
+}
+
+function optionalPath (name: string, value: unknown): string | undefined {
+  if (value === undefined) return undefined
+  if (typeof value !== 'string' || !/^(\/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+$/.test(value)) {
+    throw new TusErrors.INVALID_OPTION(`${name} must be a path such as "/metrics" (got ${JSON.stringify(value)})`)
   }
   return value
 }

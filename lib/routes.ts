@@ -8,6 +8,7 @@ import { handleHead } from './handlers/head.js'
 import { handleOptions } from './handlers/options.js'
 import { handlePatch } from './handlers/patch.js'
 import { handlePost } from './handlers/post.js'
+import { countRequests } from './metrics.js'
 import { TUS_VERSION, stringHeader } from './protocol.js'
 import { sendError } from './reply.js'
 
@@ -28,6 +29,7 @@ export async function tusRoutes (instance: FastifyInstance, options: { context: 
     if (request.body instanceof RequestBody) request.body.discardRest()
   })
   instance.setErrorHandler(sendError)
+  countRequests(instance, context.metrics)
   instance.setNotFoundHandler(async () => { throw new TusErrors.NOT_FOUND() })
 
   instance.addHook('onRequest', async (request, reply) => {

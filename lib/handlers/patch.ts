@@ -1,7 +1,8 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { appendBody, isComplete, runCompletionHook } from '../append.js'
+import { appendBody, isComplete } from '../append.js'
 import { getLiveUpload, uploadIdOf, type TusContext } from '../context.js'
 import { TusErrors, withHeaders } from '../errors.js'
+import { completeUpload, sendUploadResponse, type UploadResponse } from '../hooks.js'
 import { OCTET_STREAM, integerHeader, mediaType, stringHeader } from '../protocol.js'
 import { setExpires } from '../reply.js'
 import type { UploadInfo } from '../store/types.js'
@@ -17,21 +18,23 @@ export async function handlePatch (context: TusContext, request: FastifyRequest,
   const length = integerHeader(request, 'Upload-Length')
 
   const lock = await context.locker.lock(id, { timeoutMs: context.options.lockTimeout })
+  let response: UploadResponse | undefined
   try {
     let upload = await getLiveUpload(context, id)
     if (offset !== upload.offset) {
       throw withHeaders(new TusErrors.OFFSET_MISMATCH(offset, upload.offset), { 'Upload-Offset': String(upload.offset) })
     }
-    if (length !== undefined) upload = await declareLength(context, upload, length)
+    // Before the length is declared: declaring it equal to the stored offset is what completes the upload.
     const wasComplete = isComplete(upload)
+    if (length !== undefined) upload = await declareLength(context, upload, length)
     upload = await appendBody(context, request, upload)
     reply.header('Upload-Offset', String(upload.offset))
     setExpires(context, reply, upload)
-    if (!wasComplete && isComplete(upload)) await runCompletionHook(context, request, upload)
+    if (!wasComplete && isComplete(upload)) response = await completeUpload(context, request, upload)
   } finally {
     await lock.release()
   }
-  await reply.code(204).send()
+  await sendUploadResponse(reply, 204, response)
 }
 
 /** creation-defer-length: the length arrives on a PATCH, once, and never changes afterwards. */

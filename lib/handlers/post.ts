@@ -1,13 +1,14 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { appendBody, describe, isComplete, runCompletionHook } from '../append.js'
+import { appendBody, isComplete } from '../append.js'
 import type { TusContext } from '../context.js'
 import { TusErrors } from '../errors.js'
+import { completeUpload, createUpload, prepareUpload, sendUploadResponse, type UploadResponse } from '../hooks.js'
 import { newUploadId } from '../ids.js'
 import { uploadLocation } from '../location.js'
 import { parseMetadata } from '../metadata.js'
 import { OCTET_STREAM, hasBody, integerHeader, mediaType, stringHeader } from '../protocol.js'
 import { setExpires } from '../reply.js'
-import type { NewUpload, UploadInfo } from '../store/types.js'
+import type { NewUpload } from '../store/types.js'
 
 /** POST: creation, with the first bytes in the body when it has one (creation-with-upload). */
 export async function handlePost (context: TusContext, request: FastifyRequest, reply: FastifyReply): Promise<void> {
@@ -20,22 +21,22 @@ export async function handlePost (context: TusContext, request: FastifyRequest, 
   if (upload.size !== undefined && declared !== undefined && declared > upload.size) {
     throw new TusErrors.LENGTH_EXCEEDED(upload.size)
   }
-  await runCreateHook(context, request, upload)
+  const prepared = await prepareUpload(context, request, upload)
 
-  const lock = await context.locker.lock(upload.id, { timeoutMs: context.options.lockTimeout })
-  let created: UploadInfo
+  const lock = await context.locker.lock(prepared.id, { timeoutMs: context.options.lockTimeout })
+  let response: UploadResponse | undefined
   try {
-    created = await context.store.create(upload)
+    let created = await createUpload(context, request, prepared)
     reply.header('Location', uploadLocation(context, request, created.id))
     if (withBody) created = await appendBody(context, request, created)
     else if (created.size === 0) await context.store.flush(created.id)
     reply.header('Upload-Offset', String(created.offset))
     setExpires(context, reply, created)
-    if (isComplete(created)) await runCompletionHook(context, request, created)
+    if (isComplete(created)) response = await completeUpload(context, request, created)
   } finally {
     await lock.release()
   }
-  await reply.code(201).send()
+  await sendUploadResponse(reply, 201, response)
 }
 
 function parseCreation (context: TusContext, request: FastifyRequest): NewUpload {
@@ -50,18 +51,4 @@ function parseCreation (context: TusContext, request: FastifyRequest): NewUpload
   const header = stringHeader(request, 'upload-metadata')
   const metadata = header === undefined ? {} : parseMetadata(header, context.options.maxMetadataSize)
   return { id: newUploadId(), size: length, metadata }
-}
-
-async function runCreateHook (context: TusContext, request: FastifyRequest, upload: NewUpload): Promise<void> {
-  const hook = context.options.onUploadCreate
-  if (hook === undefined) return
-  try {
-    await hook(upload, request)
-  } catch (error) {
-    const status = (error as { statusCode?: unknown }).statusCode
-    // A refusal (4xx) reaches the client as thrown; anything else is a failure of the hook itself.
-    if (typeof status === 'number' && status >= 400 && status < 500) throw error
-    request.log.error({ err: error }, 'fastify-tus: onUploadCreate failed')
-    throw new TusErrors.HOOK_FAILED('onUploadCreate', describe(error))
-  }
 }

@@ -1,11 +1,11 @@
 import { createReadStream } from 'node:fs'
-import { mkdir, open, readFile, readdir, rename, rm, stat, unlink } from 'node:fs/promises'
+import { link, mkdir, open, readFile, readdir, rename, rm, stat, unlink } from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { randomBytes } from 'node:crypto'
 import { TusErrors } from '../errors.js'
-import { isValidUploadId } from '../ids.js'
+import { isValidDirectory, isValidUploadId } from '../ids.js'
 import type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata } from './types.js'
 
 const INFO_SUFFIX = '.json'
@@ -16,6 +16,8 @@ interface InfoFile {
   size: number | null
   metadata: UploadMetadata
   concat?: UploadConcat
+  /** Sub-directory of the data file (onUploadCreate's choice); the info file always stays in the root. */
+  directory?: string
   createdAt: string
 }
 
@@ -25,8 +27,10 @@ export interface FileStoreOptions {
 }
 
 /**
- * Keeps each upload as two files in one directory: the data file `<id>`, appended to in place, and the
- * info file `<id>.json`, replaced atomically (write to a temporary file, fsync, rename).
+ * Keeps each upload as two files: the data file `<id>` (or `<directory>/<id>` when onUploadCreate chose a
+ * sub-directory), appended to in place, and the info file `<id>.json` in the root, replaced atomically
+ * (write to a temporary file, fsync, rename). Info files all live in the root, so ids are unique across
+ * sub-directories and any request finds an upload by its id alone.
  */
 export class FileStore implements DataStore {
   readonly directory: string
@@ -39,24 +43,32 @@ export class FileStore implements DataStore {
 
   async create (upload: NewUpload): Promise<UploadInfo> {
     await this.#ensureDirectory()
+    const path = this.#dataPath(upload.id, upload.directory)
+    if (upload.directory !== undefined) await mkdir(join(this.directory, upload.directory), { recursive: true })
     const createdAt = new Date()
     // The data file comes first: an upload exists once its info file does, and then its data file exists too.
-    const data = await open(this.#dataPath(upload.id), 'wx')
+    const data = await open(path, 'wx').catch((error: unknown) => { throw isExists(error) ? new TusErrors.ID_TAKEN(upload.id) : error })
     await data.close()
-    await this.#writeInfo({
-      id: upload.id,
-      size: upload.size ?? null,
-      metadata: upload.metadata,
-      ...(upload.concat === undefined ? {} : { concat: upload.concat }),
-      createdAt: createdAt.toISOString()
-    })
-    return { ...upload, offset: 0, createdAt, modifiedAt: createdAt, path: this.#dataPath(upload.id) }
+    try {
+      await this.#writeInfo({
+        id: upload.id,
+        size: upload.size ?? null,
+        metadata: upload.metadata,
+        ...(upload.concat === undefined ? {} : { concat: upload.concat }),
+        ...(upload.directory === undefined ? {} : { directory: upload.directory }),
+        createdAt: createdAt.toISOString()
+      }, true)
+    } catch (error) {
+      await rm(path, { force: true })
+      throw isExists(error) ? new TusErrors.ID_TAKEN(upload.id) : error
+    }
+    return { ...upload, offset: 0, createdAt, modifiedAt: createdAt, path }
   }
 
   async getInfo (id: string): Promise<UploadInfo> {
     const info = await this.#readInfo(id)
     const createdAt = new Date(info.createdAt)
-    const path = this.#dataPath(id)
+    const path = this.#dataPath(id, info.directory)
     let offset = 0
     let modifiedAt = createdAt
     try {
@@ -71,6 +83,7 @@ export class FileStore implements DataStore {
       size: info.size ?? undefined,
       metadata: info.metadata,
       ...(info.concat === undefined ? {} : { concat: info.concat }),
+      ...(info.directory === undefined ? {} : { directory: info.directory }),
       offset,
       createdAt,
       modifiedAt,
@@ -79,7 +92,7 @@ export class FileStore implements DataStore {
   }
 
   async write (id: string, offset: number, source: AsyncIterable<Buffer>): Promise<number> {
-    const handle = await open(this.#dataPath(id), 'a')
+    const handle = await open(await this.#dataPathOf(id), 'a')
     this.#openHandles.add(handle)
     let written = 0
     try {
@@ -99,7 +112,7 @@ export class FileStore implements DataStore {
   }
 
   async flush (id: string): Promise<void> {
-    const handle = await open(this.#dataPath(id), 'r')
+    const handle = await open(await this.#dataPathOf(id), 'r')
     try {
       await handle.sync()
     } finally {
@@ -113,14 +126,14 @@ export class FileStore implements DataStore {
   }
 
   async read (id: string, range?: ByteRange): Promise<Readable> {
-    await this.#readInfo(id)
-    return createReadStream(this.#dataPath(id), range === undefined ? {} : { start: range.start, end: range.end })
+    return createReadStream(await this.#dataPathOf(id), range === undefined ? {} : { start: range.start, end: range.end })
   }
 
   async terminate (id: string): Promise<void> {
+    const path = await this.#dataPathOf(id).catch(() => this.#dataPath(id, undefined))
     // The info file goes first so that the upload vanishes at once, even if removing the data fails.
     await unlink(this.#infoPath(id)).catch(rethrowUnlessNotFound)
-    await rm(this.#dataPath(id), { force: true })
+    await rm(path, { force: true })
   }
 
   async * list (): AsyncIterable<string> {
@@ -148,9 +161,16 @@ export class FileStore implements DataStore {
     return this.#ready
   }
 
-  #dataPath (id: string): string {
+  #dataPath (id: string, directory: string | undefined): string {
     assertSafeId(id)
-    return join(this.directory, id)
+    if (directory === undefined) return join(this.directory, id)
+    // Validated by onUploadCreate already; checked again because info files are read back from disk.
+    if (!isValidDirectory(directory)) throw new TusErrors.STORE_FAILED(`invalid directory recorded for upload ${id}`)
+    return join(this.directory, directory, id)
+  }
+
+  async #dataPathOf (id: string): Promise<string> {
+    return this.#dataPath(id, (await this.#readInfo(id)).directory)
   }
 
   #infoPath (id: string): string {
@@ -169,7 +189,8 @@ export class FileStore implements DataStore {
     return JSON.parse(text) as InfoFile
   }
 
-  async #writeInfo (info: InfoFile): Promise<void> {
+  /** `exclusive`: fail with EEXIST instead of replacing an existing info file (creation). */
+  async #writeInfo (info: InfoFile, exclusive = false): Promise<void> {
     const target = this.#infoPath(info.id)
     const temporary = `${target}.${randomBytes(6).toString('hex')}.tmp`
     const handle = await open(temporary, 'w')
@@ -180,11 +201,14 @@ export class FileStore implements DataStore {
       await handle.close()
     }
     try {
-      await rename(temporary, target)
+      // link() refuses an existing target atomically; rename() replaces it atomically.
+      if (exclusive) await link(temporary, target)
+      else await rename(temporary, target)
     } catch (error) {
       await rm(temporary, { force: true })
       throw error
     }
+    if (exclusive) await rm(temporary, { force: true })
   }
 }
 
@@ -195,6 +219,10 @@ function assertSafeId (id: string): void {
 
 function isNotFound (error: unknown): boolean {
   return (error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT'
+}
+
+function isExists (error: unknown): boolean {
+  return (error as NodeJS.ErrnoException | undefined)?.code === 'EEXIST'
 }
 
 function rethrowUnlessNotFound (error: unknown): void {

@@ -15,6 +15,11 @@ export interface NewUpload {
   size: number | undefined
   metadata: UploadMetadata
   concat?: UploadConcat
+  /**
+   * Storage sub-directory chosen by onUploadCreate (validated: `/`-separated segments of A-Z a-z 0-9 _ -).
+   * Ids stay unique across directories; a store without directories may use it as a key prefix.
+   */
+  directory?: string
 }
 
 /** Everything known about one upload, as a store reports it. */

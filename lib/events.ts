@@ -1,0 +1,34 @@
+import { EventEmitter } from 'node:events'
+import type { FastifyBaseLogger } from 'fastify'
+import type { UploadInfo } from './store/types.js'
+
+/** What `app.tus` emits, each with the upload as it is at that moment. For code that only observes. */
+export interface TusEventMap {
+  /** An upload was created (after onUploadCreate, before any byte of it is stored). */
+  created: [upload: UploadInfo]
+  /** Bytes arrived; emitted as often as onUploadProgress would be called (see `progressInterval`). */
+  progress: [upload: UploadInfo]
+  /** The last byte is durable and onUploadComplete has run; emitted once per upload. */
+  completed: [upload: UploadInfo]
+  /** A DELETE removed the upload. */
+  terminated: [upload: UploadInfo]
+  /** `app.tus.removeExpired()` removed the upload. */
+  expired: [upload: UploadInfo]
+}
+
+export type TusEventName = keyof TusEventMap
+
+/** The typed emitter behind `app.tus.on(...)`. */
+export class TusEvents extends EventEmitter<TusEventMap> {}
+
+/**
+ * Emits without letting an observer break the request that caused the event: a listener that throws is
+ * logged, and the upload goes on as if nobody had listened.
+ */
+export function notify<E extends TusEventName> (events: TusEvents, log: FastifyBaseLogger, name: E, ...args: TusEventMap[E]): void {
+  try {
+    (events.emit as (name: E, ...args: TusEventMap[E]) => boolean)(name, ...args)
+  } catch (error) {
+    log.error({ err: error, event: name }, 'fastify-tus: an event listener threw')
+  }
+}
