@@ -58,7 +58,8 @@ export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
 
 /** Counts every answered request of the tus routes (refusals by auth or the version check included). */
 export function countRequests (instance: FastifyInstance, metrics: TusMetrics): void {
-  instance.addHook('onResponse', async (request, reply) => {
+  // onSend, not onResponse: the status is final here, and a scrape that follows the response counts it.
+  instance.addHook('onSend', async (request, reply) => {
     metrics.countRequest(request.method, reply.statusCode)
   })
 }

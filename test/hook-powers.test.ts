@@ -2,7 +2,8 @@
 import t from 'tap'
 import { readdir, readFile, stat } from 'node:fs/promises'
 import { once } from 'node:events'
-import type { UploadInfo, UploadResponse } from '../lib/index.js'
+import Fastify from 'fastify'
+import tusPlugin, { type UploadInfo, type UploadResponse } from '../lib/index.js'
 import { createUpload, idOf, randomBytesSeeded, sha256, startServer, tusRequest, tusUpload } from './helpers.js'
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
@@ -262,4 +263,20 @@ t.test('hooks run in order around one tus-js-client upload', async (t) => {
   await tusUpload(randomBytesSeeded(30_000, 2), { endpoint: server.endpoint, chunkSize: 10_000 })
   await created
   t.same(order, ['create', 'progress 0', 'progress 10000', 'progress 10000', 'progress 20000', 'progress 20000', 'complete 30000'])
+})
+
+t.test('hook options are validated at register time', async (t) => {
+  const bad: Array<[Record<string, unknown>, RegExp]> = [
+    [{ onUploadProgress: 'x' }, /onUploadProgress must be a function/],
+    [{ onUploadTerminate: {} }, /onUploadTerminate must be a function/],
+    [{ progressInterval: -1 }, /progressInterval must be a non-negative integer/],
+    [{ progressInterval: 0.5 }, /progressInterval/],
+    [{ metricsPath: 'metrics' }, /metricsPath must be a path/],
+    [{ metricsPath: '/' }, /metricsPath must be a path/]
+  ]
+  for (const [options, message] of bad) {
+    const app = Fastify()
+    await t.rejects(async () => { await app.register(tusPlugin, options as never).ready() }, { code: 'FST_TUS_INVALID_OPTION', message }, JSON.stringify(options))
+    await app.close()
+  }
 })
