@@ -67,25 +67,20 @@ export async function prepareUpload (context: TusContext, request: FastifyReques
   } catch (error) {
     throw hookError('onUploadCreate', error, request)
   }
-  if (changes === undefined || changes === null) return proposed
   const fail = (problem: string): Error => hookError('onUploadCreate', new Error(problem), request)
-  if (typeof changes !== 'object') throw fail('it must return an object or nothing')
-  const upload = { ...proposed }
-  if (changes.id !== undefined) {
-    if (typeof changes.id !== 'string' || !isValidUploadId(changes.id)) throw fail('it returned an invalid id (1-128 of A-Z a-z 0-9 _ -)')
-    upload.id = changes.id
+  if (changes !== undefined && changes !== null && typeof changes !== 'object') throw fail('it must return an object or nothing')
+  // Validated after merging: a hook that changed `upload` in place instead of returning changes is checked too.
+  const upload: NewUpload = { ...proposed, ...pick(changes ?? {}) }
+  if (typeof upload.id !== 'string' || !isValidUploadId(upload.id)) throw fail('it returned an invalid id (1-128 of A-Z a-z 0-9 _ -)')
+  if (!isMetadata(upload.metadata)) throw fail('it returned invalid metadata (string values, keys without space or comma)')
+  if (upload.directory !== undefined && (typeof upload.directory !== 'string' || !isValidDirectory(upload.directory))) {
+    throw fail('it returned an invalid directory (up to 8 "/"-separated segments of A-Z a-z 0-9 _ -)')
   }
-  if (changes.metadata !== undefined) {
-    if (!isMetadata(changes.metadata)) throw fail('it returned invalid metadata (string values, keys without space or comma)')
-    upload.metadata = { ...changes.metadata }
-  }
-  if (changes.directory !== undefined) {
-    if (typeof changes.directory !== 'string' || !isValidDirectory(changes.directory)) {
-      throw fail('it returned an invalid directory (up to 8 "/"-separated segments of A-Z a-z 0-9 _ -)')
-    }
-    upload.directory = changes.directory
-  }
-  return upload
+  return { ...upload, metadata: { ...upload.metadata } }
+}
+
+function pick ({ id, metadata, directory }: UploadCreateChanges): UploadCreateChanges {
+  return { ...(id === undefined ? {} : { id }), ...(metadata === undefined ? {} : { metadata }), ...(directory === undefined ? {} : { directory }) }
 }
 
 /** Stores a prepared upload (the caller holds its lock), counts it and emits `created`. */

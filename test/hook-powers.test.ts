@@ -280,3 +280,19 @@ t.test('hook options are validated at register time', async (t) => {
     await app.close()
   }
 })
+
+t.test('onUploadCreate: changing the upload in place (the seed style) still works and is validated the same way', async (t) => {
+  let badId = false
+  const server = await startServer(t, {
+    onUploadCreate: (upload) => {
+      upload.metadata.checked = 'yes'
+      if (badId) upload.id = 'no/slashes'
+    }
+  })
+  const url = await createUpload(server, { 'Upload-Length': '1' })
+  t.equal((await tusRequest(url, { method: 'HEAD' })).headers['upload-metadata'], `checked ${Buffer.from('yes').toString('base64')}`)
+  badId = true
+  const response = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': '1' } })
+  t.equal(response.status, 500)
+  t.equal(response.text, 'onUploadCreate failed: it returned an invalid id (1-128 of A-Z a-z 0-9 _ -)')
+})
