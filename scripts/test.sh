@@ -9,7 +9,8 @@ bash scripts/system-deps.sh
 npm run typecheck
 npm run build
 set +e
-npx tap "$@" 2>&1 | tee .tap-output.log
+# run.sh starts redis-server and Ceph radosgw for the Redis/S3 suites and stops them afterwards.
+bash scripts/services/run.sh npx tap "$@" 2>&1 | tee .tap-output.log
 status=${PIPESTATUS[0]}
 set -e
 # A plain closing line: "N passed, N failed".
