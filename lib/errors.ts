@@ -72,6 +72,7 @@ export const TusErrors = {
   ),
   ID_TAKEN: createError<[string]>('FST_TUS_ID_TAKEN', 'Upload id "%s" is already in use', 409),
   LOCKED: createError<[]>('FST_TUS_LOCKED', 'Upload is busy with another request; retry later', 423),
+  LOCK_FAILED: createError<[string]>('FST_TUS_LOCK_FAILED', 'Upload lock unavailable: %s', 503),
   HOOK_FAILED: createError<[string, string]>('FST_TUS_HOOK_FAILED', '%s failed: %s', 500),
   STORE_FAILED: createError<[string]>('FST_TUS_STORE_FAILED', 'Storage error: %s', 500)
 } as const

@@ -44,7 +44,10 @@ const plugin: FastifyPluginAsync<TusPluginOptions> = async (fastify, rawOptions)
   if (metricsPath !== undefined) {
     fastify.get(metricsPath, async (_request, reply) => await reply.type(METRICS_CONTENT_TYPE).send(metrics.render()))
   }
-  fastify.addHook('onClose', async () => { await store.close() })
+  fastify.addHook('onClose', async () => {
+    await store.close()
+    await rawOptions.locker?.close?.()
+  })
   await fastify.register(tusRoutes, { prefix: options.prefix, context })
 }
 

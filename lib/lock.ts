@@ -26,6 +26,8 @@ export interface LockOptions {
  */
 export interface UploadLocker {
   lock (id: string, options: LockOptions): Promise<UploadLock>
+  /** Releases resources (connections) when the server closes. */
+  close? (): Promise<void>
 }
 
 interface Waiter {

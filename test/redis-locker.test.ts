@@ -1,0 +1,163 @@
+// RedisLocker against a real redis-server. Each RedisLocker gets its own ioredis connection, as two app
+// instances would.
+import t from 'tap'
+import { Redis } from 'ioredis'
+import { RedisLocker, type RedisLockerOptions } from '../lib/lockers/redis-locker.js'
+import type { UploadLock } from '../lib/index.js'
+import { redisUrl, uniqueName } from './services.js'
+
+const url = redisUrl()
+
+interface Instance { locker: RedisLocker, redis: Redis, prefix: string }
+
+function instances (t: { teardown: (fn: () => unknown) => void }, count: number, options: Partial<RedisLockerOptions> = {}): Instance[] {
+  const prefix = `${uniqueName('tus-test')}:`
+  return Array.from({ length: count }, () => {
+    const redis = new Redis(url)
+    const locker = new RedisLocker({ redis, prefix, ...options })
+    t.teardown(async () => {
+      await locker.close()
+      redis.disconnect()
+    })
+    return { locker, redis, prefix }
+  })
+}
+
+async function lockError (promise: Promise<unknown>): Promise<{ code?: string, statusCode?: number }> {
+  try {
+    await promise
+  } catch (error) {
+    return error as { code?: string, statusCode?: number }
+  }
+  throw new Error('expected the lock to be refused')
+}
+
+t.test('a held lock refuses another instance with FST_TUS_LOCKED (423) until it is released', async (t) => {
+  const [a, b] = instances(t, 2)
+  const held = await a!.locker.lock('upload1', { timeoutMs: 1000 })
+  const refused = await lockError(b!.locker.lock('upload1', { timeoutMs: 300, requestRelease: false }))
+  t.equal(refused.code, 'FST_TUS_LOCKED')
+  t.equal(refused.statusCode, 423)
+  const other = await b!.locker.lock('upload2', { timeoutMs: 1000 })
+  t.pass('another upload id is independent')
+  await other.release()
+  await held.release()
+  await held.release()
+  const after = await b!.locker.lock('upload1', { timeoutMs: 1000 })
+  t.equal(await a!.redis.exists(`${a!.prefix}lock:upload1`), 1, 'the lock key exists while held')
+  await after.release()
+  t.equal(await a!.redis.exists(`${a!.prefix}lock:upload1`), 0, 'release deletes the key')
+})
+
+t.test('a waiter gets the lock as soon as the holder on another instance releases it', async (t) => {
+  const [a, b] = instances(t, 2, { retryMs: 60_000 })
+  const held = await a!.locker.lock('u', { timeoutMs: 1000 })
+  // retryMs is a minute and the timeout 30 s: only the release announcement can wake the waiter in time.
+  const waiting = b!.locker.lock('u', { timeoutMs: 30_000, requestRelease: false })
+  await held.release()
+  const next = await waiting
+  await next.release()
+  t.pass('woken by the release')
+})
+
+t.test('three instances contending for one upload never overlap', async (t) => {
+  t.setTimeout(120_000)
+  const all = instances(t, 3)
+  const counter = `${all[0]!.prefix}counter`
+  let inside = 0
+  let overlaps = 0
+  const rounds = 20
+  await Promise.all(all.map(async ({ locker, redis }) => {
+    for (let i = 0; i < rounds; i++) {
+      const lock = await locker.lock('shared', { timeoutMs: 60_000, requestRelease: false })
+      inside++
+      if (inside > 1) overlaps++
+      // A non-atomic read-modify-write through Redis: lost updates if two holders ever overlap.
+      const value = Number(await redis.get(counter) ?? '0')
+      await redis.set(counter, String(value + 1))
+      inside--
+      await lock.release()
+    }
+  }))
+  t.equal(overlaps, 0)
+  t.equal(await all[0]!.redis.get(counter), String(3 * rounds))
+})
+
+t.test('waiting asks the holder on another instance to finish; requestRelease: false does not', async (t) => {
+  const [a, b] = instances(t, 2)
+  let asked = 0
+  let held: UploadLock | undefined
+  const releasedOnRequest = new Promise<void>((resolve) => {
+    void a!.locker.lock('u', {
+      timeoutMs: 1000,
+      onReleaseRequested: () => {
+        asked++
+        resolve()
+      }
+    }).then((lock) => { held = lock })
+  })
+  while (held === undefined) await new Promise((resolve) => setImmediate(resolve))
+
+  const quiet = await lockError(b!.locker.lock('u', { timeoutMs: 300, requestRelease: false }))
+  t.equal(quiet.code, 'FST_TUS_LOCKED')
+  t.equal(asked, 0, 'background waiters do not disturb the holder')
+
+  const waiting = b!.locker.lock('u', { timeoutMs: 30_000 })
+  await releasedOnRequest
+  t.equal(asked, 1, 'the holder was asked once')
+  await held.release()
+  const next = await waiting
+  await next.release()
+})
+
+t.test('a holder that stops renewing (crashed) loses the lock after ttlMs; a live one keeps it', async (t) => {
+  const [a, b] = instances(t, 2, { ttlMs: 1000, retryMs: 50 })
+  const live = await a!.locker.lock('live', { timeoutMs: 1000 })
+  // Three ttls: without renewal the key would have expired long before the wait ends.
+  const refused = await lockError(b!.locker.lock('live', { timeoutMs: 3000, requestRelease: false }))
+  t.equal(refused.code, 'FST_TUS_LOCKED', 'renewed while held')
+  await live.release()
+
+  await a!.locker.lock('crashed', { timeoutMs: 1000 })
+  a!.redis.disconnect() // no renewals, no release: what a SIGKILLed instance leaves behind
+  const taken = await b!.locker.lock('crashed', { timeoutMs: 30_000, requestRelease: false })
+  t.pass('taken over after expiry')
+  await taken.release()
+})
+
+t.test('a holder whose lock was lost is asked to stop, and its release never deletes the new holder\'s lock', async (t) => {
+  const [a, b] = instances(t, 2, { ttlMs: 300 })
+  let stop: () => void = () => {}
+  const stopped = new Promise<void>((resolve) => { stop = resolve })
+  const stale = await a!.locker.lock('u', { timeoutMs: 1000, onReleaseRequested: () => { stop() } })
+  // As if this process froze past the ttl and another instance took the lock in the meantime.
+  await a!.redis.del(`${a!.prefix}lock:u`)
+  const current = await b!.locker.lock('u', { timeoutMs: 1000, requestRelease: false })
+  await stopped
+  t.pass('the old holder was told at its next renewal')
+  await stale.release()
+  const refused = await lockError(a!.locker.lock('u', { timeoutMs: 200, requestRelease: false }))
+  t.equal(refused.code, 'FST_TUS_LOCKED', 'the new holder still holds it')
+  await current.release()
+})
+
+t.test('Redis unreachable: FST_TUS_LOCK_FAILED (503)', async (t) => {
+  const redis = new Redis({ host: '127.0.0.1', port: 1, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
+  redis.on('error', () => {})
+  const locker = new RedisLocker({ redis })
+  t.teardown(async () => {
+    await locker.close()
+    redis.disconnect()
+  })
+  const error = await lockError(locker.lock('u', { timeoutMs: 1000 }))
+  t.equal(error.code, 'FST_TUS_LOCK_FAILED')
+  t.equal(error.statusCode, 503)
+})
+
+t.test('invalid options are refused at construction', async (t) => {
+  const redis = new Redis(url, { lazyConnect: true })
+  for (const options of [{ ttlMs: 0 }, { ttlMs: 1.5 }, { retryMs: -1 }]) {
+    t.throws(() => new RedisLocker({ redis, ...options }), { code: 'FST_TUS_INVALID_OPTION' }, JSON.stringify(options))
+  }
+  redis.disconnect()
+})
