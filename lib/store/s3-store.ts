@@ -1,0 +1,457 @@
+import { Readable } from 'node:stream'
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  ListPartsCommand,
+  PutObjectCommand,
+  S3Client,
+  UploadPartCommand,
+  type S3ClientConfig
+} from '@aws-sdk/client-s3'
+import { describe } from '../append.js'
+import { TusErrors } from '../errors.js'
+import { isValidDirectory, isValidUploadId } from '../ids.js'
+import type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata } from './types.js'
+
+const MiB = 1024 * 1024
+/** S3's limits: every part but the last is at least 5 MiB, at most 5 GiB, and an upload has at most 10000 parts. */
+const MIN_PART_SIZE = 5 * MiB
+const MAX_PART_SIZE = 5 * 1024 * MiB
+const MAX_PARTS = 10_000
+const INFO_SUFFIX = '.info'
+const INCOMPLETE_SUFFIX = '.part'
+/** User metadata on the incomplete-part object: the part number its bytes will become. */
+const PART_NUMBER = 'tus-part-number'
+
+export interface S3StoreOptions {
+  /** The bucket the uploads live in; it must exist. */
+  bucket: string
+  /**
+   * Settings for the S3 client the store creates (and destroys on close): region, endpoint, credentials...
+   * The two checksum settings default to 'WHEN_REQUIRED', which S3-compatible stores such as Ceph, MinIO and
+   * Swift need; an S3-compatible store without wildcard DNS also needs `forcePathStyle: true`.
+   */
+  s3: S3ClientConfig
+  /** Prefix of every object key, e.g. `uploads/`. Default ''. */
+  prefix?: string
+  /**
+   * Bytes per multipart part (S3: at least 5 MiB). A PATCH's bytes are buffered in memory up to one part, so
+   * this bounds the memory per running PATCH. Uploads of known length use bigger parts when they need more
+   * than 10000 parts. Default 8 MiB.
+   */
+  partSize?: number
+}
+
+/** What `<id>.info` holds. The offset is not in it: it is what S3 has durably stored, so it is never stale. */
+interface InfoObject {
+  id: string
+  size: number | null
+  metadata: UploadMetadata
+  concat?: UploadConcat
+  directory?: string
+  createdAt: string
+  /** The multipart upload that collects the data. */
+  uploadId: string
+  partSize: number
+  /** Set once CompleteMultipartUpload has turned the parts into the data object. */
+  completed?: boolean
+}
+
+interface StoredPart {
+  PartNumber: number
+  ETag: string
+  Size: number
+  LastModified: Date | undefined
+}
+
+/** An upload as S3 holds it right now. */
+interface UploadState {
+  info: InfoObject
+  /** Uploaded parts, in order; empty once completed. */
+  parts: StoredPart[]
+  /** Bytes of the unfinished part (the incomplete-part object), 0 when there is none. */
+  incompleteSize: number
+  offset: number
+  modifiedAt: Date
+}
+
+/**
+ * Keeps each upload in S3 (or an S3-compatible store) as a multipart upload of the data object `<id>` (under
+ * onUploadCreate's sub-directory, if any), with `<id>.info` beside it and `<id>.part` holding the bytes of an
+ * unfinished part, so a PATCH that ends mid-part loses nothing and the next one, on any instance, continues it.
+ * The offset is what S3 holds (the listed parts plus the incomplete part); completion is
+ * CompleteMultipartUpload. Several app instances can share one bucket; run them with a shared locker
+ * (RedisLocker), since S3 itself does not serialise the writes to one upload.
+ */
+export class S3Store implements DataStore {
+  readonly bucket: string
+  readonly prefix: string
+  readonly partSize: number
+  readonly #client: S3Client
+
+  constructor (options: S3StoreOptions) {
+    if (typeof options.bucket !== 'string' || options.bucket === '') throw new TusErrors.INVALID_OPTION('S3Store bucket must be a non-empty string')
+    this.bucket = options.bucket
+    this.prefix = options.prefix ?? ''
+    this.partSize = options.partSize ?? 8 * MiB
+    if (!Number.isSafeInteger(this.partSize) || this.partSize < MIN_PART_SIZE || this.partSize > MAX_PART_SIZE) {
+      throw new TusErrors.INVALID_OPTION(`S3Store partSize must be an integer from ${MIN_PART_SIZE} (5 MiB) to ${MAX_PART_SIZE} (5 GiB) (got ${String(options.partSize)})`)
+    }
+    this.#client = new S3Client({
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      ...options.s3
+    })
+  }
+
+  async create (upload: NewUpload): Promise<UploadInfo> {
+    const infoKey = this.#infoKey(upload.id)
+    if (await this.#exists(infoKey)) throw new TusErrors.ID_TAKEN(upload.id)
+    const createdAt = new Date()
+    const multipart = await this.#send('CreateMultipartUpload', async (s3) => await s3.send(new CreateMultipartUploadCommand({
+      Bucket: this.bucket,
+      Key: this.#dataKey(upload.id, upload.directory)
+    })))
+    if (multipart.UploadId === undefined) throw new TusErrors.STORE_FAILED('S3 CreateMultipartUpload returned no UploadId')
+    await this.#writeInfo({
+      id: upload.id,
+      size: upload.size ?? null,
+      metadata: upload.metadata,
+      ...(upload.concat === undefined ? {} : { concat: upload.concat }),
+      ...(upload.directory === undefined ? {} : { directory: upload.directory }),
+      createdAt: createdAt.toISOString(),
+      uploadId: multipart.UploadId,
+      partSize: this.#partSizeFor(upload.size)
+    })
+    return { ...upload, offset: 0, createdAt, modifiedAt: createdAt }
+  }
+
+  async getInfo (id: string): Promise<UploadInfo> {
+    const { info, offset, modifiedAt } = await this.#state(id)
+    return {
+      id,
+      size: info.size ?? undefined,
+      metadata: info.metadata,
+      ...(info.concat === undefined ? {} : { concat: info.concat }),
+      ...(info.directory === undefined ? {} : { directory: info.directory }),
+      offset,
+      createdAt: new Date(info.createdAt),
+      modifiedAt
+    }
+  }
+
+  async write (id: string, offset: number, source: AsyncIterable<Buffer>): Promise<number> {
+    const state = await this.#state(id)
+    if (state.offset !== offset) throw new TusErrors.STORE_FAILED(`upload ${id} is at offset ${state.offset} in S3, not ${offset}`)
+    if (state.info.completed === true) throw new TusErrors.STORE_FAILED(`upload ${id} is already complete`)
+    const { info } = state
+    const pending = new PartBuffer()
+    if (state.incompleteSize > 0) pending.push(await this.#readIncomplete(id, state.incompleteSize))
+    const carried = pending.length
+    let partNumber = state.parts.length + 1
+    let received = 0
+    let sourceError: unknown
+    const chunks = source[Symbol.asyncIterator]()
+    try {
+      while (true) {
+        let next: IteratorResult<Buffer>
+        try {
+          next = await chunks.next()
+        } catch (error) {
+          // The bytes that did arrive are kept (below), as the file store keeps them; the caller reports the error.
+          sourceError = error
+          break
+        }
+        if (next.done === true) break
+        pending.push(next.value)
+        received += next.value.length
+        while (pending.length >= info.partSize) {
+          await this.#uploadPart(info, partNumber, pending.take(info.partSize))
+          partNumber++
+        }
+      }
+    } catch (error) {
+      // S3 failed: what was buffered is lost, so nothing after it may be kept either; the offset stays what S3 has.
+      await chunks.return?.()
+      throw error
+    }
+    const remainder = pending.take(pending.length)
+    if (remainder.length > 0 && (remainder.length !== carried || partNumber !== state.parts.length + 1)) {
+      await this.#send('PutObject', async (s3) => await s3.send(new PutObjectCommand({
+        Bucket: this.bucket,
+        Key: this.#incompleteKey(id),
+        Body: remainder,
+        ContentLength: remainder.length,
+        Metadata: { [PART_NUMBER]: String(partNumber) }
+      })))
+    } else if (remainder.length === 0 && carried > 0) {
+      // Its bytes went into a part; its part number already marks it stale, this only tidies up.
+      await this.#delete(this.#incompleteKey(id))
+    }
+    if (sourceError !== undefined) throw sourceError
+    return offset + received
+  }
+
+  /** Completes the multipart upload once every byte is there: the data object appears, readable as a whole. */
+  async flush (id: string): Promise<void> {
+    const { info, parts, incompleteSize, offset } = await this.#state(id)
+    if (info.completed === true || info.size === null || offset !== info.size) return
+    if (incompleteSize > 0) {
+      parts.push(await this.#uploadPart(info, parts.length + 1, await this.#readIncomplete(id, incompleteSize)))
+    }
+    const dataKey = this.#dataKey(id, info.directory)
+    if (parts.length === 0) {
+      // S3 cannot complete a multipart upload without parts: an empty upload is a plain empty object.
+      await this.#abort(dataKey, info.uploadId)
+      await this.#send('PutObject', async (s3) => await s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: dataKey, Body: '', ContentLength: 0 })))
+    } else {
+      await this.#send('CompleteMultipartUpload', async (s3) => await s3.send(new CompleteMultipartUploadCommand({
+        Bucket: this.bucket,
+        Key: dataKey,
+        UploadId: info.uploadId,
+        MultipartUpload: { Parts: parts.map(({ PartNumber, ETag }) => ({ PartNumber, ETag })) }
+      })))
+    }
+    await this.#writeInfo({ ...info, completed: true })
+    if (incompleteSize > 0) await this.#delete(this.#incompleteKey(id))
+  }
+
+  async declareLength (id: string, size: number): Promise<void> {
+    const info = await this.#readInfo(id)
+    await this.#writeInfo({ ...info.body, size })
+  }
+
+  async read (id: string, range?: ByteRange): Promise<Readable> {
+    const info = await this.#readInfo(id)
+    const object = await this.#send('GetObject', async (s3) => await s3.send(new GetObjectCommand({
+      Bucket: this.bucket,
+      Key: this.#dataKey(id, info.body.directory),
+      ...(range === undefined ? {} : { Range: `bytes=${range.start}-${range.end}` })
+    })))
+    if (!(object.Body instanceof Readable)) throw new TusErrors.STORE_FAILED('S3 GetObject returned no stream')
+    return object.Body
+  }
+
+  async terminate (id: string): Promise<void> {
+    const info = await this.#readInfo(id).catch((error: unknown) => {
+      if ((error as { code?: unknown }).code === 'FST_TUS_NOT_FOUND') return undefined
+      throw error
+    })
+    if (info === undefined) return
+    // The info object goes first so that the upload vanishes at once, even if removing the data fails.
+    await this.#delete(this.#infoKey(id))
+    const dataKey = this.#dataKey(id, info.body.directory)
+    await this.#abort(dataKey, info.body.uploadId)
+    await this.#delete(dataKey)
+    await this.#delete(this.#incompleteKey(id))
+  }
+
+  async * list (): AsyncIterable<string> {
+    let token: string | undefined
+    do {
+      const page = await this.#send('ListObjectsV2', async (s3) => await s3.send(new ListObjectsV2Command({
+        Bucket: this.bucket,
+        Prefix: this.prefix,
+        Delimiter: '/',
+        ...(token === undefined ? {} : { ContinuationToken: token })
+      })))
+      for (const { Key } of page.Contents ?? []) {
+        if (Key === undefined || !Key.endsWith(INFO_SUFFIX)) continue
+        const id = Key.slice(this.prefix.length, -INFO_SUFFIX.length)
+        if (isValidUploadId(id)) yield id
+      }
+      token = page.IsTruncated === true ? page.NextContinuationToken : undefined
+    } while (token !== undefined)
+  }
+
+  async close (): Promise<void> {
+    this.#client.destroy()
+  }
+
+  async #state (id: string): Promise<UploadState> {
+    const { body: info, lastModified } = await this.#readInfo(id)
+    const createdAt = new Date(info.createdAt)
+    const dataKey = this.#dataKey(id, info.directory)
+    if (info.completed === true) return { info, parts: [], incompleteSize: 0, offset: info.size ?? 0, modifiedAt: lastModified }
+    const parts = await this.#listParts(dataKey, info.uploadId)
+    if (parts === undefined) {
+      // The multipart upload is gone: either completed just before the info could say so, or aborted by a
+      // termination that had already removed the info object.
+      const data = await this.#head(dataKey)
+      if (data === undefined) throw new TusErrors.NOT_FOUND()
+      return { info: { ...info, completed: true }, parts: [], incompleteSize: 0, offset: data.ContentLength ?? 0, modifiedAt: data.LastModified ?? lastModified }
+    }
+    let modifiedAt = createdAt
+    let offset = 0
+    for (const part of parts) {
+      offset += part.Size
+      if (part.LastModified !== undefined && part.LastModified > modifiedAt) modifiedAt = part.LastModified
+    }
+    let incompleteSize = 0
+    const incomplete = await this.#head(this.#incompleteKey(id))
+    // An incomplete part whose number is taken already went into that part (a crash came before its removal).
+    if (incomplete !== undefined && incomplete.Metadata?.[PART_NUMBER] === String(parts.length + 1)) {
+      incompleteSize = incomplete.ContentLength ?? 0
+      offset += incompleteSize
+      if (incomplete.LastModified !== undefined && incomplete.LastModified > modifiedAt) modifiedAt = incomplete.LastModified
+    }
+    return { info, parts, incompleteSize, offset, modifiedAt }
+  }
+
+  async #listParts (key: string, uploadId: string): Promise<StoredPart[] | undefined> {
+    const parts: StoredPart[] = []
+    let marker: string | undefined
+    do {
+      const page = await this.#sendOrNotFound('ListParts', async (s3) => await s3.send(new ListPartsCommand({
+        Bucket: this.bucket,
+        Key: key,
+        UploadId: uploadId,
+        ...(marker === undefined ? {} : { PartNumberMarker: marker })
+      })))
+      if (page === undefined) return undefined
+      for (const part of page.Parts ?? []) {
+        if (part.PartNumber === undefined || part.ETag === undefined || part.Size === undefined) continue
+        parts.push({ PartNumber: part.PartNumber, ETag: part.ETag, Size: part.Size, LastModified: part.LastModified })
+      }
+      marker = page.IsTruncated === true ? page.NextPartNumberMarker : undefined
+    } while (marker !== undefined)
+    parts.sort((a, b) => a.PartNumber - b.PartNumber)
+    parts.forEach((part, index) => {
+      if (part.PartNumber !== index + 1) throw new TusErrors.STORE_FAILED(`S3 multipart upload ${uploadId} misses part ${index + 1}`)
+    })
+    return parts
+  }
+
+  async #uploadPart (info: InfoObject, partNumber: number, body: Buffer): Promise<StoredPart> {
+    if (partNumber > MAX_PARTS) {
+      throw new TusErrors.STORE_FAILED(`upload ${info.id} needs more than ${MAX_PARTS} parts of ${info.partSize} bytes; raise partSize`)
+    }
+    const result = await this.#send('UploadPart', async (s3) => await s3.send(new UploadPartCommand({
+      Bucket: this.bucket,
+      Key: this.#dataKey(info.id, info.directory),
+      UploadId: info.uploadId,
+      PartNumber: partNumber,
+      Body: body,
+      ContentLength: body.length
+    })))
+    if (result.ETag === undefined) throw new TusErrors.STORE_FAILED('S3 UploadPart returned no ETag')
+    return { PartNumber: partNumber, ETag: result.ETag, Size: body.length, LastModified: new Date() }
+  }
+
+  async #readIncomplete (id: string, size: number): Promise<Buffer> {
+    const key = this.#incompleteKey(id)
+    const object = await this.#send('GetObject', async (s3) => await s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key })))
+    const bytes = Buffer.from(await object.Body!.transformToByteArray())
+    if (bytes.length !== size) throw new TusErrors.STORE_FAILED(`incomplete part of upload ${id} changed while being read`)
+    return bytes
+  }
+
+  async #readInfo (id: string): Promise<{ body: InfoObject, lastModified: Date }> {
+    const key = this.#infoKey(id)
+    const object = await this.#sendOrNotFound('GetObject', async (s3) => await s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key })))
+    if (object === undefined) throw new TusErrors.NOT_FOUND()
+    const body = JSON.parse(await object.Body!.transformToString()) as InfoObject
+    return { body, lastModified: object.LastModified ?? new Date(body.createdAt) }
+  }
+
+  async #writeInfo (info: InfoObject): Promise<void> {
+    const body = JSON.stringify(info)
+    await this.#send('PutObject', async (s3) => await s3.send(new PutObjectCommand({
+      Bucket: this.bucket,
+      Key: this.#infoKey(info.id),
+      Body: body,
+      ContentLength: Buffer.byteLength(body),
+      ContentType: 'application/json'
+    })))
+  }
+
+  async #abort (key: string, uploadId: string): Promise<void> {
+    await this.#sendOrNotFound('AbortMultipartUpload', async (s3) => await s3.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId })))
+  }
+
+  async #delete (key: string): Promise<void> {
+    await this.#send('DeleteObject', async (s3) => await s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })))
+  }
+
+  async #head (key: string): Promise<{ ContentLength?: number, LastModified?: Date, Metadata?: Record<string, string> } | undefined> {
+    return await this.#sendOrNotFound('HeadObject', async (s3) => await s3.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })))
+  }
+
+  async #exists (key: string): Promise<boolean> {
+    return await this.#head(key) !== undefined
+  }
+
+  #partSizeFor (size: number | undefined): number {
+    if (size === undefined) return this.partSize
+    // Round up to whole MiB so that big uploads get tidy part sizes.
+    const needed = Math.ceil(size / MAX_PARTS / MiB) * MiB
+    return Math.min(MAX_PART_SIZE, Math.max(this.partSize, needed))
+  }
+
+  #infoKey (id: string): string {
+    assertSafeId(id)
+    return `${this.prefix}${id}${INFO_SUFFIX}`
+  }
+
+  #incompleteKey (id: string): string {
+    assertSafeId(id)
+    return `${this.prefix}${id}${INCOMPLETE_SUFFIX}`
+  }
+
+  #dataKey (id: string, directory: string | undefined): string {
+    assertSafeId(id)
+    if (directory === undefined) return `${this.prefix}${id}`
+    // Validated by onUploadCreate already; checked again because info objects are read back from S3.
+    if (!isValidDirectory(directory)) throw new TusErrors.STORE_FAILED(`invalid directory recorded for upload ${id}`)
+    return `${this.prefix}${directory}/${id}`
+  }
+
+  /** Runs one S3 call; its failure becomes FST_TUS_STORE_FAILED naming the operation (the S3 error is the cause). */
+  async #send<T> (operation: string, call: (s3: S3Client) => Promise<T>): Promise<T> {
+    try {
+      return await call(this.#client)
+    } catch (error) {
+      throw Object.assign(new TusErrors.STORE_FAILED(`S3 ${operation}: ${describe(error)}`), { cause: error })
+    }
+  }
+
+  /** Like #send, but resolves with undefined when S3 answers 404 (NoSuchKey, NoSuchUpload, NotFound). */
+  async #sendOrNotFound<T> (operation: string, call: (s3: S3Client) => Promise<T>): Promise<T | undefined> {
+    try {
+      return await call(this.#client)
+    } catch (error) {
+      if ((error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return undefined
+      throw Object.assign(new TusErrors.STORE_FAILED(`S3 ${operation}: ${describe(error)}`), { cause: error })
+    }
+  }
+}
+
+/** Collects chunks until a part is full; `take` cuts exactly that many bytes off the front. */
+class PartBuffer {
+  #chunks: Buffer[] = []
+  length = 0
+
+  push (chunk: Buffer): void {
+    this.#chunks.push(chunk)
+    this.length += chunk.length
+  }
+
+  take (size: number): Buffer {
+    const all = this.#chunks.length === 1 ? this.#chunks[0]! : Buffer.concat(this.#chunks, this.length)
+    const taken = all.subarray(0, size)
+    const rest = all.subarray(size)
+    this.#chunks = rest.length === 0 ? [] : [rest]
+    this.length = rest.length
+    return taken
+  }
+}
+
+function assertSafeId (id: string): void {
+  // Handlers validate ids already; this keeps the store safe when it is used directly.
+  if (!isValidUploadId(id)) throw new TusErrors.NOT_FOUND()
+}

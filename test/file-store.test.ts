@@ -1,0 +1,14 @@
+import t from 'tap'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { FileStore } from '../lib/index.js'
+import { storeContract } from './store-contract.js'
+
+const directory = await mkdtemp(join(tmpdir(), 'fastify-tus-contract-'))
+const store = new FileStore({ directory })
+t.teardown(async () => {
+  await store.close()
+  await rm(directory, { recursive: true, force: true })
+})
+storeContract(t, store)

@@ -1,0 +1,167 @@
+// S3Store against a real S3-compatible server (Ceph radosgw, started by scripts/services/run.sh).
+import t from 'tap'
+import {
+  AbortMultipartUploadCommand, GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand
+} from '@aws-sdk/client-s3'
+import { S3Store } from '../lib/store/s3-store.js'
+import { randomBytesSeeded, sha256, startServer, tusRequest, tusUpload, createUpload, idOf } from './helpers.js'
+import { s3ClientConfig, testBucket, testS3Client } from './services.js'
+import { contractId, storeContract } from './store-contract.js'
+
+const MiB = 1024 * 1024
+const client = testS3Client()
+t.teardown(() => { client.destroy() })
+
+function newStore (bucket: string, partSize = 5 * MiB): S3Store {
+  const store = new S3Store({ bucket, s3: s3ClientConfig(), prefix: 'uploads/', partSize })
+  t.teardown(async () => { await store.close() })
+  return store
+}
+
+async function keys (bucket: string): Promise<string[]> {
+  const listed = await client.send(new ListObjectsV2Command({ Bucket: bucket }))
+  return (listed.Contents ?? []).map(({ Key }) => Key!).sort()
+}
+
+async function multipartUploads (bucket: string): Promise<number> {
+  return (await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }))).Uploads?.length ?? 0
+}
+
+async function * bytes (data: Buffer): AsyncIterable<Buffer> {
+  yield data
+}
+
+const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
+
+t.test('the store contract', async (t) => {
+  t.setTimeout(300_000)
+  storeContract(t, newStore(await testBucket(t)))
+})
+
+t.test('a write that ends mid-part keeps its bytes in the incomplete-part object; completion leaves only data + info', async (t) => {
+  t.setTimeout(120_000)
+  const bucket = await testBucket(t)
+  const store = newStore(bucket)
+  const data = randomBytesSeeded(5 * MiB + 100, 11)
+  const id = contractId()
+  await store.create({ id, size: data.length, metadata: {} })
+  t.equal(await multipartUploads(bucket), 1, 'one multipart upload per tus upload')
+  await store.write(id, 0, bytes(data.subarray(0, 4 * MiB)))
+  t.same(await keys(bucket), [`uploads/${id}.info`, `uploads/${id}.part`])
+  // Another instance continues: a second store on the same bucket.
+  const other = newStore(bucket)
+  t.equal((await other.getInfo(id)).offset, 4 * MiB)
+  await other.write(id, 4 * MiB, bytes(data.subarray(4 * MiB)))
+  t.equal((await store.getInfo(id)).offset, data.length)
+  await store.flush(id)
+  t.equal(await multipartUploads(bucket), 0, 'completed')
+  t.same(await keys(bucket), [`uploads/${id}`, `uploads/${id}.info`])
+  const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: `uploads/${id}` }))
+  t.equal(head.ContentLength, data.length)
+  const object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: `uploads/${id}` }))
+  t.equal(sha256(Buffer.from(await object.Body!.transformToByteArray())), sha256(data), 'the data object is the upload')
+  t.equal((await other.getInfo(id)).offset, data.length, 'offset of a completed upload')
+})
+
+t.test('an incomplete part already turned into a part (crash before its removal) is not counted twice', async (t) => {
+  t.setTimeout(120_000)
+  const bucket = await testBucket(t)
+  const store = newStore(bucket)
+  const data = randomBytesSeeded(5 * MiB + 10, 12)
+  const id = contractId()
+  await store.create({ id, size: data.length, metadata: {} })
+  await store.write(id, 0, bytes(data.subarray(0, 1000)))
+  const stale = await client.send(new GetObjectCommand({ Bucket: bucket, Key: `uploads/${id}.part` }))
+  const staleBytes = Buffer.from(await stale.Body!.transformToByteArray())
+  await store.write(id, 1000, bytes(data.subarray(1000, 5 * MiB)))
+  t.same(await keys(bucket), [`uploads/${id}.info`], 'part 1 is full, the incomplete part is gone')
+  // Put the old incomplete part back, as a crash between UploadPart and DeleteObject leaves it.
+  await client.send(new PutObjectCommand({
+    Bucket: bucket, Key: `uploads/${id}.part`, Body: staleBytes, ContentLength: staleBytes.length, Metadata: { 'tus-part-number': '1' }
+  }))
+  t.equal((await store.getInfo(id)).offset, 5 * MiB)
+  await store.write(id, 5 * MiB, bytes(data.subarray(5 * MiB)))
+  await store.flush(id)
+  const object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: `uploads/${id}` }))
+  t.equal(sha256(Buffer.from(await object.Body!.transformToByteArray())), sha256(data))
+})
+
+t.test('termination aborts the multipart upload and deletes every object', async (t) => {
+  const bucket = await testBucket(t)
+  const store = newStore(bucket)
+  const id = contractId()
+  await store.create({ id, size: 10 * MiB, metadata: {} })
+  await store.write(id, 0, bytes(randomBytesSeeded(5 * MiB + 1, 13)))
+  t.same(await keys(bucket), [`uploads/${id}.info`, `uploads/${id}.part`])
+  await store.terminate(id)
+  t.same(await keys(bucket), [])
+  t.equal(await multipartUploads(bucket), 0)
+})
+
+t.test('a multipart upload aborted behind the store\'s back: the upload is gone (404), not broken', async (t) => {
+  const bucket = await testBucket(t)
+  const store = newStore(bucket)
+  const id = contractId()
+  await store.create({ id, size: 10, metadata: {} })
+  const uploads = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }))
+  await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: uploads.Uploads![0]!.Key, UploadId: uploads.Uploads![0]!.UploadId }))
+  await t.rejects(store.getInfo(id), { code: 'FST_TUS_NOT_FOUND' })
+})
+
+t.test('S3 unreachable or a missing bucket: FST_TUS_STORE_FAILED naming the S3 operation', async (t) => {
+  const missing = newStore('no-such-bucket-fastify-tus')
+  await t.rejects(missing.create({ id: contractId(), size: 1, metadata: {} }), { code: 'FST_TUS_STORE_FAILED', message: /S3 (HeadObject|CreateMultipartUpload)/ })
+  const closed = new S3Store({
+    bucket: 'b', s3: { ...s3ClientConfig(), endpoint: 'http://127.0.0.1:1', maxAttempts: 1 }
+  })
+  t.teardown(async () => { await closed.close() })
+  await t.rejects(closed.getInfo(contractId()), { code: 'FST_TUS_STORE_FAILED', message: /S3 GetObject/ })
+})
+
+t.test('invalid options are refused at construction', async (t) => {
+  for (const partSize of [5 * MiB - 1, 5 * 1024 * MiB + 1, 5 * MiB + 0.5]) {
+    t.throws(() => new S3Store({ bucket: 'b', s3: s3ClientConfig(), partSize }), { code: 'FST_TUS_INVALID_OPTION' }, String(partSize))
+  }
+  t.throws(() => new S3Store({ bucket: '', s3: s3ClientConfig() }), { code: 'FST_TUS_INVALID_OPTION' })
+})
+
+t.test('through the plugin: tus-js-client upload, HEAD, GET whole and ranged, DELETE, expiry', async (t) => {
+  t.setTimeout(180_000)
+  const bucket = await testBucket(t)
+  const store = newStore(bucket)
+  const server = await startServer(t, { store })
+  const data = randomBytesSeeded(12 * MiB + 7, 21)
+  const url = await tusUpload(data, { endpoint: server.endpoint, chunkSize: 3 * MiB, metadata: { filename: 'big.bin' } })
+  const head = await tusRequest(url, { method: 'HEAD' })
+  t.equal(head.headers['upload-offset'], String(data.length))
+  const whole = await tusRequest(url)
+  t.equal(whole.status, 200)
+  t.equal(whole.headers['content-length'], String(data.length))
+  t.equal(sha256(whole.body), sha256(data))
+  const ranged = await tusRequest(url, { headers: { Range: `bytes=${5 * MiB - 5}-${5 * MiB + 4}` } })
+  t.equal(ranged.status, 206)
+  t.equal(ranged.headers['content-range'], `bytes ${5 * MiB - 5}-${5 * MiB + 4}/${data.length}`)
+  t.same(ranged.body, data.subarray(5 * MiB - 5, 5 * MiB + 5))
+
+  // A PATCH that ends mid-part, then HEAD on a fresh server (another instance) sees the same offset.
+  const partial = await createUpload(server, { 'Upload-Length': '20' })
+  const patched = await tusRequest(partial, { method: 'PATCH', headers: { ...OCTET, 'Upload-Offset': '0' }, body: 'hello' })
+  t.equal(patched.status, 204)
+  const second = await startServer(t, { store: newStore(bucket) })
+  const elsewhere = await tusRequest(`${second.endpoint}${idOf(partial)}`, { method: 'HEAD' })
+  t.equal(elsewhere.headers['upload-offset'], '5')
+  const incomplete = await tusRequest(partial)
+  t.equal(incomplete.status, 409, 'GET of an unfinished upload')
+
+  const removed = await tusRequest(url, { method: 'DELETE' })
+  t.equal(removed.status, 204)
+  t.equal((await tusRequest(url, { method: 'HEAD' })).status, 404)
+  t.notOk((await keys(bucket)).some((key) => key.includes(idOf(url))), 'no object of the deleted upload is left')
+
+  // Expiry: with a retention of ~1 ms every upload is stale; its multipart upload goes too.
+  const expiring = await startServer(t, { store: newStore(bucket), daysToKeep: 1e-8 })
+  const expired = await expiring.app.tus.removeExpired()
+  t.same(expired.map(({ id }) => id), [idOf(partial)])
+  t.equal(await multipartUploads(bucket), 0)
+  t.same(await keys(bucket), [])
+})
