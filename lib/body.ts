@@ -41,6 +41,11 @@ export class BoundedBody implements AsyncIterable<Buffer> {
     this.#limit = limit
   }
 
+  /** The request has a body stream at all. */
+  get present (): boolean {
+    return this.#body !== undefined
+  }
+
   get aborted (): boolean {
     return this.#body?.aborted ?? false
   }

@@ -53,6 +53,16 @@ export const TusErrors = {
     'Upload-Offset %s does not match the current offset %s',
     409
   ),
+  CHECKSUM_UNSUPPORTED: createError<[string, string]>(
+    'FST_TUS_CHECKSUM_UNSUPPORTED',
+    'Unsupported checksum algorithm "%s" (supported: %s)',
+    400
+  ),
+  CHECKSUM_MISMATCH: createError<[string]>(
+    'FST_TUS_CHECKSUM_MISMATCH',
+    'Checksum Mismatch: the %s digest of the received bytes differs from Upload-Checksum; nothing was stored',
+    460
+  ),
   NOT_FOUND: createError<[]>('FST_TUS_NOT_FOUND', 'Upload not found', 404),
   GONE: createError<[]>('FST_TUS_GONE', 'Upload expired', 410),
   NOT_COMPLETE: createError<[number, string]>(

@@ -3,7 +3,10 @@ import { TusErrors } from './errors.js'
 
 export const TUS_VERSION = '1.0.0'
 export const OCTET_STREAM = 'application/offset+octet-stream'
-export const EXTENSIONS = ['creation', 'creation-with-upload', 'creation-defer-length', 'termination', 'expiration']
+export const EXTENSIONS = [
+  'creation', 'creation-with-upload', 'creation-defer-length', 'termination', 'expiration',
+  'checksum', 'checksum-trailer', 'concatenation', 'concatenation-unfinished'
+]
 
 const NON_NEGATIVE_INTEGER = /^(0|[1-9][0-9]*)$/
 

@@ -17,6 +17,8 @@ export function sendError (error: FastifyError & { headers?: Record<string, stri
   const ours = error.code?.startsWith('FST_TUS_') ?? false
   if (status >= 500 && !ours) request.log.error({ err: error }, 'fastify-tus: unexpected error')
   if (error.headers !== undefined) reply.headers(error.headers)
+  // 460 has no reason phrase in Node; the checksum extension names it.
+  if (status === 460) reply.raw.statusMessage = 'Checksum Mismatch'
   void reply
     .code(status)
     .header('Tus-Resumable', TUS_VERSION)

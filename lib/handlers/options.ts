@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { TusContext } from '../context.js'
+import { CHECKSUM_ALGORITHMS } from '../checksum.js'
 import { EXTENSIONS, TUS_VERSION } from '../protocol.js'
 
 /** OPTIONS: discovery. Tus-Resumable in the request is ignored (T-O-3). */
@@ -12,5 +13,6 @@ export async function handleOptions (context: TusContext, _request: FastifyReque
     .header('Tus-Version', TUS_VERSION)
     .header('Tus-Extension', extensions.join(','))
     .header('Tus-Max-Size', String(context.options.maxSize))
+    .header('Tus-Checksum-Algorithm', CHECKSUM_ALGORITHMS.join(','))
   await reply.send()
 }
