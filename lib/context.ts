@@ -1,4 +1,5 @@
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
+import type { PendingFinals } from './concat.js'
 import { TusErrors } from './errors.js'
 import type { TusEvents } from './events.js'
 import { isValidUploadId } from './ids.js'
@@ -19,6 +20,8 @@ export interface TusContext {
   /** `app.tus` itself: what observers listen to. */
   events: TusEvents
   metrics: TusMetrics
+  /** Final uploads waiting for their partials (concatenation-unfinished). */
+  pendingFinals: PendingFinals
   /** For work outside a request (expiry); requests log through `request.log`. */
   log: FastifyBaseLogger
 }

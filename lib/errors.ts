@@ -63,6 +63,12 @@ export const TusErrors = {
     'Checksum Mismatch: the %s digest of the received bytes differs from Upload-Checksum; nothing was stored',
     460
   ),
+  INVALID_CONCAT: createError<[string]>('FST_TUS_INVALID_CONCAT', 'Invalid Upload-Concat: %s', 400),
+  FINAL_UPLOAD: createError<[]>(
+    'FST_TUS_FINAL_UPLOAD',
+    'A final (concatenated) upload cannot be patched; its bytes come from its partial uploads',
+    403
+  ),
   NOT_FOUND: createError<[]>('FST_TUS_NOT_FOUND', 'Upload not found', 404),
   GONE: createError<[]>('FST_TUS_GONE', 'Upload expired', 410),
   NOT_COMPLETE: createError<[number, string]>(

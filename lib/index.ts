@@ -1,5 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
+import { PendingFinals } from './concat.js'
 import type { TusContext } from './context.js'
 import { TusEvents } from './events.js'
 import { removeExpired } from './expiry.js'
@@ -32,7 +33,7 @@ const plugin: FastifyPluginAsync<TusPluginOptions> = async (fastify, rawOptions)
   const metrics = new TusMetrics()
   const locker = measuredLocker(rawOptions.locker ?? new MemoryLocker(), metrics)
   const events = new TusEvents()
-  const context: Omit<TusContext, 'basePath'> = { options, store, locker, events, metrics, log: fastify.log }
+  const context: Omit<TusContext, 'basePath'> = { options, store, locker, events, metrics, pendingFinals: new PendingFinals(), log: fastify.log }
 
   const decorator: TusDecorator = Object.assign(events, {
     removeExpired: async () => await removeExpired({ ...context, basePath: options.prefix }),

@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { appendBody, isComplete } from '../append.js'
+import { finishFinalsWaitingOn } from '../concat.js'
 import { getLiveUpload, uploadIdOf, type TusContext } from '../context.js'
 import { TusErrors, withHeaders } from '../errors.js'
 import { completeUpload, sendUploadResponse, type UploadResponse } from '../hooks.js'
@@ -19,8 +20,10 @@ export async function handlePatch (context: TusContext, request: FastifyRequest,
 
   const lock = await context.locker.lock(id, { timeoutMs: context.options.lockTimeout })
   let response: UploadResponse | undefined
+  let completed = false
   try {
     let upload = await getLiveUpload(context, id)
+    if (upload.concat?.type === 'final') throw new TusErrors.FINAL_UPLOAD()
     if (offset !== upload.offset) {
       throw withHeaders(new TusErrors.OFFSET_MISMATCH(offset, upload.offset), { 'Upload-Offset': String(upload.offset) })
     }
@@ -30,10 +33,12 @@ export async function handlePatch (context: TusContext, request: FastifyRequest,
     upload = await appendBody(context, request, upload)
     reply.header('Upload-Offset', String(upload.offset))
     setExpires(context, reply, upload)
-    if (!wasComplete && isComplete(upload)) response = await completeUpload(context, request, upload)
+    completed = !wasComplete && isComplete(upload)
+    if (completed && upload.concat === undefined) response = await completeUpload(context, request, upload)
   } finally {
     await lock.release()
   }
+  if (completed) await finishFinalsWaitingOn(context, request, id)
   await sendUploadResponse(reply, 204, response)
 }
 

@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { appendBody, isComplete } from '../append.js'
+import { handleFinalCreation, parseConcat } from '../concat.js'
 import type { TusContext } from '../context.js'
 import { TusErrors } from '../errors.js'
 import { completeUpload, createUpload, prepareUpload, sendUploadResponse, type UploadResponse } from '../hooks.js'
@@ -12,7 +13,12 @@ import type { NewUpload } from '../store/types.js'
 
 /** POST: creation, with the first bytes in the body when it has one (creation-with-upload). */
 export async function handlePost (context: TusContext, request: FastifyRequest, reply: FastifyReply): Promise<void> {
-  const upload = parseCreation(context, request)
+  const concat = parseConcat(context, request)
+  if (concat?.type === 'final') {
+    await handleFinalCreation(context, request, reply, concat)
+    return
+  }
+  const upload = { ...parseCreation(context, request), ...(concat === undefined ? {} : { concat }) }
   const withBody = hasBody(request)
   if (withBody && mediaType(request) !== OCTET_STREAM) {
     throw new TusErrors.UNSUPPORTED_MEDIA_TYPE(stringHeader(request, 'content-type') ?? '')
@@ -32,7 +38,8 @@ export async function handlePost (context: TusContext, request: FastifyRequest, 
     else if (created.size === 0) await context.store.flush(created.id)
     reply.header('Upload-Offset', String(created.offset))
     setExpires(context, reply, created)
-    if (isComplete(created)) response = await completeUpload(context, request, created)
+    // A partial upload is only material for a final one: it never completes on its own (T-N-2).
+    if (isComplete(created) && created.concat === undefined) response = await completeUpload(context, request, created)
   } finally {
     await lock.release()
   }

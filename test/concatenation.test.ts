@@ -1,0 +1,155 @@
+import t from 'tap'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { UploadInfo } from '../lib/index.js'
+import { idOf, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
+
+const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
+
+async function partial (server: TestServer, content: string, upload = true): Promise<string> {
+  const response = await tusRequest(server.endpoint, {
+    method: 'POST',
+    headers: { 'Upload-Length': String(Buffer.byteLength(content)), 'Upload-Concat': 'partial', 'Upload-Metadata': 'filename cGFydA==' }
+  })
+  if (response.status !== 201) throw new Error(`partial creation: ${response.status} ${response.text}`)
+  const url = new URL(response.headers.location!, server.origin).href
+  if (upload) await append(url, 0, content)
+  return url
+}
+
+async function append (url: string, offset: number, content: string) {
+  const response = await tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': String(offset), ...OCTET, 'Upload-Concat': 'partial' }, body: content })
+  if (response.status !== 204) throw new Error(`append: ${response.status} ${response.text}`)
+  return response
+}
+
+async function final (server: TestServer, concat: string, headers: Record<string, string> = {}) {
+  return await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Concat': concat, ...headers } })
+}
+
+function completions (server: TestServer): UploadInfo[] {
+  const seen: UploadInfo[] = []
+  server.app.tus.on('completed', (upload) => { seen.push(upload) })
+  return seen
+}
+
+t.test('a final upload of complete partials: absolute, relative and repeated URLs, length the sum, bytes in order', async (t) => {
+  const hooked: UploadInfo[] = []
+  const server = await startServer(t, { onUploadComplete: (upload) => { hooked.push(upload) } })
+  const a = await partial(server, 'hello ')
+  const b = await partial(server, 'world')
+  const header = `final;${a} ${new URL(b).pathname} ${idOf(a)}`
+  const response = await final(server, header, { 'Upload-Metadata': 'filename d2hvbGUudHh0' })
+  t.equal(response.status, 201, response.text)
+  t.equal(response.headers['upload-offset'], '17')
+  const url = new URL(response.headers.location!, server.origin).href
+  t.equal((await readFile(join(server.dir, idOf(url)))).toString(), 'hello worldhello ')
+  const head = await tusRequest(url, { method: 'HEAD' })
+  t.equal(head.headers['upload-length'], '17')
+  t.equal(head.headers['upload-offset'], '17')
+  t.equal(head.headers['upload-concat'], header, 'Upload-Concat echoed as received')
+  t.equal(head.headers['upload-metadata'], 'filename d2hvbGUudHh0', 'only the final request\'s metadata')
+  const partialHead = await tusRequest(a, { method: 'HEAD' })
+  t.equal(partialHead.headers['upload-concat'], 'partial')
+  t.equal(partialHead.headers['upload-offset'], '6')
+  t.same(hooked.map((upload) => upload.id), [idOf(url)], 'the completion hook fired once, for the final only')
+  t.same(hooked[0]!.metadata, { filename: 'whole.txt' })
+  const download = await tusRequest(url)
+  t.equal(download.text, 'hello worldhello ')
+  t.match(download.headers['content-disposition'], /whole\.txt/)
+})
+
+t.test('PATCH on a final upload is 403 and changes nothing', async (t) => {
+  const server = await startServer(t)
+  const a = await partial(server, 'abc')
+  const response = await final(server, `final;${a}`)
+  const url = new URL(response.headers.location!, server.origin).href
+  const refused = await tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': '3', ...OCTET }, body: 'more' })
+  t.equal(refused.status, 403)
+  t.match(refused.text, /final/)
+  t.equal((await readFile(join(server.dir, idOf(url)))).toString(), 'abc')
+  t.equal((await readFile(join(server.dir, idOf(a)))).toString(), 'abc')
+})
+
+t.test('bad final creations are 400 with what was wrong, and create nothing', async (t) => {
+  const server = await startServer(t)
+  const a = await partial(server, 'abc')
+  const plain = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': '1' } })
+  const plainUrl = new URL(plain.headers.location!, server.origin).href
+  const deferred = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Defer-Length': '1', 'Upload-Concat': 'partial' } })
+  const deferredUrl = new URL(deferred.headers.location!, server.origin).href
+  const cases: Array<[string, Record<string, string>, RegExp, string?]> = [
+    ['final;', {}, /at least one/],
+    ['final;/files/nonexistent', {}, /does not exist/],
+    [`final;${plainUrl}`, {}, /not a partial upload/],
+    [`final;${deferredUrl}`, {}, /no length yet/],
+    ['final;/elsewhere/abc', {}, /not an upload of this endpoint/],
+    ['final;http://[bad', {}, /not a URL|not an upload/],
+    ['whole', {}, /expected "partial"/],
+    [`final;${a}`, { 'Upload-Length': '3' }, /send no Upload-Length/],
+    [`final;${a}`, { ...OCTET }, /cannot carry a body/, 'abc']
+  ]
+  for (const [concat, headers, message, body] of cases) {
+    const response = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Concat': concat, ...headers }, ...(body === undefined ? {} : { body }) })
+    t.equal(response.status, 400, concat)
+    t.match(response.text, message, concat)
+    t.equal(response.headers.location, undefined)
+  }
+  const tooBig = await startServer(t, { maxSize: 5 })
+  const small = await partial(tooBig, 'abc')
+  const refused = await final(tooBig, `final;${small} ${small}`)
+  t.equal(refused.status, 413)
+})
+
+t.test('concatenation-unfinished: a final created before its partials finish completes when they do', async (t) => {
+  const server = await startServer(t)
+  const seen = completions(server)
+  const a = await partial(server, 'first-', false)
+  const b = await partial(server, 'second')
+  const response = await final(server, `final;${a} ${b}`)
+  t.equal(response.status, 201)
+  t.equal(response.headers['upload-offset'], undefined, 'no offset before the concatenation is done')
+  const url = new URL(response.headers.location!, server.origin).href
+  const pending = await tusRequest(url, { method: 'HEAD' })
+  t.equal(pending.headers['upload-offset'], undefined)
+  t.equal(pending.headers['upload-length'], '12')
+  t.equal((await tusRequest(url)).status, 409, 'no download before it is complete')
+  await append(a, 0, 'fir')
+  t.same(seen, [])
+  await append(a, 3, 'st-')
+  t.same(seen.map((upload) => upload.id), [idOf(url)], 'the final completed with its last partial, once')
+  const head = await tusRequest(url, { method: 'HEAD' })
+  t.equal(head.headers['upload-offset'], '12')
+  t.equal(sha256(await readFile(join(server.dir, idOf(url)))), sha256('first-second'))
+})
+
+t.test('a final whose partials completed while no process waited for it is finished by HEAD', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-concat-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const first = await startServer(t, { dir })
+  const a = await partial(first, 'abc', false)
+  const url = new URL((await final(first, `final;${a}`)).headers.location!, first.origin).href
+  await first.app.close()
+  const second = await startServer(t, { dir })
+  const seen = completions(second)
+  await append(a.replace(first.origin, second.origin), 0, 'abc')
+  t.same(seen, [], 'the restarted server did not know the final was waiting')
+  const head = await tusRequest(url.replace(first.origin, second.origin), { method: 'HEAD' })
+  t.equal(head.headers['upload-offset'], '3')
+  t.equal(seen.length, 1)
+  t.equal((await readFile(join(dir, idOf(url)))).toString(), 'abc')
+})
+
+t.test('an interrupted concatenation resumes where it stopped and completes byte-identical', async (t) => {
+  const server = await startServer(t)
+  const a = await partial(server, 'aaaa', false)
+  const b = await partial(server, 'bbbb')
+  const url = new URL((await final(server, `final;${a} ${b}`)).headers.location!, server.origin).href
+  // As if a crash had cut the copy after two bytes of the first partial.
+  await server.app.tus.store.write(idOf(url), 0, (async function * () { yield Buffer.from('aa') })())
+  await append(a, 0, 'aaaa')
+  const head = await tusRequest(url, { method: 'HEAD' })
+  t.equal(head.headers['upload-offset'], '8')
+  t.equal((await readFile(join(server.dir, idOf(url)))).toString(), 'aaaabbbb')
+})
