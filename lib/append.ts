@@ -26,10 +26,12 @@ export async function appendBody (context: TusContext, request: FastifyRequest, 
   if (declared !== undefined && declared > room) throw new TusErrors.LENGTH_EXCEEDED(limit)
   const expected = headerChecksum(request)
 
-  const body = new BoundedBody(request.body instanceof RequestBody ? request.body : undefined, room)
+  const requestBody = request.body instanceof RequestBody ? request.body : undefined
+  const body = new BoundedBody(requestBody, room)
   const progress = new ProgressTracker(context, request, upload)
   let offset = upload.offset
   context.metrics.activeUploads++
+  const settled = context.inFlight.begin(requestBody)
   try {
     const staging = expected !== undefined || (declared === undefined && body.present)
     const staged = staging ? await storeFailure(context, request, upload, async () => await stageBody(context, progress.track(body), expected)) : undefined
@@ -39,7 +41,11 @@ export async function appendBody (context: TusContext, request: FastifyRequest, 
     } finally {
       await staged?.chunk.remove()
     }
-    if (body.aborted) request.log.info({ uploadId: upload.id, offset }, 'fastify-tus: client went away mid-body; bytes kept')
+    if (requestBody?.released !== undefined) {
+      request.log.info({ uploadId: upload.id, offset, reason: requestBody.released }, 'fastify-tus: body ended by the server; bytes kept')
+    } else if (body.aborted) {
+      request.log.info({ uploadId: upload.id, offset }, 'fastify-tus: client went away mid-body; bytes kept')
+    }
     if (body.exceeded) throw withHeaders(new TusErrors.LENGTH_EXCEEDED(limit), { 'Upload-Offset': String(offset) })
     await progress.finish(offset)
     if (progress.stopped !== undefined) throw withOffset(progress.stopped, offset)
@@ -48,6 +54,7 @@ export async function appendBody (context: TusContext, request: FastifyRequest, 
     context.metrics.uploadFailures++
     throw error
   } finally {
+    settled()
     context.metrics.activeUploads--
     context.metrics.bytesReceived += offset - upload.offset
   }

@@ -4,19 +4,42 @@ import { PassThrough, finished } from 'node:stream'
 /**
  * A request body, read from the moment the request is routed. Node discards what a request stream has
  * buffered when its client goes away, so reading at once into a stream of our own keeps the bytes that
- * arrived before a handler got to them. It ends normally when the client goes away; `aborted` says so.
+ * arrived before a handler got to them. It ends normally when the client goes away (`aborted`), when no
+ * byte arrives for `idleTimeoutMs`, or when the server releases it (`released`): a newer request wants
+ * the upload, or the server shuts down. In every case the bytes that did arrive are still read.
  */
 export class RequestBody extends PassThrough {
   aborted = false
+  /** Why the server ended the body early, if it did. */
+  released: 'idle' | 'superseded' | 'shutdown' | undefined
+  readonly #source: Readable
+  readonly #idleTimer: NodeJS.Timeout
 
-  constructor (source: Readable) {
+  constructor (source: Readable, idleTimeoutMs: number) {
     super({ highWaterMark: 64 * 1024 })
+    this.#source = source
     source.pipe(this)
+    this.#idleTimer = setTimeout(() => { this.release('idle') }, idleTimeoutMs).unref()
+    source.on('data', () => { this.#idleTimer.refresh() })
     finished(source, (error) => {
+      clearTimeout(this.#idleTimer)
       if (error === undefined || error === null) return
       this.aborted = true
-      this.end()
+      if (!this.writableEnded) this.end()
     })
+  }
+
+  /**
+   * Ends the body where it stands and closes the client's connection: its client is gone or stuck
+   * (`idle`), it holds an upload another request wants (`superseded`), or the server is closing.
+   */
+  release (reason: 'idle' | 'superseded' | 'shutdown'): void {
+    clearTimeout(this.#idleTimer)
+    if (this.writableEnded || this.#source.readableEnded) return
+    this.released = reason
+    this.#source.unpipe(this)
+    this.end()
+    this.#source.destroy()
   }
 
   /** Reads and drops whatever a handler left unread, so the connection can serve its next request. */

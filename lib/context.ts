@@ -1,6 +1,7 @@
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import type { PendingFinals } from './concat.js'
 import { TusErrors } from './errors.js'
+import type { InFlightWrites } from './in-flight.js'
 import type { TusEvents } from './events.js'
 import { isValidUploadId } from './ids.js'
 import type { UploadLocker } from './lock.js'
@@ -22,6 +23,8 @@ export interface TusContext {
   metrics: TusMetrics
   /** Final uploads waiting for their partials (concatenation-unfinished). */
   pendingFinals: PendingFinals
+  /** Appends running now, for a graceful close. */
+  inFlight: InFlightWrites
   /** For work outside a request (expiry); requests log through `request.log`. */
   log: FastifyBaseLogger
 }

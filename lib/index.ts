@@ -3,6 +3,7 @@ import fp from 'fastify-plugin'
 import { PendingFinals } from './concat.js'
 import type { TusContext } from './context.js'
 import { TusEvents } from './events.js'
+import { InFlightWrites } from './in-flight.js'
 import { removeExpired } from './expiry.js'
 import { MemoryLocker } from './lock.js'
 import { METRICS_CONTENT_TYPE, TusMetrics, measuredLocker } from './metrics.js'
@@ -33,7 +34,7 @@ const plugin: FastifyPluginAsync<TusPluginOptions> = async (fastify, rawOptions)
   const metrics = new TusMetrics()
   const locker = measuredLocker(rawOptions.locker ?? new MemoryLocker(), metrics)
   const events = new TusEvents()
-  const context: Omit<TusContext, 'basePath'> = { options, store, locker, events, metrics, pendingFinals: new PendingFinals(), log: fastify.log }
+  const context: Omit<TusContext, 'basePath'> = { options, store, locker, events, metrics, pendingFinals: new PendingFinals(), inFlight: new InFlightWrites(), log: fastify.log }
 
   const decorator: TusDecorator = Object.assign(events, {
     removeExpired: async () => await removeExpired({ ...context, basePath: options.prefix }),
@@ -45,6 +46,8 @@ const plugin: FastifyPluginAsync<TusPluginOptions> = async (fastify, rawOptions)
   if (metricsPath !== undefined) {
     fastify.get(metricsPath, async (_request, reply) => await reply.type(METRICS_CONTENT_TYPE).send(metrics.render()))
   }
+  // Before the server waits for its connections: end the bodies being written so their clients let go.
+  fastify.addHook('preClose', async () => { await context.inFlight.drain(options.closeTimeout) })
   fastify.addHook('onClose', async () => {
     await store.close()
     await rawOptions.locker?.close?.()

@@ -36,6 +36,10 @@ export interface TusPluginOptions {
   maxMetadataSize?: number
   /** How long a request waits for another request on the same upload to finish, in ms. Default 3000. */
   lockTimeout?: number
+  /** A request body that brings no byte for this long (ms) is ended, its bytes kept. Default 60000. */
+  idleTimeout?: number
+  /** How long `app.close()` waits for in-flight writes to reach a consistent point, in ms. Default 10000. */
+  closeTimeout?: number
   /** Where uploads are kept. Default: a FileStore in `dir`. */
   store?: DataStore
   /** How requests on one upload are serialised. Default: in-process. */
@@ -58,6 +62,8 @@ export interface ResolvedOptions {
   relativeLocation: boolean
   maxMetadataSize: number
   lockTimeout: number
+  idleTimeout: number
+  closeTimeout: number
 }
 
 export const DEFAULT_MAX_SIZE = 128_849_018_880
@@ -87,7 +93,9 @@ export function resolveOptions (options: TusPluginOptions): ResolvedOptions {
     respectForwardedHeaders: boolean('respectForwardedHeaders', options.respectForwardedHeaders ?? true),
     relativeLocation: boolean('relativeLocation', options.relativeLocation ?? false),
     maxMetadataSize: positiveInteger('maxMetadataSize', options.maxMetadataSize ?? 4096),
-    lockTimeout: positiveInteger('lockTimeout', options.lockTimeout ?? 3000)
+    lockTimeout: positiveInteger('lockTimeout', options.lockTimeout ?? 3000),
+    idleTimeout: positiveInteger('idleTimeout', options.idleTimeout ?? 60_000),
+    closeTimeout: positiveInteger('closeTimeout', options.closeTimeout ?? 10_000)
   }
 }
 

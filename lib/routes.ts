@@ -24,7 +24,7 @@ export async function tusRoutes (instance: FastifyInstance, options: { context: 
   const context: TusContext = { ...options.context, basePath: instance.prefix }
 
   instance.removeAllContentTypeParsers()
-  instance.addContentTypeParser('*', (_request, payload, done) => { done(null, new RequestBody(payload)) })
+  instance.addContentTypeParser('*', (_request, payload, done) => { done(null, new RequestBody(payload, context.options.idleTimeout)) })
   instance.addHook('onSend', async (request) => {
     if (request.body instanceof RequestBody) request.body.discardRest()
   })

@@ -5,8 +5,12 @@ import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promise
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
-import { FileUrlStorage, Upload, type UploadOptions } from 'tus-js-client'
+import * as tus from 'tus-js-client'
+import { Upload, type UploadOptions, type UrlStorage } from 'tus-js-client'
 import { idOf, randomBytesSeeded, sha256, startServer, tusRequest, tusUpload, type TestServer } from './helpers.js'
+
+// Exported by the Node build of tus-js-client but missing from its type declarations.
+const { FileUrlStorage } = tus as unknown as { FileUrlStorage: new (path: string) => UrlStorage }
 
 async function storedHash (server: TestServer, url: string): Promise<string> {
   return sha256(await readFile(join(server.dir, idOf(url))))

@@ -7,7 +7,15 @@ import { setExpires } from '../reply.js'
 
 /** HEAD: the upload's offset, length and metadata. */
 export async function handleHead (context: TusContext, request: FastifyRequest, reply: FastifyReply): Promise<void> {
-  let upload = await getLiveUpload(context, uploadIdOf(request))
+  const id = uploadIdOf(request)
+  // Under the lock, so the offset is never one a running PATCH is about to move (a stuck one is released).
+  const lock = await context.locker.lock(id, { timeoutMs: context.options.lockTimeout })
+  let upload
+  try {
+    upload = await getLiveUpload(context, id)
+  } finally {
+    await lock.release()
+  }
   reply.header('Cache-Control', 'no-store')
   if (upload.concat?.type === 'final' && !isComplete(upload)) {
     // Its partials may have completed while no process was waiting for them (a restart): finish it now.

@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { appendBody, isComplete } from '../append.js'
+import { RequestBody } from '../body.js'
 import { finishFinalsWaitingOn } from '../concat.js'
 import { getLiveUpload, uploadIdOf, type TusContext } from '../context.js'
 import { TusErrors, withHeaders } from '../errors.js'
@@ -18,7 +19,9 @@ export async function handlePatch (context: TusContext, request: FastifyRequest,
   if (offset === undefined) throw new TusErrors.INVALID_HEADER('Upload-Offset', 'missing')
   const length = integerHeader(request, 'Upload-Length')
 
-  const lock = await context.locker.lock(id, { timeoutMs: context.options.lockTimeout })
+  // A newer request for this upload (its client reconnected) ends this one's body: tusd's lock release.
+  const onReleaseRequested = (): void => { if (request.body instanceof RequestBody) request.body.release('superseded') }
+  const lock = await context.locker.lock(id, { timeoutMs: context.options.lockTimeout, onReleaseRequested })
   let response: UploadResponse | undefined
   let completed = false
   try {
