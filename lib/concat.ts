@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { describe, isComplete } from './append.js'
+import { ensureFreeSpace } from './capacity.js'
 import { getLiveUpload, type TusContext } from './context.js'
 import { TusErrors } from './errors.js'
 import { completeUpload, createUpload, prepareUpload, sendUploadResponse, type UploadResponse } from './hooks.js'
@@ -77,6 +78,7 @@ export async function handleFinalCreation (
   const header = stringHeader(request, 'upload-metadata')
   const metadata = header === undefined ? {} : parseMetadata(header, context.options.maxMetadataSize)
   const prepared = await prepareUpload(context, request, { id: newUploadId(), size, metadata, concat })
+  await ensureFreeSpace(context, size)
 
   const lock = await context.locker.lock(prepared.id, { timeoutMs: context.options.lockTimeout })
   let final: UploadInfo

@@ -69,6 +69,11 @@ export const TusErrors = {
     'A final (concatenated) upload cannot be patched; its bytes come from its partial uploads',
     403
   ),
+  INSUFFICIENT_STORAGE: createError<[number]>(
+    'FST_TUS_INSUFFICIENT_STORAGE',
+    'Not enough storage for an upload of %s bytes; try again later',
+    507
+  ),
   NOT_FOUND: createError<[]>('FST_TUS_NOT_FOUND', 'Upload not found', 404),
   GONE: createError<[]>('FST_TUS_GONE', 'Upload expired', 410),
   NOT_COMPLETE: createError<[number, string]>(

@@ -38,6 +38,11 @@ export interface TusPluginOptions {
   lockTimeout?: number
   /** A request body that brings no byte for this long (ms) is ended, its bytes kept. Default 60000. */
   idleTimeout?: number
+  /**
+   * Bytes that must stay free on the filesystem of `dir`: a creation that would leave less is refused
+   * with 507. Default 0 (no check).
+   */
+  minFreeSpace?: number
   /** How long `app.close()` waits for in-flight writes to reach a consistent point, in ms. Default 10000. */
   closeTimeout?: number
   /** Where uploads are kept. Default: a FileStore in `dir`. */
@@ -64,6 +69,7 @@ export interface ResolvedOptions {
   lockTimeout: number
   idleTimeout: number
   closeTimeout: number
+  minFreeSpace: number
 }
 
 export const DEFAULT_MAX_SIZE = 128_849_018_880
@@ -95,7 +101,8 @@ export function resolveOptions (options: TusPluginOptions): ResolvedOptions {
     maxMetadataSize: positiveInteger('maxMetadataSize', options.maxMetadataSize ?? 4096),
     lockTimeout: positiveInteger('lockTimeout', options.lockTimeout ?? 3000),
     idleTimeout: positiveInteger('idleTimeout', options.idleTimeout ?? 60_000),
-    closeTimeout: positiveInteger('closeTimeout', options.closeTimeout ?? 10_000)
+    closeTimeout: positiveInteger('closeTimeout', options.closeTimeout ?? 10_000),
+    minFreeSpace: nonNegativeInteger('minFreeSpace', options.minFreeSpace ?? 0)
   }
 }
 

@@ -2,7 +2,7 @@
 import t from 'tap'
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdir, mkdtemp, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, readdir, readlink, rm, statfs, writeFile } from 'node:fs/promises'
 import { connect, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -188,4 +188,16 @@ t.test('hostile ids never reach the disk, on every route', async (t) => {
     }
   }
   t.same(await readdir(server.dir), before)
+})
+
+t.test('minFreeSpace: a creation that would leave too little disk is refused with 507, nothing created', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-space-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const free = await statfs(dir).then((stats) => stats.bavail * stats.bsize)
+  const server = await startServer(t, { dir, minFreeSpace: 1024 * 1024 })
+  const refused = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': String(free) } })
+  t.equal(refused.status, 507)
+  t.match(refused.text, /Not enough storage/)
+  t.same(await readdir(dir), [])
+  t.equal((await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': '1000' } })).status, 201)
 })

@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { appendBody, isComplete } from '../append.js'
+import { ensureFreeSpace } from '../capacity.js'
 import { handleFinalCreation, parseConcat } from '../concat.js'
 import type { TusContext } from '../context.js'
 import { TusErrors } from '../errors.js'
@@ -28,6 +29,7 @@ export async function handlePost (context: TusContext, request: FastifyRequest, 
     throw new TusErrors.LENGTH_EXCEEDED(upload.size)
   }
   const prepared = await prepareUpload(context, request, upload)
+  await ensureFreeSpace(context, prepared.size)
 
   const lock = await context.locker.lock(prepared.id, { timeoutMs: context.options.lockTimeout })
   let response: UploadResponse | undefined
