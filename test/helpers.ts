@@ -1,9 +1,11 @@
 // Shared test helpers: a real server on 127.0.0.1, raw HTTP requests, hashes and a tus-js-client wrapper.
+import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { createInterface } from 'node:readline'
 import type { Readable } from 'node:stream'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import { Upload, type UploadOptions } from 'tus-js-client'
@@ -128,4 +130,27 @@ export async function backdate (dir: string, id: string, days: number): Promise<
   const info = JSON.parse(await readFile(infoPath, 'utf8')) as Record<string, unknown>
   await writeFile(infoPath, JSON.stringify({ ...info, createdAt: past.toISOString() }))
   await utimes(join(dir, id), past, past)
+}
+
+export interface ChildServer {
+  child: ChildProcess
+  port: number
+  /** The rest of its stdout, line by line (`progress <offset>` lines). */
+  lines: AsyncIterableIterator<string>
+}
+
+/** Starts test/fixtures/child-server.ts in its own process on `dir`; killed with SIGKILL at teardown. */
+export async function startChild (t: Teardown, dir: string, env: Record<string, string> = {}): Promise<ChildServer> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'fixtures', 'child-server.ts'), dir], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, ...env }
+  })
+  t.teardown(() => { child.kill('SIGKILL') })
+  const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]()
+  for (;;) {
+    const { value, done } = await lines.next()
+    if (done === true) throw new Error('the child server exited before listening')
+    const match = /^listening (\d+)$/.exec(value)
+    if (match !== null) return { child, port: Number(match[1]), lines }
+  }
 }

@@ -1,13 +1,12 @@
 // Never lose or corrupt a byte: lock release, stalled clients, shutdown, crashes, a full disk.
 import t from 'tap'
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdir, mkdtemp, readFile, readdir, readlink, rm, statfs, writeFile } from 'node:fs/promises'
 import { connect, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createInterface } from 'node:readline'
-import { createUpload, idOf, randomBytesSeeded, sha256, startServer, tusRequest, tusUpload, type TestServer } from './helpers.js'
+import { createUpload, idOf, startChild, randomBytesSeeded, sha256, startServer, tusRequest, tusUpload, type TestServer } from './helpers.js'
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
 
@@ -100,23 +99,11 @@ t.test('app.close() ends bodies being written, keeps their bytes and closes its 
   t.equal(sha256(await readFile(join(dir, idOf(url)))), sha256(randomBytesSeeded(30_000, 22)))
 })
 
-async function startChild (dir: string): Promise<{ child: ChildProcess, port: number, lines: AsyncIterableIterator<string> }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'fixtures', 'child-server.ts'), dir], { stdio: ['ignore', 'pipe', 'inherit'] })
-  const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]()
-  for (;;) {
-    const { value, done } = await lines.next()
-    if (done === true) throw new Error('the child server exited before listening')
-    const match = /^listening (\d+)$/.exec(value)
-    if (match !== null) return { child, port: Number(match[1]), lines }
-  }
-}
-
 t.test('kill -9 during a large PATCH: after a restart HEAD equals the durable bytes and the client resumes', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-crash-'))
   t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
   const data = randomBytesSeeded(8 * 1024 * 1024, 23)
-  const first = await startChild(dir)
-  t.teardown(() => { first.child.kill('SIGKILL') })
+  const first = await startChild(t, dir, { TUS_CHILD_PROGRESS: '1' })
   const created = await tusRequest(`http://127.0.0.1:${first.port}/files/`, { method: 'POST', headers: { 'Upload-Length': String(data.length) } })
   const id = idOf(new URL(created.headers.location!).href)
   const sent = 3 * 1024 * 1024
@@ -128,8 +115,7 @@ t.test('kill -9 during a large PATCH: after a restart HEAD equals the durable by
   first.child.kill('SIGKILL')
   await once(first.child, 'exit')
 
-  const second = await startChild(dir)
-  t.teardown(() => { second.child.kill('SIGKILL') })
+  const second = await startChild(t, dir)
   const url = `http://127.0.0.1:${second.port}/files/${id}`
   const head = await tusRequest(url, { method: 'HEAD' })
   const offset = Number(head.headers['upload-offset'])

@@ -32,9 +32,21 @@ if REDIS_PORT=$redis_port bash "$here/redis-up.sh" "$root/redis"; then
   export TUS_TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
   echo "fastify-tus: redis-server at $TUS_TEST_REDIS_URL"
 fi
-rgw_port=$(free_port)
-if RGW_PORT=$rgw_port MON_PORT=$(free_port) ACCESS_KEY=testaccesskey SECRET_KEY=testsecretkey \
-  bash "$here/ceph-up.sh" "$root/ceph"; then
+# Ceph's daemons occasionally fail to start on a loaded machine (the OSD exits at once): try three times.
+ceph_up() {
+  for attempt in 1 2 3; do
+    rgw_port=$(free_port)
+    if RGW_PORT=$rgw_port MON_PORT=$(free_port) ACCESS_KEY=testaccesskey SECRET_KEY=testsecretkey \
+      bash "$here/ceph-up.sh" "$root/ceph"; then
+      return 0
+    fi
+    echo "fastify-tus: Ceph did not start (attempt $attempt)" >&2
+    bash "$here/ceph-down.sh" "$root/ceph"
+    rm -rf "$root/ceph"
+  done
+  return 1
+}
+if ceph_up; then
   export TUS_TEST_S3_ENDPOINT="http://127.0.0.1:$rgw_port"
   export TUS_TEST_S3_ACCESS_KEY=testaccesskey
   export TUS_TEST_S3_SECRET_KEY=testsecretkey
