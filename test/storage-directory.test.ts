@@ -1,6 +1,7 @@
 // onUploadCreate's `directory`: per-request storage sub-directories in the FileStore.
 import t from 'tap'
-import { mkdir, readdir, readFile, utimes, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { createUpload, idOf, randomBytesSeeded, sha256, startServer, tusRequest, tusUpload } from './helpers.js'
 
@@ -46,8 +47,10 @@ t.test('ids stay unique across sub-directories, and a partial upload resumes fro
 t.test('sub-directories that could leave the root or confuse the store are refused before anything is created', async (t) => {
   const bad = ['../evil', 'a/../b', '/abs', 'a//b', 'a/', '.hidden', 'a\\b', 'x.json', 'a/./b', '', 'a\0b', 'é', 'a/b/c/d/e/f/g/h/i', 'x'.repeat(129)]
   let current = ''
-  const server = await startServer(t, { onUploadCreate: () => ({ directory: current }) })
-  const outside = await readdir(dirname(server.dir))
+  // A parent of our own: the system temp dir beside it changes as other test files run.
+  const parent = await ownParent(t)
+  const server = await startServer(t, { dir: join(parent, 'root'), onUploadCreate: () => ({ directory: current }) })
+  const outside = await readdir(parent)
   for (const directory of bad) {
     current = directory
     const response = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': '3' } })
@@ -55,11 +58,12 @@ t.test('sub-directories that could leave the root or confuse the store are refus
     t.match(response.text, /^onUploadCreate failed: it returned an invalid directory/)
   }
   t.same(await readdir(server.dir), [])
-  t.same((await readdir(dirname(server.dir))).sort(), outside.sort(), 'nothing appeared beside the upload directory')
+  t.same((await readdir(parent)).sort(), outside.sort(), 'nothing appeared beside the upload directory')
 })
 
 t.test('an info file whose recorded directory was tampered with is never followed', async (t) => {
-  const server = await startServer(t, { onUploadCreate: () => ({ directory: 'safe' }) })
+  const parent = await ownParent(t)
+  const server = await startServer(t, { dir: join(parent, 'root'), onUploadCreate: () => ({ directory: 'safe' }) })
   const url = await createUpload(server, { 'Upload-Length': '3' })
   const id = idOf(url)
   const infoPath = join(server.dir, `${id}.json`)
@@ -89,3 +93,10 @@ t.test('expiry finds and removes uploads in sub-directories', async (t) => {
   t.same(await readdir(join(server.dir, 'tenant-7')), [])
   t.equal((await tusRequest(url, { method: 'HEAD' })).status, 404)
 })
+
+async function ownParent (t: { teardown: (fn: () => unknown) => void }): Promise<string> {
+  const parent = await mkdtemp(join(tmpdir(), 'fastify-tus-parent-'))
+  t.teardown(async () => { await rm(parent, { recursive: true, force: true }) })
+  await mkdir(join(parent, 'root'))
+  return parent
+}
