@@ -7,19 +7,12 @@ import { fileURLToPath } from 'node:url'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import cors from '@fastify/cors'
 import fastifyStatic from '@fastify/static'
-import tus, { TusErrors, type UploadInfo } from '../lib/index.js'
+import tus, { TUS_EXPOSED_HEADERS, TusErrors, type UploadInfo } from '../lib/index.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 
 /** Where the example keeps uploads unless told otherwise (git-ignored). */
 export const DEFAULT_UPLOAD_DIR = join(here, 'uploads')
-
-/** The headers a browser client must be allowed to read for tus 1.0 and the IETF draft. */
-export const TUS_EXPOSED_HEADERS = [
-  'Location', 'Upload-Offset', 'Upload-Length', 'Upload-Metadata', 'Upload-Expires', 'Upload-Defer-Length',
-  'Upload-Concat', 'Upload-Complete', 'Upload-Limit', 'Upload-Draft-Interop-Version',
-  'Tus-Resumable', 'Tus-Version', 'Tus-Extension', 'Tus-Max-Size', 'Tus-Checksum-Algorithm'
-]
 
 export interface ExampleOptions {
   /** Upload directory. Default: example/uploads. */
@@ -42,7 +35,7 @@ export interface FinishedUpload {
 /** Builds (does not start) the example app. */
 export async function buildExampleApp (options: ExampleOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({ logger: options.logger ?? true })
-  await app.register(cors, { origin: true, exposedHeaders: TUS_EXPOSED_HEADERS })
+  await app.register(cors, { origin: true, exposedHeaders: [...TUS_EXPOSED_HEADERS] })
   await app.register(tus, {
     prefix: '/files',
     dir: options.dir ?? DEFAULT_UPLOAD_DIR,
