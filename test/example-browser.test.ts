@@ -84,6 +84,11 @@ t.test('the example page uploads, pauses and resumes, and lists downloads, in he
       '--disable-sync', '--no-first-run', '--disable-quic']
   })
   t.teardown(async () => { await context.close() })
+  // The page must work offline: record every request that would leave our server.
+  const foreignRequests: string[] = []
+  context.on('request', (request) => {
+    if (!request.url().startsWith(`${origin}/`)) foreignRequests.push(request.url())
+  })
   const page = context.pages()[0] ?? await context.newPage()
   const pageErrors: string[] = []
   page.on('pageerror', (error) => { pageErrors.push(error.message) })
@@ -168,4 +173,5 @@ t.test('the example page uploads, pauses and resumes, and lists downloads, in he
   t.equal(sha256(downloaded), sha256(large), 'the download link returns the same bytes (sha256)')
   t.equal(await page.locator('#uploads tbody tr').count(), 2, 'both uploads are listed')
   t.same(pageErrors, [], 'the page threw no errors')
+  t.same(foreignRequests, [], 'the page loaded nothing from another host')
 })
