@@ -1,7 +1,8 @@
 // The example app as a person uses it: real headless Chromium (Debian's `chromium`, never a downloaded
 // browser) opens the upload page, adds files through Uppy's file input, uploads, pauses and resumes a
-// throttled upload, and downloads a finished one from the list. Bytes are compared by sha256 on disk and
-// through the download. On failure, screenshots of the page before and after go to test-artifacts/.
+// throttled upload, loses the network mid-upload and carries on, and downloads a finished upload from the
+// list. Bytes are compared by sha256 on disk and through the download. On failure, screenshots of the page
+// before and after go to test-artifacts/.
 import { createHash, randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
@@ -52,7 +53,7 @@ async function fileState (page: Page, name: string): Promise<FileState> {
   }, name)
 }
 
-t.test('the example page uploads, pauses and resumes, and lists downloads, in headless Chromium', async (t) => {
+t.test('the example page uploads, pauses and resumes, survives an outage, and lists downloads, in headless Chromium', async (t) => {
   if (!existsSync(CHROMIUM)) {
     t.fail(`Chromium is missing at ${CHROMIUM}: install it as root with \`apt-get install chromium\` ` +
       '(npm test does this when run as root)')
@@ -166,12 +167,43 @@ t.test('the example page uploads, pauses and resumes, and lists downloads, in he
   t.ok(firstPatch !== undefined && Number(firstPatch.offset) > 0,
     `the first PATCH after resuming continues from the server's offset (${firstPatch?.offset})`)
 
-  // 3. The download link in the list returns the same bytes.
+  // 3. The connection drops mid-upload: the page waits, and continues from the server's offset when it is back.
+  const third = randomBytes(6 * MiB + 777)
+  const thirdPath = join(work, 'flaky.bin')
+  await writeFile(thirdPath, third)
+  await page.click('.uppy-StatusBar-actionBtn--done')
+  await fileInput.setInputFiles(thirdPath)
+  await cdp.send('Network.emulateNetworkConditions', {
+    offline: false, latency: 50, downloadThroughput: -1, uploadThroughput: 2 * MiB
+  })
+  await page.click('.uppy-StatusBar-actionBtn--upload')
+  await page.waitForFunction(() => {
+    const file = (globalThis as unknown as PageGlobals).uppy.getFiles().find((candidate) => candidate.name === 'flaky.bin')
+    return Number(file?.progress.bytesUploaded) >= 1024 * 1024
+  })
+  const failedRequest = page.waitForEvent('requestfailed')
+  await cdp.send('Network.emulateNetworkConditions', { offline: true, latency: 0, downloadThroughput: -1, uploadThroughput: -1 })
+  t.match((await failedRequest).failure()?.errorText, /INTERNET_DISCONNECTED/, 'the running request fails when the network goes')
+  t.equal(await page.locator('.uppy-StatusBar.is-error').count(), 0, 'the page does not give up')
+  const requestsAtOutage = requests.length
+  await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 })
+  await page.waitForSelector('.uppy-StatusBar.is-complete')
+  await page.locator('#uploads tbody tr', { hasText: 'flaky.bin' }).waitFor()
+  t.equal(completed.length, 3, 'the server completed the third upload')
+  const flakyId = completed[2] as string
+  t.equal(sha256(await readFile(join(uploadDir, flakyId))), sha256(third), 'byte-identical after the outage (sha256)')
+  const afterOutage = requests.slice(requestsAtOutage)
+  t.equal(afterOutage.filter((request) => request.method === 'POST').length, 0, 'no new upload after the outage')
+  t.ok(afterOutage.some((request) => request.method === 'HEAD' && request.url === `/files/${flakyId}`), 'the page asked the server for its offset')
+  const resumedPatch = afterOutage.find((request) => request.method === 'PATCH')
+  t.ok(resumedPatch !== undefined && Number(resumedPatch.offset) > 0, `and continued from it (${resumedPatch?.offset})`)
+
+  // 4. The download link in the list returns the same bytes.
   const [download] = await Promise.all([page.waitForEvent('download'), largeRow.locator('a').click()])
   t.equal(download.suggestedFilename(), 'large.bin', 'the download is named after the file')
   const downloaded = await readFile(await download.path())
   t.equal(sha256(downloaded), sha256(large), 'the download link returns the same bytes (sha256)')
-  t.equal(await page.locator('#uploads tbody tr').count(), 2, 'both uploads are listed')
+  t.equal(await page.locator('#uploads tbody tr').count(), 3, 'every upload is listed')
   t.same(pageErrors, [], 'the page threw no errors')
   t.same(foreignRequests, [], 'the page loaded nothing from another host')
 })
