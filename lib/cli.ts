@@ -211,13 +211,7 @@ async function serve (options: CliOptions): Promise<void> {
   sweepTimer = setInterval(() => { void sweep() }, options.expiryIntervalSeconds * 1000)
   sweepTimer.unref()
 
-  await app.listen({ port: options.port, host: options.host })
-  const { port } = app.server.address() as AddressInfo
-  const host = options.host.includes(':') ? `[${options.host}]` : options.host
-  const endpoint = `http://${host}:${port}${options.prefix.replace(/\/+$/, '')}/`
-  process.stdout.write(`fastify-tus ${packageVersion()}: tus endpoint at ${endpoint} (uploads in ${options.dir})\n`)
-  void sweep()
-
+  // Before listening, so a signal during start-up also closes the app instead of killing it.
   let stopping = false
   const stop = (signal: NodeJS.Signals): void => {
     if (stopping) {
@@ -233,6 +227,13 @@ async function serve (options: CliOptions): Promise<void> {
   }
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)
+
+  await app.listen({ port: options.port, host: options.host })
+  const { port } = app.server.address() as AddressInfo
+  const host = options.host.includes(':') ? `[${options.host}]` : options.host
+  const endpoint = `http://${host}:${port}${options.prefix.replace(/\/+$/, '')}/`
+  process.stdout.write(`fastify-tus ${packageVersion()}: tus endpoint at ${endpoint} (uploads in ${options.dir})\n`)
+  void sweep()
 }
 
 async function main (argv: string[]): Promise<void> {

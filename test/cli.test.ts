@@ -138,9 +138,16 @@ t.test('defaults: /files on 127.0.0.1, no CORS headers; SIGINT stops it; expired
 
   const id = idOf(new URL(created.headers.location ?? '', endpoint).href)
   await backdate(dir, id, 3)
-  const second = startProcess(t, process.execPath, [cli, '--dir', dir, '--port', '0', '--days-to-keep', '1'])
+  const second = startProcess(t, process.execPath, [cli, '--dir', dir, '--port', '0', '--days-to-keep', '1', '--cors-origin', '*'])
+  const [, secondEndpoint = ''] = await waitForOutput(second, /tus endpoint at (http:\/\/\S+\/files\/)/)
   await waitForOutput(second, new RegExp(`"removed":\\["${id}"\\].*"msg":"expired uploads removed"`))
   t.notOk(existsSync(join(dir, id)), 'the expired upload was removed by the sweep at start')
+  const anyOrigin = await rawRequest(secondEndpoint, {
+    method: 'OPTIONS', headers: { Origin: 'http://anywhere.example.test', 'Access-Control-Request-Method': 'POST' }
+  })
+  t.equal(anyOrigin.status, 204)
+  t.equal(anyOrigin.headers['access-control-allow-origin'], '*', '--cors-origin "*" allows any origin')
+  t.notMatch(anyOrigin.headers.vary ?? '', /Origin/, 'and the answer does not vary by origin')
   second.child.kill('SIGTERM')
   t.same(await second.exited, { code: 0, signal: null })
 })
