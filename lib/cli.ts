@@ -196,7 +196,7 @@ async function serve (options: CliOptions): Promise<void> {
     await app.ready()
   } catch (error) {
     // The plugin validates its options once at registration; those are the user's flags.
-    if ((error as { code?: unknown }).code === 'FST_TUS_INVALID_OPTION') throw new UsageError((error as Error).message)
+    if ((error as { code?: unknown }).code === 'FST_TUS_INVALID_OPTION') throw new UsageError((error as Error).message.replace(/^fastify-tus: /, ''))
     throw error
   }
 

@@ -51,6 +51,8 @@ t.test('bad flags and values exit 2 with a message naming the problem', async (t
     [['--cors-origin', 'app.example.com'], /--cors-origin must be "\*" or an origin/],
     [['--cors-origin', 'https://app.example.com/upload'], /--cors-origin/],
     [['--prefix', 'files'], /--prefix must be a URL path starting with "\/"/],
+    // Checked by the plugin itself at registration: reported the same way, once.
+    [['--prefix', '/a//b', '--port', '0', '--dir', join(tmpdir(), 'fastify-tus-cli-never-created')], /^fastify-tus: prefix must be a path such as "\/files" \(got "\/a\/\/b"\)$/m],
     [['--log-level', 'loud'], /--log-level must be one of/],
     [['uploads'], /Unexpected argument 'uploads'/]
   ]
