@@ -72,3 +72,4 @@ export type {
 export { TusEvents } from './events.js'
 export type { TusEventMap, TusEventName } from './events.js'
 export { DEFAULT_MAX_SIZE } from './options.js'
+export { TUS_EXPOSED_HEADERS } from './cors.js'

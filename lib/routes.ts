@@ -34,7 +34,9 @@ export async function tusRoutes (instance: FastifyInstance, options: { context: 
 
   instance.addHook('onRequest', async (request, reply) => {
     reply.header('Tus-Resumable', TUS_VERSION)
-    if (request.method === 'OPTIONS') return
+    // GET (download) is no tus request: a browser following a download link cannot send Tus-Resumable
+    // (tusd lets GET through for the same reason). Every method that reads or changes protocol state checks it.
+    if (request.method === 'OPTIONS' || request.method === 'GET') return
     const version = stringHeader(request, 'tus-resumable')
     if (version !== TUS_VERSION) {
       throw withHeaders(new TusErrors.UNSUPPORTED_VERSION(version ?? ''), { 'Tus-Version': TUS_VERSION })

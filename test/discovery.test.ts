@@ -27,14 +27,13 @@ t.test('daysToKeep: Infinity drops the expiration extension and Upload-Expires',
   t.equal(created.headers['upload-expires'], undefined)
 })
 
-t.test('every non-OPTIONS request without a supported Tus-Resumable gets 412 with Tus-Version, and nothing happens', async (t) => {
+t.test('every tus request (not OPTIONS, not a GET download) without a supported Tus-Resumable gets 412 with Tus-Version, and nothing happens', async (t) => {
   const server = await startServer(t)
   const url = await createUpload(server, { 'Upload-Length': '5' })
   const cases: Array<[string, string, Record<string, string>]> = [
     ['POST', server.endpoint, { 'Upload-Length': '5' }],
     ['HEAD', url, {}],
     ['PATCH', url, { 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream' }],
-    ['GET', url, {}],
     ['DELETE', url, {}]
   ]
   for (const [method, target, headers] of cases) {
@@ -54,6 +53,22 @@ t.test('every non-OPTIONS request without a supported Tus-Resumable gets 412 wit
   t.equal(head.headers['upload-offset'], '0', 'the refused PATCH wrote nothing')
   const files = await readdir(server.dir)
   t.equal(files.filter((name) => name.endsWith('.json')).length, 1, 'the refused POST created nothing')
+})
+
+t.test('a GET download needs no Tus-Resumable, as a browser following a link sends none', async (t) => {
+  const server = await startServer(t)
+  const url = await createUpload(server, { 'Upload-Length': '5' })
+  const unfinished = await rawRequest(url)
+  t.equal(unfinished.status, 409, 'an unfinished upload is still refused, with the protocol error')
+  const patched = await tusRequest(url, {
+    method: 'PATCH', headers: { 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream' }, body: 'hello'
+  })
+  t.equal(patched.status, 204)
+  const download = await rawRequest(url)
+  t.equal(download.status, 200)
+  t.equal(download.text, 'hello')
+  t.equal(download.headers['tus-resumable'], '1.0.0')
+  t.equal((await rawRequest(`${server.endpoint}unknown`)).status, 404)
 })
 
 t.test('unknown paths under the prefix answer 404 with Tus-Resumable', async (t) => {

@@ -1,0 +1,262 @@
+#!/usr/bin/env -S node --max-semi-space-size=1
+// `npx fastify-tus`: a standalone tus server, like tusd, for people who want an endpoint without writing
+// code. It is Fastify + this package's plugin (imported, nothing copied) + a small CORS hook.
+// (--max-semi-space-size=1 caps V8's young generation: it keeps a 1 GiB upload under 80 MiB RSS.)
+import { createRequire } from 'node:module'
+import type { AddressInfo } from 'node:net'
+import { resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+import Fastify from 'fastify'
+import { corsHook } from './cors.js'
+import tus from './index.js'
+
+const USAGE_EXIT = 2
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+type LogLevel = typeof LOG_LEVELS[number]
+
+const HELP = `Usage: fastify-tus [options]
+
+A tus 1.0.0 resumable-upload server storing uploads as files in a directory (its OPTIONS response
+lists the tus extensions it speaks in Tus-Extension).
+
+Options:
+  --dir <path>              directory the uploads are stored in; created if missing (default: ./uploads)
+  --port <n>                port to listen on; 0 picks a free one (default: 1080)
+  --host <address>          address to listen on; 0.0.0.0 or :: for every interface (default: 127.0.0.1)
+  --prefix <path>           path of the tus endpoint; uploads live at <prefix>/<id> (default: /files)
+  --max-size <bytes>        largest upload accepted, announced as Tus-Max-Size; a number of bytes, or
+                            with a binary suffix K, M, G or T, e.g. 10G (default: 120G)
+  --days-to-keep <days>     an upload expires this many days after its last write; fractions allowed;
+                            "never" keeps uploads forever (default: 5)
+  --expiry-interval <s>     seconds between two sweeps removing expired uploads (default: 3600)
+  --cors-origin <origin>    allow browser uploads from this origin, e.g. https://app.example.com; repeat
+                            it for several, or "*" for any origin (default: none, same-origin only)
+  --metrics-path <path>     serve Prometheus metrics with GET on this path, e.g. /metrics (default: off)
+  --relative-location       answer creation with a path-only Location (/files/<id>)
+  --log-level <level>       ${LOG_LEVELS.join(', ')} (default: info)
+  -h, --help                show this help and exit
+  -v, --version             show the version and exit
+
+Uploads: <dir>/<id> holds the bytes, <dir>/<id>.json the length and metadata. Finished uploads can be
+downloaded with GET <prefix>/<id>. SIGTERM or SIGINT stops accepting uploads, lets running requests
+finish and exits; a second signal exits at once.
+
+Example:
+  npx fastify-tus --dir ./uploads --port 1080 --max-size 10G --cors-origin https://app.example.com
+`
+
+/** A bad flag or value: reported with a pointer to --help, exit code 2 (as most CLIs do). */
+class UsageError extends Error {}
+
+interface CliOptions {
+  dir: string
+  port: number
+  host: string
+  prefix: string
+  maxSize: number | undefined
+  daysToKeep: number | undefined
+  expiryIntervalSeconds: number
+  corsOrigins: string[]
+  metricsPath: string | undefined
+  relativeLocation: boolean
+  logLevel: LogLevel
+}
+
+type Parsed = { help: true } | { version: true } | { options: CliOptions }
+
+function parseCli (argv: string[]): Parsed {
+  let values
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        dir: { type: 'string' },
+        port: { type: 'string' },
+        host: { type: 'string' },
+        prefix: { type: 'string' },
+        'max-size': { type: 'string' },
+        'days-to-keep': { type: 'string' },
+        'expiry-interval': { type: 'string' },
+        'cors-origin': { type: 'string', multiple: true },
+        'metrics-path': { type: 'string' },
+        'relative-location': { type: 'boolean' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'v' }
+      }
+    }))
+  } catch (error) {
+    // parseArgs explains unknown flags, missing values and stray arguments well enough.
+    throw new UsageError((error as Error).message)
+  }
+  if (values.help === true) return { help: true }
+  if (values.version === true) return { version: true }
+  const logLevel = values['log-level'] ?? 'info'
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')} (got "${logLevel}")`)
+  }
+  return {
+    options: {
+      dir: resolve(nonEmpty('--dir', values.dir ?? './uploads')),
+      port: parsePort(values.port ?? '1080'),
+      host: nonEmpty('--host', values.host ?? '127.0.0.1'),
+      prefix: parsePath('--prefix', values.prefix ?? '/files'),
+      maxSize: values['max-size'] === undefined ? undefined : parseSize(values['max-size']),
+      daysToKeep: values['days-to-keep'] === undefined ? undefined : parseDays(values['days-to-keep']),
+      expiryIntervalSeconds: parseSeconds(values['expiry-interval'] ?? '3600'),
+      corsOrigins: (values['cors-origin'] ?? []).map(parseOrigin),
+      metricsPath: values['metrics-path'] === undefined ? undefined : parsePath('--metrics-path', values['metrics-path']),
+      relativeLocation: values['relative-location'] === true,
+      logLevel: logLevel as LogLevel
+    }
+  }
+}
+
+function nonEmpty (flag: string, value: string): string {
+  if (value.trim() === '') throw new UsageError(`${flag} must not be empty`)
+  return value
+}
+
+function parsePort (value: string): number {
+  const port = /^\d{1,5}$/.test(value) ? Number(value) : NaN
+  if (!(port <= 65535)) throw new UsageError(`--port must be a whole number from 0 to 65535 (got "${value}")`)
+  return port
+}
+
+function parsePath (flag: string, value: string): string {
+  if (!/^\/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$/.test(value)) throw new UsageError(`${flag} must be a URL path starting with "/" (got "${value}")`)
+  return value
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 }
+
+function parseSize (value: string): number {
+  const match = /^(\d+)([KMGT]?)(?:i?B)?$/i.exec(value.trim())
+  const size = match === null ? NaN : Number(match[1]) * (SIZE_UNITS[(match[2] ?? '').toUpperCase()] ?? NaN)
+  if (!(Number.isSafeInteger(size) && size > 0)) {
+    throw new UsageError(`--max-size must be a positive number of bytes, optionally with K, M, G or T (got "${value}")`)
+  }
+  return size
+}
+
+function parseDays (value: string): number {
+  if (value === 'never') return Infinity
+  const days = /^\d+(\.\d+)?$|^\.\d+$/.test(value) ? Number(value) : NaN
+  if (!(days > 0 && Number.isFinite(days))) throw new UsageError(`--days-to-keep must be a positive number of days or "never" (got "${value}")`)
+  return days
+}
+
+function parseSeconds (value: string): number {
+  const seconds = /^\d+$/.test(value) ? Number(value) : NaN
+  // setInterval takes at most 2^31-1 ms.
+  if (!(seconds >= 1 && seconds * 1000 <= 2 ** 31 - 1)) {
+    throw new UsageError(`--expiry-interval must be a whole number of seconds from 1 to 2147483 (got "${value}")`)
+  }
+  return seconds
+}
+
+function parseOrigin (value: string): string {
+  if (value === '*') return value
+  let origin: string | undefined
+  try {
+    origin = new URL(value).origin
+  } catch {}
+  // An origin is scheme://host[:port], nothing more: browsers send exactly that in the Origin header.
+  if (origin === undefined || origin === 'null' || origin !== value.replace(/\/$/, '')) {
+    throw new UsageError(`--cors-origin must be "*" or an origin like https://app.example.com (got "${value}")`)
+  }
+  return origin
+}
+
+function packageVersion (): string {
+  // dist/cli.js and lib/cli.ts both sit one level below package.json.
+  const manifest: unknown = createRequire(import.meta.url)('../package.json')
+  return (manifest as { version: string }).version
+}
+
+async function serve (options: CliOptions): Promise<void> {
+  const app = Fastify({ logger: { level: options.logLevel } })
+  if (options.corsOrigins.length > 0) app.addHook('onRequest', corsHook(options.corsOrigins))
+  let sweepTimer: NodeJS.Timeout | undefined
+  app.addHook('onClose', async () => { clearInterval(sweepTimer) })
+  try {
+    await app.register(tus, {
+      dir: options.dir,
+      prefix: options.prefix,
+      ...(options.maxSize === undefined ? {} : { maxSize: options.maxSize }),
+      ...(options.daysToKeep === undefined ? {} : { daysToKeep: options.daysToKeep }),
+      ...(options.metricsPath === undefined ? {} : { metricsPath: options.metricsPath }),
+      relativeLocation: options.relativeLocation,
+      onUploadComplete: async (upload, request) => {
+        request.log.info({ id: upload.id, size: upload.size, metadata: upload.metadata, path: upload.path }, 'upload complete')
+      }
+    })
+    await app.ready()
+  } catch (error) {
+    // The plugin validates its options once at registration; those are the user's flags.
+    if ((error as { code?: unknown }).code === 'FST_TUS_INVALID_OPTION') throw new UsageError((error as Error).message.replace(/^fastify-tus: /, ''))
+    throw error
+  }
+
+  const sweep = async (): Promise<void> => {
+    try {
+      const removed = await app.tus.removeExpired()
+      if (removed.length > 0) app.log.info({ removed: removed.map((upload) => upload.id) }, 'expired uploads removed')
+    } catch (error) {
+      app.log.error({ err: error }, 'removing expired uploads failed')
+    }
+  }
+  sweepTimer = setInterval(() => { void sweep() }, options.expiryIntervalSeconds * 1000)
+  sweepTimer.unref()
+
+  // Before listening, so a signal during start-up also closes the app instead of killing it.
+  let stopping = false
+  const stop = (signal: NodeJS.Signals): void => {
+    if (stopping) {
+      app.log.warn({ signal }, 'second signal: exiting without waiting for running requests')
+      process.exit(1)
+    }
+    stopping = true
+    app.log.info({ signal }, 'shutting down: no new requests, waiting for running ones')
+    app.close().then(() => process.exit(0), (error: unknown) => {
+      app.log.error({ err: error }, 'shutdown failed')
+      process.exit(1)
+    })
+  }
+  process.on('SIGTERM', stop)
+  process.on('SIGINT', stop)
+
+  await app.listen({ port: options.port, host: options.host })
+  const { port } = app.server.address() as AddressInfo
+  const host = options.host.includes(':') ? `[${options.host}]` : options.host
+  const endpoint = `http://${host}:${port}${options.prefix.replace(/\/+$/, '')}/`
+  process.stdout.write(`fastify-tus ${packageVersion()}: tus endpoint at ${endpoint} (uploads in ${options.dir})\n`)
+  void sweep()
+}
+
+async function main (argv: string[]): Promise<void> {
+  try {
+    const parsed = parseCli(argv)
+    if ('help' in parsed) {
+      process.stdout.write(HELP)
+      return
+    }
+    if ('version' in parsed) {
+      process.stdout.write(`${packageVersion()}\n`)
+      return
+    }
+    await serve(parsed.options)
+  } catch (error) {
+    if (error instanceof UsageError) {
+      process.stderr.write(`fastify-tus: ${error.message}\nRun "fastify-tus --help" for the options.\n`)
+      process.exitCode = USAGE_EXIT
+      return
+    }
+    process.stderr.write(`fastify-tus: ${(error as Error).message}\n`)
+    process.exitCode = 1
+  }
+}
+
+await main(process.argv.slice(2))

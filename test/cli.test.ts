@@ -1,0 +1,167 @@
+// The standalone server as its users run it: `node dist/cli.js` (the package's `bin`) in a child process,
+// real tus-js-client uploads, CORS for browsers, usage errors with exit code 2, SIGTERM exiting 0.
+import { execFile } from 'node:child_process'
+import { existsSync, statSync, readdirSync } from 'node:fs'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import t from 'tap'
+import { backdate, idOf, rawRequest, randomBytesSeeded, sha256, tusRequest, tusUpload } from './helpers.js'
+import { runProcess, startProcess, waitForOutput } from './process.js'
+
+const root = join(import.meta.dirname, '..')
+const cli = join(root, 'dist', 'cli.js')
+
+/** `npm test` builds dist/ first; a lone `npx tap` after editing lib/ rebuilds here rather than test stale code. */
+async function ensureBuilt (): Promise<void> {
+  const newestSource = Math.max(...readdirSync(join(root, 'lib'), { recursive: true, encoding: 'utf8' })
+    .filter((name) => name.endsWith('.ts'))
+    .map((name) => statSync(join(root, 'lib', name)).mtimeMs))
+  if (existsSync(cli) && statSync(cli).mtimeMs >= newestSource) return
+  await promisify(execFile)(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], { cwd: root })
+}
+
+await ensureBuilt()
+
+const FLAGS = ['--dir', '--port', '--host', '--prefix', '--max-size', '--days-to-keep', '--expiry-interval', '--cors-origin',
+  '--metrics-path', '--relative-location', '--log-level', '--help', '--version']
+
+t.test('--help documents every flag and exits 0', async (t) => {
+  const result = await runProcess(t, process.execPath, [cli, '--help'])
+  t.equal(result.code, 0)
+  t.match(result.stdout, /^Usage: fastify-tus \[options\]/)
+  for (const flag of FLAGS) t.match(result.stdout, new RegExp(`^ +(-\\w, )?${flag}\\b`, 'm'), `documents ${flag}`)
+  t.equal(result.stderr, '')
+})
+
+t.test('bad flags and values exit 2 with a message naming the problem', async (t) => {
+  const cases: Array<[string[], RegExp]> = [
+    [['--bogus'], /Unknown option '--bogus'/],
+    [['--port'], /--port/],
+    [['--port', '65536'], /--port must be a whole number from 0 to 65535 \(got "65536"\)/],
+    [['--port', 'http'], /--port must be/],
+    [['--max-size', '0'], /--max-size must be a positive number of bytes/],
+    [['--max-size', '10X'], /--max-size/],
+    [['--days-to-keep', '-1'], /--days-to-keep/],
+    [['--days-to-keep', 'soon'], /--days-to-keep must be a positive number of days or "never"/],
+    [['--expiry-interval', '0'], /--expiry-interval/],
+    [['--cors-origin', 'app.example.com'], /--cors-origin must be "\*" or an origin/],
+    [['--cors-origin', 'https://app.example.com/upload'], /--cors-origin/],
+    [['--prefix', 'files'], /--prefix must be a URL path starting with "\/"/],
+    // Checked by the plugin itself at registration: reported the same way, once.
+    [['--prefix', '/a//b', '--port', '0', '--dir', join(tmpdir(), 'fastify-tus-cli-never-created')], /^fastify-tus: prefix must be a path such as "\/files" \(got "\/a\/\/b"\)$/m],
+    [['--log-level', 'loud'], /--log-level must be one of/],
+    [['uploads'], /Unexpected argument 'uploads'/]
+  ]
+  for (const [args, message] of cases) {
+    const result = await runProcess(t, process.execPath, [cli, ...args])
+    t.equal(result.code, 2, `${args.join(' ')}: exit code 2`)
+    t.match(result.stderr, message, `${args.join(' ')}: says what is wrong`)
+    t.match(result.stderr, /fastify-tus --help/, `${args.join(' ')}: points to --help`)
+    t.equal(result.stdout, '', `${args.join(' ')}: prints nothing else`)
+  }
+})
+
+t.test('the server takes uploads from tus-js-client, serves them back, answers CORS, and stops on SIGTERM', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-cli-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const allowedOrigin = 'http://app.example.test'
+  const server = startProcess(t, process.execPath, [cli,
+    '--dir', dir, '--port', '0', '--prefix', '/uploads', '--max-size', '1M', '--days-to-keep', '2',
+    '--cors-origin', allowedOrigin, '--cors-origin', 'http://other.example.test', '--metrics-path', '/metrics', '--log-level', 'warn'])
+  const [, endpoint = ''] = await waitForOutput(server, /tus endpoint at (http:\/\/127\.0\.0\.1:\d+\/uploads\/)/)
+  t.match(server.stdout(), `(uploads in ${dir})`, 'says where the uploads go')
+
+  const discovery = await tusRequest(endpoint, { method: 'OPTIONS' })
+  t.equal(discovery.status, 204)
+  t.equal(discovery.headers['tus-max-size'], String(1024 * 1024), '--max-size 1M is 1 MiB')
+
+  const bytes = randomBytesSeeded(700 * 1024 + 3, 6)
+  const url = await tusUpload(bytes, { endpoint, chunkSize: 256 * 1024, metadata: { filename: 'cli.bin', filetype: 'application/x-test' } })
+  t.ok(url.startsWith(endpoint), 'the upload lives under --prefix')
+  t.equal(sha256(await readFile(join(dir, idOf(url)))), sha256(bytes), 'the bytes on disk in --dir match (sha256)')
+  const download = await rawRequest(url)
+  t.equal(download.status, 200)
+  t.equal(download.headers['content-type'], 'application/x-test')
+  t.equal(sha256(download.body), sha256(bytes), 'GET returns the same bytes')
+  const head = await tusRequest(url, { method: 'HEAD' })
+  const expires = Date.parse(head.headers['upload-expires'] ?? '')
+  t.ok(Math.abs(expires - (Date.now() + 2 * 86_400_000)) < 60_000, '--days-to-keep 2: expires in two days')
+
+  const tooLarge = await tusRequest(endpoint, { method: 'POST', headers: { 'Upload-Length': String(1024 * 1024 + 1) } })
+  t.equal(tooLarge.status, 413, 'larger than --max-size: 413')
+  const metrics = await rawRequest(endpoint.replace(/\/uploads\/$/, '/metrics'))
+  t.match(metrics.text, /^tus_uploads_completed_total 1$/m, '--metrics-path serves the metrics')
+
+  // CORS: a preflight from an allowed origin, the actual request, an error, and a foreign origin.
+  const preflight = await rawRequest(url, {
+    method: 'OPTIONS',
+    headers: { Origin: allowedOrigin, 'Access-Control-Request-Method': 'PATCH', 'Access-Control-Request-Headers': 'tus-resumable,upload-offset,content-type' }
+  })
+  t.equal(preflight.status, 204, 'preflight answered')
+  t.equal(preflight.headers['access-control-allow-origin'], allowedOrigin)
+  t.match(preflight.headers['access-control-allow-methods'], /PATCH/)
+  t.equal(preflight.headers['access-control-allow-headers'], 'tus-resumable,upload-offset,content-type')
+  t.match(preflight.headers.vary, /Origin/)
+  const cross = await tusRequest(url, { method: 'HEAD', headers: { Origin: allowedOrigin } })
+  t.equal(cross.status, 200)
+  t.equal(cross.headers['access-control-allow-origin'], allowedOrigin)
+  t.match(cross.headers['access-control-expose-headers'], /\bUpload-Offset\b/)
+  t.match(cross.headers['access-control-expose-headers'], /\bLocation\b/)
+  const crossError = await tusRequest(`${endpoint}missing`, { method: 'HEAD', headers: { Origin: allowedOrigin } })
+  t.equal(crossError.status, 404)
+  t.equal(crossError.headers['access-control-allow-origin'], allowedOrigin, 'errors are readable cross-origin too')
+  const foreign = await rawRequest(url, {
+    method: 'OPTIONS', headers: { Origin: 'http://evil.example.test', 'Access-Control-Request-Method': 'PATCH' }
+  })
+  t.equal(foreign.headers['access-control-allow-origin'], undefined, 'an origin not allowed gets no CORS headers')
+  const discoveryWithOrigin = await tusRequest(endpoint, { method: 'OPTIONS', headers: { Origin: allowedOrigin } })
+  t.equal(discoveryWithOrigin.headers['tus-version'], '1.0.0', 'a tus discovery OPTIONS (no preflight) still reaches the plugin')
+
+  server.child.kill('SIGTERM')
+  const exit = await server.exited
+  t.same(exit, { code: 0, signal: null }, 'SIGTERM: graceful exit 0')
+  t.notMatch(server.stderr(), /"level":(50|60)/, 'no error logged')
+})
+
+t.test('defaults: /files on 127.0.0.1, no CORS headers; SIGINT stops it; expired uploads are swept at start', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-cli-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const first = startProcess(t, process.execPath, [cli, '--dir', dir, '--port', '0', '--log-level', 'silent'])
+  const [, endpoint = ''] = await waitForOutput(first, /tus endpoint at (http:\/\/127\.0\.0\.1:\d+\/files\/)/)
+  const created = await tusRequest(endpoint, { method: 'POST', headers: { 'Upload-Length': '3', Origin: 'http://app.example.test' } })
+  t.equal(created.status, 201)
+  t.equal(created.headers['access-control-allow-origin'], undefined, 'no --cors-origin: no CORS headers')
+  first.child.kill('SIGINT')
+  t.same(await first.exited, { code: 0, signal: null }, 'SIGINT: graceful exit 0')
+
+  const id = idOf(new URL(created.headers.location ?? '', endpoint).href)
+  await backdate(dir, id, 3)
+  const second = startProcess(t, process.execPath, [cli, '--dir', dir, '--port', '0', '--days-to-keep', '1', '--cors-origin', '*'])
+  const [, secondEndpoint = ''] = await waitForOutput(second, /tus endpoint at (http:\/\/\S+\/files\/)/)
+  await waitForOutput(second, new RegExp(`"removed":\\["${id}"\\].*"msg":"expired uploads removed"`))
+  t.notOk(existsSync(join(dir, id)), 'the expired upload was removed by the sweep at start')
+  const anyOrigin = await rawRequest(secondEndpoint, {
+    method: 'OPTIONS', headers: { Origin: 'http://anywhere.example.test', 'Access-Control-Request-Method': 'POST' }
+  })
+  t.equal(anyOrigin.status, 204)
+  t.equal(anyOrigin.headers['access-control-allow-origin'], '*', '--cors-origin "*" allows any origin')
+  t.notMatch(anyOrigin.headers.vary ?? '', /Origin/, 'and the answer does not vary by origin')
+  second.child.kill('SIGTERM')
+  t.same(await second.exited, { code: 0, signal: null })
+})
+
+t.test('a port in use is an error with exit code 1, not a usage error', async (t) => {
+  const blocker = createServer()
+  await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { blocker.close() })
+  const port = (blocker.address() as AddressInfo).port
+  const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-cli-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const result = await runProcess(t, process.execPath, [cli, '--dir', dir, '--port', String(port), '--log-level', 'silent'])
+  t.equal(result.code, 1)
+  t.match(result.stderr, /EADDRINUSE/)
+})

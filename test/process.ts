@@ -1,0 +1,59 @@
+// Child processes for the CLI and example-server tests: spawn, wait for the line announcing the URL,
+// collect the output, and await the exit.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+
+export interface Exit { code: number | null, signal: NodeJS.Signals | null }
+
+export interface RunningProcess {
+  child: ChildProcess
+  stdout: () => string
+  stderr: () => string
+  /** Resolves when the process has exited (never rejects). */
+  exited: Promise<Exit>
+}
+
+interface Teardown { teardown: (fn: () => unknown) => void }
+
+/** Spawns a process; killed at teardown if it is still running. */
+export function startProcess (
+  t: Teardown, command: string, args: string[], options: { env?: NodeJS.ProcessEnv, cwd?: string } = {}
+): RunningProcess {
+  const child = spawn(command, args, { env: { ...process.env, ...options.env }, cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  let err = ''
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => { out += chunk })
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { err += chunk })
+  const exited = once(child, 'close').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }))
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+    await exited
+  })
+  return { child, stdout: () => out, stderr: () => err, exited }
+}
+
+/** Runs a process to its end. */
+export async function runProcess (
+  t: Teardown, command: string, args: string[], options: { env?: NodeJS.ProcessEnv, cwd?: string } = {}
+): Promise<Exit & { stdout: string, stderr: string }> {
+  const running = startProcess(t, command, args, options)
+  const exit = await running.exited
+  return { ...exit, stdout: running.stdout(), stderr: running.stderr() }
+}
+
+/** Resolves with the first match of `pattern` in the process's stdout; rejects if it exits first. */
+export async function waitForOutput (running: RunningProcess, pattern: RegExp): Promise<RegExpMatchArray> {
+  return await new Promise((resolve, reject) => {
+    const check = (): void => {
+      const match = running.stdout().match(pattern)
+      if (match === null) return
+      running.child.stdout?.off('data', check)
+      resolve(match)
+    }
+    running.child.stdout?.on('data', check)
+    check()
+    void running.exited.then((exit) => {
+      reject(new Error(`exited (${exit.code ?? exit.signal}) before printing ${pattern}\nstdout: ${running.stdout()}\nstderr: ${running.stderr()}`))
+    })
+  })
+}
