@@ -22,7 +22,7 @@ const { values: args } = parseArgs({
     rounds: { type: 'string' },
     servers: { type: 'string', default: 'fastify-tus,tus-server,limit,fastify-tus-nofsync,limit-fsync' },
     workloads: { type: 'string', default: WORKLOADS.map((workload) => workload.id).join(',') },
-    extras: { type: 'boolean', default: true },
+    'no-extras': { type: 'boolean', default: false },
     'cpu-prof': { type: 'boolean', default: false }
   }
 })
@@ -139,7 +139,7 @@ async function main (): Promise<void> {
     lines.push(`| ${workload.id} | ${servers.map(({ key: server }) => format(medianOf(server, workload.id, (sample) => sample.rssMiB)!)).join(' | ')} |`)
   }
 
-  if (args.extras && has('fastify-tus')) {
+  if (!args['no-extras'] && has('fastify-tus')) {
     // Memory flat with upload size: the same single PATCH at a quarter of the size and at full size.
     const single = WORKLOADS.find((workload) => workload.id === 'W1')!
     const small = { ...sizes, singlePatch: sizes.singlePatch / 4 }

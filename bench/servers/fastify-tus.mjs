@@ -12,7 +12,9 @@ class NoFsyncFileStore extends FileStore {
   async flush () {}
 }
 
-const store = process.argv.includes('--no-fsync') ? new NoFsyncFileStore({ directory: dir }) : new FileStore({ directory: dir })
+const cacheArg = process.argv.find((arg) => arg.startsWith('--cache-size='))
+const storeOptions = { directory: dir, ...(cacheArg === undefined ? {} : { cacheSize: Number(cacheArg.slice('--cache-size='.length)) }) }
+const store = process.argv.includes('--no-fsync') ? new NoFsyncFileStore(storeOptions) : new FileStore(storeOptions)
 const app = Fastify()
 await app.register(tus, { prefix: '/files', dir, store })
 await app.listen({ host: '127.0.0.1', port: 0 })
