@@ -116,15 +116,14 @@ export class FileStore implements DataStore {
     this.#synced.delete(id)
     const handle = await open(this.#dataPath(id, info.directory), 'a')
     this.#openHandles.add(handle)
+    const appender = new Appender(handle)
     let written = 0
     try {
-      for await (const chunk of source) {
-        let position = 0
-        while (position < chunk.length) {
-          const { bytesWritten } = await handle.write(chunk, position, chunk.length - position)
-          position += bytesWritten
-          written += bytesWritten
-        }
+      try {
+        for await (const chunk of source) await appender.push(chunk)
+      } finally {
+        // What arrived before a failing source is stored too (and a write error wins over the source's).
+        written = await appender.finish()
       }
       // The last byte: fsync now, on the open handle, so that flush() need not open the file again.
       if (info.size !== null && offset + written === info.size) {
@@ -276,6 +275,82 @@ export class FileStore implements DataStore {
     }
     if (exclusive) await unlink(temporary)
   }
+}
+
+/** Bytes that may wait for the disk per upload while the next chunks are read (bounded memory). */
+const MAX_QUEUED = 256 * 1024
+
+/**
+ * Appends chunks to an open file while the next ones are read: the chunks that arrive during one write go
+ * out together in the next (one writev), so a fast body costs a thread-pool round trip per batch rather than
+ * per chunk, and reading the socket overlaps writing the file. At most MAX_QUEUED bytes wait; beyond that
+ * `push` waits for the write in progress.
+ */
+class Appender {
+  readonly #handle: FileHandle
+  #queue: Buffer[] = []
+  #queued = 0
+  #written = 0
+  #writing: Promise<void> | undefined
+  #batch: Promise<number> | undefined
+  #failure: { error: unknown } | undefined
+
+  constructor (handle: FileHandle) {
+    this.#handle = handle
+  }
+
+  async push (chunk: Buffer): Promise<void> {
+    if (this.#failure !== undefined) throw this.#failure.error
+    if (chunk.length === 0) return
+    this.#queue.push(chunk)
+    this.#queued += chunk.length
+    if (this.#writing === undefined) this.#writing = this.#drain()
+    else if (this.#queued >= MAX_QUEUED) await this.#batch?.catch(() => undefined)
+  }
+
+  /** Waits until everything pushed is written; resolves with the bytes written, or rejects with the write error. */
+  async finish (): Promise<number> {
+    while (this.#writing !== undefined) await this.#writing
+    if (this.#failure !== undefined) throw this.#failure.error
+    return this.#written
+  }
+
+  async #drain (): Promise<void> {
+    try {
+      while (this.#queue.length > 0) {
+        const buffers = this.#queue
+        this.#queue = []
+        this.#queued = 0
+        this.#batch = writeAll(this.#handle, buffers)
+        this.#written += await this.#batch
+      }
+    } catch (error) {
+      this.#failure = { error }
+    } finally {
+      this.#writing = undefined
+    }
+  }
+}
+
+/** Writes every buffer (one writev; again for what a short write left). */
+async function writeAll (handle: FileHandle, buffers: Buffer[]): Promise<number> {
+  let total = 0
+  while (buffers.length > 0) {
+    let { bytesWritten } = await handle.writev(buffers)
+    if (bytesWritten === 0) throw new Error('the data file accepted no bytes')
+    total += bytesWritten
+    while (bytesWritten > 0) {
+      const first = buffers[0]!
+      if (first.length <= bytesWritten) {
+        bytesWritten -= first.length
+        buffers.shift()
+      } else {
+        buffers[0] = first.subarray(bytesWritten)
+        bytesWritten = 0
+      }
+    }
+  }
+  return total
 }
 
 function assertSafeId (id: string): void {
