@@ -43,6 +43,8 @@ const PROFILES = join(DATA_ROOT, 'profiles')
 
 interface Sample extends Measurement {
   rssMiB: number
+  /** CPU time the server used for the workload (warm-up excluded), seconds. */
+  cpuSeconds: number
 }
 
 /** Starts a fresh server, warms it up, runs the workload, reads the peak RSS, verifies what was stored. */
@@ -53,11 +55,13 @@ async function measure (definition: ServerDefinition, workload: Workload, runSiz
   const server = await RunningServer.start(definition, flags)
   try {
     await warmUp(server.origin)
+    const cpuBefore = await server.cpuSeconds()
     const { measurement, uploads } = await workload.run(server.origin, runSizes)
+    const cpuSeconds = await server.cpuSeconds() - cpuBefore
     const rssMiB = await server.peakRssMiB()
     await server.stop()
     await verifyStored(server.dataDir, uploads)
-    return { ...measurement, rssMiB }
+    return { ...measurement, rssMiB, cpuSeconds }
   } catch (error) {
     throw new Error(`${definition.name} failed ${workload.id}: ${error instanceof Error ? error.message : String(error)}`, { cause: error })
   } finally {
@@ -80,7 +84,7 @@ function format (value: number): string {
 
 function describe (sample: Sample, workload: Workload): string {
   const latency = sample.p50 === undefined ? '' : ` p50 ${format(sample.p50)} ms p99 ${format(sample.p99!)} ms`
-  return `${format(sample.value)} ${workload.unit} in ${sample.seconds.toFixed(2)} s,${latency} peak RSS ${format(sample.rssMiB)} MiB`
+  return `${format(sample.value)} ${workload.unit} in ${sample.seconds.toFixed(2)} s,${latency} peak RSS ${format(sample.rssMiB)} MiB, server CPU ${sample.cpuSeconds.toFixed(2)} s`
 }
 
 async function main (): Promise<void> {
@@ -137,6 +141,14 @@ async function main (): Promise<void> {
   lines.push(`| --- | ${servers.map(() => '---:').join(' | ')} |`)
   for (const workload of workloads) {
     lines.push(`| ${workload.id} | ${servers.map(({ key: server }) => format(medianOf(server, workload.id, (sample) => sample.rssMiB)!)).join(' | ')} |`)
+  }
+
+  lines.push('', 'Server CPU time (user + system) per workload, seconds (median); less sensitive to other load on the machine than throughput:', '')
+  lines.push(`| workload | ${servers.map((entry) => entry.definition.name).join(' | ')} | ${ratios.map(([a, b]) => `${name(a)} / ${name(b)}`).join(' | ')} |`)
+  lines.push(`| --- | ${servers.map(() => '---:').join(' | ')} | ${ratios.map(() => '---:').join(' | ')} |`)
+  for (const workload of workloads) {
+    const cpu = (server: string): number => medianOf(server, workload.id, (sample) => sample.cpuSeconds)!
+    lines.push(`| ${workload.id} | ${servers.map(({ key: server }) => cpu(server).toFixed(2)).join(' | ')} | ${ratios.map(([a, b]) => `${(cpu(a) / cpu(b)).toFixed(2)}x`).join(' | ')} |`)
   }
 
   if (!args['no-extras'] && has('fastify-tus')) {

@@ -4,6 +4,9 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 
+/** USER_HZ: the unit of utime and stime in /proc/<pid>/stat (100 on Linux everywhere in practice). */
+const CLOCK_TICKS = 100
+
 export const DATA_ROOT = join(import.meta.dirname, 'data')
 const SCRIPTS = join(import.meta.dirname, 'servers')
 
@@ -60,6 +63,14 @@ export class RunningServer {
     const match = /VmHWM:\s+(\d+) kB/.exec(status)
     if (match === null) throw new Error('no VmHWM in /proc/<pid>/status')
     return Number(match[1]) / 1024
+  }
+
+  /** CPU time (user + system) the server process has used so far, in seconds. */
+  async cpuSeconds (): Promise<number> {
+    const stat = await readFile(`/proc/${this.#process.pid!}/stat`, 'utf8')
+    // Fields after the command name (which is in parentheses): utime and stime are the 12th and 13th.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS
   }
 
   /** Stops the process (SIGTERM: the servers exit normally, so --cpu-prof writes its profile). */
