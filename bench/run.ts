@@ -11,6 +11,7 @@
  * fresh data directory under bench/data/ that is removed after the stored bytes have been verified.
  */
 import { mkdir, writeFile } from 'node:fs/promises'
+import { cpus, loadavg } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { DATA_ROOT, NODE_FLAGS, RunningServer, SERVERS, type ServerDefinition } from './servers.js'
@@ -20,7 +21,7 @@ const { values: args } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
     rounds: { type: 'string' },
-    servers: { type: 'string', default: 'fastify-tus,tus-server,limit,fastify-tus-nofsync,limit-fsync' },
+    servers: { type: 'string', default: 'fastify-tus,fastify-tus-cache,tus-server,limit,limit-fsync,fastify-tus-nofsync' },
     workloads: { type: 'string', default: WORKLOADS.map((workload) => workload.id).join(',') },
     'no-extras': { type: 'boolean', default: false },
     'cpu-prof': { type: 'boolean', default: false }
@@ -92,7 +93,9 @@ async function main (): Promise<void> {
   if (args['cpu-prof']) await mkdir(PROFILES, { recursive: true })
   const samples = new Map<string, Sample[]>()
   const key = (server: string, workload: string): string => `${server}/${workload}`
-  console.error(`${rounds} round(s), ${args.quick ? 'quick' : 'full'} sizes, node ${process.version}, server flags: ${NODE_FLAGS.join(' ')}`)
+  const machine = `${cpus().length} CPUs (${cpus()[0]?.model ?? 'unknown'}), node ${process.version}, load average at start ${loadavg().map((load) => load.toFixed(2)).join(' ')}`
+  console.error(`${rounds} round(s), ${args.quick ? 'quick' : 'full'} sizes, server flags: ${NODE_FLAGS.join(' ')}; ${machine}`)
+  const started = Date.now()
 
   for (let round = 1; round <= rounds; round++) {
     for (const workload of workloads) {
@@ -118,11 +121,13 @@ async function main (): Promise<void> {
   const ratios: Array<[string, string]> = ([
     ['fastify-tus', 'tus-server'],
     ['fastify-tus', 'limit'],
-    ['fastify-tus', 'limit-fsync'],
+    ['fastify-tus-cache', 'limit'],
+    ['fastify-tus-cache', 'limit-fsync'],
     ['fastify-tus-nofsync', 'limit']
   ] as Array<[string, string]>).filter(([a, b]) => has(a) && has(b))
 
-  lines.push(`Medians of ${rounds} round(s); ${args.quick ? 'quick' : 'full'} sizes; every server run with \`node ${NODE_FLAGS.join(' ')}\`.`, '')
+  lines.push(`Medians of ${rounds} round(s); ${args.quick ? 'quick' : 'full'} sizes; every server run with \`node ${NODE_FLAGS.join(' ')}\`.`)
+  lines.push(`Machine: ${machine}; rounds took ${((Date.now() - started) / 60000).toFixed(1)} min, load average at the end ${loadavg().map((load) => load.toFixed(2)).join(' ')}.`, '')
   lines.push(`| workload | unit | ${servers.map((entry) => entry.definition.name).join(' | ')} | ${ratios.map(([a, b]) => `${name(a)} / ${name(b)}`).join(' | ')} |`)
   lines.push(`| --- | --- | ${servers.map(() => '---:').join(' | ')} | ${ratios.map(() => '---:').join(' | ')} |`)
   for (const workload of workloads) {

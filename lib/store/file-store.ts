@@ -278,7 +278,7 @@ export class FileStore implements DataStore {
 }
 
 /** Bytes that may wait for the disk per upload while the next chunks are read (bounded memory). */
-const MAX_QUEUED = 256 * 1024
+const MAX_QUEUED = 64 * 1024
 
 /**
  * Appends chunks to an open file while the next ones are read: the chunks that arrive during one write go
