@@ -1,0 +1,189 @@
+/**
+ * The benchmark: fastify-tus against @tus/server and against the "limit" server (node's http server piping
+ * bodies into files, no protocol), in separate processes on 127.0.0.1.
+ *
+ *   npm run build && npm run bench                   # 3 rounds, full sizes
+ *   npm run bench -- --quick                         # about a minute
+ *   npm run bench -- --rounds 5 --workloads W3,W5 --servers fastify-tus,limit
+ *   npm run bench -- --cpu-prof                      # CPU profiles of fastify-tus into bench/data/profiles
+ *
+ * Every server process is fresh for each workload (so its VmHWM is that workload's peak RSS), with a
+ * fresh data directory under bench/data/ that is removed after the stored bytes have been verified.
+ */
+import { mkdir, writeFile } from 'node:fs/promises'
+import { cpus, loadavg } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { DATA_ROOT, NODE_FLAGS, RunningServer, SERVERS, type ServerDefinition } from './servers.js'
+import { FULL, QUICK, WORKLOADS, verifyStored, warmUp, type Measurement, type Sizes, type Workload } from './workloads.js'
+
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    rounds: { type: 'string' },
+    servers: { type: 'string', default: 'fastify-tus,fastify-tus-cache,tus-server,limit,limit-fsync,fastify-tus-nofsync' },
+    workloads: { type: 'string', default: WORKLOADS.map((workload) => workload.id).join(',') },
+    'no-extras': { type: 'boolean', default: false },
+    'cpu-prof': { type: 'boolean', default: false }
+  }
+})
+
+const sizes: Sizes = args.quick ? QUICK : FULL
+const rounds = Number(args.rounds ?? (args.quick ? 1 : 3))
+const servers = args.servers.split(',').map((key) => {
+  const definition = SERVERS[key]
+  if (definition === undefined) throw new Error(`unknown server ${key}; known: ${Object.keys(SERVERS).join(', ')}`)
+  return { key, definition }
+})
+const workloads = args.workloads.split(',').map((id) => {
+  const workload = WORKLOADS.find((candidate) => candidate.id === id)
+  if (workload === undefined) throw new Error(`unknown workload ${id}`)
+  return workload
+})
+const PROFILES = join(DATA_ROOT, 'profiles')
+
+interface Sample extends Measurement {
+  rssMiB: number
+  /** CPU time the server used for the workload (warm-up excluded), seconds. */
+  cpuSeconds: number
+}
+
+/** Starts a fresh server, warms it up, runs the workload, reads the peak RSS, verifies what was stored. */
+async function measure (definition: ServerDefinition, workload: Workload, runSizes: Sizes, nodeFlags: string[]): Promise<Sample> {
+  const flags = args['cpu-prof'] && definition.script === 'fastify-tus.mjs'
+    ? [...nodeFlags, '--cpu-prof', `--cpu-prof-dir=${PROFILES}`, `--cpu-prof-name=${workload.id}-${Date.now()}.cpuprofile`]
+    : nodeFlags
+  const server = await RunningServer.start(definition, flags)
+  try {
+    await warmUp(server.origin)
+    const cpuBefore = await server.cpuSeconds()
+    const { measurement, uploads } = await workload.run(server.origin, runSizes)
+    const cpuSeconds = await server.cpuSeconds() - cpuBefore
+    const rssMiB = await server.peakRssMiB()
+    await server.stop()
+    await verifyStored(server.dataDir, uploads)
+    return { ...measurement, rssMiB, cpuSeconds }
+  } catch (error) {
+    throw new Error(`${definition.name} failed ${workload.id}: ${error instanceof Error ? error.message : String(error)}`, { cause: error })
+  } finally {
+    await server.stop()
+    await server.removeData()
+  }
+}
+
+function median (values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  const middle = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2
+}
+
+function format (value: number): string {
+  if (value >= 100) return value.toFixed(0)
+  if (value >= 10) return value.toFixed(1)
+  return value.toFixed(2)
+}
+
+function describe (sample: Sample, workload: Workload): string {
+  const latency = sample.p50 === undefined ? '' : ` p50 ${format(sample.p50)} ms p99 ${format(sample.p99!)} ms`
+  return `${format(sample.value)} ${workload.unit} in ${sample.seconds.toFixed(2)} s,${latency} peak RSS ${format(sample.rssMiB)} MiB, server CPU ${sample.cpuSeconds.toFixed(2)} s`
+}
+
+async function main (): Promise<void> {
+  await mkdir(DATA_ROOT, { recursive: true })
+  if (args['cpu-prof']) await mkdir(PROFILES, { recursive: true })
+  const samples = new Map<string, Sample[]>()
+  const key = (server: string, workload: string): string => `${server}/${workload}`
+  const machine = `${cpus().length} CPUs (${cpus()[0]?.model ?? 'unknown'}), node ${process.version}, load average at start ${loadavg().map((load) => load.toFixed(2)).join(' ')}`
+  console.error(`${rounds} round(s), ${args.quick ? 'quick' : 'full'} sizes, server flags: ${NODE_FLAGS.join(' ')}; ${machine}`)
+  const started = Date.now()
+
+  for (let round = 1; round <= rounds; round++) {
+    for (const workload of workloads) {
+      // Servers alternate within each round (A B C A B C ...), so drifting background load hits all alike.
+      for (const { key: server, definition } of servers) {
+        const sample = await measure(definition, workload, sizes, NODE_FLAGS)
+        console.error(`round ${round} ${workload.id} ${definition.name}: ${describe(sample, workload)}`)
+        const list = samples.get(key(server, workload.id)) ?? []
+        list.push(sample)
+        samples.set(key(server, workload.id), list)
+      }
+    }
+  }
+
+  const lines: string[] = []
+  const medianOf = (server: string, workload: string, pick: (sample: Sample) => number | undefined): number | undefined => {
+    const list = samples.get(key(server, workload))
+    if (list === undefined) return undefined
+    return median(list.map(pick).filter((value): value is number => value !== undefined))
+  }
+  const name = (server: string): string => SERVERS[server]!.name
+  const has = (server: string): boolean => servers.some((entry) => entry.key === server)
+  const ratios: Array<[string, string]> = ([
+    ['fastify-tus', 'tus-server'],
+    ['fastify-tus', 'limit'],
+    ['fastify-tus-cache', 'limit'],
+    ['fastify-tus-cache', 'limit-fsync'],
+    ['fastify-tus-nofsync', 'limit']
+  ] as Array<[string, string]>).filter(([a, b]) => has(a) && has(b))
+
+  lines.push(`Medians of ${rounds} round(s); ${args.quick ? 'quick' : 'full'} sizes; every server run with \`node ${NODE_FLAGS.join(' ')}\`.`)
+  lines.push(`Machine: ${machine}; rounds took ${((Date.now() - started) / 60000).toFixed(1)} min, load average at the end ${loadavg().map((load) => load.toFixed(2)).join(' ')}.`, '')
+  lines.push(`| workload | unit | ${servers.map((entry) => entry.definition.name).join(' | ')} | ${ratios.map(([a, b]) => `${name(a)} / ${name(b)}`).join(' | ')} |`)
+  lines.push(`| --- | --- | ${servers.map(() => '---:').join(' | ')} | ${ratios.map(() => '---:').join(' | ')} |`)
+  for (const workload of workloads) {
+    const values = servers.map(({ key: server }) => medianOf(server, workload.id, (sample) => sample.value)!)
+    const cells = ratios.map(([a, b]) => `${(medianOf(a, workload.id, (sample) => sample.value)! / medianOf(b, workload.id, (sample) => sample.value)!).toFixed(2)}x`)
+    lines.push(`| ${workload.id} ${workload.title} | ${workload.unit} | ${values.map(format).join(' | ')} | ${cells.join(' | ')} |`)
+    if (workload.id === 'W3') {
+      for (const [label, pick] of [['p50', (sample: Sample) => sample.p50], ['p99', (sample: Sample) => sample.p99]] as const) {
+        const latencies = servers.map(({ key: server }) => medianOf(server, workload.id, pick)!)
+        lines.push(`| W3 latency ${label} | ms | ${latencies.map(format).join(' | ')} | ${ratios.map(() => '').join(' | ')} |`)
+      }
+    }
+  }
+  lines.push('', 'Peak RSS (VmHWM) of each server process, fresh per workload, MiB (median):', '')
+  lines.push(`| workload | ${servers.map((entry) => entry.definition.name).join(' | ')} |`)
+  lines.push(`| --- | ${servers.map(() => '---:').join(' | ')} |`)
+  for (const workload of workloads) {
+    lines.push(`| ${workload.id} | ${servers.map(({ key: server }) => format(medianOf(server, workload.id, (sample) => sample.rssMiB)!)).join(' | ')} |`)
+  }
+
+  lines.push('', 'Server CPU time (user + system) per workload, seconds (median); less sensitive to other load on the machine than throughput:', '')
+  lines.push(`| workload | ${servers.map((entry) => entry.definition.name).join(' | ')} | ${ratios.map(([a, b]) => `${name(a)} / ${name(b)}`).join(' | ')} |`)
+  lines.push(`| --- | ${servers.map(() => '---:').join(' | ')} | ${ratios.map(() => '---:').join(' | ')} |`)
+  for (const workload of workloads) {
+    const cpu = (server: string): number => medianOf(server, workload.id, (sample) => sample.cpuSeconds)!
+    lines.push(`| ${workload.id} | ${servers.map(({ key: server }) => cpu(server).toFixed(2)).join(' | ')} | ${ratios.map(([a, b]) => `${(cpu(a) / cpu(b)).toFixed(2)}x`).join(' | ')} |`)
+  }
+
+  if (!args['no-extras'] && has('fastify-tus')) {
+    // Memory flat with upload size: the same single PATCH at a quarter of the size and at full size.
+    const single = WORKLOADS.find((workload) => workload.id === 'W1')!
+    const small = { ...sizes, singlePatch: sizes.singlePatch / 4 }
+    const definition = SERVERS['fastify-tus']!
+    const mib = (bytes: number): string => `${bytes / 1024 / 1024} MiB`
+    lines.push('', `fastify-tus peak RSS for one upload in a single PATCH (W1), by size (one run each):`, '')
+    lines.push('| node flags | ' + `${mib(small.singlePatch)} | ${mib(sizes.singlePatch)} |`, '| --- | ---: | ---: |')
+    for (const flags of [NODE_FLAGS, []]) {
+      const quarter = await measure(definition, single, small, flags)
+      const whole = await measure(definition, single, sizes, flags)
+      console.error(`extra W1 ${mib(small.singlePatch)} [${flags.join(' ')}]: ${describe(quarter, single)}`)
+      console.error(`extra W1 ${mib(sizes.singlePatch)} [${flags.join(' ')}]: ${describe(whole, single)}`)
+      lines.push(`| ${flags.length === 0 ? 'defaults' : flags.join(' ')} | ${format(quarter.rssMiB)} MiB (${format(quarter.value)} MB/s) | ${format(whole.rssMiB)} MiB (${format(whole.value)} MB/s) |`)
+    }
+    // Node's default flags, once per workload, to show what --max-semi-space-size changes.
+    lines.push('', 'fastify-tus with node\'s default flags (one run per workload):', '')
+    lines.push('| workload | unit | value | peak RSS MiB |', '| --- | --- | ---: | ---: |')
+    for (const workload of workloads) {
+      const sample = await measure(definition, workload, sizes, [])
+      console.error(`extra ${workload.id} fastify-tus [defaults]: ${describe(sample, workload)}`)
+      lines.push(`| ${workload.id} | ${workload.unit} | ${format(sample.value)} | ${format(sample.rssMiB)} |`)
+    }
+  }
+
+  const report = lines.join('\n') + '\n'
+  process.stdout.write('\n' + report)
+  await writeFile(join(DATA_ROOT, `results-${new Date().toISOString().replace(/[:.]/g, '-')}.md`), report)
+}
+
+await main()

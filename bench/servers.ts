@@ -1,0 +1,87 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+
+/** USER_HZ: the unit of utime and stime in /proc/<pid>/stat (100 on Linux everywhere in practice). */
+const CLOCK_TICKS = 100
+
+export const DATA_ROOT = join(import.meta.dirname, 'data')
+const SCRIPTS = join(import.meta.dirname, 'servers')
+
+/** Every server runs with these node flags, so no server gets a memory or speed advantage from flags. */
+export const NODE_FLAGS = ['--max-semi-space-size=1']
+
+export interface ServerDefinition {
+  /** Name in the tables. */
+  name: string
+  script: string
+  args: string[]
+}
+
+export const SERVERS: Record<string, ServerDefinition> = {
+  'fastify-tus': { name: 'fastify-tus', script: 'fastify-tus.mjs', args: [] },
+  'fastify-tus-cache': { name: 'fastify-tus (cache)', script: 'fastify-tus.mjs', args: ['--cache-size=10000'] },
+  'fastify-tus-nofsync': { name: 'fastify-tus (cache, no fsync)', script: 'fastify-tus.mjs', args: ['--cache-size=10000', '--no-fsync'] },
+  'tus-server': { name: '@tus/server', script: 'tus-server.mjs', args: [] },
+  limit: { name: 'limit', script: 'limit.mjs', args: [] },
+  'limit-fsync': { name: 'limit (fsync)', script: 'limit.mjs', args: ['--fsync'] }
+}
+
+/** A server process listening on 127.0.0.1 with a data directory of its own. */
+export class RunningServer {
+  readonly origin: string
+  readonly dataDir: string
+  readonly #process: ChildProcess
+
+  private constructor (process: ChildProcess, port: number, dataDir: string) {
+    this.#process = process
+    this.origin = `http://127.0.0.1:${port}`
+    this.dataDir = dataDir
+  }
+
+  /** Starts `definition` with a fresh data directory and resolves once it printed its port. */
+  static async start (definition: ServerDefinition, nodeFlags: string[]): Promise<RunningServer> {
+    const dataDir = await mkdtemp(join(DATA_ROOT, `${definition.script.replace('.mjs', '')}-`))
+    const child = spawn(process.execPath, [...nodeFlags, join(SCRIPTS, definition.script), dataDir, ...definition.args], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, NODE_OPTIONS: '' }
+    })
+    const lines = createInterface({ input: child.stdout! })
+    const exited = once(child, 'exit').then(([code]) => { throw new Error(`${definition.name} exited with ${String(code)} before it listened`) })
+    const [line] = await Promise.race([once(lines, 'line') as Promise<[string]>, exited])
+    lines.close()
+    const port = Number(line)
+    if (!Number.isInteger(port) || port <= 0) throw new Error(`${definition.name} printed "${line}" instead of a port`)
+    return new RunningServer(child, port, dataDir)
+  }
+
+  /** Peak resident set size of the server process so far (VmHWM), in MiB. */
+  async peakRssMiB (): Promise<number> {
+    const status = await readFile(`/proc/${this.#process.pid!}/status`, 'utf8')
+    const match = /VmHWM:\s+(\d+) kB/.exec(status)
+    if (match === null) throw new Error('no VmHWM in /proc/<pid>/status')
+    return Number(match[1]) / 1024
+  }
+
+  /** CPU time (user + system) the server process has used so far, in seconds. */
+  async cpuSeconds (): Promise<number> {
+    const stat = await readFile(`/proc/${this.#process.pid!}/stat`, 'utf8')
+    // Fields after the command name (which is in parentheses): utime and stime are the 12th and 13th.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS
+  }
+
+  /** Stops the process (SIGTERM: the servers exit normally, so --cpu-prof writes its profile). */
+  async stop (): Promise<void> {
+    if (this.#process.exitCode !== null || this.#process.signalCode !== null) return
+    const exited = once(this.#process, 'exit')
+    this.#process.kill('SIGTERM')
+    await exited
+  }
+
+  async removeData (): Promise<void> {
+    await rm(this.dataDir, { recursive: true, force: true })
+  }
+}

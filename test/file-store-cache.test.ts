@@ -1,0 +1,82 @@
+// FileStore with its in-memory info cache (cacheSize): the whole store contract, the plugin on top of it,
+// and the races between a cache fill and the changes that make what it read stale.
+import t from 'tap'
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { FileStore } from '../lib/index.js'
+import { createUpload, idOf, randomBytesSeeded, sha256, startServer, tusRequest } from './helpers.js'
+import { contractId, storeContract } from './store-contract.js'
+
+const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
+
+const directory = await mkdtemp(join(tmpdir(), 'fastify-tus-cache-'))
+t.teardown(async () => { await rm(directory, { recursive: true, force: true }) })
+
+t.test('the store contract holds with a cache smaller than the number of uploads (entries evicted)', async (t) => {
+  const store = new FileStore({ directory: join(directory, 'contract'), cacheSize: 2 })
+  t.teardown(async () => { await store.close() })
+  storeContract(t, store)
+})
+
+t.test('cacheSize must be a non-negative integer', async (t) => {
+  for (const cacheSize of [-1, 1.5, Number.NaN]) {
+    t.throws(() => new FileStore({ directory, cacheSize }), { message: 'cacheSize must be a non-negative integer' }, String(cacheSize))
+  }
+})
+
+t.test('the plugin on a caching store: offsets from the data file, bytes intact, termination seen at once', async (t) => {
+  const dir = join(directory, 'plugin')
+  const store = new FileStore({ directory: dir, cacheSize: 100 })
+  const server = await startServer(t, { dir, store })
+  const data = randomBytesSeeded(300_000, 4)
+  const url = await createUpload(server, { 'Upload-Length': String(data.length) })
+  const first = await tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET }, body: data.subarray(0, 100_000) })
+  t.equal(first.status, 204)
+  t.equal(first.headers['upload-offset'], '100000')
+  t.equal((await tusRequest(url, { method: 'HEAD' })).headers['upload-offset'], '100000')
+  const stale = await tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET }, body: 'x' })
+  t.equal(stale.status, 409)
+  t.equal(stale.headers['upload-offset'], '100000')
+  const rest = await tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': '100000', ...OCTET }, body: data.subarray(100_000) })
+  t.equal(rest.status, 204)
+  t.equal(rest.headers['upload-offset'], String(data.length))
+  t.equal(sha256(await readFile(join(dir, idOf(url)))), sha256(data))
+  const download = await tusRequest(url)
+  t.equal(download.status, 200)
+  t.equal(sha256(download.body), sha256(data))
+  t.equal((await tusRequest(url, { method: 'DELETE' })).status, 204)
+  t.equal((await tusRequest(url, { method: 'HEAD' })).status, 404)
+  t.same(await readdir(dir), [])
+})
+
+t.test('a deferred length declared on a PATCH is what later requests see', async (t) => {
+  const dir = join(directory, 'deferred')
+  const server = await startServer(t, { dir, store: new FileStore({ directory: dir, cacheSize: 100 }) })
+  const url = await createUpload(server, { 'Upload-Defer-Length': '1' })
+  t.equal((await tusRequest(url, { method: 'HEAD' })).headers['upload-defer-length'], '1')
+  const patched = await tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': '0', 'Upload-Length': '5', ...OCTET }, body: 'abc' })
+  t.equal(patched.status, 204)
+  const head = await tusRequest(url, { method: 'HEAD' })
+  t.equal(head.headers['upload-length'], '5')
+  t.equal(head.headers['upload-defer-length'], undefined)
+  t.equal(head.headers['upload-offset'], '3')
+})
+
+t.test('a cache fill racing a termination or a declared length does not keep what it read', async (t) => {
+  const dir = join(directory, 'races')
+  // A fresh store per round: its cache is cold, so getInfo reads the info file while the change runs.
+  for (let round = 0; round < 20; round++) {
+    const writer = new FileStore({ directory: dir, cacheSize: 100 })
+    const removed = contractId()
+    const deferred = contractId()
+    await writer.create({ id: removed, size: 10, metadata: {} })
+    await writer.create({ id: deferred, size: undefined, metadata: {} })
+    const store = new FileStore({ directory: dir, cacheSize: 100 })
+    await Promise.allSettled([store.getInfo(removed), store.terminate(removed)])
+    await t.rejects(store.getInfo(removed), { code: 'FST_TUS_NOT_FOUND' }, `round ${round}: removed`)
+    await Promise.allSettled([store.getInfo(deferred), store.declareLength(deferred, 7)])
+    t.equal((await store.getInfo(deferred)).size, 7, `round ${round}: declared`)
+    await store.terminate(deferred)
+  }
+})
