@@ -144,3 +144,308 @@ for (const [protocol, interop] of CLIENT_MODES) {
   })
 }
 
+
+const ALL_VERSIONS = [3, 4, 5, 6, 7, 8, 9]
+
+t.test('creation with all content: 104 with the Location first, then 201 complete; metadata from Content-Disposition and Content-Type', async (t) => {
+  for (const version of ALL_VERSIONS) {
+    const { server, completed } = await recordingServer(t)
+    const { response, url } = await create(server, version, true, 'hello world', {
+      'Content-Type': 'text/plain',
+      'Content-Disposition': 'inline; filename="report.txt"; filename*=UTF-8\'\'r%C3%A9sum%C3%A9.txt'
+    })
+    t.equal(response.status, 201, `v${version}`)
+    t.match(response.headers.location, new RegExp(`^${server.endpoint}[A-Za-z0-9_-]+$`))
+    t.equal(response.headers['upload-offset'], '11')
+    t.same(pick(response.headers, version === 3 ? 'upload-incomplete' : 'upload-complete'), version === 3 ? '?0' : '?1')
+    t.equal(response.headers['upload-draft-interop-version'], String(version))
+    t.equal(response.headers['tus-resumable'], undefined, 'no tus header on draft responses')
+    t.equal(response.interim.length, 1, 'one 104 (no progress 104s for a small body)')
+    const [interim] = response.interim
+    t.equal(interim?.status, 104)
+    t.equal(interim?.headers.location, response.headers.location, 'the 104 names the same upload URL')
+    t.equal(interim?.headers['upload-draft-interop-version'], String(version))
+    t.equal(interim?.headers['upload-limit'] !== undefined, version >= 6, 'Upload-Limit in the 104 where the version defines it')
+    t.equal((await stored(server, url)).toString(), 'hello world')
+    t.equal(completed.length, 1, 'completion hook ran once')
+    t.same(completed[0]?.metadata, { filetype: 'text/plain', filename: 'résumé.txt' }, 'filename* wins over filename')
+    const download = await tusRequest(url)
+    t.equal(download.status, 200)
+    t.equal(download.headers['content-type'], 'text/plain')
+    t.equal(download.headers['content-disposition'], 'attachment; filename="r_sum_.txt"; filename*=UTF-8\'\'r%C3%A9sum%C3%A9.txt')
+  }
+})
+
+function pick (headers: IncomingHttpHeaders, name: string): string | undefined {
+  const value = headers[name]
+  return Array.isArray(value) ? value.join(', ') : value
+}
+
+t.test('creation with part of the content, then HEAD and appends up to completion', async (t) => {
+  for (const version of ALL_VERSIONS) {
+    const { server, completed } = await recordingServer(t)
+    const { response, url } = await create(server, version, false, 'hello', { 'Upload-Length': '11' })
+    t.equal(response.status, 201, `v${version}`)
+    t.equal(response.headers['upload-offset'], '5')
+    t.equal(pick(response.headers, version === 3 ? 'upload-incomplete' : 'upload-complete'), version === 3 ? '?1' : '?0')
+
+    const head = await draft(version, url, { method: 'HEAD' })
+    t.equal(head.status, 204)
+    t.equal(head.headers['upload-offset'], '5')
+    t.equal(head.headers['upload-length'], '11')
+    t.equal(head.headers['cache-control'], 'no-store')
+    t.equal(pick(head.headers, version === 3 ? 'upload-incomplete' : 'upload-complete'), version === 3 ? '?1' : '?0')
+    t.equal(head.headers['upload-limit'] !== undefined, version >= 6)
+    if (version === 6) t.match(head.headers['upload-limit'], /^max-size=\d+, min-size=0, expires=\d+$/)
+    if (version >= 7) t.match(head.headers['upload-limit'], /^max-size=\d+, min-size=0, max-age=\d+$/)
+    t.equal(head.interim.length, 0, 'no 104 outside creation')
+
+    const middle = await append(version, url, 5, false, ' wor')
+    t.equal(middle.status, version === 3 ? 201 : 204)
+    t.equal(middle.headers['upload-offset'], '9')
+    t.equal(completed.length, 0)
+    const last = await append(version, url, 9, true, 'ld')
+    t.equal(last.status, 204)
+    t.equal(last.headers['upload-offset'], '11')
+    t.equal(pick(last.headers, version === 3 ? 'upload-incomplete' : 'upload-complete'), version === 3 ? '?0' : '?1')
+    t.equal(sha256(await stored(server, url)), sha256('hello world'))
+    t.equal(completed.length, 1)
+    t.equal(completed[0]?.size, 11)
+  }
+})
+
+t.test('empty creations: ?0 only obtains the URL; ?1 is a complete empty upload', async (t) => {
+  for (const version of ALL_VERSIONS) {
+    const { server, completed } = await recordingServer(t)
+    const open = await create(server, version, false)
+    t.equal(open.response.status, 201, `v${version}`)
+    t.equal(open.response.headers['upload-offset'], '0')
+    t.equal((await draft(version, open.url, { method: 'HEAD' })).headers['upload-length'], undefined, 'length unknown yet')
+    t.equal(completed.length, 0)
+    // Completing with the last bytes fixes the length at offset + Content-Length.
+    const done = await append(version, open.url, 0, true, 'abc')
+    t.equal(done.status, 204)
+    t.equal((await draft(version, open.url, { method: 'HEAD' })).headers['upload-length'], '3')
+    t.equal(completed.length, 1)
+
+    const empty = await create(server, version, true)
+    t.equal(empty.response.status, 201)
+    t.equal(empty.response.headers['upload-offset'], '0')
+    t.equal(completed.length, 2, 'an empty complete creation is a finished upload')
+    t.equal(completed[1]?.size, 0)
+    t.equal((await tusRequest(empty.url)).status, 200, 'and downloadable')
+  }
+})
+
+t.test('an empty append with ?1 completes an upload of deferred length', async (t) => {
+  const { server, completed } = await recordingServer(t)
+  const { url } = await create(server, 6, false, 'abc')
+  const done = await append(6, url, 3, true, '')
+  t.equal(done.status, 204)
+  t.equal(done.headers['upload-complete'], '?1')
+  t.equal(completed.length, 1)
+  t.equal(completed[0]?.size, 3)
+})
+
+t.test('offset mismatch: 409 with the current offset, problem details from interop 6, nothing written', async (t) => {
+  for (const version of ALL_VERSIONS) {
+    const server = await startServer(t)
+    const { url } = await create(server, version, false, 'hello', { 'Upload-Length': '11' })
+    const conflict = await append(version, url, 3, false, 'xx')
+    t.equal(conflict.status, 409, `v${version}`)
+    t.equal(conflict.headers['upload-offset'], '5')
+    t.equal(pick(conflict.headers, version === 3 ? 'upload-incomplete' : 'upload-complete'), version === 3 ? '?1' : '?0')
+    if (version >= 6) {
+      t.equal(conflict.headers['content-type'], 'application/problem+json')
+      t.same(JSON.parse(conflict.text), {
+        type: 'https://iana.org/assignments/http-problem-types#mismatching-upload-offset',
+        title: 'offset from request does not match offset of resource',
+        status: 409,
+        detail: 'Upload-Offset 3 does not match the current offset 5',
+        'expected-offset': 5,
+        'provided-offset': 3
+      })
+    } else {
+      t.match(conflict.headers['content-type'], /^text\/plain/)
+      t.equal(conflict.text, 'Upload-Offset 3 does not match the current offset 5')
+    }
+    t.equal((await stored(server, url)).toString(), 'hello')
+  }
+})
+
+t.test('appends to a completed upload are refused and change nothing', async (t) => {
+  for (const version of ALL_VERSIONS) {
+    const { server, completed } = await recordingServer(t)
+    const { url } = await create(server, version, true, 'done')
+    for (const body of ['more', '']) {
+      const refused = await append(version, url, 4, true, body)
+      t.equal(refused.status, 400, `v${version} body "${body}"`)
+      t.equal(refused.headers['upload-offset'], '4')
+      if (version >= 6) {
+        const type = version <= 8 ? 'completed-upload' : 'inconsistent-upload-length'
+        t.equal(JSON.parse(refused.text).type, `https://iana.org/assignments/http-problem-types#${type}`)
+      } else {
+        t.equal(refused.text, 'The upload is already complete and cannot be appended to')
+      }
+    }
+    t.equal((await stored(server, url)).toString(), 'done')
+    t.equal(completed.length, 1, 'completion hook not run again')
+  }
+})
+
+t.test('inconsistent lengths: 400 inconsistent-upload-length, nothing stored beyond the length', async (t) => {
+  const server = await startServer(t)
+  const mismatch = await create(server, 8, true, 'hello', { 'Upload-Length': '10' })
+  t.equal(mismatch.response.status, 400, 'Upload-Length vs Content-Length of a completing creation')
+  t.equal(mismatch.response.headers['content-type'], 'application/problem+json')
+  t.equal(JSON.parse(mismatch.response.text).type, 'https://iana.org/assignments/http-problem-types#inconsistent-upload-length')
+  t.equal(mismatch.response.interim.length, 0, 'refused before the upload exists: no 104')
+
+  const { url } = await create(server, 8, false, 'hello', { 'Upload-Length': '10' })
+  const changed = await append(8, url, 5, false, 'ab', { 'Upload-Length': '12' })
+  t.equal(changed.status, 400, 'a length that changes')
+  t.equal(changed.headers['upload-offset'], '5')
+  const beyond = await append(8, url, 5, false, 'abcdefgh')
+  t.equal(beyond.status, 400, 'Content-Length beyond the length')
+  t.equal(JSON.parse(beyond.text).type, 'https://iana.org/assignments/http-problem-types#inconsistent-upload-length')
+  const early = await append(8, url, 5, true, 'ab')
+  t.equal(early.status, 400, 'completing before the length is reached')
+  t.equal((await stored(server, url)).toString(), 'hello', 'nothing appended by refused requests')
+
+  // Without Content-Length the server counts: the upload is invalid once its body goes beyond the length.
+  const chunked = await append(8, url, 5, false, Readable.from([Buffer.from('abc'), Buffer.from('defgh')]))
+  t.equal(chunked.status, 400)
+  t.equal(JSON.parse(chunked.text).type, 'https://iana.org/assignments/http-problem-types#inconsistent-upload-length')
+  t.equal((await draft(8, url, { method: 'HEAD' })).status, 404, 'the invalid upload is gone')
+
+  const short = await create(server, 5, false, 'hello', { 'Upload-Length': '10' })
+  const below = await append(5, short.url, 5, false, '', { 'Upload-Length': '3' })
+  t.equal(below.status, 400, 'v5: plain-text body, same rule')
+  t.match(below.headers['content-type'], /^text\/plain/)
+})
+
+t.test('limits: 413 with Upload-Limit beyond maxSize; OPTIONS announces Upload-Limit and Accept-Patch', async (t) => {
+  const server = await startServer(t, { maxSize: 1000, daysToKeep: 2 })
+  const big = await create(server, 8, false, undefined, { 'Upload-Length': '1001' })
+  t.equal(big.response.status, 413)
+  t.equal(big.response.headers['upload-limit'], 'max-size=1000, min-size=0, max-age=172800')
+  for (const [version, limit] of [[6, 'max-size=1000, min-size=0, expires=172800'], [8, 'max-size=1000, min-size=0, max-age=172800'], [5, 'max-size=1000, min-size=0, max-age=172800']] as const) {
+    const options = await draft(version, server.endpoint, { method: 'OPTIONS' })
+    t.equal(options.status, 204, `v${version}`)
+    t.equal(options.headers['upload-limit'], limit)
+    t.equal(options.headers['accept-patch'], 'application/partial-upload')
+    t.equal(options.headers['upload-draft-interop-version'], String(version))
+  }
+  const { url } = await create(server, 8, false, 'x')
+  const head = await draft(8, url, { method: 'HEAD' })
+  const age = Number(/max-age=(\d+)/.exec(pick(head.headers, 'upload-limit') ?? '')?.[1])
+  t.ok(age > 172_790 && age <= 172_800, 'max-age of an upload is what is left of its retention')
+  const forever = await startServer(t, { daysToKeep: Infinity })
+  t.match((await draft(8, forever.endpoint, { method: 'OPTIONS' })).headers['upload-limit'], /^max-size=\d+, min-size=0$/, 'no max-age when uploads never expire')
+})
+
+t.test('dispatch: unsupported interop versions get 400 and no 104; no header means tus 1.0.0', async (t) => {
+  const server = await startServer(t, { ietfDraftVersions: [5, 6] })
+  for (const value of ['2', '8', 'abc', '6.0', '']) {
+    const response = await draftRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Draft-Interop-Version': value, 'Upload-Complete': '?1' }, body: 'abc' })
+    t.equal(response.status, 400, `"${value}"`)
+    t.equal(response.text, `Unsupported Upload-Draft-Interop-Version "${value}"; this server speaks interop versions 5, 6`)
+    t.equal(response.interim.length, 0)
+    t.equal(response.headers['tus-resumable'], undefined)
+  }
+  const tus = await draftRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Complete': '?1' }, body: 'abc' })
+  t.equal(tus.status, 412, 'without the header the request is tus, and Tus-Resumable is required')
+  t.equal(tus.headers['tus-resumable'], '1.0.0')
+
+  const tusOnly = await startServer(t, { ietfDraftVersions: [] })
+  const ignored = await draft(6, tusOnly.endpoint, { method: 'POST', headers: { 'Upload-Complete': '?1' }, body: 'abc' })
+  t.equal(ignored.status, 412, 'ietfDraftVersions: [] turns the draft off: the header is ignored')
+  t.rejects(startServer(t, { ietfDraftVersions: [2] }), /ietfDraftVersions: 2 is not a known interop version/)
+})
+
+t.test('malformed draft requests: 400 or 415 naming the header', async (t) => {
+  const server = await startServer(t)
+  const noComplete = await draft(6, server.endpoint, { method: 'POST', body: 'abc' })
+  t.equal(noComplete.status, 400)
+  t.equal(noComplete.text, 'Invalid Upload-Complete header: missing, or not ?0 / ?1')
+  t.equal((await draft(6, server.endpoint, { method: 'POST', headers: { 'Upload-Complete': 'true' } })).status, 400, 'not a Structured Fields boolean')
+  t.equal((await create(server, 6, false, undefined, { 'Upload-Offset': '0' })).response.status, 400, 'creation with Upload-Offset')
+  t.equal((await draft(3, server.endpoint, { method: 'POST', headers: { 'Upload-Complete': '?0' } })).status, 400, 'v3 reads Upload-Incomplete only')
+
+  const { url } = await create(server, 6, false, 'abc')
+  const untyped = await draft(6, url, { method: 'PATCH', headers: { 'Upload-Offset': '3', 'Upload-Complete': '?0' }, body: 'de' })
+  t.equal(untyped.status, 415, 'interop 6 appends must be application/partial-upload')
+  t.equal(untyped.text, 'An append must be Content-Type: application/partial-upload (got "")')
+  t.equal((await append(6, url, 3, false, 'de', { 'Upload-Offset': 'x' })).status, 400, 'Upload-Offset not an integer')
+  t.equal((await draft(6, url, { method: 'PATCH', headers: { 'Upload-Offset': '3', ...APPEND_TYPE(6) }, body: 'de' })).status, 400, 'interop 6 appends must say Upload-Complete')
+  t.equal((await draft(6, url, { method: 'HEAD', headers: { 'Upload-Offset': '3' } })).status, 400, 'HEAD with Upload-Offset')
+  t.equal((await draft(6, url, { method: 'DELETE', headers: { 'Upload-Complete': '?1' } })).status, 400, 'DELETE with Upload-Complete')
+
+  // Before interop 6 any media type (or none) is an append, and a missing Upload-Complete means ?0.
+  const v5 = await create(server, 5, false, 'abc')
+  const loose = await draft(5, v5.url, { method: 'PATCH', headers: { 'Upload-Offset': '3' }, body: 'de' })
+  t.equal(loose.status, 204)
+  t.equal(loose.headers['upload-offset'], '5')
+  t.equal(loose.headers['upload-complete'], '?0')
+  t.equal((await stored(server, v5.url)).toString(), 'abcde')
+})
+
+t.test('DELETE cancels: 204, the onUploadTerminate hook runs, then 404', async (t) => {
+  const terminated: string[] = []
+  const server = await startServer(t, { onUploadTerminate: (upload) => { terminated.push(upload.id) } })
+  const { url } = await create(server, 8, false, 'abc')
+  const deleted = await draft(8, url, { method: 'DELETE' })
+  t.equal(deleted.status, 204)
+  t.same(terminated, [idOf(url)])
+  t.equal((await draft(8, url, { method: 'HEAD' })).status, 404)
+  t.equal((await append(8, url, 3, false, 'x')).status, 404)
+})
+
+t.test('GET: offset retrieval from interop 9 (204 until complete, then the bytes); a download before', async (t) => {
+  const server = await startServer(t)
+  const { url } = await create(server, 9, false, 'abc', { 'Upload-Length': '5' })
+  const pending = await draft(9, url)
+  t.equal(pending.status, 204)
+  t.equal(pending.headers['upload-offset'], '3')
+  t.equal(pending.headers['upload-length'], '5')
+  t.equal(pending.headers['upload-complete'], '?0')
+  t.equal(pending.headers['cache-control'], 'no-store')
+  t.equal((await draft(8, url)).status, 409, 'interop 8: GET is the tus download, which needs a complete upload')
+  await append(9, url, 3, true, 'de')
+  const done = await draft(9, url)
+  t.equal(done.status, 200)
+  t.equal(done.text, 'abcde')
+  t.equal(done.headers['upload-complete'], '?1')
+})
+
+t.test('X-HTTP-Method-Override: PATCH works for draft appends', async (t) => {
+  const server = await startServer(t)
+  const { url } = await create(server, 6, false, 'abc')
+  const response = await draft(6, url, { method: 'POST', headers: { 'X-HTTP-Method-Override': 'PATCH', 'Upload-Offset': '3', 'Upload-Complete': '?1', ...APPEND_TYPE(6) }, body: 'de' })
+  t.equal(response.status, 204)
+  t.equal(response.headers['upload-complete'], '?1')
+  t.equal((await stored(server, url)).toString(), 'abcde')
+})
+
+t.test('progress 104s carry Upload-Offset (interop 5 on), never a second Location; none for interop 3/4', async (t) => {
+  const data = randomBytesSeeded(2 * 1024 * 1024, 3)
+  for (const version of [4, 5, 9]) {
+    const server = await startServer(t, { progressInterval: 0 })
+    // A streamed body: the server stores it chunk by chunk, reporting progress after each (progressInterval 0).
+    const body = Readable.from((function * () { for (let i = 0; i < data.length; i += 256 * 1024) yield data.subarray(i, i + 256 * 1024) })())
+    const response = await draft(version, server.endpoint, { method: 'POST', headers: { ...COMPLETE(version, true), 'Content-Length': String(data.length) }, body })
+    const url = new URL(response.headers.location!, server.origin).href
+    t.equal(response.status, 201, `v${version}`)
+    t.equal(sha256(await stored(server, url)), sha256(data))
+    const [first, ...progress] = response.interim
+    t.equal(first?.headers.location, response.headers.location)
+    t.ok(progress.every((interim) => interim.status === 104 && interim.headers.location === undefined), 'later 104s have no Location')
+    const offsets = progress.map((interim) => Number(interim.headers['upload-offset']))
+    if (version < 5) {
+      t.equal(progress.length, 0)
+    } else {
+      t.ok(offsets.length > 0, `${offsets.length} progress 104s`)
+      t.ok(offsets.every((offset, i) => offset > (offsets[i - 1] ?? 0) && offset <= data.length), 'offsets increase')
+    }
+  }
+})

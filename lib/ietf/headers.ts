@@ -65,7 +65,7 @@ export function representationMetadata (request: FastifyRequest): UploadMetadata
  */
 export function dispositionFilename (header: string): string | undefined {
   const parameters = new Map<string, string>()
-  const pattern = /;\s*([A-Za-z0-9!#$&+.^_`|~-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)/g
+  const pattern = /;\s*([A-Za-z0-9!#$&+.^_`|~*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)/g
   for (const match of header.matchAll(pattern)) {
     const name = match[1]!.toLowerCase()
     if (parameters.has(name)) continue

@@ -62,13 +62,14 @@ export function sendDraftError (error: DraftError, request: FastifyRequest, repl
   const problem = error.problem
   if (version !== undefined && problem !== undefined && version.problemTypes &&
       (problem.type !== 'completed-upload' || version.completedUploadProblem)) {
-    void reply.type('application/problem+json').send(JSON.stringify({
+    // A Buffer, so no charset parameter is added: JSON is UTF-8 by definition (RFC 8259).
+    void reply.type('application/problem+json').send(Buffer.from(JSON.stringify({
       type: PROBLEM_BASE + problem.type,
       title: problem.title,
       status,
       detail: error.message,
       ...problem.members
-    }))
+    })))
     return
   }
   void reply.type('text/plain; charset=utf-8').send(status >= 500 && !ours ? 'Internal server error' : error.message)
