@@ -68,3 +68,5 @@ export type {
 export { TusEvents } from './events.js'
 export type { TusEventMap, TusEventName } from './events.js'
 export { DEFAULT_MAX_SIZE } from './options.js'
+export { TusDraftErrors } from './ietf/problems.js'
+export type { DraftVersion } from './ietf/versions.js'

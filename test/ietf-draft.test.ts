@@ -449,3 +449,124 @@ t.test('progress 104s carry Upload-Offset (interop 5 on), never a second Locatio
     }
   }
 })
+
+/**
+ * A draft creation over a raw socket that sends only `sent` bytes of a `total`-byte body, then resolves
+ * with the upload URL from the 104 (read before any final response) and the still-open socket.
+ */
+async function stalledCreation (server: TestServer, total: number, sent: Buffer, headers: Record<string, string> = {}) {
+  const { port } = new URL(server.origin)
+  const socket = connect(Number(port), '127.0.0.1')
+  const lines = Object.entries({ 'Upload-Draft-Interop-Version': '6', 'Upload-Complete': '?1', 'Content-Length': String(total), ...headers })
+    .map(([name, value]) => `${name}: ${value}\r\n`).join('')
+  socket.write(`POST /files/ HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n${lines}\r\n`)
+  socket.write(sent)
+  let received = ''
+  const location = await new Promise<string>((resolve, reject) => {
+    socket.on('data', (chunk: Buffer) => {
+      received += chunk.toString('latin1')
+      const match = /^HTTP\/1\.1 104 Upload Resumption Supported\r\n(?:.*\r\n)*?Location: (\S+)\r\n/i.exec(received)
+      if (match !== null) resolve(match[1]!)
+    })
+    socket.on('error', reject)
+    socket.on('close', () => { reject(new Error(`closed before a 104: ${received}`)) })
+  })
+  const closed = new Promise<string>((resolve) => { socket.on('close', () => { resolve(received) }) })
+  return { socket, url: new URL(location, server.origin).href, closed }
+}
+
+t.test('an interrupted creation keeps what arrived, is not complete, and resumes to the right bytes', async (t) => {
+  const { server, completed } = await recordingServer(t)
+  const data = randomBytesSeeded(100_000, 11)
+  const { socket, url, closed } = await stalledCreation(server, data.length, data.subarray(0, 40_000))
+  socket.destroy()
+  await closed
+  // HEAD waits for the creation request to let go of the upload, so it sees everything that was stored.
+  const head = await draft(6, url, { method: 'HEAD' })
+  t.equal(head.status, 204)
+  t.equal(head.headers['upload-complete'], '?0')
+  t.equal(head.headers['upload-length'], '100000', 'the length from ?1 + Content-Length is recorded')
+  const offset = Number(head.headers['upload-offset'])
+  t.ok(offset > 0 && offset <= 40_000, `offset ${offset} of the 40000 bytes sent`)
+  t.equal(completed.length, 0)
+  const rest = await append(6, url, offset, true, data.subarray(offset))
+  t.equal(rest.status, 204)
+  t.equal(rest.headers['upload-complete'], '?1')
+  t.equal(sha256(await stored(server, url)), sha256(data))
+  t.equal(completed.length, 1)
+})
+
+t.test('a newer request on an upload interrupts the request still sending to it (no 423, no stale offset)', async (t) => {
+  const server = await startServer(t, { lockTimeout: 60_000 })
+  const data = randomBytesSeeded(50_000, 12)
+  const { url, closed } = await stalledCreation(server, data.length, data.subarray(0, 20_000))
+  const head = await draft(6, url, { method: 'HEAD' })
+  t.equal(head.status, 204, 'answered without waiting for the stalled body')
+  t.equal(head.headers['upload-offset'], '20000', 'everything the stalled request sent was stored')
+  t.notMatch(await closed, /HTTP\/1\.1 [2-5]\d\d/, 'the stalled request was closed without a final response')
+  const rest = await append(6, url, 20_000, true, data.subarray(20_000))
+  t.equal(rest.status, 204)
+  t.equal(sha256(await stored(server, url)), sha256(data))
+})
+
+t.test('Expect: 100-continue still gets its 100 before the 104; HTTP/1.0 clients get no 104', async (t) => {
+  const server = await startServer(t)
+  const interim: number[] = []
+  const response = await new Promise<{ status: number }>((resolve, reject) => {
+    const request = httpRequest(server.endpoint, {
+      method: 'POST',
+      headers: { 'Upload-Draft-Interop-Version': '6', 'Upload-Complete': '?1', 'Content-Length': '3', Expect: '100-continue' },
+      agent: false
+    })
+    request.on('information', (info) => { interim.push(info.statusCode) })
+    request.on('continue', () => { request.end('abc') })
+    request.on('response', (res) => { res.resume(); res.on('end', () => { resolve({ status: res.statusCode! }) }) })
+    request.on('error', reject)
+  })
+  t.equal(response.status, 201)
+  t.same(interim, [100, 104])
+
+  const { port } = new URL(server.origin)
+  const socket = connect(Number(port), '127.0.0.1')
+  // Not end(): Node's server closes a connection whose client half-closed it. HTTP/1.0 closes after the response.
+  socket.write(`POST /files/ HTTP/1.0\r\nHost: 127.0.0.1\r\nUpload-Draft-Interop-Version: 6\r\nUpload-Complete: ?1\r\nContent-Length: 3\r\n\r\nabc`)
+  let raw = ''
+  for await (const chunk of socket) raw += (chunk as Buffer).toString('latin1')
+  t.match(raw, /^HTTP\/1\.1 201 /, 'the final response comes first')
+  t.notMatch(raw, / 104 /)
+})
+
+t.test('draft uploads share hooks and expiry with tus uploads', async (t) => {
+  const created: string[] = []
+  const server = await startServer(t, {
+    auth: (request) => {
+      if (request.headers.authorization !== 'Bearer ok') throw Object.assign(new Error('Who are you?'), { statusCode: 401 })
+    },
+    onUploadCreate: (upload) => {
+      if (upload.metadata.filename === 'forbidden.exe') throw Object.assign(new Error('Not that file'), { statusCode: 403 })
+      created.push(upload.metadata.filename ?? '')
+      return { metadata: { ...upload.metadata, owner: 'alice' } }
+    }
+  })
+  const auth = { Authorization: 'Bearer ok' }
+  const refused = await create(server, 6, true, 'abc')
+  t.equal(refused.response.status, 401, 'auth runs on draft requests')
+  t.equal(refused.response.text, 'Who are you?')
+  t.equal(refused.response.headers['upload-draft-interop-version'], '6')
+  t.equal(refused.response.headers['tus-resumable'], undefined)
+  const forbidden = await create(server, 6, true, 'abc', { ...auth, 'Content-Disposition': 'attachment; filename=forbidden.exe' })
+  t.equal(forbidden.response.status, 403, 'onUploadCreate sees the draft filename and can refuse')
+  t.equal(forbidden.response.interim.length, 0, 'no 104 for a refused creation')
+
+  const { url } = await create(server, 6, false, 'abc', { ...auth, 'Content-Disposition': 'attachment; filename=keep.txt' })
+  const head = await tusRequest(url, { method: 'HEAD', headers: auth })
+  t.equal(head.status, 200, 'a draft upload is a tus upload too')
+  t.equal(head.headers['upload-offset'], '3')
+  t.match(head.headers['upload-metadata'], /owner /, 'onUploadCreate changes are stored')
+  t.same(created, ['keep.txt'])
+
+  await backdate(server.dir, idOf(url), 10)
+  const removed = await server.app.tus.removeExpired()
+  t.same(removed.map((upload) => upload.id), [idOf(url)], 'removeExpired removes an expired draft upload')
+  t.equal((await draft(6, url, { method: 'HEAD', headers: auth })).status, 404)
+})
