@@ -3,6 +3,7 @@
 import t from 'tap'
 import { readFile } from 'node:fs/promises'
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
+import { connect as connectHttp2 } from 'node:http2'
 import { connect } from 'node:net'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
@@ -569,4 +570,26 @@ t.test('draft uploads share hooks and expiry with tus uploads', async (t) => {
   const removed = await server.app.tus.removeExpired()
   t.same(removed.map((upload) => upload.id), [idOf(url)], 'removeExpired removes an expired draft upload')
   t.equal((await draft(6, url, { method: 'HEAD', headers: auth })).status, 404)
+})
+
+t.test('HTTP/2: the 104 goes out as an informational HEADERS frame', async (t) => {
+  const server = await startServer(t, {}, undefined, { http2: true } as Parameters<typeof startServer>[3])
+  const session = connectHttp2(server.origin)
+  t.teardown(() => { session.close() })
+  const informational: Array<Record<string, unknown>> = []
+  const { status, location } = await new Promise<{ status: number, location: string }>((resolve, reject) => {
+    const stream = session.request({ ':method': 'POST', ':path': '/files/', 'upload-draft-interop-version': '6', 'upload-complete': '?1', 'content-length': '5' })
+    stream.on('headers', (headers) => { informational.push(headers) })
+    stream.on('response', (headers) => {
+      stream.resume()
+      stream.on('end', () => { resolve({ status: Number(headers[':status']), location: String(headers.location) }) })
+    })
+    stream.on('error', reject)
+    stream.end('hello')
+  })
+  t.equal(status, 201)
+  t.equal(informational.length, 1)
+  t.equal(informational[0]?.[':status'], 104)
+  t.equal(informational[0]?.location, location)
+  t.equal(informational[0]?.['upload-draft-interop-version'], '6')
 })
