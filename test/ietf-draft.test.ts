@@ -593,3 +593,27 @@ t.test('HTTP/2: the 104 goes out as an informational HEADERS frame', async (t) =
   t.equal(informational[0]?.location, location)
   t.equal(informational[0]?.['upload-draft-interop-version'], '6')
 })
+
+t.test('an interrupted append keeps what arrived and stays resumable', async (t) => {
+  const { server, completed } = await recordingServer(t, { progressInterval: 0 })
+  const data = randomBytesSeeded(50_000, 13)
+  const { url } = await create(server, 6, false, undefined, { 'Upload-Length': String(data.length) })
+  const stored20k = new Promise<void>((resolve) => {
+    server.app.tus.on('progress', (upload) => { if (upload.offset === 20_000) resolve() })
+  })
+  const { port, pathname } = new URL(url)
+  const socket = connect(Number(port), '127.0.0.1')
+  socket.write(`PATCH ${pathname} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpload-Draft-Interop-Version: 6\r\n` +
+    `Upload-Offset: 0\r\nUpload-Complete: ?1\r\nContent-Type: application/partial-upload\r\nContent-Length: ${data.length}\r\n\r\n`)
+  socket.write(data.subarray(0, 20_000))
+  await stored20k
+  socket.destroy()
+  const head = await draft(6, url, { method: 'HEAD' })
+  t.equal(head.headers['upload-offset'], '20000')
+  t.equal(head.headers['upload-complete'], '?0', 'a cut-short ?1 append does not complete the upload')
+  t.equal(completed.length, 0)
+  const rest = await append(6, url, 20_000, true, data.subarray(20_000))
+  t.equal(rest.status, 204)
+  t.equal(sha256(await stored(server, url)), sha256(data))
+  t.equal(completed.length, 1)
+})
