@@ -8,8 +8,10 @@ import { handleHead } from './handlers/head.js'
 import { handleOptions } from './handlers/options.js'
 import { handlePatch } from './handlers/patch.js'
 import { handlePost } from './handlers/post.js'
-import { DRAFT_UPLOAD_HANDLERS, draftVersionOf, handleDraftCreation, handleDraftOptions, type DraftHandler } from './ietf/handlers.js'
-import { sendDraftError } from './ietf/problems.js'
+import {
+  DRAFT_UPLOAD_HANDLERS, draftAwareErrorHandler, draftVersionOf, handleDraftAppend, handleDraftCreation, handleDraftDelete,
+  handleDraftGet, handleDraftHead, handleDraftOptions, type DraftHandler
+} from './ietf/handlers.js'
 import { countRequests } from './metrics.js'
 import { TUS_VERSION, stringHeader } from './protocol.js'
 import { sendError } from './reply.js'
@@ -30,20 +32,8 @@ export async function tusRoutes (instance: FastifyInstance, options: { context: 
   instance.addHook('onSend', async (request) => {
     if (request.body instanceof RequestBody) request.body.discardRest()
   })
-  // Requests naming a draft interop version get the draft's error format (even an unsupported one).
-  instance.setErrorHandler((error: Parameters<typeof sendError>[0], request, reply) => {
-    if (request.headers['upload-draft-interop-version'] === undefined || context.options.ietfDraftVersions.size === 0) {
-      sendError(error, request, reply)
-      return
-    }
-    let version
-    try {
-      version = draftVersionOf(context, request)
-    } catch {
-      version = undefined
-    }
-    sendDraftError(error, request, reply, version)
-  })
+  // Draft requests get the draft's error format; tus requests the plain-text one.
+  instance.setErrorHandler(draftAwareErrorHandler(context, sendError))
   countRequests(instance, context.metrics)
   instance.setNotFoundHandler(async () => { throw new TusErrors.NOT_FOUND() })
 
@@ -75,10 +65,10 @@ export async function tusRoutes (instance: FastifyInstance, options: { context: 
   instance.options('/', route(handleOptions, handleDraftOptions))
   instance.options('/:id', route(handleOptions, handleDraftOptions))
   instance.post('/', route(handlePost, handleDraftCreation))
-  instance.head('/:id', route(handleHead, DRAFT_UPLOAD_HANDLERS.HEAD!))
-  instance.get('/:id', { exposeHeadRoute: false }, route(handleGet, DRAFT_UPLOAD_HANDLERS.GET!))
-  instance.patch('/:id', route(handlePatch, DRAFT_UPLOAD_HANDLERS.PATCH!))
-  instance.delete('/:id', route(handleDelete, DRAFT_UPLOAD_HANDLERS.DELETE!))
+  instance.head('/:id', route(handleHead, handleDraftHead))
+  instance.get('/:id', { exposeHeadRoute: false }, route(handleGet, handleDraftGet))
+  instance.patch('/:id', route(handlePatch, handleDraftAppend))
+  instance.delete('/:id', route(handleDelete, handleDraftDelete))
   // X-HTTP-Method-Override (T-G-8): clients behind proxies that only pass GET/POST tunnel the method.
   instance.post('/:id', async (request, reply) => {
     const method = stringHeader(request, 'x-http-method-override')?.trim().toUpperCase() ?? 'POST'

@@ -1,5 +1,5 @@
 import { Http2ServerResponse } from 'node:http2'
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import { appendBody, isComplete } from '../append.js'
 import { RequestBody } from '../body.js'
 import { expiresAt, getLiveUpload, uploadIdOf, type TusContext } from '../context.js'
@@ -13,7 +13,7 @@ import { parseMetadata } from '../metadata.js'
 import { hasBody, integerHeader, mediaType, stringHeader } from '../protocol.js'
 import type { UploadInfo } from '../store/types.js'
 import { completeFlag, completeHeaderValue, hasAnyHeader, representationMetadata, sfInteger } from './headers.js'
-import { TusDraftErrors, completedUpload, inconsistentLength, mismatchingOffset, withProblem } from './problems.js'
+import { TusDraftErrors, completedUpload, inconsistentLength, mismatchingOffset, sendDraftError, withProblem } from './problems.js'
 import type { DraftVersion } from './versions.js'
 
 /**
@@ -42,6 +42,29 @@ export function draftVersionOf (context: TusContext, request: FastifyRequest): D
     throw new TusDraftErrors.UNSUPPORTED_INTEROP_VERSION(value.slice(0, 32), [...versions.keys()].join(', '))
   }
   return version
+}
+
+/**
+ * The routes' error handler: requests that name a draft interop version (even one not accepted) get the
+ * draft's answer (`sendDraftError`), every other request `tusErrorHandler`'s.
+ */
+export function draftAwareErrorHandler<E extends FastifyError> (
+  context: TusContext,
+  tusErrorHandler: (error: E, request: FastifyRequest, reply: FastifyReply) => void
+): (error: E, request: FastifyRequest, reply: FastifyReply) => void {
+  return (error, request, reply) => {
+    if (request.headers[INTEROP_HEADER] === undefined || context.options.ietfDraftVersions.size === 0) {
+      tusErrorHandler(error, request, reply)
+      return
+    }
+    let version: DraftVersion | undefined
+    try {
+      version = draftVersionOf(context, request)
+    } catch {
+      version = undefined
+    }
+    sendDraftError(error, request, reply, version)
+  }
 }
 
 /** POST to the creation endpoint: a new upload, with none, some or all of its bytes (I-C-*). */
