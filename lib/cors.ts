@@ -6,7 +6,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
  */
 export const TUS_EXPOSED_HEADERS: readonly string[] = Object.freeze([
   'Location', 'Upload-Offset', 'Upload-Length', 'Upload-Metadata', 'Upload-Expires', 'Upload-Defer-Length',
-  'Upload-Concat', 'Upload-Complete', 'Upload-Limit', 'Upload-Draft-Interop-Version',
+  'Upload-Concat', 'Upload-Complete', 'Upload-Incomplete', 'Upload-Limit', 'Upload-Draft-Interop-Version', 'Accept-Patch',
   'Tus-Resumable', 'Tus-Version', 'Tus-Extension', 'Tus-Max-Size', 'Tus-Checksum-Algorithm'
 ])
 

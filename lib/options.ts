@@ -5,6 +5,7 @@ import { TusErrors } from './errors.js'
 import type { UploadLocker } from './lock.js'
 import type { OnUploadComplete, OnUploadCreate, OnUploadProgress, OnUploadTerminate } from './hooks.js'
 import type { DataStore } from './store/types.js'
+import { DEFAULT_DRAFT_VERSIONS, DRAFT_VERSIONS, type DraftVersion } from './ietf/versions.js'
 
 /** Runs before every tus route but OPTIONS; throw (an error with statusCode 401/403) or reply to refuse. */
 export type TusAuthHook = (request: FastifyRequest, reply: FastifyReply) => Promise<void> | void
@@ -49,6 +50,11 @@ export interface TusPluginOptions {
   store?: DataStore
   /** How requests on one upload are serialised. Default: in-process. */
   locker?: UploadLocker
+  /**
+   * The `Upload-Draft-Interop-Version`s of the IETF resumable-upload draft served beside tus 1.0.0 on the
+   * same routes. Default: every known one, [3, 4, 5, 6, 7, 8, 9]. `[]`: tus only (the header is ignored).
+   */
+  ietfDraftVersions?: number[]
 }
 
 export interface ResolvedOptions {
@@ -70,6 +76,8 @@ export interface ResolvedOptions {
   idleTimeout: number
   closeTimeout: number
   minFreeSpace: number
+  /** Accepted draft interop versions and their rules; empty when the draft is off. */
+  ietfDraftVersions: ReadonlyMap<number, DraftVersion>
 }
 
 export const DEFAULT_MAX_SIZE = 128_849_018_880
@@ -102,7 +110,8 @@ export function resolveOptions (options: TusPluginOptions): ResolvedOptions {
     lockTimeout: positiveInteger('lockTimeout', options.lockTimeout ?? 3000),
     idleTimeout: positiveInteger('idleTimeout', options.idleTimeout ?? 60_000),
     closeTimeout: positiveInteger('closeTimeout', options.closeTimeout ?? 10_000),
-    minFreeSpace: nonNegativeInteger('minFreeSpace', options.minFreeSpace ?? 0)
+    minFreeSpace: nonNegativeInteger('minFreeSpace', options.minFreeSpace ?? 0),
+    ietfDraftVersions: draftVersions(options.ietfDraftVersions ?? DEFAULT_DRAFT_VERSIONS)
   }
 }
 
@@ -145,4 +154,16 @@ function optionalFunction<F> (name: string, value: F | undefined): F | undefined
     throw new TusErrors.INVALID_OPTION(`${name} must be a function`)
   }
   return value
+}
+
+function draftVersions (value: unknown): ReadonlyMap<number, DraftVersion> {
+  const known = [...DRAFT_VERSIONS.keys()].join(', ')
+  if (!Array.isArray(value)) throw new TusErrors.INVALID_OPTION(`ietfDraftVersions must be an array of interop versions (${known})`)
+  const versions = new Map<number, DraftVersion>()
+  for (const interop of value as unknown[]) {
+    const version = typeof interop === 'number' ? DRAFT_VERSIONS.get(interop) : undefined
+    if (version === undefined) throw new TusErrors.INVALID_OPTION(`ietfDraftVersions: ${String(interop)} is not a known interop version (${known})`)
+    versions.set(interop as number, version)
+  }
+  return versions
 }

@@ -1,0 +1,69 @@
+/**
+ * The interop versions of draft-ietf-httpbis-resumable-upload this server knows, and what differs between
+ * them on the wire. A draft client names its version in `Upload-Draft-Interop-Version` on every request;
+ * the plugin accepts the versions listed in the `ietfDraftVersions` option (all of these by default).
+ * Sources: /work/shared/protocol/ietf-resumable-upload.md (draft texts -01 to the -12 editor's copy).
+ */
+export interface DraftVersion {
+  /** The `Upload-Draft-Interop-Version` value. */
+  interop: number
+  /** The draft revisions that use it, for messages and docs. */
+  drafts: string
+  /**
+   * -01 says `Upload-Incomplete` (`?1` = not complete); -02 on say `Upload-Complete` (`?1` = complete).
+   * Requests are read and responses written with this header.
+   */
+  completeHeader: 'Upload-Incomplete' | 'Upload-Complete'
+  /** From -04 (interop 6) appends must be `Content-Type: application/partial-upload`; before, any type. */
+  appendNeedsPartialUploadType: boolean
+  /**
+   * From -04 on an append must say whether it completes the upload; before (and tus-js-client's empty
+   * last PATCH of a deferred-length upload) a missing header means "not complete".
+   */
+  appendNeedsComplete: boolean
+  /** From -03 (interop 5) a 104 may repeat to report progress (`Upload-Offset`). */
+  progressInterim: boolean
+  /**
+   * `Upload-Limit` (-04 on): absent before; the retention key is `expires` in -04/-05 and `max-age` from
+   * -06. Both mean seconds of life left.
+   */
+  uploadLimit: 'none' | 'expires' | 'max-age'
+  /** Problem types (RFC 9457 bodies) defined by this version: -04 on. */
+  problemTypes: boolean
+  /** `completed-upload` problem type for appends to a finished upload: -04 to -11 (removed in -12). */
+  completedUploadProblem: boolean
+  /** -12 describes GET on the upload resource as offset retrieval too. */
+  getRetrievesOffset: boolean
+}
+
+const v = (interop: number, drafts: string, rules: Omit<DraftVersion, 'interop' | 'drafts'>): DraftVersion => ({ ...rules, interop, drafts })
+
+const V3 = v(3, '-01', {
+  completeHeader: 'Upload-Incomplete',
+  appendNeedsPartialUploadType: false,
+  appendNeedsComplete: false,
+  progressInterim: false,
+  uploadLimit: 'none',
+  problemTypes: false,
+  completedUploadProblem: false,
+  getRetrievesOffset: false
+})
+const V4 = v(4, '-02', { ...V3, completeHeader: 'Upload-Complete' })
+const V5 = v(5, '-03', { ...V4, progressInterim: true })
+const V6 = v(6, '-04, -05', {
+  ...V5,
+  appendNeedsPartialUploadType: true,
+  appendNeedsComplete: true,
+  uploadLimit: 'expires',
+  problemTypes: true,
+  completedUploadProblem: true
+})
+const V7 = v(7, '-06 to -08', { ...V6, uploadLimit: 'max-age' })
+const V8 = v(8, '-09 to -11', { ...V7 })
+const V9 = v(9, '-12', { ...V8, completedUploadProblem: false, getRetrievesOffset: true })
+
+/** Every interop version with known rules, by number. */
+export const DRAFT_VERSIONS: ReadonlyMap<number, DraftVersion> = new Map([V3, V4, V5, V6, V7, V8, V9].map((version) => [version.interop, version]))
+
+/** The default of `ietfDraftVersions`: every version whose rules are known. */
+export const DEFAULT_DRAFT_VERSIONS: readonly number[] = [...DRAFT_VERSIONS.keys()]
