@@ -96,7 +96,7 @@ export const handleDraftCreation: DraftHandler = async (context, version, reques
     sendInterim(request, reply, version, { Location: location, ...(limit === undefined ? {} : { 'Upload-Limit': limit }) })
     const stopProgress = version.progressInterim ? reportProgress(context.events, request, reply, version, upload) : undefined
     try {
-      upload = await receive(context, request, upload, complete)
+      upload = await receive(context, version, request, upload, complete)
     } finally {
       stopProgress?.()
     }
@@ -154,7 +154,7 @@ export const handleDraftAppend: DraftHandler = async (context, version, request,
     if (upload.size !== undefined && contentLength !== undefined && upload.offset + contentLength > upload.size) {
       throw inconsistent(`${contentLength} more bytes go beyond the length of ${upload.size}`, upload)
     }
-    upload = await receive(context, request, upload, complete)
+    upload = await receive(context, version, request, upload, complete)
     setUploadHeaders(context, version, reply, upload)
     if (isComplete(upload)) response = await completeUpload(context, request, upload)
   } finally {
@@ -223,13 +223,16 @@ export const DRAFT_UPLOAD_HANDLERS: Record<string, DraftHandler> = {
  * that arrived whole fixes a still unknown length at the bytes stored; a body cut short leaves the
  * upload incomplete and resumable (I-C-8, I-A-4).
  */
-async function receive (context: TusContext, request: FastifyRequest, upload: UploadInfo, complete: boolean): Promise<UploadInfo> {
+async function receive (context: TusContext, version: DraftVersion, request: FastifyRequest, upload: UploadInfo, complete: boolean): Promise<UploadInfo> {
   let result = upload
   if (hasBody(request)) {
     try {
       result = await appendBody(context, request, upload)
     } catch (error) {
-      if ((error as { code?: string }).code === 'FST_TUS_LENGTH_EXCEEDED' && upload.size !== undefined) {
+      const exceeded = (error as { code?: string }).code === 'FST_TUS_LENGTH_EXCEEDED'
+      // Beyond maxSize (the length still unknown): a 413 caused by the limits says which (I-L-4).
+      if (exceeded && upload.size === undefined) throw withLimit(error as Error, uploadLimit(context, version, upload))
+      if (exceeded) {
         // I-A-7: bytes beyond the known length make the upload invalid; it is removed, later requests get 404.
         request.log.info({ uploadId: upload.id }, 'fastify-tus: draft upload went beyond its length; removed')
         await context.store.terminate(upload.id)
@@ -290,8 +293,11 @@ function setUploadHeaders (context: TusContext, version: DraftVersion, reply: Fa
   if (limit !== undefined) reply.header('Upload-Limit', limit)
 }
 
+/** Adds Upload-Limit to an error's headers (keeping the ones it has, such as Upload-Offset). */
 function withLimit<E extends Error> (error: E, limit: string | undefined): E {
-  return limit === undefined ? error : withHeaders(error, { 'Upload-Limit': limit })
+  if (limit === undefined) return error
+  const headers = (error as { headers?: Record<string, string> }).headers
+  return withHeaders(error, { ...headers, 'Upload-Limit': limit })
 }
 
 async function lockedUpload (context: TusContext, request: FastifyRequest): Promise<UploadInfo> {
