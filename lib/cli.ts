@@ -38,8 +38,8 @@ Options:
   -v, --version             show the version and exit
 
 Uploads: <dir>/<id> holds the bytes, <dir>/<id>.json the length and metadata. Finished uploads can be
-downloaded with GET <prefix>/<id>. SIGTERM or SIGINT stops accepting uploads, lets running requests
-finish and exits; a second signal exits at once.
+downloaded with GET <prefix>/<id>. SIGTERM or SIGINT closes the server gracefully (no new requests;
+every byte received is kept, so clients resume later) and exits 0; a second signal exits at once.
 
 Example:
   npx fastify-tus --dir ./uploads --port 1080 --max-size 10G --cors-origin https://app.example.com
@@ -219,7 +219,7 @@ async function serve (options: CliOptions): Promise<void> {
       process.exit(1)
     }
     stopping = true
-    app.log.info({ signal }, 'shutting down: no new requests, waiting for running ones')
+    app.log.info({ signal }, 'shutting down')
     app.close().then(() => process.exit(0), (error: unknown) => {
       app.log.error({ err: error }, 'shutdown failed')
       process.exit(1)
