@@ -29,6 +29,10 @@ Options:
   --days-to-keep <days>     an upload expires this many days after its last write; fractions allowed;
                             "never" keeps uploads forever (default: 5)
   --expiry-interval <s>     seconds between two sweeps removing expired uploads (default: 3600)
+  --min-free-space <bytes>  refuse new uploads (507) that would leave less free disk than this; bytes
+                            or K, M, G, T (default: 0, no check)
+  --idle-timeout <s>        end a request body that brings no byte for this many seconds; its bytes
+                            are kept (default: 60)
   --cors-origin <origin>    allow browser uploads from this origin, e.g. https://app.example.com; repeat
                             it for several, or "*" for any origin (default: none, same-origin only)
   --metrics-path <path>     serve Prometheus metrics with GET on this path, e.g. /metrics (default: off)
@@ -56,6 +60,8 @@ interface CliOptions {
   maxSize: number | undefined
   daysToKeep: number | undefined
   expiryIntervalSeconds: number
+  minFreeSpace: number
+  idleTimeoutSeconds: number
   corsOrigins: string[]
   metricsPath: string | undefined
   relativeLocation: boolean
@@ -79,6 +85,8 @@ function parseCli (argv: string[]): Parsed {
         'max-size': { type: 'string' },
         'days-to-keep': { type: 'string' },
         'expiry-interval': { type: 'string' },
+        'min-free-space': { type: 'string' },
+        'idle-timeout': { type: 'string' },
         'cors-origin': { type: 'string', multiple: true },
         'metrics-path': { type: 'string' },
         'relative-location': { type: 'boolean' },
@@ -103,9 +111,11 @@ function parseCli (argv: string[]): Parsed {
       port: parsePort(values.port ?? '1080'),
       host: nonEmpty('--host', values.host ?? '127.0.0.1'),
       prefix: parsePath('--prefix', values.prefix ?? '/files'),
-      maxSize: values['max-size'] === undefined ? undefined : parseSize(values['max-size']),
+      maxSize: values['max-size'] === undefined ? undefined : parseSize('--max-size', values['max-size']),
       daysToKeep: values['days-to-keep'] === undefined ? undefined : parseDays(values['days-to-keep']),
-      expiryIntervalSeconds: parseSeconds(values['expiry-interval'] ?? '3600'),
+      expiryIntervalSeconds: parseSeconds('--expiry-interval', values['expiry-interval'] ?? '3600'),
+      minFreeSpace: values['min-free-space'] === undefined || values['min-free-space'] === '0' ? 0 : parseSize('--min-free-space', values['min-free-space']),
+      idleTimeoutSeconds: parseSeconds('--idle-timeout', values['idle-timeout'] ?? '60'),
       corsOrigins: (values['cors-origin'] ?? []).map(parseOrigin),
       metricsPath: values['metrics-path'] === undefined ? undefined : parsePath('--metrics-path', values['metrics-path']),
       relativeLocation: values['relative-location'] === true,
@@ -132,11 +142,11 @@ function parsePath (flag: string, value: string): string {
 
 const SIZE_UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 }
 
-function parseSize (value: string): number {
+function parseSize (flag: string, value: string): number {
   const match = /^(\d+)([KMGT]?)(?:i?B)?$/i.exec(value.trim())
   const size = match === null ? NaN : Number(match[1]) * (SIZE_UNITS[(match[2] ?? '').toUpperCase()] ?? NaN)
   if (!(Number.isSafeInteger(size) && size > 0)) {
-    throw new UsageError(`--max-size must be a positive number of bytes, optionally with K, M, G or T (got "${value}")`)
+    throw new UsageError(`${flag} must be a positive number of bytes, optionally with K, M, G or T (got "${value}")`)
   }
   return size
 }
@@ -148,11 +158,11 @@ function parseDays (value: string): number {
   return days
 }
 
-function parseSeconds (value: string): number {
+function parseSeconds (flag: string, value: string): number {
   const seconds = /^\d+$/.test(value) ? Number(value) : NaN
   // setInterval takes at most 2^31-1 ms.
   if (!(seconds >= 1 && seconds * 1000 <= 2 ** 31 - 1)) {
-    throw new UsageError(`--expiry-interval must be a whole number of seconds from 1 to 2147483 (got "${value}")`)
+    throw new UsageError(`${flag} must be a whole number of seconds from 1 to 2147483 (got "${value}")`)
   }
   return seconds
 }
@@ -189,6 +199,8 @@ async function serve (options: CliOptions): Promise<void> {
       ...(options.daysToKeep === undefined ? {} : { daysToKeep: options.daysToKeep }),
       ...(options.metricsPath === undefined ? {} : { metricsPath: options.metricsPath }),
       relativeLocation: options.relativeLocation,
+      minFreeSpace: options.minFreeSpace,
+      idleTimeout: options.idleTimeoutSeconds * 1000,
       onUploadComplete: async (upload, request) => {
         request.log.info({ id: upload.id, size: upload.size, metadata: upload.metadata, path: upload.path }, 'upload complete')
       }

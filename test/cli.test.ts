@@ -27,7 +27,7 @@ async function ensureBuilt (): Promise<void> {
 await ensureBuilt()
 
 const FLAGS = ['--dir', '--port', '--host', '--prefix', '--max-size', '--days-to-keep', '--expiry-interval', '--cors-origin',
-  '--metrics-path', '--relative-location', '--log-level', '--help', '--version']
+  '--metrics-path', '--relative-location', '--log-level', '--min-free-space', '--idle-timeout', '--help', '--version']
 
 t.test('--help documents every flag and exits 0', async (t) => {
   const result = await runProcess(t, process.execPath, [cli, '--help'])
@@ -48,6 +48,8 @@ t.test('bad flags and values exit 2 with a message naming the problem', async (t
     [['--days-to-keep', '-1'], /--days-to-keep/],
     [['--days-to-keep', 'soon'], /--days-to-keep must be a positive number of days or "never"/],
     [['--expiry-interval', '0'], /--expiry-interval/],
+    [['--min-free-space', 'lots'], /--min-free-space must be a positive number of bytes/],
+    [['--idle-timeout', '1.5'], /--idle-timeout must be a whole number of seconds/],
     [['--cors-origin', 'app.example.com'], /--cors-origin must be "\*" or an origin/],
     [['--cors-origin', 'https://app.example.com/upload'], /--cors-origin/],
     [['--prefix', 'files'], /--prefix must be a URL path starting with "\/"/],
@@ -164,4 +166,14 @@ t.test('a port in use is an error with exit code 1, not a usage error', async (t
   const result = await runProcess(t, process.execPath, [cli, '--dir', dir, '--port', String(port), '--log-level', 'silent'])
   t.equal(result.code, 1)
   t.match(result.stderr, /EADDRINUSE/)
+})
+
+t.test('--min-free-space refuses uploads the disk cannot take with 507', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-cli-space-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const server = startProcess(t, process.execPath, [cli, '--dir', dir, '--port', '0', '--min-free-space', '8000T', '--idle-timeout', '5', '--log-level', 'warn'])
+  const [, endpoint = ''] = await waitForOutput(server, /tus endpoint at (http:\/\/127\.0\.0\.1:\d+\/files\/)/)
+  const refused = await tusRequest(endpoint, { method: 'POST', headers: { 'Upload-Length': '1' } })
+  t.equal(refused.status, 507)
+  t.match(refused.text, /Not enough storage/)
 })
