@@ -19,7 +19,7 @@ export class RequestBody extends PassThrough {
     super({ highWaterMark: 64 * 1024 })
     this.#source = source
     source.pipe(this)
-    this.#idleTimer = setTimeout(() => { this.release('idle') }, idleTimeoutMs).unref()
+    this.#idleTimer = setTimeout(() => { this.#idle() }, idleTimeoutMs).unref()
     source.on('data', () => { this.#idleTimer.refresh() })
     finished(source, (error) => {
       clearTimeout(this.#idleTimer)
@@ -27,6 +27,15 @@ export class RequestBody extends PassThrough {
       this.aborted = true
       if (!this.writableEnded) this.end()
     })
+  }
+
+  #idle (): void {
+    // Bytes are waiting for the handler (a store busy with a part, a slow hook): it is not the client that is idle.
+    if (this.readableLength > 0) {
+      this.#idleTimer.refresh()
+      return
+    }
+    this.release('idle')
   }
 
   /**

@@ -35,7 +35,8 @@ export type OnUploadCreate = (upload: NewUpload, request: FastifyRequest) => Awa
 /**
  * While bytes arrive: before the first byte of each request on an unfinished upload, then at most every
  * `progressInterval` ms and once more after the request's last byte unless it completed the upload.
- * `upload.offset` is the number of bytes stored so far. Throw to stop the upload (bytes stored are kept).
+ * `upload.offset` counts the bytes handed to the store so far (written once the request ends). Throw to stop the
+ * upload (bytes stored are kept).
  */
 export type OnUploadProgress = (upload: UploadInfo, request: FastifyRequest) => Awaitable<void>
 /** Once per upload, after its last byte is durable and before the final response; may shape that response. */
@@ -117,7 +118,8 @@ export class ProgressTracker {
     const interval = this.#context.options.progressInterval
     for await (const chunk of body) {
       yield chunk
-      // Resumed by the store asking for more: this chunk has been handed over (written, for the FileStore).
+      // Resumed by the store asking for more: this chunk has been handed over (the FileStore may still hold up to
+      // 128 KiB of them in its write queue, so a crash can lose bytes a progress report already counted).
       this.#stored += chunk.length
       if (Date.now() - this.#lastReport >= interval && !await this.#report()) return
     }
