@@ -156,6 +156,10 @@ async function partialUpload (context: TusContext, id: string): Promise<UploadIn
 /** Copies the partials' bytes into the final from where the copy stands, then flushes them (lock held). */
 async function copyPartials (context: TusContext, final: UploadInfo): Promise<UploadInfo> {
   if (final.concat?.type !== 'final') return final
+  if (final.offset === 0 && await context.store.concatenate?.(final.id, final.concat.parts) === true) {
+    await context.store.flush(final.id)
+    return { ...final, offset: final.size ?? 0, modifiedAt: new Date() }
+  }
   let offset = final.offset
   let start = 0
   for (const id of final.concat.parts) {

@@ -165,3 +165,43 @@ t.test('through the plugin: tus-js-client upload, HEAD, GET whole and ranged, DE
   t.equal(await multipartUploads(bucket), 0)
   t.same(await keys(bucket), [])
 })
+
+t.test('concatenation: S3 copies complete partials itself (UploadPartCopy), or the plugin streams them when it cannot', async (t) => {
+  t.setTimeout(180_000)
+  const bucket = await testBucket(t)
+  const store = newStore(bucket, 8 * MiB)
+  const first = randomBytesSeeded(6 * MiB, 51)
+  const second = randomBytesSeeded(6 * MiB + 11, 52)
+  const last = randomBytesSeeded(MiB, 53)
+  async function partial (id: string, data: Buffer): Promise<void> {
+    await store.create({ id, size: data.length, metadata: {}, concat: { type: 'partial' } })
+    await store.write(id, 0, bytes(data))
+    await store.flush(id)
+  }
+  await partial('p1', first)
+  await partial('p2', second)
+  await partial('p3', last)
+  const whole = Buffer.concat([first, second, last])
+  await store.create({ id: 'final', size: whole.length, metadata: {}, concat: { type: 'final', parts: ['p1', 'p2', 'p3'], header: 'final;p1 p2 p3' } })
+  t.equal(await store.concatenate('final', ['p1', 'p2', 'p3']), true, 'copied inside S3')
+  t.equal((await store.getInfo('final')).offset, whole.length)
+  await store.flush('final')
+  const chunks: Buffer[] = []
+  for await (const chunk of await store.read('final')) chunks.push(chunk as Buffer)
+  t.equal(sha256(Buffer.concat(chunks)), sha256(whole))
+
+  // A small partial before the last cannot be a part of its own: the store declines.
+  await store.create({ id: 'final2', size: last.length + first.length, metadata: {}, concat: { type: 'final', parts: ['p3', 'p1'], header: 'final;p3 p1' } })
+  t.equal(await store.concatenate('final2', ['p3', 'p1']), false)
+  t.equal((await store.getInfo('final2')).offset, 0, 'nothing copied')
+
+  // Through the plugin both ways end byte-identical.
+  const server = await startServer(t, { store })
+  for (const order of [['p1', 'p2', 'p3'], ['p3', 'p1']]) {
+    const created = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Concat': `final;${order.join(' ')}` } })
+    t.equal(created.status, 201, created.text)
+    const download = await tusRequest(new URL(created.headers.location!, server.origin).href)
+    const expected = Buffer.concat(order.map((id) => ({ p1: first, p2: second, p3: last })[id as 'p1']))
+    t.equal(sha256(download.body), sha256(expected), order.join(' '))
+  }
+})

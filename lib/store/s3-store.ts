@@ -8,6 +8,7 @@ import {
   HeadObjectCommand,
   ListObjectsV2Command,
   ListPartsCommand,
+  UploadPartCopyCommand,
   PutObjectCommand,
   S3Client,
   UploadPartCommand,
@@ -219,6 +220,36 @@ export class S3Store implements DataStore {
     }
     await this.#writeInfo({ ...info, completed: true })
     if (incompleteSize > 0) await this.#delete(this.#incompleteKey(id))
+  }
+
+  /**
+   * UploadPartCopy of each complete partial into the final's multipart upload, one part per partial: S3
+   * copies the bytes itself. Only when every partial but the last is a valid non-last part (5 MiB to
+   * 5 GiB) and none is empty; otherwise false, and the partials are streamed through the server.
+   */
+  async concatenate (finalId: string, partialIds: string[]): Promise<boolean> {
+    if (partialIds.length > MAX_PARTS) return false
+    const final = await this.#state(finalId)
+    if (final.offset !== 0 || final.info.completed === true) return false
+    const partials = await Promise.all(partialIds.map(async (id) => (await this.#readInfo(id)).body))
+    const copyable = partials.every((partial, index) => {
+      const size = partial.size ?? 0
+      const last = index === partials.length - 1
+      return partial.completed === true && size > 0 && size <= MAX_PART_SIZE && (last || size >= MIN_PART_SIZE)
+    })
+    if (!copyable) return false
+    const dataKey = this.#dataKey(finalId, final.info.directory)
+    for (const [index, partial] of partials.entries()) {
+      const source = `${this.bucket}/${this.#dataKey(partial.id, partial.directory)}`
+      await this.#send('UploadPartCopy', async (s3) => await s3.send(new UploadPartCopyCommand({
+        Bucket: this.bucket,
+        Key: dataKey,
+        UploadId: final.info.uploadId,
+        PartNumber: index + 1,
+        CopySource: encodeURI(source)
+      })))
+    }
+    return true
   }
 
   async declareLength (id: string, size: number): Promise<void> {

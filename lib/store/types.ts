@@ -57,6 +57,12 @@ export interface DataStore {
   flush (id: string): Promise<void>
   /** Sets a deferred length once. */
   declareLength (id: string, size: number): Promise<void>
+  /**
+   * Optional: fills an empty final upload with the bytes of its complete partial uploads inside the
+   * backend (S3: UploadPartCopy), without streaming them through the server. Resolves false when it
+   * cannot for these partials; the caller then copies them through `read` and `write`.
+   */
+  concatenate? (finalId: string, partialIds: string[]): Promise<boolean>
   /** Streams the stored bytes, or a range of them. */
   read (id: string, range?: ByteRange): Promise<Readable>
   /** Removes the upload and its data. */
