@@ -80,22 +80,22 @@ ceph-authtool --create-keyring "$D/keyring" --gen-key -n mon. --cap mon 'allow *
 # --addv with an explicit v1 address: plain --add takes any port but 6789 for a msgr2 address, which a mon
 # without msgr2 never answers on.
 monmaptool --create --fsid "$FSID" --addv a "[v1:127.0.0.1:$MON_PORT]" "$D/monmap" >/dev/null
-ceph-mon -c "$CONF" --mkfs -i a --monmap "$D/monmap" --keyring "$D/keyring" 2>>"$D/log/mkfs.log"
-ceph-mon -c "$CONF" -i a
+ceph-mon -c "$CONF" --mkfs -i a --monmap "$D/monmap" --keyring "$D/keyring" 2>>"$D/log/mkfs.log" || fail "mon mkfs failed"
+ceph-mon -c "$CONF" -i a 2>>"$D/log/mkfs.log" || fail "the monitor did not start"
 timeout 60 ceph -c "$CONF" mon stat >/dev/null 2>>"$D/log/cli.log" || fail "the monitor did not answer"
 
 OSD_UUID=$(uuid)
 OSD_ID=$(timeout 60 ceph -c "$CONF" osd new "$OSD_UUID" 2>>"$D/log/cli.log") || fail "could not register the OSD"
 mkdir -p "$D/osd/$OSD_ID"
-ceph-osd -c "$CONF" -i "$OSD_ID" --mkfs --osd-uuid "$OSD_UUID" 2>>"$D/log/mkfs.log"
-ceph-osd -c "$CONF" -i "$OSD_ID" 2>>"$D/log/mkfs.log"
+ceph-osd -c "$CONF" -i "$OSD_ID" --mkfs --osd-uuid "$OSD_UUID" 2>>"$D/log/mkfs.log" || fail "OSD mkfs failed"
+ceph-osd -c "$CONF" -i "$OSD_ID" 2>>"$D/log/mkfs.log" || fail "the OSD did not start (exit $?)"
 for i in $(seq 1 300); do
   timeout 10 ceph -c "$CONF" osd stat -f json 2>>"$D/log/cli.log" | grep -q '"num_up_osds":1' && break
   [ "$i" = 300 ] && fail "the OSD did not come up"
   sleep 0.2
 done
 
-radosgw -c "$CONF" -n client.rgw.a 2>>"$D/log/mkfs.log"
+radosgw -c "$CONF" -n client.rgw.a 2>>"$D/log/mkfs.log" || fail "radosgw did not start"
 for i in $(seq 1 600); do
   curl -s -o /dev/null "http://127.0.0.1:$RGW_PORT/" && break
   [ "$i" = 600 ] && fail "radosgw did not answer on port $RGW_PORT"

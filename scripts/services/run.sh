@@ -32,9 +32,9 @@ if REDIS_PORT=$redis_port bash "$here/redis-up.sh" "$root/redis"; then
   export TUS_TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
   echo "fastify-tus: redis-server at $TUS_TEST_REDIS_URL"
 fi
-# Ceph's daemons occasionally fail to start on a loaded machine (the OSD exits at once): try three times.
+# Ceph's daemons occasionally fail to start on a loaded machine (the OSD exits at once): try five times.
 ceph_up() {
-  for attempt in 1 2 3; do
+  for attempt in 1 2 3 4 5; do
     rgw_port=$(free_port)
     if RGW_PORT=$rgw_port MON_PORT=$(free_port) ACCESS_KEY=testaccesskey SECRET_KEY=testsecretkey \
       bash "$here/ceph-up.sh" "$root/ceph"; then
