@@ -47,7 +47,7 @@ export const QUICK: Sizes = {
   chunkedTotal: 64 * MiB,
   smallCount: 500,
   parallelSize: 4 * MiB,
-  headCount: 4000
+  headCount: 2000
 }
 
 /** What a workload measured. */
