@@ -1,7 +1,9 @@
 /**
  * The S3 benchmark: fastify-tus with S3Store (against a real Ceph radosgw on 127.0.0.1) at several part sizes,
  * beside fastify-tus with its FileStore as the peer, on W1 (one upload in a single PATCH) and W4 (concurrent
- * uploads, one PATCH each) from bench/workloads.ts. Each server runs in its own process, fresh per workload.
+ * uploads, one PATCH each) from bench/workloads.ts, and "S3 limit" (bench/servers/s3-limit.mjs: node's http server
+ * making the same UploadPart calls one part at a time, no tus bookkeeping), the ceiling for a Node.js server
+ * storing into this S3. Each server runs in its own process, fresh per workload.
  *
  *   npm run build && npm run bench:s3                 # 3 rounds, full sizes (W1 1 GiB, W4 32 x 32 MiB)
  *   npm run bench:s3 -- --quick                       # 1 round, W1 128 MiB, W4 32 x 4 MiB
@@ -44,6 +46,7 @@ const { values: args } = parseArgs({
     'part-sizes': { type: 'string', default: '5,8,16,64' },
     workloads: { type: 'string', default: 'W1,W4' },
     'no-file': { type: 'boolean', default: false },
+    'no-limit': { type: 'boolean', default: false },
     // Size overrides, for smoke runs while developing.
     'single-mib': { type: 'string' },
     'parallel-count': { type: 'string' },
@@ -114,8 +117,15 @@ interface Variant {
 }
 
 const FILE: Variant = { key: 'file', definition: SERVERS['fastify-tus']! }
+/** The ceiling: the same S3 calls for the data, without the protocol's bookkeeping (bench/servers/s3-limit.mjs). */
+const LIMIT: Variant = {
+  key: 's3-limit',
+  partSize: 8 * MiB,
+  definition: { name: 'S3 limit (8 MiB parts)', script: 's3-limit.mjs', args: [`--endpoint=${endpoint}`, `--bucket=${bucket}`, `--part-size=${8 * MiB}`] }
+}
 const variants: Variant[] = [
   ...(args['no-file'] ? [] : [FILE]),
+  ...(args['no-limit'] ? [] : [LIMIT]),
   ...partSizesMiB.map((mib) => ({
     key: `s3-${mib}`,
     partSize: mib * MiB,
@@ -272,18 +282,26 @@ async function main (): Promise<void> {
     median(samples.get(key(variant, workload))!.map(pick))
   const s3Variants = variants.filter((variant) => variant.partSize !== undefined)
   const withFile = variants.includes(FILE)
+  const defaultVariant = variants.find((variant) => variant.key === 's3-8')
+  const withLimit = variants.includes(LIMIT) && defaultVariant !== undefined
   const lines: string[] = []
   lines.push(`Medians of ${rounds} round(s); ${describeSizes()}; every server run with \`node ${NODE_FLAGS.join(' ')}\`; every upload verified by sha256.`)
   lines.push(`Machine: ${machine}; rounds took ${((Date.now() - started) / 60000).toFixed(1)} min, load average at the end ${loadavg().map((load) => load.toFixed(2)).join(' ')}.`, '')
   const header = variants.map((variant) => variant.key === 'file' ? 'FileStore' : variant.definition.name)
-  const ratioHeader = withFile ? s3Variants.map((variant) => `${variant.definition.name} / FileStore`) : []
+  const ratioHeader = [
+    ...(withFile ? s3Variants.map((variant) => `${variant.definition.name} / FileStore`) : []),
+    ...(withLimit ? [`${defaultVariant.definition.name} / ${LIMIT.definition.name}`] : [])
+  ]
   lines.push(`| workload | unit | ${[...header, ...ratioHeader].join(' | ')} |`)
   lines.push(`| --- | --- | ${[...header, ...ratioHeader].map(() => '---:').join(' | ')} |`)
   for (const workload of workloads) {
     const values = variants.map((variant) => format(medianOf(variant.key, workload.id, (sample) => sample.value)))
-    const ratios = withFile
-      ? s3Variants.map((variant) => `${(medianOf(variant.key, workload.id, (sample) => sample.value) / medianOf('file', workload.id, (sample) => sample.value)).toFixed(2)}x`)
-      : []
+    const ratio = (a: string, b: string): string =>
+      `${(medianOf(a, workload.id, (sample) => sample.value) / medianOf(b, workload.id, (sample) => sample.value)).toFixed(2)}x`
+    const ratios = [
+      ...(withFile ? s3Variants.map((variant) => ratio(variant.key, 'file')) : []),
+      ...(withLimit ? [ratio(defaultVariant.key, LIMIT.key)] : [])
+    ]
     lines.push(`| ${workload.id} ${workload.title} | ${workload.unit} | ${[...values, ...ratios].join(' | ')} |`)
   }
   lines.push('', 'Peak RSS (VmHWM) of the server process, fresh per workload, MiB (median); for S3 beside it the part size x the uploads running at once:', '')
