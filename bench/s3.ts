@@ -54,22 +54,30 @@ const { values: args } = parseArgs({
   }
 })
 
+/** Exit code of the copy under run.sh when Ceph did not come up: the parent tries again. */
+const NO_S3 = 75
+
 if (process.env.TUS_TEST_S3_ENDPOINT === undefined || process.env.TUS_TEST_S3_ENDPOINT === '') {
   if (process.env[UNDER_SERVICES] === '1') {
-    throw new Error('scripts/services/run.sh did not start Ceph radosgw (see its messages above), so there is no S3 to measure')
+    console.error('bench:s3: scripts/services/run.sh did not start Ceph radosgw (see its messages above)')
+    process.exit(NO_S3)
   }
-  // Run this script again with the services up; bluestore unless the caller chose otherwise.
-  const child = spawn('bash', [join(REPOSITORY, 'scripts/services/run.sh'), process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
-    stdio: 'inherit',
-    env: {
-      ...process.env,
-      [UNDER_SERVICES]: '1',
-      OSD_STORE: process.env.OSD_STORE ?? 'bluestore',
-      // A sparse file: room for a round's uploads plus what radosgw's garbage collector has not freed yet.
-      BLUESTORE_BYTES: process.env.BLUESTORE_BYTES ?? String(32 * 1024 * MiB)
-    }
-  })
-  const [code] = await once(child, 'exit') as [number | null]
+  // Run this script again with the services up; bluestore unless the caller chose otherwise. Ceph's start
+  // now and then fails on a busy machine, so it gets three tries.
+  let code: number | null = NO_S3
+  for (let attempt = 1; attempt <= 3 && code === NO_S3; attempt++) {
+    const child = spawn('bash', [join(REPOSITORY, 'scripts/services/run.sh'), process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
+      stdio: 'inherit',
+      env: {
+        ...process.env,
+        [UNDER_SERVICES]: '1',
+        OSD_STORE: process.env.OSD_STORE ?? 'bluestore',
+        // A sparse file: room for a round's uploads plus what radosgw's garbage collector has not freed yet.
+        BLUESTORE_BYTES: process.env.BLUESTORE_BYTES ?? String(32 * 1024 * MiB)
+      }
+    })
+    ;[code] = await once(child, 'exit') as [number | null]
+  }
   process.exit(code ?? 1)
 }
 
