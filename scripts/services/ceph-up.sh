@@ -13,6 +13,9 @@ ACCESS_KEY=${ACCESS_KEY:-testaccesskey}
 SECRET_KEY=${SECRET_KEY:-testsecretkey}
 uuid() { cat /proc/sys/kernel/random/uuid; }
 fail() { echo "ceph-up: $1" >&2; tail -n 15 "$D"/log/*.log >&2; exit 1; }
+# A ceph command sent while the mon is still settling can be refused ("problem getting command descriptions",
+# "wrong fsid"): the commands below are idempotent, so they are retried.
+retry() { for attempt in 1 2 3 4 5; do "$@" && return 0; sleep 0.5; done; return 1; }
 
 rm -rf "$D"; mkdir -p "$D"/{run,log,mon,osd,rgw}
 FSID=$(uuid)
@@ -63,6 +66,10 @@ bluestore_cache_size = 134217728
 osd_memory_target = 536870912
 osd_op_num_shards = 1
 osd_op_num_threads_per_shard = 2
+# The OSD's own start-up crush commands can reach the mon before it knows the fsid ('wrong fsid', exit 250):
+# the script places it in the crush map instead, before starting it.
+osd_class_update_on_start = false
+osd_crush_update_on_start = false
 [client]
 keyring = $D/keyring
 [client.rgw.a]
@@ -82,11 +89,12 @@ ceph-authtool --create-keyring "$D/keyring" --gen-key -n mon. --cap mon 'allow *
 monmaptool --create --fsid "$FSID" --addv a "[v1:127.0.0.1:$MON_PORT]" "$D/monmap" >/dev/null
 ceph-mon -c "$CONF" --mkfs -i a --monmap "$D/monmap" --keyring "$D/keyring" 2>>"$D/log/mkfs.log" || fail "mon mkfs failed"
 ceph-mon -c "$CONF" -i a 2>>"$D/log/mkfs.log" || fail "the monitor did not start"
-timeout 60 ceph -c "$CONF" mon stat >/dev/null 2>>"$D/log/cli.log" || fail "the monitor did not answer"
+retry timeout 60 ceph -c "$CONF" mon stat >/dev/null 2>>"$D/log/cli.log" || fail "the monitor did not answer"
 
 OSD_UUID=$(uuid)
-OSD_ID=$(timeout 60 ceph -c "$CONF" osd new "$OSD_UUID" 2>>"$D/log/cli.log") || fail "could not register the OSD"
+OSD_ID=$(retry timeout 60 ceph -c "$CONF" osd new "$OSD_UUID" 2>>"$D/log/cli.log") || fail "could not register the OSD"
 mkdir -p "$D/osd/$OSD_ID"
+retry timeout 60 ceph -c "$CONF" osd crush create-or-move "osd.$OSD_ID" 1.0 root=default host=localhost >/dev/null 2>>"$D/log/cli.log" || fail "could not place the OSD in the crush map"
 ceph-osd -c "$CONF" -i "$OSD_ID" --mkfs --osd-uuid "$OSD_UUID" 2>>"$D/log/mkfs.log" || fail "OSD mkfs failed"
 ceph-osd -c "$CONF" -i "$OSD_ID" 2>>"$D/log/mkfs.log" || fail "the OSD did not start (exit $?)"
 for i in $(seq 1 300); do
