@@ -15,6 +15,7 @@ import { cpus, loadavg } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { DATA_ROOT, NODE_FLAGS, RunningServer, SERVERS, type ServerDefinition } from './servers.js'
+import { format, median } from './stats.js'
 import { FULL, QUICK, WORKLOADS, verifyStored, warmUp, type Measurement, type Sizes, type Workload } from './workloads.js'
 
 const { values: args } = parseArgs({
@@ -71,18 +72,6 @@ async function measure (definition: ServerDefinition, workload: Workload, runSiz
     await server.stop()
     await server.removeData()
   }
-}
-
-function median (values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  const middle = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2
-}
-
-function format (value: number): string {
-  if (value >= 100) return value.toFixed(0)
-  if (value >= 10) return value.toFixed(1)
-  return value.toFixed(2)
 }
 
 function describe (sample: Sample, workload: Workload): string {

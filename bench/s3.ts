@@ -32,6 +32,7 @@ import {
 } from '@aws-sdk/client-s3'
 import { request } from 'undici'
 import { DATA_ROOT, NODE_FLAGS, RunningServer, SERVERS, type ServerDefinition } from './servers.js'
+import { format, median } from './stats.js'
 import { FULL, QUICK, WORKLOADS, verifyStored, warmUp, type Measurement, type Sizes, type StoredUpload, type Workload } from './workloads.js'
 
 const MiB = 1024 * 1024
@@ -212,18 +213,6 @@ async function measure (variant: Variant, workload: Workload): Promise<Sample> {
     await server.removeData()
     if (variant.partSize !== undefined) await emptyBucket()
   }
-}
-
-function median (values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  const middle = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2
-}
-
-function format (value: number): string {
-  if (value >= 100) return value.toFixed(0)
-  if (value >= 10) return value.toFixed(1)
-  return value.toFixed(2)
 }
 
 function mib (bytes: number): string {
