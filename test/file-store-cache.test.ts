@@ -1,5 +1,5 @@
-// FileStore with its in-memory info cache (cacheSize): the whole store contract, the plugin on top of it,
-// and the races between a cache fill and the changes that make what it read stale.
+// FileStore's in-memory info cache (cacheSize, on by default): the whole store contract, the plugin on top of
+// it, two stores sharing a directory, and the races between a cache fill and the changes that make it stale.
 import t from 'tap'
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -79,4 +79,32 @@ t.test('a cache fill racing a termination or a declared length does not keep wha
     t.equal((await store.getInfo(deferred)).size, 7, `round ${round}: declared`)
     await store.terminate(deferred)
   }
+})
+
+t.test('a store sharing the directory sees what another store changed, whatever it has cached', async (t) => {
+  const dir = join(directory, 'shared')
+  const reader = new FileStore({ directory: dir })
+  const writer = new FileStore({ directory: dir })
+  t.teardown(async () => { await Promise.all([reader.close(), writer.close()]) })
+
+  const id = contractId()
+  await writer.create({ id, size: 10, metadata: { filename: 'first' } })
+  t.equal((await reader.getInfo(id)).metadata.filename, 'first', 'cached by the reader')
+  await writer.write(id, 0, (async function * () { yield Buffer.from('abc') })())
+  t.equal((await reader.getInfo(id)).offset, 3, 'bytes written elsewhere')
+  await writer.terminate(id)
+  await t.rejects(reader.getInfo(id), { code: 'FST_TUS_NOT_FOUND' }, 'terminated elsewhere')
+
+  await writer.create({ id, size: 10, metadata: { filename: 'first' } })
+  t.equal((await reader.getInfo(id)).size, 10)
+  await writer.terminate(id)
+  await writer.create({ id, size: 20, metadata: { filename: 'second' } })
+  const recreated = await reader.getInfo(id)
+  t.same([recreated.size, recreated.metadata.filename, recreated.offset], [20, 'second', 0], 're-created elsewhere under the same id')
+
+  const deferred = contractId()
+  await writer.create({ id: deferred, size: undefined, metadata: {} })
+  t.equal((await reader.getInfo(deferred)).size, undefined)
+  await writer.declareLength(deferred, 7)
+  t.equal((await reader.getInfo(deferred)).size, 7, 'length declared elsewhere')
 })

@@ -71,8 +71,10 @@ t.test('an info file whose recorded directory was tampered with is never followe
   await mkdir(join(dirname(server.dir), 'victim'), { recursive: true })
   t.teardown(async () => { await writeFile(infoPath, JSON.stringify(info)) })
   await writeFile(infoPath, JSON.stringify({ ...info, directory: '../victim' }))
+  // A server started after the tampering reads the info file (the first one serves it from its cache).
+  const restarted = await startServer(t, { dir: server.dir })
   for (const method of ['HEAD', 'GET', 'PATCH']) {
-    const response = await tusRequest(url, { method, headers: method === 'PATCH' ? { 'Upload-Offset': '0', ...OCTET } : {}, ...(method === 'PATCH' ? { body: 'abc' } : {}) })
+    const response = await tusRequest(`${restarted.endpoint}${id}`, { method, headers: method === 'PATCH' ? { 'Upload-Offset': '0', ...OCTET } : {}, ...(method === 'PATCH' ? { body: 'abc' } : {}) })
     t.equal(response.status, 500, method)
   }
   t.same(await readdir(join(dirname(server.dir), 'victim')), [], 'nothing written outside the root')

@@ -1,5 +1,6 @@
 import { createReadStream } from 'node:fs'
 import { link, mkdir, open, readFile, readdir, rename, rm, stat, unlink } from 'node:fs/promises'
+import type { Stats } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
@@ -9,6 +10,7 @@ import { isValidDirectory, isValidUploadId } from '../ids.js'
 import type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata } from './types.js'
 
 const INFO_SUFFIX = '.json'
+const DEFAULT_CACHE_SIZE = 1000
 
 /** What `<id>.json` holds. The offset is not in it: it is the data file's size, so it is never stale. */
 interface InfoFile {
@@ -21,16 +23,22 @@ interface InfoFile {
   createdAt: string
 }
 
+interface CachedInfo {
+  info: InfoFile
+  /** The data file the info was read with (fileIdentity). */
+  file: string
+}
+
 export interface FileStoreOptions {
   /** Directory holding `<id>` (data) and `<id>.json` (info) for every upload; created if missing. */
   directory: string
   /**
-   * How many info files to keep in memory, so that HEAD and PATCH do not read `<id>.json` every time
-   * (0, the default: none). Offsets and modification times are still read from the data file (a stat).
-   * Correct only while this process is the only one changing uploads in `directory` (a deferred length
-   * declared or an upload removed elsewhere would go unseen), as with the default in-process MemoryLocker;
-   * leave it at 0 when processes share the directory. Edits made to info files by hand are not seen
-   * while they are cached. With 10000, HEAD answers about twice as fast (bench/RESULTS.md).
+   * How many info files to keep in memory (default 1000, most recently used kept; 0: none), so that HEAD
+   * and PATCH cost one `stat` of the data file instead of reading `<id>.json` as well. Offsets and
+   * modification times always come from that stat. A cached info is used only while the data file is
+   * the one it was read with (same inode and birth time) and its length is known, so processes sharing
+   * the directory see each other's terminations, re-creations and declared lengths. Edits made to info
+   * files by hand are not seen while they are cached.
    */
   cacheSize?: number
 }
@@ -46,7 +54,7 @@ export class FileStore implements DataStore {
   readonly #openHandles = new Set<FileHandle>()
   #ready: Promise<void> | undefined
   /** Info files by id, most recently read last; the oldest goes when the cache is full. */
-  readonly #cache = new Map<string, InfoFile>()
+  readonly #cache = new Map<string, CachedInfo>()
   readonly #cacheSize: number
   /** Counts info changes and removals, so that a cache fill that raced one does not cache what it read before. */
   #changes = 0
@@ -55,7 +63,7 @@ export class FileStore implements DataStore {
 
   constructor (options: FileStoreOptions) {
     this.directory = options.directory
-    this.#cacheSize = options.cacheSize ?? 0
+    this.#cacheSize = options.cacheSize ?? DEFAULT_CACHE_SIZE
     if (!Number.isInteger(this.#cacheSize) || this.#cacheSize < 0) throw new TypeError('cacheSize must be a non-negative integer')
   }
 
@@ -63,10 +71,16 @@ export class FileStore implements DataStore {
     await this.#ensureDirectory()
     const path = this.#dataPath(upload.id, upload.directory)
     if (upload.directory !== undefined) await mkdir(join(this.directory, upload.directory), { recursive: true })
-    const createdAt = new Date()
     // The data file comes first: an upload exists once its info file does, and then its data file exists too.
     const data = await open(path, 'wx').catch((error: unknown) => { throw isExists(error) ? new TusErrors.ID_TAKEN(upload.id) : error })
-    await data.close()
+    let stats: Stats
+    try {
+      stats = await data.stat()
+    } finally {
+      await data.close()
+    }
+    // After the data file's birth, which a cache fill checks (see #fill).
+    const createdAt = new Date()
     const info: InfoFile = {
       id: upload.id,
       size: upload.size ?? null,
@@ -81,34 +95,39 @@ export class FileStore implements DataStore {
       await rm(path, { force: true })
       throw isExists(error) ? new TusErrors.ID_TAKEN(upload.id) : error
     }
-    this.#remember(upload.id, info)
-    return { ...upload, offset: 0, createdAt, modifiedAt: createdAt, path }
+    this.#remember(upload.id, { info, file: fileIdentity(stats) })
+    return { ...upload, offset: 0, createdAt, modifiedAt: stats.mtime, path }
   }
 
   async getInfo (id: string): Promise<UploadInfo> {
-    const info = await this.#info(id)
-    const createdAt = new Date(info.createdAt)
+    assertSafeId(id)
+    const cached = this.#cache.get(id)
+    // A deferred length may have been declared by another process: read again until it is known.
+    if (cached !== undefined && cached.info.size !== null) {
+      const path = this.#dataPath(id, cached.info.directory)
+      const stats = await statIfExists(path)
+      if (stats !== undefined && fileIdentity(stats) === cached.file) {
+        this.#remember(id, cached)
+        return toUploadInfo(cached.info, path, stats)
+      }
+    }
+    return await this.#fill(id)
+  }
+
+  /** getInfo from the info file, read again, and the data file; caches what it read when it may. */
+  async #fill (id: string): Promise<UploadInfo> {
+    const changes = this.#changes
+    const info = await this.#readInfo(id)
     const path = this.#dataPath(id, info.directory)
-    let offset = 0
-    let modifiedAt = createdAt
-    try {
-      const stats = await stat(path)
-      offset = stats.size
-      modifiedAt = stats.mtime > createdAt ? stats.mtime : createdAt
-    } catch (error) {
-      if (!isNotFound(error)) throw error
+    const stats = await statIfExists(path)
+    // A data file born after the info was written belongs to an upload re-created under the same id
+    // (elsewhere) since the read; and a length declared or an upload removed here meanwhile makes it stale.
+    if (stats !== undefined && Math.floor(stats.birthtimeMs) <= Date.parse(info.createdAt) && changes === this.#changes) {
+      this.#remember(id, { info, file: fileIdentity(stats) })
+    } else {
+      this.#cache.delete(id)
     }
-    return {
-      id,
-      size: info.size ?? undefined,
-      metadata: info.metadata,
-      ...(info.concat === undefined ? {} : { concat: info.concat }),
-      ...(info.directory === undefined ? {} : { directory: info.directory }),
-      offset,
-      createdAt,
-      modifiedAt,
-      path
-    }
+    return toUploadInfo(info, path, stats)
   }
 
   async write (id: string, offset: number, source: AsyncIterable<Buffer>): Promise<number> {
@@ -196,10 +215,10 @@ export class FileStore implements DataStore {
     this.#cache.clear()
   }
 
-  #remember (id: string, info: InfoFile): void {
+  #remember (id: string, cached: CachedInfo): void {
     if (this.#cacheSize === 0) return
     this.#cache.delete(id)
-    this.#cache.set(id, info)
+    this.#cache.set(id, cached)
     if (this.#cache.size > this.#cacheSize) this.#cache.delete(this.#cache.keys().next().value!)
   }
 
@@ -209,16 +228,13 @@ export class FileStore implements DataStore {
     this.#synced.delete(id)
   }
 
-  /** The info file's contents, from the cache when it has them (then cached). */
+  /**
+   * The info file's contents, from the cache when it has them. The callers (write, flush, read, terminate)
+   * run after a getInfo of the same request, which checked the cached entry against the data file.
+   */
   async #info (id: string): Promise<InfoFile> {
     assertSafeId(id)
-    const cached = this.#cache.get(id)
-    if (cached !== undefined) return cached
-    const changes = this.#changes
-    const info = await this.#readInfo(id)
-    // A length declared or an upload removed while the file was read: what was read may be stale.
-    if (changes === this.#changes) this.#remember(id, info)
-    return info
+    return this.#cache.get(id)?.info ?? await this.#readInfo(id)
   }
 
   #ensureDirectory (): Promise<void> {
@@ -351,6 +367,35 @@ async function writeAll (handle: FileHandle, buffers: Buffer[]): Promise<number>
     }
   }
   return total
+}
+
+function toUploadInfo (info: InfoFile, path: string, stats: Stats | undefined): UploadInfo {
+  const createdAt = new Date(info.createdAt)
+  return {
+    id: info.id,
+    size: info.size ?? undefined,
+    metadata: info.metadata,
+    ...(info.concat === undefined ? {} : { concat: info.concat }),
+    ...(info.directory === undefined ? {} : { directory: info.directory }),
+    offset: stats?.size ?? 0,
+    createdAt,
+    modifiedAt: stats?.mtime ?? createdAt,
+    path
+  }
+}
+
+/** Which file this is: a file removed and created again under the same name is another one. */
+function fileIdentity (stats: Stats): string {
+  return `${stats.ino}:${stats.birthtimeMs}`
+}
+
+async function statIfExists (path: string): Promise<Stats | undefined> {
+  try {
+    return await stat(path)
+  } catch (error) {
+    if (isNotFound(error)) return undefined
+    throw error
+  }
 }
 
 function assertSafeId (id: string): void {
