@@ -4,8 +4,9 @@ import { TusErrors } from './errors.js'
 import type { InFlightWrites } from './in-flight.js'
 import type { TusEvents } from './events.js'
 import { isValidUploadId } from './ids.js'
-import type { UploadLocker } from './lock.js'
+import type { LockOptions, UploadLocker } from './lock.js'
 import type { TusMetrics } from './metrics.js'
+import type { SharedReads } from './shared-reads.js'
 import type { ResolvedOptions } from './options.js'
 import type { DataStore, UploadInfo } from './store/types.js'
 
@@ -25,6 +26,8 @@ export interface TusContext {
   pendingFinals: PendingFinals
   /** Appends running now, for a graceful close. */
   inFlight: InFlightWrites
+  /** HEADs of one upload waiting for its lock together. */
+  sharedReads: SharedReads
   /** For work outside a request (expiry); requests log through `request.log`. */
   log: FastifyBaseLogger
 }
@@ -52,4 +55,12 @@ export async function getLiveUpload (context: TusContext, id: string): Promise<U
   const upload = await context.store.getInfo(id)
   if (isExpired(context, upload)) throw new TusErrors.GONE()
   return upload
+}
+
+/**
+ * The upload once no request is writing to it (404 unknown, 410 expired): what HEAD reports. Under the
+ * lock, so the offset is never one a running PATCH is about to move (a stuck one is asked to let go).
+ */
+export async function settledUpload (context: TusContext, id: string, lockOptions: LockOptions): Promise<UploadInfo> {
+  return await context.sharedReads.read(id, async () => await context.locker.lock(id, lockOptions), async () => await getLiveUpload(context, id))
 }

@@ -4,6 +4,7 @@ import { PendingFinals } from './concat.js'
 import type { TusContext } from './context.js'
 import { TusEvents } from './events.js'
 import { InFlightWrites } from './in-flight.js'
+import { SharedReads } from './shared-reads.js'
 import { removeExpired } from './expiry.js'
 import { MemoryLocker } from './lock.js'
 import { METRICS_CONTENT_TYPE, TusMetrics, measuredLocker } from './metrics.js'
@@ -34,7 +35,7 @@ const plugin: FastifyPluginAsync<TusPluginOptions> = async (fastify, rawOptions)
   const metrics = new TusMetrics()
   const locker = measuredLocker(rawOptions.locker ?? new MemoryLocker(), metrics)
   const events = new TusEvents()
-  const context: Omit<TusContext, 'basePath'> = { options, store, locker, events, metrics, pendingFinals: new PendingFinals(), inFlight: new InFlightWrites(), log: fastify.log }
+  const context: Omit<TusContext, 'basePath'> = { options, store, locker, events, metrics, pendingFinals: new PendingFinals(), inFlight: new InFlightWrites(), sharedReads: new SharedReads(), log: fastify.log }
 
   const decorator: TusDecorator = Object.assign(events, {
     removeExpired: async () => await removeExpired({ ...context, basePath: options.prefix }),

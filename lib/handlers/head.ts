@@ -1,21 +1,13 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { isComplete } from '../append.js'
 import { finishFinal } from '../concat.js'
-import { getLiveUpload, uploadIdOf, type TusContext } from '../context.js'
+import { settledUpload, uploadIdOf, type TusContext } from '../context.js'
 import { serializeMetadata } from '../metadata.js'
 import { setExpires } from '../reply.js'
 
 /** HEAD: the upload's offset, length and metadata. */
 export async function handleHead (context: TusContext, request: FastifyRequest, reply: FastifyReply): Promise<void> {
-  const id = uploadIdOf(request)
-  // Under the lock, so the offset is never one a running PATCH is about to move (a stuck one is released).
-  const lock = await context.locker.lock(id, { timeoutMs: context.options.lockTimeout })
-  let upload
-  try {
-    upload = await getLiveUpload(context, id)
-  } finally {
-    await lock.release()
-  }
+  let upload = await settledUpload(context, uploadIdOf(request), { timeoutMs: context.options.lockTimeout })
   reply.header('Cache-Control', 'no-store')
   if (upload.concat?.type === 'final' && !isComplete(upload)) {
     // Its partials may have completed while no process was waiting for them (a restart): finish it now.

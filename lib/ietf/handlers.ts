@@ -2,7 +2,7 @@ import { Http2ServerResponse } from 'node:http2'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import { appendBody, isComplete } from '../append.js'
 import { RequestBody } from '../body.js'
-import { expiresAt, getLiveUpload, uploadIdOf, type TusContext } from '../context.js'
+import { expiresAt, getLiveUpload, settledUpload, uploadIdOf, type TusContext } from '../context.js'
 import { TusErrors, withHeaders } from '../errors.js'
 import type { TusEvents } from '../events.js'
 import { handleGet } from '../handlers/get.js'
@@ -168,7 +168,7 @@ export const handleDraftAppend: DraftHandler = async (context, version, request,
 export const handleDraftHead: DraftHandler = async (context, version, request, reply) => {
   const forbidden = hasAnyHeader(request, ['Upload-Offset', version.completeHeader, 'Upload-Length'])
   if (forbidden !== undefined) throw new TusErrors.INVALID_HEADER(forbidden, 'not allowed on offset retrieval')
-  const upload = await lockedUpload(context, request)
+  const upload = await settledUpload(context, uploadIdOf(request), lockOptions(context, request))
   setUploadHeaders(context, version, reply, upload)
   if (upload.size !== undefined) reply.header('Upload-Length', String(upload.size))
   await reply.code(204).header('Cache-Control', 'no-store').send()
@@ -183,7 +183,7 @@ export const handleDraftGet: DraftHandler = async (context, version, request, re
     await handleGet(context, request, reply)
     return
   }
-  const upload = await lockedUpload(context, request)
+  const upload = await settledUpload(context, uploadIdOf(request), lockOptions(context, request))
   setUploadHeaders(context, version, reply, upload)
   if (upload.size !== undefined) reply.header('Upload-Length', String(upload.size))
   reply.header('Cache-Control', 'no-store')
@@ -298,16 +298,6 @@ function withLimit<E extends Error> (error: E, limit: string | undefined): E {
   if (limit === undefined) return error
   const headers = (error as { headers?: Record<string, string> }).headers
   return withHeaders(error, { ...headers, 'Upload-Limit': limit })
-}
-
-async function lockedUpload (context: TusContext, request: FastifyRequest): Promise<UploadInfo> {
-  const id = uploadIdOf(request)
-  const lock = await context.locker.lock(id, lockOptions(context, request))
-  try {
-    return await getLiveUpload(context, id)
-  } finally {
-    await lock.release()
-  }
 }
 
 /**
