@@ -31,8 +31,8 @@ const { values: args } = parseArgs({
 
 const sizes: Sizes = args.quick ? QUICK : FULL
 const rounds = Number(args.rounds ?? (args.quick ? 1 : 3))
-// --quick compares the three servers the issue is about; a full run adds the cache, fsync and no-fsync variants.
-const serverList = args.servers ?? (args.quick ? 'fastify-tus,tus-server,limit' : 'fastify-tus,fastify-tus-cache,tus-server,limit,limit-fsync,fastify-tus-nofsync')
+// --quick compares the three servers the issue is about; a full run adds both sides without fsync / with fsync.
+const serverList = args.servers ?? (args.quick ? 'fastify-tus,tus-server,limit' : 'fastify-tus,fastify-tus-nofsync,tus-server,limit,limit-fsync')
 const servers = serverList.split(',').map((key) => {
   const definition = SERVERS[key]
   if (definition === undefined) throw new Error(`unknown server ${key}; known: ${Object.keys(SERVERS).join(', ')}`)
@@ -112,9 +112,9 @@ async function main (): Promise<void> {
   const ratios: Array<[string, string]> = ([
     ['fastify-tus', 'tus-server'],
     ['fastify-tus', 'limit'],
-    ['fastify-tus-cache', 'limit'],
-    ['fastify-tus-cache', 'limit-fsync'],
-    ['fastify-tus-nofsync', 'limit']
+    ['fastify-tus', 'limit-fsync'],
+    ['fastify-tus-nofsync', 'limit'],
+    ['fastify-tus-nocache', 'fastify-tus']
   ] as Array<[string, string]>).filter(([a, b]) => has(a) && has(b))
 
   lines.push(`Medians of ${rounds} round(s); ${args.quick ? 'quick' : 'full'} sizes; every server run with \`node ${NODE_FLAGS.join(' ')}\`.`)

@@ -22,8 +22,8 @@ export interface ServerDefinition {
 
 export const SERVERS: Record<string, ServerDefinition> = {
   'fastify-tus': { name: 'fastify-tus', script: 'fastify-tus.mjs', args: [] },
-  'fastify-tus-cache': { name: 'fastify-tus (cache)', script: 'fastify-tus.mjs', args: ['--cache-size=10000'] },
-  'fastify-tus-nofsync': { name: 'fastify-tus (cache, no fsync)', script: 'fastify-tus.mjs', args: ['--cache-size=10000', '--no-fsync'] },
+  'fastify-tus-nofsync': { name: 'fastify-tus (fsync: false)', script: 'fastify-tus.mjs', args: ['--no-fsync'] },
+  'fastify-tus-nocache': { name: 'fastify-tus (cacheSize: 0)', script: 'fastify-tus.mjs', args: ['--cache-size=0'] },
   'tus-server': { name: '@tus/server', script: 'tus-server.mjs', args: [] },
   limit: { name: 'limit', script: 'limit.mjs', args: [] },
   'limit-fsync': { name: 'limit (fsync)', script: 'limit.mjs', args: ['--fsync'] }

@@ -1,7 +1,7 @@
 // FileStore.write batches the chunks that arrive while a write is in progress (writev); every byte must
 // land once, in order, whatever the chunk sizes and however fast the source is.
 import t from 'tap'
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, open, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { FileStore } from '../lib/index.js'
@@ -56,4 +56,46 @@ t.test('a source failing after many queued chunks: everything it yielded is stor
   await t.rejects(store.write(id, 0, failing()), { message: 'client vanished' })
   t.equal((await store.getInfo(id)).offset, data.length)
   t.equal(sha256(await readFile(join(directory, id))), sha256(data))
+})
+
+/** Counts fsync and fdatasync calls on every FileHandle (a spy on node's own class; the calls still run). */
+async function countSyncs<T> (work: () => Promise<T>): Promise<{ result: T, sync: number, datasync: number }> {
+  const probe = await open(join(directory, 'probe'), 'w')
+  const prototype = Object.getPrototypeOf(probe) as { sync: () => Promise<void>, datasync: () => Promise<void> }
+  await probe.close()
+  const { sync, datasync } = prototype
+  const counts = { sync: 0, datasync: 0 }
+  prototype.sync = async function (this: unknown) { counts.sync++; await sync.call(this) }
+  prototype.datasync = async function (this: unknown) { counts.datasync++; await datasync.call(this) }
+  try {
+    return { result: await work(), ...counts }
+  } finally {
+    prototype.sync = sync
+    prototype.datasync = datasync
+  }
+}
+
+t.test('fsync (the default): the info file at creation, the data while it arrives and at completion; fsync: false never', async (t) => {
+  const data = randomBytesSeeded(40 * 1024 * 1024 + 5, 14)
+  for (const fsync of [true, false]) {
+    const dir = join(directory, `fsync-${String(fsync)}`)
+    const own = new FileStore({ directory: dir, fsync })
+    t.teardown(async () => { await own.close() })
+    const id = contractId()
+    const { result, sync, datasync } = await countSyncs(async () => {
+      await own.create({ id, size: data.length, metadata: {} })
+      const offset = await own.write(id, 0, cut(data, [64 * 1024]))
+      await own.flush(id)
+      return offset
+    })
+    t.equal(result, data.length)
+    t.equal(sha256(await readFile(join(dir, id))), sha256(data), `fsync: ${String(fsync)}: bytes intact`)
+    if (fsync) {
+      t.equal(sync, 2, 'info file at creation, data at its last byte (flush then has nothing to do)')
+      t.ok(datasync >= 1, `a 40 MiB write flushed while it arrived (${datasync} fdatasync)`)
+    } else {
+      t.same({ sync, datasync }, { sync: 0, datasync: 0 }, 'fsync: false')
+    }
+  }
+  t.throws(() => new FileStore({ directory, fsync: 'yes' as unknown as boolean }), { message: 'fsync must be a boolean' })
 })

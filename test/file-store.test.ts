@@ -12,3 +12,9 @@ t.teardown(async () => {
   await rm(directory, { recursive: true, force: true })
 })
 storeContract(t, store)
+
+t.test('the contract holds with fsync: false', async (t) => {
+  const unsynced = new FileStore({ directory: join(directory, 'no-fsync'), fsync: false })
+  t.teardown(async () => { await unsynced.close() })
+  storeContract(t, unsynced)
+})

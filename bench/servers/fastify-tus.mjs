@@ -1,20 +1,18 @@
 // fastify-tus as a user gets it: the built package (dist/, through the package's own name) in a plain
-// Fastify app without a logger. Usage: node fastify-tus.mjs <data dir> [--no-fsync]
-// --no-fsync is for the benchmark only: it replaces FileStore.flush with a no-op, to measure what the
-// fsync on completion costs. The library itself has no such switch.
+// Fastify app without a logger. Usage: node fastify-tus.mjs <data dir> [--no-fsync] [--cache-size=N]
+// --no-fsync and --cache-size=N set the FileStore's `fsync: false` and `cacheSize` options.
 import Fastify from 'fastify'
 import tus, { FileStore } from 'fastify-tus'
 
 const dir = process.argv[2]
-if (dir === undefined) throw new Error('usage: fastify-tus.mjs <data dir> [--no-fsync]')
-
-class NoFsyncFileStore extends FileStore {
-  async flush () {}
-}
+if (dir === undefined) throw new Error('usage: fastify-tus.mjs <data dir> [--no-fsync] [--cache-size=N]')
 
 const cacheArg = process.argv.find((arg) => arg.startsWith('--cache-size='))
-const storeOptions = { directory: dir, ...(cacheArg === undefined ? {} : { cacheSize: Number(cacheArg.slice('--cache-size='.length)) }) }
-const store = process.argv.includes('--no-fsync') ? new NoFsyncFileStore(storeOptions) : new FileStore(storeOptions)
+const store = new FileStore({
+  directory: dir,
+  fsync: !process.argv.includes('--no-fsync'),
+  ...(cacheArg === undefined ? {} : { cacheSize: Number(cacheArg.slice('--cache-size='.length)) })
+})
 const app = Fastify()
 await app.register(tus, { prefix: '/files', dir, store })
 await app.listen({ host: '127.0.0.1', port: 0 })

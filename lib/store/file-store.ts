@@ -41,6 +41,15 @@ export interface FileStoreOptions {
    * files by hand are not seen while they are cached.
    */
   cacheSize?: number
+  /**
+   * Whether to fsync (default true): an upload's data before its completion is reported (flushed while it
+   * arrives, so the disk writes as the network receives), and each info file when it is written. With
+   * false nothing is fsynced: a process crash still loses nothing the offset reports (the kernel has the
+   * bytes), but a power loss or kernel crash may lose or shorten uploads reported complete, and lose
+   * uploads just created. Where the disk is slower than the network that buys throughput on large
+   * uploads (bench/RESULTS.md); choose it only where the data can be uploaded again.
+   */
+  fsync?: boolean
 }
 
 /**
@@ -56,6 +65,7 @@ export class FileStore implements DataStore {
   /** Info files by id, most recently read last; the oldest goes when the cache is full. */
   readonly #cache = new Map<string, CachedInfo>()
   readonly #cacheSize: number
+  readonly #fsync: boolean
   /** Counts info changes and removals, so that a cache fill that raced one does not cache what it read before. */
   #changes = 0
   /** Uploads whose data was fsynced by `write` when it stored the last byte, with no write since. */
@@ -64,6 +74,8 @@ export class FileStore implements DataStore {
   constructor (options: FileStoreOptions) {
     this.directory = options.directory
     this.#cacheSize = options.cacheSize ?? DEFAULT_CACHE_SIZE
+    this.#fsync = options.fsync ?? true
+    if (typeof this.#fsync !== 'boolean') throw new TypeError('fsync must be a boolean')
     if (!Number.isInteger(this.#cacheSize) || this.#cacheSize < 0) throw new TypeError('cacheSize must be a non-negative integer')
   }
 
@@ -135,7 +147,7 @@ export class FileStore implements DataStore {
     this.#synced.delete(id)
     const handle = await open(this.#dataPath(id, info.directory), 'a')
     this.#openHandles.add(handle)
-    const appender = new Appender(handle)
+    const appender = new Appender(handle, this.#fsync)
     let written = 0
     try {
       try {
@@ -145,7 +157,7 @@ export class FileStore implements DataStore {
         written = await appender.finish()
       }
       // The last byte: fsync now, on the open handle, so that flush() need not open the file again.
-      if (info.size !== null && offset + written === info.size) {
+      if (this.#fsync && info.size !== null && offset + written === info.size) {
         await handle.sync()
         this.#synced.add(id)
       }
@@ -157,7 +169,7 @@ export class FileStore implements DataStore {
   }
 
   async flush (id: string): Promise<void> {
-    if (this.#synced.delete(id)) return
+    if (this.#synced.delete(id) || !this.#fsync) return
     const handle = await open(await this.#dataPathOf(id), 'r')
     try {
       await handle.sync()
@@ -277,7 +289,7 @@ export class FileStore implements DataStore {
     const handle = await open(temporary, 'w')
     try {
       await handle.writeFile(JSON.stringify(info))
-      await handle.sync()
+      if (this.#fsync) await handle.sync()
     } finally {
       await handle.close()
     }
@@ -295,12 +307,19 @@ export class FileStore implements DataStore {
 
 /** Bytes that may wait for the disk per upload while the next chunks are read (bounded memory). */
 const MAX_QUEUED = 64 * 1024
+/**
+ * Bytes after which a large write starts flushing what it wrote (fdatasync) while it goes on receiving.
+ * Without it the kernel keeps a whole upload in the page cache and the fsync on completion writes all of
+ * it at once, after the last byte: receiving and writing to disk one after the other instead of together.
+ */
+const SYNC_STEP = 16 * 1024 * 1024
 
 /**
  * Appends chunks to an open file while the next ones are read: the chunks that arrive during one write go
  * out together in the next (one writev), so a fast body costs a thread-pool round trip per batch rather than
  * per chunk, and reading the socket overlaps writing the file. At most MAX_QUEUED bytes wait; beyond that
- * `push` waits for the write in progress.
+ * `push` waits for the write in progress. Every SYNC_STEP bytes it starts an fdatasync in the background
+ * (unless the store does not fsync).
  */
 class Appender {
   readonly #handle: FileHandle
@@ -310,9 +329,13 @@ class Appender {
   #writing: Promise<void> | undefined
   #batch: Promise<number> | undefined
   #failure: { error: unknown } | undefined
+  /** Bytes written since the last background flush; undefined when this store does not fsync. */
+  #unsynced: number | undefined
+  #syncing: Promise<void> | undefined
 
-  constructor (handle: FileHandle) {
+  constructor (handle: FileHandle, fsync: boolean) {
     this.#handle = handle
+    this.#unsynced = fsync ? 0 : undefined
   }
 
   async push (chunk: Buffer): Promise<void> {
@@ -324,9 +347,13 @@ class Appender {
     else if (this.#queued >= MAX_QUEUED) await this.#batch?.catch(() => undefined)
   }
 
-  /** Waits until everything pushed is written; resolves with the bytes written, or rejects with the write error. */
+  /**
+   * Waits until everything pushed is written and a background flush has ended; resolves with the bytes
+   * written, or rejects with the write or flush error.
+   */
   async finish (): Promise<number> {
     while (this.#writing !== undefined) await this.#writing
+    await this.#syncing
     if (this.#failure !== undefined) throw this.#failure.error
     return this.#written
   }
@@ -338,13 +365,27 @@ class Appender {
         this.#queue = []
         this.#queued = 0
         this.#batch = writeAll(this.#handle, buffers)
-        this.#written += await this.#batch
+        const written = await this.#batch
+        this.#written += written
+        if (this.#unsynced === undefined) continue
+        this.#unsynced += written
+        if (this.#unsynced >= SYNC_STEP && this.#syncing === undefined) this.#startSync()
       }
     } catch (error) {
-      this.#failure = { error }
+      this.#failure ??= { error }
     } finally {
       this.#writing = undefined
     }
+  }
+
+  #startSync (): void {
+    this.#unsynced = 0
+    this.#syncing = this.#handle.datasync().then(
+      () => { this.#syncing = undefined },
+      (error: unknown) => {
+        this.#failure ??= { error }
+        this.#syncing = undefined
+      })
   }
 }
 
