@@ -102,6 +102,13 @@ t.test('a store sharing the directory sees what another store changed, whatever 
   const recreated = await reader.getInfo(id)
   t.same([recreated.size, recreated.metadata.filename, recreated.offset], [20, 'second', 0], 're-created elsewhere under the same id')
 
+  const own = contractId()
+  await reader.create({ id: own, size: 10, metadata: { filename: 'mine' } })
+  await writer.terminate(own)
+  await writer.create({ id: own, size: 30, metadata: { filename: 'theirs' } })
+  const replaced = await reader.getInfo(own)
+  t.same([replaced.size, replaced.metadata.filename], [30, 'theirs'], 'an upload this store created, re-created elsewhere before this store looked at it again')
+
   const deferred = contractId()
   await writer.create({ id: deferred, size: undefined, metadata: {} })
   t.equal((await reader.getInfo(deferred)).size, undefined)
