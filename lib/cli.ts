@@ -8,7 +8,7 @@ import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import Fastify from 'fastify'
 import { corsHook } from './cors.js'
-import tus from './index.js'
+import tus, { FileStore } from './index.js'
 
 const USAGE_EXIT = 2
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
@@ -37,6 +37,8 @@ Options:
                             it for several, or "*" for any origin (default: none, same-origin only)
   --metrics-path <path>     serve Prometheus metrics with GET on this path, e.g. /metrics (default: off)
   --relative-location       answer creation with a path-only Location (/files/<id>)
+  --no-fsync                never fsync: faster on large uploads where the disk is slower than the
+                            network, but a power loss may lose uploads already reported complete
   --log-level <level>       ${LOG_LEVELS.join(', ')} (default: info)
   -h, --help                show this help and exit
   -v, --version             show the version and exit
@@ -65,6 +67,7 @@ interface CliOptions {
   corsOrigins: string[]
   metricsPath: string | undefined
   relativeLocation: boolean
+  fsync: boolean
   logLevel: LogLevel
 }
 
@@ -90,6 +93,7 @@ function parseCli (argv: string[]): Parsed {
         'cors-origin': { type: 'string', multiple: true },
         'metrics-path': { type: 'string' },
         'relative-location': { type: 'boolean' },
+        'no-fsync': { type: 'boolean' },
         'log-level': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' }
@@ -119,6 +123,7 @@ function parseCli (argv: string[]): Parsed {
       corsOrigins: (values['cors-origin'] ?? []).map(parseOrigin),
       metricsPath: values['metrics-path'] === undefined ? undefined : parsePath('--metrics-path', values['metrics-path']),
       relativeLocation: values['relative-location'] === true,
+      fsync: values['no-fsync'] !== true,
       logLevel: logLevel as LogLevel
     }
   }
@@ -194,6 +199,7 @@ async function serve (options: CliOptions): Promise<void> {
   try {
     await app.register(tus, {
       dir: options.dir,
+      store: new FileStore({ directory: options.dir, fsync: options.fsync }),
       prefix: options.prefix,
       ...(options.maxSize === undefined ? {} : { maxSize: options.maxSize }),
       ...(options.daysToKeep === undefined ? {} : { daysToKeep: options.daysToKeep }),

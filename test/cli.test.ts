@@ -27,7 +27,7 @@ async function ensureBuilt (): Promise<void> {
 await ensureBuilt()
 
 const FLAGS = ['--dir', '--port', '--host', '--prefix', '--max-size', '--days-to-keep', '--expiry-interval', '--cors-origin',
-  '--metrics-path', '--relative-location', '--log-level', '--min-free-space', '--idle-timeout', '--help', '--version']
+  '--metrics-path', '--relative-location', '--log-level', '--min-free-space', '--idle-timeout', '--no-fsync', '--help', '--version']
 
 t.test('--help documents every flag and exits 0', async (t) => {
   const result = await runProcess(t, process.execPath, [cli, '--help'])
@@ -176,4 +176,15 @@ t.test('--min-free-space refuses uploads the disk cannot take with 507', async (
   const refused = await tusRequest(endpoint, { method: 'POST', headers: { 'Upload-Length': '1' } })
   t.equal(refused.status, 507)
   t.match(refused.text, /Not enough storage/)
+})
+
+t.test('--no-fsync serves uploads byte for byte (only what reaches the disk when changes)', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-cli-nofsync-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const server = startProcess(t, process.execPath, [cli, '--dir', dir, '--port', '0', '--no-fsync', '--log-level', 'warn'])
+  const [, endpoint = ''] = await waitForOutput(server, /tus endpoint at (http:\/\/127\.0\.0\.1:\d+\/files\/)/)
+  const bytes = randomBytesSeeded(300 * 1024 + 1, 7)
+  const url = await tusUpload(bytes, { endpoint, chunkSize: 100 * 1024 })
+  t.equal(sha256(await readFile(join(dir, idOf(url)))), sha256(bytes))
+  t.equal((await tusRequest(url, { method: 'HEAD' })).headers['upload-offset'], String(bytes.length))
 })
