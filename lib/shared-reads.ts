@@ -2,19 +2,20 @@ import type { UploadLock } from './lock.js'
 import type { UploadInfo } from './store/types.js'
 
 /**
- * Requests that only read an upload under its lock (HEAD) and arrive while another such read of the same
- * upload still waits for the lock join it: one lock, one store read, one answer for all of them. A read
- * that has its lock already is not joined, so every answer reflects the upload as it was at some point
- * after its request arrived. Thirty-two clients polling one upload cost one read, not thirty-two in a row.
+ * Requests that only read an upload under its lock (HEAD) share the read of another such request of the
+ * same upload that is still waiting for the lock or reading under it: one lock, one store read, one answer
+ * for all of them. Nothing can change the upload while that lock is held, so each answer is the upload as
+ * it was when the request joined. Once the lock is released a new request starts a read of its own.
+ * Thirty-two clients polling one upload cost a few reads, not thirty-two in a row.
  */
 export class SharedReads {
-  readonly #waiting = new Map<string, Promise<UploadInfo>>()
+  readonly #current = new Map<string, Promise<UploadInfo>>()
 
   async read (id: string, lock: () => Promise<UploadLock>, read: () => Promise<UploadInfo>): Promise<UploadInfo> {
-    const waiting = this.#waiting.get(id)
-    if (waiting !== undefined) return await waiting
+    const current = this.#current.get(id)
+    if (current !== undefined) return await current
     const shared = this.#lockAndRead(id, lock, read)
-    this.#waiting.set(id, shared)
+    this.#current.set(id, shared)
     return await shared
   }
 
@@ -22,12 +23,15 @@ export class SharedReads {
     let held: UploadLock
     try {
       held = await lock()
-    } finally {
-      this.#waiting.delete(id)
+    } catch (error) {
+      this.#current.delete(id)
+      throw error
     }
     try {
       return await read()
     } finally {
+      // Before the release: from then on the upload may change, so later requests must read again.
+      this.#current.delete(id)
       await held.release()
     }
   }

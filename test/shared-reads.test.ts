@@ -1,4 +1,4 @@
-// HEADs of one upload that wait for its lock together share one lock and one store read, and all report
+// HEADs of one upload that arrive while another waits for its lock (or reads under it) share one lock and one store read, and all report
 // the upload as it is once the lock holder is done.
 import t from 'tap'
 import { appendFile, mkdtemp, rm } from 'node:fs/promises'
