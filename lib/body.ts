@@ -58,11 +58,11 @@ export class RequestBody extends PassThrough {
 }
 
 /**
- * A request body as an async iterable of chunks that never yields more than `limit` bytes. It ends
- * normally when the client goes away mid-body, so a store keeps every byte that did arrive; `exceeded`
- * and `aborted` tell afterwards why it ended.
+ * A request body with a limit: `admit` passes at most `limit` bytes of its chunks in all. A body whose client
+ * goes away mid-way simply ends, so a store keeps every byte that did arrive; `exceeded` and `aborted` tell
+ * afterwards why it ended.
  */
-export class BoundedBody implements AsyncIterable<Buffer> {
+export class BoundedBody {
   received = 0
   exceeded = false
   readonly #body: RequestBody | undefined
@@ -82,22 +82,25 @@ export class BoundedBody implements AsyncIterable<Buffer> {
     return this.#body?.aborted ?? false
   }
 
-  async * [Symbol.asyncIterator] (): AsyncIterator<Buffer> {
-    if (this.#body === undefined) return
+  /** The body's chunks as they arrive, before the limit (see `admit`). */
+  chunks (): AsyncIterable<Buffer> | Iterable<Buffer> {
     // destroyOnReturn: false leaves the rest of the body to be discarded once the response is sent.
-    const chunks = this.#body.iterator({ destroyOnReturn: false }) as AsyncIterableIterator<Buffer>
-    for await (const chunk of chunks) {
-      const room = this.#limit - this.received
-      if (chunk.length > room) {
-        this.exceeded = true
-        if (room > 0) {
-          this.received += room
-          yield chunk.subarray(0, room)
-        }
-        return
-      }
+    return this.#body?.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer> | undefined ?? []
+  }
+
+  /**
+   * What of `chunk` is within the limit: all of it, its head (then `exceeded` is set and no more may
+   * follow), or undefined when nothing is.
+   */
+  admit (chunk: Buffer): Buffer | undefined {
+    const room = this.#limit - this.received
+    if (chunk.length <= room) {
       this.received += chunk.length
-      yield chunk
+      return chunk
     }
+    this.exceeded = true
+    if (room === 0) return undefined
+    this.received += room
+    return chunk.subarray(0, room)
   }
 }

@@ -145,7 +145,11 @@ export class FileStore implements DataStore {
     let written = 0
     try {
       try {
-        for await (const chunk of source) await appender.push(chunk)
+        for await (const chunk of source) {
+          // Awaited only when the queue is full: most chunks cost no promise here.
+          const full = appender.push(chunk)
+          if (full !== undefined) await full
+        }
       } finally {
         // What arrived before a failing source is stored too (and a write error wins over the source's).
         written = await appender.finish()
@@ -332,13 +336,15 @@ class Appender {
     this.#unsynced = fsync ? 0 : undefined
   }
 
-  async push (chunk: Buffer): Promise<void> {
+  /** Queues a chunk; returns a promise to wait for when the queue is full (then the write in progress settles it). */
+  push (chunk: Buffer): Promise<unknown> | undefined {
     if (this.#failure !== undefined) throw this.#failure.error
-    if (chunk.length === 0) return
+    if (chunk.length === 0) return undefined
     this.#queue.push(chunk)
     this.#queued += chunk.length
     if (this.#writing === undefined) this.#writing = this.#drain()
-    else if (this.#queued >= MAX_QUEUED) await this.#batch?.catch(() => undefined)
+    else if (this.#queued >= MAX_QUEUED) return this.#batch?.catch(() => undefined)
+    return undefined
   }
 
   /**
