@@ -25,8 +25,8 @@ interface InfoFile {
 
 interface CachedInfo {
   info: InfoFile
-  /** The data file the info was read with (fileIdentity); undefined until the first stat after creation. */
-  file: string | undefined
+  /** The data file the info was read with (fileIdentity). */
+  file: string
 }
 
 export interface FileStoreOptions {
@@ -85,8 +85,13 @@ export class FileStore implements DataStore {
     if (upload.directory !== undefined) await mkdir(join(this.directory, upload.directory), { recursive: true })
     // The data file comes first: an upload exists once its info file does, and then its data file exists too.
     const data = await open(path, 'wx').catch((error: unknown) => { throw isExists(error) ? new TusErrors.ID_TAKEN(upload.id) : error })
-    await data.close()
-    // After the data file's birth, which the cache checks (see bornBy).
+    let stats: Stats
+    try {
+      stats = await data.stat()
+    } finally {
+      await data.close()
+    }
+    // After the data file's birth, which a cache fill checks (see #fill).
     const createdAt = new Date()
     const info: InfoFile = {
       id: upload.id,
@@ -102,8 +107,8 @@ export class FileStore implements DataStore {
       await rm(path, { force: true })
       throw isExists(error) ? new TusErrors.ID_TAKEN(upload.id) : error
     }
-    this.#remember(upload.id, { info, file: undefined })
-    return { ...upload, offset: 0, createdAt, modifiedAt: createdAt, path }
+    this.#remember(upload.id, { info, file: fileIdentity(stats) })
+    return { ...upload, offset: 0, createdAt, modifiedAt: stats.mtime, path }
   }
 
   async getInfo (id: string): Promise<UploadInfo> {
@@ -113,8 +118,8 @@ export class FileStore implements DataStore {
     if (cached !== undefined && cached.info.size !== null) {
       const path = this.#dataPath(id, cached.info.directory)
       const stats = await statIfExists(path)
-      if (stats !== undefined && (cached.file === undefined ? bornBy(stats, cached.info) : fileIdentity(stats) === cached.file)) {
-        this.#remember(id, { info: cached.info, file: fileIdentity(stats) })
+      if (stats !== undefined && fileIdentity(stats) === cached.file) {
+        this.#remember(id, cached)
         return toUploadInfo(cached.info, path, stats)
       }
     }
@@ -127,8 +132,9 @@ export class FileStore implements DataStore {
     const info = await this.#readInfo(id)
     const path = this.#dataPath(id, info.directory)
     const stats = await statIfExists(path)
-    // A length declared or an upload removed here while the file was read makes what was read stale.
-    if (stats !== undefined && bornBy(stats, info) && changes === this.#changes) {
+    // A data file born after the info was written belongs to an upload re-created under the same id
+    // (elsewhere) since the read; and a length declared or an upload removed here meanwhile makes it stale.
+    if (stats !== undefined && Math.floor(stats.birthtimeMs) <= Date.parse(info.createdAt) && changes === this.#changes) {
       this.#remember(id, { info, file: fileIdentity(stats) })
     } else {
       this.#cache.delete(id)
@@ -423,15 +429,6 @@ function toUploadInfo (info: InfoFile, path: string, stats: Stats | undefined): 
     modifiedAt: stats?.mtime ?? createdAt,
     path
   }
-}
-
-/**
- * Whether the data file is the one the info was written for: created before it. One born later belongs to
- * an upload removed and created again under the same id (by another process) since the info was read
- * (to the granularity of file timestamps, a few milliseconds; after the first check the inode decides).
- */
-function bornBy (stats: Stats, info: InfoFile): boolean {
-  return Math.floor(stats.birthtimeMs) <= Date.parse(info.createdAt)
 }
 
 /** Which file this is: a file removed and created again under the same name is another one. */
