@@ -310,7 +310,7 @@ function lockOptions (context: TusContext, request: FastifyRequest): { timeoutMs
     timeoutMs: context.options.lockTimeout,
     onReleaseRequested: () => {
       const body = request.body
-      if (body instanceof RequestBody && !body.readableEnded) request.raw.destroy()
+      if (body instanceof RequestBody && !body.ended) request.raw.destroy()
     }
   }
 }

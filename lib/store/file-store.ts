@@ -133,7 +133,8 @@ export class FileStore implements DataStore {
     const path = this.#dataPath(id, info.directory)
     const stats = await statIfExists(path)
     // A data file born after the info was written belongs to an upload re-created under the same id
-    // (elsewhere) since the read; and a length declared or an upload removed here meanwhile makes it stale.
+    // (elsewhere) since the read (file times are coarse: one re-created within a few milliseconds of the
+    // first creation passes for it); a length declared or an upload removed here meanwhile makes it stale.
     if (stats !== undefined && Math.floor(stats.birthtimeMs) <= Date.parse(info.createdAt) && changes === this.#changes) {
       this.#remember(id, { info, file: fileIdentity(stats) })
     } else {
