@@ -26,7 +26,7 @@ export interface TusContext {
   pendingFinals: PendingFinals
   /** Appends running now, for a graceful close. */
   inFlight: InFlightWrites
-  /** HEADs of one upload waiting for its lock together. */
+  /** HEADs of one upload sharing one read under its lock. */
   sharedReads: SharedReads
   /** For work outside a request (expiry); requests log through `request.log`. */
   log: FastifyBaseLogger
