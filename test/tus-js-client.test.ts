@@ -24,6 +24,24 @@ async function tempFile (t: { teardown: (fn: () => unknown) => void }, data: Buf
   return path
 }
 
+/**
+ * The real FileUrlStorage, whose removals can be awaited: tus-js-client removes a fingerprint on success
+ * without waiting for it, and a test that ends meanwhile races that write (its directory cannot be removed).
+ */
+class AwaitableUrlStorage extends FileUrlStorage {
+  readonly removals = new Set<Promise<void>>()
+
+  override async removeUpload (urlStorageKey: string): Promise<void> {
+    const removal = super.removeUpload(urlStorageKey)
+    this.removals.add(removal)
+    try {
+      await removal
+    } finally {
+      this.removals.delete(removal)
+    }
+  }
+}
+
 /** Starts an upload and aborts it once its first chunk is acknowledged; resolves with its URL. */
 async function uploadFirstChunkThenAbort (input: Buffer | Readable, options: UploadOptions): Promise<string> {
   return await new Promise((resolve, reject) => {
@@ -71,7 +89,7 @@ t.test('interrupted part-way, then resumed from the stored URL and from FileUrlS
   t.equal(await storedHash(server, url), sha256(data))
 
   const path = await tempFile(t, data)
-  const storage = new FileUrlStorage(join(path, '..', 'urls.json'))
+  const storage = new AwaitableUrlStorage(join(path, '..', 'urls.json'))
   const options = { endpoint: server.endpoint, chunkSize: 100_000, urlStorage: storage, storeFingerprintForResuming: true, removeFingerprintOnSuccess: true }
   const first = await uploadFirstChunkThenAbort(createReadStream(path), options)
   const previous = await new Promise<string>((resolve, reject) => {
@@ -89,6 +107,8 @@ t.test('interrupted part-way, then resumed from the stored URL and from FileUrlS
   })
   t.equal(previous, first, 'resumed the same upload')
   t.equal(await storedHash(server, first), sha256(data))
+  await Promise.all(storage.removals)
+  t.same(await storage.findAllUploads(), [], 'the fingerprint was removed on success')
 })
 
 t.test('deferred length from a generic Readable', async (t) => {
