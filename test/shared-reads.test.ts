@@ -1,13 +1,10 @@
 // HEADs of one upload that arrive while another waits for its lock (or reads under it) share one lock and one store read, and all report
 // the upload as it is once the lock holder is done.
 import t from 'tap'
-import { appendFile, mkdtemp, rm } from 'node:fs/promises'
-import type { AddressInfo } from 'node:net'
-import { tmpdir } from 'node:os'
+import { appendFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import Fastify from 'fastify'
 import tusPlugin, { FileStore, MemoryLocker, type LockOptions, type UploadLock, type UploadLocker } from '../lib/index.js'
-import { createUpload, idOf, tusRequest, type TestServer } from './helpers.js'
+import { createUpload, idOf, startServer, tusRequest } from './helpers.js'
 
 const HEADS = 10
 
@@ -31,32 +28,27 @@ class CountingStore extends FileStore {
 }
 
 t.test('HEADs waiting for a held lock share one lock and one read, and report the offset after the holder', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-shared-'))
   const locker = new CountingLocker()
-  const store = new CountingStore({ directory: dir })
-  const app = Fastify()
+  let store: CountingStore | undefined
   let arrived = 0
   let allArrived: () => void = () => {}
   const everyHeadArrived = new Promise<void>((resolve) => { allArrived = resolve })
-  // preHandler runs right before the handler, which joins the shared read without waiting for anything.
-  app.addHook('preHandler', async (request) => {
-    if (request.method === 'HEAD' && ++arrived === HEADS) setImmediate(allArrived)
+  const server = await startServer(t, {}, async (app, dir) => {
+    // preHandler runs right before the handler, which joins the shared read without waiting for anything.
+    app.addHook('preHandler', async (request) => {
+      if (request.method === 'HEAD' && ++arrived === HEADS) setImmediate(allArrived)
+    })
+    store = new CountingStore({ directory: dir })
+    await app.register(tusPlugin, { dir, store, locker })
   })
-  await app.register(tusPlugin, { dir, store, locker })
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  t.teardown(async () => {
-    await app.close()
-    await rm(dir, { recursive: true, force: true })
-  })
-  const origin = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
-  const server: TestServer = { app, origin, endpoint: `${origin}/files/`, dir }
+  const dir = server.dir
   const url = await createUpload(server, { 'Upload-Length': '100' })
   const id = idOf(url)
 
   // Stands for a PATCH still writing: the lock is held and bytes land while the HEADs wait.
   const held = await locker.lock(id, { timeoutMs: 1000 })
   const locksBefore = locker.locks
-  const readsBefore = store.reads
+  const readsBefore = store!.reads
   const heads = Array.from({ length: HEADS }, async () => await tusRequest(url, { method: 'HEAD' }))
   await everyHeadArrived
   await appendFile(join(dir, id), Buffer.alloc(42))
@@ -65,7 +57,7 @@ t.test('HEADs waiting for a held lock share one lock and one read, and report th
   t.same(responses.map((response) => response.status), Array(HEADS).fill(200))
   t.same(responses.map((response) => response.headers['upload-offset']), Array(HEADS).fill('42'), 'every HEAD reports the bytes written while it waited')
   t.equal(locker.locks - locksBefore, 1, 'one lock for all of them')
-  t.equal(store.reads - readsBefore, 1, 'one read for all of them')
+  t.equal(store!.reads - readsBefore, 1, 'one read for all of them')
 
   const after = await tusRequest(url, { method: 'HEAD' })
   t.equal(after.headers['upload-offset'], '42')
@@ -73,16 +65,9 @@ t.test('HEADs waiting for a held lock share one lock and one read, and report th
 })
 
 t.test('HEADs sharing a read of an unknown upload all get 404', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-shared-'))
   const locker = new CountingLocker()
-  const app = Fastify()
-  await app.register(tusPlugin, { dir, locker })
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  t.teardown(async () => {
-    await app.close()
-    await rm(dir, { recursive: true, force: true })
-  })
-  const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}/files/unknown-upload`
+  const server = await startServer(t, { locker })
+  const url = `${server.endpoint}unknown-upload`
   const responses = await Promise.all(Array.from({ length: HEADS }, async () => await tusRequest(url, { method: 'HEAD' })))
   t.same(responses.map((response) => response.status), Array(HEADS).fill(404))
   t.ok(locker.locks <= HEADS)
