@@ -1,4 +1,5 @@
 import createError from '@fastify/error'
+import type { FastifyError } from 'fastify'
 
 /**
  * Every error the plugin answers with. Each has a stable `code` (FST_TUS_*), the HTTP `statusCode` it is
@@ -91,6 +92,11 @@ export const TusErrors = {
     'Method %s is not allowed here',
     405
   ),
+  UPLOAD_COMPLETE: createError<[number]>(
+    'FST_TUS_UPLOAD_COMPLETE',
+    'The upload is already complete (%s bytes); nothing more can be appended',
+    413
+  ),
   ID_TAKEN: createError<[string]>('FST_TUS_ID_TAKEN', 'Upload id "%s" is already in use', 409),
   LOCKED: createError<[]>('FST_TUS_LOCKED', 'Upload is busy with another request; retry later', 423),
   LOCK_FAILED: createError<[string]>('FST_TUS_LOCK_FAILED', 'Upload lock unavailable: %s', 503),
@@ -98,7 +104,61 @@ export const TusErrors = {
   STORE_FAILED: createError<[string]>('FST_TUS_STORE_FAILED', 'Storage error: %s', 500)
 } as const
 
-/** An error that carries response headers (e.g. the current Upload-Offset with a 409). */
-export function withHeaders<E extends Error> (error: E, headers: Record<string, string>): E & { headers: Record<string, string> } {
-  return Object.assign(error, { headers })
+/**
+ * The errors only draft requests get. Stable codes, like TusErrors; the message is the problem's `detail`.
+ */
+export const TusDraftErrors = {
+  UNSUPPORTED_INTEROP_VERSION: createError<[string, string]>(
+    'FST_TUS_DRAFT_UNSUPPORTED_VERSION',
+    'Unsupported Upload-Draft-Interop-Version "%s"; this server speaks interop versions %s',
+    400
+  ),
+  INCONSISTENT_LENGTH: createError<[string]>('FST_TUS_DRAFT_INCONSISTENT_LENGTH', 'Inconsistent upload length: %s', 400),
+  COMPLETED_UPLOAD: createError<[]>('FST_TUS_DRAFT_COMPLETED_UPLOAD', 'The upload is already complete and cannot be appended to', 400),
+  PARTIAL_UPLOAD_TYPE: createError<[string]>(
+    'FST_TUS_DRAFT_PARTIAL_UPLOAD_TYPE',
+    'An append must be Content-Type: application/partial-upload (got "%s")',
+    415
+  )
+} as const
+
+/**
+ * What an error may carry besides its status and message. The core states facts (where the upload stands,
+ * which limit was hit); each protocol turns them into its own headers and body.
+ */
+export interface TusErrorFacts {
+  /** Response headers that belong to the error whatever the protocol (e.g. Content-Range with a 416). */
+  headers?: Record<string, string>
+  /** Where the upload stands after the failed request: every protocol tells its client (Upload-Offset). */
+  offset?: number
+  /** The offset the request named, when it was the wrong one. */
+  providedOffset?: number
+  /** Which limit a body or length went beyond: the upload's own length, or `maxSize` while the length is unknown. */
+  limit?: 'length' | 'max-size'
+  /** The request tried to change an upload that is already complete. */
+  uploadComplete?: boolean
+}
+
+/** Every error the routes answer with: a Fastify error (status, code, message) and its facts. */
+export type TusHttpError = FastifyError & TusErrorFacts
+
+/** Adds facts to an error (headers are merged with the ones it has). */
+export function withFacts<E extends Error> (error: E, facts: TusErrorFacts): E & TusErrorFacts {
+  const current = error as E & TusErrorFacts
+  const headers = facts.headers === undefined ? current.headers : { ...current.headers, ...facts.headers }
+  return Object.assign(error, facts, headers === undefined ? {} : { headers })
+}
+
+/** The status an error is answered with: its own when it is an HTTP error status, else 500. */
+export function errorStatus (error: TusHttpError): number {
+  return error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 600 ? error.statusCode : 500
+}
+
+/** True for errors of the plugin itself (FST_TUS_*), whose messages are written for clients. */
+export function isOwnError (error: TusHttpError): boolean {
+  return error.code?.startsWith('FST_TUS_') ?? false
+}
+
+export function errorMessage (error: unknown): string {
+  return error instanceof Error ? error.message : String(error)
 }

@@ -1,15 +1,15 @@
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
-import { PendingFinals } from './concat.js'
-import type { TusContext } from './context.js'
-import { TusEvents } from './events.js'
-import { InFlightWrites } from './in-flight.js'
-import { SharedReads } from './shared-reads.js'
-import { removeExpired } from './expiry.js'
-import { MemoryLocker } from './lock.js'
-import { METRICS_CONTENT_TYPE, TusMetrics, measuredLocker } from './metrics.js'
+import { removeExpired } from './core/expiry.js'
+import { PendingFinals } from './core/finals.js'
+import { InFlightWrites } from './core/in-flight.js'
+import type { TusServices } from './core/services.js'
+import { tusRoutes } from './http/routes.js'
+import { MemoryLocker } from './lockers/lock.js'
+import { SharedReads } from './lockers/shared-reads.js'
+import { TusEvents } from './observe/events.js'
+import { METRICS_CONTENT_TYPE, TusMetrics, measuredLocker } from './observe/metrics.js'
 import { resolveOptions, type TusPluginOptions } from './options.js'
-import { tusRoutes } from './routes.js'
 import { FileStore } from './store/file-store.js'
 import type { DataStore, UploadInfo } from './store/types.js'
 
@@ -35,10 +35,12 @@ const plugin: FastifyPluginAsync<TusPluginOptions> = async (fastify, rawOptions)
   const metrics = new TusMetrics()
   const locker = measuredLocker(rawOptions.locker ?? new MemoryLocker(), metrics)
   const events = new TusEvents()
-  const context: Omit<TusContext, 'basePath'> = { options, store, locker, events, metrics, pendingFinals: new PendingFinals(), inFlight: new InFlightWrites(), sharedReads: new SharedReads(), log: fastify.log }
+  const services: Omit<TusServices, 'basePath'> = {
+    options, store, locker, events, metrics, pendingFinals: new PendingFinals(), inFlight: new InFlightWrites(), sharedReads: new SharedReads(), log: fastify.log
+  }
 
   const decorator: TusDecorator = Object.assign(events, {
-    removeExpired: async () => await removeExpired({ ...context, basePath: options.prefix }),
+    removeExpired: async () => await removeExpired({ ...services, basePath: options.prefix }),
     store,
     metrics: () => metrics.render()
   })
@@ -48,31 +50,31 @@ const plugin: FastifyPluginAsync<TusPluginOptions> = async (fastify, rawOptions)
     fastify.get(metricsPath, async (_request, reply) => await reply.type(METRICS_CONTENT_TYPE).send(metrics.render()))
   }
   // Before the server waits for its connections: end the bodies being written so their clients let go.
-  fastify.addHook('preClose', async () => { await context.inFlight.drain(options.closeTimeout) })
+  fastify.addHook('preClose', async () => { await services.inFlight.drain(options.closeTimeout) })
   fastify.addHook('onClose', async () => {
     await store.close()
     await rawOptions.locker?.close?.()
   })
-  await fastify.register(tusRoutes, { prefix: options.prefix, context })
+  await fastify.register(tusRoutes, { prefix: options.prefix, services })
 }
 
 /** The fastify-tus plugin: `app.register(tusPlugin, options)`. */
 export const tusPlugin = fp(plugin, { fastify: '5.x', name: 'fastify-tus' })
 export default tusPlugin
 
-export { TusErrors } from './errors.js'
-export { MemoryLocker } from './lock.js'
-export type { LockOptions, UploadLock, UploadLocker } from './lock.js'
+export { TusDraftErrors, TusErrors } from './errors.js'
+export type { TusErrorFacts, TusHttpError } from './errors.js'
+export { MemoryLocker } from './lockers/lock.js'
+export type { LockOptions, UploadLock, UploadLocker } from './lockers/lock.js'
 export { FileStore } from './store/file-store.js'
 export type { FileStoreOptions } from './store/file-store.js'
 export type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata } from './store/types.js'
-export type { TusAuthHook, TusPluginOptions } from './options.js'
+export type { TusPluginOptions } from './options.js'
 export type {
-  OnUploadComplete, OnUploadCreate, OnUploadProgress, OnUploadTerminate, UploadCreateChanges, UploadResponse
-} from './hooks.js'
-export { TusEvents } from './events.js'
-export type { TusEventMap, TusEventName } from './events.js'
+  OnUploadComplete, OnUploadCreate, OnUploadProgress, OnUploadTerminate, TusAuthHook, UploadCreateChanges, UploadResponse
+} from './types.js'
+export { TusEvents } from './observe/events.js'
+export type { TusEventMap, TusEventName } from './observe/events.js'
 export { DEFAULT_MAX_SIZE } from './options.js'
 export { TUS_EXPOSED_HEADERS } from './cors.js'
-export { TusDraftErrors } from './ietf/problems.js'
 export type { DraftVersion } from './ietf/versions.js'

@@ -1,14 +1,11 @@
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { ResolvedOptions } from './core/services.js'
 import { TusErrors } from './errors.js'
-import type { UploadLocker } from './lock.js'
-import type { OnUploadComplete, OnUploadCreate, OnUploadProgress, OnUploadTerminate } from './hooks.js'
+import { DEFAULT_DRAFT_VERSIONS, DRAFT_VERSIONS } from './ietf/versions.js'
+import type { UploadLocker } from './lockers/lock.js'
 import type { DataStore } from './store/types.js'
-import { DEFAULT_DRAFT_VERSIONS, DRAFT_VERSIONS, type DraftVersion } from './ietf/versions.js'
-
-/** Runs before every tus route but OPTIONS; throw (an error with statusCode 401/403) or reply to refuse. */
-export type TusAuthHook = (request: FastifyRequest, reply: FastifyReply) => Promise<void> | void
+import type { OnUploadComplete, OnUploadCreate, OnUploadProgress, OnUploadTerminate, TusAuthHook } from './types.js'
 
 export interface TusPluginOptions {
   /** Path the tus routes live under. Default `/files`. */
@@ -20,7 +17,7 @@ export interface TusPluginOptions {
   /** Uploads expire this many days after their last write (fractions allowed). Default 5; `Infinity` never. */
   daysToKeep?: number
   auth?: TusAuthHook
-  /** Lifecycle hooks: see the README's hooks table and lib/hooks.ts. */
+  /** Lifecycle hooks: see the README's hooks table and lib/core/lifecycle.ts. */
   onUploadCreate?: OnUploadCreate
   onUploadProgress?: OnUploadProgress
   /** Least time between two onUploadProgress calls (and `progress` events) of one request, in ms. Default 1000. */
@@ -55,29 +52,6 @@ export interface TusPluginOptions {
    * same routes. Default: every known one, [3, 4, 5, 6, 7, 8, 9]. `[]`: tus only (the header is ignored).
    */
   ietfDraftVersions?: number[]
-}
-
-export interface ResolvedOptions {
-  prefix: string
-  dir: string
-  maxSize: number
-  daysToKeep: number
-  auth: TusAuthHook | undefined
-  onUploadCreate: OnUploadCreate | undefined
-  onUploadProgress: OnUploadProgress | undefined
-  progressInterval: number
-  onUploadComplete: OnUploadComplete | undefined
-  onUploadTerminate: OnUploadTerminate | undefined
-  metricsPath: string | undefined
-  respectForwardedHeaders: boolean
-  relativeLocation: boolean
-  maxMetadataSize: number
-  lockTimeout: number
-  idleTimeout: number
-  closeTimeout: number
-  minFreeSpace: number
-  /** Accepted draft interop versions and their rules; empty when the draft is off. */
-  ietfDraftVersions: ReadonlyMap<number, DraftVersion>
 }
 
 export const DEFAULT_MAX_SIZE = 128_849_018_880
@@ -156,14 +130,13 @@ function optionalFunction<F> (name: string, value: F | undefined): F | undefined
   return value
 }
 
-function draftVersions (value: unknown): ReadonlyMap<number, DraftVersion> {
+function draftVersions (value: unknown): number[] {
   const known = [...DRAFT_VERSIONS.keys()].join(', ')
   if (!Array.isArray(value)) throw new TusErrors.INVALID_OPTION(`ietfDraftVersions must be an array of interop versions (${known})`)
-  const versions = new Map<number, DraftVersion>()
-  for (const interop of value as unknown[]) {
-    const version = typeof interop === 'number' ? DRAFT_VERSIONS.get(interop) : undefined
-    if (version === undefined) throw new TusErrors.INVALID_OPTION(`ietfDraftVersions: ${String(interop)} is not a known interop version (${known})`)
-    versions.set(interop as number, version)
-  }
-  return versions
+  return [...new Set(value.map((interop: unknown) => {
+    if (typeof interop !== 'number' || !DRAFT_VERSIONS.has(interop)) {
+      throw new TusErrors.INVALID_OPTION(`ietfDraftVersions: ${String(interop)} is not a known interop version (${known})`)
+    }
+    return interop
+  }))]
 }

@@ -286,7 +286,7 @@ t.test('appends to a completed upload are refused and change nothing', async (t)
         const type = version <= 8 ? 'completed-upload' : 'inconsistent-upload-length'
         t.equal(JSON.parse(refused.text).type, `https://iana.org/assignments/http-problem-types#${type}`)
       } else {
-        t.equal(refused.text, 'The upload is already complete and cannot be appended to')
+        t.equal(refused.text, 'The upload is already complete (4 bytes); nothing more can be appended')
       }
     }
     t.equal((await stored(server, url)).toString(), 'done')
@@ -313,11 +313,16 @@ t.test('inconsistent lengths: 400 inconsistent-upload-length, nothing stored bey
   t.equal(early.status, 400, 'completing before the length is reached')
   t.equal((await stored(server, url)).toString(), 'hello', 'nothing appended by refused requests')
 
-  // Without Content-Length the server counts: the upload is invalid once its body goes beyond the length.
+  // Without Content-Length the server counts while it stages the body: none of a body that goes beyond the
+  // length is stored, and the upload stays as it was (only a DELETE, through onUploadTerminate, removes one).
   const chunked = await append(8, url, 5, false, Readable.from([Buffer.from('abc'), Buffer.from('defgh')]))
   t.equal(chunked.status, 400)
   t.equal(JSON.parse(chunked.text).type, 'https://iana.org/assignments/http-problem-types#inconsistent-upload-length')
-  t.equal((await draft(8, url, { method: 'HEAD' })).status, 404, 'the invalid upload is gone')
+  t.equal(chunked.headers['upload-offset'], '5')
+  const kept = await draft(8, url, { method: 'HEAD' })
+  t.equal(kept.status, 204, 'the upload is kept')
+  t.equal(kept.headers['upload-offset'], '5')
+  t.equal((await stored(server, url)).toString(), 'hello', 'nothing of the overflowing body stored')
 
   const short = await create(server, 5, false, 'hello', { 'Upload-Length': '10' })
   const below = await append(5, short.url, 5, false, '', { 'Upload-Length': '3' })
@@ -344,7 +349,7 @@ t.test('limits: 413 with Upload-Limit beyond maxSize; OPTIONS announces Upload-L
   const streamed = await draft(8, server.endpoint, { method: 'POST', headers: { 'Upload-Complete': '?0' }, body: Readable.from([randomBytesSeeded(600), randomBytesSeeded(600)]) })
   t.equal(streamed.status, 413, 'a body of unknown length beyond maxSize')
   t.match(streamed.headers['upload-limit'], /^max-size=1000, min-size=0, max-age=\d+$/)
-  t.equal(streamed.headers['upload-offset'], '1000', 'not one byte beyond maxSize stored')
+  t.equal(streamed.headers['upload-offset'], '0', 'nothing of a body that goes beyond maxSize is stored')
   const forever = await startServer(t, { daysToKeep: Infinity })
   t.match((await draft(8, forever.endpoint, { method: 'OPTIONS' })).headers['upload-limit'], /^max-size=\d+, min-size=0$/, 'no max-age when uploads never expire')
 })
@@ -406,7 +411,7 @@ t.test('DELETE cancels: 204, the onUploadTerminate hook runs, then 404', async (
   t.equal((await append(8, url, 3, false, 'x')).status, 404)
 })
 
-t.test('GET: offset retrieval from interop 9 (204 until complete, then the bytes); a download before', async (t) => {
+t.test('GET: offset retrieval from interop 8 (204 until complete, then the bytes); a download before', async (t) => {
   const server = await startServer(t)
   const { url } = await create(server, 9, false, 'abc', { 'Upload-Length': '5' })
   const pending = await draft(9, url)
@@ -415,12 +420,17 @@ t.test('GET: offset retrieval from interop 9 (204 until complete, then the bytes
   t.equal(pending.headers['upload-length'], '5')
   t.equal(pending.headers['upload-complete'], '?0')
   t.equal(pending.headers['cache-control'], 'no-store')
-  t.equal((await draft(8, url)).status, 409, 'interop 8: GET is the tus download, which needs a complete upload')
+  const eight = await draft(8, url)
+  t.equal(eight.status, 204, 'interop 8 (the editor\'s copy of -12) retrieves the offset by GET too')
+  t.equal(eight.headers['upload-offset'], '3')
+  t.equal((await draft(7, url)).status, 409, 'interop 7: GET is the tus download, which needs a complete upload')
   await append(9, url, 3, true, 'de')
-  const done = await draft(9, url)
-  t.equal(done.status, 200)
-  t.equal(done.text, 'abcde')
-  t.equal(done.headers['upload-complete'], '?1')
+  for (const version of [8, 9]) {
+    const done = await draft(version, url)
+    t.equal(done.status, 200)
+    t.equal(done.text, 'abcde')
+    t.equal(done.headers['upload-complete'], '?1')
+  }
 })
 
 t.test('X-HTTP-Method-Override: PATCH works for draft appends', async (t) => {

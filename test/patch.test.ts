@@ -74,11 +74,15 @@ t.test('a body beyond Upload-Length: 413 and not one byte beyond the length stor
   t.equal(declared.status, 413, 'Content-Length beyond the length is refused before writing')
   t.equal((await stored(server, url)).length, 0)
 
-  // Chunked (no Content-Length): the server must count while streaming.
+  // Chunked (no Content-Length): the server counts while it stages the body, and stores none of a body that overflows.
   const chunked = await patch(url, 0, Readable.from([Buffer.from('hello'), Buffer.from(' world')]))
   t.equal(chunked.status, 413)
-  t.equal(chunked.headers['upload-offset'], '8')
-  t.equal((await stored(server, url)).toString(), 'hello wo', 'exactly the length is kept')
+  t.equal(chunked.headers['upload-offset'], '0')
+  t.equal((await stored(server, url)).length, 0, 'nothing of an overflowing body is stored')
+  t.equal((await tusRequest(url, { method: 'HEAD' })).headers['upload-offset'], '0')
+  const exact = await patch(url, 0, Readable.from([Buffer.from('hello'), Buffer.from(' wo')]))
+  t.equal(exact.status, 204, 'a chunked body of exactly the length is stored')
+  t.equal((await stored(server, url)).toString(), 'hello wo')
   const head = await tusRequest(url, { method: 'HEAD' })
   t.equal(head.headers['upload-offset'], '8')
   const more = await patch(url, 8, 'x')
@@ -114,6 +118,10 @@ t.test('a deferred upload never grows beyond maxSize', async (t) => {
   const url = await createUpload(server, { 'Upload-Defer-Length': '1' })
   const response = await patch(url, 0, Readable.from([Buffer.alloc(6), Buffer.alloc(6)]))
   t.equal(response.status, 413)
+  t.equal(response.headers['upload-offset'], '0')
+  t.equal((await stored(server, url)).length, 0, 'nothing of an overflowing body is stored')
+  const within = await patch(url, 0, Readable.from([Buffer.alloc(6), Buffer.alloc(4)]))
+  t.equal(within.status, 204, 'up to maxSize is fine')
   t.equal((await stored(server, url)).length, 10)
 })
 

@@ -1,5 +1,5 @@
 import type { FastifyRequest } from 'fastify'
-import { stringHeader } from '../protocol.js'
+import { stringHeader } from '../core/request.js'
 import type { UploadMetadata } from '../store/types.js'
 import type { DraftVersion } from './versions.js'
 

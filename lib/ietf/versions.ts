@@ -2,7 +2,7 @@
  * The interop versions of draft-ietf-httpbis-resumable-upload this server knows, and what differs between
  * them on the wire. A draft client names its version in `Upload-Draft-Interop-Version` on every request;
  * the plugin accepts the versions listed in the `ietfDraftVersions` option (all of these by default).
- * Sources: /work/shared/protocol/ietf-resumable-upload.md (draft texts -01 to the -12 editor's copy).
+ * Sources: https://datatracker.ietf.org/doc/draft-ietf-httpbis-resumable-upload/ (-01 to -12, and the editor's copy).
  */
 export interface DraftVersion {
   /** The `Upload-Draft-Interop-Version` value. */
@@ -32,7 +32,7 @@ export interface DraftVersion {
   problemTypes: boolean
   /** `completed-upload` problem type for appends to a finished upload: -04 to -11 (removed in -12). */
   completedUploadProblem: boolean
-  /** -12 describes GET on the upload resource as offset retrieval too. */
+  /** GET on the upload resource is offset retrieval too (the editor's copy of -12, still interop 8, and -12). */
   getRetrievesOffset: boolean
 }
 
@@ -59,8 +59,9 @@ const V6 = v(6, '-04, -05', {
   completedUploadProblem: true
 })
 const V7 = v(7, '-06 to -08', { ...V6, uploadLimit: 'max-age' })
-const V8 = v(8, '-09 to -11', { ...V7 })
-const V9 = v(9, '-12', { ...V8, completedUploadProblem: false, getRetrievesOffset: true })
+// The latest editor's text, still at interop 8, describes GET on the upload resource as offset retrieval.
+const V8 = v(8, '-09 to -11', { ...V7, getRetrievesOffset: true })
+const V9 = v(9, '-12', { ...V8, completedUploadProblem: false })
 
 /** Every interop version with known rules, by number. */
 export const DRAFT_VERSIONS: ReadonlyMap<number, DraftVersion> = new Map([V3, V4, V5, V6, V7, V8, V9].map((version) => [version.interop, version]))

@@ -1,8 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { Redis } from 'ioredis'
-import { describe } from '../append.js'
-import { TusErrors } from '../errors.js'
-import type { LockOptions, UploadLock, UploadLocker } from '../lock.js'
+import { TusErrors, errorMessage } from '../errors.js'
+import type { LockOptions, UploadLock, UploadLocker } from './lock.js'
 
 export interface RedisLockerOptions {
   /**
@@ -160,7 +159,7 @@ export class RedisLocker implements UploadLocker {
     })()
     return this.#subscriber.catch((error: unknown) => {
       this.#subscriber = undefined
-      throw new TusErrors.LOCK_FAILED(describe(error))
+      throw new TusErrors.LOCK_FAILED(errorMessage(error))
     })
   }
 
@@ -172,7 +171,7 @@ export class RedisLocker implements UploadLocker {
     try {
       return await run()
     } catch (error) {
-      throw new TusErrors.LOCK_FAILED(describe(error))
+      throw new TusErrors.LOCK_FAILED(errorMessage(error))
     }
   }
 }

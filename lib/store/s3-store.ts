@@ -14,8 +14,7 @@ import {
   UploadPartCommand,
   type S3ClientConfig
 } from '@aws-sdk/client-s3'
-import { describe } from '../append.js'
-import { TusErrors } from '../errors.js'
+import { TusErrors, errorMessage } from '../errors.js'
 import { isValidDirectory, isValidUploadId } from '../ids.js'
 import type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata } from './types.js'
 
@@ -447,7 +446,7 @@ export class S3Store implements DataStore {
     try {
       return await call(this.#client)
     } catch (error) {
-      throw Object.assign(new TusErrors.STORE_FAILED(`S3 ${operation}: ${describe(error)}`), { cause: error })
+      throw Object.assign(new TusErrors.STORE_FAILED(`S3 ${operation}: ${errorMessage(error)}`), { cause: error })
     }
   }
 
@@ -457,7 +456,7 @@ export class S3Store implements DataStore {
       return await call(this.#client)
     } catch (error) {
       if ((error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return undefined
-      throw Object.assign(new TusErrors.STORE_FAILED(`S3 ${operation}: ${describe(error)}`), { cause: error })
+      throw Object.assign(new TusErrors.STORE_FAILED(`S3 ${operation}: ${errorMessage(error)}`), { cause: error })
     }
   }
 }

@@ -1,5 +1,5 @@
 import type { UploadLock } from './lock.js'
-import type { UploadInfo } from './store/types.js'
+import type { UploadInfo } from '../store/types.js'
 
 /**
  * Requests that only read an upload under its lock (HEAD) share the read of another such request of the

@@ -1,8 +1,8 @@
 import { createHash, type Hash } from 'node:crypto'
 import type { FastifyRequest } from 'fastify'
 import { crc32 } from 'node:zlib'
-import { TusErrors } from './errors.js'
-import { stringHeader } from './protocol.js'
+import { TusErrors } from '../errors.js'
+import { stringHeader } from './request.js'
 
 /** Announced in Tus-Checksum-Algorithm; sha1 is the one the spec requires. */
 export const CHECKSUM_ALGORITHMS = ['sha1', 'md5', 'sha256', 'sha512', 'crc32'] as const
@@ -41,12 +41,6 @@ export function parseChecksum (value: string): ExpectedChecksum {
 export function headerChecksum (request: FastifyRequest): ExpectedChecksum | undefined {
   const value = stringHeader(request, 'upload-checksum')
   return value === undefined ? undefined : parseChecksum(value)
-}
-
-/** The request announces an Upload-Checksum trailer (`Trailer: Upload-Checksum`). */
-export function announcesChecksumTrailer (request: FastifyRequest): boolean {
-  const trailer = stringHeader(request, 'trailer')
-  return trailer !== undefined && trailer.split(',').some((name) => name.trim().toLowerCase() === 'upload-checksum')
 }
 
 /** The checksum sent as a trailer of a chunked request; read once the body has ended. */

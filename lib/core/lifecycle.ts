@@ -1,67 +1,27 @@
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyRequest } from 'fastify'
+import { TusErrors, withFacts } from '../errors.js'
+import { isValidDirectory, isValidUploadId } from '../ids.js'
+import { isMetadataKey } from '../metadata.js'
+import { notify } from '../observe/events.js'
+import type { NewUpload, UploadInfo, UploadMetadata } from '../store/types.js'
+import type { UploadCreateChanges, UploadResponse } from '../types.js'
 import type { BoundedBody } from './body.js'
-import type { TusContext } from './context.js'
-import { TusErrors } from './errors.js'
-import { notify } from './events.js'
-import { isValidDirectory, isValidUploadId } from './ids.js'
-import { isMetadataKey } from './metadata.js'
-import type { NewUpload, UploadInfo, UploadMetadata } from './store/types.js'
+import type { TusServices } from './services.js'
 
 /**
- * The lifecycle hooks and the one place each of them runs. Handlers of every protocol (tus 1.0 and the
- * IETF draft) call these functions, so every hook sees every upload the same way. One rule for errors:
+ * The lifecycle hooks and the one place each of them runs. The operations (lib/core/operations.ts), which
+ * every protocol (tus 1.0 and the IETF draft) goes through, call these functions, so every hook sees every upload the same way. One rule for errors:
  * an error with a 4xx `statusCode` reaches the client as thrown (status and message); any other error is
  * logged and answered 500 FST_TUS_HOOK_FAILED naming the hook. Stored bytes are never removed by a hook error.
  */
-
-/** What onUploadCreate may change about the upload it is asked about. */
-export interface UploadCreateChanges {
-  /** The upload id instead of a random one: 1-128 of `A-Z a-z 0-9 _ -`, unused (409 when taken). */
-  id?: string
-  /** The metadata to store instead of what the client sent. */
-  metadata?: UploadMetadata
-  /**
-   * A storage sub-directory for this upload, relative to the store's root: up to 8 `/`-separated
-   * segments of `A-Z a-z 0-9 _ -` (no dots, so no way out of the root). The FileStore keeps the data
-   * file at `<dir>/<directory>/<id>` and records the directory in `<dir>/<id>.json`; ids stay unique
-   * across directories.
-   */
-  directory?: string
-}
-
-type Awaitable<T> = T | Promise<T>
-
-/** Before an upload is created: refuse it (throw), or return changes (id, metadata, sub-directory). */
-export type OnUploadCreate = (upload: NewUpload, request: FastifyRequest) => Awaitable<UploadCreateChanges | undefined | void>
-/**
- * While bytes arrive: before the first byte of each request on an unfinished upload, then at most every
- * `progressInterval` ms and once more after the request's last byte unless it completed the upload.
- * `upload.offset` counts the bytes handed to the store so far (written once the request ends). Throw to stop the
- * upload (bytes stored are kept).
- */
-export type OnUploadProgress = (upload: UploadInfo, request: FastifyRequest) => Awaitable<void>
-/** Once per upload, after its last byte is durable and before the final response; may shape that response. */
-export type OnUploadComplete = (upload: UploadInfo, request: FastifyRequest) => Awaitable<UploadResponse | undefined | void>
-/** Before a DELETE removes an upload: throw to refuse it. */
-export type OnUploadTerminate = (upload: UploadInfo, request: FastifyRequest) => Awaitable<void>
-
-/** How onUploadComplete shapes the response to the request that completed the upload. */
-export interface UploadResponse {
-  /** A 2xx status instead of 201 (POST) / 204 (PATCH); 200 by default when a body is given to a PATCH. */
-  status?: number
-  /** Extra headers; the protocol's own (Upload-*, Tus-*, Location, Content-Length...) cannot be replaced. */
-  headers?: Record<string, string>
-  /** A small body (at most 64 KiB). */
-  body?: string | Buffer
-}
 
 const MAX_RESPONSE_BODY = 64 * 1024
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 const PROTECTED_HEADER = /^(upload-|tus-|location$|content-length$|transfer-encoding$|connection$|cache-control$)/i
 
 /** Runs onUploadCreate and resolves with the upload to create, changes applied and validated. */
-export async function prepareUpload (context: TusContext, request: FastifyRequest, proposed: NewUpload): Promise<NewUpload> {
-  const hook = context.options.onUploadCreate
+export async function prepareUpload (services: TusServices, request: FastifyRequest, proposed: NewUpload): Promise<NewUpload> {
+  const hook = services.options.onUploadCreate
   if (hook === undefined) return proposed
   let changes: UploadCreateChanges | undefined | void
   try {
@@ -86,10 +46,10 @@ function pick ({ id, metadata, directory }: UploadCreateChanges): UploadCreateCh
 }
 
 /** Stores a prepared upload (the caller holds its lock), counts it and emits `created`. */
-export async function createUpload (context: TusContext, request: FastifyRequest, upload: NewUpload): Promise<UploadInfo> {
-  const created = await context.store.create(upload)
-  context.metrics.uploadsCreated++
-  notify(context.events, request.log, 'created', created)
+export async function storeUpload (services: TusServices, request: FastifyRequest, upload: NewUpload): Promise<UploadInfo> {
+  const created = await services.store.create(upload)
+  services.metrics.uploadsCreated++
+  notify(services.events, request.log, 'created', created)
   return created
 }
 
@@ -100,24 +60,27 @@ export async function createUpload (context: TusContext, request: FastifyRequest
  */
 export class ProgressTracker {
   stopped: Error | undefined
-  readonly #context: TusContext
+  readonly #services: TusServices
   readonly #request: FastifyRequest
   readonly #upload: UploadInfo
+  readonly #onProgress: ((upload: UploadInfo) => void) | undefined
   #stored = 0
   #reported = 0
   #lastReport = 0
 
-  constructor (context: TusContext, request: FastifyRequest, upload: UploadInfo) {
-    this.#context = context
+  /** `onProgress`: the protocol's own reporting (the draft's 104s), called with every report. */
+  constructor (services: TusServices, request: FastifyRequest, upload: UploadInfo, onProgress?: (upload: UploadInfo) => void) {
+    this.#services = services
     this.#request = request
     this.#upload = upload
+    this.#onProgress = onProgress
   }
 
   async * track (body: BoundedBody): AsyncIterable<Buffer> {
     // One generator for both the limit and the reports: a layer per chunk less on the hot path.
     const reporting = this.#upload.offset !== this.#upload.size
     if (reporting && !await this.#report()) return
-    const interval = this.#context.options.progressInterval
+    const interval = this.#services.options.progressInterval
     for await (const chunk of body.chunks()) {
       const admitted = body.admit(chunk)
       if (admitted !== undefined) yield admitted
@@ -141,7 +104,7 @@ export class ProgressTracker {
     this.#lastReport = Date.now()
     this.#reported = this.#stored
     const upload: UploadInfo = { ...this.#upload, offset: this.#upload.offset + this.#stored, modifiedAt: new Date() }
-    const hook = this.#context.options.onUploadProgress
+    const hook = this.#services.options.onUploadProgress
     if (hook !== undefined) {
       try {
         await hook(upload, this.#request)
@@ -150,7 +113,8 @@ export class ProgressTracker {
         return false
       }
     }
-    notify(this.#context.events, this.#request.log, 'progress', upload)
+    notify(this.#services.events, this.#request.log, 'progress', upload)
+    this.#onProgress?.(upload)
     return true
   }
 }
@@ -160,44 +124,33 @@ export class ProgressTracker {
  * and calls this once per upload: when a request turns it complete), then counts it and emits `completed`
  * whether the hook succeeded or not. Resolves with the response the hook asked for, if any.
  */
-export async function completeUpload (context: TusContext, request: FastifyRequest, upload: UploadInfo): Promise<UploadResponse | undefined> {
-  const hook = context.options.onUploadComplete
+export async function completeUpload (services: TusServices, request: FastifyRequest, upload: UploadInfo): Promise<UploadResponse | undefined> {
+  const hook = services.options.onUploadComplete
   try {
     if (hook === undefined) return undefined
     let response: UploadResponse | undefined | void
     try {
       response = await hook(upload, request)
     } catch (error) {
-      context.metrics.uploadFailures++
-      throw withOffset(hookError('onUploadComplete', error, request), upload.offset)
+      services.metrics.uploadFailures++
+      throw withFacts(hookError('onUploadComplete', error, request), { offset: upload.offset })
     }
     if (response === undefined || response === null) return undefined
     const problem = responseProblem(response)
     if (problem !== undefined) {
-      context.metrics.uploadFailures++
-      throw withOffset(hookError('onUploadComplete', new Error(problem), request), upload.offset)
+      services.metrics.uploadFailures++
+      throw withFacts(hookError('onUploadComplete', new Error(problem), request), { offset: upload.offset })
     }
     return response
   } finally {
-    context.metrics.uploadsCompleted++
-    notify(context.events, request.log, 'completed', upload)
+    services.metrics.uploadsCompleted++
+    notify(services.events, request.log, 'completed', upload)
   }
-}
-
-/** Sends the final answer of a request that stored bytes: `status`, or what onUploadComplete asked for. */
-export async function sendUploadResponse (reply: FastifyReply, status: number, response: UploadResponse | undefined): Promise<void> {
-  if (response === undefined) {
-    await reply.code(status).send()
-    return
-  }
-  if (response.headers !== undefined) reply.headers(response.headers)
-  const bodyStatus = status === 204 && response.body !== undefined ? 200 : status
-  await reply.code(response.status ?? bodyStatus).send(response.body)
 }
 
 /** Runs onUploadTerminate, removes the upload (the caller holds its lock), counts it and emits `terminated`. */
-export async function terminateUpload (context: TusContext, request: FastifyRequest, upload: UploadInfo): Promise<void> {
-  const hook = context.options.onUploadTerminate
+export async function terminateUpload (services: TusServices, request: FastifyRequest, upload: UploadInfo): Promise<void> {
+  const hook = services.options.onUploadTerminate
   if (hook !== undefined) {
     try {
       await hook(upload, request)
@@ -205,15 +158,9 @@ export async function terminateUpload (context: TusContext, request: FastifyRequ
       throw hookError('onUploadTerminate', error, request)
     }
   }
-  await context.store.terminate(upload.id)
-  context.metrics.uploadsTerminated++
-  notify(context.events, request.log, 'terminated', upload)
-}
-
-/** Adds the upload's offset to an error's headers, so a client knows where it stands. */
-export function withOffset<E extends Error> (error: E, offset: number): E {
-  const headers = (error as { headers?: Record<string, string> }).headers
-  return Object.assign(error, { headers: { ...headers, 'Upload-Offset': String(offset) } })
+  await services.store.terminate(upload.id)
+  services.metrics.uploadsTerminated++
+  notify(services.events, request.log, 'terminated', upload)
 }
 
 /** A 4xx refusal as thrown; anything else logged and wrapped as FST_TUS_HOOK_FAILED (500). */

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify'
-import type { LockOptions, UploadLock, UploadLocker } from './lock.js'
+import type { LockOptions, UploadLock, UploadLocker } from '../lockers/lock.js'
 
 const METHODS = new Set(['OPTIONS', 'POST', 'HEAD', 'GET', 'PATCH', 'DELETE'])
 

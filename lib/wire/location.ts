@@ -1,6 +1,8 @@
 import type { FastifyRequest } from 'fastify'
-import type { TusContext } from './context.js'
-import { stringHeader } from './protocol.js'
+import { stringHeader } from '../core/request.js'
+import type { TusServices } from '../core/services.js'
+import { TusErrors } from '../errors.js'
+import { isValidUploadId } from '../ids.js'
 
 const HOST = /^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$/
 
@@ -8,12 +10,12 @@ const HOST = /^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$/
  * The URL of an upload for the Location header: absolute, built from the proxy's Forwarded /
  * X-Forwarded-* headers when they are trusted, else from the request; or path-only when configured.
  */
-export function uploadLocation (context: TusContext, request: FastifyRequest, id: string): string {
-  const path = `${context.basePath}/${id}`
-  if (context.options.relativeLocation) return path
+export function uploadLocation (services: TusServices, request: FastifyRequest, id: string): string {
+  const path = `${services.basePath}/${id}`
+  if (services.options.relativeLocation) return path
   let protocol: string | undefined
   let host: string | undefined
-  if (context.options.respectForwardedHeaders) {
+  if (services.options.respectForwardedHeaders) {
     ({ protocol, host } = forwardedOrigin(request))
   }
   protocol ??= request.protocol
@@ -43,4 +45,11 @@ function forwardedOrigin (request: FastifyRequest): { protocol?: string, host?: 
     ...(protocol === 'http' || protocol === 'https' ? { protocol } : {}),
     ...(host !== undefined && HOST.test(host) ? { host } : {})
   }
+}
+
+/** The upload id from the route, refused with 404 before any storage access when it cannot be one of ours. */
+export function uploadIdOf (request: FastifyRequest): string {
+  const { id } = request.params as { id?: string }
+  if (id === undefined || !isValidUploadId(id)) throw new TusErrors.NOT_FOUND()
+  return id
 }

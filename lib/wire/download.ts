@@ -1,17 +1,14 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { isComplete } from '../append.js'
-import { getLiveUpload, uploadIdOf, type TusContext } from '../context.js'
-import { TusErrors, withHeaders } from '../errors.js'
-import { stringHeader } from '../protocol.js'
-import type { ByteRange, UploadMetadata } from '../store/types.js'
+import { stringHeader } from '../core/request.js'
+import type { TusServices } from '../core/services.js'
+import { TusErrors, withFacts } from '../errors.js'
+import type { ByteRange, UploadInfo, UploadMetadata } from '../store/types.js'
 
 // type/subtype with optional parameters, no control characters: safe to send back as Content-Type.
 const MEDIA_TYPE = /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(\s*;\s*[A-Za-z0-9!#$&^_.+-]+=("[\x20\x21\x23-\x7e]*"|[A-Za-z0-9!#$&^_.+-]+))*$/
 
-/** GET: download a finished upload, whole or one byte range (206). */
-export async function handleGet (context: TusContext, request: FastifyRequest, reply: FastifyReply): Promise<void> {
-  const upload = await getLiveUpload(context, uploadIdOf(request))
-  if (!isComplete(upload)) throw new TusErrors.NOT_COMPLETE(upload.offset, String(upload.size ?? 'unknown'))
+/** Sends a finished upload (see readFinished), whole or one byte range (206). The same download for every protocol. */
+export async function sendDownload (services: TusServices, request: FastifyRequest, reply: FastifyReply, upload: UploadInfo): Promise<void> {
   const size = upload.offset
   const rangeHeader = stringHeader(request, 'range')
   const range = rangeHeader === undefined ? undefined : parseRange(rangeHeader, size)
@@ -24,14 +21,14 @@ export async function handleGet (context: TusContext, request: FastifyRequest, r
     .header('Last-Modified', upload.modifiedAt.toUTCString())
   if (range === undefined) {
     reply.code(200).header('Content-Length', String(size))
-    await reply.send(size === 0 ? '' : await context.store.read(upload.id))
+    await reply.send(size === 0 ? '' : await services.store.read(upload.id))
     return
   }
   reply
     .code(206)
     .header('Content-Range', `bytes ${range.start}-${range.end}/${size}`)
     .header('Content-Length', String(range.end - range.start + 1))
-  await reply.send(await context.store.read(upload.id, range))
+  await reply.send(await services.store.read(upload.id, range))
 }
 
 /**
@@ -60,7 +57,7 @@ export function parseRange (header: string, size: number): ByteRange | undefined
 }
 
 function unsatisfiable (header: string, size: number): Error {
-  return withHeaders(new TusErrors.RANGE_NOT_SATISFIABLE(header.slice(0, 64), size), { 'Content-Range': `bytes */${size}` })
+  return withFacts(new TusErrors.RANGE_NOT_SATISFIABLE(header.slice(0, 64), size), { headers: { 'Content-Range': `bytes */${size}` } })
 }
 
 function contentType (metadata: UploadMetadata): string {

@@ -1,4 +1,4 @@
-import { TusErrors } from './errors.js'
+import { TusErrors } from '../errors.js'
 
 /** A held lock on one upload. */
 export interface UploadLock {

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events'
 import type { FastifyBaseLogger } from 'fastify'
-import type { UploadInfo } from './store/types.js'
+import type { UploadInfo } from '../store/types.js'
 
 /** What `app.tus` emits, each with the upload as it is at that moment. For code that only observes. */
 export interface TusEventMap {

@@ -1,12 +1,6 @@
 import type { FastifyRequest } from 'fastify'
-import { TusErrors } from './errors.js'
-
-export const TUS_VERSION = '1.0.0'
-export const OCTET_STREAM = 'application/offset+octet-stream'
-export const EXTENSIONS = [
-  'creation', 'creation-with-upload', 'creation-defer-length', 'termination', 'expiration',
-  'checksum', 'checksum-trailer', 'concatenation', 'concatenation-unfinished'
-]
+import { Http2ServerRequest } from 'node:http2'
+import { TusErrors } from '../errors.js'
 
 const NON_NEGATIVE_INTEGER = /^(0|[1-9][0-9]*)$/
 
@@ -32,9 +26,15 @@ export function mediaType (request: FastifyRequest): string {
   return (stringHeader(request, 'content-type') ?? '').split(';')[0]!.trim().toLowerCase()
 }
 
-/** True when the request announces a body (a non-zero Content-Length or a chunked transfer). */
+/**
+ * Whether the request has content, the way its HTTP version defines it. HTTP/1.1: a non-zero
+ * Content-Length or a Transfer-Encoding (RFC 9112 §6.3). HTTP/2 has no Transfer-Encoding: a request has
+ * content unless its HEADERS frame ended the stream (RFC 9113 §8.1), whatever Content-Length says or omits.
+ */
 export function hasBody (request: FastifyRequest): boolean {
   const length = request.headers['content-length']
-  if (length !== undefined) return length !== '0'
-  return request.headers['transfer-encoding'] !== undefined
+  if (length === '0') return false
+  const raw: unknown = request.raw
+  if (raw instanceof Http2ServerRequest) return !raw.stream.endAfterHeaders
+  return length !== undefined || request.headers['transfer-encoding'] !== undefined
 }

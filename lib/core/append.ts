@@ -1,0 +1,131 @@
+import { join } from 'node:path'
+import type { FastifyRequest } from 'fastify'
+import { TusErrors, errorMessage, withFacts } from '../errors.js'
+import type { UploadInfo } from '../store/types.js'
+import { BoundedBody, RequestBody } from './body.js'
+import { headerChecksum, runningChecksum, trailerChecksum, type ExpectedChecksum, type RunningChecksum } from './checksum.js'
+import { ProgressTracker } from './lifecycle.js'
+import { integerHeader } from './request.js'
+import type { TusServices } from './services.js'
+import { StagedChunk } from './staging.js'
+
+/**
+ * Streams the request body into `upload` at its current offset (the caller holds the lock and has
+ * checked the offset). Never stores a byte beyond the upload length; flushes the data to disk when the
+ * upload becomes complete. Runs onUploadProgress as bytes arrive and keeps the metrics. Resolves with the
+ * upload as it is afterwards; the caller runs `completeUpload` (lifecycle.ts) when this completed it.
+ *
+ * A body that carries a checksum (header), or may carry one (a chunked body can end with an
+ * Upload-Checksum trailer), is staged first and committed only once verified: on a mismatch or an
+ * interruption nothing of it reaches the upload. Every other body streams straight into the store.
+ * A body that goes beyond the limit is one that was staged (bodies with a Content-Length never can), so
+ * nothing of it is stored either: the request fails and the upload stays as it was.
+ */
+export async function appendBody (
+  services: TusServices, request: FastifyRequest, upload: UploadInfo, onProgress?: (upload: UploadInfo) => void
+): Promise<UploadInfo> {
+  const declared = integerHeader(request, 'Content-Length')
+  ensureRoom(services, upload, declared ?? 0)
+  const { limit, room } = roomOf(services, upload)
+  const expected = headerChecksum(request)
+
+  const requestBody = request.body instanceof RequestBody ? request.body : undefined
+  const body = new BoundedBody(requestBody, room)
+  const progress = new ProgressTracker(services, request, upload, onProgress)
+  let offset = upload.offset
+  services.metrics.activeUploads++
+  const settled = services.inFlight.begin(requestBody)
+  try {
+    const staging = expected !== undefined || (declared === undefined && body.present)
+    const staged = staging ? await storeFailure(services, request, upload, async () => await stageBody(services, progress.track(body), expected)) : undefined
+    try {
+      const source = staged === undefined ? progress.track(body) : await verifiedSource(request, staged, expected, body, progress, upload)
+      if (source !== undefined) offset = await storeFailure(services, request, upload, async () => await services.store.write(upload.id, upload.offset, source))
+    } finally {
+      await staged?.chunk.remove()
+    }
+    if (requestBody?.released !== undefined) {
+      request.log.info({ uploadId: upload.id, offset, reason: requestBody.released }, 'fastify-tus: body ended by the server; bytes kept')
+    } else if (body.aborted) {
+      request.log.info({ uploadId: upload.id, offset }, 'fastify-tus: client went away mid-body; bytes kept')
+    }
+    if (body.exceeded) throw exceeded(upload, limit, offset)
+    await progress.finish(offset)
+    if (progress.stopped !== undefined) throw withFacts(progress.stopped, { offset })
+    if (offset === upload.size) await services.store.flush(upload.id)
+  } catch (error) {
+    services.metrics.uploadFailures++
+    throw error
+  } finally {
+    settled()
+    services.metrics.activeUploads--
+    services.metrics.bytesReceived += offset - upload.offset
+  }
+  return { ...upload, offset, modifiedAt: new Date() }
+}
+
+interface Staged {
+  chunk: StagedChunk
+  /** The digest computed while staging, when the algorithm was known from the header. */
+  running: RunningChecksum | undefined
+}
+
+async function stageBody (services: TusServices, source: AsyncIterable<Buffer>, expected: ExpectedChecksum | undefined): Promise<Staged> {
+  const running = expected === undefined ? undefined : runningChecksum(expected.algorithm)
+  const chunk = await StagedChunk.from(join(services.options.dir, '.staging'), source, running)
+  return { chunk, running }
+}
+
+/**
+ * What of a staged body may be committed: all of it when it carries no checksum or its checksum
+ * verifies; nothing (undefined) when a checksummed body was cut short. Throws 400 for a malformed or
+ * unsupported trailer and 460 for a mismatch.
+ */
+async function verifiedSource (
+  request: FastifyRequest, staged: Staged, expected: ExpectedChecksum | undefined, body: BoundedBody,
+  progress: ProgressTracker, upload: UploadInfo
+): Promise<AsyncIterable<Buffer> | undefined> {
+  let checksum = expected
+  if (checksum === undefined && !body.aborted) {
+    try {
+      checksum = trailerChecksum(request)
+    } catch (error) {
+      throw withFacts(error as Error, { offset: upload.offset })
+    }
+  }
+  if (body.exceeded) return undefined
+  if (checksum === undefined) return staged.chunk.read()
+  if (body.aborted || progress.stopped !== undefined) return undefined
+  const actual = staged.running?.digest() ?? await staged.chunk.digest(runningChecksum(checksum.algorithm))
+  if (!actual.equals(checksum.digest)) throw withFacts(new TusErrors.CHECKSUM_MISMATCH(checksum.algorithm), { offset: upload.offset })
+  return staged.chunk.read()
+}
+
+/** Runs a storage step; a failure is logged and answered 500 with the offset actually stored. */
+async function storeFailure<T> (services: TusServices, request: FastifyRequest, upload: UploadInfo, step: () => Promise<T>): Promise<T> {
+  try {
+    return await step()
+  } catch (error) {
+    request.log.error({ err: error, uploadId: upload.id }, 'fastify-tus: writing an upload failed')
+    const offset = await services.store.getInfo(upload.id).then((info) => info.offset, () => upload.offset)
+    throw withFacts(new TusErrors.STORE_FAILED(errorMessage(error)), { offset })
+  }
+}
+
+/** How far an upload may grow: to its length, or to `maxSize` while the length is unknown. */
+function roomOf (services: TusServices, upload: Growth): { limit: number, room: number } {
+  const limit = upload.size ?? services.options.maxSize
+  return { limit, room: limit - upload.offset }
+}
+
+/** Refuses (413) a request announcing more bytes than the upload has room for, before any is read. */
+export function ensureRoom (services: TusServices, upload: Growth, bytes: number): void {
+  const { limit, room } = roomOf(services, upload)
+  if (bytes > room) throw exceeded(upload, limit, upload.offset)
+}
+
+type Growth = Pick<UploadInfo, 'offset' | 'size'>
+
+function exceeded (upload: Growth, limit: number, offset: number): Error {
+  return withFacts(new TusErrors.LENGTH_EXCEEDED(limit), { offset, limit: upload.size === undefined ? 'max-size' : 'length' })
+}

@@ -1,0 +1,124 @@
+import type { FastifyRequest } from 'fastify'
+import { TusErrors, errorMessage } from '../errors.js'
+import type { UploadInfo } from '../store/types.js'
+import type { UploadResponse } from '../types.js'
+import { completeUpload } from './lifecycle.js'
+import type { TusServices } from './services.js'
+import { isComplete, loadLive } from './uploads.js'
+
+/**
+ * The concatenation extensions. A final upload is created from the URLs of partial uploads; its length
+ * is the sum of theirs, and its bytes are copied from them in order (streamed through the store, so any
+ * backend can do it) once every partial is complete: at creation when they already are
+ * (`concatenation`), else when the last of them completes (`concatenation-unfinished`). The copy holds
+ * the final's lock and resumes where it stopped after a crash, since the final's offset is the bytes
+ * durably copied; the final is reported complete only after its bytes are flushed.
+ */
+
+/** Final uploads waiting for partials to complete, by partial id; in-process (a restart finds them on HEAD). */
+export class PendingFinals {
+  readonly #byPartial = new Map<string, Set<string>>()
+
+  add (finalId: string, partialIds: string[]): void {
+    for (const partialId of partialIds) {
+      const finals = this.#byPartial.get(partialId) ?? new Set<string>()
+      finals.add(finalId)
+      this.#byPartial.set(partialId, finals)
+    }
+  }
+
+  /** The finals waiting on `partialId`; they are forgotten here (each is re-registered if still waiting). */
+  take (partialId: string): string[] {
+    const finals = this.#byPartial.get(partialId)
+    this.#byPartial.delete(partialId)
+    return finals === undefined ? [] : [...finals]
+  }
+}
+
+/** After `partialId` completed: completes the finals that were waiting for it and now can be. */
+export async function finishFinalsWaitingOn (services: TusServices, request: FastifyRequest, partialId: string): Promise<void> {
+  for (const finalId of services.pendingFinals.take(partialId)) {
+    await finishFinal(services, request, finalId, services.options.lockTimeout).catch((error: unknown) => {
+      request.log.error({ err: error, uploadId: finalId }, `fastify-tus: concatenating a final upload failed: ${errorMessage(error)}`)
+    })
+  }
+}
+
+export interface FinalOutcome {
+  upload: UploadInfo
+  /** This call completed the final (and ran onUploadComplete). */
+  completed: boolean
+  response?: UploadResponse | undefined
+}
+
+/**
+ * Completes a final upload if all its partials are complete (copying what is not copied yet, then
+ * running onUploadComplete), or registers it to wait for the rest. Resolves with the final as it is
+ * afterwards and the hook's response when this call completed it; undefined when the final stayed
+ * busy for `timeoutMs`.
+ */
+export async function finishFinal (
+  services: TusServices, request: FastifyRequest, finalId: string, timeoutMs: number
+): Promise<FinalOutcome | undefined> {
+  const lock = await services.locker.lock(finalId, { timeoutMs, requestRelease: false }).catch(() => undefined)
+  if (lock === undefined) return undefined
+  try {
+    const final = await services.store.getInfo(finalId)
+    if (isComplete(final) || final.concat?.type !== 'final') return { upload: final, completed: false }
+    const parts = final.concat.parts
+    let waiting = await incompletePartials(services, parts)
+    if (waiting.length > 0) {
+      services.pendingFinals.add(finalId, waiting)
+      // A partial may have completed between the check and the registration, and looked for waiting finals in between.
+      waiting = await incompletePartials(services, parts)
+      if (waiting.length > 0) return { upload: final, completed: false }
+    }
+    const completed = await copyPartials(services, final)
+    return { upload: completed, completed: true, response: await completeUpload(services, request, completed) }
+  } finally {
+    await lock.release()
+  }
+}
+
+async function incompletePartials (services: TusServices, ids: string[]): Promise<string[]> {
+  const partials = await Promise.all([...new Set(ids)].map(async (id) => await services.store.getInfo(id)))
+  return partials.filter((partial) => !isComplete(partial)).map((partial) => partial.id)
+}
+
+/** A referenced upload, which must exist and be a partial upload with a known length. */
+export async function partialUpload (services: TusServices, id: string): Promise<UploadInfo> {
+  let upload: UploadInfo
+  try {
+    upload = await loadLive(services, id)
+  } catch (error) {
+    const code = (error as { code?: string }).code
+    if (code === 'FST_TUS_NOT_FOUND' || code === 'FST_TUS_GONE') throw new TusErrors.INVALID_CONCAT(`partial upload ${id} does not exist`)
+    throw error
+  }
+  if (upload.concat?.type !== 'partial') throw new TusErrors.INVALID_CONCAT(`upload ${id} is not a partial upload`)
+  if (upload.size === undefined) throw new TusErrors.INVALID_CONCAT(`partial upload ${id} has no length yet`)
+  return upload
+}
+
+/** Copies the partials' bytes into the final from where the copy stands, then flushes them (lock held). */
+async function copyPartials (services: TusServices, final: UploadInfo): Promise<UploadInfo> {
+  if (final.concat?.type !== 'final') return final
+  if (final.offset === 0 && await services.store.concatenate?.(final.id, final.concat.parts) === true) {
+    await services.store.flush(final.id)
+    return { ...final, offset: final.size ?? 0, modifiedAt: new Date() }
+  }
+  let offset = final.offset
+  let start = 0
+  for (const id of final.concat.parts) {
+    const partial = await services.store.getInfo(id)
+    const end = start + partial.offset
+    if (offset < end) {
+      const source = await services.store.read(id, { start: offset - start, end: partial.offset - 1 })
+      offset = await services.store.write(final.id, offset, source)
+      if (offset !== end) throw new TusErrors.STORE_FAILED(`partial upload ${id} changed while it was being concatenated`)
+    }
+    start = end
+  }
+  await services.store.flush(final.id)
+  return { ...final, offset, modifiedAt: new Date() }
+}

@@ -1,0 +1,203 @@
+import type { FastifyRequest } from 'fastify'
+import { TusDraftErrors, TusErrors, withFacts } from '../errors.js'
+import { newUploadId } from '../ids.js'
+import type { UploadConcat, UploadInfo, UploadMetadata } from '../store/types.js'
+import type { UploadResponse } from '../types.js'
+import { appendBody, ensureRoom } from './append.js'
+import { RequestBody } from './body.js'
+import { ensureFreeSpace } from './capacity.js'
+import { finishFinal, finishFinalsWaitingOn, partialUpload } from './finals.js'
+import { completeUpload, prepareUpload, storeUpload, terminateUpload } from './lifecycle.js'
+import { hasBody, integerHeader } from './request.js'
+import { lockUpload, type TusServices } from './services.js'
+import { isComplete, loadLive, loadSettled } from './uploads.js'
+
+/**
+ * The operations on uploads, each written once for every protocol. A protocol (lib/tus, lib/ietf) reads its
+ * headers into one of these requests, calls the operation, and writes the outcome in its own headers. Each
+ * operation owns the whole step: the lock, the load, every check, the store calls, the hooks, events and
+ * metrics, and completion. None of them knows a header name or a reply.
+ */
+
+/** What an operation that may store bytes ends with. */
+export interface UploadOutcome {
+  upload: UploadInfo
+  /** This request made the upload complete. */
+  completed: boolean
+  /** What onUploadComplete asked the response to be. */
+  response?: UploadResponse | undefined
+}
+
+/** Reporting a protocol does while bytes arrive (the draft's 104 interim responses). */
+export interface ProgressListener {
+  onProgress?: ((upload: UploadInfo) => void) | undefined
+}
+
+export interface CreateRequest extends ProgressListener {
+  /** The declared length; undefined while it is unknown (deferred, or left to a completing body). */
+  size: number | undefined
+  metadata: UploadMetadata
+  /** A partial upload, or a final one made of partials (whose length is the sum of theirs). */
+  concat?: UploadConcat | undefined
+  /** The body ends the upload: once it has arrived whole, the length is what was stored. */
+  completes?: boolean | undefined
+  /** Called once the upload exists, before a byte of the body is read. */
+  onCreated?: ((upload: UploadInfo) => void) | undefined
+}
+
+export interface AppendRequest extends ProgressListener {
+  /** Where the request says its bytes go. */
+  offset: number
+  /** A length the request declares (a deferred length arriving). */
+  length?: number | undefined
+  /** Whether the request says it ends the upload; undefined when its protocol has no way to say. */
+  completes?: boolean | undefined
+}
+
+/** Creation, with the first bytes (or all of them) in the body when it has one. */
+export async function createUpload (services: TusServices, request: FastifyRequest, input: CreateRequest): Promise<UploadOutcome> {
+  if (input.concat?.type === 'final') return await createFinal(services, request, input, input.concat)
+  const { maxSize } = services.options
+  if (input.size !== undefined && input.size > maxSize) throw new TusErrors.MAX_SIZE_EXCEEDED(input.size, maxSize)
+  ensureRoom(services, { offset: 0, size: input.size }, integerHeader(request, 'Content-Length') ?? 0)
+  const prepared = await prepareUpload(services, request, {
+    id: newUploadId(), size: input.size, metadata: input.metadata, ...(input.concat === undefined ? {} : { concat: input.concat })
+  })
+  await ensureFreeSpace(services, prepared.size)
+
+  const lock = await lockUpload(services, prepared.id, { onReleaseRequested: releaseBody(request) })
+  try {
+    const created = await storeUpload(services, request, prepared)
+    input.onCreated?.(created)
+    return await settle(services, request, false, await receive(services, request, created, input))
+  } finally {
+    await lock.release()
+  }
+}
+
+/** Append at `offset`. Every check runs before the first byte is read. */
+export async function appendToUpload (services: TusServices, request: FastifyRequest, id: string, input: AppendRequest): Promise<UploadOutcome> {
+  const lock = await lockUpload(services, id, { onReleaseRequested: releaseBody(request) })
+  let outcome: UploadOutcome
+  try {
+    const upload = await loadLive(services, id)
+    if (upload.concat?.type === 'final') throw new TusErrors.FINAL_UPLOAD()
+    if (input.offset !== upload.offset) {
+      throw withFacts(new TusErrors.OFFSET_MISMATCH(input.offset, upload.offset), { offset: upload.offset, providedOffset: input.offset })
+    }
+    if (isComplete(upload) && (hasBody(request) || input.completes !== undefined)) {
+      // A finished upload is never modified; an empty request of a protocol that cannot say more is a no-op.
+      throw withFacts(new TusErrors.UPLOAD_COMPLETE(upload.offset), { offset: upload.offset, uploadComplete: true })
+    }
+    const declared = input.length === undefined ? upload : await declareLength(services, upload, input.length)
+    outcome = await settle(services, request, isComplete(upload), await receive(services, request, declared, input))
+  } finally {
+    await lock.release()
+  }
+  if (outcome.completed) await finishFinalsWaitingOn(services, request, id)
+  return outcome
+}
+
+/** Offset retrieval: the upload once no request writes to it. A final whose partials are all complete is finished first. */
+export async function readStatus (services: TusServices, request: FastifyRequest, id: string): Promise<UploadInfo> {
+  return await finishIfFinal(services, request, await loadSettled(services, id))
+}
+
+/** The upload to download: 409 until it is complete. */
+export async function readFinished (services: TusServices, request: FastifyRequest, id: string): Promise<UploadInfo> {
+  const upload = await finishIfFinal(services, request, await loadLive(services, id))
+  if (!isComplete(upload)) throw new TusErrors.NOT_COMPLETE(upload.offset, String(upload.size ?? 'unknown'))
+  return upload
+}
+
+/** Termination: waits for (and first ends the body of) a running append, runs onUploadTerminate, removes everything. */
+export async function removeUpload (services: TusServices, request: FastifyRequest, id: string): Promise<void> {
+  const lock = await lockUpload(services, id)
+  try {
+    await terminateUpload(services, request, await loadLive(services, id))
+  } finally {
+    await lock.release()
+  }
+}
+
+/** creation-defer-length: the length arrives once and never changes afterwards. */
+async function declareLength (services: TusServices, upload: UploadInfo, length: number): Promise<UploadInfo> {
+  const facts = { offset: upload.offset }
+  if (upload.size !== undefined) {
+    if (upload.size !== length) throw withFacts(new TusErrors.LENGTH_ALREADY_SET(upload.size), facts)
+    return upload
+  }
+  const { maxSize } = services.options
+  if (length > maxSize) throw withFacts(new TusErrors.MAX_SIZE_EXCEEDED(length, maxSize), facts)
+  if (length < upload.offset) throw withFacts(new TusErrors.LENGTH_BELOW_OFFSET(length, upload.offset), facts)
+  await services.store.declareLength(upload.id, length)
+  return { ...upload, size: length }
+}
+
+/**
+ * Streams the body (if any) into the upload (lock held) and settles its length. A request that ends the
+ * upload and arrived whole fixes a still unknown length at the bytes stored; one cut short leaves the upload
+ * incomplete and resumable. Bytes reach the disk (flush) before the upload counts as complete.
+ */
+async function receive (services: TusServices, request: FastifyRequest, upload: UploadInfo, input: ProgressListener & { completes?: boolean | undefined }): Promise<UploadInfo> {
+  const withBody = hasBody(request)
+  let result = withBody ? await appendBody(services, request, upload, input.onProgress) : upload
+  if (input.completes === true && !cutShort(request)) {
+    if (result.size === undefined) {
+      await services.store.declareLength(result.id, result.offset)
+      result = { ...result, size: result.offset }
+    } else if (result.offset !== result.size) {
+      throw withFacts(new TusDraftErrors.INCONSISTENT_LENGTH(`the request completes the upload but ${result.offset} of ${result.size} bytes are stored`), { offset: result.offset })
+    }
+  }
+  // appendBody flushes when its bytes reach a length it knew; a length known only now, or no body, needs it here.
+  if (isComplete(result) && (!withBody || upload.size === undefined)) await services.store.flush(result.id)
+  return result
+}
+
+/** Completion, once per upload, when this request made it complete. Partials never complete on their own (T-N-2). */
+async function settle (services: TusServices, request: FastifyRequest, wasComplete: boolean, after: UploadInfo): Promise<UploadOutcome> {
+  const completed = !wasComplete && isComplete(after)
+  if (!completed || after.concat?.type === 'partial') return { upload: after, completed }
+  return { upload: after, completed, response: await completeUpload(services, request, after) }
+}
+
+async function createFinal (
+  services: TusServices, request: FastifyRequest, input: CreateRequest, concat: UploadConcat & { type: 'final' }
+): Promise<UploadOutcome> {
+  if (hasBody(request)) throw new TusErrors.INVALID_CONCAT('a final upload cannot carry a body')
+  const partials = await Promise.all(concat.parts.map(async (id) => await partialUpload(services, id)))
+  const size = partials.reduce((sum, partial) => sum + (partial.size ?? 0), 0)
+  const { maxSize } = services.options
+  if (size > maxSize) throw new TusErrors.MAX_SIZE_EXCEEDED(size, maxSize)
+  const prepared = await prepareUpload(services, request, { id: newUploadId(), size, metadata: input.metadata, concat })
+  await ensureFreeSpace(services, size)
+
+  const lock = await lockUpload(services, prepared.id)
+  let final: UploadInfo
+  try {
+    final = await storeUpload(services, request, prepared)
+  } finally {
+    await lock.release()
+  }
+  input.onCreated?.(final)
+  const finished = await finishFinal(services, request, final.id, services.options.lockTimeout)
+  return finished ?? { upload: final, completed: false }
+}
+
+/** A final upload is finished by whichever request reads it once its partials are complete (after a restart, too). */
+async function finishIfFinal (services: TusServices, request: FastifyRequest, upload: UploadInfo): Promise<UploadInfo> {
+  if (upload.concat?.type !== 'final' || isComplete(upload)) return upload
+  return (await finishFinal(services, request, upload.id, 1))?.upload ?? upload
+}
+
+/** The lock policy of requests with a body: a newer request on the same upload (its client reconnected) ends this body. */
+function releaseBody (request: FastifyRequest): () => void {
+  return () => {
+    if (request.body instanceof RequestBody) request.body.release('superseded')
+  }
+}
+
+function cutShort (request: FastifyRequest): boolean {
+  return request.body instanceof RequestBody && (request.body.aborted || request.body.released !== undefined)
+}

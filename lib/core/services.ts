@@ -1,0 +1,58 @@
+import type { FastifyBaseLogger } from 'fastify'
+import type { LockOptions, UploadLock, UploadLocker } from '../lockers/lock.js'
+import type { SharedReads } from '../lockers/shared-reads.js'
+import type { TusEvents } from '../observe/events.js'
+import type { TusMetrics } from '../observe/metrics.js'
+import type { DataStore } from '../store/types.js'
+import type { OnUploadComplete, OnUploadCreate, OnUploadProgress, OnUploadTerminate, TusAuthHook } from '../types.js'
+import type { PendingFinals } from './finals.js'
+import type { InFlightWrites } from './in-flight.js'
+
+/** The plugin's options, validated once at register time (lib/options.ts), defaults filled in. */
+export interface ResolvedOptions {
+  prefix: string
+  dir: string
+  maxSize: number
+  daysToKeep: number
+  auth: TusAuthHook | undefined
+  onUploadCreate: OnUploadCreate | undefined
+  onUploadProgress: OnUploadProgress | undefined
+  progressInterval: number
+  onUploadComplete: OnUploadComplete | undefined
+  onUploadTerminate: OnUploadTerminate | undefined
+  metricsPath: string | undefined
+  respectForwardedHeaders: boolean
+  relativeLocation: boolean
+  maxMetadataSize: number
+  lockTimeout: number
+  idleTimeout: number
+  closeTimeout: number
+  minFreeSpace: number
+  /** Accepted interop versions of the IETF draft; empty when the draft is off. */
+  ietfDraftVersions: readonly number[]
+}
+
+/** What every operation needs: the validated options, the two seams (store, locker) and the observers. */
+export interface TusServices {
+  options: ResolvedOptions
+  /** Full path of the creation endpoint, outer register prefixes included (e.g. `/api/files`). */
+  basePath: string
+  store: DataStore
+  locker: UploadLocker
+  /** `app.tus` itself: what observers listen to. */
+  events: TusEvents
+  metrics: TusMetrics
+  /** Final uploads waiting for their partials (concatenation-unfinished). */
+  pendingFinals: PendingFinals
+  /** Appends running now, for a graceful close. */
+  inFlight: InFlightWrites
+  /** HEADs of one upload sharing one read under its lock. */
+  sharedReads: SharedReads
+  /** For work outside a request (expiry); requests log through `request.log`. */
+  log: FastifyBaseLogger
+}
+
+/** Takes the lock of one upload, waiting at most `lockTimeout` (423 after that). */
+export async function lockUpload (services: TusServices, id: string, options: Omit<LockOptions, 'timeoutMs'> = {}): Promise<UploadLock> {
+  return await services.locker.lock(id, { timeoutMs: services.options.lockTimeout, ...options })
+}

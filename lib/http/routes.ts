@@ -1,0 +1,96 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { RequestBody } from '../core/body.js'
+import { hasBody, stringHeader } from '../core/request.js'
+import type { TusServices } from '../core/services.js'
+import { TusErrors, withFacts, type TusHttpError } from '../errors.js'
+import {
+  DRAFT_UPLOAD_HANDLERS, INTEROP_HEADER, draftVersionOf, handleDraftAppend, handleDraftCreation, handleDraftDelete,
+  handleDraftGet, handleDraftHead, handleDraftOptions, type DraftHandler
+} from '../ietf/handlers.js'
+import { sendDraftError } from '../ietf/reply.js'
+import type { DraftVersion } from '../ietf/versions.js'
+import { countRequests } from '../observe/metrics.js'
+import {
+  TUS_UPLOAD_HANDLERS, handleDelete, handleGet, handleHead, handleOptions, handlePatch, handlePost, type TusHandler
+} from '../tus/handlers.js'
+import { TUS_VERSION } from '../tus/headers.js'
+import { sendTusError } from '../tus/reply.js'
+
+/**
+ * The tus routes, in an encapsulated context of their own: its content-type parser hands request bodies
+ * on unread (the operations stream them), and its hooks and error handler touch nothing else in the app.
+ * Each route serves tus 1.0.0 and the IETF draft, chosen per request by `Upload-Draft-Interop-Version`.
+ */
+export async function tusRoutes (instance: FastifyInstance, options: { services: Omit<TusServices, 'basePath'> }): Promise<void> {
+  const services: TusServices = { ...options.services, basePath: instance.prefix }
+  const idleTimeout = services.options.idleTimeout
+
+  instance.removeAllContentTypeParsers()
+  instance.addContentTypeParser('*', (_request, payload, done) => { done(null, new RequestBody(payload, idleTimeout)) })
+  // Whether a request has content is decided once, by its HTTP version's rule (core/request.ts): Fastify skips the
+  // parser for an HTTP/2 body that has neither Content-Type nor Content-Length, which streaming clients send.
+  instance.addHook('preHandler', async (request) => {
+    if (!(request.body instanceof RequestBody) && hasBody(request)) request.body = new RequestBody(request.raw, idleTimeout)
+  })
+  instance.addHook('onSend', async (request) => {
+    if (request.body instanceof RequestBody) request.body.discardRest()
+  })
+  instance.setErrorHandler((error: TusHttpError, request, reply) => {
+    // Requests that name a draft interop version (even one not accepted) get the draft's answer.
+    if (request.headers[INTEROP_HEADER] === undefined || services.options.ietfDraftVersions.length === 0) {
+      sendTusError(error, request, reply)
+      return
+    }
+    let version: DraftVersion | undefined
+    try {
+      version = draftVersionOf(services, request)
+    } catch {
+      version = undefined
+    }
+    sendDraftError(services, error, request, reply, version)
+  })
+  countRequests(instance, services.metrics)
+  instance.setNotFoundHandler(async () => { throw new TusErrors.NOT_FOUND() })
+
+  instance.addHook('onRequest', async (request, reply) => {
+    // Upload-Draft-Interop-Version picks the IETF draft for this request: no Tus-Resumable either way.
+    if (draftVersionOf(services, request) !== undefined) return
+    reply.header('Tus-Resumable', TUS_VERSION)
+    // GET (download) is no tus request: a browser following a download link cannot send Tus-Resumable
+    // (tusd lets GET through for the same reason). Every method that reads or changes protocol state checks it.
+    if (request.method === 'OPTIONS' || request.method === 'GET') return
+    const version = stringHeader(request, 'tus-resumable')
+    if (version !== TUS_VERSION) {
+      throw withFacts(new TusErrors.UNSUPPORTED_VERSION(version ?? ''), { headers: { 'Tus-Version': TUS_VERSION } })
+    }
+  })
+  const auth = services.options.auth
+  if (auth !== undefined) {
+    instance.addHook('onRequest', async (request, reply) => {
+      if (request.method === 'OPTIONS') return
+      await auth(request, reply)
+      if (reply.sent) return reply
+    })
+  }
+
+  const route = (handler: TusHandler, draftHandler: DraftHandler) => async (request: FastifyRequest, reply: FastifyReply) => {
+    const version = draftVersionOf(services, request)
+    if (version === undefined) await handler(services, request, reply)
+    else await draftHandler(services, version, request, reply)
+  }
+  instance.options('/', route(handleOptions, handleDraftOptions))
+  instance.options('/:id', route(handleOptions, handleDraftOptions))
+  instance.post('/', route(handlePost, handleDraftCreation))
+  instance.head('/:id', route(handleHead, handleDraftHead))
+  instance.get('/:id', { exposeHeadRoute: false }, route(handleGet, handleDraftGet))
+  instance.patch('/:id', route(handlePatch, handleDraftAppend))
+  instance.delete('/:id', route(handleDelete, handleDraftDelete))
+  // X-HTTP-Method-Override (T-G-8): clients behind proxies that only pass GET/POST tunnel the method.
+  instance.post('/:id', async (request, reply) => {
+    const method = stringHeader(request, 'x-http-method-override')?.trim().toUpperCase() ?? 'POST'
+    const handler = TUS_UPLOAD_HANDLERS[method]
+    const draftHandler = DRAFT_UPLOAD_HANDLERS[method]
+    if (handler === undefined || draftHandler === undefined) throw new TusErrors.METHOD_NOT_ALLOWED(method)
+    await route(handler, draftHandler)(request, reply)
+  })
+}

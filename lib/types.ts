@@ -1,0 +1,46 @@
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { NewUpload, UploadInfo, UploadMetadata } from './store/types.js'
+
+/** Runs before every tus route but OPTIONS; throw (an error with statusCode 401/403) or reply to refuse. */
+export type TusAuthHook = (request: FastifyRequest, reply: FastifyReply) => Promise<void> | void
+
+/** What onUploadCreate may change about the upload it is asked about. */
+export interface UploadCreateChanges {
+  /** The upload id instead of a random one: 1-128 of `A-Z a-z 0-9 _ -`, unused (409 when taken). */
+  id?: string
+  /** The metadata to store instead of what the client sent. */
+  metadata?: UploadMetadata
+  /**
+   * A storage sub-directory for this upload, relative to the store's root: up to 8 `/`-separated
+   * segments of `A-Z a-z 0-9 _ -` (no dots, so no way out of the root). The FileStore keeps the data
+   * file at `<dir>/<directory>/<id>` and records the directory in `<dir>/<id>.json`; ids stay unique
+   * across directories.
+   */
+  directory?: string
+}
+
+type Awaitable<T> = T | Promise<T>
+
+/** Before an upload is created: refuse it (throw), or return changes (id, metadata, sub-directory). */
+export type OnUploadCreate = (upload: NewUpload, request: FastifyRequest) => Awaitable<UploadCreateChanges | undefined | void>
+/**
+ * While bytes arrive: before the first byte of each request on an unfinished upload, then at most every
+ * `progressInterval` ms and once more after the request's last byte unless it completed the upload.
+ * `upload.offset` counts the bytes handed to the store so far (written once the request ends). Throw to stop the
+ * upload (bytes stored are kept).
+ */
+export type OnUploadProgress = (upload: UploadInfo, request: FastifyRequest) => Awaitable<void>
+/** Once per upload, after its last byte is durable and before the final response; may shape that response. */
+export type OnUploadComplete = (upload: UploadInfo, request: FastifyRequest) => Awaitable<UploadResponse | undefined | void>
+/** Before a DELETE removes an upload: throw to refuse it. */
+export type OnUploadTerminate = (upload: UploadInfo, request: FastifyRequest) => Awaitable<void>
+
+/** How onUploadComplete shapes the response to the request that completed the upload. */
+export interface UploadResponse {
+  /** A 2xx status instead of 201 (POST) / 204 (PATCH); 200 by default when a body is given to a PATCH. */
+  status?: number
+  /** Extra headers; the protocol's own (Upload-*, Tus-*, Location, Content-Length...) cannot be replaced. */
+  headers?: Record<string, string>
+  /** A small body (at most 64 KiB). */
+  body?: string | Buffer
+}

@@ -1,0 +1,28 @@
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { errorStatus, isOwnError, type TusHttpError } from '../errors.js'
+import type { UploadResponse } from '../types.js'
+
+/** Sends the final answer of a request that stored bytes: `status`, or what onUploadComplete asked for. */
+export async function sendUploadResponse (reply: FastifyReply, status: number, response: UploadResponse | undefined): Promise<void> {
+  if (response === undefined) {
+    await reply.code(status).send()
+    return
+  }
+  if (response.headers !== undefined) reply.headers(response.headers)
+  const bodyStatus = status === 204 && response.body !== undefined ? 200 : status
+  await reply.code(response.status ?? bodyStatus).send(response.body)
+}
+
+/**
+ * What every protocol does first with an error: its status, its own headers, and the text a client may
+ * read. Errors of our own and client errors say what was wrong; unexpected server errors are logged and
+ * their message, which may hold internals, is never sent.
+ */
+export function prepareErrorReply (error: TusHttpError, request: FastifyRequest, reply: FastifyReply): { status: number, message: string } {
+  const status = errorStatus(error)
+  const exposed = status < 500 || isOwnError(error)
+  if (!exposed) request.log.error({ err: error }, 'fastify-tus: unexpected error')
+  if (error.headers !== undefined) reply.headers(error.headers)
+  reply.code(status)
+  return { status, message: exposed ? error.message : 'Internal server error' }
+}
