@@ -1,0 +1,326 @@
+// One table of scenarios, run through tus 1.0.0 and every IETF draft interop version (3-9), over HTTP/1.1
+// and HTTP/2 (h2c), each with and without Content-Length. Every protocol reaches the same operations, so
+// every row must end with the same stored bytes, the same hook calls and the same events.
+import t from 'tap'
+import { readdir, readFile } from 'node:fs/promises'
+import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
+import { connect as connectHttp2, constants as http2Constants, type IncomingHttpHeaders as Http2Headers } from 'node:http2'
+import { join } from 'node:path'
+import type { FastifyServerOptions } from 'fastify'
+import type { TusPluginOptions, UploadInfo } from '../lib/index.js'
+import { idOf, randomBytesSeeded, sha256, startServer, type TestServer } from './helpers.js'
+
+type Transport = 'http/1.1' | 'http/1.1 chunked' | 'h2c' | 'h2c streamed'
+const TRANSPORTS: Transport[] = ['http/1.1', 'http/1.1 chunked', 'h2c', 'h2c streamed']
+const DRAFT_VERSIONS = [3, 4, 5, 6, 7, 8, 9]
+
+interface Response {
+  status: number
+  headers: Record<string, string>
+  body: Buffer
+  /** 1xx interim responses before the final one. */
+  interim: Array<Record<string, string>>
+}
+
+function flatten (headers: IncomingHttpHeaders | Http2Headers): Record<string, string> {
+  const flat: Record<string, string> = {}
+  for (const [name, value] of Object.entries(headers)) {
+    if (value !== undefined && !name.startsWith(':')) flat[name] = Array.isArray(value) ? value.join(', ') : String(value)
+  }
+  return flat
+}
+
+/** Halves of a body sent as separate writes, so "without Content-Length" really streams. */
+function halves (body: Buffer): Buffer[] {
+  const middle = Math.floor(body.length / 2)
+  return [body.subarray(0, middle), body.subarray(middle)]
+}
+
+async function send (transport: Transport, url: string, method: string, headers: Record<string, string>, body?: Buffer): Promise<Response> {
+  const withLength = transport === 'http/1.1' || transport === 'h2c'
+  if (transport.startsWith('h2c')) return await sendHttp2(url, method, headers, body, withLength)
+  return await new Promise((resolve, reject) => {
+    const interim: Response['interim'] = []
+    const all = { ...headers, ...(body !== undefined && withLength ? { 'Content-Length': String(body.length) } : {}) }
+    const request = httpRequest(url, { method, headers: all, agent: false })
+    request.on('information', (info) => { interim.push(flatten(info.headers)) })
+    request.on('error', reject)
+    request.on('response', (response) => {
+      const chunks: Buffer[] = []
+      response.on('data', (chunk: Buffer) => chunks.push(chunk))
+      response.on('error', reject)
+      response.on('end', () => { resolve({ status: response.statusCode!, headers: flatten(response.headers), body: Buffer.concat(chunks), interim }) })
+    })
+    if (body === undefined) {
+      request.end()
+      return
+    }
+    if (withLength) {
+      request.end(body)
+      return
+    }
+    const [first, second] = halves(body)
+    request.write(first)
+    request.end(second)
+  })
+}
+
+async function sendHttp2 (url: string, method: string, headers: Record<string, string>, body: Buffer | undefined, withLength: boolean): Promise<Response> {
+  const { origin, pathname } = new URL(url)
+  const session = connectHttp2(origin)
+  try {
+    return await new Promise((resolve, reject) => {
+      session.on('error', reject)
+      const interim: Response['interim'] = []
+      const lower = Object.fromEntries(Object.entries(headers).map(([name, value]) => [name.toLowerCase(), value]))
+      const stream = session.request({
+        [http2Constants.HTTP2_HEADER_METHOD]: method,
+        [http2Constants.HTTP2_HEADER_PATH]: pathname,
+        ...lower,
+        ...(body !== undefined && withLength ? { 'content-length': String(body.length) } : {})
+      }, { endStream: body === undefined })
+      stream.on('headers', (info) => { interim.push(flatten(info)) })
+      stream.on('error', reject)
+      stream.on('response', (response) => {
+        const chunks: Buffer[] = []
+        stream.on('data', (chunk: Buffer) => chunks.push(chunk))
+        stream.on('end', () => { resolve({ status: Number(response[':status']), headers: flatten(response), body: Buffer.concat(chunks), interim }) })
+      })
+      if (body === undefined) return
+      if (withLength) {
+        stream.end(body)
+        return
+      }
+      const [first, second] = halves(body)
+      stream.write(first)
+      stream.end(second)
+    })
+  } finally {
+    session.close()
+  }
+}
+
+/** How one protocol spells each step; `last` marks the append that ends the upload. */
+interface Dialect {
+  name: string
+  created: number
+  appended: (last: boolean) => number
+  /** The status of bytes beyond a known length (tus: 413; the draft: 400 inconsistent-upload-length). */
+  overflow: number
+  create: (transport: Transport, server: TestServer, options: { length?: number, body?: Buffer, last?: boolean }) => Promise<Response & { url: string }>
+  append: (transport: Transport, url: string, offset: number, body: Buffer, options: { last?: boolean, length?: number }) => Promise<Response>
+  offsetOf: (transport: Transport, url: string) => Promise<{ status: number, offset: number | undefined }>
+  remove: (transport: Transport, url: string) => Promise<Response>
+}
+
+const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
+
+const tus: Dialect = {
+  name: 'tus 1.0.0',
+  created: 201,
+  appended: () => 204,
+  overflow: 413,
+  async create (transport, server, { length, body }) {
+    const headers = { 'Tus-Resumable': '1.0.0', ...(length === undefined ? { 'Upload-Defer-Length': '1' } : { 'Upload-Length': String(length) }), ...(body === undefined ? {} : OCTET) }
+    const response = await send(transport, server.endpoint, 'POST', headers, body)
+    return { ...response, url: new URL(response.headers.location ?? '/none', server.origin).href }
+  },
+  async append (transport, url, offset, body, { length }) {
+    return await send(transport, url, 'PATCH', { 'Tus-Resumable': '1.0.0', 'Upload-Offset': String(offset), ...OCTET, ...(length === undefined ? {} : { 'Upload-Length': String(length) }) }, body)
+  },
+  async offsetOf (transport, url) {
+    const response = await send(transport, url, 'HEAD', { 'Tus-Resumable': '1.0.0' })
+    return { status: response.status, offset: response.headers['upload-offset'] === undefined ? undefined : Number(response.headers['upload-offset']) }
+  },
+  async remove (transport, url) {
+    return await send(transport, url, 'DELETE', { 'Tus-Resumable': '1.0.0' })
+  }
+}
+
+function draftDialect (version: number): Dialect {
+  const complete = (done: boolean): Record<string, string> =>
+    version === 3 ? { 'Upload-Incomplete': done ? '?0' : '?1' } : { 'Upload-Complete': done ? '?1' : '?0' }
+  const interop = { 'Upload-Draft-Interop-Version': String(version) }
+  return {
+    name: `draft interop ${version}`,
+    created: 201,
+    appended: (last) => version === 3 && !last ? 201 : 204,
+    overflow: 400,
+    async create (transport, server, { length, body, last = false }) {
+      const headers = { ...interop, ...complete(last), ...(length === undefined ? {} : { 'Upload-Length': String(length) }) }
+      const response = await send(transport, server.endpoint, 'POST', headers, body)
+      return { ...response, url: new URL(response.headers.location ?? '/none', server.origin).href }
+    },
+    async append (transport, url, offset, body, { last = false, length }) {
+      const type: Record<string, string> = version >= 6 ? { 'Content-Type': 'application/partial-upload' } : {}
+      return await send(transport, url, 'PATCH', { ...interop, 'Upload-Offset': String(offset), ...complete(last), ...type, ...(length === undefined ? {} : { 'Upload-Length': String(length) }) }, body)
+    },
+    async offsetOf (transport, url) {
+      const response = await send(transport, url, 'HEAD', interop)
+      return { status: response.status, offset: response.headers['upload-offset'] === undefined ? undefined : Number(response.headers['upload-offset']) }
+    },
+    async remove (transport, url) {
+      return await send(transport, url, 'DELETE', interop)
+    }
+  }
+}
+
+const DIALECTS: Dialect[] = [tus, ...DRAFT_VERSIONS.map(draftDialect)]
+
+/** A server whose hooks and events are all recorded, in the order they happened. */
+async function recordingServer (t: Teardown, transport: Transport, options: TusPluginOptions = {}): Promise<{ server: TestServer, log: string[] }> {
+  const log: string[] = []
+  const fastifyOptions: FastifyServerOptions = transport.startsWith('h2c') ? { http2: true } as FastifyServerOptions : {}
+  const server = await startServer(t, {
+    progressInterval: 0,
+    ...options,
+    onUploadCreate: (upload) => { log.push(`hook create ${upload.size ?? 'deferred'}`) },
+    onUploadComplete: (upload) => { log.push(`hook complete ${upload.size ?? '?'}`) },
+    onUploadTerminate: options.onUploadTerminate ?? ((upload) => { log.push(`hook terminate ${upload.offset}`) })
+  }, undefined, fastifyOptions)
+  server.app.tus.on('created', () => { log.push('event created') })
+  server.app.tus.on('completed', (upload) => { log.push(`event completed ${upload.size ?? '?'}`) })
+  server.app.tus.on('terminated', () => { log.push('event terminated') })
+  return { server, log }
+}
+
+async function stored (server: TestServer, url: string): Promise<Buffer> {
+  return await readFile(join(server.dir, idOf(url)))
+}
+
+interface Teardown { teardown: (fn: () => unknown) => void }
+
+const SOURCE = randomBytesSeeded(96 * 1024, 7)
+
+for (const transport of TRANSPORTS) {
+  for (const dialect of DIALECTS) {
+    t.test(`${dialect.name} over ${transport}`, async (t) => {
+      t.test('creation without bytes, two appends: the bytes, one completion', async (t) => {
+        const { server, log } = await recordingServer(t, transport)
+        const created = await dialect.create(transport, server, { length: SOURCE.length })
+        t.equal(created.status, dialect.created)
+        const half = SOURCE.length / 2
+        t.equal((await dialect.append(transport, created.url, 0, SOURCE.subarray(0, half), {})).status, dialect.appended(false))
+        const last = await dialect.append(transport, created.url, half, SOURCE.subarray(half), { last: true })
+        t.equal(last.status, dialect.appended(true))
+        t.equal(last.headers['upload-offset'], String(SOURCE.length))
+        t.equal(sha256(await stored(server, created.url)), sha256(SOURCE), 'the bytes on disk')
+        t.same(log, [`hook create ${SOURCE.length}`, 'event created', `hook complete ${SOURCE.length}`, `event completed ${SOURCE.length}`])
+      })
+
+      t.test('creation with all the bytes: complete at once', async (t) => {
+        const { server, log } = await recordingServer(t, transport)
+        const created = await dialect.create(transport, server, { length: SOURCE.length, body: SOURCE, last: true })
+        t.equal(created.status, dialect.created)
+        t.equal(created.headers['upload-offset'], String(SOURCE.length))
+        t.equal(sha256(await stored(server, created.url)), sha256(SOURCE))
+        t.same(log, [`hook create ${SOURCE.length}`, 'event created', `hook complete ${SOURCE.length}`, `event completed ${SOURCE.length}`])
+      })
+
+      t.test('creation with the first bytes, then the rest', async (t) => {
+        const { server, log } = await recordingServer(t, transport)
+        const first = SOURCE.subarray(0, 1000)
+        const created = await dialect.create(transport, server, { length: SOURCE.length, body: first })
+        t.equal(created.headers['upload-offset'], '1000', 'the first bytes are stored (a body without Content-Length too)')
+        const rest = await dialect.append(transport, created.url, 1000, SOURCE.subarray(1000), { last: true })
+        t.equal(rest.status, dialect.appended(true))
+        t.equal(sha256(await stored(server, created.url)), sha256(SOURCE))
+        t.same(log.filter((entry) => entry.startsWith('hook complete')), [`hook complete ${SOURCE.length}`])
+      })
+
+      t.test('deferred length: declared by the last append', async (t) => {
+        const { server, log } = await recordingServer(t, transport)
+        const created = await dialect.create(transport, server, {})
+        t.equal(created.status, dialect.created)
+        t.equal((await dialect.append(transport, created.url, 0, SOURCE.subarray(0, 5000), {})).status, dialect.appended(false))
+        const length = dialect === tus ? SOURCE.length : undefined
+        const last = await dialect.append(transport, created.url, 5000, SOURCE.subarray(5000), { last: true, length })
+        t.equal(last.status, dialect.appended(true))
+        t.equal(sha256(await stored(server, created.url)), sha256(SOURCE))
+        t.same(log, ['hook create deferred', 'event created', `hook complete ${SOURCE.length}`, `event completed ${SOURCE.length}`])
+      })
+
+      t.test('bytes beyond the length: refused, nothing stored, the upload kept (no removal behind the terminate hook)', async (t) => {
+        const { server, log } = await recordingServer(t, transport, {
+          onUploadTerminate: () => { throw Object.assign(new Error('never removed'), { statusCode: 403 }) }
+        })
+        const created = await dialect.create(transport, server, { length: 100, body: SOURCE.subarray(0, 10) })
+        const over = await dialect.append(transport, created.url, 10, SOURCE.subarray(10, 150), {})
+        t.equal(over.status, dialect.overflow)
+        t.equal(over.headers['upload-offset'], '10')
+        t.same(await dialect.offsetOf(transport, created.url), { status: dialect === tus ? 200 : 204, offset: 10 }, 'the upload is still there')
+        t.same(await stored(server, created.url), SOURCE.subarray(0, 10), 'nothing of the overflowing body stored')
+        const rest = await dialect.append(transport, created.url, 10, SOURCE.subarray(10, 100), { last: true })
+        t.equal(rest.status, dialect.appended(true), 'the upload goes on')
+        t.same(log, ['hook create 100', 'event created', 'hook complete 100', 'event completed 100'])
+      })
+
+      t.test('a refused termination keeps the upload', async (t) => {
+        const { server, log } = await recordingServer(t, transport, {
+          onUploadTerminate: () => { throw Object.assign(new Error('kept for audit'), { statusCode: 403 }) }
+        })
+        const created = await dialect.create(transport, server, { length: 100, body: SOURCE.subarray(0, 10) })
+        const refused = await dialect.remove(transport, created.url)
+        t.equal(refused.status, 403)
+        t.equal(refused.body.toString(), 'kept for audit')
+        t.same(await stored(server, created.url), SOURCE.subarray(0, 10))
+        t.equal((await dialect.offsetOf(transport, created.url)).offset, 10)
+        t.same(log, ['hook create 100', 'event created'])
+      })
+
+      t.test('termination: the hook, the event, nothing left', async (t) => {
+        const { server, log } = await recordingServer(t, transport)
+        const created = await dialect.create(transport, server, { length: 100, body: SOURCE.subarray(0, 10) })
+        t.equal((await dialect.remove(transport, created.url)).status, 204)
+        t.equal((await dialect.offsetOf(transport, created.url)).status, 404)
+        t.same((await readdir(server.dir)).filter((name) => !name.startsWith('.')), [])
+        t.same(log, ['hook create 100', 'event created', 'hook terminate 10', 'event terminated'])
+      })
+
+      t.test('the disk reserve holds for every creation', async (t) => {
+        const { server, log } = await recordingServer(t, transport, { minFreeSpace: Number.MAX_SAFE_INTEGER })
+        const refused = await dialect.create(transport, server, { length: 10, body: SOURCE.subarray(0, 10), last: true })
+        t.equal(refused.status, 507)
+        t.same((await readdir(server.dir)).filter((name) => !name.startsWith('.')), [], 'nothing created')
+        t.same(log, ['hook create 10'])
+      })
+
+      t.test('a final (concatenated) upload cannot be appended to; its partial completes it, once', async (t) => {
+        const { server, log } = await recordingServer(t, transport)
+        const unrelated = await tus.create(transport, server, { length: 6, body: Buffer.from('abc') })
+        const tusHeaders = { 'Tus-Resumable': '1.0.0' }
+        const partialUrl = (await send(transport, server.endpoint, 'POST', { ...tusHeaders, 'Upload-Length': '6', 'Upload-Concat': 'partial' })).headers.location!
+        const final = await send(transport, server.endpoint, 'POST', { ...tusHeaders, 'Upload-Concat': `final;${partialUrl}` })
+        t.equal(final.status, 201)
+        const finalUrl = new URL(final.headers.location!, server.origin).href
+        const forged = await dialect.append(transport, finalUrl, 0, Buffer.from('evil!!'), { last: true })
+        t.equal(forged.status, 403, 'a final upload is never written by an append')
+        const completing = await dialect.append(transport, new URL(partialUrl, server.origin).href, 0, Buffer.from('hello!'), { last: true })
+        t.equal(completing.status, dialect.appended(true))
+        t.equal((await stored(server, finalUrl)).toString(), 'hello!', 'the final has its partial\'s bytes')
+        t.equal((await stored(server, unrelated.url)).toString(), 'abc', 'an unrelated upload untouched')
+        t.same(log.filter((entry) => entry.startsWith('hook complete') || entry.startsWith('event completed')),
+          ['hook complete 6', 'event completed 6'], 'completion once, for the final, never for the partial')
+      })
+
+      t.test('progress: the hook sees the bytes arrive', async (t) => {
+        const offsets: number[] = []
+        const { server } = await recordingServer(t, transport, { onUploadProgress: (upload) => { offsets.push(upload.offset) } })
+        const created = await dialect.create(transport, server, { length: SOURCE.length })
+        await dialect.append(transport, created.url, 0, SOURCE.subarray(0, 50_000), {})
+        t.equal(offsets[0], 0, 'a report before the first byte')
+        t.equal(offsets.at(-1), 50_000, 'a report after the last byte of the request')
+        t.ok(offsets.every((offset, index) => index === 0 || offset >= offsets[index - 1]!), 'never backwards')
+      })
+    })
+  }
+}
+
+t.test('draft progress 104s do not depend on the public emitter', async (t) => {
+  const { server } = await recordingServer(t, 'http/1.1')
+  server.app.tus.removeAllListeners('progress')
+  const response = await send('http/1.1 chunked', server.endpoint, 'POST', { 'Upload-Draft-Interop-Version': '6', 'Upload-Complete': '?1' }, SOURCE)
+  t.equal(response.status, 201)
+  t.ok(response.interim.some((headers) => headers['upload-offset'] !== undefined), 'a progress 104 after app.tus.removeAllListeners(\'progress\')')
+  t.equal(sha256(await stored(server, new URL(response.headers.location!, server.origin).href)), sha256(SOURCE))
+})
