@@ -318,6 +318,8 @@ for (const transport of TRANSPORTS) {
 
 t.test('draft progress 104s do not depend on the public emitter', async (t) => {
   const { server } = await recordingServer(t, 'http/1.1')
+  const before = await send('http/1.1 chunked', server.endpoint, 'POST', { 'Upload-Draft-Interop-Version': '6', 'Upload-Complete': '?1' }, SOURCE)
+  t.ok(before.interim.some((headers) => headers['upload-offset'] !== undefined), 'progress 104s')
   server.app.tus.removeAllListeners('progress')
   const response = await send('http/1.1 chunked', server.endpoint, 'POST', { 'Upload-Draft-Interop-Version': '6', 'Upload-Complete': '?1' }, SOURCE)
   t.equal(response.status, 201)
