@@ -76,7 +76,7 @@ t.test('a waiter gets the lock as soon as the holder on another instance release
   let deadline: NodeJS.Timeout | undefined
   const next = await Promise.race([
     waiting,
-    new Promise<undefined>((resolve) => { deadline = setTimeout(resolve, 5000) })
+    new Promise<undefined>((resolve) => { deadline = setTimeout(() => { resolve(undefined) }, 5000) })
   ])
   clearTimeout(deadline)
   t.ok(next !== undefined, `woken by the release (after ${Date.now() - begin} ms)`)
