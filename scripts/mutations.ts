@@ -246,6 +246,7 @@ async function runTap (cwd: string, files: string[], env: NodeJS.ProcessEnv): Pr
     child.on('close', (exitCode) => { resolve(exitCode) })
   })
   current = undefined
+  if (interrupted) throw new Error('interrupted')
   return { passed: code === 0, output }
 }
 
@@ -276,18 +277,25 @@ async function startRedis (directory: string): Promise<string> {
   return `redis://127.0.0.1:${port}`
 }
 
+let cleaning: Promise<void> | undefined
+
+/** Stops redis-server (if started) and removes the copy; once, whoever asks first (the end or a signal). */
 async function cleanUp (): Promise<void> {
-  const steps = cleanup.reverse()
-  cleanup = []
-  for (const step of steps) await step().catch((error: unknown) => { console.error(error) })
+  cleaning ??= (async () => {
+    for (const step of cleanup.reverse()) await step().catch((error: unknown) => { console.error(error) })
+  })()
+  await cleaning
 }
 
+let interrupted = false
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => {
+    interrupted = true
     // The tap run is a process group of its own (detached): end all of it.
     if (current?.pid !== undefined) {
       try { process.kill(-current.pid, 'SIGKILL') } catch {}
     }
+    console.error(`mutations: ${signal}: stopping (the working tree was never modified)`)
     void cleanUp().finally(() => { process.exit(130) })
   })
 }
@@ -296,8 +304,8 @@ let status = 1
 try {
   status = await main()
 } catch (error) {
-  console.error(error)
+  if (!interrupted) console.error(error)
 } finally {
   await cleanUp()
 }
-process.exit(status)
+process.exit(interrupted ? 130 : status)
