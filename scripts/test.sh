@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `npm test`: the whole suite. Installs the Debian packages it needs when run as root (CI, fresh machines),
-# starts the services the suites use, type-checks, builds, and runs every tap test.
+# starts the services the suites use, type-checks, builds, runs every tap test, then the mutation check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,5 +19,15 @@ if [ -n "$summary" ]; then
   total=$(sed -E 's/.*total: ([0-9]+).*/\1/' <<<"$summary")
   pass=$(sed -E 's/.*pass: ([0-9]+).*/\1/' <<<"$summary")
   echo "$pass passed, $((total - pass)) failed"
+fi
+# The mutation check (scripts/mutations.ts): hand-made bugs in the core rules that the tests must catch.
+# It runs the narrowest test files of each on a copy of the tree; it starts its own redis-server.
+set +e
+node --import tsx scripts/mutations.ts
+mutations=$?
+set -e
+if [ "$status" -eq 0 ] && [ "$mutations" -ne 0 ]; then
+  echo "fastify-tus: the tests pass but the mutation check failed (a mutation survived or its find text is gone)" >&2
+  status=$mutations
 fi
 exit "$status"

@@ -1,10 +1,12 @@
 import t from 'tap'
 import { request as httpRequest } from 'node:http'
 import { connect } from 'node:net'
+import { createHash } from 'node:crypto'
 import { readFile, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
+import { crc32 } from 'node:zlib'
 import type { UploadInfo } from '../lib/index.js'
-import { createUpload, idOf, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
+import { createUpload, idOf, randomBytesSeeded, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
 // The spec's examples for the body "hello world".
@@ -189,3 +191,68 @@ t.test('an interrupted checksummed PATCH commits nothing; an unchecksummed one k
   t.equal(after.headers['upload-offset'], '5')
   t.equal((await stored(server, url)).toString(), 'hello')
 })
+
+/** The Upload-Checksum value of `data` (computed here, independently of the server's code). */
+function checksumOf (algorithm: string, data: Buffer): string {
+  if (algorithm !== 'crc32') return `${algorithm} ${createHash(algorithm).update(data).digest('base64')}`
+  const digest = Buffer.alloc(4)
+  digest.writeUInt32BE(crc32(data) >>> 0)
+  return `crc32 ${digest.toString('base64')}`
+}
+
+/**
+ * A PATCH whose body goes out in `parts` separate writes, each waiting for the socket to drain, so the
+ * server reads many chunks. The checksum goes as a header (with Content-Length) or as a trailer (chunked).
+ */
+async function streamedPatch (url: string, offset: number, data: Buffer, parts: number, checksum: { header?: string, trailer?: string }) {
+  return await new Promise<{ status: number, offset: string | undefined, text: string }>((resolve, reject) => {
+    const request = httpRequest(url, {
+      method: 'PATCH',
+      headers: {
+        'Tus-Resumable': '1.0.0', 'Upload-Offset': String(offset), ...OCTET,
+        ...(checksum.header === undefined ? {} : { 'Upload-Checksum': checksum.header, 'Content-Length': String(data.length) }),
+        ...(checksum.trailer === undefined ? {} : { Trailer: 'Upload-Checksum' })
+      }
+    }, (response) => {
+      let text = ''
+      response.setEncoding('utf8')
+      response.on('data', (chunk: string) => { text += chunk })
+      response.on('end', () => { resolve({ status: response.statusCode!, offset: response.headers['upload-offset'] as string | undefined, text }) })
+    })
+    request.on('error', reject)
+    const size = Math.ceil(data.length / parts)
+    const writeFrom = (start: number): void => {
+      if (start >= data.length) {
+        if (checksum.trailer !== undefined) request.addTrailers({ 'Upload-Checksum': checksum.trailer })
+        request.end()
+        return
+      }
+      if (request.write(data.subarray(start, start + size))) setImmediate(() => { writeFrom(start + size) })
+      else request.once('drain', () => { writeFrom(start + size) })
+    }
+    writeFrom(0)
+  })
+}
+
+const BIG = randomBytesSeeded(3 * 1024 * 1024 + 5, 41)
+
+for (const form of ['header', 'trailer'] as const) {
+  t.test(`a ${form} checksum covers every byte of a multi-MiB body sent in several writes`, async (t) => {
+    const server = await startServer(t)
+    for (const algorithm of Object.keys(HELLO_WORLD)) {
+      const url = await createUpload(server, { 'Upload-Length': String(BIG.length) })
+      // The last byte differs: a digest of anything less than the whole body cannot tell.
+      const corrupted = Buffer.from(BIG)
+      corrupted[corrupted.length - 1]! ^= 0xff
+      const wrong = await streamedPatch(url, 0, corrupted, 7, { [form]: checksumOf(algorithm, BIG) })
+      t.equal(wrong.status, 460, `${algorithm}: the last byte changed is a mismatch`)
+      t.equal(wrong.offset, '0')
+      t.equal((await stored(server, url)).length, 0, `${algorithm}: nothing of it stored`)
+      const right = await streamedPatch(url, 0, BIG, 7, { [form]: checksumOf(algorithm, BIG) })
+      t.equal(right.status, 204, `${algorithm}: ${right.text}`)
+      t.equal(right.offset, String(BIG.length))
+      t.equal(sha256(await stored(server, url)), sha256(BIG), `${algorithm}: every byte stored`)
+    }
+    t.same(await readdir(join(server.dir, '.staging')), [], 'no staged chunk left behind')
+  })
+}

@@ -1,7 +1,9 @@
 // FileStore.write batches the chunks that arrive while a write is in progress (writev); every byte must
 // land once, in order, whatever the chunk sizes and however fast the source is.
 import t from 'tap'
+import { readlinkSync } from 'node:fs'
 import { mkdtemp, open, readFile, rm } from 'node:fs/promises'
+import { basename } from 'node:path'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { FileStore } from '../lib/index.js'
@@ -58,14 +60,21 @@ t.test('a source failing after many queued chunks: everything it yielded is stor
   t.equal(sha256(await readFile(join(directory, id))), sha256(data))
 })
 
-/** Counts fsync and fdatasync calls on every FileHandle (a spy on node's own class; the calls still run). */
-async function countSyncs<T> (work: () => Promise<T>): Promise<{ result: T, sync: number, datasync: number }> {
+/**
+ * Counts fsync and fdatasync calls on every FileHandle (a spy on node's own class; the calls still run),
+ * and names the file each fsync was for (`synced`, base names in call order).
+ */
+async function countSyncs<T> (work: () => Promise<T>): Promise<{ result: T, sync: number, datasync: number, synced: string[] }> {
   const probe = await open(join(directory, 'probe'), 'w')
   const prototype = Object.getPrototypeOf(probe) as { sync: () => Promise<void>, datasync: () => Promise<void> }
   await probe.close()
   const { sync, datasync } = prototype
-  const counts = { sync: 0, datasync: 0 }
-  prototype.sync = async function (this: unknown) { counts.sync++; await sync.call(this) }
+  const counts = { sync: 0, datasync: 0, synced: [] as string[] }
+  prototype.sync = async function (this: { fd: number }) {
+    counts.sync++
+    counts.synced.push(basename(readlinkSync(`/proc/self/fd/${this.fd}`)))
+    await sync.call(this)
+  }
   prototype.datasync = async function (this: unknown) { counts.datasync++; await datasync.call(this) }
   try {
     return { result: await work(), ...counts }
@@ -98,4 +107,38 @@ t.test('fsync (the default): the info file at creation, the data while it arrive
     }
   }
   t.throws(() => new FileStore({ directory, fsync: 'yes' as unknown as boolean }), { message: 'fsync must be a boolean' })
+})
+
+t.test('deferred length: flush fsyncs the data written before the length was known', async (t) => {
+  const dir = join(directory, 'deferred-fsync')
+  const own = new FileStore({ directory: dir })
+  t.teardown(async () => { await own.close() })
+  const data = randomBytesSeeded(300 * 1024 + 9, 15)
+  const id = contractId()
+  await own.create({ id, size: undefined, metadata: {} })
+  const { result, sync, synced } = await countSyncs(async () => {
+    // The length is unknown while the bytes arrive: write cannot know it stored the last one.
+    const offset = await own.write(id, 0, cut(data, [64 * 1024]))
+    await own.declareLength(id, offset)
+    await own.flush(id)
+    return offset
+  })
+  t.equal(result, data.length)
+  t.equal(sync, 2, 'the new info file, then the data file at flush')
+  t.match(synced[0], new RegExp(`^${id}\\.json\\.[0-9a-f]+\\.tmp$`), 'the info file, before it replaces the old one')
+  t.equal(synced[1], id, 'the data file, by flush')
+  t.equal(sha256(await readFile(join(dir, id))), sha256(data))
+  t.equal((await own.getInfo(id)).size, data.length)
+
+  // Completed by a write that knew the length: that write fsynced, so flush has nothing left to do.
+  const known = contractId()
+  await own.create({ id: known, size: undefined, metadata: {} })
+  await own.write(known, 0, cut(data.subarray(0, 1000), [100]))
+  await own.declareLength(known, data.length)
+  const second = await countSyncs(async () => {
+    await own.write(known, 1000, cut(data.subarray(1000), [64 * 1024]))
+    await own.flush(known)
+  })
+  t.same(second.synced, [known], 'one fsync of the data, by the write that stored the last byte')
+  t.equal(sha256(await readFile(join(dir, known))), sha256(data))
 })

@@ -33,13 +33,20 @@ export async function startServer (
 ): Promise<TestServer> {
   const dir = options.dir ?? await mkdtemp(join(tmpdir(), 'fastify-tus-test-'))
   const app = Fastify(fastifyOptions)
-  if (setup !== undefined) await setup(app, dir)
-  else await app.register(tusPlugin, { ...options, dir })
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  t.teardown(async () => {
+  const stop = async (): Promise<void> => {
     await app.close()
     if (options.dir === undefined) await rm(dir, { recursive: true, force: true })
-  })
+  }
+  try {
+    if (setup !== undefined) await setup(app, dir)
+    else await app.register(tusPlugin, { ...options, dir })
+    await app.listen({ port: 0, host: '127.0.0.1' })
+  } catch (error) {
+    // Refused options (a test of them) or a failed listen: the temporary directory goes too.
+    await stop().catch(() => undefined)
+    throw error
+  }
+  t.teardown(stop)
   const origin = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
   return { app, origin, endpoint: `${origin}${options.prefix ?? '/files'}/`, dir }
 }

@@ -370,7 +370,7 @@ t.test('dispatch: unsupported interop versions get 400 and no 104; no header mea
   const tusOnly = await startServer(t, { ietfDraftVersions: [] })
   const ignored = await draft(6, tusOnly.endpoint, { method: 'POST', headers: { 'Upload-Complete': '?1' }, body: 'abc' })
   t.equal(ignored.status, 412, 'ietfDraftVersions: [] turns the draft off: the header is ignored')
-  t.rejects(startServer(t, { ietfDraftVersions: [2] }), /ietfDraftVersions: 2 is not a known interop version/)
+  await t.rejects(startServer(t, { ietfDraftVersions: [2] }), /ietfDraftVersions: 2 is not a known interop version/)
 })
 
 t.test('malformed draft requests: 400 or 415 naming the header', async (t) => {

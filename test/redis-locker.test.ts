@@ -52,12 +52,37 @@ t.test('a held lock refuses another instance with FST_TUS_LOCKED (423) until it 
 t.test('a waiter gets the lock as soon as the holder on another instance releases it', async (t) => {
   const [a, b] = instances(t, 2, { retryMs: 60_000 })
   const held = await a!.locker.lock('u', { timeoutMs: 1000 })
+  // The waiter's attempts, seen on its connection: the release must come after its first attempt failed,
+  // else the waiter would simply take the free lock at its first try.
+  const attempts: Array<string | null> = []
+  let failedOnce: () => void = () => {}
+  const firstFailure = new Promise<void>((resolve) => { failedOnce = resolve })
+  const set = b!.redis.set.bind(b!.redis) as (...args: unknown[]) => Promise<string | null>
+  Object.assign(b!.redis, {
+    set: async (...args: unknown[]) => {
+      const result = await set(...args)
+      attempts.push(result)
+      if (result === null) failedOnce()
+      return result
+    }
+  })
   // retryMs is a minute and the timeout 30 s: only the release announcement can wake the waiter in time.
+  const begin = Date.now()
   const waiting = b!.locker.lock('u', { timeoutMs: 30_000, requestRelease: false })
+  await firstFailure
   await held.release()
-  const next = await waiting
-  await next.release()
-  t.pass('woken by the release')
+  // A deadline, not a sleep: the release wakes the waiter within milliseconds; without it the waiter
+  // would sleep until its timeout (30 s) and take the lock only then.
+  let deadline: NodeJS.Timeout | undefined
+  const next = await Promise.race([
+    waiting,
+    new Promise<undefined>((resolve) => { deadline = setTimeout(() => { resolve(undefined) }, 5000) })
+  ])
+  clearTimeout(deadline)
+  t.ok(next !== undefined, `woken by the release (after ${Date.now() - begin} ms)`)
+  t.same(attempts, [null, 'OK'], 'refused once while held, then taken at the next attempt')
+  if (next !== undefined) await next.release()
+  else void waiting.then(async (lock) => { await lock.release() }, () => {})
 })
 
 t.test('three instances contending for one upload never overlap', async (t) => {

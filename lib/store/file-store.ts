@@ -293,16 +293,17 @@ export class FileStore implements DataStore {
     const temporary = `${target}.${randomBytes(6).toString('hex')}.tmp`
     const handle = await open(temporary, 'w')
     try {
-      await handle.writeFile(JSON.stringify(info))
-      if (this.#fsync) await handle.sync()
-    } finally {
-      await handle.close()
-    }
-    try {
+      try {
+        await handle.writeFile(JSON.stringify(info))
+        if (this.#fsync) await handle.sync()
+      } finally {
+        await handle.close()
+      }
       // link() refuses an existing target atomically; rename() replaces it atomically.
       if (exclusive) await link(temporary, target)
       else await rename(temporary, target)
     } catch (error) {
+      // A failed write or sync too: no half-written temporary file is left beside the info files.
       await rm(temporary, { force: true })
       throw error
     }

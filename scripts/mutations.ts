@@ -1,0 +1,311 @@
+// Mutation check: hand-made bugs in the core rules, each of which some test must catch.
+//
+// For every mutation below, the textual replacement is applied to a copy of the tree (lib/, test/ and the
+// config, node_modules symlinked, in a temporary directory: the working tree is never modified, whatever
+// happens), and the listed test files run with tap (no coverage, bail on the first failure). A mutation
+// the tests let pass SURVIVED; a `find` string missing from its file (or found more than once) fails too,
+// so the list cannot silently rot when the code moves: point `file`/`find` at the new place.
+//
+// Usage: node --import tsx scripts/mutations.ts [--list] [--no-baseline] [--tests=a.test.ts,b.test.ts] [name-or-part ...]
+//   names: run only the mutations whose name contains one of them
+//   --tests: run these test files instead of each mutation's own (to see what a suite misses)
+//   --verbose: print tap's output of each mutated run (what failed, or that nothing did)
+//   --no-baseline: skip the unmutated run of the listed test files (it guards against tests that fail
+//   anyway, which would count every mutation as killed)
+// Redis: the mutations whose tests need TUS_TEST_REDIS_URL get a throwaway redis-server
+// (scripts/services/redis-up.sh) when the variable is not set.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { cp, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+export interface Mutation {
+  /** Unique, shown in the summary. */
+  name: string
+  /** Path relative to the repository root. */
+  file: string
+  /** Exact text to replace; must occur exactly once in `file`. */
+  find: string
+  replace: string
+  /** The narrowest test files that kill it (relative to the root). */
+  tests: string[]
+}
+
+/** Test files that need TUS_TEST_REDIS_URL. */
+const NEEDS_REDIS = /redis/
+
+// Keep each entry small and literal: when a file moves, only `file` (and maybe `find`) changes.
+export const MUTATIONS: Mutation[] = [
+  {
+    name: 'file-store: flush does nothing',
+    file: 'lib/store/file-store.ts',
+    find: 'if (this.#synced.delete(id) || !this.#fsync) return',
+    replace: 'return',
+    tests: ['test/file-store-append.test.ts']
+  },
+  {
+    name: 'file-store: info file replaced in place, not atomically',
+    file: 'lib/store/file-store.ts',
+    find: "const temporary = `${target}.${randomBytes(6).toString('hex')}.tmp`",
+    replace: "const temporary = exclusive ? `${target}.${randomBytes(6).toString('hex')}.tmp` : target",
+    tests: ['test/file-store-info.test.ts']
+  },
+  {
+    name: 'redis-locker: waiters never woken on release',
+    file: 'lib/lockers/redis-locker.ts',
+    find: 'for (const waiter of this.#waiters.get(id) ?? []) waiter.signal()',
+    replace: 'for (const waiter of this.#waiters.get(id) ?? []) void waiter',
+    tests: ['test/redis-locker.test.ts']
+  },
+  {
+    name: 'append: Content-Length pre-check one byte lenient',
+    file: 'lib/append.ts',
+    find: 'declared !== undefined && declared > room',
+    replace: 'declared !== undefined && declared > room + 1',
+    tests: ['test/overflow.test.ts']
+  },
+  {
+    name: 'tus creation: Content-Length pre-check one byte lenient',
+    file: 'lib/handlers/post.ts',
+    find: 'declared !== undefined && declared > upload.size',
+    replace: 'declared !== undefined && declared > upload.size + 1',
+    tests: ['test/overflow.test.ts']
+  },
+  {
+    name: 'draft creation: Content-Length vs maxSize one byte lenient',
+    file: 'lib/ietf/handlers.ts',
+    find: 'contentLength !== undefined && contentLength > context.options.maxSize',
+    replace: 'contentLength !== undefined && contentLength > context.options.maxSize + 1',
+    tests: ['test/overflow.test.ts']
+  },
+  {
+    name: 'draft append: Content-Length vs length one byte lenient',
+    file: 'lib/ietf/handlers.ts',
+    find: 'upload.offset + contentLength > upload.size',
+    replace: 'upload.offset + contentLength > upload.size + 1',
+    tests: ['test/overflow.test.ts']
+  },
+  {
+    name: 'checksum: digest of the first chunk only',
+    file: 'lib/checksum.ts',
+    find: 'return { update: (chunk) => { hash.update(chunk) }, digest: () => hash.digest() }',
+    replace: 'let fed = false\n  return { update: (chunk) => { if (!fed) hash.update(chunk); fed = true }, digest: () => hash.digest() }',
+    tests: ['test/checksum.test.ts']
+  },
+  {
+    name: 'staging (header checksum): only the first chunk fed to the digest',
+    file: 'lib/staging.ts',
+    find: 'checksum?.update(chunk)',
+    replace: 'if (staged.bytes === 0) checksum?.update(chunk)',
+    tests: ['test/checksum.test.ts']
+  },
+  {
+    name: 'staging (trailer checksum): digest of the first staged chunk only',
+    file: 'lib/staging.ts',
+    find: 'for await (const chunk of this.read()) checksum.update(chunk as Buffer)',
+    replace: 'for await (const chunk of this.read()) { checksum.update(chunk as Buffer); break }',
+    tests: ['test/checksum.test.ts']
+  },
+  {
+    name: 'cors: Upload-Length not exposed',
+    file: 'lib/cors.ts',
+    find: "'Upload-Offset', 'Upload-Length', ",
+    replace: "'Upload-Offset', ",
+    tests: ['test/cors.test.ts']
+  },
+  {
+    name: 'tus errors: internal message of an unexpected 5xx sent to the client',
+    file: 'lib/reply.ts',
+    find: ".send(status >= 500 && !ours ? 'Internal server error' : error.message)",
+    replace: '.send(error.message)',
+    tests: ['test/internal-errors.test.ts']
+  },
+  {
+    name: 'draft errors: internal message of an unexpected 5xx sent to the client',
+    file: 'lib/ietf/problems.ts',
+    find: ".send(status >= 500 && !ours ? 'Internal server error' : error.message)",
+    replace: '.send(error.message)',
+    tests: ['test/internal-errors.test.ts']
+  },
+  {
+    name: 'ids: dots allowed in upload ids',
+    file: 'lib/ids.ts',
+    find: 'const UPLOAD_ID = /^[A-Za-z0-9_-]{1,128}$/',
+    replace: 'const UPLOAD_ID = /^[A-Za-z0-9_.-]{1,128}$/',
+    tests: ['test/ids.test.ts']
+  },
+  {
+    name: 'ids: upload ids one character too long allowed',
+    file: 'lib/ids.ts',
+    find: 'const UPLOAD_ID = /^[A-Za-z0-9_-]{1,128}$/',
+    replace: 'const UPLOAD_ID = /^[A-Za-z0-9_-]{1,129}$/',
+    tests: ['test/ids.test.ts']
+  }
+]
+
+const root = join(import.meta.dirname, '..')
+/** What a test run needs besides node_modules (symlinked). */
+const COPIED = ['lib', 'test', 'package.json', '.taprc', 'tsconfig.json']
+const TAP = join(root, 'node_modules', '.bin', 'tap')
+/** Per test file (tap's own timeout): a mutation that makes a test hang is killed by it. */
+const FILE_TIMEOUT_SECONDS = 120
+
+type Outcome = 'killed' | 'SURVIVED' | 'find-not-found' | 'find-ambiguous'
+
+let current: ChildProcess | undefined
+let cleanup: Array<() => Promise<void>> = []
+
+async function main (): Promise<number> {
+  const args = process.argv.slice(2)
+  const names = args.filter((arg) => !arg.startsWith('--'))
+  const override = args.find((arg) => arg.startsWith('--tests='))?.slice('--tests='.length).split(',')
+  const selected = MUTATIONS
+    .filter((m) => names.length === 0 || names.some((n) => m.name.includes(n)))
+    .map((m) => override === undefined ? m : { ...m, tests: override })
+  if (args.includes('--list')) {
+    for (const m of MUTATIONS) console.log(`${m.name}\n  ${m.file}  [${m.tests.join(', ')}]`)
+    return 0
+  }
+  if (new Set(MUTATIONS.map((m) => m.name)).size !== MUTATIONS.length) throw new Error('mutation names must be unique')
+  if (selected.length === 0) throw new Error(`no mutation matches ${names.join(', ')}`)
+
+  const started = Date.now()
+  const copy = await mkdtemp(join(tmpdir(), 'fastify-tus-mutations-'))
+  cleanup.push(async () => { await rm(copy, { recursive: true, force: true }) })
+  for (const entry of COPIED) await cp(join(root, entry), join(copy, entry), { recursive: true })
+  await symlink(join(root, 'node_modules'), join(copy, 'node_modules'), 'dir')
+
+  const env = { ...process.env }
+  if (selected.some((m) => m.tests.some((file) => NEEDS_REDIS.test(file))) && (env.TUS_TEST_REDIS_URL ?? '') === '') {
+    env.TUS_TEST_REDIS_URL = await startRedis(join(copy, '.redis'))
+  }
+
+  const outcomes: Array<{ mutation: Mutation, outcome: Outcome, seconds: number }> = []
+  const runnable: Mutation[] = []
+  for (const mutation of selected) {
+    const source = await readFile(join(copy, mutation.file), 'utf8').catch(() => '')
+    const count = source.split(mutation.find).length - 1
+    if (count === 1) runnable.push(mutation)
+    else outcomes.push({ mutation, outcome: count === 0 ? 'find-not-found' : 'find-ambiguous', seconds: 0 })
+  }
+
+  if (!args.includes('--no-baseline') && runnable.length > 0) {
+    const files = [...new Set(runnable.flatMap((m) => m.tests))]
+    const begin = Date.now()
+    const baseline = await runTap(copy, files, env)
+    if (!baseline.passed) {
+      console.error(baseline.output)
+      console.error(`mutations: the unmutated tests fail (${files.join(' ')}): fix them first; no mutation was run`)
+      return 1
+    }
+    console.log(`mutations: baseline (unmutated) passes: ${files.join(' ')} (${seconds(begin)} s)`)
+  }
+
+  for (const mutation of runnable) {
+    const path = join(copy, mutation.file)
+    const original = await readFile(path, 'utf8')
+    await writeFile(path, original.replace(mutation.find, () => mutation.replace))
+    const begin = Date.now()
+    try {
+      const result = await runTap(copy, mutation.tests, env)
+      const outcome: Outcome = result.passed ? 'SURVIVED' : 'killed'
+      outcomes.push({ mutation, outcome, seconds: seconds(begin) })
+      if (args.includes('--verbose')) console.log(result.output)
+      console.log(`mutation ${outcome}: ${mutation.name} (${mutation.tests.join(' ')}, ${seconds(begin)} s)`)
+    } finally {
+      await writeFile(path, original)
+    }
+  }
+
+  console.log('\nmutation summary:')
+  for (const { mutation, outcome, seconds } of outcomes.sort((a, b) => selected.indexOf(a.mutation) - selected.indexOf(b.mutation))) {
+    console.log(`  ${outcome.padEnd(14)} ${mutation.name}  [${mutation.file}]${outcome === 'killed' || outcome === 'SURVIVED' ? ` ${seconds} s` : ''}`)
+  }
+  const bad = outcomes.filter((o) => o.outcome !== 'killed')
+  console.log(`${outcomes.length - bad.length} of ${outcomes.length} mutations killed in ${seconds(started)} s` +
+    (bad.length === 0 ? '' : `; ${bad.length} not: ${bad.map((o) => `${o.mutation.name} (${o.outcome})`).join('; ')}`))
+  return bad.length === 0 ? 0 : 1
+}
+
+function seconds (since: number): number {
+  return Math.round((Date.now() - since) / 100) / 10
+}
+
+/** Runs tap on `files` in `cwd`; passed when it exits 0. Its output is kept for when the baseline fails. */
+async function runTap (cwd: string, files: string[], env: NodeJS.ProcessEnv): Promise<{ passed: boolean, output: string }> {
+  const child = spawn(TAP, ['--bail', '--disable-coverage', '--reporter=tap', `--timeout=${FILE_TIMEOUT_SECONDS}`, ...files], {
+    cwd, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true
+  })
+  current = child
+  let output = ''
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.on('error', reject)
+    child.on('close', (exitCode) => { resolve(exitCode) })
+  })
+  current = undefined
+  if (interrupted) throw new Error('interrupted')
+  return { passed: code === 0, output }
+}
+
+async function freePort (): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number }
+      server.close(() => { resolve(port) })
+    })
+    server.on('error', reject)
+  })
+}
+
+async function run (command: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  const child = spawn(command, args, { env, stdio: ['ignore', 'inherit', 'inherit'] })
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.on('error', reject)
+    child.on('close', resolve)
+  })
+  if (code !== 0) throw new Error(`${command} ${args.join(' ')} exited with ${code}`)
+}
+
+async function startRedis (directory: string): Promise<string> {
+  const port = await freePort()
+  await run('bash', [join(root, 'scripts/services/redis-up.sh'), directory], { ...process.env, REDIS_PORT: String(port) })
+  cleanup.push(async () => { await run('bash', [join(root, 'scripts/services/redis-down.sh'), directory]) })
+  console.log(`mutations: redis-server at 127.0.0.1:${port}`)
+  return `redis://127.0.0.1:${port}`
+}
+
+let cleaning: Promise<void> | undefined
+
+/** Stops redis-server (if started) and removes the copy; once, whoever asks first (the end or a signal). */
+async function cleanUp (): Promise<void> {
+  cleaning ??= (async () => {
+    for (const step of cleanup.reverse()) await step().catch((error: unknown) => { console.error(error) })
+  })()
+  await cleaning
+}
+
+let interrupted = false
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    interrupted = true
+    // The tap run is a process group of its own (detached): end all of it.
+    if (current?.pid !== undefined) {
+      try { process.kill(-current.pid, 'SIGKILL') } catch {}
+    }
+    console.error(`mutations: ${signal}: stopping (the working tree was never modified)`)
+    void cleanUp().finally(() => { process.exit(130) })
+  })
+}
+
+let status = 1
+try {
+  status = await main()
+} catch (error) {
+  if (!interrupted) console.error(error)
+} finally {
+  await cleanUp()
+}
+process.exit(interrupted ? 130 : status)

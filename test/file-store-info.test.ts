@@ -1,0 +1,98 @@
+// FileStore's info files (`<id>.json`) are replaced atomically: a reader, another process or a crash at any
+// moment sees the old info or the new one, never a half-written file; a failed write leaves nothing behind.
+import t from 'tap'
+import { readlinkSync } from 'node:fs'
+import { mkdtemp, open, readFile, readdir, rm, stat } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { FileStore } from '../lib/index.js'
+import { contractId } from './store-contract.js'
+
+const directory = await mkdtemp(join(tmpdir(), 'fastify-tus-info-'))
+t.teardown(async () => { await rm(directory, { recursive: true, force: true }) })
+
+type HandleMethod = (this: { fd: number }, ...args: unknown[]) => Promise<unknown>
+
+/**
+ * Replaces a method of node's FileHandle class for the duration of `work`: `around` runs instead of each
+ * call, with the path of the handle's file and the original call to make (or not).
+ */
+async function onHandle<T> (
+  method: 'writeFile' | 'sync',
+  around: (path: string, call: () => Promise<unknown>) => Promise<unknown>,
+  work: () => Promise<T>
+): Promise<T> {
+  const probe = await open(join(directory, 'probe'), 'w')
+  const prototype = Object.getPrototypeOf(probe) as Record<string, HandleMethod>
+  await probe.close()
+  const original = prototype[method]!
+  prototype[method] = async function (this: { fd: number }, ...args: unknown[]) {
+    return await around(readlinkSync(`/proc/self/fd/${this.fd}`), async () => await original.apply(this, args))
+  }
+  try {
+    return await work()
+  } finally {
+    prototype[method] = original
+  }
+}
+
+async function leftovers (dir: string): Promise<string[]> {
+  return (await readdir(dir)).filter((name) => name.endsWith('.tmp'))
+}
+
+t.test('declareLength: a reader while the new info is being written sees the complete old info', async (t) => {
+  const dir = join(directory, 'atomic')
+  const writer = new FileStore({ directory: dir })
+  // Another process's store: no cache, so every getInfo reads the info file.
+  const reader = new FileStore({ directory: dir, cacheSize: 0 })
+  t.teardown(async () => { await Promise.all([writer.close(), reader.close()]) })
+  const id = contractId()
+  await writer.create({ id, size: undefined, metadata: { name: 'x' } })
+  const infoPath = join(dir, `${id}.json`)
+  const before = await stat(infoPath)
+  const old = await open(infoPath, 'r')
+  t.teardown(async () => { await old.close() })
+
+  const seen: Array<{ path: string, size: number | undefined }> = []
+  await onHandle('writeFile', async (path, call) => {
+    if (path.startsWith(infoPath)) {
+      // The moment a crash or a concurrent request would hit: the new info is about to be written.
+      const info = await reader.getInfo(id)
+      seen.push({ path, size: info.size })
+      JSON.parse(await readFile(infoPath, 'utf8'))
+    }
+    return await call()
+  }, async () => { await writer.declareLength(id, 7) })
+
+  t.equal(seen.length, 1, 'one info file written')
+  t.not(seen[0]!.path, infoPath, 'written beside the info file, not over it')
+  t.equal(seen[0]!.size, undefined, 'meanwhile the old info is read, whole')
+  t.equal((await reader.getInfo(id)).size, 7, 'then the new one')
+  const after = await stat(infoPath)
+  t.not(after.ino, before.ino, 'the info file was replaced (rename), not rewritten')
+  t.same(JSON.parse(await old.readFile('utf8')).size, null, 'the replaced file still holds the old info, whole')
+  t.same(await leftovers(dir), [])
+})
+
+t.test('a failed info write leaves no temporary file and the old info in place', async (t) => {
+  const dir = join(directory, 'failures')
+  const store = new FileStore({ directory: dir })
+  t.teardown(async () => { await store.close() })
+  const fail = async (): Promise<never> => { throw Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' }) }
+
+  for (const method of ['writeFile', 'sync'] as const) {
+    const id = contractId()
+    await store.create({ id, size: undefined, metadata: {} })
+    await t.rejects(onHandle(method, async (path, call) => path.endsWith('.tmp') ? await fail() : await call(),
+      async () => { await store.declareLength(id, 5) }), { code: 'EIO' }, `declareLength, ${method} failing`)
+    t.same(await leftovers(dir), [], `declareLength, ${method} failing: no temporary file left`)
+    t.equal((await store.getInfo(id)).size, undefined, 'the old info stays')
+
+    const created = contractId()
+    await t.rejects(onHandle(method, async (path, call) => path.endsWith('.tmp') ? await fail() : await call(),
+      async () => { await store.create({ id: created, size: 5, metadata: {} }) }), { code: 'EIO' }, `create, ${method} failing`)
+    t.same(await leftovers(dir), [], `create, ${method} failing: no temporary file left`)
+    t.notOk((await readdir(dir)).some((name) => name.startsWith(created)), 'nor a data file of the upload that failed')
+    await t.rejects(store.getInfo(created), { code: 'FST_TUS_NOT_FOUND' })
+  }
+})

@@ -1,0 +1,78 @@
+// An unexpected server error (a bug, a store failing in a way the plugin does not know) is logged with its
+// details and answered with a generic 500: its message may hold paths, credentials or internals.
+import t, { type Test } from 'tap'
+import { Writable } from 'node:stream'
+import tusPlugin, { FileStore, type NewUpload, type UploadInfo } from '../lib/index.js'
+import { startServer, tusRequest, rawRequest } from './helpers.js'
+
+const SECRET = 'connection to db://admin:hunter2@10.0.0.7 refused'
+const GENERIC = 'Internal server error'
+
+/** A FileStore whose lookups and creations fail with a plain Error carrying a secret. */
+class LeakyStore extends FileStore {
+  override async getInfo (_id: string): Promise<UploadInfo> {
+    throw new Error(SECRET)
+  }
+
+  override async create (_upload: NewUpload): Promise<UploadInfo> {
+    throw new Error(SECRET)
+  }
+}
+
+async function leakyServer (t: Test) {
+  const logged: string[] = []
+  const stream = new Writable({ write (chunk: Buffer, _encoding, done) { logged.push(chunk.toString()); done() } })
+  const server = await startServer(t, {}, async (app, dir) => {
+    await app.register(tusPlugin, { dir, store: new LeakyStore({ directory: dir }) })
+  }, { logger: { level: 'error', stream } })
+  return { server, logged }
+}
+
+function noSecret (t: Test, response: { headers: Record<string, string>, text: string }, what: string): void {
+  t.notOk(response.text.includes('hunter2') || JSON.stringify(response.headers).includes('hunter2'), `${what}: the secret is not sent`)
+}
+
+const ID = 'AAAAAAAAAAAAAAAAAAAAA'
+
+t.test('tus requests: an unexpected error is a generic 500 in plain text, logged in full', async (t) => {
+  const { server, logged } = await leakyServer(t)
+  const requests: Array<[string, string, Record<string, string>, string?]> = [
+    ['HEAD', `${server.endpoint}${ID}`, {}],
+    ['PATCH', `${server.endpoint}${ID}`, { 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream' }, 'abc'],
+    ['DELETE', `${server.endpoint}${ID}`, {}],
+    ['POST', server.endpoint, { 'Upload-Length': '10' }]
+  ]
+  for (const [method, url, headers, body] of requests) {
+    const response = await tusRequest(url, { method, headers, ...(body === undefined ? {} : { body }) })
+    t.equal(response.status, 500, method)
+    if (method !== 'HEAD') t.equal(response.text, GENERIC, `${method}: generic body`)
+    t.match(response.headers['content-type'], /^text\/plain/)
+    t.equal(response.headers['tus-resumable'], '1.0.0')
+    noSecret(t, response, method)
+  }
+  const download = await rawRequest(`${server.endpoint}${ID}`)
+  t.equal(download.status, 500)
+  t.equal(download.text, GENERIC, 'GET: generic body')
+  noSecret(t, download, 'GET')
+  t.ok(logged.some((line) => line.includes('hunter2') && line.includes('fastify-tus: unexpected error')), 'the details are logged')
+})
+
+t.test('draft requests: an unexpected error is a generic 500, with the draft headers', async (t) => {
+  const { server, logged } = await leakyServer(t)
+  const draft = { 'Upload-Draft-Interop-Version': '6' }
+  const requests: Array<[string, string, Record<string, string>, string?]> = [
+    ['PATCH', `${server.endpoint}${ID}`, { ...draft, 'Upload-Offset': '0', 'Upload-Complete': '?0', 'Content-Type': 'application/partial-upload' }, 'abc'],
+    ['DELETE', `${server.endpoint}${ID}`, draft],
+    ['POST', server.endpoint, { ...draft, 'Upload-Complete': '?1' }, 'abc'],
+    ['HEAD', `${server.endpoint}${ID}`, draft]
+  ]
+  for (const [method, url, headers, body] of requests) {
+    const response = await rawRequest(url, { method, headers, ...(body === undefined ? {} : { body }) })
+    t.equal(response.status, 500, method)
+    if (method !== 'HEAD') t.equal(response.text, GENERIC, `${method}: generic body`)
+    t.equal(response.headers['upload-draft-interop-version'], '6')
+    t.equal(response.headers['tus-resumable'], undefined)
+    noSecret(t, response, method)
+  }
+  t.ok(logged.some((line) => line.includes('hunter2')), 'the details are logged')
+})
