@@ -59,50 +59,58 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/redis-locker.test.ts']
   },
   {
-    name: 'append: Content-Length pre-check one byte lenient',
-    file: 'lib/append.ts',
-    find: 'declared !== undefined && declared > room',
-    replace: 'declared !== undefined && declared > room + 1',
+    // One check for tus and draft creations and appends alike.
+    name: 'core: Content-Length pre-check one byte lenient',
+    file: 'lib/core/append.ts',
+    find: 'if (bytes > room) throw exceeded(upload, limit, upload.offset)',
+    replace: 'if (bytes > room + 1) throw exceeded(upload, limit, upload.offset)',
     tests: ['test/overflow.test.ts']
   },
   {
-    name: 'tus creation: Content-Length pre-check one byte lenient',
-    file: 'lib/handlers/post.ts',
-    find: 'declared !== undefined && declared > upload.size',
-    replace: 'declared !== undefined && declared > upload.size + 1',
-    tests: ['test/overflow.test.ts']
+    name: 'core: the part of an overflowing staged body within the limit is stored',
+    file: 'lib/core/append.ts',
+    find: '  if (body.exceeded) return undefined\n',
+    replace: '',
+    tests: ['test/patch.test.ts']
   },
   {
-    name: 'draft creation: Content-Length vs maxSize one byte lenient',
-    file: 'lib/ietf/handlers.ts',
-    find: 'contentLength !== undefined && contentLength > context.options.maxSize',
-    replace: 'contentLength !== undefined && contentLength > context.options.maxSize + 1',
-    tests: ['test/overflow.test.ts']
+    name: 'core: a final upload can be appended to',
+    file: 'lib/core/operations.ts',
+    find: "if (upload.concat?.type === 'final') throw new TusErrors.FINAL_UPLOAD()",
+    replace: '',
+    tests: ['test/concatenation.test.ts']
   },
   {
-    name: 'draft append: Content-Length vs length one byte lenient',
-    file: 'lib/ietf/handlers.ts',
-    find: 'upload.offset + contentLength > upload.size',
-    replace: 'upload.offset + contentLength > upload.size + 1',
-    tests: ['test/overflow.test.ts']
+    name: 'core: a completed partial runs onUploadComplete',
+    file: 'lib/core/operations.ts',
+    find: "if (!completed || after.concat?.type === 'partial') return { upload: after, completed }",
+    replace: 'if (!completed) return { upload: after, completed }',
+    tests: ['test/concatenation.test.ts']
+  },
+  {
+    name: 'core: creation skips the disk reserve',
+    file: 'lib/core/operations.ts',
+    find: '  await ensureFreeSpace(services, prepared.size)\n\n  const lock = await lockUpload(services, prepared.id, { onReleaseRequested: releaseBody(request) })',
+    replace: '\n  const lock = await lockUpload(services, prepared.id, { onReleaseRequested: releaseBody(request) })',
+    tests: ['test/reliability.test.ts']
   },
   {
     name: 'checksum: digest of the first chunk only',
-    file: 'lib/checksum.ts',
+    file: 'lib/core/checksum.ts',
     find: 'return { update: (chunk) => { hash.update(chunk) }, digest: () => hash.digest() }',
     replace: 'let fed = false\n  return { update: (chunk) => { if (!fed) hash.update(chunk); fed = true }, digest: () => hash.digest() }',
     tests: ['test/checksum.test.ts']
   },
   {
     name: 'staging (header checksum): only the first chunk fed to the digest',
-    file: 'lib/staging.ts',
+    file: 'lib/core/staging.ts',
     find: 'checksum?.update(chunk)',
     replace: 'if (staged.bytes === 0) checksum?.update(chunk)',
     tests: ['test/checksum.test.ts']
   },
   {
     name: 'staging (trailer checksum): digest of the first staged chunk only',
-    file: 'lib/staging.ts',
+    file: 'lib/core/staging.ts',
     find: 'for await (const chunk of this.read()) checksum.update(chunk as Buffer)',
     replace: 'for await (const chunk of this.read()) { checksum.update(chunk as Buffer); break }',
     tests: ['test/checksum.test.ts']
@@ -115,17 +123,11 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/cors.test.ts']
   },
   {
-    name: 'tus errors: internal message of an unexpected 5xx sent to the client',
-    file: 'lib/reply.ts',
-    find: ".send(status >= 500 && !ours ? 'Internal server error' : error.message)",
-    replace: '.send(error.message)',
-    tests: ['test/internal-errors.test.ts']
-  },
-  {
-    name: 'draft errors: internal message of an unexpected 5xx sent to the client',
-    file: 'lib/ietf/problems.ts',
-    find: ".send(status >= 500 && !ours ? 'Internal server error' : error.message)",
-    replace: '.send(error.message)',
+    // One rule for tus and draft answers alike (lib/wire/response.ts).
+    name: 'errors: internal message of an unexpected 5xx sent to the client',
+    file: 'lib/wire/response.ts',
+    find: "message: exposed ? error.message : 'Internal server error'",
+    replace: 'message: error.message',
     tests: ['test/internal-errors.test.ts']
   },
   {
