@@ -100,7 +100,9 @@ export const TusErrors = {
   ID_TAKEN: createError<[string]>('FST_TUS_ID_TAKEN', 'Upload id "%s" is already in use', 409),
   LOCKED: createError<[]>('FST_TUS_LOCKED', 'Upload is busy with another request; retry later', 423),
   LOCK_FAILED: createError<[string]>('FST_TUS_LOCK_FAILED', 'Upload lock unavailable: %s', 503),
-  HOOK_FAILED: createError<[string, string]>('FST_TUS_HOOK_FAILED', '%s failed: %s', 500),
+  HOOK_FAILED: createError<[string]>('FST_TUS_HOOK_FAILED', '%s failed', 500),
+  /** A hook returned something it may not: a mistake of the app, said plainly so its developers see it at once. */
+  HOOK_RESULT_INVALID: createError<[string, string]>('FST_TUS_HOOK_FAILED', '%s failed: %s', 500),
   STORE_FAILED: createError<[string]>('FST_TUS_STORE_FAILED', 'Storage error: %s', 500)
 } as const
 
@@ -114,7 +116,6 @@ export const TusDraftErrors = {
     400
   ),
   INCONSISTENT_LENGTH: createError<[string]>('FST_TUS_DRAFT_INCONSISTENT_LENGTH', 'Inconsistent upload length: %s', 400),
-  COMPLETED_UPLOAD: createError<[]>('FST_TUS_DRAFT_COMPLETED_UPLOAD', 'The upload is already complete and cannot be appended to', 400),
   PARTIAL_UPLOAD_TYPE: createError<[string]>(
     'FST_TUS_DRAFT_PARTIAL_UPLOAD_TYPE',
     'An append must be Content-Type: application/partial-upload (got "%s")',
@@ -154,9 +155,18 @@ export function errorStatus (error: TusHttpError): number {
   return error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 600 ? error.statusCode : 500
 }
 
-/** True for errors of the plugin itself (FST_TUS_*), whose messages are written for clients. */
-export function isOwnError (error: TusHttpError): boolean {
-  return error.code?.startsWith('FST_TUS_') ?? false
+// Errors whose messages carry what a store or lock service said (paths, hosts): logged, never sent.
+const INTERNAL_DETAIL: Readonly<Record<string, string>> = {
+  FST_TUS_STORE_FAILED: 'Storage error',
+  FST_TUS_LOCK_FAILED: 'Upload lock unavailable; retry later'
+}
+
+/** The text a client may read about an error: the message of our own errors and of 4xx ones; a fixed phrase for the rest. */
+export function publicMessage (error: TusHttpError): string {
+  const internal = error.code === undefined ? undefined : INTERNAL_DETAIL[error.code]
+  if (internal !== undefined) return internal
+  if (errorStatus(error) < 500 || (error.code?.startsWith('FST_TUS_') ?? false)) return error.message
+  return 'Internal server error'
 }
 
 export function errorMessage (error: unknown): string {

@@ -125,9 +125,9 @@ export const MUTATIONS: Mutation[] = [
   {
     // One rule for tus and draft answers alike (lib/wire/response.ts).
     name: 'errors: internal message of an unexpected 5xx sent to the client',
-    file: 'lib/wire/response.ts',
-    find: "message: exposed ? error.message : 'Internal server error'",
-    replace: 'message: error.message',
+    file: 'lib/errors.ts',
+    find: "  return 'Internal server error'\n}",
+    replace: "  return error.message\n}",
     tests: ['test/internal-errors.test.ts']
   },
   {

@@ -184,7 +184,7 @@ t.test('onUploadCreate can refuse with its status and message before anything is
     headers: { 'Upload-Length': '13', 'Upload-Metadata': `filetype ${Buffer.from('video/mp4').toString('base64')}` }
   })
   t.equal(failed.status, 500)
-  t.equal(failed.text, 'onUploadCreate failed: database down')
+  t.equal(failed.text, 'onUploadCreate failed', 'what the hook threw stays in the log')
   t.same(await infoFiles(server.dir), [], 'refused creations store nothing')
   const accepted = await tusRequest(server.endpoint, {
     method: 'POST',

@@ -115,7 +115,7 @@ t.test('onUploadProgress: a plain error is 500 naming the hook, with the offset;
   const url = await createUpload(server, { 'Upload-Length': '10' })
   const response = await patch(url, 0, 'hello')
   t.equal(response.status, 500)
-  t.equal(response.text, 'onUploadProgress failed: quota service down')
+  t.equal(response.text, 'onUploadProgress failed')
   t.equal(response.headers['upload-offset'], '5')
   t.equal(await readFile(`${server.dir}/${idOf(url)}`, 'utf8'), 'hello')
 })
@@ -242,7 +242,7 @@ t.test('onUploadTerminate: refuses a DELETE with its status and message; a plain
   mode = 'crash'
   const crashed = await tusRequest(url, { method: 'DELETE' })
   t.equal(crashed.status, 500)
-  t.equal(crashed.text, 'onUploadTerminate failed: audit log unreachable')
+  t.equal(crashed.text, 'onUploadTerminate failed')
   t.equal(await readFile(`${server.dir}/${idOf(url)}`, 'utf8'), 'hello')
   t.same(terminated, [])
   mode = 'allow'

@@ -150,7 +150,7 @@ t.test('disk full: 500 with a clear message, offset = bytes kept, other uploads 
   await writeFile(filler, Buffer.alloc(800 * 1024))
   const full = await tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET }, body: data })
   t.equal(full.status, 500)
-  t.match(full.text, /Storage error: .*ENOSPC/)
+  t.equal(full.text, 'Storage error', 'what the disk said (paths) stays in the log')
   const kept = (await readFile(join(dir, idOf(url)))).length
   t.ok(kept > 0 && kept < data.length, `some bytes were kept (${kept})`)
   t.equal(full.headers['upload-offset'], String(kept))

@@ -29,7 +29,7 @@ export async function prepareUpload (services: TusServices, request: FastifyRequ
   } catch (error) {
     throw hookError('onUploadCreate', error, request)
   }
-  const fail = (problem: string): Error => hookError('onUploadCreate', new Error(problem), request)
+  const fail = (problem: string): Error => new TusErrors.HOOK_RESULT_INVALID('onUploadCreate', problem)
   if (changes !== undefined && changes !== null && typeof changes !== 'object') throw fail('it must return an object or nothing')
   // Validated after merging: a hook that changed `upload` in place instead of returning changes is checked too.
   const upload: NewUpload = { ...proposed, ...pick(changes ?? {}) }
@@ -139,7 +139,7 @@ export async function completeUpload (services: TusServices, request: FastifyReq
     const problem = responseProblem(response)
     if (problem !== undefined) {
       services.metrics.uploadFailures++
-      throw withFacts(hookError('onUploadComplete', new Error(problem), request), { offset: upload.offset })
+      throw withFacts(new TusErrors.HOOK_RESULT_INVALID('onUploadComplete', problem), { offset: upload.offset })
     }
     return response
   } finally {
@@ -163,12 +163,15 @@ export async function terminateUpload (services: TusServices, request: FastifyRe
   notify(services.events, request.log, 'terminated', upload)
 }
 
-/** A 4xx refusal as thrown; anything else logged and wrapped as FST_TUS_HOOK_FAILED (500). */
+/**
+ * A 4xx refusal as thrown; anything else logged and wrapped as FST_TUS_HOOK_FAILED (500) naming the hook. The
+ * message of what the hook threw stays in the log: a crash can tell internals (hosts, queries) no client may read.
+ */
 function hookError (name: string, error: unknown, request: FastifyRequest): Error {
   const status = (error as { statusCode?: unknown } | undefined)?.statusCode
   if (error instanceof Error && typeof status === 'number' && status >= 400 && status < 500) return error
   request.log.error({ err: error }, `fastify-tus: ${name} failed`)
-  return new TusErrors.HOOK_FAILED(name, error instanceof Error ? error.message : String(error))
+  return new TusErrors.HOOK_FAILED(name)
 }
 
 function isMetadata (value: unknown): value is UploadMetadata {

@@ -1,5 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { errorStatus, isOwnError, type TusHttpError } from '../errors.js'
+import { errorStatus, publicMessage, type TusHttpError } from '../errors.js'
 import type { UploadResponse } from '../types.js'
 
 /** Sends the final answer of a request that stored bytes: `status`, or what onUploadComplete asked for. */
@@ -20,9 +20,9 @@ export async function sendUploadResponse (reply: FastifyReply, status: number, r
  */
 export function prepareErrorReply (error: TusHttpError, request: FastifyRequest, reply: FastifyReply): { status: number, message: string } {
   const status = errorStatus(error)
-  const exposed = status < 500 || isOwnError(error)
-  if (!exposed) request.log.error({ err: error }, 'fastify-tus: unexpected error')
+  const message = publicMessage(error)
+  if (message !== error.message) request.log.error({ err: error }, 'fastify-tus: unexpected error')
   if (error.headers !== undefined) reply.headers(error.headers)
   reply.code(status)
-  return { status, message: exposed ? error.message : 'Internal server error' }
+  return { status, message }
 }
