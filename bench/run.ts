@@ -153,7 +153,7 @@ async function main (): Promise<void> {
     const small = { ...sizes, singlePatch: sizes.singlePatch / 4 }
     const definition = SERVERS['fastify-tus']!
     const mib = (bytes: number): string => `${bytes / 1024 / 1024} MiB`
-    lines.push('', `fastify-tus peak RSS for one upload in a single PATCH (W1), by size (one run each):`, '')
+    lines.push('', 'fastify-tus peak RSS for one upload in a single PATCH (W1), by size (one run each):', '')
     lines.push('| node flags | ' + `${mib(small.singlePatch)} | ${mib(sizes.singlePatch)} |`, '| --- | ---: | ---: |')
     for (const flags of [NODE_FLAGS, []]) {
       const quarter = await measure(definition, single, small, flags)

@@ -194,6 +194,7 @@ function packageVersion (): string {
 async function serve (options: CliOptions): Promise<void> {
   const app = Fastify({ logger: { level: options.logLevel } })
   if (options.corsOrigins.length > 0) app.addHook('onRequest', corsHook(options.corsOrigins))
+  // eslint-disable-next-line prefer-const -- set once the server runs; onClose, registered first, reads it
   let sweepTimer: NodeJS.Timeout | undefined
   app.addHook('onClose', async () => { clearInterval(sweepTimer) })
   try {

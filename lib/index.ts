@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import { removeExpired } from './core/expiry.js'
-import { PendingFinals } from './core/finals.js'
+import { PendingFinals } from './core/pending-finals.js'
 import { InFlightWrites } from './core/in-flight.js'
 import type { TusServices } from './core/services.js'
 import { tusRoutes } from './http/routes.js'

@@ -36,6 +36,7 @@ export interface Mutation {
 const NEEDS_REDIS = /redis/
 
 // Keep each entry small and literal: when a file moves, only `file` (and maybe `find`) changes.
+/* eslint-disable no-template-curly-in-string -- find/replace texts are source code */
 export const MUTATIONS: Mutation[] = [
   {
     name: 'file-store: flush does nothing',
@@ -127,7 +128,7 @@ export const MUTATIONS: Mutation[] = [
     name: 'errors: internal message of an unexpected 5xx sent to the client',
     file: 'lib/errors.ts',
     find: "  return 'Internal server error'\n}",
-    replace: "  return error.message\n}",
+    replace: '  return error.message\n}',
     tests: ['test/internal-errors.test.ts']
   },
   {
@@ -145,6 +146,7 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/ids.test.ts']
   }
 ]
+/* eslint-enable no-template-curly-in-string */
 
 const root = join(import.meta.dirname, '..')
 /** What a test run needs besides node_modules (symlinked). */
@@ -156,7 +158,7 @@ const FILE_TIMEOUT_SECONDS = 120
 type Outcome = 'killed' | 'SURVIVED' | 'find-not-found' | 'find-ambiguous'
 
 let current: ChildProcess | undefined
-let cleanup: Array<() => Promise<void>> = []
+const cleanup: Array<() => Promise<void>> = []
 
 async function main (): Promise<number> {
   const args = process.argv.slice(2)

@@ -7,7 +7,7 @@ import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
 import { connect as connectHttp2, constants as http2Constants, type IncomingHttpHeaders as Http2Headers } from 'node:http2'
 import { join } from 'node:path'
 import type { FastifyServerOptions } from 'fastify'
-import type { TusPluginOptions, UploadInfo } from '../lib/index.js'
+import type { TusPluginOptions } from '../lib/index.js'
 import { idOf, randomBytesSeeded, sha256, startServer, type TestServer } from './helpers.js'
 
 type Transport = 'http/1.1' | 'http/1.1 chunked' | 'h2c' | 'h2c streamed'

@@ -166,7 +166,7 @@ t.test('an interrupted checksummed PATCH commits nothing; an unchecksummed one k
     const socket = connect(Number(port), '127.0.0.1')
     await new Promise<void>((resolve) => socket.on('connect', resolve))
     socket.write(`PATCH ${pathname} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n` +
-      `Content-Type: application/offset+octet-stream\r\nContent-Length: 11\r\n` +
+      'Content-Type: application/offset+octet-stream\r\nContent-Length: 11\r\n' +
       (checksum ? `Upload-Checksum: sha1 ${HELLO_WORLD.sha1}\r\n` : '') + '\r\nhello')
     // The server has the five bytes once a progress event says so; then the client vanishes.
     await new Promise<void>((resolve) => {
@@ -209,7 +209,9 @@ async function streamedPatch (url: string, offset: number, data: Buffer, parts: 
     const request = httpRequest(url, {
       method: 'PATCH',
       headers: {
-        'Tus-Resumable': '1.0.0', 'Upload-Offset': String(offset), ...OCTET,
+        'Tus-Resumable': '1.0.0',
+        'Upload-Offset': String(offset),
+        ...OCTET,
         ...(checksum.header === undefined ? {} : { 'Upload-Checksum': checksum.header, 'Content-Length': String(data.length) }),
         ...(checksum.trailer === undefined ? {} : { Trailer: 'Upload-Checksum' })
       }

@@ -145,7 +145,6 @@ for (const [protocol, interop] of CLIENT_MODES) {
   })
 }
 
-
 const ALL_VERSIONS = [3, 4, 5, 6, 7, 8, 9]
 
 t.test('creation with all content: 104 with the Location first, then 201 complete; metadata from Content-Disposition and Content-Type', async (t) => {
@@ -544,7 +543,7 @@ t.test('Expect: 100-continue still gets its 100 before the 104; HTTP/1.0 clients
   const { port } = new URL(server.origin)
   const socket = connect(Number(port), '127.0.0.1')
   // Not end(): Node's server closes a connection whose client half-closed it. HTTP/1.0 closes after the response.
-  socket.write(`POST /files/ HTTP/1.0\r\nHost: 127.0.0.1\r\nUpload-Draft-Interop-Version: 6\r\nUpload-Complete: ?1\r\nContent-Length: 3\r\n\r\nabc`)
+  socket.write('POST /files/ HTTP/1.0\r\nHost: 127.0.0.1\r\nUpload-Draft-Interop-Version: 6\r\nUpload-Complete: ?1\r\nContent-Length: 3\r\n\r\nabc')
   let raw = ''
   for await (const chunk of socket) raw += (chunk as Buffer).toString('latin1')
   t.match(raw, /^HTTP\/1\.1 201 /, 'the final response comes first')

@@ -3,7 +3,6 @@
 import t from 'tap'
 import { Redis } from 'ioredis'
 import { RedisLocker, type RedisLockerOptions } from '../lib/lockers/redis-locker.js'
-import type { UploadLock } from '../lib/index.js'
 import { redisUrl, uniqueName } from './services.js'
 
 const url = redisUrl()
@@ -111,17 +110,15 @@ t.test('three instances contending for one upload never overlap', async (t) => {
 t.test('waiting asks the holder on another instance to finish; requestRelease: false does not', async (t) => {
   const [a, b] = instances(t, 2)
   let asked = 0
-  let held: UploadLock | undefined
-  const releasedOnRequest = new Promise<void>((resolve) => {
-    void a!.locker.lock('u', {
-      timeoutMs: 1000,
-      onReleaseRequested: () => {
-        asked++
-        resolve()
-      }
-    }).then((lock) => { held = lock })
+  let askedToRelease = (): void => {}
+  const releasedOnRequest = new Promise<void>((resolve) => { askedToRelease = resolve })
+  const held = await a!.locker.lock('u', {
+    timeoutMs: 1000,
+    onReleaseRequested: () => {
+      asked++
+      askedToRelease()
+    }
   })
-  while (held === undefined) await new Promise((resolve) => setImmediate(resolve))
 
   const quiet = await lockError(b!.locker.lock('u', { timeoutMs: 300, requestRelease: false }))
   t.equal(quiet.code, 'FST_TUS_LOCKED')

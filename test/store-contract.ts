@@ -6,7 +6,6 @@ import type { Test } from 'tap'
 import type { DataStore } from '../lib/index.js'
 import { randomBytesSeeded, sha256 } from './helpers.js'
 
-
 const MiB = 1024 * 1024
 
 /** A fresh valid upload id. */

@@ -15,26 +15,6 @@ import { isComplete, loadLive } from './uploads.js'
  * durably copied; the final is reported complete only after its bytes are flushed.
  */
 
-/** Final uploads waiting for partials to complete, by partial id; in-process (a restart finds them on HEAD). */
-export class PendingFinals {
-  readonly #byPartial = new Map<string, Set<string>>()
-
-  add (finalId: string, partialIds: string[]): void {
-    for (const partialId of partialIds) {
-      const finals = this.#byPartial.get(partialId) ?? new Set<string>()
-      finals.add(finalId)
-      this.#byPartial.set(partialId, finals)
-    }
-  }
-
-  /** The finals waiting on `partialId`; they are forgotten here (each is re-registered if still waiting). */
-  take (partialId: string): string[] {
-    const finals = this.#byPartial.get(partialId)
-    this.#byPartial.delete(partialId)
-    return finals === undefined ? [] : [...finals]
-  }
-}
-
 /** After `partialId` completed: completes the finals that were waiting for it and now can be. */
 export async function finishFinalsWaitingOn (services: TusServices, request: FastifyRequest, partialId: string): Promise<void> {
   for (const finalId of services.pendingFinals.take(partialId)) {

@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify'
 import { stringHeader } from '../core/request.js'
 import type { UploadMetadata } from '../store/types.js'
+import { cleanFilename } from '../wire/download.js'
 import type { DraftVersion } from './versions.js'
 
 /**
@@ -86,6 +87,6 @@ export function dispositionFilename (header: string): string | undefined {
   }
   name ??= parameters.get('filename')
   if (name === undefined) return undefined
-  const clean = name.replace(/[\\/]/g, '_').replace(/[\x00-\x1f\x7f]/g, '').trim().slice(0, MAX_FILENAME)
+  const clean = cleanFilename(name).trim().slice(0, MAX_FILENAME)
   return clean === '' || clean === '.' || clean === '..' ? undefined : clean
 }

@@ -29,4 +29,3 @@ export function sendInterim (request: FastifyRequest, reply: FastifyReply, versi
 function lowerCase (headers: Record<string, string>): Record<string, string> {
   return Object.fromEntries(Object.entries(headers).map(([name, value]) => [name.toLowerCase(), value]))
 }
-

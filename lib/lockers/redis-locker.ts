@@ -195,4 +195,3 @@ function positiveInteger (name: string, value: number): number {
   }
   return value
 }
-

@@ -65,10 +65,15 @@ function contentType (metadata: UploadMetadata): string {
   return type !== undefined && MEDIA_TYPE.test(type) ? type : 'application/octet-stream'
 }
 
+/** A file name as a client sent it, made harmless: no path separators, no control characters. */
+export function cleanFilename (raw: string): string {
+  // eslint-disable-next-line no-control-regex -- control characters are what is removed
+  return raw.replace(/[\\/]/g, '_').replace(/[\x00-\x1f\x7f]/g, '')
+}
+
 /** RFC 6266: an ASCII fallback name plus the exact UTF-8 name in RFC 5987 encoding. */
 export function contentDisposition (metadata: UploadMetadata, id: string): string {
-  const raw = metadata.filename ?? metadata.name ?? id
-  const name = raw.replace(/[\\/]/g, '_').replace(/[\x00-\x1f\x7f]/g, '') || id
+  const name = cleanFilename(metadata.filename ?? metadata.name ?? id) || id
   const fallback = name.replace(/[^\x20-\x7e]/g, '_').replace(/["\\%]/g, '_')
   const encoded = encodeURIComponent(name).replace(/['()*]/g, (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase())
   return `attachment; filename="${fallback}"; filename*=UTF-8''${encoded}`
