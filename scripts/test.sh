@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/system-deps.sh
 
+npm run lint
 npm run typecheck
 npm run build
 set +e

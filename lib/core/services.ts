@@ -5,7 +5,7 @@ import type { TusEvents } from '../observe/events.js'
 import type { TusMetrics } from '../observe/metrics.js'
 import type { DataStore } from '../store/types.js'
 import type { OnUploadComplete, OnUploadCreate, OnUploadProgress, OnUploadTerminate, TusAuthHook } from '../types.js'
-import type { PendingFinals } from './finals.js'
+import type { PendingFinals } from './pending-finals.js'
 import type { InFlightWrites } from './in-flight.js'
 
 /** The plugin's options, validated once at register time (lib/options.ts), defaults filled in. */
