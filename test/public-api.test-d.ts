@@ -1,0 +1,63 @@
+// Type test of the public API, checked by `npm run typecheck` (tsc over test/): what an app writes must
+// compile, and what it must not write must not (each @ts-expect-error fails the build if the error vanishes).
+import Fastify, { type FastifyRequest } from 'fastify'
+import tusPlugin, {
+  FileStore, MemoryLocker, TusDraftErrors, TusErrors, type DataStore, type OnUploadComplete, type OnUploadCreate,
+  type TusHttpError, type TusPluginOptions, type UploadCreateChanges, type UploadInfo, type UploadLocker, type UploadResponse
+} from '../lib/index.js'
+import { S3Store } from '../lib/store/s3-store.js'
+import { RedisLocker } from '../lib/lockers/redis-locker.js'
+
+const app = Fastify()
+await app.register(tusPlugin, { prefix: '/files', dir: '/tmp/uploads', maxSize: 1024, daysToKeep: Infinity })
+await app.register(tusPlugin, {})
+// @ts-expect-error maxSize is a number of bytes
+await app.register(tusPlugin, { maxSize: '10G' })
+// @ts-expect-error no such option
+await app.register(tusPlugin, { maxsize: 10 })
+
+const create: OnUploadCreate = async (upload, request: FastifyRequest) => {
+  const size: number | undefined = upload.size
+  const changes: UploadCreateChanges = { id: `u-${size ?? 0}`, metadata: { ...upload.metadata, owner: request.ip }, directory: 'alice' }
+  return changes
+}
+const complete: OnUploadComplete = (upload) => {
+  const info: UploadInfo = upload
+  const response: UploadResponse = { status: 200, headers: { 'X-Id': info.id }, body: info.path ?? '' }
+  return response
+}
+// @ts-expect-error onUploadComplete may return a response, not a string
+const wrongComplete: OnUploadComplete = () => 'done'
+const options: TusPluginOptions = {
+  onUploadCreate: create,
+  onUploadComplete: complete,
+  onUploadProgress: (upload) => { upload.offset.toFixed() },
+  onUploadTerminate: async (upload) => { if (upload.metadata.locked === 'yes') throw new TusErrors.METHOD_NOT_ALLOWED('DELETE') },
+  auth: async (request, reply) => { if (request.headers.authorization === undefined) await reply.code(401).send() },
+  ietfDraftVersions: [6, 9]
+}
+void options
+void wrongComplete
+
+const store: DataStore = new FileStore({ directory: '/tmp/uploads' })
+const locker: UploadLocker = new MemoryLocker()
+void store
+void locker
+void S3Store
+void RedisLocker
+
+// app.tus: typed events, the store, expiry and metrics.
+app.tus.on('completed', (upload) => { const id: string = upload.id; void id })
+// @ts-expect-error no such event
+app.tus.on('finished', () => {})
+const removed: Promise<UploadInfo[]> = app.tus.removeExpired()
+const text: string = app.tus.metrics()
+void removed
+void text
+
+// Errors: stable codes, statuses, and the facts a protocol formats.
+const error: TusHttpError = new TusErrors.OFFSET_MISMATCH(1, 2)
+const offset: number | undefined = error.offset
+const status: number | undefined = new TusDraftErrors.INCONSISTENT_LENGTH('x').statusCode
+void offset
+void status
