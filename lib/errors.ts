@@ -39,6 +39,12 @@ export const TusErrors = {
     'Upload-Length %s exceeds the maximum upload size of %s bytes',
     413
   ),
+  /** A body of an upload whose length is still unknown went beyond maxSize. */
+  BODY_BEYOND_MAX_SIZE: createError<[number]>(
+    'FST_TUS_MAX_SIZE_EXCEEDED',
+    'The request body goes beyond the maximum upload size of %s bytes',
+    413
+  ),
   LENGTH_EXCEEDED: createError<[number]>(
     'FST_TUS_LENGTH_EXCEEDED',
     'The request body goes beyond the upload length of %s bytes',

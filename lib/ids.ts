@@ -1,5 +1,8 @@
 import { nanoid } from 'nanoid'
 
+/** Longest upload id; the router may allow fewer (Fastify's maxParamLength, 100 by default). */
+export const MAX_ID_LENGTH = 128
+
 // URL-safe characters only: an id is used verbatim as a path segment and as a file name.
 const UPLOAD_ID = /^[A-Za-z0-9_-]{1,128}$/
 

@@ -30,7 +30,7 @@ declare module 'fastify' {
 }
 
 const plugin: FastifyPluginAsync<TusPluginOptions> = async (fastify, rawOptions) => {
-  const options = resolveOptions(rawOptions)
+  const options = resolveOptions(rawOptions, { maxParamLength: fastify.initialConfig.maxParamLength ?? 100 })
   const store = rawOptions.store ?? new FileStore({ directory: options.dir })
   const metrics = new TusMetrics()
   const locker = measuredLocker(rawOptions.locker ?? new MemoryLocker(), metrics)
@@ -71,7 +71,8 @@ export type { FileStoreOptions } from './store/file-store.js'
 export type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata } from './store/types.js'
 export type { TusPluginOptions } from './options.js'
 export type {
-  OnUploadComplete, OnUploadCreate, OnUploadProgress, OnUploadTerminate, TusAuthHook, UploadCreateChanges, UploadResponse
+  OnUploadAccess, OnUploadComplete, OnUploadCreate, OnUploadProgress, OnUploadTerminate, TusAuthHook, UploadAction,
+  UploadCreateChanges, UploadResponse
 } from './types.js'
 export { TusEvents } from './observe/events.js'
 export type { TusEventMap, TusEventName } from './observe/events.js'

@@ -2,10 +2,11 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import type { ResolvedOptions } from './core/services.js'
 import { TusErrors } from './errors.js'
+import { MAX_ID_LENGTH } from './ids.js'
 import { DEFAULT_DRAFT_VERSIONS, DRAFT_VERSIONS } from './ietf/versions.js'
 import type { UploadLocker } from './lockers/lock.js'
 import type { DataStore } from './store/types.js'
-import type { OnUploadComplete, OnUploadCreate, OnUploadProgress, OnUploadTerminate, TusAuthHook } from './types.js'
+import type { OnUploadAccess, OnUploadComplete, OnUploadCreate, OnUploadProgress, OnUploadTerminate, TusAuthHook } from './types.js'
 
 export interface TusPluginOptions {
   /** Path the tus routes live under. Default `/files`. */
@@ -17,6 +18,8 @@ export interface TusPluginOptions {
   /** Uploads expire this many days after their last write (fractions allowed). Default 5; `Infinity` never. */
   daysToKeep?: number
   auth?: TusAuthHook
+  /** Per-upload access: sees the upload and the action before any answer about it, in every protocol (see the README's Security). */
+  onUploadAccess?: OnUploadAccess
   /** Lifecycle hooks: see the README's hooks table and lib/core/lifecycle.ts. */
   onUploadCreate?: OnUploadCreate
   onUploadProgress?: OnUploadProgress
@@ -26,8 +29,6 @@ export interface TusPluginOptions {
   onUploadTerminate?: OnUploadTerminate
   /** Serve `app.tus.metrics()` (Prometheus text format) with GET on this path, e.g. `/metrics`. Default: no route. */
   metricsPath?: string
-  /** Honour Forwarded / X-Forwarded-Proto / X-Forwarded-Host when building Location. Default true. */
-  respectForwardedHeaders?: boolean
   /** Answer creation with a path-only Location (`/files/<id>`) instead of an absolute URL. Default false. */
   relativeLocation?: boolean
   /** Longest Upload-Metadata header accepted, in bytes. Default 4096. */
@@ -41,6 +42,13 @@ export interface TusPluginOptions {
    * with 507. Default 0 (no check).
    */
   minFreeSpace?: number
+  /**
+   * Complete uploads expire too, `daysToKeep` after their last write (tuspyserver's staging-area behaviour).
+   * Default false: expiration concerns unfinished uploads, as tus defines it; finished files are kept.
+   */
+  expireCompleted?: boolean
+  /** Most partial uploads one `Upload-Concat: final;...` may list, repeats counted. Default 100. */
+  maxConcatReferences?: number
   /** How long `app.close()` waits for in-flight writes to reach a consistent point, in ms. Default 10000. */
   closeTimeout?: number
   /** Where uploads are kept. Default: a FileStore in `dir`. */
@@ -57,7 +65,16 @@ export interface TusPluginOptions {
 export const DEFAULT_MAX_SIZE = 128_849_018_880
 
 /** Validates the options once, at register time, and fills in the defaults. */
-export function resolveOptions (options: TusPluginOptions): ResolvedOptions {
+/** What the plugin learns from the Fastify instance it is registered on. */
+export interface RouterLimits {
+  /** Fastify's `maxParamLength`: ids longer than this cannot be routed. */
+  maxParamLength: number
+}
+
+export function resolveOptions (options: TusPluginOptions, router: RouterLimits): ResolvedOptions {
+  if ('respectForwardedHeaders' in options) {
+    throw new TusErrors.INVALID_OPTION('respectForwardedHeaders was removed: Location follows Fastify\'s trustProxy (set it to the proxies you trust)')
+  }
   const prefix = options.prefix ?? '/files'
   if (typeof prefix !== 'string' || !/^(\/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*\/?$/.test(prefix)) {
     throw new TusErrors.INVALID_OPTION(`prefix must be a path such as "/files" (got ${JSON.stringify(prefix)})`)
@@ -72,19 +89,22 @@ export function resolveOptions (options: TusPluginOptions): ResolvedOptions {
     maxSize: positiveInteger('maxSize', options.maxSize ?? DEFAULT_MAX_SIZE),
     daysToKeep: positiveNumber('daysToKeep', options.daysToKeep ?? 5),
     auth: optionalFunction('auth', options.auth),
+    onUploadAccess: optionalFunction('onUploadAccess', options.onUploadAccess),
     onUploadCreate: optionalFunction('onUploadCreate', options.onUploadCreate),
     onUploadProgress: optionalFunction('onUploadProgress', options.onUploadProgress),
     progressInterval: nonNegativeInteger('progressInterval', options.progressInterval ?? 1000),
     onUploadComplete: optionalFunction('onUploadComplete', options.onUploadComplete),
     onUploadTerminate: optionalFunction('onUploadTerminate', options.onUploadTerminate),
     metricsPath: optionalPath('metricsPath', options.metricsPath),
-    respectForwardedHeaders: boolean('respectForwardedHeaders', options.respectForwardedHeaders ?? true),
     relativeLocation: boolean('relativeLocation', options.relativeLocation ?? false),
     maxMetadataSize: positiveInteger('maxMetadataSize', options.maxMetadataSize ?? 4096),
     lockTimeout: positiveInteger('lockTimeout', options.lockTimeout ?? 3000),
     idleTimeout: positiveInteger('idleTimeout', options.idleTimeout ?? 60_000),
     closeTimeout: positiveInteger('closeTimeout', options.closeTimeout ?? 10_000),
     minFreeSpace: nonNegativeInteger('minFreeSpace', options.minFreeSpace ?? 0),
+    expireCompleted: boolean('expireCompleted', options.expireCompleted ?? false),
+    maxConcatReferences: positiveInteger('maxConcatReferences', options.maxConcatReferences ?? 100),
+    maxIdLength: Math.min(MAX_ID_LENGTH, router.maxParamLength),
     ietfDraftVersions: draftVersions(options.ietfDraftVersions ?? DEFAULT_DRAFT_VERSIONS)
   }
 }

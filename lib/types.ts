@@ -32,6 +32,17 @@ export type OnUploadCreate = (upload: NewUpload, request: FastifyRequest) => Awa
 export type OnUploadProgress = (upload: UploadInfo, request: FastifyRequest) => Awaitable<void>
 /** Once per upload, after its last byte is durable and before the final response; may shape that response. */
 export type OnUploadComplete = (upload: UploadInfo, request: FastifyRequest) => Awaitable<UploadResponse | undefined | void>
+/**
+ * What a request is about to do with an existing upload: `read` (HEAD, GET, the draft's offset retrieval),
+ * `write` (an append), `terminate` (DELETE), `concatenate` (a reference in a final upload's `Upload-Concat`).
+ */
+export type UploadAction = 'read' | 'write' | 'terminate' | 'concatenate'
+/**
+ * Before any answer that depends on an existing upload, in every protocol: throw to refuse the request. Throw
+ * `new TusErrors.NOT_FOUND()` to make another user's upload indistinguishable from one that does not exist;
+ * refused concatenation references get the same 400 as unusable ones.
+ */
+export type OnUploadAccess = (upload: UploadInfo, action: UploadAction, request: FastifyRequest) => Awaitable<void>
 /** Before a DELETE removes an upload: throw to refuse it. */
 export type OnUploadTerminate = (upload: UploadInfo, request: FastifyRequest) => Awaitable<void>
 

@@ -81,9 +81,9 @@ t.test('bad final creations are 400 with what was wrong, and create nothing', as
   const deferredUrl = new URL(deferred.headers.location!, server.origin).href
   const cases: Array<[string, Record<string, string>, RegExp, string?]> = [
     ['final;', {}, /at least one/],
-    ['final;/files/nonexistent', {}, /does not exist/],
-    [`final;${plainUrl}`, {}, /not a partial upload/],
-    [`final;${deferredUrl}`, {}, /no length yet/],
+    ['final;/files/nonexistent', {}, /"nonexistent" is not a usable partial upload of this endpoint/],
+    [`final;${plainUrl}`, {}, /is not a usable partial upload of this endpoint/],
+    [`final;${deferredUrl}`, {}, /is not a usable partial upload of this endpoint/],
     ['final;/elsewhere/abc', {}, /not an upload of this endpoint/],
     ['final;http://[bad', {}, /not a URL|not an upload/],
     ['whole', {}, /expected "partial"/],

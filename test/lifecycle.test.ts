@@ -20,7 +20,7 @@ t.test('DELETE terminates: 204, files gone, then 404 everywhere', async (t) => {
   t.equal(patched.status, 404)
 })
 
-t.test('removeExpired removes expired uploads, finished or not, and reports them', async (t) => {
+t.test('removeExpired removes expired unfinished uploads and reports them; finished ones are kept', async (t) => {
   const server = await startServer(t, { daysToKeep: 0.5 })
   const old = await createUpload(server, { 'Upload-Length': '5' })
   const oldFinished = await createUpload(server, { 'Upload-Length': '0' })
@@ -28,12 +28,26 @@ t.test('removeExpired removes expired uploads, finished or not, and reports them
   await backdate(server.dir, idOf(old), 1)
   await backdate(server.dir, idOf(oldFinished), 1)
   const removed = await server.app.tus.removeExpired()
-  t.same(removed.map((upload) => upload.id).sort(), [idOf(old), idOf(oldFinished)].sort())
-  t.equal(removed.find((upload) => upload.id === idOf(old))?.size, 5)
-  t.same((await readdir(server.dir)).sort(), [idOf(fresh), `${idOf(fresh)}.json`].sort())
+  t.same(removed.map((upload) => upload.id), [idOf(old)])
+  t.equal(removed[0]?.size, 5)
+  t.same((await readdir(server.dir)).sort(), [idOf(fresh), `${idOf(fresh)}.json`, idOf(oldFinished), `${idOf(oldFinished)}.json`].sort())
   t.equal((await tusRequest(fresh, { method: 'HEAD' })).status, 200)
   t.equal((await tusRequest(old, { method: 'HEAD' })).status, 404)
+  const finished = await tusRequest(oldFinished, { method: 'HEAD' })
+  t.equal(finished.status, 200, 'a finished upload is kept past daysToKeep')
+  t.equal(finished.headers['upload-expires'], undefined, 'and announces no expiry')
+  t.equal((await tusRequest(oldFinished)).status, 200, 'and downloads')
   t.same(await server.app.tus.removeExpired(), [], 'nothing left to remove')
+})
+
+t.test('expireCompleted: true removes finished uploads too, daysToKeep after their last write', async (t) => {
+  const server = await startServer(t, { daysToKeep: 0.5, expireCompleted: true })
+  const finished = await createUpload(server, { 'Upload-Length': '0' })
+  t.match((await tusRequest(finished, { method: 'HEAD' })).headers['upload-expires'], /GMT$/)
+  await backdate(server.dir, idOf(finished), 1)
+  t.equal((await tusRequest(finished)).status, 410, 'expired: 410 until removed')
+  t.same((await server.app.tus.removeExpired()).map((upload) => upload.id), [idOf(finished)])
+  t.equal((await tusRequest(finished, { method: 'HEAD' })).status, 404)
 })
 
 t.test('removeExpired never removes an upload a request is writing to', async (t) => {

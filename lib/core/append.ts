@@ -127,5 +127,6 @@ export function ensureRoom (services: TusServices, upload: Growth, bytes: number
 type Growth = Pick<UploadInfo, 'offset' | 'size'>
 
 function exceeded (upload: Growth, limit: number, offset: number): Error {
-  return withFacts(new TusErrors.LENGTH_EXCEEDED(limit), { offset, limit: upload.size === undefined ? 'max-size' : 'length' })
+  if (upload.size === undefined) return withFacts(new TusErrors.BODY_BEYOND_MAX_SIZE(limit), { offset, limit: 'max-size' })
+  return withFacts(new TusErrors.LENGTH_EXCEEDED(limit), { offset, limit: 'length' })
 }

@@ -4,7 +4,7 @@ import type { UploadInfo } from '../store/types.js'
 import type { UploadResponse } from '../types.js'
 import { completeUpload } from './lifecycle.js'
 import type { TusServices } from './services.js'
-import { isComplete, loadLive } from './uploads.js'
+import { isComplete, loadFor } from './uploads.js'
 
 /**
  * The concatenation extensions. A final upload is created from the URLs of partial uploads; its length
@@ -65,18 +65,22 @@ async function incompletePartials (services: TusServices, ids: string[]): Promis
   return partials.filter((partial) => !isComplete(partial)).map((partial) => partial.id)
 }
 
-/** A referenced upload, which must exist and be a partial upload with a known length. */
-export async function partialUpload (services: TusServices, id: string): Promise<UploadInfo> {
+/**
+ * A referenced upload, which must exist, be one this request may use (onUploadAccess, action `concatenate`), be
+ * a partial upload and have a known length. Every unusable reference gets the same answer, so a reference
+ * tells nothing about an upload the request may not see.
+ */
+export async function partialUpload (services: TusServices, request: FastifyRequest, id: string): Promise<UploadInfo> {
+  const unusable = (): Error => new TusErrors.INVALID_CONCAT(`"${id}" is not a usable partial upload of this endpoint`)
   let upload: UploadInfo
   try {
-    upload = await loadLive(services, id)
+    upload = await loadFor(services, request, id, 'concatenate')
   } catch (error) {
-    const code = (error as { code?: string }).code
-    if (code === 'FST_TUS_NOT_FOUND' || code === 'FST_TUS_GONE') throw new TusErrors.INVALID_CONCAT(`partial upload ${id} does not exist`)
+    const status = (error as { statusCode?: number }).statusCode
+    if (status !== undefined && status >= 400 && status < 500) throw unusable()
     throw error
   }
-  if (upload.concat?.type !== 'partial') throw new TusErrors.INVALID_CONCAT(`upload ${id} is not a partial upload`)
-  if (upload.size === undefined) throw new TusErrors.INVALID_CONCAT(`partial upload ${id} has no length yet`)
+  if (upload.concat?.type !== 'partial' || upload.size === undefined) throw unusable()
   return upload
 }
 

@@ -4,7 +4,7 @@ import { isValidDirectory, isValidUploadId } from '../ids.js'
 import { isMetadataKey } from '../metadata.js'
 import { notify } from '../observe/events.js'
 import type { NewUpload, UploadInfo, UploadMetadata } from '../store/types.js'
-import type { UploadCreateChanges, UploadResponse } from '../types.js'
+import type { UploadAction, UploadCreateChanges, UploadResponse } from '../types.js'
 import type { BoundedBody } from './body.js'
 import type { TusServices } from './services.js'
 
@@ -34,6 +34,8 @@ export async function prepareUpload (services: TusServices, request: FastifyRequ
   // Validated after merging: a hook that changed `upload` in place instead of returning changes is checked too.
   const upload: NewUpload = { ...proposed, ...pick(changes ?? {}) }
   if (typeof upload.id !== 'string' || !isValidUploadId(upload.id)) throw fail('it returned an invalid id (1-128 of A-Z a-z 0-9 _ -)')
+  const { maxIdLength } = services.options
+  if (upload.id.length > maxIdLength) throw fail(`it returned an id longer than ${maxIdLength} characters, Fastify's maxParamLength: the upload could not be reached`)
   if (!isMetadata(upload.metadata)) throw fail('it returned invalid metadata (string values, keys without space or comma)')
   if (upload.directory !== undefined && (typeof upload.directory !== 'string' || !isValidDirectory(upload.directory))) {
     throw fail('it returned an invalid directory (up to 8 "/"-separated segments of A-Z a-z 0-9 _ -)')
@@ -148,6 +150,17 @@ export async function completeUpload (services: TusServices, request: FastifyReq
   }
 }
 
+/** Runs onUploadAccess: the app's say on whether this request may act on this upload. */
+export async function checkAccess (services: TusServices, request: FastifyRequest, upload: UploadInfo, action: UploadAction): Promise<void> {
+  const hook = services.options.onUploadAccess
+  if (hook === undefined) return
+  try {
+    await hook(upload, action, request)
+  } catch (error) {
+    throw hookError('onUploadAccess', error, request)
+  }
+}
+
 /** Runs onUploadTerminate, removes the upload (the caller holds its lock), counts it and emits `terminated`. */
 export async function terminateUpload (services: TusServices, request: FastifyRequest, upload: UploadInfo): Promise<void> {
   const hook = services.options.onUploadTerminate
@@ -164,12 +177,13 @@ export async function terminateUpload (services: TusServices, request: FastifyRe
 }
 
 /**
- * A 4xx refusal as thrown; anything else logged and wrapped as FST_TUS_HOOK_FAILED (500) naming the hook. The
+ * An error with an HTTP error status (a 403 refusal, a 503 with Retry-After for back-pressure, a 507 quota) as
+ * thrown, its headers included; anything else logged and wrapped as FST_TUS_HOOK_FAILED (500) naming the hook. The
  * message of what the hook threw stays in the log: a crash can tell internals (hosts, queries) no client may read.
  */
 function hookError (name: string, error: unknown, request: FastifyRequest): Error {
   const status = (error as { statusCode?: unknown } | undefined)?.statusCode
-  if (error instanceof Error && typeof status === 'number' && status >= 400 && status < 500) return error
+  if (error instanceof Error && typeof status === 'number' && status >= 400 && status < 600) return error
   request.log.error({ err: error }, `fastify-tus: ${name} failed`)
   return new TusErrors.HOOK_FAILED(name)
 }

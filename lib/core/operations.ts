@@ -10,7 +10,7 @@ import { finishFinal, finishFinalsWaitingOn, partialUpload } from './finals.js'
 import { completeUpload, prepareUpload, storeUpload, terminateUpload } from './lifecycle.js'
 import { hasBody, integerHeader } from './request.js'
 import { lockUpload, type TusServices } from './services.js'
-import { isComplete, loadLive, loadSettled } from './uploads.js'
+import { isComplete, loadFor, loadSettled } from './uploads.js'
 
 /**
  * The operations on uploads, each written once for every protocol. A protocol (lib/tus, lib/ietf) reads its
@@ -77,10 +77,11 @@ export async function createUpload (services: TusServices, request: FastifyReque
 
 /** Append at `offset`. Every check runs before the first byte is read. */
 export async function appendToUpload (services: TusServices, request: FastifyRequest, id: string, input: AppendRequest): Promise<UploadOutcome> {
+  services.sharedReads.beforeWrite(id)
   const lock = await lockUpload(services, id, { onReleaseRequested: releaseBody(request) })
   let outcome: UploadOutcome
   try {
-    const upload = await loadLive(services, id)
+    const upload = await loadFor(services, request, id, 'write')
     if (upload.concat?.type === 'final') throw new TusErrors.FINAL_UPLOAD()
     if (input.offset !== upload.offset) {
       throw withFacts(new TusErrors.OFFSET_MISMATCH(input.offset, upload.offset), { offset: upload.offset, providedOffset: input.offset })
@@ -100,21 +101,22 @@ export async function appendToUpload (services: TusServices, request: FastifyReq
 
 /** Offset retrieval: the upload once no request writes to it. A final whose partials are all complete is finished first. */
 export async function readStatus (services: TusServices, request: FastifyRequest, id: string): Promise<UploadInfo> {
-  return await finishIfFinal(services, request, await loadSettled(services, id))
+  return await finishIfFinal(services, request, await loadFor(services, request, id, 'read', async () => await loadSettled(services, id)))
 }
 
 /** The upload to download: 409 until it is complete. */
 export async function readFinished (services: TusServices, request: FastifyRequest, id: string): Promise<UploadInfo> {
-  const upload = await finishIfFinal(services, request, await loadLive(services, id))
+  const upload = await finishIfFinal(services, request, await loadFor(services, request, id, 'read'))
   if (!isComplete(upload)) throw new TusErrors.NOT_COMPLETE(upload.offset, String(upload.size ?? 'unknown'))
   return upload
 }
 
 /** Termination: waits for (and first ends the body of) a running append, runs onUploadTerminate, removes everything. */
 export async function removeUpload (services: TusServices, request: FastifyRequest, id: string): Promise<void> {
+  services.sharedReads.beforeWrite(id)
   const lock = await lockUpload(services, id)
   try {
-    await terminateUpload(services, request, await loadLive(services, id))
+    await terminateUpload(services, request, await loadFor(services, request, id, 'terminate'))
   } finally {
     await lock.release()
   }
@@ -166,7 +168,10 @@ async function createFinal (
   services: TusServices, request: FastifyRequest, input: CreateRequest, concat: UploadConcat & { type: 'final' }
 ): Promise<UploadOutcome> {
   if (hasBody(request)) throw new TusErrors.INVALID_CONCAT('a final upload cannot carry a body')
-  const partials = await Promise.all(concat.parts.map(async (id) => await partialUpload(services, id)))
+  // One small partial listed many times would make a large final from a few bytes sent.
+  const { maxConcatReferences } = services.options
+  if (concat.parts.length > maxConcatReferences) throw new TusErrors.INVALID_CONCAT(`a final upload may list at most ${maxConcatReferences} partial uploads`)
+  const partials = await Promise.all(concat.parts.map(async (id) => await partialUpload(services, request, id)))
   const size = partials.reduce((sum, partial) => sum + (partial.size ?? 0), 0)
   const { maxSize } = services.options
   if (size > maxSize) throw new TusErrors.MAX_SIZE_EXCEEDED(size, maxSize)

@@ -4,7 +4,7 @@ import type { SharedReads } from '../lockers/shared-reads.js'
 import type { TusEvents } from '../observe/events.js'
 import type { TusMetrics } from '../observe/metrics.js'
 import type { DataStore } from '../store/types.js'
-import type { OnUploadComplete, OnUploadCreate, OnUploadProgress, OnUploadTerminate, TusAuthHook } from '../types.js'
+import type { OnUploadAccess, OnUploadComplete, OnUploadCreate, OnUploadProgress, OnUploadTerminate, TusAuthHook } from '../types.js'
 import type { PendingFinals } from './pending-finals.js'
 import type { InFlightWrites } from './in-flight.js'
 
@@ -15,19 +15,25 @@ export interface ResolvedOptions {
   maxSize: number
   daysToKeep: number
   auth: TusAuthHook | undefined
+  onUploadAccess: OnUploadAccess | undefined
   onUploadCreate: OnUploadCreate | undefined
   onUploadProgress: OnUploadProgress | undefined
   progressInterval: number
   onUploadComplete: OnUploadComplete | undefined
   onUploadTerminate: OnUploadTerminate | undefined
   metricsPath: string | undefined
-  respectForwardedHeaders: boolean
   relativeLocation: boolean
   maxMetadataSize: number
   lockTimeout: number
   idleTimeout: number
   closeTimeout: number
   minFreeSpace: number
+  /** Whether complete uploads expire too (the default keeps them: expiration is for unfinished uploads). */
+  expireCompleted: boolean
+  /** Most partial uploads one final upload may list (each listing counts, repeats too). */
+  maxConcatReferences: number
+  /** Longest upload id the routes can reach: 128, or less when Fastify's `maxParamLength` is shorter. */
+  maxIdLength: number
   /** Accepted interop versions of the IETF draft; empty when the draft is off. */
   ietfDraftVersions: readonly number[]
 }

@@ -1,5 +1,8 @@
+import type { FastifyRequest } from 'fastify'
 import { TusErrors } from '../errors.js'
 import type { UploadInfo } from '../store/types.js'
+import type { UploadAction } from '../types.js'
+import { checkAccess } from './lifecycle.js'
 import { lockUpload, type TusServices } from './services.js'
 
 const DAY_MS = 24 * 60 * 60 * 1000
@@ -8,9 +11,10 @@ export function isComplete (upload: UploadInfo): boolean {
   return upload.size !== undefined && upload.offset === upload.size
 }
 
-/** When `upload` expires, or undefined when uploads never expire. */
+/** When `upload` expires, or undefined when it never does (no retention, or a complete upload, kept by default). */
 export function expiresAt (services: TusServices, upload: UploadInfo): Date | undefined {
-  if (!Number.isFinite(services.options.daysToKeep)) return undefined
+  const { daysToKeep, expireCompleted } = services.options
+  if (!Number.isFinite(daysToKeep) || (!expireCompleted && isComplete(upload))) return undefined
   return new Date(upload.modifiedAt.getTime() + services.options.daysToKeep * DAY_MS)
 }
 
@@ -19,18 +23,25 @@ export function isExpired (services: TusServices, upload: UploadInfo, now = Date
   return expiry !== undefined && expiry.getTime() <= now
 }
 
-/** The upload, or 404 when unknown and 410 when expired. */
-export async function loadLive (services: TusServices, id: string): Promise<UploadInfo> {
-  const upload = await services.store.getInfo(id)
+/**
+ * The upload a request may act on: 404 when unknown; then onUploadAccess, before any answer that depends on
+ * the upload (410 included); then 410 when expired. `load` reads it (by default straight from the store).
+ */
+export async function loadFor (
+  services: TusServices, request: FastifyRequest, id: string, action: UploadAction,
+  load: () => Promise<UploadInfo> = async () => await services.store.getInfo(id)
+): Promise<UploadInfo> {
+  const upload = await load()
+  await checkAccess(services, request, upload, action)
   if (isExpired(services, upload)) throw new TusErrors.GONE()
   return upload
 }
 
 /**
- * The upload once no request is writing to it (404 unknown, 410 expired). Under the lock, so the offset
- * is never one a running append is about to move (a stuck one is asked to let go); requests reading the
- * same upload at the same time share one lock and one read.
+ * The upload once no request is writing to it (404 unknown). Under the lock, so the offset is never one a
+ * running append is about to move (a stuck one is asked to let go); requests reading the same upload at the
+ * same time share one lock and one read, but never one that began before a write still to come.
  */
 export async function loadSettled (services: TusServices, id: string): Promise<UploadInfo> {
-  return await services.sharedReads.read(id, async () => await lockUpload(services, id), async () => await loadLive(services, id))
+  return await services.sharedReads.read(id, async () => await lockUpload(services, id), async () => await services.store.getInfo(id))
 }

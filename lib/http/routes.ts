@@ -52,6 +52,17 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
   countRequests(instance, services.metrics)
   instance.setNotFoundHandler(async () => { throw new TusErrors.NOT_FOUND() })
 
+  // First of all hooks: the method a tunnelled request (X-HTTP-Method-Override, T-G-8) stands for becomes its
+  // method, so the version check, `auth`, every later hook and the route see what the request really does.
+  instance.addHook('onRequest', async (request) => {
+    const override = stringHeader(request, 'x-http-method-override')
+    if (override === undefined || request.method !== 'POST') return
+    const method = override.trim().toUpperCase()
+    if (method === 'POST') return
+    const onUpload = request.routeOptions.url?.endsWith('/:id') === true
+    if (!onUpload || TUS_UPLOAD_HANDLERS[method] === undefined) throw new TusErrors.METHOD_NOT_ALLOWED(method.slice(0, 32))
+    request.raw.method = method
+  })
   instance.addHook('onRequest', async (request, reply) => {
     // Upload-Draft-Interop-Version picks the IETF draft for this request: no Tus-Resumable either way.
     if (draftVersionOf(services, request) !== undefined) return
@@ -85,12 +96,11 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
   instance.get('/:id', { exposeHeadRoute: false }, route(handleGet, handleDraftGet))
   instance.patch('/:id', route(handlePatch, handleDraftAppend))
   instance.delete('/:id', route(handleDelete, handleDraftDelete))
-  // X-HTTP-Method-Override (T-G-8): clients behind proxies that only pass GET/POST tunnel the method.
+  // A tunnelled method arrives as POST on the upload's URL; the first hook has made it the request's method.
   instance.post('/:id', async (request, reply) => {
-    const method = stringHeader(request, 'x-http-method-override')?.trim().toUpperCase() ?? 'POST'
-    const handler = TUS_UPLOAD_HANDLERS[method]
-    const draftHandler = DRAFT_UPLOAD_HANDLERS[method]
-    if (handler === undefined || draftHandler === undefined) throw new TusErrors.METHOD_NOT_ALLOWED(method)
+    const handler = TUS_UPLOAD_HANDLERS[request.method]
+    const draftHandler = DRAFT_UPLOAD_HANDLERS[request.method]
+    if (handler === undefined || draftHandler === undefined) throw new TusErrors.METHOD_NOT_ALLOWED(request.method)
     await route(handler, draftHandler)(request, reply)
   })
 }

@@ -168,12 +168,11 @@ function progressInterims (request: FastifyRequest, reply: FastifyReply, version
 export function uploadLimit (services: TusServices, version: DraftVersion, upload?: UploadInfo): string | undefined {
   if (version.uploadLimit === 'none') return undefined
   const parts = [`max-size=${services.options.maxSize}`, 'min-size=0']
-  if (Number.isFinite(services.options.daysToKeep)) {
-    const expiry = upload === undefined ? undefined : expiresAt(services, upload)
-    const seconds = expiry === undefined
-      ? Math.floor(services.options.daysToKeep * 86_400)
-      : Math.max(0, Math.floor((expiry.getTime() - Date.now()) / 1000))
-    parts.push(`${version.uploadLimit}=${seconds}`)
+  if (upload === undefined) {
+    if (Number.isFinite(services.options.daysToKeep)) parts.push(`${version.uploadLimit}=${Math.floor(services.options.daysToKeep * 86_400)}`)
+  } else {
+    const expiry = expiresAt(services, upload)
+    if (expiry !== undefined) parts.push(`${version.uploadLimit}=${Math.max(0, Math.floor((expiry.getTime() - Date.now()) / 1000))}`)
   }
   return parts.join(', ')
 }

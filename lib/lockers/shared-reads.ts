@@ -5,34 +5,51 @@ import type { UploadInfo } from '../store/types.js'
  * Requests that only read an upload under its lock (HEAD) share the read of another such request of the
  * same upload that is still waiting for the lock or reading under it: one lock, one store read, one answer
  * for all of them. Nothing can change the upload while that lock is held, so each answer is the upload as
- * it was when the request joined. Once the lock is released a new request starts a read of its own.
- * Thirty-two clients polling one upload cost a few reads, not thirty-two in a row.
+ * it was when the request joined. A request that will write (`beforeWrite`) closes the read to later
+ * joiners: a read that queued for the lock ahead of a write must not answer a request that arrived after it
+ * (a HEAD pipelined behind a PATCH reports the PATCH's bytes). Thirty-two clients polling one upload cost a
+ * few reads, not thirty-two in a row.
  */
+interface SharedRead {
+  answer: Promise<UploadInfo>
+}
+
 export class SharedReads {
-  readonly #current = new Map<string, Promise<UploadInfo>>()
+  readonly #current = new Map<string, SharedRead>()
 
   async read (id: string, lock: () => Promise<UploadLock>, read: () => Promise<UploadInfo>): Promise<UploadInfo> {
     const current = this.#current.get(id)
-    if (current !== undefined) return await current
-    const shared = this.#lockAndRead(id, lock, read)
+    if (current !== undefined) return await current.answer
+    const shared: SharedRead = { answer: Promise.resolve() as unknown as Promise<UploadInfo> }
+    shared.answer = this.#lockAndRead(id, shared, lock, read)
     this.#current.set(id, shared)
-    return await shared
+    return await shared.answer
   }
 
-  async #lockAndRead (id: string, lock: () => Promise<UploadLock>, read: () => Promise<UploadInfo>): Promise<UploadInfo> {
+  /** Called by a request that is about to wait for the upload's lock to change it. */
+  beforeWrite (id: string): void {
+    this.#current.delete(id)
+  }
+
+  async #lockAndRead (id: string, shared: SharedRead, lock: () => Promise<UploadLock>, read: () => Promise<UploadInfo>): Promise<UploadInfo> {
     let held: UploadLock
     try {
       held = await lock()
     } catch (error) {
-      this.#current.delete(id)
+      this.#forget(id, shared)
       throw error
     }
     try {
       return await read()
     } finally {
       // Before the release: from then on the upload may change, so later requests must read again.
-      this.#current.delete(id)
+      this.#forget(id, shared)
       await held.release()
     }
+  }
+
+  /** Only while the entry is still this read's own: a write may have closed it, and a newer read taken its place. */
+  #forget (id: string, shared: SharedRead): void {
+    if (this.#current.get(id) === shared) this.#current.delete(id)
   }
 }

@@ -22,13 +22,18 @@ export type TusEventName = keyof TusEventMap
 export class TusEvents extends EventEmitter<TusEventMap> {}
 
 /**
- * Emits without letting an observer break the request that caused the event: a listener that throws is
- * logged, and the upload goes on as if nobody had listened.
+ * Emits without letting an observer break the request that caused the event, nor another observer: each
+ * listener is called on its own; one that throws, or returns a promise that rejects, is logged, and the
+ * others and the upload go on as if it had not been there.
  */
 export function notify<E extends TusEventName> (events: TusEvents, log: FastifyBaseLogger, name: E, ...args: TusEventMap[E]): void {
-  try {
-    (events.emit as (name: E, ...args: TusEventMap[E]) => boolean)(name, ...args)
-  } catch (error) {
-    log.error({ err: error, event: name }, 'fastify-tus: an event listener threw')
+  const failed = (error: unknown): void => { log.error({ err: error, event: name }, 'fastify-tus: an event listener failed') }
+  for (const listener of events.rawListeners(name) as Array<(...args: TusEventMap[E]) => unknown>) {
+    try {
+      const result = listener.apply(events, args)
+      if (result instanceof Promise) result.catch(failed)
+    } catch (error) {
+      failed(error)
+    }
   }
 }

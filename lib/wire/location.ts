@@ -1,5 +1,4 @@
 import type { FastifyRequest } from 'fastify'
-import { stringHeader } from '../core/request.js'
 import type { TusServices } from '../core/services.js'
 import { TusErrors } from '../errors.js'
 import { isValidUploadId } from '../ids.js'
@@ -7,44 +6,15 @@ import { isValidUploadId } from '../ids.js'
 const HOST = /^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$/
 
 /**
- * The URL of an upload for the Location header: absolute, built from the proxy's Forwarded /
- * X-Forwarded-* headers when they are trusted, else from the request; or path-only when configured.
+ * The URL of an upload for the Location header: absolute, or path-only when configured. Its scheme and host are
+ * what Fastify makes of the request under the app's `trustProxy`: `X-Forwarded-Proto` / `X-Forwarded-Host` count
+ * only from the proxies the app trusts, and an HTTP/2 request's `:authority` stands for `Host`.
  */
 export function uploadLocation (services: TusServices, request: FastifyRequest, id: string): string {
   const path = `${services.basePath}/${id}`
   if (services.options.relativeLocation) return path
-  let protocol: string | undefined
-  let host: string | undefined
-  if (services.options.respectForwardedHeaders) {
-    ({ protocol, host } = forwardedOrigin(request))
-  }
-  protocol ??= request.protocol
-  host ??= stringHeader(request, 'host')
-  if (host === undefined || !HOST.test(host)) return path
-  return `${protocol}://${host}${path}`
-}
-
-function forwardedOrigin (request: FastifyRequest): { protocol?: string, host?: string } {
-  const forwarded = stringHeader(request, 'forwarded')
-  let protocol: string | undefined
-  let host: string | undefined
-  if (forwarded !== undefined) {
-    // The first element is the one the outermost proxy added about the client's request.
-    const first = forwarded.split(',')[0] ?? ''
-    for (const pair of first.split(';')) {
-      const [name, rawValue] = pair.split('=', 2).map((part) => part.trim())
-      const value = rawValue?.replace(/^"(.*)"$/, '$1')
-      if (value === undefined) continue
-      if (name?.toLowerCase() === 'proto') protocol = value.toLowerCase()
-      if (name?.toLowerCase() === 'host') host = value
-    }
-  }
-  protocol ??= stringHeader(request, 'x-forwarded-proto')?.split(',')[0]?.trim().toLowerCase()
-  host ??= stringHeader(request, 'x-forwarded-host')?.split(',')[0]?.trim()
-  return {
-    ...(protocol === 'http' || protocol === 'https' ? { protocol } : {}),
-    ...(host !== undefined && HOST.test(host) ? { host } : {})
-  }
+  const { protocol, host } = request
+  return (protocol === 'http' || protocol === 'https') && HOST.test(host) ? `${protocol}://${host}${path}` : path
 }
 
 /** The upload id from the route, refused with 404 before any storage access when it cannot be one of ours. */
