@@ -96,6 +96,34 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/reliability.test.ts']
   },
   {
+    name: 'shared reads: a write does not close the read to later joiners',
+    file: 'lib/lockers/shared-reads.ts',
+    find: '    this.#current.delete(id)\n  }\n\n  async #lockAndRead',
+    replace: '  }\n\n  async #lockAndRead',
+    tests: ['test/security.test.ts']
+  },
+  {
+    name: 'routes: X-HTTP-Method-Override resolved after auth',
+    file: 'lib/http/routes.ts',
+    find: '    request.raw.method = method\n',
+    replace: '',
+    tests: ['test/security.test.ts']
+  },
+  {
+    name: 'core: onUploadAccess not consulted',
+    file: 'lib/core/uploads.ts',
+    find: '  await checkAccess(services, request, upload, action)\n',
+    replace: '',
+    tests: ['test/security.test.ts']
+  },
+  {
+    name: 'location: forwarded headers trusted from anyone',
+    file: 'lib/wire/location.ts',
+    find: '  const { protocol, host } = request\n',
+    replace: "  const protocol = String(request.headers['x-forwarded-proto'] ?? request.protocol)\n  const host = String(request.headers['x-forwarded-host'] ?? request.host)\n",
+    tests: ['test/creation.test.ts']
+  },
+  {
     name: 'checksum: digest of the first chunk only',
     file: 'lib/core/checksum.ts',
     find: 'return { update: (chunk) => { hash.update(chunk) }, digest: () => hash.digest() }',

@@ -1,0 +1,247 @@
+// What a hostile client or a second user can do, through every route, both protocols, method override,
+// concatenation references, proxies' headers and pipelined requests.
+import t from 'tap'
+import { once } from 'node:events'
+import { readdir, readFile } from 'node:fs/promises'
+import { connect as connectHttp2 } from 'node:http2'
+import { connect } from 'node:net'
+import { join } from 'node:path'
+import type { FastifyRequest } from 'fastify'
+import { TusErrors, type UploadInfo } from '../lib/index.js'
+import { idOf, rawRequest, randomBytesSeeded, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
+
+const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
+
+function userOf (request: FastifyRequest): string {
+  const user = request.headers['x-user']
+  if (typeof user !== 'string') throw Object.assign(new Error('who are you?'), { statusCode: 401 })
+  return user
+}
+
+interface Teardown { teardown: (fn: () => unknown) => void }
+
+/** Two users; each upload is its owner's, and another user's is answered as if it did not exist. */
+async function scopedServer (t: Teardown): Promise<TestServer> {
+  return await startServer(t, {
+    auth: (request) => { userOf(request) },
+    onUploadCreate: (upload, request) => ({ metadata: { ...upload.metadata, owner: userOf(request) } }),
+    onUploadAccess: (upload, _action, request) => {
+      if (upload.metadata.owner !== userOf(request)) throw new TusErrors.NOT_FOUND()
+    }
+  })
+}
+
+t.test('a second user can neither read, write, delete, reference nor learn of another user\'s uploads, in any protocol', async (t) => {
+  const server = await scopedServer(t)
+  const alice = { 'Tus-Resumable': '1.0.0', 'X-User': 'alice' }
+  const bob = { 'Tus-Resumable': '1.0.0', 'X-User': 'bob' }
+  const data = randomBytesSeeded(1000, 5)
+  const created = await tusRequest(server.endpoint, { method: 'POST', headers: { ...alice, 'Upload-Length': '2000', ...OCTET }, body: data })
+  t.equal(created.status, 201)
+  const url = new URL(created.headers.location!, server.origin).href
+  const partial = await tusRequest(server.endpoint, { method: 'POST', headers: { ...alice, 'Upload-Length': '3', 'Upload-Concat': 'partial', ...OCTET }, body: 'abc' })
+  const partialUrl = new URL(partial.headers.location!, server.origin).href
+  const missing = `${server.endpoint}AAAAAAAAAAAAAAAAAAAAA`
+
+  // tus 1.0.0 and the tunnelled methods
+  type Attempt = (target: string) => Promise<{ status: number, text: string }>
+  const attempts: Array<[string, Attempt]> = [
+    ['HEAD', async (target) => await rawRequest(target, { method: 'HEAD', headers: bob })],
+    ['GET', async (target) => await rawRequest(target, { headers: bob })],
+    ['PATCH', async (target) => await rawRequest(target, { method: 'PATCH', headers: { ...bob, 'Upload-Offset': '1000', ...OCTET }, body: 'evil' })],
+    ['PATCH at a wrong offset', async (target) => await rawRequest(target, { method: 'PATCH', headers: { ...bob, 'Upload-Offset': '0', ...OCTET }, body: 'evil' })],
+    ['DELETE', async (target) => await rawRequest(target, { method: 'DELETE', headers: bob })],
+    ['override DELETE', async (target) => await rawRequest(target, { method: 'POST', headers: { ...bob, 'X-HTTP-Method-Override': 'DELETE' } })],
+    ['override PATCH', async (target) => await rawRequest(target, { method: 'POST', headers: { ...bob, 'X-HTTP-Method-Override': 'PATCH', 'Upload-Offset': '1000', ...OCTET }, body: 'evil' })]
+  ]
+  // every draft version's requests reach the same check
+  for (const version of [3, 6, 9]) {
+    const draft = { 'Upload-Draft-Interop-Version': String(version), 'X-User': 'bob' }
+    const complete: Record<string, string> = version === 3 ? { 'Upload-Incomplete': '?1' } : { 'Upload-Complete': '?0' }
+    const type: Record<string, string> = version >= 6 ? { 'Content-Type': 'application/partial-upload' } : {}
+    attempts.push(
+      [`draft ${version} HEAD`, async (target) => await rawRequest(target, { method: 'HEAD', headers: draft })],
+      [`draft ${version} GET`, async (target) => await rawRequest(target, { headers: draft })],
+      [`draft ${version} PATCH`, async (target) => await rawRequest(target, { method: 'PATCH', headers: { ...draft, ...complete, ...type, 'Upload-Offset': '1000' }, body: 'evil' })],
+      [`draft ${version} DELETE`, async (target) => await rawRequest(target, { method: 'DELETE', headers: draft })]
+    )
+  }
+  for (const [name, attempt] of attempts) {
+    const response = await attempt(url)
+    const reference = await attempt(missing)
+    t.equal(response.status, 404, `${name}: 404`)
+    t.equal(response.text, reference.text, `${name}: the same answer as for an upload that does not exist`)
+  }
+
+  const references = await Promise.all([partialUrl, missing, url].map(async (reference) =>
+    await tusRequest(server.endpoint, { method: 'POST', headers: { ...bob, 'Upload-Concat': `final;${reference}` } })))
+  t.same(references.map((response) => response.status), [400, 400, 400], 'references to her partial, to nothing, to a plain upload')
+  t.same(references.map((response) => response.text.replace(/"[^"]+"/, '"x"')), Array(3).fill('Invalid Upload-Concat: "x" is not a usable partial upload of this endpoint'),
+    'one answer for every unusable reference')
+
+  // Alice's upload is exactly as she left it, and she still has it all.
+  t.equal(sha256(await readFile(join(server.dir, idOf(url)))), sha256(data))
+  const head = await rawRequest(url, { method: 'HEAD', headers: alice })
+  t.equal(head.status, 200)
+  t.equal(head.headers['upload-offset'], '1000')
+  t.equal((await rawRequest(server.endpoint, { method: 'POST', headers: { ...alice, 'Upload-Concat': `final;${partialUrl}` } })).status, 201, 'her own partial works')
+})
+
+t.test('X-HTTP-Method-Override is the method auth and every hook see; on the creation URL only POST', async (t) => {
+  const seen: string[] = []
+  const server = await startServer(t, {
+    auth: (request) => {
+      seen.push(request.method)
+      if (request.method === 'DELETE') throw Object.assign(new Error('no deleting'), { statusCode: 403 })
+    }
+  })
+  const created = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': '5' } })
+  const url = new URL(created.headers.location!, server.origin).href
+  const tunnelled = await tusRequest(url, { method: 'POST', headers: { 'X-HTTP-Method-Override': 'DELETE' } })
+  t.equal(tunnelled.status, 403, 'auth refused the tunnelled DELETE')
+  t.equal(tunnelled.text, 'no deleting')
+  t.equal((await tusRequest(url, { method: 'HEAD' })).status, 200, 'the upload is still there')
+  const patched = await tusRequest(url, { method: 'POST', headers: { 'X-HTTP-Method-Override': 'patch', 'Upload-Offset': '0', ...OCTET }, body: 'hello' })
+  t.equal(patched.status, 204)
+  t.same(seen, ['POST', 'DELETE', 'HEAD', 'PATCH'], 'auth saw the effective methods')
+
+  const before = await readdir(server.dir)
+  for (const method of ['DELETE', 'PATCH', 'HEAD', 'GET']) {
+    const refused = await tusRequest(server.endpoint, { method: 'POST', headers: { 'X-HTTP-Method-Override': method, 'Upload-Length': '5' } })
+    t.equal(refused.status, 405, `POST ${server.endpoint} as ${method}`)
+  }
+  t.equal((await tusRequest(url, { method: 'POST', headers: { 'X-HTTP-Method-Override': 'OPTIONS' } })).status, 405)
+  t.same(await readdir(server.dir), before, 'nothing created')
+})
+
+t.test('Location over HTTP/2 comes from :authority', async (t) => {
+  const server = await startServer(t, {}, undefined, { http2: true } as never)
+  const session = connectHttp2(server.origin)
+  t.teardown(() => { session.close() })
+  const stream = session.request({ ':method': 'POST', ':path': '/files/', 'tus-resumable': '1.0.0', 'upload-length': '1' }, { endStream: true })
+  const [headers] = await once(stream, 'response') as [Record<string, string>]
+  stream.resume()
+  t.equal(headers[':status'], 201)
+  t.match(headers.location, new RegExp(`^${server.origin}/files/[A-Za-z0-9_-]{21}$`))
+})
+
+t.test('ids longer than the router can reach are refused at creation; a longer maxParamLength allows them', async (t) => {
+  const id = 'x'.repeat(110)
+  const short = await startServer(t, { onUploadCreate: () => ({ id }) })
+  const refused = await tusRequest(short.endpoint, { method: 'POST', headers: { 'Upload-Length': '1' } })
+  t.equal(refused.status, 500)
+  t.match(refused.text, /longer than 100 characters, Fastify's maxParamLength/)
+  t.same(await readdir(short.dir), [], 'nothing created')
+  const long = await startServer(t, { onUploadCreate: () => ({ id }) }, undefined, { maxParamLength: 200 })
+  const created = await tusRequest(long.endpoint, { method: 'POST', headers: { 'Upload-Length': '1' } })
+  t.equal(created.status, 201)
+  t.equal((await tusRequest(new URL(created.headers.location!, long.origin).href, { method: 'HEAD' })).status, 200, 'and reachable')
+})
+
+t.test('a final upload may list at most maxConcatReferences partials, repeats counted', async (t) => {
+  const server = await startServer(t, { maxConcatReferences: 3 })
+  const partial = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': '1', 'Upload-Concat': 'partial', ...OCTET }, body: 'x' })
+  const path = partial.headers.location!
+  const three = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Concat': `final;${path} ${path} ${path}` } })
+  t.equal(three.status, 201)
+  const four = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Concat': `final;${path} ${path} ${path} ${path}` } })
+  t.equal(four.status, 400)
+  t.equal(four.text, 'Invalid Upload-Concat: a final upload may list at most 3 partial uploads')
+})
+
+t.test('event listeners cannot hurt uploads or each other: a throwing one, a rejecting async one', async (t) => {
+  const server = await startServer(t)
+  const later: UploadInfo[] = []
+  server.app.tus.on('completed', () => { throw new Error('observer bug') })
+  server.app.tus.on('completed', async () => { throw new Error('async observer bug') })
+  server.app.tus.on('completed', (upload) => { later.push(upload) })
+  const unhandled: unknown[] = []
+  const onUnhandled = (reason: unknown): void => { unhandled.push(reason) }
+  process.on('unhandledRejection', onUnhandled)
+  t.teardown(() => { process.off('unhandledRejection', onUnhandled) })
+  const created = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': '3', ...OCTET }, body: 'abc' })
+  t.equal(created.status, 201)
+  t.equal(later.length, 1, 'the listener after the throwing ones still ran')
+  await new Promise((resolve) => setImmediate(resolve))
+  t.same(unhandled, [], 'no unhandled rejection (the process would crash)')
+})
+
+t.test('hooks choose their status: a 503 with Retry-After and a 507 reach the client as thrown', async (t) => {
+  const server = await startServer(t, {
+    onUploadCreate: (upload) => {
+      if (upload.metadata.busy !== undefined) throw Object.assign(new Error('busy'), { statusCode: 503, headers: { 'Retry-After': '7' } })
+      throw Object.assign(new Error('quota exceeded'), { statusCode: 507 })
+    }
+  })
+  const busy = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': '1', 'Upload-Metadata': 'busy' } })
+  t.equal(busy.status, 503)
+  t.equal(busy.headers['retry-after'], '7')
+  const quota = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': '1' } })
+  t.equal(quota.status, 507)
+  t.same(await readdir(server.dir), [])
+})
+
+t.test('a body beyond maxSize of an upload whose length is unknown says which limit it hit', async (t) => {
+  const server = await startServer(t, { maxSize: 10 })
+  const created = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Defer-Length': '1' } })
+  const url = new URL(created.headers.location!, server.origin).href
+  const over = await tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET }, body: Buffer.alloc(11) })
+  t.equal(over.status, 413)
+  t.equal(over.text, 'The request body goes beyond the maximum upload size of 10 bytes')
+  const creation = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Defer-Length': '1', ...OCTET }, body: Buffer.alloc(11) })
+  t.equal(creation.status, 413, 'a creation with such a body is refused before anything exists')
+  t.equal(creation.headers.location, undefined)
+})
+
+t.test('a HEAD pipelined behind a PATCH reports the PATCH\'s bytes, never a read that began before it', async (t) => {
+  let openGate = (): void => {}
+  const gate = new Promise<void>((resolve) => { openGate = resolve })
+  let entered = (): void => {}
+  const holding = new Promise<void>((resolve) => { entered = resolve })
+  let block = true
+  const server = await startServer(t, {
+    onUploadProgress: async () => {
+      if (!block) return
+      block = false
+      entered()
+      await gate
+    }
+  })
+  const created = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': '20' } })
+  const url = new URL(created.headers.location!, server.origin)
+  // 1. A PATCH holds the upload's lock (its progress hook waits).
+  const first = tusRequest(url.href, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET }, body: 'hello' })
+  await holding
+  // 2. A HEAD of another client queues for the lock: a shared read starts.
+  const polling = tusRequest(url.href, { method: 'HEAD' })
+  await waitForLockWaits(server, 1)
+  // 3. One connection pipelines a PATCH and a HEAD.
+  const socket = connect(Number(url.port), '127.0.0.1')
+  t.teardown(() => { socket.destroy() })
+  await once(socket, 'connect')
+  let received = ''
+  socket.setEncoding('latin1')
+  socket.on('data', (chunk: string) => { received += chunk })
+  socket.write(`PATCH ${url.pathname} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 5\r\n` +
+    'Content-Type: application/offset+octet-stream\r\nContent-Length: 5\r\n\r\nworld' +
+    `HEAD ${url.pathname} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n\r\n`)
+  await waitForLockWaits(server, 2)
+  openGate()
+  t.equal((await first).status, 204)
+  t.equal((await polling).headers['upload-offset'], '5', 'the HEAD that came first reports what was there')
+  while ((received.match(/HTTP\/1\.1 /g) ?? []).length < 2) await once(socket, 'data')
+  const [patch, head] = received.split(/(?=HTTP\/1\.1 )/)
+  t.match(patch, /^HTTP\/1\.1 204/)
+  t.match(patch, /upload-offset: 10/i)
+  t.match(head, /^HTTP\/1\.1 200/)
+  t.match(head, /upload-offset: 10/i, 'the pipelined HEAD reports the bytes of the PATCH answered before it')
+})
+
+/** Until the plugin has counted `count` lock waits (a request found the upload held and queued). */
+async function waitForLockWaits (server: TestServer, count: number): Promise<void> {
+  for (;;) {
+    const waits = Number(/^tus_lock_waits_total (\d+)$/m.exec(server.app.tus.metrics())?.[1] ?? '0')
+    if (waits >= count) return
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+}
