@@ -1,5 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
+import { DiskReserve } from './core/capacity.js'
 import { removeExpired } from './core/expiry.js'
 import { PendingFinals } from './core/pending-finals.js'
 import { InFlightWrites } from './core/in-flight.js'
@@ -36,7 +37,7 @@ const plugin: FastifyPluginAsync<TusPluginOptions> = async (fastify, rawOptions)
   const locker = measuredLocker(rawOptions.locker ?? new MemoryLocker(), metrics)
   const events = new TusEvents()
   const services: Omit<TusServices, 'basePath'> = {
-    options, store, locker, events, metrics, pendingFinals: new PendingFinals(), inFlight: new InFlightWrites(), sharedReads: new SharedReads(), log: fastify.log
+    options, store, locker, events, metrics, pendingFinals: new PendingFinals(), diskReserve: new DiskReserve(), inFlight: new InFlightWrites(), sharedReads: new SharedReads(), log: fastify.log
   }
 
   const decorator: TusDecorator = Object.assign(events, {

@@ -91,8 +91,8 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'core: creation skips the disk reserve',
     file: 'lib/core/operations.ts',
-    find: '  await ensureFreeSpace(services, prepared.size)\n\n  const lock = await lockUpload(services, prepared.id, { onReleaseRequested: releaseBody(request) })',
-    replace: '\n  const lock = await lockUpload(services, prepared.id, { onReleaseRequested: releaseBody(request) })',
+    find: '  await services.diskReserve.ensureRoom(services, prepared.id, prepared.size ?? contentLength ?? 0)\n',
+    replace: '',
     tests: ['test/reliability.test.ts']
   },
   {
@@ -122,6 +122,13 @@ export const MUTATIONS: Mutation[] = [
     find: '  const { protocol, host } = request\n',
     replace: "  const protocol = String(request.headers['x-forwarded-proto'] ?? request.protocol)\n  const host = String(request.headers['x-forwarded-host'] ?? request.host)\n",
     tests: ['test/creation.test.ts']
+  },
+  {
+    name: 'capacity: what accepted uploads still need is not counted',
+    file: 'lib/core/capacity.ts',
+    find: 'const promisedToOthers = this.#total - (this.#promised.get(id) ?? 0)',
+    replace: 'const promisedToOthers = 0',
+    tests: ['test/security.test.ts']
   },
   {
     name: 'checksum: digest of the first chunk only',

@@ -2,9 +2,10 @@
 // concatenation references, proxies' headers and pipelined requests.
 import t from 'tap'
 import { once } from 'node:events'
-import { readdir, readFile } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm, statfs } from 'node:fs/promises'
 import { connect as connectHttp2 } from 'node:http2'
 import { connect } from 'node:net'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { FastifyRequest } from 'fastify'
 import { TusErrors, type UploadInfo } from '../lib/index.js'
@@ -245,3 +246,30 @@ async function waitForLockWaits (server: TestServer, count: number): Promise<voi
     await new Promise((resolve) => setImmediate(resolve))
   }
 }
+
+t.test('the disk reserve holds: what accepted uploads will still write counts, appends are checked too', async (t) => {
+  const GiB = 1024 ** 3
+  const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-reserve-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const stats = await statfs(dir)
+  // Margins of a gigabyte either side, so other processes writing meanwhile cannot change the outcome.
+  const server = await startServer(t, { dir, minFreeSpace: stats.bavail * stats.bsize - 3 * GiB })
+  const create = async (headers: Record<string, string>): Promise<number> =>
+    (await rawRequest(server.endpoint, { method: 'POST', headers })).status
+  const first = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': String(2 * GiB) } })
+  t.equal(first.status, 201, 'the first 2 GiB upload fits')
+  t.equal(await create({ 'Tus-Resumable': '1.0.0', 'Upload-Length': String(2 * GiB) }), 507, 'a second would cross the reserve once both are written')
+  t.equal(await create({ 'Upload-Draft-Interop-Version': '6', 'Upload-Complete': '?0', 'Upload-Length': String(2 * GiB) }), 507, 'through the draft too')
+
+  const deferred = new URL((await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Defer-Length': '1' } })).headers.location!, server.origin)
+  const socket = connect(Number(deferred.port), '127.0.0.1')
+  t.teardown(() => { socket.destroy() })
+  await once(socket, 'connect')
+  socket.write(`PATCH ${deferred.pathname} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n` +
+    `Content-Type: application/offset+octet-stream\r\nContent-Length: ${2 * GiB}\r\n\r\n`)
+  const [answer] = await once(socket, 'data') as [Buffer]
+  t.match(answer.toString('latin1'), /^HTTP\/1\.1 507 /, 'an append announcing 2 GiB to a deferred upload: 507 before a byte is read')
+
+  t.equal((await tusRequest(new URL(first.headers.location!, server.origin).href, { method: 'DELETE' })).status, 204)
+  t.equal(await create({ 'Tus-Resumable': '1.0.0', 'Upload-Length': String(2 * GiB) }), 201, 'a terminated upload\'s promise is released')
+})

@@ -5,7 +5,6 @@ import type { UploadConcat, UploadInfo, UploadMetadata } from '../store/types.js
 import type { UploadResponse } from '../types.js'
 import { appendBody, ensureRoom } from './append.js'
 import { RequestBody } from './body.js'
-import { ensureFreeSpace } from './capacity.js'
 import { finishFinal, finishFinalsWaitingOn, partialUpload } from './finals.js'
 import { completeUpload, prepareUpload, storeUpload, terminateUpload } from './lifecycle.js'
 import { hasBody, integerHeader } from './request.js'
@@ -59,15 +58,17 @@ export async function createUpload (services: TusServices, request: FastifyReque
   if (input.concat?.type === 'final') return await createFinal(services, request, input, input.concat)
   const { maxSize } = services.options
   if (input.size !== undefined && input.size > maxSize) throw new TusErrors.MAX_SIZE_EXCEEDED(input.size, maxSize)
-  ensureRoom(services, { offset: 0, size: input.size }, integerHeader(request, 'Content-Length') ?? 0)
+  const contentLength = integerHeader(request, 'Content-Length')
+  ensureRoom(services, { offset: 0, size: input.size }, contentLength ?? 0)
   const prepared = await prepareUpload(services, request, {
     id: newUploadId(), size: input.size, metadata: input.metadata, ...(input.concat === undefined ? {} : { concat: input.concat })
   })
-  await ensureFreeSpace(services, prepared.size)
+  await services.diskReserve.ensureRoom(services, prepared.id, prepared.size ?? contentLength ?? 0)
 
   const lock = await lockUpload(services, prepared.id, { onReleaseRequested: releaseBody(request) })
   try {
     const created = await storeUpload(services, request, prepared)
+    services.diskReserve.track(services, created)
     input.onCreated?.(created)
     return await settle(services, request, false, await receive(services, request, created, input))
   } finally {
@@ -91,6 +92,8 @@ export async function appendToUpload (services: TusServices, request: FastifyReq
       throw withFacts(new TusErrors.UPLOAD_COMPLETE(upload.offset), { offset: upload.offset, uploadComplete: true })
     }
     const declared = input.length === undefined ? upload : await declareLength(services, upload, input.length)
+    const announced = integerHeader(request, 'Content-Length')
+    await services.diskReserve.ensureRoom(services, id, announced ?? (declared.size === undefined ? 0 : declared.size - declared.offset))
     outcome = await settle(services, request, isComplete(upload), await receive(services, request, declared, input))
   } finally {
     await lock.release()
@@ -117,6 +120,7 @@ export async function removeUpload (services: TusServices, request: FastifyReque
   const lock = await lockUpload(services, id)
   try {
     await terminateUpload(services, request, await loadFor(services, request, id, 'terminate'))
+    services.diskReserve.track(services, undefined, id)
   } finally {
     await lock.release()
   }
@@ -144,6 +148,7 @@ async function declareLength (services: TusServices, upload: UploadInfo, length:
 async function receive (services: TusServices, request: FastifyRequest, upload: UploadInfo, input: ProgressListener & { completes?: boolean | undefined }): Promise<UploadInfo> {
   const withBody = hasBody(request)
   let result = withBody ? await appendBody(services, request, upload, input.onProgress) : upload
+  services.diskReserve.track(services, result)
   if (input.completes === true && !cutShort(request)) {
     if (result.size === undefined) {
       await services.store.declareLength(result.id, result.offset)
@@ -176,7 +181,7 @@ async function createFinal (
   const { maxSize } = services.options
   if (size > maxSize) throw new TusErrors.MAX_SIZE_EXCEEDED(size, maxSize)
   const prepared = await prepareUpload(services, request, { id: newUploadId(), size, metadata: input.metadata, concat })
-  await ensureFreeSpace(services, size)
+  await services.diskReserve.ensureRoom(services, prepared.id, size)
 
   const lock = await lockUpload(services, prepared.id)
   let final: UploadInfo

@@ -5,6 +5,7 @@ import type { TusEvents } from '../observe/events.js'
 import type { TusMetrics } from '../observe/metrics.js'
 import type { DataStore } from '../store/types.js'
 import type { OnUploadAccess, OnUploadComplete, OnUploadCreate, OnUploadProgress, OnUploadTerminate, TusAuthHook } from '../types.js'
+import type { DiskReserve } from './capacity.js'
 import type { PendingFinals } from './pending-finals.js'
 import type { InFlightWrites } from './in-flight.js'
 
@@ -50,6 +51,8 @@ export interface TusServices {
   metrics: TusMetrics
   /** Final uploads waiting for their partials (concatenation-unfinished). */
   pendingFinals: PendingFinals
+  /** What accepted uploads may still write, against `minFreeSpace`. */
+  diskReserve: DiskReserve
   /** Appends running now, for a graceful close. */
   inFlight: InFlightWrites
   /** HEADs of one upload sharing one read under its lock. */
