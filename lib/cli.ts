@@ -1,7 +1,10 @@
-#!/usr/bin/env -S node --max-semi-space-size=1
+#!/usr/bin/env node
 // `npx fastify-tus`: a standalone tus server, like tusd, for people who want an endpoint without writing
 // code. It is Fastify + this package's plugin (imported, nothing copied) + a small CORS hook.
-// (--max-semi-space-size=1 caps V8's young generation: it keeps a 1 GiB upload under 80 MiB RSS.)
+// A plain `#!/usr/bin/env node`: `env -S` (to pass node flags) does not exist in BusyBox, so the CLI
+// would not start on Alpine. The memory flag (--max-semi-space-size=1, which keeps a 1 GiB upload under
+// 80 MiB RSS) cannot be set once V8 runs (v8.setFlagsFromString does not resize the young generation),
+// so it is the user's choice: NODE_OPTIONS=--max-semi-space-size=1 npx fastify-tus ...
 import { createRequire } from 'node:module'
 import type { AddressInfo } from 'node:net'
 import { resolve } from 'node:path'
