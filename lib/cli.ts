@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // `npx fastify-tus`: a standalone tus server, like tusd, for people who want an endpoint without writing
-// code. It is Fastify + this package's plugin (imported, nothing copied) + a small CORS hook.
+// code. It is Fastify + this package's plugin (imported, nothing copied) + @fastify/cors with tusCorsOptions.
 // A plain `#!/usr/bin/env node`: `env -S` (to pass node flags) does not exist in BusyBox, so the CLI
 // would not start on Alpine. The memory flag (--max-semi-space-size=1, which keeps a 1 GiB upload under
 // 80 MiB RSS) cannot be set once V8 runs (v8.setFlagsFromString does not resize the young generation),
@@ -9,8 +9,9 @@ import { createRequire } from 'node:module'
 import type { AddressInfo } from 'node:net'
 import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
+import cors from '@fastify/cors'
 import Fastify from 'fastify'
-import { corsHook } from './cors.js'
+import { tusCorsOptions } from './cors.js'
 import tus, { FileStore } from './index.js'
 
 const USAGE_EXIT = 2
@@ -196,7 +197,10 @@ function packageVersion (): string {
 
 async function serve (options: CliOptions): Promise<void> {
   const app = Fastify({ logger: { level: options.logLevel } })
-  if (options.corsOrigins.length > 0) app.addHook('onRequest', corsHook(options.corsOrigins))
+  if (options.corsOrigins.length > 0) {
+    // The README's recipe, nothing of its own: '*' answers any origin without varying by it.
+    await app.register(cors, tusCorsOptions(options.corsOrigins.includes('*') ? '*' : options.corsOrigins))
+  }
   let sweepTimer: NodeJS.Timeout | undefined
   app.addHook('onClose', async () => { clearInterval(sweepTimer) })
   try {

@@ -73,6 +73,6 @@ export type {
 export { TusEvents } from './events.js'
 export type { TusEventMap, TusEventName } from './events.js'
 export { DEFAULT_MAX_SIZE } from './options.js'
-export { TUS_EXPOSED_HEADERS } from './cors.js'
+export { TUS_ALLOWED_HEADERS, TUS_ALLOWED_METHODS, TUS_EXPOSED_HEADERS, tusCorsOptions } from './cors.js'
 export { TusDraftErrors } from './ietf/problems.js'
 export type { DraftVersion } from './ietf/versions.js'
