@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `npm test`: the whole suite. Installs the Debian packages it needs when run as root (CI, fresh machines),
-# starts the services the suites use, type-checks, builds, and runs every tap test.
+# starts the services the suites use, type-checks, builds, runs every tap test, then a subset on Node.js 22 and 24.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,5 +19,13 @@ if [ -n "$summary" ]; then
   total=$(sed -E 's/.*total: ([0-9]+).*/\1/' <<<"$summary")
   pass=$(sed -E 's/.*pass: ([0-9]+).*/\1/' <<<"$summary")
   echo "$pass passed, $((total - pass)) failed"
+fi
+# Node.js 22 and 24 (installed from the npm registry into a cache): a fast subset, about a minute each.
+# Only for the whole suite: `npm test -- test/x.test.ts` runs just that file.
+if [ $# -eq 0 ]; then
+  if ! bash scripts/other-nodes.sh 22 24; then
+    echo "the subset failed on another Node.js version (see above)"
+    if [ "$status" -eq 0 ]; then status=1; fi
+  fi
 fi
 exit "$status"
