@@ -7,7 +7,23 @@ const host = process.env.HOST ?? '127.0.0.1'
 const dir = process.env.UPLOAD_DIR ?? DEFAULT_UPLOAD_DIR
 
 const app = await buildExampleApp({ dir })
-await app.listen({ port, host })
+try {
+  await app.listen({ port, host })
+} catch (error) {
+  // The usual first-run failure: say what to do instead of a stack trace.
+  const code = (error as NodeJS.ErrnoException).code
+  const hint = code === 'EADDRINUSE'
+    ? `port ${port} on ${host} is already in use; choose another one: PORT=8081 npm start (PORT=0 picks a free one)`
+    : code === 'EACCES'
+      ? `no permission to listen on port ${port}; choose one above 1023: PORT=8081 npm start`
+      : code === 'EADDRNOTAVAIL'
+        ? `${host} is no address of this machine; set HOST, e.g. HOST=127.0.0.1 npm start`
+        : undefined
+  if (hint === undefined) throw error
+  console.error(`fastify-tus example: ${hint}`)
+  await app.close()
+  process.exit(1)
+}
 const { port: boundPort } = app.server.address() as AddressInfo
 const shownHost = host.includes(':') ? `[${host}]` : host
 console.log(`fastify-tus example: open http://${shownHost}:${boundPort}/ (tus endpoint /files/, uploads in ${dir})`)

@@ -1,13 +1,19 @@
-#!/usr/bin/env -S node --max-semi-space-size=1
+#!/usr/bin/env node
 // `npx fastify-tus`: a standalone tus server, like tusd, for people who want an endpoint without writing
-// code. It is Fastify + this package's plugin (imported, nothing copied) + a small CORS hook.
-// (--max-semi-space-size=1 caps V8's young generation: it keeps a 1 GiB upload under 80 MiB RSS.)
+// code. It is Fastify + this package's plugin (imported, nothing copied) + @fastify/cors with tusCorsOptions.
+// A plain `#!/usr/bin/env node`: `env -S` (to pass node flags) does not exist in BusyBox, so the CLI
+// would not start on Alpine. The memory flag (--max-semi-space-size=1, which keeps a 1 GiB upload under
+// 80 MiB RSS) cannot be set once V8 runs (v8.setFlagsFromString does not resize the young generation),
+// so it is the user's choice: NODE_OPTIONS=--max-semi-space-size=1 npx fastify-tus ...
+import { constants } from 'node:fs'
+import { access, mkdir, stat } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import type { AddressInfo } from 'node:net'
 import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
+import cors from '@fastify/cors'
 import Fastify from 'fastify'
-import { corsHook } from './cors.js'
+import { tusCorsOptions } from './cors.js'
 import tus, { FileStore } from './index.js'
 
 const USAGE_EXIT = 2
@@ -73,11 +79,31 @@ interface CliOptions {
 
 type Parsed = { help: true } | { version: true } | { options: CliOptions }
 
+/** The flags that take a value (parseArgs refuses a value starting with "-" unless it is joined with "="). */
+const VALUE_FLAGS = new Set(['--dir', '--port', '--host', '--prefix', '--max-size', '--days-to-keep', '--expiry-interval',
+  '--min-free-space', '--idle-timeout', '--cors-origin', '--metrics-path', '--log-level'])
+
+/** `--days-to-keep -1` as `--days-to-keep=-1`, so a negative number gets the flag's own validation message. */
+function joinNegativeValues (argv: string[]): string[] {
+  const joined: string[] = []
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string
+    const next = argv[i + 1]
+    if (VALUE_FLAGS.has(arg) && next !== undefined && /^-(\d|\.\d)/.test(next)) {
+      joined.push(`${arg}=${next}`)
+      i++
+    } else {
+      joined.push(arg)
+    }
+  }
+  return joined
+}
+
 function parseCli (argv: string[]): Parsed {
   let values
   try {
     ({ values } = parseArgs({
-      args: argv,
+      args: joinNegativeValues(argv),
       strict: true,
       allowPositionals: false,
       options: {
@@ -191,9 +217,36 @@ function packageVersion (): string {
   return (manifest as { version: string }).version
 }
 
+/**
+ * Creates --dir if missing and checks it is a directory this process can write to, so a wrong --dir fails
+ * at start instead of answering every upload 500. A file there is a bad value (exit 2); anything else
+ * (permissions, a read-only filesystem) a failure to start (exit 1).
+ */
+async function prepareDirectory (dir: string): Promise<void> {
+  const existing = await stat(dir).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return undefined
+    if (error.code === 'ENOTDIR') throw new UsageError(`--dir must be a directory, but a part of ${dir} is a file`)
+    throw new Error(`cannot use --dir ${dir}: ${error.message}`)
+  })
+  if (existing !== undefined && !existing.isDirectory()) throw new UsageError(`--dir must be a directory, but ${dir} is a file`)
+  if (existing === undefined) {
+    await mkdir(dir, { recursive: true }).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOTDIR' || error.code === 'EEXIST') throw new UsageError(`--dir must be a directory, but a part of ${dir} is a file`)
+      throw new Error(`cannot create --dir ${dir}: ${error.message}`)
+    })
+  }
+  await access(dir, constants.W_OK | constants.X_OK).catch((error: Error) => {
+    throw new Error(`cannot write to --dir ${dir}: ${error.message}`)
+  })
+}
+
 async function serve (options: CliOptions): Promise<void> {
+  await prepareDirectory(options.dir)
   const app = Fastify({ logger: { level: options.logLevel } })
-  if (options.corsOrigins.length > 0) app.addHook('onRequest', corsHook(options.corsOrigins))
+  if (options.corsOrigins.length > 0) {
+    // The README's recipe, nothing of its own: '*' answers any origin without varying by it.
+    await app.register(cors, tusCorsOptions(options.corsOrigins.includes('*') ? '*' : options.corsOrigins))
+  }
   // eslint-disable-next-line prefer-const -- set once the server runs; onClose, registered first, reads it
   let sweepTimer: NodeJS.Timeout | undefined
   app.addHook('onClose', async () => { clearInterval(sweepTimer) })

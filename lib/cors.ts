@@ -1,8 +1,9 @@
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyCorsOptions } from '@fastify/cors'
+import type { FastifyRequest } from 'fastify'
 
 /**
  * The response headers a browser client must be allowed to read, for tus 1.0 and the IETF draft.
- * Give them to `@fastify/cors` as `exposedHeaders`; the standalone server exposes them itself.
+ * `tusCorsOptions` exposes them; give them to `@fastify/cors` as `exposedHeaders` if you build your own options.
  */
 export const TUS_EXPOSED_HEADERS: readonly string[] = Object.freeze([
   'Location', 'Upload-Offset', 'Upload-Length', 'Upload-Metadata', 'Upload-Expires', 'Upload-Defer-Length',
@@ -10,35 +11,55 @@ export const TUS_EXPOSED_HEADERS: readonly string[] = Object.freeze([
   'Tus-Resumable', 'Tus-Version', 'Tus-Extension', 'Tus-Max-Size', 'Tus-Checksum-Algorithm'
 ])
 
-const ALLOWED_METHODS = 'POST, HEAD, PATCH, OPTIONS, GET, DELETE'
-const EXPOSED = TUS_EXPOSED_HEADERS.join(', ')
+/** Every method a tus or IETF-draft client sends (`@fastify/cors` allows only GET, HEAD and POST by default). */
+export const TUS_ALLOWED_METHODS: readonly string[] = Object.freeze(['POST', 'HEAD', 'PATCH', 'OPTIONS', 'GET', 'DELETE'])
 
 /**
- * The standalone server's CORS: an onRequest hook for a list of allowed origins (`*`: any). It covers
- * what tus clients need (preflights answered 204 with the requested headers allowed, every tus header
- * exposed) and nothing more, so the server needs no CORS dependency. Apps use `@fastify/cors`.
+ * The request headers tus 1.0 and IETF-draft clients send (tus-js-client, Uppy, the browsers' draft clients),
+ * plus `Authorization` for apps with an `auth` hook and `X-HTTP-Method-Override` / `X-Requested-With`.
  */
-export function corsHook (allowedOrigins: readonly string[]): (request: FastifyRequest, reply: FastifyReply) => Promise<FastifyReply | undefined> {
-  const anyOrigin = allowedOrigins.includes('*')
-  const allowed = new Set(allowedOrigins)
-  return async (request, reply) => {
-    const origin = request.headers.origin
-    // Caches must not hand one origin's answer to another.
-    if (!anyOrigin) reply.header('Vary', 'Origin')
-    if (origin === undefined || (!anyOrigin && !allowed.has(origin))) return undefined
-    reply.header('Access-Control-Allow-Origin', anyOrigin ? '*' : origin)
-    reply.header('Access-Control-Expose-Headers', EXPOSED)
-    const preflightMethod = request.headers['access-control-request-method']
-    // A tus discovery OPTIONS carries no Access-Control-Request-Method; only a preflight is answered here.
-    if (request.method !== 'OPTIONS' || preflightMethod === undefined) return undefined
-    reply.header('Access-Control-Allow-Methods', ALLOWED_METHODS)
-    const requestedHeaders = request.headers['access-control-request-headers']
-    if (typeof requestedHeaders === 'string' && requestedHeaders !== '') {
-      reply.header('Access-Control-Allow-Headers', requestedHeaders)
-      reply.header('Vary', anyOrigin ? 'Access-Control-Request-Headers' : 'Origin, Access-Control-Request-Headers')
-    }
-    reply.header('Access-Control-Max-Age', '86400')
-    // Fastify's way to end the request in an async hook: send, then return the reply.
-    return reply.code(204).send()
+export const TUS_ALLOWED_HEADERS: readonly string[] = Object.freeze([
+  'Tus-Resumable', 'Upload-Offset', 'Upload-Length', 'Upload-Metadata', 'Upload-Defer-Length', 'Upload-Concat',
+  'Upload-Checksum', 'Upload-Complete', 'Upload-Incomplete', 'Upload-Draft-Interop-Version',
+  'Content-Type', 'Content-Disposition', 'Authorization', 'X-HTTP-Method-Override', 'X-Requested-With'
+])
+
+/** A CORS preflight: an OPTIONS naming the method the browser wants to send. */
+function isPreflight (request: FastifyRequest): boolean {
+  return request.method === 'OPTIONS' && request.headers['access-control-request-method'] !== undefined
+}
+
+/**
+ * `@fastify/cors` options for browser uploads from `origin` (anything `@fastify/cors` takes: a string, `true`
+ * to reflect any origin, a list, a RegExp, a function), in one line:
+ *
+ *     await app.register(cors, tusCorsOptions(['https://app.example.com']))
+ *
+ * - preflights are answered (204) by `@fastify/cors` in its onRequest hook, before any auth, allowing every
+ *   tus method (`TUS_ALLOWED_METHODS`) and request header (`TUS_ALLOWED_HEADERS`);
+ * - every tus response header is exposed (`TUS_EXPOSED_HEADERS`), errors included;
+ * - an OPTIONS that is no preflight (a tus discovery request, with or without `Origin`) is left to the route,
+ *   so the plugin answers it with `Tus-Version`, `Tus-Extension`, `Tus-Max-Size`... (`@fastify/cors` alone
+ *   answers it `400 Invalid Preflight Request`, or 204 without tus headers with `strictPreflight: false`).
+ *
+ * `options` are merged over these (e.g. `{ credentials: true }`, or
+ * `{ allowedHeaders: [...TUS_ALLOWED_HEADERS, 'X-My-Header'] }`).
+ */
+export function tusCorsOptions (origin: FastifyCorsOptions['origin'], options: Omit<FastifyCorsOptions, 'delegator' | 'origin'> = {}): FastifyCorsOptions {
+  const base: FastifyCorsOptions = {
+    origin,
+    methods: [...TUS_ALLOWED_METHODS],
+    allowedHeaders: [...TUS_ALLOWED_HEADERS],
+    exposedHeaders: [...TUS_EXPOSED_HEADERS],
+    maxAge: 86400,
+    strictPreflight: false,
+    ...options
+  }
+  const preflight: FastifyCorsOptions = { ...base, preflight: base.preflight ?? true }
+  const other: FastifyCorsOptions = { ...base, preflight: false }
+  return {
+    ...(options.hook === undefined ? {} : { hook: options.hook }),
+    // Chosen per request: @fastify/cors would otherwise treat every OPTIONS as a preflight.
+    delegator: (request, callback) => { callback(null, isPreflight(request) ? preflight : other) }
   }
 }

@@ -37,7 +37,7 @@ const plugin: FastifyPluginAsync<TusPluginOptions> = async (fastify, rawOptions)
   const locker = measuredLocker(rawOptions.locker ?? new MemoryLocker(), metrics)
   const events = new TusEvents()
   const services: Omit<TusServices, 'basePath'> = {
-    options, store, locker, events, metrics, pendingFinals: new PendingFinals(), diskReserve: new DiskReserve(), inFlight: new InFlightWrites(), sharedReads: new SharedReads(), log: fastify.log
+    options, store, locker, events, metrics, pendingFinals: new PendingFinals(), diskReserve: new DiskReserve(options.dir, options.minFreeSpace), inFlight: new InFlightWrites(), sharedReads: new SharedReads(), log: fastify.log
   }
 
   const decorator: TusDecorator = Object.assign(events, {
@@ -78,5 +78,5 @@ export type {
 export { TusEvents } from './observe/events.js'
 export type { TusEventMap, TusEventName } from './observe/events.js'
 export { DEFAULT_MAX_SIZE } from './options.js'
-export { TUS_EXPOSED_HEADERS } from './cors.js'
+export { TUS_ALLOWED_HEADERS, TUS_ALLOWED_METHODS, TUS_EXPOSED_HEADERS, tusCorsOptions } from './cors.js'
 export type { DraftVersion } from './ietf/versions.js'

@@ -91,7 +91,7 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'core: creation skips the disk reserve',
     file: 'lib/core/operations.ts',
-    find: '  await services.diskReserve.ensureRoom(services, prepared.id, prepared.size ?? contentLength ?? 0)\n',
+    find: '  await services.diskReserve.ensureRoom(prepared.id, prepared.size ?? contentLength ?? 0)\n',
     replace: '',
     tests: ['test/reliability.test.ts']
   },

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `npm test`: the whole suite. Installs the Debian packages it needs when run as root (CI, fresh machines),
 # lints, type-checks (the type test of the public API included), builds, starts the services the suites use,
-# runs every tap test under c8 (line coverage of lib/ must stay at or above the floor), then the mutation check.
+# runs every tap test under c8 (line coverage of lib/ must stay at or above the floor), then the mutation check,
+# then a subset on Node.js 22 and 24.
 # With arguments (test files), only those run, and the coverage floor is not checked.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,11 @@ set -e
 if [ "$status" -eq 0 ] && [ "$mutations" -ne 0 ]; then
   echo "fastify-tus: the tests pass but the mutation check failed (a mutation survived or its find text is gone)" >&2
   status=$mutations
+fi
+# Node.js 22 and 24 (installed from the npm registry into a cache): a fast subset, about a minute each.
+if [ $# -eq 0 ] && ! bash scripts/other-nodes.sh 22 24; then
+  echo "fastify-tus: the subset failed on another Node.js version (see above)" >&2
+  if [ "$status" -eq 0 ]; then status=1; fi
 fi
 # A plain closing line: "N passed, N failed".
 summary=$(grep -Eo '# \{ total: [0-9]+, pass: [0-9]+' .tap-output.log | tail -1 || true)

@@ -1,8 +1,8 @@
 // The standalone server as its users run it: `node dist/cli.js` (the package's `bin`) in a child process,
-// real tus-js-client uploads, CORS for browsers, usage errors with exit code 2, SIGTERM exiting 0.
+// real tus-js-client uploads, CORS for browsers (@fastify/cors with tusCorsOptions), usage errors with exit code 2, SIGTERM exiting 0.
 import { execFile } from 'node:child_process'
 import { existsSync, statSync, readdirSync } from 'node:fs'
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -45,7 +45,10 @@ t.test('bad flags and values exit 2 with a message naming the problem', async (t
     [['--port', 'http'], /--port must be/],
     [['--max-size', '0'], /--max-size must be a positive number of bytes/],
     [['--max-size', '10X'], /--max-size/],
-    [['--days-to-keep', '-1'], /--days-to-keep/],
+    // A negative number is the flag's value, not an option: the validation message, not the parser's.
+    [['--days-to-keep', '-1'], /^fastify-tus: --days-to-keep must be a positive number of days or "never" \(got "-1"\)$/m],
+    [['--port', '-1'], /^fastify-tus: --port must be a whole number from 0 to 65535 \(got "-1"\)$/m],
+    [['--max-size', '-5G'], /^fastify-tus: --max-size must be a positive number of bytes/m],
     [['--days-to-keep', 'soon'], /--days-to-keep must be a positive number of days or "never"/],
     [['--expiry-interval', '0'], /--expiry-interval/],
     [['--min-free-space', 'lots'], /--min-free-space must be a positive number of bytes/],
@@ -106,7 +109,11 @@ t.test('the server takes uploads from tus-js-client, serves them back, answers C
   t.equal(preflight.status, 204, 'preflight answered')
   t.equal(preflight.headers['access-control-allow-origin'], allowedOrigin)
   t.match(preflight.headers['access-control-allow-methods'], /PATCH/)
-  t.equal(preflight.headers['access-control-allow-headers'], 'tus-resumable,upload-offset,content-type')
+  for (const header of ['Tus-Resumable', 'Upload-Offset', 'Content-Type', 'Upload-Length', 'Upload-Metadata']) {
+    t.match(preflight.headers['access-control-allow-headers'], new RegExp(`\\b${header}\\b`), `allows ${header}`)
+  }
+  t.match(preflight.headers['access-control-allow-methods'], /DELETE/)
+  t.equal(preflight.headers['tus-version'], undefined, 'answered by @fastify/cors (tusCorsOptions), as the README recipe')
   t.match(preflight.headers.vary, /Origin/)
   const cross = await tusRequest(url, { method: 'HEAD', headers: { Origin: allowedOrigin } })
   t.equal(cross.status, 200)
@@ -122,6 +129,10 @@ t.test('the server takes uploads from tus-js-client, serves them back, answers C
   t.equal(foreign.headers['access-control-allow-origin'], undefined, 'an origin not allowed gets no CORS headers')
   const discoveryWithOrigin = await tusRequest(endpoint, { method: 'OPTIONS', headers: { Origin: allowedOrigin } })
   t.equal(discoveryWithOrigin.headers['tus-version'], '1.0.0', 'a tus discovery OPTIONS (no preflight) still reaches the plugin')
+  t.equal(discoveryWithOrigin.headers['access-control-allow-origin'], allowedOrigin)
+  const discoveryNoOrigin = await rawRequest(endpoint, { method: 'OPTIONS' })
+  t.equal(discoveryNoOrigin.status, 204, 'a plain discovery OPTIONS without Origin is no "Invalid Preflight Request"')
+  t.equal(discoveryNoOrigin.headers['tus-version'], '1.0.0')
 
   server.child.kill('SIGTERM')
   const exit = await server.exited
@@ -151,9 +162,34 @@ t.test('defaults: /files on 127.0.0.1, no CORS headers; SIGINT stops it; expired
   })
   t.equal(anyOrigin.status, 204)
   t.equal(anyOrigin.headers['access-control-allow-origin'], '*', '--cors-origin "*" allows any origin')
-  t.notMatch(anyOrigin.headers.vary ?? '', /Origin/, 'and the answer does not vary by origin')
+  t.match(anyOrigin.headers['access-control-allow-methods'], /PATCH/)
   second.child.kill('SIGTERM')
   t.same(await second.exited, { code: 0, signal: null })
+})
+
+t.test('--dir naming a file fails at start with exit code 2; a missing --dir is created at start', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-cli-dir-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const file = join(dir, 'a-file')
+  await writeFile(file, 'not a directory')
+  for (const [target, message] of [
+    [file, `--dir must be a directory, but ${file} is a file`],
+    [join(file, 'below'), `--dir must be a directory, but a part of ${join(file, 'below')} is a file`]
+  ] as const) {
+    const result = await runProcess(t, process.execPath, [cli, '--dir', target, '--port', '0', '--log-level', 'silent'])
+    t.equal(result.code, 2, `${target}: exit code 2`)
+    t.equal(result.stderr, `fastify-tus: ${message}\nRun "fastify-tus --help" for the options.\n`, 'says what is wrong, once')
+    t.equal(result.stdout, '', 'never started listening')
+  }
+  t.equal(await readFile(file, 'utf8'), 'not a directory', 'the file is left alone')
+
+  const missing = join(dir, 'new', 'nested')
+  const server = startProcess(t, process.execPath, [cli, '--dir', missing, '--port', '0', '--log-level', 'silent'])
+  const [, endpoint = ''] = await waitForOutput(server, /tus endpoint at (http:\/\/127\.0\.0\.1:\d+\/files\/)/)
+  t.ok(statSync(missing).isDirectory(), 'created at start, before the first upload')
+  const bytes = randomBytesSeeded(1000, 8)
+  const url = await tusUpload(bytes, { endpoint })
+  t.equal(sha256(await readFile(join(missing, idOf(url)))), sha256(bytes))
 })
 
 t.test('a port in use is an error with exit code 1, not a usage error', async (t) => {

@@ -2,12 +2,13 @@
 // script), its printed URL, the page and its locally served Uppy bundle, the finished-uploads route, the
 // completion log line, CORS, and SIGTERM.
 import { readFile, mkdtemp, rm } from 'node:fs/promises'
+import { createServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { TUS_EXPOSED_HEADERS } from '../lib/index.js'
 import { idOf, rawRequest, randomBytesSeeded, sha256, tusRequest, tusUpload } from './helpers.js'
-import { startProcess, waitForOutput } from './process.js'
+import { runProcess, startProcess, waitForOutput } from './process.js'
 
 const root = join(import.meta.dirname, '..')
 
@@ -63,4 +64,19 @@ t.test('npm start serves the upload page offline-ready, lists finished uploads a
 
   server.child.kill('SIGTERM')
   t.same(await server.exited, { code: 0, signal: null }, 'SIGTERM: exit 0')
+})
+
+t.test('npm start on a busy port says so and how to pick another with PORT, without a stack trace', async (t) => {
+  const blocker = createServer()
+  await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { blocker.close() })
+  const port = (blocker.address() as AddressInfo).port
+  const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-example-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const [, ...nodeArgs] = (JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start.split(' ')
+  const result = await runProcess(t, process.execPath, nodeArgs, { cwd: root, env: { PORT: String(port), UPLOAD_DIR: dir } })
+  t.equal(result.code, 1, 'exit code 1')
+  t.equal(result.stderr, `fastify-tus example: port ${port} on 127.0.0.1 is already in use; choose another one: PORT=8081 npm start (PORT=0 picks a free one)\n`,
+    'one line naming the port and PORT')
+  t.notMatch(result.stderr, /\n\s+at /, 'no stack trace')
 })

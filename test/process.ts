@@ -17,16 +17,19 @@ interface Teardown { teardown: (fn: () => unknown) => void }
 
 /** Spawns a process; killed at teardown if it is still running. */
 export function startProcess (
-  t: Teardown, command: string, args: string[], options: { env?: NodeJS.ProcessEnv, cwd?: string } = {}
+  t: Teardown, command: string, args: string[], options: { env?: NodeJS.ProcessEnv, cwd?: string, group?: boolean } = {}
 ): RunningProcess {
-  const child = spawn(command, args, { env: { ...process.env, ...options.env }, cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'] })
+  // group: the process leads a process group that teardown kills whole (npx runs the CLI as its child).
+  const child = spawn(command, args, { env: { ...process.env, ...options.env }, cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: options.group === true })
   let out = ''
   let err = ''
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => { out += chunk })
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => { err += chunk })
   const exited = once(child, 'close').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }))
   t.teardown(async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+    if (options.group === true && child.pid !== undefined) {
+      try { process.kill(-child.pid, 'SIGKILL') } catch {}
+    } else if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
     await exited
   })
   return { child, stdout: () => out, stderr: () => err, exited }

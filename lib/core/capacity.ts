@@ -1,7 +1,6 @@
 import { statfs } from 'node:fs/promises'
 import { TusErrors } from '../errors.js'
 import type { UploadInfo } from '../store/types.js'
-import type { TusServices } from './services.js'
 
 /**
  * The disk reserve (`minFreeSpace`): bytes that must stay free on the filesystem of `dir`. Free space alone
@@ -12,13 +11,21 @@ import type { TusServices } from './services.js'
  */
 export class DiskReserve {
   readonly #promised = new Map<string, number>()
+  readonly #directory: string
+  readonly #reserve: number
   #total = 0
 
+  /** `reserve`: the bytes that must stay free on the filesystem of `directory` (0: no check). */
+  constructor (directory: string, reserve: number) {
+    this.#directory = directory
+    this.#reserve = reserve
+  }
+
   /** Refuses (507) `bytes` more for `id` when they and the other uploads' promises would cross the reserve. */
-  async ensureRoom (services: TusServices, id: string, bytes: number): Promise<void> {
-    const reserve = services.options.minFreeSpace
+  async ensureRoom (id: string, bytes: number): Promise<void> {
+    const reserve = this.#reserve
     if (reserve === 0) return
-    const stats = await statfs(services.options.dir).catch(() => undefined)
+    const stats = await statfs(this.#directory).catch(() => undefined)
     if (stats === undefined) return
     const free = stats.bavail * stats.bsize
     const promisedToOthers = this.#total - (this.#promised.get(id) ?? 0)
@@ -26,8 +33,8 @@ export class DiskReserve {
   }
 
   /** Records what `upload` may still write (nothing once complete, or once gone). */
-  track (services: TusServices, upload: Pick<UploadInfo, 'id' | 'offset' | 'size'> | undefined, id = upload?.id): void {
-    if (services.options.minFreeSpace === 0 || id === undefined) return
+  track (upload: Pick<UploadInfo, 'id' | 'offset' | 'size'> | undefined, id = upload?.id): void {
+    if (this.#reserve === 0 || id === undefined) return
     const remaining = upload?.size === undefined ? 0 : Math.max(0, upload.size - upload.offset)
     this.#total += remaining - (this.#promised.get(id) ?? 0)
     if (remaining === 0) this.#promised.delete(id)

@@ -63,12 +63,12 @@ export async function createUpload (services: TusServices, request: FastifyReque
   const prepared = await prepareUpload(services, request, {
     id: newUploadId(), size: input.size, metadata: input.metadata, ...(input.concat === undefined ? {} : { concat: input.concat })
   })
-  await services.diskReserve.ensureRoom(services, prepared.id, prepared.size ?? contentLength ?? 0)
+  await services.diskReserve.ensureRoom(prepared.id, prepared.size ?? contentLength ?? 0)
 
   const lock = await lockUpload(services, prepared.id, { onReleaseRequested: releaseBody(request) })
   try {
     const created = await storeUpload(services, request, prepared)
-    services.diskReserve.track(services, created)
+    services.diskReserve.track(created)
     input.onCreated?.(created)
     return await settle(services, request, false, await receive(services, request, created, input))
   } finally {
@@ -93,7 +93,7 @@ export async function appendToUpload (services: TusServices, request: FastifyReq
     }
     const declared = input.length === undefined ? upload : await declareLength(services, upload, input.length)
     const announced = integerHeader(request, 'Content-Length')
-    await services.diskReserve.ensureRoom(services, id, announced ?? (declared.size === undefined ? 0 : declared.size - declared.offset))
+    await services.diskReserve.ensureRoom(id, announced ?? (declared.size === undefined ? 0 : declared.size - declared.offset))
     outcome = await settle(services, request, isComplete(upload), await receive(services, request, declared, input))
   } finally {
     await lock.release()
@@ -120,7 +120,7 @@ export async function removeUpload (services: TusServices, request: FastifyReque
   const lock = await lockUpload(services, id)
   try {
     await terminateUpload(services, request, await loadFor(services, request, id, 'terminate'))
-    services.diskReserve.track(services, undefined, id)
+    services.diskReserve.track(undefined, id)
   } finally {
     await lock.release()
   }
@@ -148,7 +148,7 @@ async function declareLength (services: TusServices, upload: UploadInfo, length:
 async function receive (services: TusServices, request: FastifyRequest, upload: UploadInfo, input: ProgressListener & { completes?: boolean | undefined }): Promise<UploadInfo> {
   const withBody = hasBody(request)
   let result = withBody ? await appendBody(services, request, upload, input.onProgress) : upload
-  services.diskReserve.track(services, result)
+  services.diskReserve.track(result)
   if (input.completes === true && !cutShort(request)) {
     if (result.size === undefined) {
       await services.store.declareLength(result.id, result.offset)
@@ -181,7 +181,7 @@ async function createFinal (
   const { maxSize } = services.options
   if (size > maxSize) throw new TusErrors.MAX_SIZE_EXCEEDED(size, maxSize)
   const prepared = await prepareUpload(services, request, { id: newUploadId(), size, metadata: input.metadata, concat })
-  await services.diskReserve.ensureRoom(services, prepared.id, size)
+  await services.diskReserve.ensureRoom(prepared.id, size)
 
   const lock = await lockUpload(services, prepared.id)
   let final: UploadInfo
