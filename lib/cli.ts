@@ -32,8 +32,10 @@ Options:
   --prefix <path>           path of the tus endpoint; uploads live at <prefix>/<id> (default: /files)
   --max-size <bytes>        largest upload accepted, announced as Tus-Max-Size; a number of bytes, or
                             with a binary suffix K, M, G or T, e.g. 10G (default: 120G)
-  --days-to-keep <days>     an upload expires this many days after its last write; fractions allowed;
-                            "never" keeps uploads forever (default: 5)
+  --days-to-keep <days>     an unfinished upload expires this many days after its last write; fractions
+                            allowed; "never" keeps uploads forever (default: 5)
+  --expire-completed        finished uploads expire too, --days-to-keep after their last write
+                            (default: finished uploads are kept)
   --expiry-interval <s>     seconds between two sweeps removing expired uploads (default: 3600)
   --min-free-space <bytes>  refuse new uploads (507) that would leave less free disk than this; bytes
                             or K, M, G, T (default: 0, no check)
@@ -67,6 +69,7 @@ interface CliOptions {
   prefix: string
   maxSize: number | undefined
   daysToKeep: number | undefined
+  expireCompleted: boolean
   expiryIntervalSeconds: number
   minFreeSpace: number
   idleTimeoutSeconds: number
@@ -120,6 +123,7 @@ function parseCli (argv: string[]): Parsed {
         'metrics-path': { type: 'string' },
         'relative-location': { type: 'boolean' },
         'no-fsync': { type: 'boolean' },
+        'expire-completed': { type: 'boolean' },
         'log-level': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' }
@@ -143,6 +147,7 @@ function parseCli (argv: string[]): Parsed {
       prefix: parsePath('--prefix', values.prefix ?? '/files'),
       maxSize: values['max-size'] === undefined ? undefined : parseSize('--max-size', values['max-size']),
       daysToKeep: values['days-to-keep'] === undefined ? undefined : parseDays(values['days-to-keep']),
+      expireCompleted: values['expire-completed'] === true,
       expiryIntervalSeconds: parseSeconds('--expiry-interval', values['expiry-interval'] ?? '3600'),
       minFreeSpace: values['min-free-space'] === undefined || values['min-free-space'] === '0' ? 0 : parseSize('--min-free-space', values['min-free-space']),
       idleTimeoutSeconds: parseSeconds('--idle-timeout', values['idle-timeout'] ?? '60'),
@@ -257,6 +262,7 @@ async function serve (options: CliOptions): Promise<void> {
       prefix: options.prefix,
       ...(options.maxSize === undefined ? {} : { maxSize: options.maxSize }),
       ...(options.daysToKeep === undefined ? {} : { daysToKeep: options.daysToKeep }),
+      expireCompleted: options.expireCompleted,
       ...(options.metricsPath === undefined ? {} : { metricsPath: options.metricsPath }),
       relativeLocation: options.relativeLocation,
       minFreeSpace: options.minFreeSpace,

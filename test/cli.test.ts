@@ -27,7 +27,7 @@ async function ensureBuilt (): Promise<void> {
 await ensureBuilt()
 
 const FLAGS = ['--dir', '--port', '--host', '--prefix', '--max-size', '--days-to-keep', '--expiry-interval', '--cors-origin',
-  '--metrics-path', '--relative-location', '--log-level', '--min-free-space', '--idle-timeout', '--no-fsync', '--help', '--version']
+  '--metrics-path', '--relative-location', '--log-level', '--min-free-space', '--idle-timeout', '--no-fsync', '--expire-completed', '--help', '--version']
 
 t.test('--help documents every flag and exits 0', async (t) => {
   const result = await runProcess(t, process.execPath, [cli, '--help'])
@@ -75,7 +75,7 @@ t.test('the server takes uploads from tus-js-client, serves them back, answers C
   t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
   const allowedOrigin = 'http://app.example.test'
   const server = startProcess(t, process.execPath, [cli,
-    '--dir', dir, '--port', '0', '--prefix', '/uploads', '--max-size', '1M', '--days-to-keep', '2',
+    '--dir', dir, '--port', '0', '--prefix', '/uploads', '--max-size', '1M', '--days-to-keep', '2', '--expire-completed',
     '--cors-origin', allowedOrigin, '--cors-origin', 'http://other.example.test', '--metrics-path', '/metrics', '--log-level', 'warn'])
   const [, endpoint = ''] = await waitForOutput(server, /tus endpoint at (http:\/\/127\.0\.0\.1:\d+\/uploads\/)/)
   t.match(server.stdout(), `(uploads in ${dir})`, 'says where the uploads go')
@@ -94,7 +94,7 @@ t.test('the server takes uploads from tus-js-client, serves them back, answers C
   t.equal(sha256(download.body), sha256(bytes), 'GET returns the same bytes')
   const head = await tusRequest(url, { method: 'HEAD' })
   const expires = Date.parse(head.headers['upload-expires'] ?? '')
-  t.ok(Math.abs(expires - (Date.now() + 2 * 86_400_000)) < 60_000, '--days-to-keep 2: expires in two days')
+  t.ok(Math.abs(expires - (Date.now() + 2 * 86_400_000)) < 60_000, '--days-to-keep 2 --expire-completed: a finished upload expires in two days')
 
   const tooLarge = await tusRequest(endpoint, { method: 'POST', headers: { 'Upload-Length': String(1024 * 1024 + 1) } })
   t.equal(tooLarge.status, 413, 'larger than --max-size: 413')
