@@ -131,6 +131,13 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/security.test.ts']
   },
   {
+    name: 'routes: 100 Continue sent before the checks',
+    file: 'lib/http/routes.ts',
+    find: '  deferContinue(instance.server, services.basePath)\n',
+    replace: '',
+    tests: ['test/security.test.ts']
+  },
+  {
     name: 'checksum: digest of the first chunk only',
     file: 'lib/core/checksum.ts',
     find: 'return { update: (chunk) => { hash.update(chunk) }, digest: () => hash.digest() }',
@@ -154,8 +161,8 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'cors: Upload-Length not exposed',
     file: 'lib/cors.ts',
-    find: "'Upload-Offset', 'Upload-Length', ",
-    replace: "'Upload-Offset', ",
+    find: "'Location', 'Upload-Offset', 'Upload-Length', ",
+    replace: "'Location', 'Upload-Offset', ",
     tests: ['test/cors.test.ts']
   },
   {

@@ -114,3 +114,12 @@ t.test('options merge over the defaults; "*" answers any origin', async (t) => {
   t.match(preflight.headers['access-control-allow-headers'], /, X-Trace$/)
   t.equal(preflight.headers['access-control-max-age'], '60')
 })
+
+t.test('TUS_EXPOSED_HEADERS is the literal list of the response headers tus and draft clients read', async (t) => {
+  // A list compared with itself proves nothing: adding or dropping one is a decision, made here too.
+  t.same([...TUS_EXPOSED_HEADERS], [
+    'Location', 'Upload-Offset', 'Upload-Length', 'Upload-Metadata', 'Upload-Expires', 'Upload-Defer-Length',
+    'Upload-Concat', 'Upload-Complete', 'Upload-Incomplete', 'Upload-Limit', 'Upload-Draft-Interop-Version', 'Accept-Patch',
+    'Tus-Resumable', 'Tus-Version', 'Tus-Extension', 'Tus-Max-Size', 'Tus-Checksum-Algorithm'
+  ])
+})

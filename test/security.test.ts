@@ -4,11 +4,11 @@ import t from 'tap'
 import { once } from 'node:events'
 import { mkdtemp, readdir, readFile, rm, statfs } from 'node:fs/promises'
 import { connect as connectHttp2 } from 'node:http2'
-import { connect } from 'node:net'
+import { connect, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { FastifyRequest } from 'fastify'
-import { TusErrors, type UploadInfo } from '../lib/index.js'
+import tusPlugin, { TusErrors, type UploadInfo } from '../lib/index.js'
 import { idOf, rawRequest, randomBytesSeeded, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
@@ -272,4 +272,46 @@ t.test('the disk reserve holds: what accepted uploads will still write counts, a
 
   t.equal((await tusRequest(new URL(first.headers.location!, server.origin).href, { method: 'DELETE' })).status, 204)
   t.equal(await create({ 'Tus-Resumable': '1.0.0', 'Upload-Length': String(2 * GiB) }), 201, 'a terminated upload\'s promise is released')
+})
+
+t.test('Expect: 100-continue: a refused request is answered without a 100, so its body is never sent; an accepted one gets the 100', async (t) => {
+  const server = await startServer(t, {}, async (app, dir) => {
+    await app.register(tusPlugin, {
+      dir,
+      auth: (request) => { if (request.headers.authorization !== 'ok') throw Object.assign(new Error('who are you?'), { statusCode: 401 }) }
+    })
+    app.put('/elsewhere', async () => 'not tus')
+  })
+  const created = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': '5', Authorization: 'ok' } })
+  const url = new URL(created.headers.location!, server.origin)
+  /** Sends a request's head with Expect: 100-continue and returns the first thing the server answers, and the socket. */
+  async function expectContinue (head: string): Promise<{ first: string, socket: Socket }> {
+    const socket = connect(Number(url.port), '127.0.0.1')
+    t.teardown(() => { socket.destroy() })
+    await once(socket, 'connect')
+    socket.write(`${head}Host: 127.0.0.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n`)
+    const [chunk] = await once(socket, 'data') as [Buffer]
+    return { first: chunk.toString('latin1'), socket }
+  }
+  const patch = (headers: string, path = url.pathname): string =>
+    `PATCH ${path} HTTP/1.1\r\nContent-Type: application/offset+octet-stream\r\n${headers}`
+  const refusals: Array<[string, string, RegExp]> = [
+    ['no credentials', patch('Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n'), /^HTTP\/1\.1 401 /],
+    ['a wrong offset', patch('Tus-Resumable: 1.0.0\r\nAuthorization: ok\r\nUpload-Offset: 3\r\n'), /^HTTP\/1\.1 409 /],
+    ['an unknown upload', patch('Tus-Resumable: 1.0.0\r\nAuthorization: ok\r\nUpload-Offset: 0\r\n', `${url.pathname}x`), /^HTTP\/1\.1 404 /],
+    ['a draft append at a wrong offset', `PATCH ${url.pathname} HTTP/1.1\r\nContent-Type: application/partial-upload\r\nUpload-Draft-Interop-Version: 6\r\nUpload-Complete: ?1\r\nAuthorization: ok\r\nUpload-Offset: 3\r\n`, /^HTTP\/1\.1 409 /]
+  ]
+  for (const [name, head, answer] of refusals) {
+    const { first } = await expectContinue(head)
+    t.match(first, answer, `${name}: the final answer first, no 100 Continue`)
+  }
+  const { first, socket } = await expectContinue(patch('Tus-Resumable: 1.0.0\r\nAuthorization: ok\r\nUpload-Offset: 0\r\n'))
+  t.match(first, /^HTTP\/1\.1 100 Continue\r\n\r\n/, 'an accepted append is told to send its body')
+  let rest = first.replace(/^HTTP\/1\.1 100 Continue\r\n\r\n/, '')
+  socket.write('hello')
+  while (!/\r\n\r\n/.test(rest)) rest += ((await once(socket, 'data')) as [Buffer])[0].toString('latin1')
+  t.match(rest, /^HTTP\/1\.1 204 /)
+  t.equal((await readFile(join(server.dir, idOf(url.href)))).toString(), 'hello')
+  const other = await expectContinue('PUT /elsewhere HTTP/1.1\r\nContent-Type: text/plain\r\n')
+  t.match(other.first, /^HTTP\/1\.1 100 Continue/, 'the app\'s other routes get their 100 at once, as before')
 })

@@ -26,6 +26,7 @@ export class RequestBody implements AsyncIterable<Buffer> {
   #closed = false
   #discarding = false
   #wake: (() => void) | undefined
+  #beforeFirstRead: (() => void) | undefined
 
   constructor (source: Readable, idleTimeoutMs: number) {
     this.#source = source
@@ -54,7 +55,18 @@ export class RequestBody implements AsyncIterable<Buffer> {
     return { next: async () => await this.#next() }
   }
 
+  /**
+   * Runs `callback` when the body is first read: a client that sent `Expect: 100-continue` is told to send its
+   * body only once every check has passed, so a refused request never costs the body's bytes.
+   */
+  beforeFirstRead (callback: () => void): void {
+    this.#beforeFirstRead = callback
+  }
+
   async #next (): Promise<IteratorResult<Buffer>> {
+    const first = this.#beforeFirstRead
+    this.#beforeFirstRead = undefined
+    first?.()
     for (;;) {
       const chunk = this.#queue.shift()
       if (chunk !== undefined) {

@@ -1,3 +1,4 @@
+import { Server as HttpServer } from 'node:http'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { RequestBody } from '../core/body.js'
 import { hasBody, stringHeader } from '../core/request.js'
@@ -29,9 +30,14 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
   instance.addContentTypeParser('*', (_request, payload, done) => { done(null, new RequestBody(payload, idleTimeout)) })
   // Whether a request has content is decided once, by its HTTP version's rule (core/request.ts): Fastify skips the
   // parser for an HTTP/2 body that has neither Content-Type nor Content-Length, which streaming clients send.
-  instance.addHook('preHandler', async (request) => {
+  instance.addHook('preHandler', async (request, reply) => {
     if (!(request.body instanceof RequestBody) && hasBody(request)) request.body = new RequestBody(request.raw, idleTimeout)
+    if (request.body instanceof RequestBody && expectsContinue(request)) {
+      const response = reply.raw
+      request.body.beforeFirstRead(() => { if (!response.headersSent) response.writeContinue() })
+    }
   })
+  deferContinue(instance.server, services.basePath)
   instance.addHook('onSend', async (request) => {
     if (request.body instanceof RequestBody) request.body.discardRest()
   })
@@ -103,4 +109,33 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
     if (handler === undefined || draftHandler === undefined) throw new TusErrors.METHOD_NOT_ALLOWED(request.method)
     await route(handler, draftHandler)(request, reply)
   })
+}
+
+// The paths under which `100 Continue` waits for the body's first read, per server (several registrations may share one).
+const deferredContinues = new WeakMap<object, string[]>()
+
+/**
+ * Node answers `Expect: 100-continue` with `100 Continue` as soon as a request arrives, before any check: a
+ * client then sends a body the server will refuse (auth, an unknown upload, a wrong offset). For the tus routes
+ * the 100 is sent when the body is first read instead (see the preHandler); every other route of the app
+ * gets it at once, as before. HTTP/1.1 servers only (an HTTP/2 server keeps Node's behaviour).
+ */
+function deferContinue (server: unknown, basePath: string): void {
+  if (!(server instanceof HttpServer)) return
+  const known = deferredContinues.get(server)
+  if (known !== undefined) {
+    known.push(basePath)
+    return
+  }
+  const paths = [basePath]
+  deferredContinues.set(server, paths)
+  server.on('checkContinue', (request, response) => {
+    const path = (request.url ?? '').split('?')[0] ?? ''
+    if (!paths.some((prefix) => path === prefix || path.startsWith(`${prefix}/`))) response.writeContinue()
+    server.emit('request', request, response)
+  })
+}
+
+function expectsContinue (request: FastifyRequest): boolean {
+  return stringHeader(request, 'expect')?.toLowerCase() === '100-continue'
 }
