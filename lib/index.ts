@@ -4,6 +4,7 @@ import { removeExpired } from './core/expiry.js'
 import { PendingFinals } from './core/pending-finals.js'
 import { InFlightWrites } from './core/in-flight.js'
 import type { TusServices } from './core/services.js'
+import { decorateTusRequests } from './http/decorate.js'
 import { tusRoutes } from './http/routes.js'
 import { MemoryLocker } from './lockers/lock.js'
 import { SharedReads } from './lockers/shared-reads.js'
@@ -45,6 +46,7 @@ const plugin: FastifyPluginAsync<TusPluginOptions> = async (fastify, rawOptions)
     metrics: () => metrics.render()
   })
   fastify.decorate('tus', decorator)
+  decorateTusRequests(fastify)
   const metricsPath = options.metricsPath
   if (metricsPath !== undefined) {
     fastify.get(metricsPath, async (_request, reply) => await reply.type(METRICS_CONTENT_TYPE).send(metrics.render()))
@@ -71,7 +73,7 @@ export type { FileStoreOptions } from './store/file-store.js'
 export type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata } from './store/types.js'
 export type { TusPluginOptions } from './options.js'
 export type {
-  OnUploadComplete, OnUploadCreate, OnUploadProgress, OnUploadTerminate, TusAuthHook, UploadCreateChanges, UploadResponse
+  OnUploadComplete, OnUploadCreate, OnUploadProgress, OnUploadTerminate, TusAuthHook, TusRequestUpload, UploadCreateChanges, UploadResponse
 } from './types.js'
 export { TusEvents } from './observe/events.js'
 export type { TusEventMap, TusEventName } from './observe/events.js'

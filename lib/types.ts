@@ -44,3 +44,23 @@ export interface UploadResponse {
   /** A small body (at most 64 KiB). */
   body?: string | Buffer
 }
+
+/**
+ * What one request did to an upload: `request.tus` (null on requests that touched none, such as OPTIONS or
+ * a refused creation). Set by the plugin for every tus route and both protocols, readable in the app's hooks
+ * (`onResponse`, `onSend`, an error handler) and in the upload hooks.
+ */
+export interface TusRequestUpload {
+  /** The id of the upload the request addressed or created. */
+  id: string
+  /** The upload as the request last saw it: after its bytes are stored, completion, termination. */
+  upload: UploadInfo
+  /** The request created the upload. */
+  created: boolean
+  /** Bytes of this request that reached the upload (0 when it carried none, or none were kept). */
+  bytesStored: number
+  /** The request made the upload complete (onUploadComplete ran in it). */
+  completed: boolean
+  /** The request removed the upload (DELETE). */
+  terminated: boolean
+}

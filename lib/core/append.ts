@@ -8,6 +8,7 @@ import { ProgressTracker } from './lifecycle.js'
 import { integerHeader } from './request.js'
 import type { TusServices } from './services.js'
 import { StagedChunk } from './staging.js'
+import { noteBytes } from './touched.js'
 
 /**
  * Streams the request body into `upload` at its current offset (the caller holds the lock and has
@@ -60,6 +61,7 @@ export async function appendBody (
     settled()
     services.metrics.activeUploads--
     services.metrics.bytesReceived += offset - upload.offset
+    noteBytes(request, { ...upload, offset, modifiedAt: new Date() }, offset - upload.offset)
   }
   return { ...upload, offset, modifiedAt: new Date() }
 }

@@ -7,6 +7,7 @@ import type { NewUpload, UploadInfo, UploadMetadata } from '../store/types.js'
 import type { UploadCreateChanges, UploadResponse } from '../types.js'
 import type { BoundedBody } from './body.js'
 import type { TusServices } from './services.js'
+import { noteCompleted, noteCreated, noteTerminated, touchUpload } from './touched.js'
 
 /**
  * The lifecycle hooks and the one place each of them runs. The operations (lib/core/operations.ts), which
@@ -48,6 +49,7 @@ function pick ({ id, metadata, directory }: UploadCreateChanges): UploadCreateCh
 /** Stores a prepared upload (the caller holds its lock), counts it and emits `created`. */
 export async function storeUpload (services: TusServices, request: FastifyRequest, upload: NewUpload): Promise<UploadInfo> {
   const created = await services.store.create(upload)
+  noteCreated(request, created)
   services.metrics.uploadsCreated++
   notify(services.events, request.log, 'created', created)
   return created
@@ -143,6 +145,7 @@ export async function completeUpload (services: TusServices, request: FastifyReq
     }
     return response
   } finally {
+    noteCompleted(request, upload)
     services.metrics.uploadsCompleted++
     notify(services.events, request.log, 'completed', upload)
   }
@@ -150,6 +153,7 @@ export async function completeUpload (services: TusServices, request: FastifyReq
 
 /** Runs onUploadTerminate, removes the upload (the caller holds its lock), counts it and emits `terminated`. */
 export async function terminateUpload (services: TusServices, request: FastifyRequest, upload: UploadInfo): Promise<void> {
+  touchUpload(request, upload)
   const hook = services.options.onUploadTerminate
   if (hook !== undefined) {
     try {
@@ -159,6 +163,7 @@ export async function terminateUpload (services: TusServices, request: FastifyRe
     }
   }
   await services.store.terminate(upload.id)
+  noteTerminated(request, upload)
   services.metrics.uploadsTerminated++
   notify(services.events, request.log, 'terminated', upload)
 }
