@@ -4,7 +4,7 @@ import { TusErrors, errorMessage, withFacts } from '../errors.js'
 import type { UploadInfo } from '../store/types.js'
 import { BoundedBody, RequestBody } from './body.js'
 import { headerChecksum, runningChecksum, trailerChecksum, type ExpectedChecksum, type RunningChecksum } from './checksum.js'
-import { ProgressTracker } from './lifecycle.js'
+import { ProgressTracker, uploadFailed } from './lifecycle.js'
 import { integerHeader } from './request.js'
 import type { TusServices } from './services.js'
 import { StagedChunk } from './staging.js'
@@ -55,8 +55,7 @@ export async function appendBody (
     if (progress.stopped !== undefined) throw withFacts(progress.stopped, { offset })
     if (offset === upload.size) await services.store.flush(upload.id)
   } catch (error) {
-    services.metrics.uploadFailures++
-    throw error
+    throw uploadFailed(services, request, { ...upload, offset, modifiedAt: new Date() }, error)
   } finally {
     settled()
     services.metrics.activeUploads--

@@ -51,7 +51,7 @@ export async function storeUpload (services: TusServices, request: FastifyReques
   const created = await services.store.create(upload)
   noteCreated(request, created)
   services.metrics.uploadsCreated++
-  notify(services.events, request.log, 'created', created)
+  notify(services.events, request.log, 'created', created, request)
   return created
 }
 
@@ -115,7 +115,7 @@ export class ProgressTracker {
         return false
       }
     }
-    notify(this.#services.events, this.#request.log, 'progress', upload)
+    notify(this.#services.events, this.#request.log, 'progress', upload, this.#request)
     this.#onProgress?.(upload)
     return true
   }
@@ -134,20 +134,18 @@ export async function completeUpload (services: TusServices, request: FastifyReq
     try {
       response = await hook(upload, request)
     } catch (error) {
-      services.metrics.uploadFailures++
-      throw withFacts(hookError('onUploadComplete', error, request), { offset: upload.offset })
+      throw uploadFailed(services, request, upload, withFacts(hookError('onUploadComplete', error, request), { offset: upload.offset }))
     }
     if (response === undefined || response === null) return undefined
     const problem = responseProblem(response)
     if (problem !== undefined) {
-      services.metrics.uploadFailures++
-      throw withFacts(new TusErrors.HOOK_RESULT_INVALID('onUploadComplete', problem), { offset: upload.offset })
+      throw uploadFailed(services, request, upload, withFacts(new TusErrors.HOOK_RESULT_INVALID('onUploadComplete', problem), { offset: upload.offset }))
     }
     return response
   } finally {
     noteCompleted(request, upload)
     services.metrics.uploadsCompleted++
-    notify(services.events, request.log, 'completed', upload)
+    notify(services.events, request.log, 'completed', upload, request)
   }
 }
 
@@ -165,7 +163,15 @@ export async function terminateUpload (services: TusServices, request: FastifyRe
   await services.store.terminate(upload.id)
   noteTerminated(request, upload)
   services.metrics.uploadsTerminated++
-  notify(services.events, request.log, 'terminated', upload)
+  notify(services.events, request.log, 'terminated', upload, request)
+}
+
+/** A request storing bytes ends in `error`: counted, and the `failed` event. Returns the error to throw. */
+export function uploadFailed (services: TusServices, request: FastifyRequest, upload: UploadInfo, error: unknown): unknown {
+  services.metrics.uploadFailures++
+  const failure = error instanceof Error ? error : new Error(String(error))
+  notify(services.events, request.log, 'failed', failure, upload, request)
+  return error
 }
 
 /**
