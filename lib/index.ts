@@ -22,6 +22,8 @@ export interface TusDecorator extends TusEvents {
   readonly store: DataStore
   /** The plugin's counters and gauges in the Prometheus text format. */
   metrics (): string
+  /** The numbers behind `metrics()`, for a bridge to a metrics library (`fastify-tus/prom-client`). */
+  readonly stats: TusMetrics
 }
 
 declare module 'fastify' {
@@ -43,7 +45,8 @@ const plugin: FastifyPluginAsync<TusPluginOptions> = async (fastify, rawOptions)
   const decorator: TusDecorator = Object.assign(events, {
     removeExpired: async () => await removeExpired({ ...services, basePath: options.prefix }),
     store,
-    metrics: () => metrics.render()
+    metrics: () => metrics.render(),
+    stats: metrics
   })
   fastify.decorate('tus', decorator)
   decorateTusRequests(fastify)
@@ -77,6 +80,7 @@ export type {
 } from './types.js'
 export { TusEvents } from './observe/events.js'
 export type { TusEventMap, TusEventName } from './observe/events.js'
+export type { HistogramData, TusMetrics, TusMetricsObserver } from './observe/metrics.js'
 export { DEFAULT_MAX_SIZE } from './options.js'
 export { TUS_EXPOSED_HEADERS } from './cors.js'
 export type { DraftVersion } from './ietf/versions.js'

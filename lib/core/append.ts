@@ -34,13 +34,19 @@ export async function appendBody (
   const body = new BoundedBody(requestBody, room)
   const progress = new ProgressTracker(services, request, upload, onProgress)
   let offset = upload.offset
+  // Bytes streamed straight to the store are counted as the store takes them; staged ones once committed.
+  let counted = 0
+  const count = (bytes: number): void => {
+    counted += bytes
+    services.metrics.bytesReceived += bytes
+  }
   services.metrics.activeUploads++
   const settled = services.inFlight.begin(requestBody)
   try {
     const staging = expected !== undefined || (declared === undefined && body.present)
     const staged = staging ? await storeFailure(services, request, upload, async () => await stageBody(services, progress.track(body), expected)) : undefined
     try {
-      const source = staged === undefined ? progress.track(body) : await verifiedSource(request, staged, expected, body, progress, upload)
+      const source = staged === undefined ? progress.track(body, count) : await verifiedSource(request, staged, expected, body, progress, upload)
       if (source !== undefined) offset = await storeFailure(services, request, upload, async () => await services.store.write(upload.id, upload.offset, source))
     } finally {
       await staged?.chunk.remove()
@@ -59,7 +65,7 @@ export async function appendBody (
   } finally {
     settled()
     services.metrics.activeUploads--
-    services.metrics.bytesReceived += offset - upload.offset
+    services.metrics.bytesReceived += Math.max(0, offset - upload.offset - counted)
     noteBytes(request, { ...upload, offset, modifiedAt: new Date() }, offset - upload.offset)
   }
   return { ...upload, offset, modifiedAt: new Date() }

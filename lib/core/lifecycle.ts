@@ -78,14 +78,18 @@ export class ProgressTracker {
     this.#onProgress = onProgress
   }
 
-  async * track (body: BoundedBody): AsyncIterable<Buffer> {
+  /** `onChunk`: told the length of each chunk once the store has taken it (and asked for the next). */
+  async * track (body: BoundedBody, onChunk?: (bytes: number) => void): AsyncIterable<Buffer> {
     // One generator for both the limit and the reports: a layer per chunk less on the hot path.
     const reporting = this.#upload.offset !== this.#upload.size
     if (reporting && !await this.#report()) return
     const interval = this.#services.options.progressInterval
     for await (const chunk of body.chunks()) {
       const admitted = body.admit(chunk)
-      if (admitted !== undefined) yield admitted
+      if (admitted !== undefined) {
+        yield admitted
+        onChunk?.(admitted.length)
+      }
       if (body.exceeded) return
       if (!reporting) continue
       // Resumed by the store asking for more: this chunk has been handed over (the FileStore may still hold up to
@@ -145,6 +149,7 @@ export async function completeUpload (services: TusServices, request: FastifyReq
   } finally {
     noteCompleted(request, upload)
     services.metrics.uploadsCompleted++
+    services.metrics.sizeUpload(upload.size ?? upload.offset)
     notify(services.events, request.log, 'completed', upload, request)
   }
 }

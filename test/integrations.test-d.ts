@@ -1,0 +1,51 @@
+// Type test of the README's integration snippets (request.tus, events with the request, the prom-client bridge),
+// checked by `npm run typecheck`: what an app writes must compile, and what it must not write must not.
+import Fastify, { type FastifyRequest } from 'fastify'
+import { Registry, collectDefaultMetrics } from 'prom-client'
+import tus, { type TusMetrics, type TusRequestUpload, type UploadInfo } from '../lib/index.js'
+import { tusCollector, type TusCollectorOptions } from '../lib/observe/prom-client.js'
+
+const app = Fastify()
+await app.register(tus, { dir: './uploads' })
+
+// request.tus
+app.addHook('onResponse', async (request, reply) => {
+  const tus = request.tus   // TusRequestUpload | null
+  if (tus === null) return
+  const { id, created, bytesStored, completed, terminated } = tus
+  request.log.info({ id, created, bytesStored, completed, terminated, offset: tus.upload.offset, status: reply.statusCode }, 'tus request')
+})
+app.get('/x', async (request) => {
+  const state: TusRequestUpload | null = request.tus
+  // @ts-expect-error it may be null
+  const id: string = request.tus.id
+  return { state, id }
+})
+
+// Events with the request; failed.
+app.tus.on('completed', (upload, request) => {
+  request.log.info({ id: upload.id, size: upload.size }, 'upload finished')
+})
+app.tus.on('failed', (error, upload, request) => {
+  request.log.warn({ err: error, id: upload.id, offset: upload.offset }, 'upload request failed')
+})
+app.tus.on('created', (upload: UploadInfo) => { void upload })
+app.tus.on('expired', (upload: UploadInfo) => { void upload })
+// @ts-expect-error expiry has no request
+app.tus.on('expired', (_upload: UploadInfo, _request: FastifyRequest) => {})
+// @ts-expect-error failed starts with the error
+app.tus.on('failed', (_upload: UploadInfo) => {})
+
+// prom-client
+const registry = new Registry()
+collectDefaultMetrics({ register: registry })
+const removeTusMetrics = tusCollector(app.tus, { registry })
+app.get('/metrics', async (_request, reply) => await reply.type(registry.contentType).send(await registry.metrics()))
+removeTusMetrics()
+const options: TusCollectorOptions = { prefix: 'uploads_' }
+tusCollector(app.tus, options)
+const stats: TusMetrics = app.tus.stats
+const stop: () => void = stats.observe({ requestDuration: (method: string, status: number, seconds: number) => { void [method, status, seconds] } })
+stop()
+// @ts-expect-error the registry must be a prom-client Registry
+tusCollector(app.tus, { registry: {} })
