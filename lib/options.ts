@@ -5,7 +5,7 @@ import { TusErrors } from './errors.js'
 import { DEFAULT_DRAFT_VERSIONS, DRAFT_VERSIONS } from './ietf/versions.js'
 import type { UploadLocker } from './lockers/lock.js'
 import type { DataStore } from './store/types.js'
-import type { OnUploadComplete, OnUploadCreate, OnUploadProgress, OnUploadTerminate, TusAuthHook } from './types.js'
+import type { OnUploadComplete, OnUploadCreate, OnUploadExpire, OnUploadProgress, OnUploadTerminate, TusAuthHook } from './types.js'
 
 export interface TusPluginOptions {
   /** Path the tus routes live under. Default `/files`. */
@@ -24,6 +24,8 @@ export interface TusPluginOptions {
   progressInterval?: number
   onUploadComplete?: OnUploadComplete
   onUploadTerminate?: OnUploadTerminate
+  /** Before expiry removes an upload: return false to keep it, or archive it first. See OnUploadExpire. */
+  onUploadExpire?: OnUploadExpire
   /** Serve `app.tus.metrics()` (Prometheus text format) with GET on this path, e.g. `/metrics`. Default: no route. */
   metricsPath?: string
   /** Honour Forwarded / X-Forwarded-Proto / X-Forwarded-Host when building Location. Default true. */
@@ -77,6 +79,7 @@ export function resolveOptions (options: TusPluginOptions): ResolvedOptions {
     progressInterval: nonNegativeInteger('progressInterval', options.progressInterval ?? 1000),
     onUploadComplete: optionalFunction('onUploadComplete', options.onUploadComplete),
     onUploadTerminate: optionalFunction('onUploadTerminate', options.onUploadTerminate),
+    onUploadExpire: optionalFunction('onUploadExpire', options.onUploadExpire),
     metricsPath: optionalPath('metricsPath', options.metricsPath),
     respectForwardedHeaders: boolean('respectForwardedHeaders', options.respectForwardedHeaders ?? true),
     relativeLocation: boolean('relativeLocation', options.relativeLocation ?? false),

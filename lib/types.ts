@@ -1,5 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import type { NewUpload, UploadInfo, UploadMetadata } from './store/types.js'
+import type { DataStore, NewUpload, UploadInfo, UploadMetadata } from './store/types.js'
 
 /** Runs before every tus route but OPTIONS; throw (an error with statusCode 401/403) or reply to refuse. */
 export type TusAuthHook = (request: FastifyRequest, reply: FastifyReply) => Promise<void> | void
@@ -34,6 +34,13 @@ export type OnUploadProgress = (upload: UploadInfo, request: FastifyRequest) => 
 export type OnUploadComplete = (upload: UploadInfo, request: FastifyRequest) => Awaitable<UploadResponse | undefined | void>
 /** Before a DELETE removes an upload: throw to refuse it. */
 export type OnUploadTerminate = (upload: UploadInfo, request: FastifyRequest) => Awaitable<void>
+
+/**
+ * Before `app.tus.removeExpired()` removes an expired upload, under its lock: return `false` to keep it (it stays
+ * expired, answered 410, and is asked about again at the next sweep), or archive it first (read its bytes with
+ * `store.read(upload.id)`) and return nothing to let it go. A hook that throws keeps the upload; the error is logged.
+ */
+export type OnUploadExpire = (upload: UploadInfo, store: DataStore) => Awaitable<boolean | undefined | void>
 
 /** How onUploadComplete shapes the response to the request that completed the upload. */
 export interface UploadResponse {

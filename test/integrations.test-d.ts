@@ -1,8 +1,10 @@
 // Type test of the README's integration snippets (request.tus, events with the request, the prom-client bridge),
 // checked by `npm run typecheck`: what an app writes must compile, and what it must not write must not.
+import { createWriteStream } from 'node:fs'
+import { pipeline } from 'node:stream/promises'
 import Fastify, { type FastifyRequest } from 'fastify'
 import { Registry, collectDefaultMetrics } from 'prom-client'
-import tus, { type TusMetrics, type TusRequestUpload, type UploadInfo } from '../lib/index.js'
+import tus, { type OnUploadExpire, type TusMetrics, type TusRequestUpload, type UploadInfo } from '../lib/index.js'
 import { tusCollector, type TusCollectorOptions } from '../lib/observe/prom-client.js'
 
 const app = Fastify()
@@ -49,3 +51,18 @@ const stop: () => void = stats.observe({ requestDuration: (method: string, statu
 stop()
 // @ts-expect-error the registry must be a prom-client Registry
 tusCollector(app.tus, { registry: {} })
+
+// onUploadExpire (README: Expiration and cleanup)
+declare const legalHolds: { has: (id: string) => Promise<boolean> }
+await app.register(tus, {
+  onUploadExpire: async (upload, store) => {
+    if (await legalHolds.has(upload.id)) return false
+    if (upload.size !== undefined && upload.offset === upload.size) {
+      await pipeline(await store.read(upload.id), createWriteStream(`/archive/${upload.id}`))
+    }
+  }
+})
+const expire: OnUploadExpire = () => true
+// @ts-expect-error the hook answers with a boolean or nothing
+const wrongExpire: OnUploadExpire = () => 'keep'
+void [expire, wrongExpire]

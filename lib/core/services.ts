@@ -4,7 +4,7 @@ import type { SharedReads } from '../lockers/shared-reads.js'
 import type { TusEvents } from '../observe/events.js'
 import type { TusMetrics } from '../observe/metrics.js'
 import type { DataStore } from '../store/types.js'
-import type { OnUploadComplete, OnUploadCreate, OnUploadProgress, OnUploadTerminate, TusAuthHook } from '../types.js'
+import type { OnUploadComplete, OnUploadCreate, OnUploadExpire, OnUploadProgress, OnUploadTerminate, TusAuthHook } from '../types.js'
 import type { PendingFinals } from './pending-finals.js'
 import type { InFlightWrites } from './in-flight.js'
 
@@ -20,6 +20,7 @@ export interface ResolvedOptions {
   progressInterval: number
   onUploadComplete: OnUploadComplete | undefined
   onUploadTerminate: OnUploadTerminate | undefined
+  onUploadExpire?: OnUploadExpire | undefined
   metricsPath: string | undefined
   respectForwardedHeaders: boolean
   relativeLocation: boolean
