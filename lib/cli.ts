@@ -7,8 +7,9 @@ import type { AddressInfo } from 'node:net'
 import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import Fastify from 'fastify'
+import { parseHookEvents, tusdHttpHooks, type TusdHookName } from './cli-hooks.js'
 import { corsHook } from './cors.js'
-import tus, { FileStore } from './index.js'
+import tus, { FileStore, type TusPluginOptions } from './index.js'
 
 const USAGE_EXIT = 2
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
@@ -37,6 +38,12 @@ Options:
                             it for several, or "*" for any origin (default: none, same-origin only)
   --metrics-path <path>     serve Prometheus metrics with GET on this path, e.g. /metrics (default: off)
   --relative-location       answer creation with a path-only Location (/files/<id>)
+  --hooks-http <url>        send tusd's hooks (JSON POSTs, tusd's hook request and response) to this
+                            http(s) URL, so a receiver written for tusd works unchanged (default: off)
+  --hooks-enabled-events <names>
+                            the hooks sent, comma-separated: pre-create, post-create, post-receive,
+                            pre-finish, post-finish, pre-terminate, post-terminate (default: tusd's,
+                            pre-create,post-create,post-receive,post-terminate,post-finish)
   --no-fsync                never fsync: faster on large uploads where the disk is slower than the
                             network, but a power loss may lose uploads already reported complete
   --log-level <level>       ${LOG_LEVELS.join(', ')} (default: info)
@@ -67,6 +74,8 @@ interface CliOptions {
   corsOrigins: string[]
   metricsPath: string | undefined
   relativeLocation: boolean
+  hooksHttp: string | undefined
+  hooksEvents: TusdHookName[] | undefined
   fsync: boolean
   logLevel: LogLevel
 }
@@ -93,6 +102,8 @@ function parseCli (argv: string[]): Parsed {
         'cors-origin': { type: 'string', multiple: true },
         'metrics-path': { type: 'string' },
         'relative-location': { type: 'boolean' },
+        'hooks-http': { type: 'string' },
+        'hooks-enabled-events': { type: 'string' },
         'no-fsync': { type: 'boolean' },
         'log-level': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -123,9 +134,25 @@ function parseCli (argv: string[]): Parsed {
       corsOrigins: (values['cors-origin'] ?? []).map(parseOrigin),
       metricsPath: values['metrics-path'] === undefined ? undefined : parsePath('--metrics-path', values['metrics-path']),
       relativeLocation: values['relative-location'] === true,
+      hooksHttp: values['hooks-http'] === undefined ? undefined : parseHookUrl(values['hooks-http']),
+      hooksEvents: values['hooks-enabled-events'] === undefined ? undefined : usage(() => parseHookEvents(values['hooks-enabled-events'] ?? '')),
       fsync: values['no-fsync'] !== true,
       logLevel: logLevel as LogLevel
     }
+  }
+}
+
+function parseHookUrl (value: string): string {
+  const protocol = URL.canParse(value) ? new URL(value).protocol : ''
+  if (protocol !== 'http:' && protocol !== 'https:') throw new UsageError(`--hooks-http must be an http:// or https:// URL (got "${value}")`)
+  return value
+}
+
+function usage<T> (parse: () => T): T {
+  try {
+    return parse()
+  } catch (error) {
+    throw new UsageError((error as Error).message)
   }
 }
 
@@ -193,12 +220,17 @@ function packageVersion (): string {
 
 async function serve (options: CliOptions): Promise<void> {
   const app = Fastify({ logger: { level: options.logLevel } })
+  const hooks = options.hooksHttp === undefined
+    ? undefined
+    : tusdHttpHooks({ url: options.hooksHttp, dir: options.dir, ...(options.hooksEvents === undefined ? {} : { events: options.hooksEvents }) })
   if (options.corsOrigins.length > 0) app.addHook('onRequest', corsHook(options.corsOrigins))
   // eslint-disable-next-line prefer-const -- set once the server runs; onClose, registered first, reads it
   let sweepTimer: NodeJS.Timeout | undefined
   app.addHook('onClose', async () => { clearInterval(sweepTimer) })
+  // After the requests: their post-finish and post-terminate hooks still reach the receiver.
+  app.addHook('onClose', async () => { await hooks?.idle() })
   try {
-    await app.register(tus, {
+    await app.register(tus, withHooks({
       dir: options.dir,
       store: new FileStore({ directory: options.dir, fsync: options.fsync }),
       prefix: options.prefix,
@@ -211,12 +243,17 @@ async function serve (options: CliOptions): Promise<void> {
       onUploadComplete: async (upload, request) => {
         request.log.info({ id: upload.id, size: upload.size, metadata: upload.metadata, path: upload.path }, 'upload complete')
       }
-    })
+    }))
+    hooks?.attach(app.tus, app.log)
     await app.ready()
   } catch (error) {
     // The plugin validates its options once at registration; those are the user's flags.
     if ((error as { code?: unknown }).code === 'FST_TUS_INVALID_OPTION') throw new UsageError((error as Error).message.replace(/^fastify-tus: /, ''))
     throw error
+  }
+
+  function withHooks (base: TusPluginOptions): TusPluginOptions {
+    return hooks === undefined ? base : hooks.options(base)
   }
 
   const sweep = async (): Promise<void> => {

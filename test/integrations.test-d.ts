@@ -6,6 +6,7 @@ import Fastify, { type FastifyRequest } from 'fastify'
 import { Registry, collectDefaultMetrics } from 'prom-client'
 import tus, { type OnUploadExpire, type TusMetrics, type TusRequestUpload, type UploadInfo } from '../lib/index.js'
 import { tusCollector, type TusCollectorOptions } from '../lib/observe/prom-client.js'
+import { tusdHttpHooks, type TusdHookResponse } from '../lib/cli-hooks.js'
 
 const app = Fastify()
 await app.register(tus, { dir: './uploads' })
@@ -66,3 +67,13 @@ const expire: OnUploadExpire = () => true
 // @ts-expect-error the hook answers with a boolean or nothing
 const wrongExpire: OnUploadExpire = () => 'keep'
 void [expire, wrongExpire]
+
+// tusd hooks (README: Standalone server, tusd hooks)
+const hooks = tusdHttpHooks({ url: 'http://localhost:8081/write', events: ['pre-create', 'post-finish'] })
+await app.register(tus, hooks.options({ dir: './uploads' }))
+hooks.attach(app.tus, app.log)
+app.addHook('onClose', async () => { await hooks.idle() })
+// @ts-expect-error tusd's hook names only
+tusdHttpHooks({ url: 'http://localhost:8081/write', events: ['pre-upload'] })
+const hookResponse: TusdHookResponse = { RejectUpload: true, HTTPResponse: { StatusCode: 403, Body: 'no', Header: { 'X-A': 'b' } }, ChangeFileInfo: { ID: 'x' } }
+void hookResponse
