@@ -7,6 +7,8 @@ import type { AddressInfo } from 'node:net'
 import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import Fastify from 'fastify'
+import { envArguments, type CliOptionSpec } from './cli-env.js'
+import { healthRoute } from './cli-health.js'
 import { parseHookEvents, tusdHttpHooks, type TusdHookName } from './cli-hooks.js'
 import { corsHook } from './cors.js'
 import tus, { FileStore, type TusPluginOptions } from './index.js'
@@ -47,8 +49,13 @@ Options:
   --no-fsync                never fsync: faster on large uploads where the disk is slower than the
                             network, but a power loss may lose uploads already reported complete
   --log-level <level>       ${LOG_LEVELS.join(', ')} (default: info)
+  --health-path <path>      GET on this path answers 200 only while the upload directory is writable,
+                            else 503, e.g. /healthz (default: off)
   -h, --help                show this help and exit
   -v, --version             show the version and exit
+
+Every flag can also be set with an environment variable FASTIFY_TUS_<FLAG>: FASTIFY_TUS_MAX_SIZE=10G,
+FASTIFY_TUS_NO_FSYNC=1, FASTIFY_TUS_CORS_ORIGIN=<origin>,<origin>; a flag given on the command line wins.
 
 Uploads: <dir>/<id> holds the bytes, <dir>/<id>.json the length and metadata. Finished uploads can be
 downloaded with GET <prefix>/<id>. SIGTERM or SIGINT closes the server gracefully (no new requests;
@@ -76,39 +83,43 @@ interface CliOptions {
   relativeLocation: boolean
   hooksHttp: string | undefined
   hooksEvents: TusdHookName[] | undefined
+  healthPath: string | undefined
   fsync: boolean
   logLevel: LogLevel
 }
 
 type Parsed = { help: true } | { version: true } | { options: CliOptions }
 
+const CLI_OPTIONS = {
+  dir: { type: 'string' },
+  port: { type: 'string' },
+  host: { type: 'string' },
+  prefix: { type: 'string' },
+  'max-size': { type: 'string' },
+  'days-to-keep': { type: 'string' },
+  'expiry-interval': { type: 'string' },
+  'min-free-space': { type: 'string' },
+  'idle-timeout': { type: 'string' },
+  'cors-origin': { type: 'string', multiple: true },
+  'metrics-path': { type: 'string' },
+  'relative-location': { type: 'boolean' },
+  'hooks-http': { type: 'string' },
+  'hooks-enabled-events': { type: 'string' },
+  'health-path': { type: 'string' },
+  'no-fsync': { type: 'boolean' },
+  'log-level': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'v' }
+} as const satisfies Record<string, CliOptionSpec & { short?: string }>
+
 function parseCli (argv: string[]): Parsed {
   let values
   try {
     ({ values } = parseArgs({
-      args: argv,
+      args: [...usage(() => envArguments(CLI_OPTIONS, process.env, argv)), ...argv],
       strict: true,
       allowPositionals: false,
-      options: {
-        dir: { type: 'string' },
-        port: { type: 'string' },
-        host: { type: 'string' },
-        prefix: { type: 'string' },
-        'max-size': { type: 'string' },
-        'days-to-keep': { type: 'string' },
-        'expiry-interval': { type: 'string' },
-        'min-free-space': { type: 'string' },
-        'idle-timeout': { type: 'string' },
-        'cors-origin': { type: 'string', multiple: true },
-        'metrics-path': { type: 'string' },
-        'relative-location': { type: 'boolean' },
-        'hooks-http': { type: 'string' },
-        'hooks-enabled-events': { type: 'string' },
-        'no-fsync': { type: 'boolean' },
-        'log-level': { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-        version: { type: 'boolean', short: 'v' }
-      }
+      options: CLI_OPTIONS
     }))
   } catch (error) {
     // parseArgs explains unknown flags, missing values and stray arguments well enough.
@@ -135,6 +146,7 @@ function parseCli (argv: string[]): Parsed {
       metricsPath: values['metrics-path'] === undefined ? undefined : parsePath('--metrics-path', values['metrics-path']),
       relativeLocation: values['relative-location'] === true,
       hooksHttp: values['hooks-http'] === undefined ? undefined : parseHookUrl(values['hooks-http']),
+      healthPath: values['health-path'] === undefined ? undefined : parsePath('--health-path', values['health-path']),
       hooksEvents: values['hooks-enabled-events'] === undefined ? undefined : usage(() => parseHookEvents(values['hooks-enabled-events'] ?? '')),
       fsync: values['no-fsync'] !== true,
       logLevel: logLevel as LogLevel
@@ -245,6 +257,7 @@ async function serve (options: CliOptions): Promise<void> {
       }
     }))
     hooks?.attach(app.tus, app.log)
+    if (options.healthPath !== undefined) healthRoute(app, options.healthPath, options.dir)
     await app.ready()
   } catch (error) {
     // The plugin validates its options once at registration; those are the user's flags.

@@ -5,7 +5,7 @@ import { TusErrors } from './errors.js'
 import { DEFAULT_DRAFT_VERSIONS, DRAFT_VERSIONS } from './ietf/versions.js'
 import type { UploadLocker } from './lockers/lock.js'
 import type { DataStore } from './store/types.js'
-import type { OnUploadComplete, OnUploadCreate, OnUploadExpire, OnUploadProgress, OnUploadTerminate, TusAuthHook } from './types.js'
+import type { GenerateUrl, OnUploadComplete, OnUploadCreate, OnUploadExpire, OnUploadProgress, OnUploadTerminate, TusAuthHook } from './types.js'
 
 export interface TusPluginOptions {
   /** Path the tus routes live under. Default `/files`. */
@@ -32,6 +32,8 @@ export interface TusPluginOptions {
   respectForwardedHeaders?: boolean
   /** Answer creation with a path-only Location (`/files/<id>`) instead of an absolute URL. Default false. */
   relativeLocation?: boolean
+  /** Builds the Location of a new upload instead (see GenerateUrl). */
+  generateUrl?: GenerateUrl
   /** Longest Upload-Metadata header accepted, in bytes. Default 4096. */
   maxMetadataSize?: number
   /** How long a request waits for another request on the same upload to finish, in ms. Default 3000. */
@@ -80,6 +82,7 @@ export function resolveOptions (options: TusPluginOptions): ResolvedOptions {
     onUploadComplete: optionalFunction('onUploadComplete', options.onUploadComplete),
     onUploadTerminate: optionalFunction('onUploadTerminate', options.onUploadTerminate),
     onUploadExpire: optionalFunction('onUploadExpire', options.onUploadExpire),
+    generateUrl: optionalFunction('generateUrl', options.generateUrl),
     metricsPath: optionalPath('metricsPath', options.metricsPath),
     respectForwardedHeaders: boolean('respectForwardedHeaders', options.respectForwardedHeaders ?? true),
     relativeLocation: boolean('relativeLocation', options.relativeLocation ?? false),

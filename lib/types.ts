@@ -71,3 +71,20 @@ export interface TusRequestUpload {
   /** The request removed the upload (DELETE). */
   terminated: boolean
 }
+
+/** What `generateUrl` builds an upload's URL from. */
+export interface UploadUrlParts {
+  /** `http` or `https`: the request's, or the proxy's when forwarded headers are trusted. */
+  proto: string
+  /** The Host (or forwarded host); undefined when the request had none that is valid. */
+  host: string | undefined
+  /** The creation endpoint's path for this request, route parameters filled in (`/product/42/images`). */
+  path: string
+  id: string
+}
+
+/**
+ * Builds the URL of a new upload (the `Location` of a creation), e.g. on another host or with a signed query. The
+ * upload must still be reachable at `<path>/<id>` through the tus routes (a proxy may rewrite to it). Synchronous.
+ */
+export type GenerateUrl = (request: FastifyRequest, parts: UploadUrlParts) => string

@@ -4,7 +4,7 @@ import { createWriteStream } from 'node:fs'
 import { pipeline } from 'node:stream/promises'
 import Fastify, { type FastifyRequest } from 'fastify'
 import { Registry, collectDefaultMetrics } from 'prom-client'
-import tus, { type OnUploadExpire, type TusMetrics, type TusRequestUpload, type UploadInfo } from '../lib/index.js'
+import tus, { type GenerateUrl, type UploadUrlParts, type OnUploadExpire, type TusMetrics, type TusRequestUpload, type UploadInfo } from '../lib/index.js'
 import { tusCollector, type TusCollectorOptions } from '../lib/observe/prom-client.js'
 import { tusdHttpHooks, type TusdHookResponse } from '../lib/cli-hooks.js'
 
@@ -77,3 +77,15 @@ app.addHook('onClose', async () => { await hooks.idle() })
 tusdHttpHooks({ url: 'http://localhost:8081/write', events: ['pre-upload'] })
 const hookResponse: TusdHookResponse = { RejectUpload: true, HTTPResponse: { StatusCode: 403, Body: 'no', Header: { 'X-A': 'b' } }, ChangeFileInfo: { ID: 'x' } }
 void hookResponse
+
+// generateUrl (README: Upload URLs)
+declare function sign (id: string): string
+await app.register(tus, {
+  prefix: '/:tenant/files',
+  generateUrl: (request, { path, id }) => `https://uploads.example.com${path}/${id}?sig=${sign(id)}`
+})
+const parts: UploadUrlParts = { proto: 'https', host: undefined, path: '/files', id: 'a' }
+const generate: GenerateUrl = (_request, { id }) => `/files/${id}`
+// @ts-expect-error generateUrl is synchronous
+const asyncGenerate: GenerateUrl = async () => '/files/a'
+void [parts, generate, asyncGenerate]

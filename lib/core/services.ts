@@ -4,7 +4,7 @@ import type { SharedReads } from '../lockers/shared-reads.js'
 import type { TusEvents } from '../observe/events.js'
 import type { TusMetrics } from '../observe/metrics.js'
 import type { DataStore } from '../store/types.js'
-import type { OnUploadComplete, OnUploadCreate, OnUploadExpire, OnUploadProgress, OnUploadTerminate, TusAuthHook } from '../types.js'
+import type { GenerateUrl, OnUploadComplete, OnUploadCreate, OnUploadExpire, OnUploadProgress, OnUploadTerminate, TusAuthHook } from '../types.js'
 import type { PendingFinals } from './pending-finals.js'
 import type { InFlightWrites } from './in-flight.js'
 
@@ -21,6 +21,7 @@ export interface ResolvedOptions {
   onUploadComplete: OnUploadComplete | undefined
   onUploadTerminate: OnUploadTerminate | undefined
   onUploadExpire?: OnUploadExpire | undefined
+  generateUrl?: GenerateUrl | undefined
   metricsPath: string | undefined
   respectForwardedHeaders: boolean
   relativeLocation: boolean

@@ -3,6 +3,7 @@ import { stringHeader } from '../core/request.js'
 import type { TusServices } from '../core/services.js'
 import { TusErrors } from '../errors.js'
 import { isValidUploadId } from '../ids.js'
+import { generateLocation } from './generate-url.js'
 
 const HOST = /^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$/
 
@@ -11,8 +12,10 @@ const HOST = /^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$/
  * X-Forwarded-* headers when they are trusted, else from the request; or path-only when configured.
  */
 export function uploadLocation (services: TusServices, request: FastifyRequest, id: string): string {
-  const path = `${services.basePath}/${id}`
-  if (services.options.relativeLocation) return path
+  const base = collectionPath(services, request)
+  const path = `${base}/${id}`
+  const generate = services.options.generateUrl
+  if (services.options.relativeLocation && generate === undefined) return path
   let protocol: string | undefined
   let host: string | undefined
   if (services.options.respectForwardedHeaders) {
@@ -20,8 +23,10 @@ export function uploadLocation (services: TusServices, request: FastifyRequest, 
   }
   protocol ??= request.protocol
   host ??= stringHeader(request, 'host')
-  if (host === undefined || !HOST.test(host)) return path
-  return `${protocol}://${host}${path}`
+  const trusted = host !== undefined && HOST.test(host) ? host : undefined
+  if (generate !== undefined) return generateLocation(generate, request, { proto: protocol, host: trusted, path: base, id })
+  if (trusted === undefined) return path
+  return `${protocol}://${trusted}${path}`
 }
 
 function forwardedOrigin (request: FastifyRequest): { protocol?: string, host?: string } {
@@ -52,4 +57,17 @@ export function uploadIdOf (request: FastifyRequest): string {
   const { id } = request.params as { id?: string }
   if (id === undefined || !isValidUploadId(id)) throw new TusErrors.NOT_FOUND()
   return id
+}
+
+/**
+ * The path of the creation endpoint for this request: the prefix with its route parameters filled in
+ * (`/product/:pid/images` -> `/product/42/images`), so a parametric prefix yields URLs that route back.
+ */
+export function collectionPath (services: TusServices, request: FastifyRequest): string {
+  if (!services.basePath.includes(':')) return services.basePath
+  const params = (request.params ?? {}) as Record<string, string | undefined>
+  return services.basePath.replace(/:([A-Za-z0-9_]+)/g, (whole, name: string) => {
+    const value = params[name]
+    return value === undefined ? whole : encodeURIComponent(value)
+  })
 }
