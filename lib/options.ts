@@ -5,15 +5,18 @@ import { TusErrors } from './errors.js'
 import { DEFAULT_DRAFT_VERSIONS, DRAFT_VERSIONS } from './ietf/versions.js'
 import type { UploadLocker } from './lockers/lock.js'
 import type { DataStore } from './store/types.js'
-import type { GenerateUrl, OnUploadComplete, OnUploadCreate, OnUploadExpire, OnUploadProgress, OnUploadTerminate, TusAuthHook } from './types.js'
+import type { GenerateUrl, MaxSizeOf, OnUploadComplete, OnUploadCreate, OnUploadExpire, OnUploadProgress, OnUploadTerminate, TusAuthHook } from './types.js'
 
 export interface TusPluginOptions {
   /** Path the tus routes live under. Default `/files`. */
   prefix?: string
   /** Directory for the default file store; created if missing. Default `<os tmpdir>/fastify-tus`. */
   dir?: string
-  /** Largest upload accepted, in bytes; announced as Tus-Max-Size. Default 128849018880 (120 GiB). */
-  maxSize?: number
+  /**
+   * Largest upload accepted, in bytes; announced as Tus-Max-Size. Default 128849018880 (120 GiB). A function of the
+   * request gives each request its own (see MaxSizeOf).
+   */
+  maxSize?: number | MaxSizeOf
   /** Uploads expire this many days after their last write (fractions allowed). Default 5; `Infinity` never. */
   daysToKeep?: number
   auth?: TusAuthHook
@@ -73,7 +76,8 @@ export function resolveOptions (options: TusPluginOptions): ResolvedOptions {
   return {
     prefix: prefix === '/' ? '' : prefix.replace(/\/$/, ''),
     dir: resolve(dir),
-    maxSize: positiveInteger('maxSize', options.maxSize ?? DEFAULT_MAX_SIZE),
+    maxSize: typeof options.maxSize === 'function' ? DEFAULT_MAX_SIZE : positiveInteger('maxSize', options.maxSize ?? DEFAULT_MAX_SIZE),
+    maxSizeOf: typeof options.maxSize === 'function' ? options.maxSize : undefined,
     daysToKeep: positiveNumber('daysToKeep', options.daysToKeep ?? 5),
     auth: optionalFunction('auth', options.auth),
     onUploadCreate: optionalFunction('onUploadCreate', options.onUploadCreate),

@@ -88,3 +88,9 @@ export interface UploadUrlParts {
  * upload must still be reachable at `<path>/<id>` through the tus routes (a proxy may rewrite to it). Synchronous.
  */
 export type GenerateUrl = (request: FastifyRequest, parts: UploadUrlParts) => string
+
+/**
+ * `maxSize` as a function of the request (a quota per user or plan): the largest upload this request may create
+ * or grow, in bytes, announced in its own OPTIONS answer. Throw a 4xx error to refuse the request.
+ */
+export type MaxSizeOf = (request: FastifyRequest) => Awaitable<number>

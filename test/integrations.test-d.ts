@@ -4,7 +4,7 @@ import { createWriteStream } from 'node:fs'
 import { pipeline } from 'node:stream/promises'
 import Fastify, { type FastifyRequest } from 'fastify'
 import { Registry, collectDefaultMetrics } from 'prom-client'
-import tus, { type GenerateUrl, type UploadUrlParts, type OnUploadExpire, type TusMetrics, type TusRequestUpload, type UploadInfo } from '../lib/index.js'
+import tus, { type GenerateUrl, type MaxSizeOf, type UploadUrlParts, type OnUploadExpire, type TusMetrics, type TusRequestUpload, type UploadInfo } from '../lib/index.js'
 import { tusCollector, type TusCollectorOptions } from '../lib/observe/prom-client.js'
 import { tusdHttpHooks, type TusdHookResponse } from '../lib/cli-hooks.js'
 
@@ -89,3 +89,10 @@ const generate: GenerateUrl = (_request, { id }) => `/files/${id}`
 // @ts-expect-error generateUrl is synchronous
 const asyncGenerate: GenerateUrl = async () => '/files/a'
 void [parts, generate, asyncGenerate]
+
+// maxSize as a function of the request (README: Options)
+await app.register(tus, { maxSize: async (request) => request.headers['x-plan'] === 'pro' ? 10 * 1024 ** 3 : 1024 ** 3 })
+const perRequest: MaxSizeOf = () => 1
+// @ts-expect-error a number of bytes
+const wrongPerRequest: MaxSizeOf = () => '1G'
+void [perRequest, wrongPerRequest]

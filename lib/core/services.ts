@@ -4,7 +4,7 @@ import type { SharedReads } from '../lockers/shared-reads.js'
 import type { TusEvents } from '../observe/events.js'
 import type { TusMetrics } from '../observe/metrics.js'
 import type { DataStore } from '../store/types.js'
-import type { GenerateUrl, OnUploadComplete, OnUploadCreate, OnUploadExpire, OnUploadProgress, OnUploadTerminate, TusAuthHook } from '../types.js'
+import type { GenerateUrl, MaxSizeOf, OnUploadComplete, OnUploadCreate, OnUploadExpire, OnUploadProgress, OnUploadTerminate, TusAuthHook } from '../types.js'
 import type { PendingFinals } from './pending-finals.js'
 import type { InFlightWrites } from './in-flight.js'
 
@@ -12,7 +12,9 @@ import type { InFlightWrites } from './in-flight.js'
 export interface ResolvedOptions {
   prefix: string
   dir: string
+  /** The largest upload; when `maxSizeOf` is set, what the http layer resolved for the request at hand. */
   maxSize: number
+  maxSizeOf?: MaxSizeOf | undefined
   daysToKeep: number
   auth: TusAuthHook | undefined
   onUploadCreate: OnUploadCreate | undefined

@@ -10,6 +10,7 @@ import {
 import { sendDraftError } from '../ietf/reply.js'
 import type { DraftVersion } from '../ietf/versions.js'
 import { countRequests } from '../observe/metrics.js'
+import { servicesFor } from './request-options.js'
 import {
   TUS_UPLOAD_HANDLERS, handleDelete, handleGet, handleHead, handleOptions, handlePatch, handlePost, type TusHandler
 } from '../tus/handlers.js'
@@ -75,8 +76,9 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
 
   const route = (handler: TusHandler, draftHandler: DraftHandler) => async (request: FastifyRequest, reply: FastifyReply) => {
     const version = draftVersionOf(services, request)
-    if (version === undefined) await handler(services, request, reply)
-    else await draftHandler(services, version, request, reply)
+    const scoped = await servicesFor(services, request)
+    if (version === undefined) await handler(scoped, request, reply)
+    else await draftHandler(scoped, version, request, reply)
   }
   instance.options('/', route(handleOptions, handleDraftOptions))
   instance.options('/:id', route(handleOptions, handleDraftOptions))

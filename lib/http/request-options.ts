@@ -1,0 +1,25 @@
+import type { FastifyRequest } from 'fastify'
+import type { TusServices } from '../core/services.js'
+import { TusErrors } from '../errors.js'
+
+/**
+ * The services one request works with: the same, but for the options that are functions of the request
+ * (`maxSize`), resolved once before its handler runs, so the core and both protocols read plain numbers.
+ */
+export async function servicesFor (services: TusServices, request: FastifyRequest): Promise<TusServices> {
+  const maxSizeOf = services.options.maxSizeOf
+  if (maxSizeOf === undefined) return services
+  let maxSize: unknown
+  try {
+    maxSize = await maxSizeOf(request)
+  } catch (error) {
+    const status = (error as { statusCode?: unknown } | undefined)?.statusCode
+    if (error instanceof Error && typeof status === 'number' && status >= 400 && status < 500) throw error
+    request.log.error({ err: error }, 'fastify-tus: maxSize failed')
+    throw new TusErrors.HOOK_FAILED('maxSize')
+  }
+  if (typeof maxSize !== 'number' || !Number.isSafeInteger(maxSize) || maxSize <= 0) {
+    throw new TusErrors.HOOK_RESULT_INVALID('maxSize', 'it must return a positive integer')
+  }
+  return { ...services, options: { ...services.options, maxSize } }
+}
