@@ -76,7 +76,7 @@ export type { FileStoreOptions } from './store/file-store.js'
 export type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata } from './store/types.js'
 export type { TusPluginOptions } from './options.js'
 export type {
-  GenerateUrl, MaxSizeOf, OnUploadComplete, OnUploadCreate, OnUploadExpire, OnUploadProgress, OnUploadTerminate, TusAuthHook, TusRequestUpload, UploadCreateChanges, UploadResponse, UploadUrlParts
+  GenerateUrl, GetUploadIdFromRequest, MaxSizeOf, OnUploadComplete, OnUploadCreate, OnUploadExpire, OnUploadProgress, OnUploadTerminate, TusAuthHook, TusRequestUpload, UploadCreateChanges, UploadResponse, UploadUrlParts
 } from './types.js'
 export { TusEvents } from './observe/events.js'
 export type { TusEventMap, TusEventName } from './observe/events.js'

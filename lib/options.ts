@@ -5,7 +5,7 @@ import { TusErrors } from './errors.js'
 import { DEFAULT_DRAFT_VERSIONS, DRAFT_VERSIONS } from './ietf/versions.js'
 import type { UploadLocker } from './lockers/lock.js'
 import type { DataStore } from './store/types.js'
-import type { GenerateUrl, MaxSizeOf, OnUploadComplete, OnUploadCreate, OnUploadExpire, OnUploadProgress, OnUploadTerminate, TusAuthHook } from './types.js'
+import type { GenerateUrl, GetUploadIdFromRequest, MaxSizeOf, OnUploadComplete, OnUploadCreate, OnUploadExpire, OnUploadProgress, OnUploadTerminate, TusAuthHook } from './types.js'
 
 export interface TusPluginOptions {
   /** Path the tus routes live under. Default `/files`. */
@@ -37,6 +37,8 @@ export interface TusPluginOptions {
   relativeLocation?: boolean
   /** Builds the Location of a new upload instead (see GenerateUrl). */
   generateUrl?: GenerateUrl
+  /** Reads the upload id from an upload URL's last path segment instead (see GetUploadIdFromRequest). */
+  getUploadIdFromRequest?: GetUploadIdFromRequest
   /** Longest Upload-Metadata header accepted, in bytes. Default 4096. */
   maxMetadataSize?: number
   /** How long a request waits for another request on the same upload to finish, in ms. Default 3000. */
@@ -87,6 +89,7 @@ export function resolveOptions (options: TusPluginOptions): ResolvedOptions {
     onUploadTerminate: optionalFunction('onUploadTerminate', options.onUploadTerminate),
     onUploadExpire: optionalFunction('onUploadExpire', options.onUploadExpire),
     generateUrl: optionalFunction('generateUrl', options.generateUrl),
+    getUploadIdFromRequest: optionalFunction('getUploadIdFromRequest', options.getUploadIdFromRequest),
     metricsPath: optionalPath('metricsPath', options.metricsPath),
     respectForwardedHeaders: boolean('respectForwardedHeaders', options.respectForwardedHeaders ?? true),
     relativeLocation: boolean('relativeLocation', options.relativeLocation ?? false),

@@ -94,3 +94,9 @@ export type GenerateUrl = (request: FastifyRequest, parts: UploadUrlParts) => st
  * or grow, in bytes, announced in its own OPTIONS answer. Throw a 4xx error to refuse the request.
  */
 export type MaxSizeOf = (request: FastifyRequest) => Awaitable<number>
+
+/**
+ * The upload id in an upload URL's last path segment, the reverse of `generateUrl` (@tus/server's
+ * `getFileIdFromRequest`): e.g. decode an id that `generateUrl` encoded. Undefined: no upload (404).
+ */
+export type GetUploadIdFromRequest = (request: FastifyRequest, lastPath: string) => string | undefined

@@ -4,7 +4,7 @@ import { createWriteStream } from 'node:fs'
 import { pipeline } from 'node:stream/promises'
 import Fastify, { type FastifyRequest } from 'fastify'
 import { Registry, collectDefaultMetrics } from 'prom-client'
-import tus, { type GenerateUrl, type MaxSizeOf, type UploadUrlParts, type OnUploadExpire, type TusMetrics, type TusRequestUpload, type UploadInfo } from '../lib/index.js'
+import tus, { type GenerateUrl, type GetUploadIdFromRequest, type MaxSizeOf, type UploadUrlParts, type OnUploadExpire, type TusMetrics, type TusRequestUpload, type UploadInfo } from '../lib/index.js'
 import { tusCollector, type TusCollectorOptions } from '../lib/observe/prom-client.js'
 import { tusdHttpHooks, type TusdHookResponse } from '../lib/cli-hooks.js'
 
@@ -96,3 +96,10 @@ const perRequest: MaxSizeOf = () => 1
 // @ts-expect-error a number of bytes
 const wrongPerRequest: MaxSizeOf = () => '1G'
 void [perRequest, wrongPerRequest]
+await app.register(tus, {
+  generateUrl: (_request, { path, id }) => `${path}/${Buffer.from(id).toString('base64url')}.up`,
+  getUploadIdFromRequest: (_request, lastPath) =>
+    lastPath.endsWith('.up') ? Buffer.from(lastPath.slice(0, -3), 'base64url').toString() : undefined
+})
+const readId: GetUploadIdFromRequest = (_request, lastPath) => lastPath
+void readId

@@ -70,6 +70,51 @@ for (const dialect of DIALECTS) {
   })
 }
 
+const encode = (id: string): string => `${Buffer.from(id).toString('base64url')}.up`
+const decode = (segment: string): string | undefined => segment.endsWith('.up') ? Buffer.from(segment.slice(0, -3), 'base64url').toString() : undefined
+
+for (const dialect of DIALECTS) {
+  t.test(`${dialect.name}: generateUrl and getUploadIdFromRequest make a URL scheme of their own`, async (t) => {
+    const server = await startServer(t, {
+      relativeLocation: true,
+      generateUrl: (_request, { path, id }) => `${path}/${encode(id)}`,
+      getUploadIdFromRequest: (_request, lastPath) => decode(lastPath)
+    })
+    const created = await send(server.endpoint, 'POST', dialect.create)
+    t.equal(created.status, 201)
+    const location = String(created.headers.location)
+    const [, encoded = ''] = /^\/files\/([A-Za-z0-9_-]+\.up)$/.exec(location) ?? []
+    const id = decode(encoded) ?? ''
+    t.ok(await server.app.tus.store.getInfo(id), 'the decoded segment is the stored upload\'s id')
+    const appended = await send(`${server.origin}${location}`, 'PATCH', dialect.append, 'abc')
+    t.equal(appended.status, 204, 'the generated URL routes back')
+    t.equal(appended.headers['upload-offset'], '3')
+    t.equal((await send(`${server.origin}${location}`, 'GET', {})).body, 'abc')
+    t.equal((await send(`${server.origin}/files/${id}`, 'GET', {})).status, 404, 'the bare id is no URL of this scheme')
+    const protocol: Record<string, string> = dialect.name.startsWith('tus') ? { 'Tus-Resumable': '1.0.0' } : { 'Upload-Draft-Interop-Version': '6' }
+    const overridden = await send(`${server.origin}${location}`, 'POST', { ...protocol, 'X-HTTP-Method-Override': 'DELETE' })
+    t.equal(overridden.status, 204, 'X-HTTP-Method-Override reads the id the same way')
+  })
+}
+
+t.test('tus concatenation with getUploadIdFromRequest: partials named by their generated URLs', async (t) => {
+  const server = await startServer(t, {
+    generateUrl: ({ protocol }, { host, path, id }) => `${protocol}://${host ?? ''}${path}/${encode(id)}`,
+    getUploadIdFromRequest: (_request, lastPath) => decode(lastPath)
+  })
+  const partial = async (body: string): Promise<string> => {
+    const created = await send(server.endpoint, 'POST', {
+      'Tus-Resumable': '1.0.0', 'Upload-Concat': 'partial', 'Upload-Length': String(body.length), 'Content-Type': 'application/offset+octet-stream'
+    }, body)
+    return String(created.headers.location)
+  }
+  const parts = [await partial('ab'), await partial('cd')]
+  t.match(parts[0], /\.up$/)
+  const final = await send(server.endpoint, 'POST', { 'Tus-Resumable': '1.0.0', 'Upload-Concat': `final;${parts.join(' ')}` })
+  t.equal(final.status, 201)
+  t.equal((await send(String(final.headers.location), 'GET', {})).body, 'abcd')
+})
+
 t.test('tus concatenation under a parametric prefix: the final names its partials by their resolved URLs', async (t) => {
   const server = await startServer(t, { prefix: '/product/:pid/images' })
   const endpoint = `${server.origin}/product/7/images`

@@ -4,7 +4,7 @@ import type { SharedReads } from '../lockers/shared-reads.js'
 import type { TusEvents } from '../observe/events.js'
 import type { TusMetrics } from '../observe/metrics.js'
 import type { DataStore } from '../store/types.js'
-import type { GenerateUrl, MaxSizeOf, OnUploadComplete, OnUploadCreate, OnUploadExpire, OnUploadProgress, OnUploadTerminate, TusAuthHook } from '../types.js'
+import type { GenerateUrl, GetUploadIdFromRequest, MaxSizeOf, OnUploadComplete, OnUploadCreate, OnUploadExpire, OnUploadProgress, OnUploadTerminate, TusAuthHook } from '../types.js'
 import type { PendingFinals } from './pending-finals.js'
 import type { InFlightWrites } from './in-flight.js'
 
@@ -24,6 +24,7 @@ export interface ResolvedOptions {
   onUploadTerminate: OnUploadTerminate | undefined
   onUploadExpire?: OnUploadExpire | undefined
   generateUrl?: GenerateUrl | undefined
+  getUploadIdFromRequest?: GetUploadIdFromRequest | undefined
   metricsPath: string | undefined
   respectForwardedHeaders: boolean
   relativeLocation: boolean

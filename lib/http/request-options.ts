@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify'
 import type { TusServices } from '../core/services.js'
 import { TusErrors } from '../errors.js'
+import { idFromSegment } from '../wire/location.js'
 
 /**
  * The services one request works with: the same, but for the options that are functions of the request
@@ -22,4 +23,11 @@ export async function servicesFor (services: TusServices, request: FastifyReques
     throw new TusErrors.HOOK_RESULT_INVALID('maxSize', 'it must return a positive integer')
   }
   return { ...services, options: { ...services.options, maxSize } }
+}
+
+/** With `getUploadIdFromRequest`: the route's `id` parameter becomes the upload id it reads from the segment. */
+export function resolveUploadId (services: TusServices, request: FastifyRequest): void {
+  if (services.options.getUploadIdFromRequest === undefined) return
+  const params = request.params as { id?: string } | undefined
+  if (params?.id !== undefined) params.id = idFromSegment(services, request, params.id)
 }

@@ -10,7 +10,7 @@ import {
 import { sendDraftError } from '../ietf/reply.js'
 import type { DraftVersion } from '../ietf/versions.js'
 import { countRequests } from '../observe/metrics.js'
-import { servicesFor } from './request-options.js'
+import { resolveUploadId, servicesFor } from './request-options.js'
 import {
   TUS_UPLOAD_HANDLERS, handleDelete, handleGet, handleHead, handleOptions, handlePatch, handlePost, type TusHandler
 } from '../tus/handlers.js'
@@ -77,6 +77,7 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
   const route = (handler: TusHandler, draftHandler: DraftHandler) => async (request: FastifyRequest, reply: FastifyReply) => {
     const version = draftVersionOf(services, request)
     const scoped = await servicesFor(services, request)
+    resolveUploadId(services, request)
     if (version === undefined) await handler(scoped, request, reply)
     else await draftHandler(scoped, version, request, reply)
   }

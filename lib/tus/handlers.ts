@@ -9,7 +9,7 @@ import { isValidUploadId } from '../ids.js'
 import { parseMetadata, serializeMetadata } from '../metadata.js'
 import type { UploadConcat, UploadInfo } from '../store/types.js'
 import { sendDownload } from '../wire/download.js'
-import { collectionPath, uploadIdOf, uploadLocation } from '../wire/location.js'
+import { collectionPath, idFromSegment, uploadIdOf, uploadLocation } from '../wire/location.js'
 import { sendUploadResponse } from '../wire/response.js'
 import { EXTENSIONS, OCTET_STREAM, TUS_VERSION } from './headers.js'
 
@@ -133,7 +133,7 @@ export function parseConcat (services: TusServices, request: FastifyRequest): Up
     } catch {
       throw new TusErrors.INVALID_CONCAT(`"${reference.slice(0, 200)}" is not a URL`)
     }
-    const id = path.startsWith(`${basePath}/`) ? path.slice(basePath.length + 1) : ''
+    const id = path.startsWith(`${basePath}/`) ? idFromSegment(services, request, path.slice(basePath.length + 1)) : ''
     if (!isValidUploadId(id)) throw new TusErrors.INVALID_CONCAT(`"${reference.slice(0, 200)}" is not an upload of this endpoint`)
     return id
   })

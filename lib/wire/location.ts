@@ -71,3 +71,17 @@ export function collectionPath (services: TusServices, request: FastifyRequest):
     return value === undefined ? whole : encodeURIComponent(value)
   })
 }
+
+/** The id in an upload URL's last segment: itself, or what `getUploadIdFromRequest` reads from it ('' when nothing). */
+export function idFromSegment (services: TusServices, request: FastifyRequest, segment: string): string {
+  const read = services.options.getUploadIdFromRequest
+  if (read === undefined) return segment
+  let id: unknown
+  try {
+    id = read(request, segment)
+  } catch (error) {
+    request.log.error({ err: error }, 'fastify-tus: getUploadIdFromRequest failed')
+    throw new TusErrors.HOOK_FAILED('getUploadIdFromRequest')
+  }
+  return typeof id === 'string' ? id : ''
+}
