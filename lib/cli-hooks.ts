@@ -76,6 +76,11 @@ export interface TusdHooksConfig {
   timeoutMs?: number
   /** The file store's directory, to tell receivers `Storage.Path` and `Storage.InfoPath`. */
   dir?: string
+  /**
+   * Headers of the client's request also set on each hook request (tusd's `-hooks-http-forward-headers`), e.g.
+   * `Authorization` or `Cookie` for a receiver behind an authenticating proxy.
+   */
+  forwardHeaders?: readonly string[]
 }
 
 const MAX_RESPONSE = 64 * 1024
@@ -133,9 +138,14 @@ export function tusdHttpHooks (config: TusdHooksConfig): {
 
   const send = async (type: TusdHookName, event: TusdHookRequest['Event']): Promise<TusdHookResponse> => {
     const body: TusdHookRequest = { Type: type, Event: event }
+    const headers = new Headers()
+    for (const name of config.forwardHeaders ?? []) {
+      for (const value of event.HTTPRequest.Header[canonical(name)] ?? []) headers.append(name, value)
+    }
+    headers.set('Content-Type', 'application/json')
     const response = await fetch(url, {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
+      headers,
       body: JSON.stringify(body),
       signal: AbortSignal.timeout(timeoutMs)
     })

@@ -42,6 +42,9 @@ Options:
   --relative-location       answer creation with a path-only Location (/files/<id>)
   --hooks-http <url>        send tusd's hooks (JSON POSTs, tusd's hook request and response) to this
                             http(s) URL, so a receiver written for tusd works unchanged (default: off)
+  --hooks-http-forward-headers <names>
+                            client request headers also set on each hook request, comma-separated,
+                            e.g. Authorization,Cookie (default: none)
   --hooks-enabled-events <names>
                             the hooks sent, comma-separated: pre-create, post-create, post-receive,
                             pre-finish, post-finish, pre-terminate, post-terminate (default: tusd's,
@@ -83,6 +86,7 @@ interface CliOptions {
   relativeLocation: boolean
   hooksHttp: string | undefined
   hooksEvents: TusdHookName[] | undefined
+  hooksForwardHeaders: string[]
   healthPath: string | undefined
   fsync: boolean
   logLevel: LogLevel
@@ -105,6 +109,7 @@ const CLI_OPTIONS = {
   'relative-location': { type: 'boolean' },
   'hooks-http': { type: 'string' },
   'hooks-enabled-events': { type: 'string' },
+  'hooks-http-forward-headers': { type: 'string' },
   'health-path': { type: 'string' },
   'no-fsync': { type: 'boolean' },
   'log-level': { type: 'string' },
@@ -146,6 +151,7 @@ function parseCli (argv: string[]): Parsed {
       metricsPath: values['metrics-path'] === undefined ? undefined : parsePath('--metrics-path', values['metrics-path']),
       relativeLocation: values['relative-location'] === true,
       hooksHttp: values['hooks-http'] === undefined ? undefined : parseHookUrl(values['hooks-http']),
+      hooksForwardHeaders: (values['hooks-http-forward-headers'] ?? '').split(',').map((name) => name.trim()).filter((name) => name !== ''),
       healthPath: values['health-path'] === undefined ? undefined : parsePath('--health-path', values['health-path']),
       hooksEvents: values['hooks-enabled-events'] === undefined ? undefined : usage(() => parseHookEvents(values['hooks-enabled-events'] ?? '')),
       fsync: values['no-fsync'] !== true,
@@ -234,7 +240,12 @@ async function serve (options: CliOptions): Promise<void> {
   const app = Fastify({ logger: { level: options.logLevel } })
   const hooks = options.hooksHttp === undefined
     ? undefined
-    : tusdHttpHooks({ url: options.hooksHttp, dir: options.dir, ...(options.hooksEvents === undefined ? {} : { events: options.hooksEvents }) })
+    : tusdHttpHooks({
+      url: options.hooksHttp,
+      dir: options.dir,
+      forwardHeaders: options.hooksForwardHeaders,
+      ...(options.hooksEvents === undefined ? {} : { events: options.hooksEvents })
+    })
   if (options.corsOrigins.length > 0) app.addHook('onRequest', corsHook(options.corsOrigins))
   // eslint-disable-next-line prefer-const -- set once the server runs; onClose, registered first, reads it
   let sweepTimer: NodeJS.Timeout | undefined

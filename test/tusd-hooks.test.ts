@@ -32,9 +32,12 @@ async function send (url: string, method: string, headers: Record<string, string
 async function receiver (t: { teardown: (fn: () => unknown) => void }, tag: string): Promise<{
   url: string
   received: TusdHookRequest[]
+  /** The Authorization header of each hook request. */
+  forwarded: Array<string | undefined>
   waitFor: (type: string, id: string) => Promise<TusdHookRequest>
 }> {
   const received: TusdHookRequest[] = []
+  const forwarded: Array<string | undefined> = []
   const waiters: Array<{ type: string, id: string, resolve: (hook: TusdHookRequest) => void }> = []
   const answer = (hook: TusdHookRequest): TusdHookResponse => {
     const { Upload } = hook.Event
@@ -60,6 +63,7 @@ async function receiver (t: { teardown: (fn: () => unknown) => void }, tag: stri
     request.on('data', (chunk: Buffer) => chunks.push(chunk))
     request.on('end', () => {
       const hook = JSON.parse(Buffer.concat(chunks).toString()) as TusdHookRequest
+      forwarded.push(request.headers.authorization)
       response.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(answer(hook)), () => {
         received.push(hook)
         for (const waiter of waiters.filter((w) => w.type === hook.Type && w.id === hook.Event.Upload.ID)) {
@@ -75,6 +79,7 @@ async function receiver (t: { teardown: (fn: () => unknown) => void }, tag: stri
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks`,
     received,
+    forwarded,
     waitFor: async (type, id) => {
       const seen = received.find((hook) => hook.Type === type && hook.Event.Upload.ID === id)
       if (seen !== undefined) return seen
@@ -207,11 +212,15 @@ t.test('the CLI: --hooks-http refuses and renames creations through the receiver
   const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-hooks-'))
   t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
   const cli = startProcess(t, process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'lib', 'cli.ts'),
-    '--dir', dir, '--port', '0', '--log-level', 'silent', '--hooks-http', hooksReceiver.url, '--hooks-enabled-events', 'pre-create,post-create'])
+    '--dir', dir, '--port', '0', '--log-level', 'silent', '--hooks-http', hooksReceiver.url, '--hooks-enabled-events', 'pre-create,post-create',
+    '--hooks-http-forward-headers', 'Authorization'])
   const [, endpoint = ''] = await waitForOutput(cli, /tus endpoint at (http:\/\/127\.0\.0\.1:\d+\/files\/)/)
-  const refused = await send(endpoint, 'POST', { 'Tus-Resumable': '1.0.0', 'Upload-Length': '3', 'Upload-Metadata': `filename ${b64('setup.exe')}` })
+  const refused = await send(endpoint, 'POST', {
+    'Tus-Resumable': '1.0.0', 'Upload-Length': '3', 'Upload-Metadata': `filename ${b64('setup.exe')}`, Authorization: 'Bearer alice'
+  })
   t.equal(refused.status, 403)
   t.equal(refused.headers['x-hook'], 'refused')
+  t.same(hooksReceiver.forwarded, ['Bearer alice'], 'the client\'s Authorization forwarded to the receiver')
   const renamed = await send(endpoint, 'POST', { 'Tus-Resumable': '1.0.0', 'Upload-Length': '3', 'Upload-Metadata': `filename ${b64('draft.txt')}` })
   t.equal(renamed.status, 201)
   t.match(String(renamed.headers.location), /\/files\/renamed-cli$/)
