@@ -81,6 +81,10 @@ export interface TusdHooksConfig {
    * `Authorization` or `Cookie` for a receiver behind an authenticating proxy.
    */
   forwardHeaders?: readonly string[]
+  /** How often a hook request is retried after a network error or a 5xx answer. Default 3 (tusd's). */
+  retries?: number
+  /** The wait between two tries, in ms. Default 1000 (tusd's). */
+  backoffMs?: number
 }
 
 const MAX_RESPONSE = 64 * 1024
@@ -112,6 +116,10 @@ export function tusdHttpHooks (config: TusdHooksConfig): {
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`the hook URL must start with http:// or https:// (got "${config.url}")`)
   const enabled = new Set(config.events ?? DEFAULT_TUSD_HOOKS)
   const timeoutMs = config.timeoutMs ?? 15_000
+  const retries = config.retries ?? 3
+  const backoffMs = config.backoffMs ?? 1000
+  if (!Number.isSafeInteger(retries) || retries < 0) throw new TypeError(`retries must be a non-negative integer (got ${retries})`)
+  if (!Number.isSafeInteger(backoffMs) || backoffMs < 0) throw new TypeError(`backoffMs must be a non-negative integer (got ${backoffMs})`)
   /** Uploads a post-receive answer stopped: every later progress report of theirs is refused. */
   const stopped = new Map<string, TusdHookResponse['HTTPResponse']>()
   const pending = new Set<Promise<void>>()
@@ -143,13 +151,18 @@ export function tusdHttpHooks (config: TusdHooksConfig): {
       for (const value of event.HTTPRequest.Header[canonical(name)] ?? []) headers.append(name, value)
     }
     headers.set('Content-Type', 'application/json')
-    const response = await fetch(url, {
-      method: 'POST',
-      headers,
-      body: JSON.stringify(body),
-      signal: AbortSignal.timeout(timeoutMs)
-    })
-    const text = await response.text()
+    let response: Response
+    let text: string
+    for (let attempt = 0; ; attempt++) {
+      try {
+        response = await fetch(url, { method: 'POST', headers, body: JSON.stringify(body), signal: AbortSignal.timeout(timeoutMs) })
+        text = await response.text()
+        if (response.status < 500 || attempt >= retries) break
+      } catch (error) {
+        if (attempt >= retries) throw error
+      }
+      await new Promise((resolve) => { setTimeout(resolve, backoffMs) })
+    }
     if (response.status < 200 || response.status > 299) throw new Error(`the ${type} hook answered ${response.status}`)
     if (text.length > MAX_RESPONSE) throw new Error(`the ${type} hook answered more than ${MAX_RESPONSE} bytes`)
     if (text.trim() === '') return {}

@@ -45,6 +45,8 @@ Options:
   --hooks-http-forward-headers <names>
                             client request headers also set on each hook request, comma-separated,
                             e.g. Authorization,Cookie (default: none)
+  --hooks-http-retry <n>    retries of a hook request after a network error or a 5xx answer (default: 3)
+  --hooks-http-backoff <s>  seconds between two tries of a hook request (default: 1)
   --hooks-enabled-events <names>
                             the hooks sent, comma-separated: pre-create, post-create, post-receive,
                             pre-finish, post-finish, pre-terminate, post-terminate (default: tusd's,
@@ -87,6 +89,8 @@ interface CliOptions {
   hooksHttp: string | undefined
   hooksEvents: TusdHookName[] | undefined
   hooksForwardHeaders: string[]
+  hooksRetry: number
+  hooksBackoffSeconds: number
   healthPath: string | undefined
   fsync: boolean
   logLevel: LogLevel
@@ -110,6 +114,8 @@ const CLI_OPTIONS = {
   'hooks-http': { type: 'string' },
   'hooks-enabled-events': { type: 'string' },
   'hooks-http-forward-headers': { type: 'string' },
+  'hooks-http-retry': { type: 'string' },
+  'hooks-http-backoff': { type: 'string' },
   'health-path': { type: 'string' },
   'no-fsync': { type: 'boolean' },
   'log-level': { type: 'string' },
@@ -152,12 +158,20 @@ function parseCli (argv: string[]): Parsed {
       relativeLocation: values['relative-location'] === true,
       hooksHttp: values['hooks-http'] === undefined ? undefined : parseHookUrl(values['hooks-http']),
       hooksForwardHeaders: (values['hooks-http-forward-headers'] ?? '').split(',').map((name) => name.trim()).filter((name) => name !== ''),
+      hooksRetry: parseCount('--hooks-http-retry', values['hooks-http-retry'] ?? '3'),
+      hooksBackoffSeconds: parseCount('--hooks-http-backoff', values['hooks-http-backoff'] ?? '1'),
       healthPath: values['health-path'] === undefined ? undefined : parsePath('--health-path', values['health-path']),
       hooksEvents: values['hooks-enabled-events'] === undefined ? undefined : usage(() => parseHookEvents(values['hooks-enabled-events'] ?? '')),
       fsync: values['no-fsync'] !== true,
       logLevel: logLevel as LogLevel
     }
   }
+}
+
+function parseCount (flag: string, value: string): number {
+  const count = /^\d{1,6}$/.test(value) ? Number(value) : NaN
+  if (!Number.isSafeInteger(count)) throw new UsageError(`${flag} must be a whole number from 0 to 999999 (got "${value}")`)
+  return count
 }
 
 function parseHookUrl (value: string): string {
@@ -244,6 +258,8 @@ async function serve (options: CliOptions): Promise<void> {
       url: options.hooksHttp,
       dir: options.dir,
       forwardHeaders: options.hooksForwardHeaders,
+      retries: options.hooksRetry,
+      backoffMs: options.hooksBackoffSeconds * 1000,
       ...(options.hooksEvents === undefined ? {} : { events: options.hooksEvents })
     })
   if (options.corsOrigins.length > 0) app.addHook('onRequest', corsHook(options.corsOrigins))

@@ -190,12 +190,16 @@ for (const dialect of DIALECTS) {
 }
 
 t.test('a receiver that fails makes a blocking hook answer 500; a non-blocking one is only logged', async (t) => {
-  const failing = createServer((_request, response) => { response.writeHead(503).end('down') })
+  let tries = 0
+  const failing = createServer((_request, response) => {
+    tries++
+    response.writeHead(503).end('down')
+  })
   failing.listen(0, '127.0.0.1')
   await once(failing, 'listening')
   t.teardown(() => { failing.close() })
   const logs: string[] = []
-  const hooks = tusdHttpHooks({ url: `http://127.0.0.1:${(failing.address() as AddressInfo).port}/`, events: ['pre-create', 'post-terminate'] })
+  const hooks = tusdHttpHooks({ url: `http://127.0.0.1:${(failing.address() as AddressInfo).port}/`, events: ['pre-create', 'post-terminate'], retries: 2, backoffMs: 0 })
   const server = await startServer(t, {}, async (app, dir) => {
     await app.register(tusPlugin, hooks.options({ dir }))
     hooks.attach(app.tus, app.log)
@@ -204,7 +208,32 @@ t.test('a receiver that fails makes a blocking hook answer 500; a non-blocking o
   t.equal(refused.status, 500)
   t.equal(refused.body, 'onUploadCreate failed')
   t.ok(logs.some((line) => line.includes('the pre-create hook answered 503')))
+  t.equal(tries, 3, 'tried once and retried twice')
   t.throws(() => tusdHttpHooks({ url: 'ftp://127.0.0.1/' }), /http:\/\/ or https:\/\//)
+  t.throws(() => tusdHttpHooks({ url: 'http://127.0.0.1/', retries: -1 }), /retries must be a non-negative integer/)
+})
+
+t.test('a receiver that recovers within the retries answers the hook', async (t) => {
+  let tries = 0
+  const flaky = createServer((_request, response) => {
+    tries++
+    if (tries < 3) {
+      response.writeHead(500).end('busy')
+      return
+    }
+    response.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ RejectUpload: true, HTTPResponse: { StatusCode: 429, Body: 'slow down' } }))
+  })
+  flaky.listen(0, '127.0.0.1')
+  await once(flaky, 'listening')
+  t.teardown(() => { flaky.close() })
+  const hooks = tusdHttpHooks({ url: `http://127.0.0.1:${(flaky.address() as AddressInfo).port}/`, events: ['pre-create'], backoffMs: 0 })
+  const server = await startServer(t, {}, async (app, dir) => {
+    await app.register(tusPlugin, hooks.options({ dir }))
+  })
+  const refused = await send(server.endpoint, 'POST', { 'Tus-Resumable': '1.0.0', 'Upload-Length': '1' })
+  t.equal(refused.status, 429)
+  t.equal(refused.body, 'slow down')
+  t.equal(tries, 3, 'two 500s retried (3 retries by default)')
 })
 
 t.test('the CLI: --hooks-http refuses and renames creations through the receiver', async (t) => {
@@ -233,7 +262,9 @@ t.test('the CLI refuses a bad hook URL or hook name with exit code 2', async (t)
   const cliPath = join(import.meta.dirname, '..', 'lib', 'cli.ts')
   for (const [args, message] of [
     [['--hooks-http', 'localhost:8081'], /--hooks-http must be an http:\/\/ or https:\/\/ URL/],
-    [['--hooks-enabled-events', 'pre-create,pre-upload'], /"pre-upload" is not a hook/]
+    [['--hooks-enabled-events', 'pre-create,pre-upload'], /"pre-upload" is not a hook/],
+    [['--hooks-http-retry', '-1'], /--hooks-http-retry must be a whole number/],
+    [['--hooks-http-backoff', '1.5'], /--hooks-http-backoff must be a whole number/]
   ] as const) {
     const running = startProcess(t, process.execPath, ['--import', 'tsx', cliPath, ...args])
     const exit = await running.exited
