@@ -263,7 +263,7 @@ t.test('the CLI refuses a bad hook URL or hook name with exit code 2', async (t)
   for (const [args, message] of [
     [['--hooks-http', 'localhost:8081'], /--hooks-http must be an http:\/\/ or https:\/\/ URL/],
     [['--hooks-enabled-events', 'pre-create,pre-upload'], /"pre-upload" is not a hook/],
-    [['--hooks-http-retry', '-1'], /--hooks-http-retry must be a whole number/],
+    [['--hooks-http-retry', 'many'], /--hooks-http-retry must be a whole number/],
     [['--hooks-http-backoff', '1.5'], /--hooks-http-backoff must be a whole number/]
   ] as const) {
     const running = startProcess(t, process.execPath, ['--import', 'tsx', cliPath, ...args])
