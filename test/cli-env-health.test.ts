@@ -1,10 +1,12 @@
 // The CLI's --health-path (200 only while the upload directory takes a write) and every flag as a FASTIFY_TUS_*
 // environment variable, a flag on the command line winning over its variable.
 import t from 'tap'
-import { mkdir, mkdtemp, rename, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, rename, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import Fastify from 'fastify'
 import { envArguments, envName } from '../lib/cli-env.js'
+import { healthRoute } from '../lib/cli-health.js'
 import { rawRequest, tusRequest } from './helpers.js'
 import { startProcess, waitForOutput } from './process.js'
 
@@ -76,4 +78,22 @@ t.test('envArguments: names, booleans, lists, and flags that win', async (t) => 
     ['--max-size=10G', '--no-fsync', '--cors-origin=a', '--cors-origin=b'])
   t.same(envArguments(options, { FASTIFY_TUS_NO_FSYNC: 'false', FASTIFY_TUS_CORS_ORIGIN: 'a' }, ['--cors-origin', 'c']), [], 'false, and a flag given')
   t.same(envArguments(options, { FASTIFY_TUS_MAX_SIZE: '1K' }, ['--max-size=2K']), [])
+})
+
+t.test('healthRoute in-process: 200 while the directory takes a write, 503 once it is gone', async (t) => {
+  const root = await tempDir(t)
+  const dir = join(root, 'store')
+  await mkdir(dir)
+  const app = Fastify()
+  healthRoute(app, '/health', dir)
+  t.teardown(async () => { await app.close() })
+  const ok = await app.inject({ method: 'GET', url: '/health' })
+  t.equal(ok.statusCode, 200)
+  t.equal(ok.body, 'ok')
+  t.equal(ok.headers['content-type'], 'text/plain; charset=utf-8')
+  t.same(await readdir(dir), [], 'the probe file is removed')
+  await rm(dir, { recursive: true })
+  const down = await app.inject({ method: 'GET', url: '/health' })
+  t.equal(down.statusCode, 503)
+  t.equal(down.body, 'store not writable')
 })

@@ -272,3 +272,39 @@ t.test('the CLI refuses a bad hook URL or hook name with exit code 2', async (t)
     t.match(running.stderr(), message)
   }
 })
+
+t.test('in-process: forwarded headers, an unreachable receiver for a non-blocking hook, an answer that is no JSON object', async (t) => {
+  const hooksReceiver = await receiver(t, 'fwd')
+  const forwarding = tusdHttpHooks({ url: hooksReceiver.url, events: ['pre-create'], forwardHeaders: ['authorization', 'Cookie'] })
+  const first = await startServer(t, {}, async (app, dir) => { await app.register(tusPlugin, forwarding.options({ dir })) })
+  t.equal((await send(first.endpoint, 'POST', { 'Tus-Resumable': '1.0.0', 'Upload-Length': '1', Authorization: 'Bearer bob' })).status, 201)
+  t.same(hooksReceiver.forwarded, ['Bearer bob'], 'forwarded under the name given')
+
+  // A port nobody listens on: post-create fails after its retries, and only the log says so.
+  const closed = createServer()
+  closed.listen(0, '127.0.0.1')
+  await once(closed, 'listening')
+  const port = (closed.address() as AddressInfo).port
+  closed.close()
+  await once(closed, 'close')
+  const logs: string[] = []
+  const unreachable = tusdHttpHooks({ url: `http://127.0.0.1:${port}/`, events: ['post-create'], retries: 1, backoffMs: 0 })
+  const second = await startServer(t, {}, async (app, dir) => {
+    await app.register(tusPlugin, unreachable.options({ dir }))
+    unreachable.attach(app.tus, app.log)
+  }, { logger: { level: 'error', stream: { write: (line: string) => { logs.push(line) } } } })
+  t.equal((await send(second.endpoint, 'POST', { 'Tus-Resumable': '1.0.0', 'Upload-Length': '1' })).status, 201, 'a non-blocking hook never fails the request')
+  await unreachable.idle()
+  t.ok(logs.some((line) => line.includes('a tusd hook failed') && line.includes('post-create')))
+
+  // A 2xx answer that is a JSON array: the blocking hook fails.
+  const arrays = createServer((_request, response) => { response.writeHead(200, { 'Content-Type': 'application/json' }).end('[1]') })
+  arrays.listen(0, '127.0.0.1')
+  await once(arrays, 'listening')
+  t.teardown(() => { arrays.close() })
+  const odd = tusdHttpHooks({ url: `http://127.0.0.1:${(arrays.address() as AddressInfo).port}/`, events: ['pre-create'] })
+  const third = await startServer(t, {}, async (app, dir) => { await app.register(tusPlugin, odd.options({ dir })) })
+  const refused = await send(third.endpoint, 'POST', { 'Tus-Resumable': '1.0.0', 'Upload-Length': '1' })
+  t.equal(refused.status, 500)
+  t.equal(refused.body, 'onUploadCreate failed')
+})
