@@ -89,3 +89,14 @@ for (const dialect of DIALECTS) {
     t.match(broken.body, 'maxSize failed: it must return a positive integer')
   })
 }
+
+t.test('a maxSize function that crashes is a 500 naming it, its message only logged', async (t) => {
+  const server = await startServer(t, { maxSize: () => { throw new Error('billing database at 10.0.0.7 down') } })
+  const requests: Array<Record<string, string>> = [{ 'Tus-Resumable': '1.0.0', 'Upload-Length': '1' }, { 'Upload-Draft-Interop-Version': '6', 'Upload-Complete': '?0' }]
+  for (const headers of requests) {
+    const answer = await send(server.endpoint, 'POST', headers)
+    t.equal(answer.status, 500)
+    t.match(answer.body, 'maxSize failed')
+    t.notMatch(answer.body, '10.0.0.7')
+  }
+})

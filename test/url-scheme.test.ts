@@ -140,3 +140,15 @@ t.test('generateUrl that throws or returns no URL is a 500 naming it', async (t)
   }
   await t.rejects(startServer(t, { generateUrl: 'https://x' as unknown as () => string }), { code: 'FST_TUS_INVALID_OPTION' })
 })
+
+t.test('getUploadIdFromRequest that throws is a 500 naming it', async (t) => {
+  const server = await startServer(t, { getUploadIdFromRequest: () => { throw new Error('key store down') } })
+  const created = await send(server.endpoint, 'POST', { 'Tus-Resumable': '1.0.0', 'Upload-Length': '1' })
+  t.equal(created.status, 201, 'creation reads no id')
+  const head = await send(new URL(String(created.headers.location), server.origin).href, 'HEAD', { 'Tus-Resumable': '1.0.0' })
+  t.equal(head.status, 500)
+  t.equal(head.body, '')
+  const draftHead = await send(new URL(String(created.headers.location), server.origin).href, 'GET', { 'Upload-Draft-Interop-Version': '6' })
+  t.equal(draftHead.status, 500)
+  t.match(draftHead.body, 'getUploadIdFromRequest failed')
+})
