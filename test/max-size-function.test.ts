@@ -67,7 +67,9 @@ for (const dialect of DIALECTS) {
     t.equal(dialect.limit(await send(server.endpoint, 'OPTIONS', h)), '10', 'announced per request')
     t.equal(dialect.limit(await send(server.endpoint, 'OPTIONS', pro)), '100')
 
-    t.equal((await send(server.endpoint, 'POST', { ...h, ...dialect.create(50) })).status, 413, 'beyond this request\'s limit')
+    const beyond = await send(server.endpoint, 'POST', { ...h, ...dialect.create(50) })
+    t.equal(beyond.status, 413, 'beyond this request\'s limit')
+    if (dialect.name !== 'tus 1.0.0') t.equal(dialect.limit(beyond), '10', 'the draft\'s 413 tells this request\'s limit')
     t.equal((await send(server.endpoint, 'POST', { ...pro, ...dialect.create(50) })).status, 201, 'within the pro limit')
 
     // A length still unknown grows up to the limit of the request that writes.

@@ -7,6 +7,13 @@ import { idFromSegment } from '../wire/location.js'
  * The services one request works with: the same, but for the options that are functions of the request
  * (`maxSize`), resolved once before its handler runs, so the core and both protocols read plain numbers.
  */
+const resolved = new WeakMap<FastifyRequest, TusServices>()
+
+/** What `servicesFor` resolved for this request, for its error answer (a 413 of the draft tells the limit). */
+export function servicesOf (services: TusServices, request: FastifyRequest): TusServices {
+  return resolved.get(request) ?? services
+}
+
 export async function servicesFor (services: TusServices, request: FastifyRequest): Promise<TusServices> {
   const maxSizeOf = services.options.maxSizeOf
   if (maxSizeOf === undefined) return services
@@ -22,7 +29,9 @@ export async function servicesFor (services: TusServices, request: FastifyReques
   if (typeof maxSize !== 'number' || !Number.isSafeInteger(maxSize) || maxSize <= 0) {
     throw new TusErrors.HOOK_RESULT_INVALID('maxSize', 'it must return a positive integer')
   }
-  return { ...services, options: { ...services.options, maxSize } }
+  const scoped = { ...services, options: { ...services.options, maxSize } }
+  resolved.set(request, scoped)
+  return scoped
 }
 
 /** With `getUploadIdFromRequest`: the route's `id` parameter becomes the upload id it reads from the segment. */

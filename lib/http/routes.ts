@@ -10,7 +10,7 @@ import {
 import { sendDraftError } from '../ietf/reply.js'
 import type { DraftVersion } from '../ietf/versions.js'
 import { countRequests } from '../observe/metrics.js'
-import { resolveUploadId, servicesFor } from './request-options.js'
+import { resolveUploadId, servicesFor, servicesOf } from './request-options.js'
 import {
   TUS_UPLOAD_HANDLERS, handleDelete, handleGet, handleHead, handleOptions, handlePatch, handlePost, type TusHandler
 } from '../tus/handlers.js'
@@ -48,7 +48,7 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
     } catch {
       version = undefined
     }
-    sendDraftError(services, error, request, reply, version)
+    sendDraftError(servicesOf(services, request), error, request, reply, version)
   })
   countRequests(instance, services.metrics)
   instance.setNotFoundHandler(async () => { throw new TusErrors.NOT_FOUND() })
