@@ -13,8 +13,11 @@ import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import cors from '@fastify/cors'
 import Fastify from 'fastify'
+import { envArguments, type CliOptionSpec } from './cli-env.js'
+import { healthRoute } from './cli-health.js'
+import { parseHookEvents, tusdHttpHooks, type TusdHookName } from './cli-hooks.js'
 import { tusCorsOptions } from './cors.js'
-import tus, { FileStore } from './index.js'
+import tus, { FileStore, type TusPluginOptions } from './index.js'
 
 const USAGE_EXIT = 2
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
@@ -45,11 +48,27 @@ Options:
                             it for several, or "*" for any origin (default: none, same-origin only)
   --metrics-path <path>     serve Prometheus metrics with GET on this path, e.g. /metrics (default: off)
   --relative-location       answer creation with a path-only Location (/files/<id>)
+  --hooks-http <url>        send tusd's hooks (JSON POSTs, tusd's hook request and response) to this
+                            http(s) URL, so a receiver written for tusd works unchanged (default: off)
+  --hooks-http-forward-headers <names>
+                            client request headers also set on each hook request, comma-separated,
+                            e.g. Authorization,Cookie (default: none)
+  --hooks-http-retry <n>    retries of a hook request after a network error or a 5xx answer (default: 3)
+  --hooks-http-backoff <s>  seconds between two tries of a hook request (default: 1)
+  --hooks-enabled-events <names>
+                            the hooks sent, comma-separated: pre-create, post-create, post-receive,
+                            pre-finish, post-finish, pre-terminate, post-terminate (default: tusd's,
+                            pre-create,post-create,post-receive,post-terminate,post-finish)
   --no-fsync                never fsync: faster on large uploads where the disk is slower than the
                             network, but a power loss may lose uploads already reported complete
   --log-level <level>       ${LOG_LEVELS.join(', ')} (default: info)
+  --health-path <path>      GET on this path answers 200 only while the upload directory is writable,
+                            else 503, e.g. /healthz (default: off)
   -h, --help                show this help and exit
   -v, --version             show the version and exit
+
+Every flag can also be set with an environment variable FASTIFY_TUS_<FLAG>: FASTIFY_TUS_MAX_SIZE=10G,
+FASTIFY_TUS_NO_FSYNC=1, FASTIFY_TUS_CORS_ORIGIN=<origin>,<origin>; a flag given on the command line wins.
 
 Uploads: <dir>/<id> holds the bytes, <dir>/<id>.json the length and metadata. Finished uploads can be
 downloaded with GET <prefix>/<id>. SIGTERM or SIGINT closes the server gracefully (no new requests;
@@ -76,15 +95,46 @@ interface CliOptions {
   corsOrigins: string[]
   metricsPath: string | undefined
   relativeLocation: boolean
+  hooksHttp: string | undefined
+  hooksEvents: TusdHookName[] | undefined
+  hooksForwardHeaders: string[]
+  hooksRetry: number
+  hooksBackoffSeconds: number
+  healthPath: string | undefined
   fsync: boolean
   logLevel: LogLevel
 }
 
 type Parsed = { help: true } | { version: true } | { options: CliOptions }
 
+const CLI_OPTIONS = {
+  dir: { type: 'string' },
+  port: { type: 'string' },
+  host: { type: 'string' },
+  prefix: { type: 'string' },
+  'max-size': { type: 'string' },
+  'days-to-keep': { type: 'string' },
+  'expiry-interval': { type: 'string' },
+  'min-free-space': { type: 'string' },
+  'idle-timeout': { type: 'string' },
+  'cors-origin': { type: 'string', multiple: true },
+  'metrics-path': { type: 'string' },
+  'relative-location': { type: 'boolean' },
+  'hooks-http': { type: 'string' },
+  'hooks-enabled-events': { type: 'string' },
+  'hooks-http-forward-headers': { type: 'string' },
+  'hooks-http-retry': { type: 'string' },
+  'hooks-http-backoff': { type: 'string' },
+  'health-path': { type: 'string' },
+  'no-fsync': { type: 'boolean' },
+  'expire-completed': { type: 'boolean' },
+  'log-level': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'v' }
+} as const satisfies Record<string, CliOptionSpec & { short?: string }>
+
 /** The flags that take a value (parseArgs refuses a value starting with "-" unless it is joined with "="). */
-const VALUE_FLAGS = new Set(['--dir', '--port', '--host', '--prefix', '--max-size', '--days-to-keep', '--expiry-interval',
-  '--min-free-space', '--idle-timeout', '--cors-origin', '--metrics-path', '--log-level'])
+const VALUE_FLAGS = new Set(Object.entries(CLI_OPTIONS).filter(([, spec]) => spec.type === 'string').map(([name]) => `--${name}`))
 
 /** `--days-to-keep -1` as `--days-to-keep=-1`, so a negative number gets the flag's own validation message. */
 function joinNegativeValues (argv: string[]): string[] {
@@ -102,32 +152,15 @@ function joinNegativeValues (argv: string[]): string[] {
   return joined
 }
 
+
 function parseCli (argv: string[]): Parsed {
   let values
   try {
     ({ values } = parseArgs({
-      args: joinNegativeValues(argv),
+      args: [...usage(() => envArguments(CLI_OPTIONS, process.env, argv)), ...joinNegativeValues(argv)],
       strict: true,
       allowPositionals: false,
-      options: {
-        dir: { type: 'string' },
-        port: { type: 'string' },
-        host: { type: 'string' },
-        prefix: { type: 'string' },
-        'max-size': { type: 'string' },
-        'days-to-keep': { type: 'string' },
-        'expiry-interval': { type: 'string' },
-        'min-free-space': { type: 'string' },
-        'idle-timeout': { type: 'string' },
-        'cors-origin': { type: 'string', multiple: true },
-        'metrics-path': { type: 'string' },
-        'relative-location': { type: 'boolean' },
-        'no-fsync': { type: 'boolean' },
-        'expire-completed': { type: 'boolean' },
-        'log-level': { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-        version: { type: 'boolean', short: 'v' }
-      }
+      options: CLI_OPTIONS
     }))
   } catch (error) {
     // parseArgs explains unknown flags, missing values and stray arguments well enough.
@@ -154,9 +187,35 @@ function parseCli (argv: string[]): Parsed {
       corsOrigins: (values['cors-origin'] ?? []).map(parseOrigin),
       metricsPath: values['metrics-path'] === undefined ? undefined : parsePath('--metrics-path', values['metrics-path']),
       relativeLocation: values['relative-location'] === true,
+      hooksHttp: values['hooks-http'] === undefined ? undefined : parseHookUrl(values['hooks-http']),
+      hooksForwardHeaders: (values['hooks-http-forward-headers'] ?? '').split(',').map((name) => name.trim()).filter((name) => name !== ''),
+      hooksRetry: parseCount('--hooks-http-retry', values['hooks-http-retry'] ?? '3'),
+      hooksBackoffSeconds: parseCount('--hooks-http-backoff', values['hooks-http-backoff'] ?? '1'),
+      healthPath: values['health-path'] === undefined ? undefined : parsePath('--health-path', values['health-path']),
+      hooksEvents: values['hooks-enabled-events'] === undefined ? undefined : usage(() => parseHookEvents(values['hooks-enabled-events'] ?? '')),
       fsync: values['no-fsync'] !== true,
       logLevel: logLevel as LogLevel
     }
+  }
+}
+
+function parseCount (flag: string, value: string): number {
+  const count = /^\d{1,6}$/.test(value) ? Number(value) : NaN
+  if (!Number.isSafeInteger(count)) throw new UsageError(`${flag} must be a whole number from 0 to 999999 (got "${value}")`)
+  return count
+}
+
+function parseHookUrl (value: string): string {
+  const protocol = URL.canParse(value) ? new URL(value).protocol : ''
+  if (protocol !== 'http:' && protocol !== 'https:') throw new UsageError(`--hooks-http must be an http:// or https:// URL (got "${value}")`)
+  return value
+}
+
+function usage<T> (parse: () => T): T {
+  try {
+    return parse()
+  } catch (error) {
+    throw new UsageError((error as Error).message)
   }
 }
 
@@ -248,6 +307,16 @@ async function prepareDirectory (dir: string): Promise<void> {
 async function serve (options: CliOptions): Promise<void> {
   await prepareDirectory(options.dir)
   const app = Fastify({ logger: { level: options.logLevel } })
+  const hooks = options.hooksHttp === undefined
+    ? undefined
+    : tusdHttpHooks({
+      url: options.hooksHttp,
+      dir: options.dir,
+      forwardHeaders: options.hooksForwardHeaders,
+      retries: options.hooksRetry,
+      backoffMs: options.hooksBackoffSeconds * 1000,
+      ...(options.hooksEvents === undefined ? {} : { events: options.hooksEvents })
+    })
   if (options.corsOrigins.length > 0) {
     // The README's recipe, nothing of its own: '*' answers any origin without varying by it.
     await app.register(cors, tusCorsOptions(options.corsOrigins.includes('*') ? '*' : options.corsOrigins))
@@ -255,8 +324,10 @@ async function serve (options: CliOptions): Promise<void> {
   // eslint-disable-next-line prefer-const -- set once the server runs; onClose, registered first, reads it
   let sweepTimer: NodeJS.Timeout | undefined
   app.addHook('onClose', async () => { clearInterval(sweepTimer) })
+  // After the requests: their post-finish and post-terminate hooks still reach the receiver.
+  app.addHook('onClose', async () => { await hooks?.idle() })
   try {
-    await app.register(tus, {
+    await app.register(tus, withHooks({
       dir: options.dir,
       store: new FileStore({ directory: options.dir, fsync: options.fsync }),
       prefix: options.prefix,
@@ -270,12 +341,18 @@ async function serve (options: CliOptions): Promise<void> {
       onUploadComplete: async (upload, request) => {
         request.log.info({ id: upload.id, size: upload.size, metadata: upload.metadata, path: upload.path }, 'upload complete')
       }
-    })
+    }))
+    hooks?.attach(app.tus, app.log)
+    if (options.healthPath !== undefined) healthRoute(app, options.healthPath, options.dir)
     await app.ready()
   } catch (error) {
     // The plugin validates its options once at registration; those are the user's flags.
     if ((error as { code?: unknown }).code === 'FST_TUS_INVALID_OPTION') throw new UsageError((error as Error).message.replace(/^fastify-tus: /, ''))
     throw error
+  }
+
+  function withHooks (base: TusPluginOptions): TusPluginOptions {
+    return hooks === undefined ? base : hooks.options(base)
   }
 
   const sweep = async (): Promise<void> => {

@@ -5,6 +5,7 @@ import { removeExpired } from './core/expiry.js'
 import { PendingFinals } from './core/pending-finals.js'
 import { InFlightWrites } from './core/in-flight.js'
 import type { TusServices } from './core/services.js'
+import { decorateTusRequests } from './http/decorate.js'
 import { tusRoutes } from './http/routes.js'
 import { MemoryLocker } from './lockers/lock.js'
 import { SharedReads } from './lockers/shared-reads.js'
@@ -22,6 +23,8 @@ export interface TusDecorator extends TusEvents {
   readonly store: DataStore
   /** The plugin's counters and gauges in the Prometheus text format. */
   metrics (): string
+  /** The numbers behind `metrics()`, for a bridge to a metrics library (`fastify-tus/prom-client`). */
+  readonly stats: TusMetrics
 }
 
 declare module 'fastify' {
@@ -43,9 +46,11 @@ const plugin: FastifyPluginAsync<TusPluginOptions> = async (fastify, rawOptions)
   const decorator: TusDecorator = Object.assign(events, {
     removeExpired: async () => await removeExpired({ ...services, basePath: options.prefix }),
     store,
-    metrics: () => metrics.render()
+    metrics: () => metrics.render(),
+    stats: metrics
   })
   fastify.decorate('tus', decorator)
+  decorateTusRequests(fastify)
   const metricsPath = options.metricsPath
   if (metricsPath !== undefined) {
     fastify.get(metricsPath, async (_request, reply) => await reply.type(METRICS_CONTENT_TYPE).send(metrics.render()))
@@ -72,11 +77,12 @@ export type { FileStoreOptions } from './store/file-store.js'
 export type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata } from './store/types.js'
 export type { TusPluginOptions } from './options.js'
 export type {
-  OnUploadAccess, OnUploadComplete, OnUploadCreate, OnUploadProgress, OnUploadTerminate, TusAuthHook, UploadAction,
-  UploadCreateChanges, UploadResponse
+  GenerateUrl, GetUploadIdFromRequest, MaxSizeOf, OnUploadAccess, OnUploadComplete, OnUploadCreate, OnUploadExpire, OnUploadProgress,
+  OnUploadTerminate, TusAuthHook, TusRequestUpload, UploadAction, UploadCreateChanges, UploadResponse, UploadUrlParts
 } from './types.js'
 export { TusEvents } from './observe/events.js'
 export type { TusEventMap, TusEventName } from './observe/events.js'
+export type { HistogramData, TusMetrics, TusMetricsObserver } from './observe/metrics.js'
 export { DEFAULT_MAX_SIZE } from './options.js'
 export { TUS_ALLOWED_HEADERS, TUS_ALLOWED_METHODS, TUS_EXPOSED_HEADERS, tusCorsOptions } from './cors.js'
 export type { DraftVersion } from './ietf/versions.js'

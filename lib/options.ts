@@ -6,15 +6,21 @@ import { MAX_ID_LENGTH } from './ids.js'
 import { DEFAULT_DRAFT_VERSIONS, DRAFT_VERSIONS } from './ietf/versions.js'
 import type { UploadLocker } from './lockers/lock.js'
 import type { DataStore } from './store/types.js'
-import type { OnUploadAccess, OnUploadComplete, OnUploadCreate, OnUploadProgress, OnUploadTerminate, TusAuthHook } from './types.js'
+import type {
+  GenerateUrl, GetUploadIdFromRequest, MaxSizeOf, OnUploadAccess, OnUploadComplete, OnUploadCreate, OnUploadExpire, OnUploadProgress,
+  OnUploadTerminate, TusAuthHook
+} from './types.js'
 
 export interface TusPluginOptions {
   /** Path the tus routes live under. Default `/files`. */
   prefix?: string
   /** Directory for the default file store; created if missing. Default `<os tmpdir>/fastify-tus`. */
   dir?: string
-  /** Largest upload accepted, in bytes; announced as Tus-Max-Size. Default 128849018880 (120 GiB). */
-  maxSize?: number
+  /**
+   * Largest upload accepted, in bytes; announced as Tus-Max-Size. Default 128849018880 (120 GiB). A function of the
+   * request gives each request its own (see MaxSizeOf).
+   */
+  maxSize?: number | MaxSizeOf
   /** Uploads expire this many days after their last write (fractions allowed). Default 5; `Infinity` never. */
   daysToKeep?: number
   auth?: TusAuthHook
@@ -27,10 +33,16 @@ export interface TusPluginOptions {
   progressInterval?: number
   onUploadComplete?: OnUploadComplete
   onUploadTerminate?: OnUploadTerminate
+  /** Before expiry removes an upload: return false to keep it, or archive it first. See OnUploadExpire. */
+  onUploadExpire?: OnUploadExpire
   /** Serve `app.tus.metrics()` (Prometheus text format) with GET on this path, e.g. `/metrics`. Default: no route. */
   metricsPath?: string
   /** Answer creation with a path-only Location (`/files/<id>`) instead of an absolute URL. Default false. */
   relativeLocation?: boolean
+  /** Builds the Location of a new upload instead (see GenerateUrl). */
+  generateUrl?: GenerateUrl
+  /** Reads the upload id from an upload URL's last path segment instead (see GetUploadIdFromRequest). */
+  getUploadIdFromRequest?: GetUploadIdFromRequest
   /** Longest Upload-Metadata header accepted, in bytes. Default 4096. */
   maxMetadataSize?: number
   /** How long a request waits for another request on the same upload to finish, in ms. Default 3000. */
@@ -86,7 +98,8 @@ export function resolveOptions (options: TusPluginOptions, router: RouterLimits)
   return {
     prefix: prefix === '/' ? '' : prefix.replace(/\/$/, ''),
     dir: resolve(dir),
-    maxSize: positiveInteger('maxSize', options.maxSize ?? DEFAULT_MAX_SIZE),
+    maxSize: typeof options.maxSize === 'function' ? DEFAULT_MAX_SIZE : positiveInteger('maxSize', options.maxSize ?? DEFAULT_MAX_SIZE),
+    maxSizeOf: typeof options.maxSize === 'function' ? options.maxSize : undefined,
     daysToKeep: positiveNumber('daysToKeep', options.daysToKeep ?? 5),
     auth: optionalFunction('auth', options.auth),
     onUploadAccess: optionalFunction('onUploadAccess', options.onUploadAccess),
@@ -95,6 +108,9 @@ export function resolveOptions (options: TusPluginOptions, router: RouterLimits)
     progressInterval: nonNegativeInteger('progressInterval', options.progressInterval ?? 1000),
     onUploadComplete: optionalFunction('onUploadComplete', options.onUploadComplete),
     onUploadTerminate: optionalFunction('onUploadTerminate', options.onUploadTerminate),
+    onUploadExpire: optionalFunction('onUploadExpire', options.onUploadExpire),
+    generateUrl: optionalFunction('generateUrl', options.generateUrl),
+    getUploadIdFromRequest: optionalFunction('getUploadIdFromRequest', options.getUploadIdFromRequest),
     metricsPath: optionalPath('metricsPath', options.metricsPath),
     relativeLocation: boolean('relativeLocation', options.relativeLocation ?? false),
     maxMetadataSize: positiveInteger('maxMetadataSize', options.maxMetadataSize ?? 4096),

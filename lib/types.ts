@@ -1,5 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import type { NewUpload, UploadInfo, UploadMetadata } from './store/types.js'
+import type { DataStore, NewUpload, UploadInfo, UploadMetadata } from './store/types.js'
 
 /** Runs before every tus route but OPTIONS; throw (an error with statusCode 401/403) or reply to refuse. */
 export type TusAuthHook = (request: FastifyRequest, reply: FastifyReply) => Promise<void> | void
@@ -46,6 +46,13 @@ export type OnUploadAccess = (upload: UploadInfo, action: UploadAction, request:
 /** Before a DELETE removes an upload: throw to refuse it. */
 export type OnUploadTerminate = (upload: UploadInfo, request: FastifyRequest) => Awaitable<void>
 
+/**
+ * Before `app.tus.removeExpired()` removes an expired upload, under its lock: return `false` to keep it (it stays
+ * expired, answered 410, and is asked about again at the next sweep), or archive it first (read its bytes with
+ * `store.read(upload.id)`) and return nothing to let it go. A hook that throws keeps the upload; the error is logged.
+ */
+export type OnUploadExpire = (upload: UploadInfo, store: DataStore) => Awaitable<boolean | undefined | void>
+
 /** How onUploadComplete shapes the response to the request that completed the upload. */
 export interface UploadResponse {
   /** A 2xx status instead of 201 (POST) / 204 (PATCH); 200 by default when a body is given to a PATCH. */
@@ -55,3 +62,52 @@ export interface UploadResponse {
   /** A small body (at most 64 KiB). */
   body?: string | Buffer
 }
+
+/**
+ * What one request did to an upload: `request.tus` (null on requests that touched none, such as OPTIONS or
+ * a refused creation). Set by the plugin for every tus route and both protocols, readable in the app's hooks
+ * (`onResponse`, `onSend`, an error handler) and in the upload hooks.
+ */
+export interface TusRequestUpload {
+  /** The id of the upload the request addressed or created. */
+  id: string
+  /** The upload as the request last saw it: after its bytes are stored, completion, termination. */
+  upload: UploadInfo
+  /** The request created the upload. */
+  created: boolean
+  /** Bytes of this request that reached the upload (0 when it carried none, or none were kept). */
+  bytesStored: number
+  /** The request made the upload complete (onUploadComplete ran in it). */
+  completed: boolean
+  /** The request removed the upload (DELETE). */
+  terminated: boolean
+}
+
+/** What `generateUrl` builds an upload's URL from. */
+export interface UploadUrlParts {
+  /** `http` or `https`: as Fastify reads the request under trustProxy (the proxy's only when trusted). */
+  proto: string
+  /** The Host (HTTP/2: :authority; a trusted proxy's X-Forwarded-Host); undefined when none is valid. */
+  host: string | undefined
+  /** The creation endpoint's path for this request, route parameters filled in (`/product/42/images`). */
+  path: string
+  id: string
+}
+
+/**
+ * Builds the URL of a new upload (the `Location` of a creation), e.g. on another host or with a signed query. The
+ * upload must still be reachable at `<path>/<id>` through the tus routes (a proxy may rewrite to it). Synchronous.
+ */
+export type GenerateUrl = (request: FastifyRequest, parts: UploadUrlParts) => string
+
+/**
+ * `maxSize` as a function of the request (a quota per user or plan): the largest upload this request may create
+ * or grow, in bytes, announced in its own OPTIONS answer. Throw a 4xx error to refuse the request.
+ */
+export type MaxSizeOf = (request: FastifyRequest) => Awaitable<number>
+
+/**
+ * The upload id in an upload URL's last path segment, the reverse of `generateUrl` (@tus/server's
+ * `getFileIdFromRequest`): e.g. decode an id that `generateUrl` encoded. Undefined: no upload (404).
+ */
+export type GetUploadIdFromRequest = (request: FastifyRequest, lastPath: string) => string | undefined

@@ -186,6 +186,34 @@ export const MUTATIONS: Mutation[] = [
     find: 'const UPLOAD_ID = /^[A-Za-z0-9_-]{1,128}$/',
     replace: 'const UPLOAD_ID = /^[A-Za-z0-9_-]{1,129}$/',
     tests: ['test/ids.test.ts']
+  },
+  {
+    name: 'core: onUploadExpire cannot keep an upload',
+    file: 'lib/core/expiry.ts',
+    find: ' && await mayExpire(services, upload)) {',
+    replace: ') {',
+    tests: ['test/expiry-hook.test.ts']
+  },
+  {
+    name: 'core: streamed bytes counted only when the request ends',
+    file: 'lib/core/append.ts',
+    find: 'progress.track(body, count)',
+    replace: 'progress.track(body)',
+    tests: ['test/prom-client.test.ts']
+  },
+  {
+    name: 'core: request.tus never says completed',
+    file: 'lib/core/lifecycle.ts',
+    find: '    noteCompleted(request, upload)\n',
+    replace: '',
+    tests: ['test/request-decoration.test.ts']
+  },
+  {
+    name: 'core: a failed write emits no failed event',
+    file: 'lib/core/lifecycle.ts',
+    find: "  notify(services.events, request.log, 'failed', failure, upload, request)\n",
+    replace: '',
+    tests: ['test/events-request.test.ts']
   }
 ]
 /* eslint-enable no-template-curly-in-string */

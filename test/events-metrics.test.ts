@@ -102,7 +102,19 @@ t.test('metrics: exact counts after a known sequence, through the route and the 
   t.equal(scrape.text, server.app.tus.metrics(), 'the route serves the accessor')
   const waited = /^tus_lock_wait_seconds_total (\S+)$/m.exec(scrape.text)
   t.ok(waited !== null && Number(waited[1]) > 0, 'the DELETE waited for the PATCH to let go')
-  t.equal(scrape.text.replace(/^tus_lock_wait_seconds_total \S+$/m, 'tus_lock_wait_seconds_total X'), `# HELP tus_uploads_created_total Uploads created.
+  const [counters = '', timed = ''] = scrape.text.split(/(?=# HELP tus_errors_total)/)
+  t.match(timed, [
+    '# TYPE tus_errors_total counter',
+    'tus_errors_total{code="FST_TUS_HOOK_FAILED"} 1',
+    'tus_errors_total{code="FST_TUS_NOT_FOUND"} 1',
+    'tus_errors_total{code="FST_TUS_OFFSET_MISMATCH"} 1',
+    'tus_errors_total{code="FST_TUS_UNSUPPORTED_VERSION"} 1',
+    'tus_errors_total{code="HTTP_413"} 1',
+    '# HELP tus_request_duration_seconds'
+  ].join('\n'), 'errors by code, a hook\'s refusal by its status')
+  t.match(timed, /^tus_request_duration_seconds_count\{method="POST",status="201"\} 7$/m)
+  t.match(timed, /^tus_upload_size_bytes_count 3$/m, 'three uploads completed (the one whose hook failed too)')
+  t.equal(counters.replace(/^tus_lock_wait_seconds_total \S+$/m, 'tus_lock_wait_seconds_total X'), `# HELP tus_uploads_created_total Uploads created.
 # TYPE tus_uploads_created_total counter
 tus_uploads_created_total 7
 # HELP tus_uploads_completed_total Uploads whose last byte was stored.

@@ -4,10 +4,11 @@ import { TusErrors, errorMessage, withFacts } from '../errors.js'
 import type { UploadInfo } from '../store/types.js'
 import { BoundedBody, RequestBody } from './body.js'
 import { headerChecksum, runningChecksum, trailerChecksum, type ExpectedChecksum, type RunningChecksum } from './checksum.js'
-import { ProgressTracker } from './lifecycle.js'
+import { ProgressTracker, uploadFailed } from './lifecycle.js'
 import { integerHeader } from './request.js'
 import type { TusServices } from './services.js'
 import { StagedChunk } from './staging.js'
+import { noteBytes } from './touched.js'
 
 /**
  * Streams the request body into `upload` at its current offset (the caller holds the lock and has
@@ -33,13 +34,19 @@ export async function appendBody (
   const body = new BoundedBody(requestBody, room)
   const progress = new ProgressTracker(services, request, upload, onProgress)
   let offset = upload.offset
+  // Bytes streamed straight to the store are counted as the store takes them; staged ones once committed.
+  let counted = 0
+  const count = (bytes: number): void => {
+    counted += bytes
+    services.metrics.bytesReceived += bytes
+  }
   services.metrics.activeUploads++
   const settled = services.inFlight.begin(requestBody)
   try {
     const staging = expected !== undefined || (declared === undefined && body.present)
     const staged = staging ? await storeFailure(services, request, upload, async () => await stageBody(services, progress.track(body), expected)) : undefined
     try {
-      const source = staged === undefined ? progress.track(body) : await verifiedSource(request, staged, expected, body, progress, upload)
+      const source = staged === undefined ? progress.track(body, count) : await verifiedSource(request, staged, expected, body, progress, upload)
       if (source !== undefined) offset = await storeFailure(services, request, upload, async () => await services.store.write(upload.id, upload.offset, source))
     } finally {
       await staged?.chunk.remove()
@@ -54,12 +61,12 @@ export async function appendBody (
     if (progress.stopped !== undefined) throw withFacts(progress.stopped, { offset })
     if (offset === upload.size) await services.store.flush(upload.id)
   } catch (error) {
-    services.metrics.uploadFailures++
-    throw error
+    throw uploadFailed(services, request, { ...upload, offset, modifiedAt: new Date() }, error)
   } finally {
     settled()
     services.metrics.activeUploads--
-    services.metrics.bytesReceived += offset - upload.offset
+    services.metrics.bytesReceived += Math.max(0, offset - upload.offset - counted)
+    noteBytes(request, { ...upload, offset, modifiedAt: new Date() }, offset - upload.offset)
   }
   return { ...upload, offset, modifiedAt: new Date() }
 }

@@ -16,7 +16,7 @@ export async function removeExpired (services: TusServices): Promise<UploadInfo[
     if (lock === undefined) continue
     try {
       const upload = await services.store.getInfo(id).catch(() => undefined)
-      if (upload !== undefined && isExpired(services, upload)) {
+      if (upload !== undefined && isExpired(services, upload) && await mayExpire(services, upload)) {
         await services.store.terminate(id)
         removed.push(upload)
         services.metrics.uploadsExpired++
@@ -27,4 +27,17 @@ export async function removeExpired (services: TusServices): Promise<UploadInfo[
     }
   }
   return removed
+}
+
+/** onUploadExpire's answer: false or a throw keeps the upload (a throw is logged). */
+async function mayExpire (services: TusServices, upload: UploadInfo): Promise<boolean> {
+  const hook = services.options.onUploadExpire
+  if (hook === undefined) return true
+  try {
+    if (await hook(upload, services.store) !== false) return true
+    services.log.info({ uploadId: upload.id }, 'fastify-tus: onUploadExpire kept an expired upload')
+  } catch (error) {
+    services.log.error({ err: error, uploadId: upload.id }, 'fastify-tus: onUploadExpire failed; the upload is kept')
+  }
+  return false
 }

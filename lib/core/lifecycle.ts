@@ -7,6 +7,7 @@ import type { NewUpload, UploadInfo, UploadMetadata } from '../store/types.js'
 import type { UploadAction, UploadCreateChanges, UploadResponse } from '../types.js'
 import type { BoundedBody } from './body.js'
 import type { TusServices } from './services.js'
+import { noteCompleted, noteCreated, noteTerminated, touchUpload } from './touched.js'
 
 /**
  * The lifecycle hooks and the one place each of them runs. The operations (lib/core/operations.ts), which
@@ -50,8 +51,9 @@ function pick ({ id, metadata, directory }: UploadCreateChanges): UploadCreateCh
 /** Stores a prepared upload (the caller holds its lock), counts it and emits `created`. */
 export async function storeUpload (services: TusServices, request: FastifyRequest, upload: NewUpload): Promise<UploadInfo> {
   const created = await services.store.create(upload)
+  noteCreated(request, created)
   services.metrics.uploadsCreated++
-  notify(services.events, request.log, 'created', created)
+  notify(services.events, request.log, 'created', created, request)
   return created
 }
 
@@ -78,14 +80,18 @@ export class ProgressTracker {
     this.#onProgress = onProgress
   }
 
-  async * track (body: BoundedBody): AsyncIterable<Buffer> {
+  /** `onChunk`: told the length of each chunk once the store has taken it (and asked for the next). */
+  async * track (body: BoundedBody, onChunk?: (bytes: number) => void): AsyncIterable<Buffer> {
     // One generator for both the limit and the reports: a layer per chunk less on the hot path.
     const reporting = this.#upload.offset !== this.#upload.size
     if (reporting && !await this.#report()) return
     const interval = this.#services.options.progressInterval
     for await (const chunk of body.chunks()) {
       const admitted = body.admit(chunk)
-      if (admitted !== undefined) yield admitted
+      if (admitted !== undefined) {
+        yield admitted
+        onChunk?.(admitted.length)
+      }
       if (body.exceeded) return
       if (!reporting) continue
       // Resumed by the store asking for more: this chunk has been handed over (the FileStore may still hold up to
@@ -115,7 +121,7 @@ export class ProgressTracker {
         return false
       }
     }
-    notify(this.#services.events, this.#request.log, 'progress', upload)
+    notify(this.#services.events, this.#request.log, 'progress', upload, this.#request)
     this.#onProgress?.(upload)
     return true
   }
@@ -134,19 +140,19 @@ export async function completeUpload (services: TusServices, request: FastifyReq
     try {
       response = await hook(upload, request)
     } catch (error) {
-      services.metrics.uploadFailures++
-      throw withFacts(hookError('onUploadComplete', error, request), { offset: upload.offset })
+      throw uploadFailed(services, request, upload, withFacts(hookError('onUploadComplete', error, request), { offset: upload.offset }))
     }
     if (response === undefined || response === null) return undefined
     const problem = responseProblem(response)
     if (problem !== undefined) {
-      services.metrics.uploadFailures++
-      throw withFacts(new TusErrors.HOOK_RESULT_INVALID('onUploadComplete', problem), { offset: upload.offset })
+      throw uploadFailed(services, request, upload, withFacts(new TusErrors.HOOK_RESULT_INVALID('onUploadComplete', problem), { offset: upload.offset }))
     }
     return response
   } finally {
+    noteCompleted(request, upload)
     services.metrics.uploadsCompleted++
-    notify(services.events, request.log, 'completed', upload)
+    services.metrics.sizeUpload(upload.size ?? upload.offset)
+    notify(services.events, request.log, 'completed', upload, request)
   }
 }
 
@@ -163,6 +169,7 @@ export async function checkAccess (services: TusServices, request: FastifyReques
 
 /** Runs onUploadTerminate, removes the upload (the caller holds its lock), counts it and emits `terminated`. */
 export async function terminateUpload (services: TusServices, request: FastifyRequest, upload: UploadInfo): Promise<void> {
+  touchUpload(request, upload)
   const hook = services.options.onUploadTerminate
   if (hook !== undefined) {
     try {
@@ -172,8 +179,17 @@ export async function terminateUpload (services: TusServices, request: FastifyRe
     }
   }
   await services.store.terminate(upload.id)
+  noteTerminated(request, upload)
   services.metrics.uploadsTerminated++
-  notify(services.events, request.log, 'terminated', upload)
+  notify(services.events, request.log, 'terminated', upload, request)
+}
+
+/** A request storing bytes ends in `error`: counted, and the `failed` event. Returns the error to throw. */
+export function uploadFailed (services: TusServices, request: FastifyRequest, upload: UploadInfo, error: unknown): unknown {
+  services.metrics.uploadFailures++
+  const failure = error instanceof Error ? error : new Error(String(error))
+  notify(services.events, request.log, 'failed', failure, upload, request)
+  return error
 }
 
 /**

@@ -9,6 +9,7 @@ import { finishFinal, finishFinalsWaitingOn, partialUpload } from './finals.js'
 import { completeUpload, prepareUpload, storeUpload, terminateUpload } from './lifecycle.js'
 import { hasBody, integerHeader } from './request.js'
 import { lockUpload, type TusServices } from './services.js'
+import { touched } from './touched.js'
 import { isComplete, loadFor, loadSettled } from './uploads.js'
 
 /**
@@ -82,7 +83,7 @@ export async function appendToUpload (services: TusServices, request: FastifyReq
   const lock = await lockUpload(services, id, { onReleaseRequested: releaseBody(request) })
   let outcome: UploadOutcome
   try {
-    const upload = await loadFor(services, request, id, 'write')
+    const upload = touched(request, await loadFor(services, request, id, 'write'))
     if (upload.concat?.type === 'final') throw new TusErrors.FINAL_UPLOAD()
     if (input.offset !== upload.offset) {
       throw withFacts(new TusErrors.OFFSET_MISMATCH(input.offset, upload.offset), { offset: upload.offset, providedOffset: input.offset })
@@ -104,12 +105,12 @@ export async function appendToUpload (services: TusServices, request: FastifyReq
 
 /** Offset retrieval: the upload once no request writes to it. A final whose partials are all complete is finished first. */
 export async function readStatus (services: TusServices, request: FastifyRequest, id: string): Promise<UploadInfo> {
-  return await finishIfFinal(services, request, await loadFor(services, request, id, 'read', async () => await loadSettled(services, id)))
+  return touched(request, await finishIfFinal(services, request, await loadFor(services, request, id, 'read', async () => await loadSettled(services, id))))
 }
 
 /** The upload to download: 409 until it is complete. */
 export async function readFinished (services: TusServices, request: FastifyRequest, id: string): Promise<UploadInfo> {
-  const upload = await finishIfFinal(services, request, await loadFor(services, request, id, 'read'))
+  const upload = touched(request, await finishIfFinal(services, request, await loadFor(services, request, id, 'read')))
   if (!isComplete(upload)) throw new TusErrors.NOT_COMPLETE(upload.offset, String(upload.size ?? 'unknown'))
   return upload
 }
@@ -164,7 +165,7 @@ async function receive (services: TusServices, request: FastifyRequest, upload: 
 
 /** Completion, once per upload, when this request made it complete. Partials never complete on their own (T-N-2). */
 async function settle (services: TusServices, request: FastifyRequest, wasComplete: boolean, after: UploadInfo): Promise<UploadOutcome> {
-  const completed = !wasComplete && isComplete(after)
+  const completed = !wasComplete && isComplete(touched(request, after))
   if (!completed || after.concat?.type === 'partial') return { upload: after, completed }
   return { upload: after, completed, response: await completeUpload(services, request, after) }
 }

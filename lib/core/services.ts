@@ -4,7 +4,10 @@ import type { SharedReads } from '../lockers/shared-reads.js'
 import type { TusEvents } from '../observe/events.js'
 import type { TusMetrics } from '../observe/metrics.js'
 import type { DataStore } from '../store/types.js'
-import type { OnUploadAccess, OnUploadComplete, OnUploadCreate, OnUploadProgress, OnUploadTerminate, TusAuthHook } from '../types.js'
+import type {
+  GenerateUrl, GetUploadIdFromRequest, MaxSizeOf, OnUploadAccess, OnUploadComplete, OnUploadCreate, OnUploadExpire, OnUploadProgress,
+  OnUploadTerminate, TusAuthHook
+} from '../types.js'
 import type { DiskReserve } from './capacity.js'
 import type { PendingFinals } from './pending-finals.js'
 import type { InFlightWrites } from './in-flight.js'
@@ -13,7 +16,9 @@ import type { InFlightWrites } from './in-flight.js'
 export interface ResolvedOptions {
   prefix: string
   dir: string
+  /** The largest upload; when `maxSizeOf` is set, what the http layer resolved for the request at hand. */
   maxSize: number
+  maxSizeOf?: MaxSizeOf | undefined
   daysToKeep: number
   auth: TusAuthHook | undefined
   onUploadAccess: OnUploadAccess | undefined
@@ -22,6 +27,9 @@ export interface ResolvedOptions {
   progressInterval: number
   onUploadComplete: OnUploadComplete | undefined
   onUploadTerminate: OnUploadTerminate | undefined
+  onUploadExpire?: OnUploadExpire | undefined
+  generateUrl?: GenerateUrl | undefined
+  getUploadIdFromRequest?: GetUploadIdFromRequest | undefined
   metricsPath: string | undefined
   relativeLocation: boolean
   maxMetadataSize: number

@@ -11,6 +11,7 @@ import {
 import { sendDraftError } from '../ietf/reply.js'
 import type { DraftVersion } from '../ietf/versions.js'
 import { countRequests } from '../observe/metrics.js'
+import { resolveUploadId, servicesFor, servicesOf } from './request-options.js'
 import {
   TUS_UPLOAD_HANDLERS, handleDelete, handleGet, handleHead, handleOptions, handlePatch, handlePost, type TusHandler
 } from '../tus/handlers.js'
@@ -53,7 +54,7 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
     } catch {
       version = undefined
     }
-    sendDraftError(services, error, request, reply, version)
+    sendDraftError(servicesOf(services, request), error, request, reply, version)
   })
   countRequests(instance, services.metrics)
   instance.setNotFoundHandler(async () => { throw new TusErrors.NOT_FOUND() })
@@ -92,8 +93,10 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
 
   const route = (handler: TusHandler, draftHandler: DraftHandler) => async (request: FastifyRequest, reply: FastifyReply) => {
     const version = draftVersionOf(services, request)
-    if (version === undefined) await handler(services, request, reply)
-    else await draftHandler(services, version, request, reply)
+    const scoped = await servicesFor(services, request)
+    resolveUploadId(services, request)
+    if (version === undefined) await handler(scoped, request, reply)
+    else await draftHandler(scoped, version, request, reply)
   }
   instance.options('/', route(handleOptions, handleDraftOptions))
   instance.options('/:id', route(handleOptions, handleDraftOptions))

@@ -1,19 +1,28 @@
 import { EventEmitter } from 'node:events'
-import type { FastifyBaseLogger } from 'fastify'
+import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import type { UploadInfo } from '../store/types.js'
 
-/** What `app.tus` emits, each with the upload as it is at that moment. For code that only observes. */
+/**
+ * What `app.tus` emits, each with the upload as it is at that moment and, for events a request caused, that
+ * request (the second argument; listeners written for the upload alone keep working). For code that only observes.
+ */
 export interface TusEventMap {
   /** An upload was created (after onUploadCreate, before any byte of it is stored). */
-  created: [upload: UploadInfo]
+  created: [upload: UploadInfo, request: FastifyRequest]
   /** Bytes arrived; emitted as often as onUploadProgress would be called (see `progressInterval`). */
-  progress: [upload: UploadInfo]
+  progress: [upload: UploadInfo, request: FastifyRequest]
   /** The last byte is durable and onUploadComplete has run; emitted once per upload. */
-  completed: [upload: UploadInfo]
+  completed: [upload: UploadInfo, request: FastifyRequest]
   /** A DELETE removed the upload. */
-  terminated: [upload: UploadInfo]
-  /** `app.tus.removeExpired()` removed the upload. */
+  terminated: [upload: UploadInfo, request: FastifyRequest]
+  /** `app.tus.removeExpired()` removed the upload (no request caused it). */
   expired: [upload: UploadInfo]
+  /**
+   * A request storing bytes ended in an error (storage, a hook, a body beyond the length, a checksum mismatch,
+   * onUploadComplete): the error it is answered with, the upload with the bytes kept, the request. Counted in
+   * `tus_upload_failures_total`.
+   */
+  failed: [error: Error, upload: UploadInfo, request: FastifyRequest]
 }
 
 export type TusEventName = keyof TusEventMap

@@ -2,6 +2,51 @@ import type { FastifyInstance } from 'fastify'
 import type { LockOptions, UploadLock, UploadLocker } from '../lockers/lock.js'
 
 const METHODS = new Set(['OPTIONS', 'POST', 'HEAD', 'GET', 'PATCH', 'DELETE'])
+const ERROR_CODE = /^[A-Z][A-Z0-9_]{0,63}$/
+
+/** Upper bounds (seconds) of `tus_request_duration_seconds`: an append of a large chunk may take minutes. */
+export const DURATION_BUCKETS: readonly number[] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300]
+/** Upper bounds (bytes) of `tus_upload_size_bytes`: powers of 4 from 1 KiB to 64 GiB. */
+export const SIZE_BUCKETS: readonly number[] = Array.from({ length: 14 }, (_, power) => 1024 * 4 ** power)
+
+/** Observations as they happen, for a bridge to another metrics library (lib/observe/prom-client.ts). */
+export interface TusMetricsObserver {
+  /** A request of the tus routes was answered after `seconds`. */
+  requestDuration?: (method: string, status: number, seconds: number) => void
+  /** An upload of `bytes` completed. */
+  uploadSize?: (bytes: number) => void
+}
+
+/** A Prometheus histogram kept as plain numbers: the count per bucket (not cumulative), the sum and the count. */
+export class HistogramData {
+  readonly buckets: readonly number[]
+  readonly counts: number[]
+  sum = 0
+  count = 0
+
+  constructor (buckets: readonly number[]) {
+    this.buckets = buckets
+    this.counts = buckets.map(() => 0)
+  }
+
+  observe (value: number): void {
+    const index = this.buckets.findIndex((bound) => value <= bound)
+    if (index >= 0) this.counts[index] = (this.counts[index] ?? 0) + 1
+    this.sum += value
+    this.count++
+  }
+
+  /** `[le, cumulative count]`, `+Inf` last. */
+  cumulative (): Array<[le: string, count: number]> {
+    let total = 0
+    const rows = this.buckets.map((bound, index): [string, number] => {
+      total += this.counts[index] ?? 0
+      return [String(bound), total]
+    })
+    rows.push(['+Inf', this.count])
+    return rows
+  }
+}
 
 /**
  * The plugin's counters and gauges, rendered in the Prometheus text exposition format (version 0.0.4)
@@ -21,10 +66,48 @@ export class TusMetrics {
   lockTimeouts = 0
   /** `METHOD status` -> count. */
   readonly requests = new Map<string, number>()
+  /** Error code (FST_TUS_*, or what a hook's error carried) -> count of requests answered with it. */
+  readonly errors = new Map<string, number>()
+  /** `METHOD status` -> how long the requests took. */
+  readonly requestDurations = new Map<string, HistogramData>()
+  /** Lengths of the uploads completed. */
+  readonly uploadSizes = new HistogramData(SIZE_BUCKETS)
+  readonly #observers = new Set<TusMetricsObserver>()
 
   countRequest (method: string, status: number): void {
     const key = `${METHODS.has(method) ? method : 'OTHER'} ${status}`
     this.requests.set(key, (this.requests.get(key) ?? 0) + 1)
+  }
+
+  /** By the error's `code`; a code-less error (a hook's refusal) by its status, `HTTP_403`. */
+  countError (code: unknown, statusCode: unknown): void {
+    const key = typeof code === 'string' && ERROR_CODE.test(code)
+      ? code
+      : typeof statusCode === 'number' && Number.isInteger(statusCode) && statusCode >= 400 && statusCode <= 599 ? `HTTP_${statusCode}` : 'OTHER'
+    this.errors.set(key, (this.errors.get(key) ?? 0) + 1)
+  }
+
+  timeRequest (method: string, status: number, seconds: number): void {
+    const label = METHODS.has(method) ? method : 'OTHER'
+    const key = `${label} ${status}`
+    let histogram = this.requestDurations.get(key)
+    if (histogram === undefined) {
+      histogram = new HistogramData(DURATION_BUCKETS)
+      this.requestDurations.set(key, histogram)
+    }
+    histogram.observe(seconds)
+    for (const observer of this.#observers) observer.requestDuration?.(label, status, seconds)
+  }
+
+  sizeUpload (bytes: number): void {
+    this.uploadSizes.observe(bytes)
+    for (const observer of this.#observers) observer.uploadSize?.(bytes)
+  }
+
+  /** Calls `observer` with every observation from now on; returns the function that stops it. */
+  observe (observer: TusMetricsObserver): () => void {
+    this.#observers.add(observer)
+    return () => { this.#observers.delete(observer) }
   }
 
   render (): string {
@@ -49,18 +132,43 @@ export class TusMetrics {
     metric('tus_lock_waits_total', 'counter', 'Lock requests that found the upload held by another request of this process.', [['', this.lockWaits]])
     metric('tus_lock_wait_seconds_total', 'counter', 'Time spent waiting for upload locks.', [['', this.lockWaitSeconds]])
     metric('tus_lock_timeouts_total', 'counter', 'Lock requests that gave up waiting (answered 423).', [['', this.lockTimeouts]])
+    // Last, and not in a fixed order of samples: durations differ from run to run.
+    metric('tus_errors_total', 'counter', 'Requests of the tus routes answered with an error, by its code.',
+      [...this.errors].sort(([a], [b]) => a.localeCompare(b)).map(([code, count]) => [`{code="${code}"}`, count]))
+    lines.push('# HELP tus_request_duration_seconds Time to answer a request of the tus routes, by method and status.',
+      '# TYPE tus_request_duration_seconds histogram')
+    for (const [key, histogram] of [...this.requestDurations].sort(([a], [b]) => a.localeCompare(b))) {
+      const [method, status] = key.split(' ')
+      histogramLines(lines, 'tus_request_duration_seconds', `method="${method ?? ''}",status="${status ?? ''}"`, histogram)
+    }
+    lines.push('# HELP tus_upload_size_bytes Lengths of the uploads completed.', '# TYPE tus_upload_size_bytes histogram')
+    histogramLines(lines, 'tus_upload_size_bytes', '', this.uploadSizes)
     return lines.join('\n') + '\n'
   }
+}
+
+function histogramLines (lines: string[], name: string, labels: string, histogram: HistogramData): void {
+  const prefix = labels === '' ? '' : `${labels},`
+  for (const [le, count] of histogram.cumulative()) lines.push(`${name}_bucket{${prefix}le="${le}"} ${count}`)
+  const suffix = labels === '' ? '' : `{${labels}}`
+  lines.push(`${name}_sum${suffix} ${histogram.sum}`, `${name}_count${suffix} ${histogram.count}`)
 }
 
 /** The Content-Type of the Prometheus text format. */
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
 
-/** Counts every answered request of the tus routes (refusals by auth or the version check included). */
+/** Counts every answered request of the tus routes (refusals by auth or the version check included), its time and its error. */
 export function countRequests (instance: FastifyInstance, metrics: TusMetrics): void {
   // onSend, not onResponse: the status is final here, and a scrape that follows the response counts it.
   instance.addHook('onSend', async (request, reply) => {
     metrics.countRequest(request.method, reply.statusCode)
+  })
+  instance.addHook('onError', async (_request, _reply, error) => {
+    const { code, statusCode } = error as { code?: unknown, statusCode?: unknown }
+    metrics.countError(code, statusCode)
+  })
+  instance.addHook('onResponse', async (request, reply) => {
+    metrics.timeRequest(request.method, reply.statusCode, reply.elapsedTime / 1000)
   })
 }
 

@@ -9,7 +9,7 @@ import { isValidUploadId } from '../ids.js'
 import { parseMetadata, serializeMetadata } from '../metadata.js'
 import type { UploadConcat, UploadInfo } from '../store/types.js'
 import { sendDownload } from '../wire/download.js'
-import { uploadIdOf, uploadLocation } from '../wire/location.js'
+import { collectionPath, idFromSegment, uploadIdOf, uploadLocation } from '../wire/location.js'
 import { sendUploadResponse } from '../wire/response.js'
 import { EXTENSIONS, OCTET_STREAM, TUS_VERSION } from './headers.js'
 
@@ -124,7 +124,8 @@ export function parseConcat (services: TusServices, request: FastifyRequest): Up
   if (!value.startsWith('final;')) throw new TusErrors.INVALID_CONCAT('expected "partial" or "final;<url> <url> ..."')
   const references = value.slice('final;'.length).split(/[ \t]+/).filter((reference) => reference !== '')
   if (references.length === 0) throw new TusErrors.INVALID_CONCAT('a final upload needs at least one partial upload URL')
-  const collection = `http://upload.invalid${services.basePath}/`
+  const basePath = collectionPath(services, request)
+  const collection = `http://upload.invalid${basePath}/`
   const parts = references.map((reference) => {
     let path: string
     try {
@@ -132,7 +133,7 @@ export function parseConcat (services: TusServices, request: FastifyRequest): Up
     } catch {
       throw new TusErrors.INVALID_CONCAT(`"${reference.slice(0, 200)}" is not a URL`)
     }
-    const id = path.startsWith(`${services.basePath}/`) ? path.slice(services.basePath.length + 1) : ''
+    const id = path.startsWith(`${basePath}/`) ? idFromSegment(services, request, path.slice(basePath.length + 1)) : ''
     if (!isValidUploadId(id)) throw new TusErrors.INVALID_CONCAT(`"${reference.slice(0, 200)}" is not an upload of this endpoint`)
     return id
   })

@@ -1,0 +1,37 @@
+/**
+ * Every CLI flag also as an environment variable (containers, systemd units): `--max-size 10G` is
+ * `FASTIFY_TUS_MAX_SIZE=10G`, `--no-fsync` is `FASTIFY_TUS_NO_FSYNC=1`, a repeatable flag takes a comma-separated
+ * list (`FASTIFY_TUS_CORS_ORIGIN=https://a.example,https://b.example`). A flag on the command line wins over its
+ * variable.
+ */
+
+export interface CliOptionSpec {
+  type: 'string' | 'boolean'
+  multiple?: boolean
+}
+
+const PREFIX = 'FASTIFY_TUS_'
+const NOT_FROM_ENV = new Set(['help', 'version'])
+
+/** The environment variable of a flag: `max-size` -> `FASTIFY_TUS_MAX_SIZE`. */
+export function envName (flag: string): string {
+  return PREFIX + flag.toUpperCase().replaceAll('-', '_')
+}
+
+/** The arguments the environment adds before `argv`'s own; throws on a boolean variable that is not one. */
+export function envArguments (options: Readonly<Record<string, CliOptionSpec>>, env: NodeJS.ProcessEnv, argv: readonly string[]): string[] {
+  const args: string[] = []
+  for (const [flag, spec] of Object.entries(options)) {
+    const value = env[envName(flag)]
+    if (value === undefined || NOT_FROM_ENV.has(flag)) continue
+    if (argv.some((arg) => arg === `--${flag}` || arg.startsWith(`--${flag}=`))) continue
+    if (spec.type === 'boolean') {
+      if (/^(1|true|yes|on)$/i.test(value)) args.push(`--${flag}`)
+      else if (!/^(0|false|no|off|)$/i.test(value)) throw new TypeError(`${envName(flag)} must be 1/true/yes/on or 0/false/no/off (got "${value}")`)
+      continue
+    }
+    const values = spec.multiple === true ? value.split(',').map((item) => item.trim()).filter((item) => item !== '') : [value]
+    for (const item of values) args.push(`--${flag}=${item}`)
+  }
+  return args
+}

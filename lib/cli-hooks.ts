@@ -1,0 +1,270 @@
+import { join } from 'node:path'
+import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
+import type { TusDecorator } from './index.js'
+import type { TusPluginOptions } from './options.js'
+import type { NewUpload, UploadInfo } from './store/types.js'
+import type { UploadResponse } from './types.js'
+
+/**
+ * tusd's hooks over HTTP (`fastify-tus --hooks-http URL`): the same hook names, the same JSON hook request
+ * (`{ Type, Event: { Upload, HTTPRequest } }`) POSTed to the same kind of receiver, and the same hook response
+ * (`{ HTTPResponse, RejectUpload, RejectTermination, ChangeFileInfo, StopUpload }`), so a receiver written for
+ * tusd works unchanged. Blocking hooks run as the plugin's lifecycle hooks; the others are sent from its events.
+ */
+
+export const TUSD_HOOK_NAMES = ['pre-create', 'post-create', 'post-receive', 'pre-finish', 'post-finish', 'pre-terminate', 'post-terminate'] as const
+export type TusdHookName = typeof TUSD_HOOK_NAMES[number]
+/** tusd's `-hooks-enabled-events` default. */
+export const DEFAULT_TUSD_HOOKS: readonly TusdHookName[] = ['pre-create', 'post-create', 'post-receive', 'post-terminate', 'post-finish']
+
+/** A comma-separated list of hook names (`--hooks-enabled-events`); throws naming an unknown one. */
+export function parseHookEvents (value: string): TusdHookName[] {
+  const names = value.split(',').map((name) => name.trim()).filter((name) => name !== '')
+  for (const name of names) {
+    if (!(TUSD_HOOK_NAMES as readonly string[]).includes(name)) {
+      throw new TypeError(`--hooks-enabled-events: "${name}" is not a hook (${TUSD_HOOK_NAMES.join(', ')})`)
+    }
+  }
+  return names as TusdHookName[]
+}
+
+/** tusd's `FileInfo` as its hooks send it. */
+export interface TusdUpload {
+  /** Empty in pre-create: the upload has no id yet. */
+  ID: string
+  /** 0 while the length is deferred. */
+  Size: number
+  SizeIsDeferred: boolean
+  Offset: number
+  MetaData: Record<string, string>
+  IsPartial: boolean
+  IsFinal: boolean
+  PartialUploads: string[] | null
+  /** Where the upload is kept (`Type`, `Path`, `InfoPath` for the file store); null in pre-create. */
+  Storage: Record<string, string> | null
+}
+
+export interface TusdHttpRequest {
+  Method: string
+  URI: string
+  RemoteAddr: string
+  /** Header names canonicalised as Go does (`Upload-Length`), values as arrays. */
+  Header: Record<string, string[]>
+}
+
+/** What the receiver gets: tusd's `HookRequest`. */
+export interface TusdHookRequest {
+  Type: TusdHookName
+  Event: { Upload: TusdUpload, HTTPRequest: TusdHttpRequest }
+}
+
+/** What the receiver may answer: tusd's `HookResponse`, every field optional. */
+export interface TusdHookResponse {
+  HTTPResponse?: { StatusCode?: number, Body?: string, Header?: Record<string, string> }
+  RejectUpload?: boolean
+  RejectTermination?: boolean
+  ChangeFileInfo?: { ID?: string, MetaData?: Record<string, string> }
+  StopUpload?: boolean
+}
+
+export interface TusdHooksConfig {
+  /** The receiver: each hook is a POST of its JSON hook request to this http(s) URL. */
+  url: string
+  /** The hooks sent. Default: tusd's (pre-create, post-create, post-receive, post-terminate, post-finish). */
+  events?: readonly TusdHookName[]
+  /** How long a hook request may take, in ms. Default 15000 (tusd's). */
+  timeoutMs?: number
+  /** The file store's directory, to tell receivers `Storage.Path` and `Storage.InfoPath`. */
+  dir?: string
+  /**
+   * Headers of the client's request also set on each hook request (tusd's `-hooks-http-forward-headers`), e.g.
+   * `Authorization` or `Cookie` for a receiver behind an authenticating proxy.
+   */
+  forwardHeaders?: readonly string[]
+  /** How often a hook request is retried after a network error or a 5xx answer. Default 3 (tusd's). */
+  retries?: number
+  /** The wait between two tries, in ms. Default 1000 (tusd's). */
+  backoffMs?: number
+}
+
+const MAX_RESPONSE = 64 * 1024
+
+/** A hook's answer that refuses what the request asked for: reaches the client as its status, body and headers. */
+class HookRefusal extends Error {
+  readonly statusCode: number
+  readonly headers: Record<string, string> | undefined
+
+  constructor (response: TusdHookResponse['HTTPResponse'], fallback: string) {
+    super(response?.Body !== undefined && response.Body !== '' ? response.Body : fallback)
+    const status = response?.StatusCode
+    this.statusCode = typeof status === 'number' && Number.isInteger(status) && status >= 400 && status <= 499 ? status : 400
+    this.headers = response?.Header
+  }
+}
+
+/**
+ * The plugin options and event listeners that send tusd's hooks to `config.url`. `options(base)` wraps the
+ * hooks of `base` (each runs first); `attach(app.tus, log)` sends the non-blocking hooks.
+ */
+export function tusdHttpHooks (config: TusdHooksConfig): {
+  options: (base: TusPluginOptions) => TusPluginOptions
+  attach: (tus: TusDecorator, log: FastifyBaseLogger) => void
+  /** Resolves once every non-blocking hook sent so far has been answered (or failed). */
+  idle: () => Promise<void>
+} {
+  const url = new URL(config.url)
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`the hook URL must start with http:// or https:// (got "${config.url}")`)
+  const enabled = new Set(config.events ?? DEFAULT_TUSD_HOOKS)
+  const timeoutMs = config.timeoutMs ?? 15_000
+  const retries = config.retries ?? 3
+  const backoffMs = config.backoffMs ?? 1000
+  if (!Number.isSafeInteger(retries) || retries < 0) throw new TypeError(`retries must be a non-negative integer (got ${retries})`)
+  if (!Number.isSafeInteger(backoffMs) || backoffMs < 0) throw new TypeError(`backoffMs must be a non-negative integer (got ${backoffMs})`)
+  /** Uploads a post-receive answer stopped: every later progress report of theirs is refused. */
+  const stopped = new Map<string, TusdHookResponse['HTTPResponse']>()
+  const pending = new Set<Promise<void>>()
+
+  const upload = (info: UploadInfo | NewUpload, created: boolean): TusdUpload => ({
+    ID: created ? info.id : '',
+    Size: info.size ?? 0,
+    SizeIsDeferred: info.size === undefined,
+    Offset: 'offset' in info ? info.offset : 0,
+    MetaData: { ...info.metadata },
+    IsPartial: info.concat?.type === 'partial',
+    IsFinal: info.concat?.type === 'final',
+    PartialUploads: info.concat?.type === 'final' ? [...info.concat.parts] : null,
+    Storage: created ? storage(info as UploadInfo) : null
+  })
+  const storage = (info: UploadInfo): Record<string, string> => {
+    const path = info.path ?? (config.dir === undefined ? undefined : join(config.dir, info.directory ?? '', info.id))
+    return {
+      Type: 'filestore',
+      ...(path === undefined ? {} : { Path: path }),
+      ...(config.dir === undefined ? {} : { InfoPath: join(config.dir, `${info.id}.json`) })
+    }
+  }
+
+  const send = async (type: TusdHookName, event: TusdHookRequest['Event']): Promise<TusdHookResponse> => {
+    const body: TusdHookRequest = { Type: type, Event: event }
+    const headers = new Headers()
+    for (const name of config.forwardHeaders ?? []) {
+      for (const value of event.HTTPRequest.Header[canonical(name)] ?? []) headers.append(name, value)
+    }
+    headers.set('Content-Type', 'application/json')
+    let response: Response
+    let text: string
+    for (let attempt = 0; ; attempt++) {
+      try {
+        response = await fetch(url, { method: 'POST', headers, body: JSON.stringify(body), signal: AbortSignal.timeout(timeoutMs) })
+        text = await response.text()
+        if (response.status < 500 || attempt >= retries) break
+      } catch (error) {
+        if (attempt >= retries) throw error
+      }
+      await new Promise((resolve) => { setTimeout(resolve, backoffMs) })
+    }
+    if (response.status < 200 || response.status > 299) throw new Error(`the ${type} hook answered ${response.status}`)
+    if (text.length > MAX_RESPONSE) throw new Error(`the ${type} hook answered more than ${MAX_RESPONSE} bytes`)
+    if (text.trim() === '') return {}
+    const parsed: unknown = JSON.parse(text)
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error(`the ${type} hook answered no JSON object`)
+    return parsed as TusdHookResponse
+  }
+
+  const notify = (log: FastifyBaseLogger, type: TusdHookName, info: UploadInfo, request: FastifyRequest): void => {
+    if (!enabled.has(type)) return
+    const sent = send(type, { Upload: upload(info, true), HTTPRequest: httpRequest(request) }).then((answer) => {
+      if (type === 'post-receive' && answer.StopUpload === true) stopped.set(info.id, answer.HTTPResponse)
+    }, (error: unknown) => {
+      log.error({ err: error, uploadId: info.id, hook: type }, 'fastify-tus: a tusd hook failed')
+    }).finally(() => { pending.delete(sent) })
+    pending.add(sent)
+  }
+
+  return {
+    options: (base) => ({
+      ...base,
+      ...(enabled.has('pre-create')
+        ? {
+            onUploadCreate: async (proposed, request) => {
+              const changes = await base.onUploadCreate?.(proposed, request) ?? undefined
+              const merged = { ...proposed, ...changes }
+              const answer = await send('pre-create', { Upload: upload(merged, false), HTTPRequest: httpRequest(request) })
+              if (answer.RejectUpload === true) throw new HookRefusal(answer.HTTPResponse, 'upload creation has been rejected by server')
+              const change = answer.ChangeFileInfo
+              return {
+                ...changes,
+                ...(change?.ID === undefined || change.ID === '' ? {} : { id: change.ID }),
+                ...(change?.MetaData === undefined ? {} : { metadata: change.MetaData })
+              }
+            }
+          }
+        : {}),
+      ...(enabled.has('post-receive')
+        ? {
+            onUploadProgress: async (info, request) => {
+              await base.onUploadProgress?.(info, request)
+              if (stopped.has(info.id)) throw new HookRefusal(stopped.get(info.id), 'upload has been stopped by server')
+            }
+          }
+        : {}),
+      ...(enabled.has('pre-finish')
+        ? {
+            onUploadComplete: async (info, request) => {
+              const own = await base.onUploadComplete?.(info, request) ?? undefined
+              const answer = await send('pre-finish', { Upload: upload(info, true), HTTPRequest: httpRequest(request) })
+              return finishResponse(answer.HTTPResponse) ?? own
+            }
+          }
+        : {}),
+      ...(enabled.has('pre-terminate')
+        ? {
+            onUploadTerminate: async (info, request) => {
+              await base.onUploadTerminate?.(info, request)
+              const answer = await send('pre-terminate', { Upload: upload(info, true), HTTPRequest: httpRequest(request) })
+              if (answer.RejectTermination === true) throw new HookRefusal(answer.HTTPResponse, 'upload termination has been rejected by server')
+            }
+          }
+        : {})
+    }),
+    attach: (tus, log) => {
+      tus.on('created', (info, request) => { notify(log, 'post-create', info, request) })
+      tus.on('progress', (info, request) => { notify(log, 'post-receive', info, request) })
+      tus.on('completed', (info, request) => { notify(log, 'post-finish', info, request) })
+      tus.on('terminated', (info, request) => {
+        stopped.delete(info.id)
+        notify(log, 'post-terminate', info, request)
+      })
+      tus.on('expired', (info) => { stopped.delete(info.id) })
+    },
+    idle: async () => {
+      while (pending.size > 0) await Promise.allSettled([...pending])
+    }
+  }
+}
+
+/** pre-finish's HTTPResponse as onUploadComplete's response: a 2xx status, headers, a body. */
+function finishResponse (response: TusdHookResponse['HTTPResponse']): UploadResponse | undefined {
+  if (response === undefined) return undefined
+  const status = response.StatusCode
+  return {
+    ...(typeof status === 'number' && status >= 200 && status <= 299 ? { status } : {}),
+    ...(response.Header === undefined ? {} : { headers: response.Header }),
+    ...(response.Body === undefined || response.Body === '' ? {} : { body: response.Body })
+  }
+}
+
+function httpRequest (request: FastifyRequest): TusdHttpRequest {
+  const header: Record<string, string[]> = {}
+  for (const [name, value] of Object.entries(request.headers)) {
+    if (value === undefined) continue
+    header[canonical(name)] = Array.isArray(value) ? value : [value]
+  }
+  const socket = request.raw.socket
+  return { Method: request.method, URI: request.url, RemoteAddr: `${socket.remoteAddress ?? ''}:${socket.remotePort ?? ''}`, Header: header }
+}
+
+/** Go's http.CanonicalHeaderKey: `upload-length` -> `Upload-Length`. */
+function canonical (name: string): string {
+  return name.toLowerCase().replace(/(^|-)([a-z])/g, (_match, dash: string, letter: string) => dash + letter.toUpperCase())
+}

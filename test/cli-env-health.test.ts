@@ -1,0 +1,99 @@
+// The CLI's --health-path (200 only while the upload directory takes a write) and every flag as a FASTIFY_TUS_*
+// environment variable, a flag on the command line winning over its variable.
+import t from 'tap'
+import { mkdir, mkdtemp, readdir, rename, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import Fastify from 'fastify'
+import { envArguments, envName } from '../lib/cli-env.js'
+import { healthRoute } from '../lib/cli-health.js'
+import { rawRequest, tusRequest } from './helpers.js'
+import { startProcess, waitForOutput } from './process.js'
+
+const cli = join(import.meta.dirname, '..', 'lib', 'cli.ts')
+
+async function tempDir (t: { teardown: (fn: () => unknown) => void }): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-cli-env-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  return dir
+}
+
+t.test('flags from FASTIFY_TUS_* variables; a command-line flag wins; the health path follows the store', async (t) => {
+  const root = await tempDir(t)
+  const dir = join(root, 'uploads')
+  const server = startProcess(t, process.execPath, ['--import', 'tsx', cli, '--max-size', '2K'], {
+    env: {
+      FASTIFY_TUS_DIR: dir,
+      FASTIFY_TUS_PORT: '0',
+      FASTIFY_TUS_PREFIX: '/up',
+      FASTIFY_TUS_MAX_SIZE: '1K',
+      FASTIFY_TUS_RELATIVE_LOCATION: 'true',
+      FASTIFY_TUS_CORS_ORIGIN: 'https://a.example, https://b.example',
+      FASTIFY_TUS_HEALTH_PATH: '/healthz',
+      FASTIFY_TUS_LOG_LEVEL: 'silent'
+    }
+  })
+  const [, endpoint = ''] = await waitForOutput(server, /tus endpoint at (http:\/\/127\.0\.0\.1:\d+\/up\/)/)
+  const origin = new URL(endpoint).origin
+
+  const options = await tusRequest(endpoint, { method: 'OPTIONS' })
+  t.equal(options.headers['tus-max-size'], '2048', 'the flag wins over FASTIFY_TUS_MAX_SIZE')
+  const created = await tusRequest(endpoint, { method: 'POST', headers: { 'Upload-Length': '3' } })
+  t.equal(created.status, 201)
+  t.match(created.headers.location, /^\/up\/[A-Za-z0-9_-]+$/, 'FASTIFY_TUS_RELATIVE_LOCATION')
+  for (const allowed of ['https://a.example', 'https://b.example']) {
+    const preflight = await rawRequest(endpoint, { method: 'OPTIONS', headers: { Origin: allowed, 'Access-Control-Request-Method': 'POST' } })
+    t.equal(preflight.headers['access-control-allow-origin'], allowed, `FASTIFY_TUS_CORS_ORIGIN lists ${allowed}`)
+  }
+
+  const healthy = await rawRequest(`${origin}/healthz`)
+  t.equal(healthy.status, 200)
+  t.equal(healthy.text, 'ok')
+  t.equal(healthy.headers['cache-control'], 'no-store')
+  // The directory goes away (an unmounted volume): the store takes no write.
+  await rename(dir, join(root, 'gone'))
+  const unhealthy = await rawRequest(`${origin}/healthz`)
+  t.equal(unhealthy.status, 503)
+  t.equal(unhealthy.text, 'store not writable')
+  await mkdir(dir)
+  t.equal((await rawRequest(`${origin}/healthz`)).status, 200, 'healthy again once it is back')
+})
+
+t.test('a bad variable is a usage error (exit 2)', async (t) => {
+  for (const [env, message] of [
+    [{ FASTIFY_TUS_PORT: 'http' }, /--port must be a whole number/],
+    [{ FASTIFY_TUS_NO_FSYNC: 'maybe' }, /FASTIFY_TUS_NO_FSYNC must be 1\/true\/yes\/on or 0\/false\/no\/off/],
+    [{ FASTIFY_TUS_HEALTH_PATH: 'healthz' }, /--health-path must be a URL path/]
+  ] as const) {
+    const running = startProcess(t, process.execPath, ['--import', 'tsx', cli], { env })
+    t.equal((await running.exited).code, 2)
+    t.match(running.stderr(), message)
+  }
+})
+
+t.test('envArguments: names, booleans, lists, and flags that win', async (t) => {
+  const options = { 'max-size': { type: 'string' }, 'no-fsync': { type: 'boolean' }, 'cors-origin': { type: 'string', multiple: true }, help: { type: 'boolean' } } as const
+  t.equal(envName('max-size'), 'FASTIFY_TUS_MAX_SIZE')
+  t.same(envArguments(options, { FASTIFY_TUS_MAX_SIZE: '10G', FASTIFY_TUS_NO_FSYNC: '1', FASTIFY_TUS_CORS_ORIGIN: 'a,b', FASTIFY_TUS_HELP: '1' }, []),
+    ['--max-size=10G', '--no-fsync', '--cors-origin=a', '--cors-origin=b'])
+  t.same(envArguments(options, { FASTIFY_TUS_NO_FSYNC: 'false', FASTIFY_TUS_CORS_ORIGIN: 'a' }, ['--cors-origin', 'c']), [], 'false, and a flag given')
+  t.same(envArguments(options, { FASTIFY_TUS_MAX_SIZE: '1K' }, ['--max-size=2K']), [])
+})
+
+t.test('healthRoute in-process: 200 while the directory takes a write, 503 once it is gone', async (t) => {
+  const root = await tempDir(t)
+  const dir = join(root, 'store')
+  await mkdir(dir)
+  const app = Fastify()
+  healthRoute(app, '/health', dir)
+  t.teardown(async () => { await app.close() })
+  const ok = await app.inject({ method: 'GET', url: '/health' })
+  t.equal(ok.statusCode, 200)
+  t.equal(ok.body, 'ok')
+  t.equal(ok.headers['content-type'], 'text/plain; charset=utf-8')
+  t.same(await readdir(dir), [], 'the probe file is removed')
+  await rm(dir, { recursive: true })
+  const down = await app.inject({ method: 'GET', url: '/health' })
+  t.equal(down.statusCode, 503)
+  t.equal(down.body, 'store not writable')
+})

@@ -1,0 +1,86 @@
+// onUploadExpire: it may keep an expired upload (return false, or throw) or archive it before removeExpired()
+// removes it; uploads made through tus 1.0.0 and the IETF draft (interop 6) alike.
+import t from 'tap'
+import { request as httpRequest } from 'node:http'
+import type { Readable } from 'node:stream'
+import type { UploadInfo } from '../lib/index.js'
+import { backdate, startServer, type TestServer } from './helpers.js'
+
+interface Answer { status: number, headers: Record<string, string | string[] | undefined> }
+
+async function send (url: string, method: string, headers: Record<string, string>, body?: string): Promise<Answer> {
+  return await new Promise((resolve, reject) => {
+    const request = httpRequest(url, { method, headers, agent: false })
+    request.on('error', reject)
+    request.on('response', (response) => {
+      response.resume()
+      response.on('end', () => { resolve({ status: response.statusCode!, headers: response.headers }) })
+    })
+    request.end(body)
+  })
+}
+
+async function text (stream: Readable): Promise<string> {
+  const chunks: Buffer[] = []
+  for await (const chunk of stream) chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks).toString()
+}
+
+const b64 = (value: string): string => Buffer.from(value).toString('base64')
+
+/** A complete upload of `body` made through tus or the draft; resolves with its id. */
+async function upload (server: TestServer, protocol: 'tus' | 'draft', name: string, body: string): Promise<string> {
+  const headers: Record<string, string> = protocol === 'tus'
+    ? { 'Tus-Resumable': '1.0.0', 'Upload-Length': String(body.length), 'Content-Type': 'application/offset+octet-stream' }
+    : { 'Upload-Draft-Interop-Version': '6', 'Upload-Complete': '?1' }
+  const created = await send(server.endpoint, 'POST', { ...headers, 'Upload-Metadata': `name ${b64(name)}` }, body)
+  if (created.status !== 201) throw new Error(`creation: ${created.status}`)
+  return String(created.headers.location).split('/').pop()!
+}
+
+t.test('onUploadExpire vetoes one upload, archives others, and a throwing hook keeps its upload', async (t) => {
+  const keep = new Set(['tus-keep', 'draft-keep'])
+  const archived = new Map<string, string>()
+  const asked: string[] = []
+  const logs: string[] = []
+  const server = await startServer(t, {
+    onUploadExpire: async (upload, store) => {
+      const name = upload.metadata.name ?? ''
+      asked.push(name)
+      if (name === 'crash') throw new Error('archive unreachable')
+      if (keep.has(name)) return false
+      archived.set(name, await text(await store.read(upload.id)))
+    }
+  }, undefined, { logger: { level: 'info', stream: { write: (line: string) => { logs.push(line) } } } })
+
+  const ids = new Map<string, string>()
+  for (const [protocol, name] of [['tus', 'tus-keep'], ['tus', 'tus-archive'], ['draft', 'draft-keep'], ['draft', 'draft-archive'], ['tus', 'crash']] as const) {
+    ids.set(name, await upload(server, protocol, name, `bytes of ${name}`))
+  }
+  const fresh = await upload(server, 'draft', 'fresh', 'not expired')
+  for (const id of ids.values()) await backdate(server.dir, id, 30)
+
+  const removed = await server.app.tus.removeExpired()
+  t.same(removed.map((info: UploadInfo) => info.metadata.name).sort(), ['draft-archive', 'tus-archive'], 'only what the hook let go')
+  t.same([...archived].sort(), [['draft-archive', 'bytes of draft-archive'], ['tus-archive', 'bytes of tus-archive']], 'archived before removal')
+  t.same(asked.sort(), ['crash', 'draft-archive', 'draft-keep', 'tus-archive', 'tus-keep'], 'asked about expired uploads only')
+  for (const name of ['tus-keep', 'draft-keep', 'crash']) {
+    const info = await server.app.tus.store.getInfo(ids.get(name)!)
+    t.equal(info.metadata.name, name, `${name} is kept in the store`)
+  }
+  await t.rejects(server.app.tus.store.getInfo(ids.get('tus-archive')!), 'the archived upload is gone')
+  t.equal((await send(`${server.endpoint}${ids.get('tus-keep')!}`, 'HEAD', { 'Tus-Resumable': '1.0.0' })).status, 410, 'a kept upload is still expired to tus clients')
+  t.equal((await send(`${server.endpoint}${ids.get('draft-keep')!}`, 'HEAD', { 'Upload-Draft-Interop-Version': '6' })).status, 410, 'and to draft clients')
+  t.equal((await send(`${server.endpoint}${fresh}`, 'HEAD', { 'Tus-Resumable': '1.0.0' })).status, 200, 'an upload not expired is not asked about')
+  t.ok(logs.some((line) => line.includes('onUploadExpire failed') && line.includes('archive unreachable')), 'the throw is logged')
+  t.ok(logs.some((line) => line.includes('onUploadExpire kept an expired upload')), 'the veto is logged')
+
+  // The next sweep asks again.
+  keep.delete('tus-keep')
+  const later = await server.app.tus.removeExpired()
+  t.same(later.map((info) => info.metadata.name), ['tus-keep'])
+})
+
+t.test('onUploadExpire must be a function', async (t) => {
+  await t.rejects(startServer(t, { onUploadExpire: 'no' as unknown as () => boolean }), { code: 'FST_TUS_INVALID_OPTION' })
+})
