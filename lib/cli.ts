@@ -152,7 +152,6 @@ function joinNegativeValues (argv: string[]): string[] {
   return joined
 }
 
-
 function parseCli (argv: string[]): Parsed {
   let values
   try {

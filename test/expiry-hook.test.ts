@@ -43,7 +43,9 @@ t.test('onUploadExpire vetoes one upload, archives others, and a throwing hook k
   const archived = new Map<string, string>()
   const asked: string[] = []
   const logs: string[] = []
+  // Complete uploads, so they expire only with expireCompleted (by default finished uploads are kept).
   const server = await startServer(t, {
+    expireCompleted: true,
     onUploadExpire: async (upload, store) => {
       const name = upload.metadata.name ?? ''
       asked.push(name)

@@ -40,12 +40,15 @@ export declare const users: { fromToken (authorization: string | undefined): Pro
 export declare const quotas: { left (user: User): Promise<number> }
 export declare const media: { publish (path: string, metadata: Record<string, string>): Promise<string> }
 export declare const legalHolds: { has (id: string): Promise<boolean> }
+export declare function sign (id: string): string
 `
 
 /** What a block without imports is part of. */
 const APP = `import Fastify from 'fastify'
 import tus, { FileStore, TusErrors } from 'fastify-tus'
-import { users, quotas, media, legalHolds } from './services.js'
+import { users, quotas, media, legalHolds, sign } from './services.js'
+import { createWriteStream } from 'node:fs'
+import { pipeline } from 'node:stream/promises'
 const app = Fastify()
 `
 
@@ -66,7 +69,9 @@ async function consumerProject (t: { teardown: (fn: () => unknown) => void }): P
       paths: {
         'fastify-tus': [join(root, 'lib', 'index.ts')],
         'fastify-tus/s3': [join(root, 'lib', 'store', 's3-store.ts')],
-        'fastify-tus/redis': [join(root, 'lib', 'lockers', 'redis-locker.ts')]
+        'fastify-tus/redis': [join(root, 'lib', 'lockers', 'redis-locker.ts')],
+        'fastify-tus/prom-client': [join(root, 'lib', 'observe', 'prom-client.ts')],
+        'fastify-tus/tusd-hooks': [join(root, 'lib', 'cli-hooks.ts')]
       }
     },
     include: ['*.ts']
@@ -80,7 +85,8 @@ t.test('every ts block of the README type-checks in a strict ESM consumer', asyn
   t.ok(snippets.length >= 9, `the README has ${snippets.length} ts blocks`)
   const dir = await consumerProject(t)
   for (const [index, snippet] of snippets.entries()) {
-    const standalone = /^import /m.test(snippet.code)
+    // A block that builds its own app stands alone; the others are parts of an app (their own imports kept).
+    const standalone = /^import Fastify from 'fastify'$/m.test(snippet.code)
     await writeFile(join(dir, `block-${index + 1}.ts`), standalone ? snippet.code : APP + snippet.code)
   }
   const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc')

@@ -59,7 +59,7 @@ for (const dialect of DIALECTS) {
           }
         })
       }, { prefix: '/api' })
-    })
+    }, { trustProxy: '127.0.0.1' })
     const created = await send(`${server.origin}/api/acme/files`, 'POST', { ...dialect.create, 'X-Forwarded-Proto': 'https' })
     t.equal(created.status, 201)
     const id = seen[0]?.id ?? ''
