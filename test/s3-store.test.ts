@@ -205,3 +205,25 @@ t.test('concatenation: S3 copies complete partials itself (UploadPartCopy), or t
     t.equal(sha256(download.body), sha256(expected), order.join(' '))
   }
 })
+
+t.test('the finals waiting for a partial are objects every instance lists; terminating the partial removes them', async (t) => {
+  t.setTimeout(120_000)
+  const bucket = await testBucket(t)
+  const store = newStore(bucket)
+  const other = newStore(bucket)
+  const [partial, final1, final2] = [contractId(), contractId(), contractId()]
+  await store.create({ id: partial, size: 10, metadata: {}, concat: { type: 'partial' } })
+  t.same(await other.listPendingFinals(partial), [], 'none at first')
+  await store.addPendingFinal(final1, [partial, partial])
+  await store.addPendingFinal(final2, [partial])
+  t.same((await other.listPendingFinals(partial)).sort(), [final1, final2].sort(), 'seen by another instance')
+  const ids: string[] = []
+  for await (const id of other.list()) ids.push(id)
+  t.same(ids, [partial], 'the records are not uploads')
+  await other.removePendingFinal(final1, [partial])
+  t.same(await store.listPendingFinals(partial), [final2])
+  await store.removePendingFinal(final1, [partial])
+  t.pass('removing what is gone is harmless')
+  await store.terminate(partial)
+  t.same(await keys(bucket), [], 'termination removed the records with the partial')
+})

@@ -25,6 +25,8 @@ const MAX_PART_SIZE = 5 * 1024 * MiB
 const MAX_PARTS = 10_000
 const INFO_SUFFIX = '.info'
 const INCOMPLETE_SUFFIX = '.part'
+/** `<id>.finals/<finalId>`: an empty object per final upload waiting for partial upload `<id>`. */
+const PENDING_FINALS_SUFFIX = '.finals/'
 /** User metadata on the incomplete-part object: the part number its bytes will become. */
 const PART_NUMBER = 'tus-part-number'
 
@@ -251,6 +253,30 @@ export class S3Store implements DataStore {
     return true
   }
 
+  /** One empty object `<partialId>.finals/<finalId>` per partial: every instance sharing the bucket lists them. */
+  async addPendingFinal (finalId: string, partialIds: string[]): Promise<void> {
+    assertSafeId(finalId)
+    for (const partialId of new Set(partialIds)) {
+      await this.#send('PutObject', async (s3) => await s3.send(new PutObjectCommand({
+        Bucket: this.bucket, Key: this.#pendingFinalKey(partialId, finalId), Body: '', ContentLength: 0
+      })))
+    }
+  }
+
+  async listPendingFinals (partialId: string): Promise<string[]> {
+    const prefix = this.#pendingFinalsPrefix(partialId)
+    const finals: string[] = []
+    for await (const key of this.#keys(prefix)) {
+      const finalId = key.slice(prefix.length)
+      if (isValidUploadId(finalId)) finals.push(finalId)
+    }
+    return finals
+  }
+
+  async removePendingFinal (finalId: string, partialIds: string[]): Promise<void> {
+    for (const partialId of new Set(partialIds)) await this.#delete(this.#pendingFinalKey(partialId, finalId))
+  }
+
   async declareLength (id: string, size: number): Promise<void> {
     const info = await this.#readInfo(id)
     await this.#writeInfo({ ...info.body, size })
@@ -279,6 +305,8 @@ export class S3Store implements DataStore {
     await this.#abort(dataKey, info.body.uploadId)
     await this.#delete(dataKey)
     await this.#delete(this.#incompleteKey(id))
+    // The records of finals waiting for this partial: they can never complete now.
+    for await (const key of this.#keys(this.#pendingFinalsPrefix(id))) await this.#delete(key)
   }
 
   async * list (): AsyncIterable<string> {
@@ -301,6 +329,20 @@ export class S3Store implements DataStore {
 
   async close (): Promise<void> {
     this.#client.destroy()
+  }
+
+  /** Every key under `prefix`, all pages. */
+  async * #keys (prefix: string): AsyncIterable<string> {
+    let token: string | undefined
+    do {
+      const page = await this.#send('ListObjectsV2', async (s3) => await s3.send(new ListObjectsV2Command({
+        Bucket: this.bucket,
+        Prefix: prefix,
+        ...(token === undefined ? {} : { ContinuationToken: token })
+      })))
+      for (const { Key } of page.Contents ?? []) if (Key !== undefined) yield Key
+      token = page.IsTruncated === true ? page.NextContinuationToken : undefined
+    } while (token !== undefined)
   }
 
   async #state (id: string): Promise<UploadState> {
@@ -431,6 +473,16 @@ export class S3Store implements DataStore {
   #incompleteKey (id: string): string {
     assertSafeId(id)
     return `${this.prefix}${id}${INCOMPLETE_SUFFIX}`
+  }
+
+  #pendingFinalsPrefix (partialId: string): string {
+    assertSafeId(partialId)
+    return `${this.prefix}${partialId}${PENDING_FINALS_SUFFIX}`
+  }
+
+  #pendingFinalKey (partialId: string, finalId: string): string {
+    assertSafeId(finalId)
+    return `${this.#pendingFinalsPrefix(partialId)}${finalId}`
   }
 
   #dataKey (id: string, directory: string | undefined): string {

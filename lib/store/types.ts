@@ -63,6 +63,18 @@ export interface DataStore {
    * cannot for these partials; the caller then copies them through `read` and `write`.
    */
   concatenate? (finalId: string, partialIds: string[]): Promise<boolean>
+  /**
+   * Optional, with `listPendingFinals` and `removePendingFinal`: a record of the final uploads waiting for
+   * partial uploads (concatenation-unfinished), kept in the backend so that every instance sharing it sees
+   * it. Then the instance that completes a final's last partial finishes the final, wherever the final was
+   * created. Without these the waiting list lives in the process (enough for one instance).
+   * Records that `finalId` waits for each of `partialIds`; recording it twice is harmless.
+   */
+  addPendingFinal? (finalId: string, partialIds: string[]): Promise<void>
+  /** The finals recorded as waiting for `partialId` (an empty list when there are none, or no such partial). */
+  listPendingFinals? (partialId: string): Promise<string[]>
+  /** Forgets that `finalId` waits for `partialIds`; forgetting what is not recorded is harmless. */
+  removePendingFinal? (finalId: string, partialIds: string[]): Promise<void>
   /** Streams the stored bytes, or a range of them. */
   read (id: string, range?: ByteRange): Promise<Readable>
   /** Removes the upload and its data. */
