@@ -16,6 +16,7 @@ import {
 } from '@aws-sdk/client-s3'
 import { TusErrors, errorMessage } from '../errors.js'
 import { isValidDirectory, isValidUploadId } from '../ids.js'
+import { contentDisposition, contentType } from '../metadata.js'
 import type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata } from './types.js'
 
 const MiB = 1024 * 1024
@@ -117,7 +118,8 @@ export class S3Store implements DataStore {
     const createdAt = new Date()
     const multipart = await this.#send('CreateMultipartUpload', async (s3) => await s3.send(new CreateMultipartUploadCommand({
       Bucket: this.bucket,
-      Key: this.#dataKey(upload.id, upload.directory)
+      Key: this.#dataKey(upload.id, upload.directory),
+      ...objectHeaders(upload.id, upload.metadata)
     })))
     if (multipart.UploadId === undefined) throw new TusErrors.STORE_FAILED('S3 CreateMultipartUpload returned no UploadId')
     await this.#writeInfo({
@@ -210,7 +212,9 @@ export class S3Store implements DataStore {
     if (parts.length === 0) {
       // S3 cannot complete a multipart upload without parts: an empty upload is a plain empty object.
       await this.#abort(dataKey, info.uploadId)
-      await this.#send('PutObject', async (s3) => await s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: dataKey, Body: '', ContentLength: 0 })))
+      await this.#send('PutObject', async (s3) => await s3.send(new PutObjectCommand({
+        Bucket: this.bucket, Key: dataKey, Body: '', ContentLength: 0, ...objectHeaders(id, info.metadata)
+      })))
     } else {
       await this.#send('CompleteMultipartUpload', async (s3) => await s3.send(new CompleteMultipartUploadCommand({
         Bucket: this.bucket,
@@ -531,6 +535,15 @@ class PartBuffer {
     this.length = rest.length
     return taken
   }
+}
+
+/**
+ * The headers S3 serves a completed object with, from the upload's metadata: the type the client declared (when
+ * valid) and an attachment with its cleaned file name, exactly as GET through the plugin sends them, so a bucket
+ * or CDN can serve the objects directly.
+ */
+function objectHeaders (id: string, metadata: UploadMetadata): { ContentType: string, ContentDisposition: string } {
+  return { ContentType: contentType(metadata), ContentDisposition: contentDisposition(metadata, id) }
 }
 
 function assertSafeId (id: string): void {
