@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net'
 import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import Fastify from 'fastify'
+import { SCALE_FLAGS, SCALE_HELP, describeStorage, parseScale, scaleServices, type ScaleOptions } from './cli-scale.js'
 import { corsHook } from './cors.js'
 import tus, { FileStore } from './index.js'
 
@@ -42,7 +43,7 @@ Options:
   --log-level <level>       ${LOG_LEVELS.join(', ')} (default: info)
   -h, --help                show this help and exit
   -v, --version             show the version and exit
-
+${SCALE_HELP}
 Uploads: <dir>/<id> holds the bytes, <dir>/<id>.json the length and metadata. Finished uploads can be
 downloaded with GET <prefix>/<id>. SIGTERM or SIGINT closes the server gracefully (no new requests;
 every byte received is kept, so clients resume later) and exits 0; a second signal exits at once.
@@ -69,6 +70,7 @@ interface CliOptions {
   relativeLocation: boolean
   fsync: boolean
   logLevel: LogLevel
+  scale: ScaleOptions
 }
 
 type Parsed = { help: true } | { version: true } | { options: CliOptions }
@@ -96,7 +98,8 @@ function parseCli (argv: string[]): Parsed {
         'no-fsync': { type: 'boolean' },
         'log-level': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
-        version: { type: 'boolean', short: 'v' }
+        version: { type: 'boolean', short: 'v' },
+        ...SCALE_FLAGS
       }
     }))
   } catch (error) {
@@ -124,7 +127,8 @@ function parseCli (argv: string[]): Parsed {
       metricsPath: values['metrics-path'] === undefined ? undefined : parsePath('--metrics-path', values['metrics-path']),
       relativeLocation: values['relative-location'] === true,
       fsync: values['no-fsync'] !== true,
-      logLevel: logLevel as LogLevel
+      logLevel: logLevel as LogLevel,
+      scale: parseScale(values, process.env, (message) => new UsageError(message))
     }
   }
 }
@@ -198,9 +202,11 @@ async function serve (options: CliOptions): Promise<void> {
   let sweepTimer: NodeJS.Timeout | undefined
   app.addHook('onClose', async () => { clearInterval(sweepTimer) })
   try {
+    const scale = await scaleServices(app, options.scale)
     await app.register(tus, {
       dir: options.dir,
-      store: new FileStore({ directory: options.dir, fsync: options.fsync }),
+      store: scale.store ?? new FileStore({ directory: options.dir, fsync: options.fsync }),
+      ...(scale.locker === undefined ? {} : { locker: scale.locker }),
       prefix: options.prefix,
       ...(options.maxSize === undefined ? {} : { maxSize: options.maxSize }),
       ...(options.daysToKeep === undefined ? {} : { daysToKeep: options.daysToKeep }),
@@ -251,7 +257,7 @@ async function serve (options: CliOptions): Promise<void> {
   const { port } = app.server.address() as AddressInfo
   const host = options.host.includes(':') ? `[${options.host}]` : options.host
   const endpoint = `http://${host}:${port}${options.prefix.replace(/\/+$/, '')}/`
-  process.stdout.write(`fastify-tus ${packageVersion()}: tus endpoint at ${endpoint} (uploads in ${options.dir})\n`)
+  process.stdout.write(`fastify-tus ${packageVersion()}: tus endpoint at ${endpoint} (uploads in ${describeStorage(options.scale, options.dir)})\n`)
   void sweep()
 }
 
