@@ -68,7 +68,7 @@ export { MemoryLocker } from './lockers/lock.js'
 export type { LockOptions, UploadLock, UploadLocker } from './lockers/lock.js'
 export { FileStore } from './store/file-store.js'
 export type { FileStoreOptions } from './store/file-store.js'
-export type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata } from './store/types.js'
+export type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata, WriteOptions } from './store/types.js'
 export type { TusPluginOptions } from './options.js'
 export type {
   OnUploadComplete, OnUploadCreate, OnUploadProgress, OnUploadTerminate, TusAuthHook, UploadCreateChanges, UploadResponse

@@ -229,3 +229,24 @@ t.test('a SET that answers only after the lock gave up is given back: the upload
   t.pass('another instance takes the lock')
   await taken.release()
 })
+
+t.test('a lock\'s signal is aborted when it is lost: taken by another holder, or not renewed in time', async (t) => {
+  const [a, b] = instances(t, 2, { ttlMs: 400 })
+  const taken = await a!.locker.lock('u', { timeoutMs: 1000 })
+  t.equal(taken.signal?.aborted, false, 'held')
+  await a!.redis.del(`${a!.prefix}lock:u`)
+  const current = await b!.locker.lock('u', { timeoutMs: 1000, requestRelease: false })
+  await new Promise((resolve) => taken.signal!.addEventListener('abort', resolve))
+  t.match(taken.signal!.reason, { code: 'FST_TUS_LOCK_FAILED' }, 'lost: the reason says so')
+  t.equal(current.signal?.aborted, false, 'the new holder\'s is not')
+  await taken.release()
+  await current.release()
+
+  const quiet = await a!.locker.lock('v', { timeoutMs: 1000 })
+  const began = Date.now()
+  a!.redis.disconnect() // no renewal can succeed now: the lock may expire any time after its ttl
+  await new Promise((resolve) => quiet.signal!.addEventListener('abort', resolve))
+  const after = Date.now() - began
+  t.ok(after < 400, `aborted before the ttl could run out (${after} ms)`)
+  await quiet.release()
+})

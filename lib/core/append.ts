@@ -22,7 +22,7 @@ import { StagedChunk } from './staging.js'
  * nothing of it is stored either: the request fails and the upload stays as it was.
  */
 export async function appendBody (
-  services: TusServices, request: FastifyRequest, upload: UploadInfo, onProgress?: (upload: UploadInfo) => void
+  services: TusServices, request: FastifyRequest, upload: UploadInfo, onProgress?: (upload: UploadInfo) => void, lockLost?: AbortSignal
 ): Promise<UploadInfo> {
   const declared = integerHeader(request, 'Content-Length')
   ensureRoom(services, upload, declared ?? 0)
@@ -40,7 +40,7 @@ export async function appendBody (
     const staged = staging ? await storeFailure(services, request, upload, async () => await stageBody(services, progress.track(body), expected)) : undefined
     try {
       const source = staged === undefined ? progress.track(body) : await verifiedSource(request, staged, expected, body, progress, upload)
-      if (source !== undefined) offset = await storeFailure(services, request, upload, async () => await services.store.write(upload.id, upload.offset, source))
+      if (source !== undefined) offset = await storeFailure(services, request, upload, async () => await services.store.write(upload.id, upload.offset, source, lockLost === undefined ? undefined : { signal: lockLost }))
     } finally {
       await staged?.chunk.remove()
     }

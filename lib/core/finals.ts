@@ -73,7 +73,7 @@ export async function finishFinal (
       waiting = await incompletePartials(services, parts)
       if (waiting.length > 0) return { upload: final, completed: false }
     }
-    const completed = await copyPartials(services, final)
+    const completed = await copyPartials(services, final, lock.signal)
     // Before onUploadComplete: the final is complete whatever the hook does, and nothing waits for it any more.
     await forget(list, request, final)
     return { upload: completed, completed: true, response: await completeUpload(services, request, completed) }
@@ -111,7 +111,7 @@ export async function partialUpload (services: TusServices, id: string): Promise
 }
 
 /** Copies the partials' bytes into the final from where the copy stands, then flushes them (lock held). */
-async function copyPartials (services: TusServices, final: UploadInfo): Promise<UploadInfo> {
+async function copyPartials (services: TusServices, final: UploadInfo, lockLost: AbortSignal | undefined): Promise<UploadInfo> {
   if (final.concat?.type !== 'final') return final
   if (final.offset === 0 && await services.store.concatenate?.(final.id, final.concat.parts) === true) {
     await services.store.flush(final.id)
@@ -124,7 +124,7 @@ async function copyPartials (services: TusServices, final: UploadInfo): Promise<
     const end = start + partial.offset
     if (offset < end) {
       const source = await services.store.read(id, { start: offset - start, end: partial.offset - 1 })
-      offset = await services.store.write(final.id, offset, source)
+      offset = await services.store.write(final.id, offset, source, lockLost === undefined ? undefined : { signal: lockLost })
       if (offset !== end) throw new TusErrors.STORE_FAILED(`partial upload ${id} changed while it was being concatenated`)
     }
     start = end

@@ -3,6 +3,12 @@ import { TusErrors } from '../errors.js'
 /** A held lock on one upload. */
 export interface UploadLock {
   release (): Promise<void>
+  /**
+   * Aborted when the lock is lost while held (a cross-process lock that expired: its holder froze or lost its
+   * lock service past the ttl, and another request may hold it now). Stores check it before each write, so a
+   * stale holder never overwrites bytes the new holder acknowledged. Absent for locks that cannot be lost.
+   */
+  readonly signal?: AbortSignal
 }
 
 export interface LockOptions {

@@ -100,6 +100,7 @@ export class RedisLocker implements UploadLocker {
     // Registered before the first attempt, so a release between a failed attempt and the wait is not missed.
     const waiter = new Waiter()
     addTo(this.#waiters, id, waiter)
+    let sent = Date.now()
     try {
       let asked = false
       const take = async (): Promise<string | null> => await this.#redis.set(key, token, 'PX', this.#ttlMs, 'NX')
@@ -107,7 +108,11 @@ export class RedisLocker implements UploadLocker {
       const late = (result: string | null): void => {
         if (result === 'OK') this.#redis.eval(RELEASE, 1, key, token).catch(() => {})
       }
-      while (await this.#bounded('SET', this.#budget(deadline), take, late) !== 'OK') {
+      const attempt = async (): Promise<string | null> => {
+        sent = Date.now()
+        return await this.#bounded('SET', this.#budget(deadline), take, late)
+      }
+      while (await attempt() !== 'OK') {
         const remaining = deadline - Date.now()
         if (remaining <= 0) throw new TusErrors.LOCKED()
         if (!asked && options.requestRelease !== false) {
@@ -119,7 +124,7 @@ export class RedisLocker implements UploadLocker {
     } finally {
       removeFrom(this.#waiters, id, waiter)
     }
-    return this.#hold(id, key, token, options.onReleaseRequested)
+    return this.#hold(id, key, token, options.onReleaseRequested, sent)
   }
 
   /** Closes the pub/sub connection (at once, even while Redis is unreachable). Locks still held are left to expire. */
@@ -130,26 +135,48 @@ export class RedisLocker implements UploadLocker {
     subscriber?.disconnect()
   }
 
-  #hold (id: string, key: string, token: string, onReleaseRequested: (() => void) | undefined): UploadLock {
+  /**
+   * A taken lock: renewed every ttl/3 while held. Its signal is aborted once the lock may have expired: a
+   * renewal found another token (or none), or no renewal succeeded for ttl minus a margin (the process froze,
+   * or Redis is unreachable) — counted from when the last successful command was sent, so that a process
+   * resuming after SIGSTOP sees the overdue expiry (timers run before its I/O) before it writes again.
+   */
+  #hold (id: string, key: string, token: string, onReleaseRequested: (() => void) | undefined, takenAt: number): UploadLock {
     const holder: Holder = { onReleaseRequested }
     addTo(this.#holders, id, holder)
+    const lost = new AbortController()
+    const margin = Math.min(1000, Math.floor(this.#ttlMs / 4))
+    const lose = (why: string): void => {
+      clearInterval(renewal)
+      clearTimeout(expiry)
+      if (!lost.signal.aborted) lost.abort(new TusErrors.LOCK_FAILED(`the lock of upload ${id} was lost while held: ${why}`))
+      holder.onReleaseRequested?.()
+    }
+    let expiry: NodeJS.Timeout
+    const expireAt = (validUntil: number): void => {
+      clearTimeout(expiry)
+      expiry = setTimeout(() => { lose('not renewed in time') }, Math.max(0, validUntil - margin - Date.now()))
+      expiry.unref()
+    }
+    expireAt(takenAt + this.#ttlMs)
     const renewal = setInterval(() => {
+      const sent = Date.now()
       this.#bounded('EVAL', this.#commandTimeoutMs, async () => await this.#redis.eval(RENEW, 1, key, token, this.#ttlMs)).then((renewed) => {
         // Lost (it expired while this process was frozen, and maybe another instance holds it now): the
         // request must stop writing as soon as it can.
-        if (renewed !== 1) {
-          clearInterval(renewal)
-          holder.onReleaseRequested?.()
-        }
+        if (renewed !== 1) lose('another holder has it, or it expired')
+        else if (!lost.signal.aborted) expireAt(sent + this.#ttlMs)
       }, () => { /* Redis unreachable for now: the next renewal tries again before the lock expires. */ })
     }, Math.max(1, Math.floor(this.#ttlMs / 3)))
     renewal.unref()
     let released = false
     return {
+      signal: lost.signal,
       release: async () => {
         if (released) return
         released = true
         clearInterval(renewal)
+        clearTimeout(expiry)
         removeFrom(this.#holders, id, holder)
         try {
           await this.#bounded('release', this.#commandTimeoutMs, async () => {

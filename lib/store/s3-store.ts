@@ -17,7 +17,7 @@ import {
 import { TusErrors, errorMessage } from '../errors.js'
 import { isValidDirectory, isValidUploadId } from '../ids.js'
 import { contentDisposition, contentType } from '../metadata.js'
-import type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata } from './types.js'
+import type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata, WriteOptions } from './types.js'
 
 const MiB = 1024 * 1024
 /** S3's limits: every part but the last is at least 5 MiB, at most 5 GiB, and an upload has at most 10000 parts. */
@@ -149,7 +149,15 @@ export class S3Store implements DataStore {
     }
   }
 
-  async write (id: string, offset: number, source: AsyncIterable<Buffer>): Promise<number> {
+  /**
+   * With `options.signal` (the caller's lock), every S3 call that changes the upload first checks that the lock
+   * is still held: a holder that froze past its lock's ttl, while another instance took over and stored bytes,
+   * fails instead of overwriting them with its stale part numbers. (S3 has no conditional UploadPart, so a call
+   * already on its way when the lock expires can still land: the locker aborts the signal a margin before.)
+   */
+  async write (id: string, offset: number, source: AsyncIterable<Buffer>, options?: WriteOptions): Promise<number> {
+    const fence = (): void => { options?.signal?.throwIfAborted() }
+    fence()
     const state = await this.#state(id)
     if (state.offset !== offset) throw new TusErrors.STORE_FAILED(`upload ${id} is at offset ${state.offset} in S3, not ${offset}`)
     if (state.info.completed === true) throw new TusErrors.STORE_FAILED(`upload ${id} is already complete`)
@@ -175,6 +183,7 @@ export class S3Store implements DataStore {
         pending.push(next.value)
         received += next.value.length
         while (pending.length >= info.partSize) {
+          fence()
           await this.#uploadPart(info, partNumber, pending.take(info.partSize))
           partNumber++
         }
@@ -185,6 +194,7 @@ export class S3Store implements DataStore {
       throw error
     }
     const remainder = pending.take(pending.length)
+    if (remainder.length > 0 || carried > 0) fence()
     if (remainder.length > 0 && (remainder.length !== carried || partNumber !== state.parts.length + 1)) {
       await this.#send('PutObject', async (s3) => await s3.send(new PutObjectCommand({
         Bucket: this.bucket,

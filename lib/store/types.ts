@@ -33,6 +33,15 @@ export interface UploadInfo extends NewUpload {
   path?: string
 }
 
+/** How a write is made. */
+export interface WriteOptions {
+  /**
+   * Aborted when the caller's lock on the upload is lost (UploadLock.signal): the store must not write
+   * anything more once it is (check it before each write to the backend), and rejects with its reason.
+   */
+  signal?: AbortSignal
+}
+
 /** An inclusive byte range, as in HTTP Range. */
 export interface ByteRange {
   start: number
@@ -52,7 +61,7 @@ export interface DataStore {
    * Appends the chunks of `source` at `offset` (which the caller has checked is the current offset) and
    * resolves with the new offset. Bytes written before a failure stay written; the caller bounds `source`.
    */
-  write (id: string, offset: number, source: AsyncIterable<Buffer>): Promise<number>
+  write (id: string, offset: number, source: AsyncIterable<Buffer>, options?: WriteOptions): Promise<number>
   /** Makes the upload's bytes durable (called before completion is reported). */
   flush (id: string): Promise<void>
   /** Sets a deferred length once. */
