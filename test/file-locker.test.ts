@@ -1,7 +1,7 @@
 // FileLocker: lock files with leases for several processes on one host, no lock service. The unit tests use
 // several lockers on one directory, as several processes would; the last tests use real processes.
 import t from 'tap'
-import { mkdtemp, readdir, rm, utimes } from 'node:fs/promises'
+import { mkdtemp, readdir, rm, stat, utimes } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
@@ -130,7 +130,17 @@ t.test('invalid options are refused at construction', async (t) => {
 async function processes (t: Parameters<typeof lockDir>[0], count: number): Promise<ChildServer[]> {
   const dir = await lockDir(t)
   const env = { TUS_CHILD_FILE_LOCKS: join(dir, '.locks') }
-  return await Promise.all(Array.from({ length: count }, async () => await startChild(t, dir, env)))
+  // The first reports its progress: a test knows when a PATCH of its holds the lock.
+  return await Promise.all(Array.from({ length: count }, async (_, index) => await startChild(t, dir, index === 0 ? { ...env, TUS_CHILD_PROGRESS: '1' } : env)))
+}
+
+async function progress (server: ChildServer, atLeast: number, exactly = false): Promise<void> {
+  for (;;) {
+    const { value, done } = await server.lines.next()
+    if (done === true) throw new Error('the child exited')
+    const offset = /^progress (\d+)$/.test(value) ? Number(value.slice(9)) : -1
+    if (exactly ? offset === atLeast : offset >= atLeast) return
+  }
 }
 
 t.test('two processes on one upload directory: concurrent PATCHes never interleave, a HEAD on one ends a PATCH on the other', async (t) => {
@@ -177,9 +187,47 @@ t.test('two processes on one upload directory: concurrent PATCHes never interlea
   const patch = tusRequest(`http://127.0.0.1:${a!.port}${slowUrl}`, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET, 'Content-Length': String(MiB) }, body })
     .then((response) => response.status, () => 'closed')
   body.write(Buffer.alloc(1000, 1))
-  let head = await tusRequest(`http://127.0.0.1:${b!.port}${slowUrl}`, { method: 'HEAD' })
-  // The HEAD may come before the PATCH took the lock; then the offset is 0 and a second HEAD finds the PATCH.
-  if (head.headers['upload-offset'] === '0') head = await tusRequest(`http://127.0.0.1:${b!.port}${slowUrl}`, { method: 'HEAD' })
+  // Exactly 1000: A's earlier reports (whole chunks of other uploads) are still in the pipe.
+  await progress(a!, 1000, true)
+  const head = await tusRequest(`http://127.0.0.1:${b!.port}${slowUrl}`, { method: 'HEAD' })
   t.equal(head.headers['upload-offset'], '1000')
   t.ok([204, 'closed'].includes(await patch), 'the PATCH on A ended when B asked')
+})
+
+t.test('fencing with lock files: a process frozen past the lease, then resumed, appends nothing after the new holder\'s bytes', async (t) => {
+  t.setTimeout(120_000)
+  const dir = await lockDir(t)
+  const env = { TUS_CHILD_FILE_LOCKS: join(dir, '.locks'), TUS_CHILD_LOCK_TTL: '1500', TUS_CHILD_LOCK_TIMEOUT: '8000' }
+  const [a, b] = await Promise.all([startChild(t, dir, { ...env, TUS_CHILD_PROGRESS: '1' }), startChild(t, dir, env)])
+  t.teardown(() => { a!.child.kill('SIGCONT') })
+  const size = 8 * MiB
+  const created = await tusRequest(`http://127.0.0.1:${b!.port}/files/`, { method: 'POST', headers: { 'Upload-Length': String(size) } })
+  const url = new URL(created.headers.location!).pathname
+  const stale = randomBytesSeeded(6 * MiB, 120)
+  const body = new PassThrough()
+  const patchA = tusRequest(`http://127.0.0.1:${a!.port}${url}`, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET, 'Content-Length': String(stale.length) }, body })
+    .then((response) => response.status, () => 'closed')
+  body.write(stale.subarray(0, 3 * MiB))
+  await progress(a!, 3 * MiB)
+  // Reported is handed to the store; frozen with writes still queued (up to 128 KiB), A would append them on
+  // waking whatever the lock says (see README): wait until they are on disk.
+  const dataFile = join(dir, new URL(created.headers.location!).pathname.split('/').pop()!)
+  while ((await stat(dataFile)).size < 3 * MiB) await new Promise((resolve) => setTimeout(resolve, 10))
+  a!.child.kill('SIGSTOP')
+  // B waits for A's lease to run out; the bytes A stored before it froze are the upload's.
+  const head = await tusRequest(`http://127.0.0.1:${b!.port}${url}`, { method: 'HEAD' })
+  const stored = Number(head.headers['upload-offset'])
+  t.equal(stored, 3 * MiB, 'what A stored before it froze')
+  const data = randomBytesSeeded(size, 121)
+  const patchB = await tusRequest(`http://127.0.0.1:${b!.port}${url}`, { method: 'PATCH', headers: { 'Upload-Offset': String(stored), ...OCTET }, body: data.subarray(stored, stored + MiB) })
+  t.equal(patchB.status, 204)
+  a!.child.kill('SIGCONT')
+  body.end(stale.subarray(3 * MiB))
+  t.not(await patchA, 204, 'the resumed PATCH is not acknowledged')
+  const after = await tusRequest(`http://127.0.0.1:${b!.port}${url}`, { method: 'HEAD' })
+  t.equal(after.headers['upload-offset'], String(stored + MiB), 'nothing appended after B\'s bytes')
+  const rest = await tusRequest(`http://127.0.0.1:${a!.port}${url}`, { method: 'PATCH', headers: { 'Upload-Offset': String(stored + MiB), ...OCTET }, body: data.subarray(stored + MiB) })
+  t.equal(rest.status, 204)
+  const download = await tusRequest(`http://127.0.0.1:${b!.port}${url}`)
+  t.equal(sha256(download.body), sha256(Buffer.concat([stale.subarray(0, stored), data.subarray(stored)])), 'every stored byte where it was acknowledged')
 })
