@@ -5,7 +5,8 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { idOf, randomBytesSeeded, sha256, startChild, tusRequest, type ChildServer } from './helpers.js'
-import { testBucket, uniqueName } from './services.js'
+import { DeleteObjectCommand } from '@aws-sdk/client-s3'
+import { testBucket, testS3Client, uniqueName } from './services.js'
 
 const MiB = 1024 * 1024
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
@@ -85,4 +86,29 @@ t.test('a final whose partials complete on another instance after its creator re
   const download = await tusRequest(`${base(a!)}/files/${finalId}`)
   t.equal(download.status, 200)
   t.equal(sha256(download.body), sha256(data))
+})
+
+t.test('a final whose waiting record is gone (an instance died before finishing it) is finished by a GET on any instance', async (t) => {
+  t.setTimeout(180_000)
+  const bucket = await testBucket(t)
+  const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-finals-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const env = { TUS_CHILD_BUCKET: bucket, TUS_CHILD_REDIS_PREFIX: `${uniqueName('tus-finals')}:` }
+  const [a, b, c] = await Promise.all([startChild(t, dir, env), startChild(t, dir, env), startChild(t, dir, env)])
+  const data = randomBytesSeeded(4000, 81)
+  const partial = await createPartial(a!, data.length)
+  const final = await tusRequest(`${base(b!)}/files/`, { method: 'POST', headers: { 'Upload-Concat': `final;/files/${partial}` } })
+  const finalId = idOf(new URL(final.headers.location!, base(b!)).href)
+  // What an instance that crashed between the partial's completion and the final's leaves: no record.
+  const client = testS3Client()
+  t.teardown(() => { client.destroy() })
+  await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: `uploads/${partial}.finals/${finalId}` }))
+  t.equal(await patch(a!, partial, 0, data), 204)
+  t.same(await completions(a!), {}, 'A did not know of the final')
+  const download = await tusRequest(`${base(c!)}/files/${finalId}`)
+  t.equal(download.status, 200, 'the GET finished it')
+  t.equal(sha256(download.body), sha256(data))
+  t.equal((await tusRequest(`${base(b!)}/files/${finalId}`)).status, 200)
+  t.same(await completions(c!), { [finalId]: 1 }, 'onUploadComplete ran once, on the instance that finished it')
+  t.same(await completions(b!), {})
 })
