@@ -250,3 +250,15 @@ t.test('a lock\'s signal is aborted when it is lost: taken by another holder, or
   t.ok(after < 400, `aborted before the ttl could run out (${after} ms)`)
   await quiet.release()
 })
+
+t.test('a lock\'s signal checks the lease when read: a write right after a freeze sees it expired before any timer runs', async (t) => {
+  const [a] = instances(t, 1, { ttlMs: 400 })
+  const lock = await a!.locker.lock('frozen', { timeoutMs: 1000 })
+  t.equal(lock.signal?.aborted, false)
+  // Block the event loop past the ttl, as a frozen process: no timer or renewal can run meanwhile.
+  const until = Date.now() + 500
+  while (Date.now() < until);
+  t.equal(lock.signal?.aborted, true, 'aborted when read, before the expiry timer had a chance')
+  t.throws(() => { lock.signal!.throwIfAborted() }, { code: 'FST_TUS_LOCK_FAILED' })
+  await lock.release()
+})

@@ -4,7 +4,7 @@ import { link, mkdir, readFile, rename, stat, unlink, utimes, writeFile } from '
 import { join } from 'node:path'
 import { TusErrors, errorMessage, retryLater } from '../errors.js'
 import { isValidUploadId } from '../ids.js'
-import type { LockOptions, UploadLock, UploadLocker } from './lock.js'
+import { leaseSignal, type LockOptions, type UploadLock, type UploadLocker } from './lock.js'
 
 export interface FileLockerOptions {
   /**
@@ -149,15 +149,20 @@ export class FileLocker implements UploadLocker {
     const lost = new AbortController()
     const margin = Math.min(1000, Math.floor(this.#ttlMs / 4))
     let expiry: NodeJS.Timeout | undefined
+    let gone = false
     const lose = (why: string): void => {
       clearInterval(renewal)
       clearTimeout(expiry)
-      if (!lost.signal.aborted) lost.abort(new TusErrors.LOCK_FAILED(`the lock of upload ${id} was lost while held: ${why}`))
+      if (gone) return
+      gone = true
+      lost.abort(new TusErrors.LOCK_FAILED(`the lock of upload ${id} was lost while held: ${why}`))
       holder.onReleaseRequested?.()
     }
-    const expireAt = (validUntil: number): void => {
+    let validUntil = 0
+    const expireAt = (until: number): void => {
+      validUntil = until
       clearTimeout(expiry)
-      expiry = setTimeout(() => { lose('not renewed in time') }, Math.max(0, validUntil - margin - Date.now()))
+      expiry = setTimeout(() => { lose('not renewed in time') }, Math.max(0, until - margin - Date.now()))
       expiry.unref()
     }
     expireAt(takenAt + this.#ttlMs)
@@ -170,7 +175,7 @@ export class FileLocker implements UploadLocker {
         }
         const now = new Date()
         await utimes(path, now, now)
-        if (!lost.signal.aborted) expireAt(sent + this.#ttlMs)
+        if (!gone) expireAt(sent + this.#ttlMs)
       }).catch((error: unknown) => {
         if (code(error) === 'ENOENT') lose('its file was removed')
         // Otherwise the next renewal tries again before the lease runs out.
@@ -179,7 +184,8 @@ export class FileLocker implements UploadLocker {
     renewal.unref()
     let released = false
     return {
-      signal: lost.signal,
+      // Checked when read too: after a freeze, waiting I/O runs before the expiry timer.
+      signal: leaseSignal(lost, () => { if (Date.now() >= validUntil - margin) lose('not renewed in time') }),
       release: async () => {
         if (released) return
         released = true

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { TusErrors, errorMessage, retryLater } from '../errors.js'
-import type { LockOptions, UploadLock, UploadLocker } from './lock.js'
+import { leaseSignal, type LockOptions, type UploadLock, type UploadLocker } from './lock.js'
 
 export interface RedisLockerOptions {
   /**
@@ -146,16 +146,21 @@ export class RedisLocker implements UploadLocker {
     addTo(this.#holders, id, holder)
     const lost = new AbortController()
     const margin = Math.min(1000, Math.floor(this.#ttlMs / 4))
+    let gone = false
     const lose = (why: string): void => {
       clearInterval(renewal)
       clearTimeout(expiry)
-      if (!lost.signal.aborted) lost.abort(new TusErrors.LOCK_FAILED(`the lock of upload ${id} was lost while held: ${why}`))
+      if (gone) return
+      gone = true
+      lost.abort(new TusErrors.LOCK_FAILED(`the lock of upload ${id} was lost while held: ${why}`))
       holder.onReleaseRequested?.()
     }
     let expiry: NodeJS.Timeout
-    const expireAt = (validUntil: number): void => {
+    let validUntil = 0
+    const expireAt = (until: number): void => {
+      validUntil = until
       clearTimeout(expiry)
-      expiry = setTimeout(() => { lose('not renewed in time') }, Math.max(0, validUntil - margin - Date.now()))
+      expiry = setTimeout(() => { lose('not renewed in time') }, Math.max(0, until - margin - Date.now()))
       expiry.unref()
     }
     expireAt(takenAt + this.#ttlMs)
@@ -165,13 +170,14 @@ export class RedisLocker implements UploadLocker {
         // Lost (it expired while this process was frozen, and maybe another instance holds it now): the
         // request must stop writing as soon as it can.
         if (renewed !== 1) lose('another holder has it, or it expired')
-        else if (!lost.signal.aborted) expireAt(sent + this.#ttlMs)
+        else if (!gone) expireAt(sent + this.#ttlMs)
       }, () => { /* Redis unreachable for now: the next renewal tries again before the lock expires. */ })
     }, Math.max(1, Math.floor(this.#ttlMs / 3)))
     renewal.unref()
     let released = false
     return {
-      signal: lost.signal,
+      // Checked when read too: after a freeze, waiting I/O runs before the expiry timer.
+      signal: leaseSignal(lost, () => { if (Date.now() >= validUntil - margin) lose('not renewed in time') }),
       release: async () => {
         if (released) return
         released = true
