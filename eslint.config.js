@@ -5,7 +5,7 @@ import { createTypeScriptImportResolver } from 'eslint-import-resolver-typescrip
 // The layers of lib/, bottom to top (ARCHITECTURE.md): each may import only from the layers below it.
 const LEAVES = ['lib/errors.ts', 'lib/types.ts', 'lib/ids.ts', 'lib/metadata.ts', 'lib/store/types.ts', 'lib/ietf/versions.ts']
 const SERVICES = ['lib/store', 'lib/lockers', 'lib/observe']
-const TOP = ['lib/index.ts', 'lib/options.ts', 'lib/cli.ts', 'lib/cli-hooks.ts', 'lib/cli-env.ts', 'lib/cli-health.ts', 'lib/cors.ts']
+const TOP = ['lib/index.ts', 'lib/options.ts', 'lib/cli.ts', 'lib/cli-hooks.ts', 'lib/cli-env.ts', 'lib/cli-health.ts', 'lib/cli-scale.ts', 'lib/cors.ts']
 const DRAFT = { path: 'lib/ietf', except: ['./versions.ts'] }
 const above = {
   leaves: ['lib/store/file-store.ts', 'lib/store/s3-store.ts', 'lib/lockers', 'lib/observe', 'lib/core', 'lib/wire', 'lib/tus', 'lib/http', ...TOP],

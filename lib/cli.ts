@@ -16,6 +16,7 @@ import Fastify from 'fastify'
 import { envArguments, type CliOptionSpec } from './cli-env.js'
 import { healthRoute } from './cli-health.js'
 import { parseHookEvents, tusdHttpHooks, type TusdHookName } from './cli-hooks.js'
+import { SCALE_FLAGS, SCALE_HELP, describeStorage, parseScale, scaleServices, type ScaleOptions } from './cli-scale.js'
 import { tusCorsOptions } from './cors.js'
 import tus, { FileStore, type TusPluginOptions } from './index.js'
 
@@ -66,6 +67,7 @@ Options:
                             else 503, e.g. /healthz (default: off)
   -h, --help                show this help and exit
   -v, --version             show the version and exit
+${SCALE_HELP}
 
 Every flag can also be set with an environment variable FASTIFY_TUS_<FLAG>: FASTIFY_TUS_MAX_SIZE=10G,
 FASTIFY_TUS_NO_FSYNC=1, FASTIFY_TUS_CORS_ORIGIN=<origin>,<origin>; a flag given on the command line wins.
@@ -103,6 +105,7 @@ interface CliOptions {
   healthPath: string | undefined
   fsync: boolean
   logLevel: LogLevel
+  scale: ScaleOptions
 }
 
 type Parsed = { help: true } | { version: true } | { options: CliOptions }
@@ -130,7 +133,8 @@ const CLI_OPTIONS = {
   'expire-completed': { type: 'boolean' },
   'log-level': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
-  version: { type: 'boolean', short: 'v' }
+  version: { type: 'boolean', short: 'v' },
+  ...SCALE_FLAGS
 } as const satisfies Record<string, CliOptionSpec & { short?: string }>
 
 /** The flags that take a value (parseArgs refuses a value starting with "-" unless it is joined with "="). */
@@ -193,7 +197,8 @@ function parseCli (argv: string[]): Parsed {
       healthPath: values['health-path'] === undefined ? undefined : parsePath('--health-path', values['health-path']),
       hooksEvents: values['hooks-enabled-events'] === undefined ? undefined : usage(() => parseHookEvents(values['hooks-enabled-events'] ?? '')),
       fsync: values['no-fsync'] !== true,
-      logLevel: logLevel as LogLevel
+      logLevel: logLevel as LogLevel,
+      scale: parseScale(values, process.env, (message) => new UsageError(message))
     }
   }
 }
@@ -326,9 +331,11 @@ async function serve (options: CliOptions): Promise<void> {
   // After the requests: their post-finish and post-terminate hooks still reach the receiver.
   app.addHook('onClose', async () => { await hooks?.idle() })
   try {
+    const scale = await scaleServices(app, options.scale)
     await app.register(tus, withHooks({
       dir: options.dir,
-      store: new FileStore({ directory: options.dir, fsync: options.fsync }),
+      store: scale.store ?? new FileStore({ directory: options.dir, fsync: options.fsync }),
+      ...(scale.locker === undefined ? {} : { locker: scale.locker }),
       prefix: options.prefix,
       ...(options.maxSize === undefined ? {} : { maxSize: options.maxSize }),
       ...(options.daysToKeep === undefined ? {} : { daysToKeep: options.daysToKeep }),
@@ -386,7 +393,7 @@ async function serve (options: CliOptions): Promise<void> {
   const { port } = app.server.address() as AddressInfo
   const host = options.host.includes(':') ? `[${options.host}]` : options.host
   const endpoint = `http://${host}:${port}${options.prefix.replace(/\/+$/, '')}/`
-  process.stdout.write(`fastify-tus ${packageVersion()}: tus endpoint at ${endpoint} (uploads in ${options.dir})\n`)
+  process.stdout.write(`fastify-tus ${packageVersion()}: tus endpoint at ${endpoint} (uploads in ${describeStorage(options.scale, options.dir)})\n`)
   void sweep()
 }
 

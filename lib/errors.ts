@@ -156,6 +156,14 @@ export function withFacts<E extends Error> (error: E, facts: TusErrorFacts): E &
   return Object.assign(error, facts, headers === undefined ? {} : { headers })
 }
 
+/**
+ * Adds `Retry-After: seconds` to an error: a 503 of a service that is unreachable for now (FST_TUS_LOCK_FAILED)
+ * tells clients when to try again.
+ */
+export function retryLater<E extends Error> (error: E, seconds: number): E & TusErrorFacts {
+  return withFacts(error, { headers: { 'Retry-After': String(Math.max(1, Math.ceil(seconds))) } })
+}
+
 /** The status an error is answered with: its own when it is an HTTP error status, else 500. */
 export function errorStatus (error: TusHttpError): number {
   return error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 600 ? error.statusCode : 500

@@ -71,10 +71,12 @@ export default tusPlugin
 export { TusDraftErrors, TusErrors } from './errors.js'
 export type { TusErrorFacts, TusHttpError } from './errors.js'
 export { MemoryLocker } from './lockers/lock.js'
+export { FileLocker } from './lockers/file-locker.js'
+export type { FileLockerOptions } from './lockers/file-locker.js'
 export type { LockOptions, UploadLock, UploadLocker } from './lockers/lock.js'
 export { FileStore } from './store/file-store.js'
 export type { FileStoreOptions } from './store/file-store.js'
-export type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata } from './store/types.js'
+export type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata, WriteOptions } from './store/types.js'
 export type { TusPluginOptions } from './options.js'
 export type {
   GenerateUrl, GetUploadIdFromRequest, MaxSizeOf, OnUploadAccess, OnUploadComplete, OnUploadCreate, OnUploadExpire, OnUploadProgress,

@@ -5,6 +5,8 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
 // Printable ASCII without space and comma: the separators of the header's grammar.
 const KEY = /^[\x21-\x2b\x2d-\x7e]+$/
 const utf8 = new TextDecoder('utf-8', { fatal: true })
+// type/subtype with optional parameters, no control characters: safe to send back as Content-Type.
+const MEDIA_TYPE = /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(\s*;\s*[A-Za-z0-9!#$&^_.+-]+=("[\x20\x21\x23-\x7e]*"|[A-Za-z0-9!#$&^_.+-]+))*$/
 
 /**
  * Parses `Upload-Metadata` strictly: comma-separated `key [base64value]` pairs, unique keys, standard
@@ -47,4 +49,24 @@ export function isMetadataKey (key: string): boolean {
 
 function printable (text: string): string {
   return text.replace(/[^\x20-\x7e]/g, '?').slice(0, 64)
+}
+
+/** The media type a client declared (`filetype`, `type` or `contentType`) when it is a valid one, else application/octet-stream. */
+export function contentType (metadata: UploadMetadata): string {
+  const type = metadata.filetype ?? metadata.type ?? metadata.contentType
+  return type !== undefined && MEDIA_TYPE.test(type) ? type : 'application/octet-stream'
+}
+
+/** A file name as a client sent it, made harmless: no path separators, no control characters. */
+export function cleanFilename (raw: string): string {
+  // eslint-disable-next-line no-control-regex -- control characters are what is removed
+  return raw.replace(/[\\/]/g, '_').replace(/[\x00-\x1f\x7f]/g, '')
+}
+
+/** RFC 6266: an ASCII fallback name plus the exact UTF-8 name in RFC 5987 encoding. */
+export function contentDisposition (metadata: UploadMetadata, id: string): string {
+  const name = cleanFilename(metadata.filename ?? metadata.name ?? id) || id
+  const fallback = name.replace(/[^\x20-\x7e]/g, '_').replace(/["\\%]/g, '_')
+  const encoded = encodeURIComponent(name).replace(/['()*]/g, (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase())
+  return `attachment; filename="${fallback}"; filename*=UTF-8''${encoded}`
 }

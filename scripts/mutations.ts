@@ -82,6 +82,20 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/concatenation.test.ts']
   },
   {
+    name: 'core: a lost lock does not fence the body',
+    file: 'lib/core/append.ts',
+    find: 'fenced(source, lockLost)',
+    replace: 'source',
+    tests: ['test/lock-signal.test.ts']
+  },
+  {
+    name: 'core: a final waiting for partials is not recorded',
+    file: 'lib/core/finals.ts',
+    find: '      await list.add(finalId, waiting)\n',
+    replace: '',
+    tests: ['test/concatenation.test.ts']
+  },
+  {
     name: 'core: a completed partial runs onUploadComplete',
     file: 'lib/core/operations.ts',
     find: "if (!completed || after.concat?.type === 'partial') return { upload: after, completed }",

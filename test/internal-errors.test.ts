@@ -2,7 +2,7 @@
 // details and answered with a generic 500: its message may hold paths, credentials or internals.
 import t, { type Test } from 'tap'
 import { Writable } from 'node:stream'
-import tusPlugin, { FileStore, type NewUpload, type UploadInfo } from '../lib/index.js'
+import tusPlugin, { FileStore, TusErrors, type NewUpload, type UploadInfo } from '../lib/index.js'
 import { startServer, tusRequest, rawRequest } from './helpers.js'
 
 const SECRET = 'connection to db://admin:hunter2@10.0.0.7 refused'
@@ -75,4 +75,17 @@ t.test('draft requests: an unexpected error is a generic 500, with the draft hea
     noSecret(t, response, method)
   }
   t.ok(logged.some((line) => line.includes('hunter2')), 'the details are logged')
+})
+
+t.test('a lock service that is unreachable: 503 with Retry-After in both protocols, whatever locker threw it', async (t) => {
+  const locker = { lock: async () => { throw new TusErrors.LOCK_FAILED(SECRET) } }
+  const server = await startServer(t, { locker })
+  const created = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': '10' } })
+  t.equal(created.status, 503)
+  t.equal(created.headers['retry-after'], '1')
+  noSecret(t, created, 'tus POST')
+  const draft = await rawRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Draft-Interop-Version': '6', 'Upload-Complete': '?1' }, body: 'hello' })
+  t.equal(draft.status, 503)
+  t.equal(draft.headers['retry-after'], '1')
+  noSecret(t, draft, 'draft POST')
 })

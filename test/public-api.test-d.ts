@@ -2,7 +2,7 @@
 // compile, and what it must not write must not (each @ts-expect-error fails the build if the error vanishes).
 import Fastify, { type FastifyRequest } from 'fastify'
 import tusPlugin, {
-  FileStore, MemoryLocker, TusDraftErrors, TusErrors, type DataStore, type OnUploadComplete, type OnUploadCreate,
+  FileLocker, FileStore, MemoryLocker, TusDraftErrors, type WriteOptions, TusErrors, type DataStore, type OnUploadComplete, type OnUploadCreate,
   type TusHttpError, type TusPluginOptions, type UploadCreateChanges, type UploadInfo, type UploadLocker, type UploadResponse
 } from '../lib/index.js'
 import { S3Store } from '../lib/store/s3-store.js'
@@ -45,6 +45,19 @@ void store
 void locker
 void S3Store
 void RedisLocker
+
+// Scaling out: a file lock for one host, locks that can be lost (their signal), stores that check it.
+const fileLocker: UploadLocker = new FileLocker({ directory: '/tmp/uploads/.locks', ttlMs: 10_000 })
+// @ts-expect-error the directory is required
+void new FileLocker({ ttlMs: 1 })
+const held = await fileLocker.lock('id', { timeoutMs: 1000 })
+const lost: AbortSignal | undefined = held.signal
+void lost
+const writeOptions: WriteOptions = { signal: AbortSignal.abort() }
+void store.write('id', 0, [Buffer.alloc(1)] as unknown as AsyncIterable<Buffer>, writeOptions)
+const pendingFinals: ((partialId: string) => Promise<string[]>) | undefined = store.listPendingFinals
+void pendingFinals
+void new RedisLocker({ redis: undefined as unknown as ConstructorParameters<typeof RedisLocker>[0]['redis'], commandTimeoutMs: 1000 })
 
 // app.tus: typed events, the store, expiry and metrics.
 app.tus.on('completed', (upload) => { const id: string = upload.id; void id })

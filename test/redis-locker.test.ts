@@ -183,3 +183,82 @@ t.test('invalid options are refused at construction', async (t) => {
   }
   redis.disconnect()
 })
+
+t.test('Redis unreachable with ioredis\'s default options (offline queue, 20 retries): LOCK_FAILED with Retry-After within the wait', async (t) => {
+  // A port nothing listens on: ioredis keeps reconnecting, and by itself would hold the command for 10 s or more.
+  const redis = new Redis({ host: '127.0.0.1', port: 1 })
+  redis.on('error', () => {})
+  const locker = new RedisLocker({ redis, commandTimeoutMs: 300 })
+  t.teardown(async () => {
+    await locker.close()
+    redis.disconnect()
+  })
+  for (const timeoutMs of [800, 50]) {
+    const begin = Date.now()
+    const error = await lockError(locker.lock('u', { timeoutMs })) as { code?: string, statusCode?: number, headers?: Record<string, string> }
+    const elapsed = Date.now() - begin
+    t.equal(error.code, 'FST_TUS_LOCK_FAILED')
+    t.equal(error.statusCode, 503)
+    t.equal(error.headers?.['Retry-After'], '1')
+    t.ok(elapsed >= Math.max(timeoutMs, 300) - 20 && elapsed < Math.max(timeoutMs, 300) + 500, `answered after ${elapsed} ms (wait ${timeoutMs} ms, command bound 300 ms)`)
+  }
+  const begin = Date.now()
+  await locker.close()
+  t.ok(Date.now() - begin < 500, 'close does not wait for Redis')
+})
+
+t.test('a SET that answers only after the lock gave up is given back: the upload is not locked for a ttl', async (t) => {
+  const [a, b] = instances(t, 2, { commandTimeoutMs: 200, ttlMs: 30_000 })
+  // The SET reaches Redis only after the bound (as after an outage): it takes the lock for nobody.
+  let arrived: () => void = () => {}
+  const lateSetDone = new Promise<void>((resolve) => { arrived = resolve })
+  const set = a!.redis.set.bind(a!.redis) as (...args: unknown[]) => Promise<string | null>
+  Object.assign(a!.redis, {
+    set: async (...args: unknown[]) => {
+      await new Promise((resolve) => setTimeout(resolve, 600))
+      const result = await set(...args)
+      arrived()
+      return result
+    }
+  })
+  const error = await lockError(a!.locker.lock('u', { timeoutMs: 100 }))
+  t.equal(error.code, 'FST_TUS_LOCK_FAILED')
+  await lateSetDone
+  // Without the give-back the key would live 30 s; b waits at most 3 s.
+  const taken = await b!.locker.lock('u', { timeoutMs: 3000, requestRelease: false })
+  t.pass('another instance takes the lock')
+  await taken.release()
+})
+
+t.test('a lock\'s signal is aborted when it is lost: taken by another holder, or not renewed in time', async (t) => {
+  const [a, b] = instances(t, 2, { ttlMs: 400 })
+  const taken = await a!.locker.lock('u', { timeoutMs: 1000 })
+  t.equal(taken.signal?.aborted, false, 'held')
+  await a!.redis.del(`${a!.prefix}lock:u`)
+  const current = await b!.locker.lock('u', { timeoutMs: 1000, requestRelease: false })
+  await new Promise((resolve) => taken.signal!.addEventListener('abort', resolve))
+  t.match(taken.signal!.reason, { code: 'FST_TUS_LOCK_FAILED' }, 'lost: the reason says so')
+  t.equal(current.signal?.aborted, false, 'the new holder\'s is not')
+  await taken.release()
+  await current.release()
+
+  const quiet = await a!.locker.lock('v', { timeoutMs: 1000 })
+  const began = Date.now()
+  a!.redis.disconnect() // no renewal can succeed now: the lock may expire any time after its ttl
+  await new Promise((resolve) => quiet.signal!.addEventListener('abort', resolve))
+  const after = Date.now() - began
+  t.ok(after < 400, `aborted before the ttl could run out (${after} ms)`)
+  await quiet.release()
+})
+
+t.test('a lock\'s signal checks the lease when read: a write right after a freeze sees it expired before any timer runs', async (t) => {
+  const [a] = instances(t, 1, { ttlMs: 400 })
+  const lock = await a!.locker.lock('frozen', { timeoutMs: 1000 })
+  t.equal(lock.signal?.aborted, false)
+  // Block the event loop past the ttl, as a frozen process: no timer or renewal can run meanwhile.
+  const until = Date.now() + 500
+  while (Date.now() < until);
+  t.equal(lock.signal?.aborted, true, 'aborted when read, before the expiry timer had a chance')
+  t.throws(() => { lock.signal!.throwIfAborted() }, { code: 'FST_TUS_LOCK_FAILED' })
+  await lock.release()
+})

@@ -205,3 +205,78 @@ t.test('concatenation: S3 copies complete partials itself (UploadPartCopy), or t
     t.equal(sha256(download.body), sha256(expected), order.join(' '))
   }
 })
+
+t.test('the finals waiting for a partial are objects every instance lists; terminating the partial removes them', async (t) => {
+  t.setTimeout(120_000)
+  const bucket = await testBucket(t)
+  const store = newStore(bucket)
+  const other = newStore(bucket)
+  const [partial, final1, final2] = [contractId(), contractId(), contractId()]
+  await store.create({ id: partial, size: 10, metadata: {}, concat: { type: 'partial' } })
+  t.same(await other.listPendingFinals(partial), [], 'none at first')
+  await store.addPendingFinal(final1, [partial, partial])
+  await store.addPendingFinal(final2, [partial])
+  t.same((await other.listPendingFinals(partial)).sort(), [final1, final2].sort(), 'seen by another instance')
+  const ids: string[] = []
+  for await (const id of other.list()) ids.push(id)
+  t.same(ids, [partial], 'the records are not uploads')
+  await other.removePendingFinal(final1, [partial])
+  t.same(await store.listPendingFinals(partial), [final2])
+  await store.removePendingFinal(final1, [partial])
+  t.pass('removing what is gone is harmless')
+  await store.terminate(partial)
+  t.same(await keys(bucket), [], 'termination removed the records with the partial')
+})
+
+t.test('completed objects carry Content-Type and Content-Disposition from the metadata, as GET sends them', async (t) => {
+  t.setTimeout(120_000)
+  const bucket = await testBucket(t)
+  const store = newStore(bucket)
+  const cases: Array<{ metadata: Record<string, string>, size: number, type: string, disposition: string }> = [
+    {
+      metadata: { filename: 'résumé "1"/x.pdf', filetype: 'application/pdf' },
+      size: 5 * MiB + 10,
+      type: 'application/pdf',
+      disposition: 'attachment; filename="r_sum_ _1__x.pdf"; filename*=UTF-8\'\'r%C3%A9sum%C3%A9%20%221%22_x.pdf'
+    },
+    { metadata: { filename: 'a.txt', filetype: 'text/plain\r\nX-Evil: 1' }, size: 100, type: 'application/octet-stream', disposition: 'attachment; filename="a.txt"; filename*=UTF-8\'\'a.txt' },
+    { metadata: { filetype: 'image/png' }, size: 0, type: 'image/png', disposition: '' }
+  ]
+  for (const { metadata, size, type, disposition } of cases) {
+    const id = contractId()
+    await store.create({ id, size, metadata })
+    if (size > 0) await store.write(id, 0, bytes(randomBytesSeeded(size, 14)))
+    await store.flush(id)
+    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: `uploads/${id}` }))
+    t.equal(head.ContentType, type, `Content-Type of ${JSON.stringify(metadata)}`)
+    t.equal(head.ContentDisposition, disposition === '' ? `attachment; filename="${id}"; filename*=UTF-8''${id}` : disposition, 'Content-Disposition')
+    t.equal(head.ContentLength, size)
+  }
+})
+
+t.test('a final concatenated by S3 or streamed carries its own metadata\'s headers', async (t) => {
+  t.setTimeout(120_000)
+  const bucket = await testBucket(t)
+  const server = await startServer(t, {}, async (app, dir) => {
+    const { default: tus } = await import('../lib/index.js')
+    await app.register(tus, { dir, store: newStore(bucket) })
+  })
+  for (const sizes of [[5 * MiB, 10], [10, 20]]) {
+    const parts: string[] = []
+    for (const [index, size] of sizes.entries()) {
+      const created = await tusRequest(server.endpoint, {
+        method: 'POST', headers: { 'Upload-Length': String(size), 'Upload-Concat': 'partial', ...OCTET }, body: randomBytesSeeded(size, 20 + index)
+      })
+      t.equal(created.status, 201)
+      parts.push(new URL(created.headers.location!).pathname)
+    }
+    const final = await tusRequest(server.endpoint, {
+      method: 'POST', headers: { 'Upload-Concat': `final;${parts.join(' ')}`, 'Upload-Metadata': `filename ${Buffer.from('all.csv').toString('base64')},filetype ${Buffer.from('text/csv').toString('base64')}` }
+    })
+    t.equal(final.status, 201)
+    const id = idOf(final.headers.location!)
+    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: `uploads/${id}` }))
+    t.equal(head.ContentType, 'text/csv')
+    t.equal(head.ContentDisposition, 'attachment; filename="all.csv"; filename*=UTF-8\'\'all.csv')
+  }
+})

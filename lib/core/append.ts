@@ -23,7 +23,7 @@ import { noteBytes } from './touched.js'
  * nothing of it is stored either: the request fails and the upload stays as it was.
  */
 export async function appendBody (
-  services: TusServices, request: FastifyRequest, upload: UploadInfo, onProgress?: (upload: UploadInfo) => void
+  services: TusServices, request: FastifyRequest, upload: UploadInfo, onProgress?: (upload: UploadInfo) => void, lockLost?: AbortSignal
 ): Promise<UploadInfo> {
   const declared = integerHeader(request, 'Content-Length')
   ensureRoom(services, upload, declared ?? 0)
@@ -47,7 +47,13 @@ export async function appendBody (
     const staged = staging ? await storeFailure(services, request, upload, async () => await stageBody(services, progress.track(body), expected)) : undefined
     try {
       const source = staged === undefined ? progress.track(body, count) : await verifiedSource(request, staged, expected, body, progress, upload)
-      if (source !== undefined) offset = await storeFailure(services, request, upload, async () => await services.store.write(upload.id, upload.offset, source))
+      if (source !== undefined) {
+        // A lock that can be lost (a cross-process one) fences the body too: no chunk reaches any store once it
+        // is, whether or not the store checks the signal itself.
+        const fencedSource = lockLost === undefined ? source : fenced(source, lockLost)
+        const options = lockLost === undefined ? undefined : { signal: lockLost }
+        offset = await storeFailure(services, request, upload, async () => await services.store.write(upload.id, upload.offset, fencedSource, options))
+      }
     } finally {
       await staged?.chunk.remove()
     }
@@ -69,6 +75,14 @@ export async function appendBody (
     noteBytes(request, { ...upload, offset, modifiedAt: new Date() }, offset - upload.offset)
   }
   return { ...upload, offset, modifiedAt: new Date() }
+}
+
+/** The chunks of `source` until `signal` is aborted; then its reason is thrown. */
+async function * fenced (source: AsyncIterable<Buffer>, signal: AbortSignal): AsyncIterable<Buffer> {
+  for await (const chunk of source) {
+    signal.throwIfAborted()
+    yield chunk
+  }
 }
 
 interface Staged {

@@ -3,6 +3,7 @@ import { TusErrors, errorMessage } from '../errors.js'
 import type { UploadInfo } from '../store/types.js'
 import type { UploadResponse } from '../types.js'
 import { completeUpload } from './lifecycle.js'
+import { waitingFinals, type WaitingFinals } from './pending-finals.js'
 import type { TusServices } from './services.js'
 import { isComplete, loadFor } from './uploads.js'
 
@@ -13,12 +14,26 @@ import { isComplete, loadFor } from './uploads.js'
  * (`concatenation`), else when the last of them completes (`concatenation-unfinished`). The copy holds
  * the final's lock and resumes where it stopped after a crash, since the final's offset is the bytes
  * durably copied; the final is reported complete only after its bytes are flushed.
+ *
+ * The finals waiting for partials are listed where every instance sees them when the store keeps such a
+ * record (pending-finals.ts): the request that completes the last partial finishes the final, on whichever
+ * instance it runs. Any request that reads a final (HEAD, GET) finishes it too once its partials are complete.
  */
 
 /** After `partialId` completed: completes the finals that were waiting for it and now can be. */
 export async function finishFinalsWaitingOn (services: TusServices, request: FastifyRequest, partialId: string): Promise<void> {
-  for (const finalId of services.pendingFinals.take(partialId)) {
-    await finishFinal(services, request, finalId, services.options.lockTimeout).catch((error: unknown) => {
+  const waiting = waitingFinals(services.store, services.pendingFinals)
+  const finals = await waiting.waitingOn(partialId).catch((error: unknown) => {
+    request.log.error({ err: error, uploadId: partialId }, `fastify-tus: listing the final uploads waiting for a partial failed: ${errorMessage(error)}`)
+    return []
+  })
+  for (const finalId of finals) {
+    await finishFinal(services, request, finalId, services.options.lockTimeout).catch(async (error: unknown) => {
+      if ((error as { code?: unknown }).code === 'FST_TUS_NOT_FOUND') {
+        // The final was terminated (or expired) while it waited.
+        await waiting.remove(finalId, [partialId]).catch(() => undefined)
+        return
+      }
       request.log.error({ err: error, uploadId: finalId }, `fastify-tus: concatenating a final upload failed: ${errorMessage(error)}`)
     })
   }
@@ -44,20 +59,35 @@ export async function finishFinal (
   if (lock === undefined) return undefined
   try {
     const final = await services.store.getInfo(finalId)
-    if (isComplete(final) || final.concat?.type !== 'final') return { upload: final, completed: false }
+    if (final.concat?.type !== 'final') return { upload: final, completed: false }
     const parts = final.concat.parts
+    const list = waitingFinals(services.store, services.pendingFinals)
+    if (isComplete(final)) {
+      await forget(list, request, final)
+      return { upload: final, completed: false }
+    }
     let waiting = await incompletePartials(services, parts)
     if (waiting.length > 0) {
-      services.pendingFinals.add(finalId, waiting)
+      await list.add(finalId, waiting)
       // A partial may have completed between the check and the registration, and looked for waiting finals in between.
       waiting = await incompletePartials(services, parts)
       if (waiting.length > 0) return { upload: final, completed: false }
     }
-    const completed = await copyPartials(services, final)
+    const completed = await copyPartials(services, final, lock.signal)
+    // Before onUploadComplete: the final is complete whatever the hook does, and nothing waits for it any more.
+    await forget(list, request, final)
     return { upload: completed, completed: true, response: await completeUpload(services, request, completed) }
   } finally {
     await lock.release()
   }
+}
+
+/** Removes a complete final from the waiting list; a failure leaves entries that the next look finds complete. */
+async function forget (list: WaitingFinals, request: FastifyRequest, final: UploadInfo): Promise<void> {
+  if (final.concat?.type !== 'final') return
+  await list.remove(final.id, final.concat.parts).catch((error: unknown) => {
+    request.log.warn({ err: error, uploadId: final.id }, `fastify-tus: forgetting a finished final upload's partials failed: ${errorMessage(error)}`)
+  })
 }
 
 async function incompletePartials (services: TusServices, ids: string[]): Promise<string[]> {
@@ -85,7 +115,7 @@ export async function partialUpload (services: TusServices, request: FastifyRequ
 }
 
 /** Copies the partials' bytes into the final from where the copy stands, then flushes them (lock held). */
-async function copyPartials (services: TusServices, final: UploadInfo): Promise<UploadInfo> {
+async function copyPartials (services: TusServices, final: UploadInfo, lockLost: AbortSignal | undefined): Promise<UploadInfo> {
   if (final.concat?.type !== 'final') return final
   if (final.offset === 0 && await services.store.concatenate?.(final.id, final.concat.parts) === true) {
     await services.store.flush(final.id)
@@ -98,7 +128,7 @@ async function copyPartials (services: TusServices, final: UploadInfo): Promise<
     const end = start + partial.offset
     if (offset < end) {
       const source = await services.store.read(id, { start: offset - start, end: partial.offset - 1 })
-      offset = await services.store.write(final.id, offset, source)
+      offset = await services.store.write(final.id, offset, source, lockLost === undefined ? undefined : { signal: lockLost })
       if (offset !== end) throw new TusErrors.STORE_FAILED(`partial upload ${id} changed while it was being concatenated`)
     }
     start = end

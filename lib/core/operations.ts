@@ -71,7 +71,7 @@ export async function createUpload (services: TusServices, request: FastifyReque
     const created = await storeUpload(services, request, prepared)
     services.diskReserve.track(created)
     input.onCreated?.(created)
-    return await settle(services, request, false, await receive(services, request, created, input))
+    return await settle(services, request, false, await receive(services, request, created, input, lock.signal))
   } finally {
     await lock.release()
   }
@@ -95,7 +95,7 @@ export async function appendToUpload (services: TusServices, request: FastifyReq
     const declared = input.length === undefined ? upload : await declareLength(services, upload, input.length)
     const announced = integerHeader(request, 'Content-Length')
     await services.diskReserve.ensureRoom(id, announced ?? (declared.size === undefined ? 0 : declared.size - declared.offset))
-    outcome = await settle(services, request, isComplete(upload), await receive(services, request, declared, input))
+    outcome = await settle(services, request, isComplete(upload), await receive(services, request, declared, input, lock.signal))
   } finally {
     await lock.release()
   }
@@ -146,9 +146,11 @@ async function declareLength (services: TusServices, upload: UploadInfo, length:
  * upload and arrived whole fixes a still unknown length at the bytes stored; one cut short leaves the upload
  * incomplete and resumable. Bytes reach the disk (flush) before the upload counts as complete.
  */
-async function receive (services: TusServices, request: FastifyRequest, upload: UploadInfo, input: ProgressListener & { completes?: boolean | undefined }): Promise<UploadInfo> {
+async function receive (
+  services: TusServices, request: FastifyRequest, upload: UploadInfo, input: ProgressListener & { completes?: boolean | undefined }, lockLost?: AbortSignal
+): Promise<UploadInfo> {
   const withBody = hasBody(request)
-  let result = withBody ? await appendBody(services, request, upload, input.onProgress) : upload
+  let result = withBody ? await appendBody(services, request, upload, input.onProgress, lockLost) : upload
   services.diskReserve.track(result)
   if (input.completes === true && !cutShort(request)) {
     if (result.size === undefined) {

@@ -1,4 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify'
+import { retryLater, type TusHttpError } from '../errors.js'
 import type { LockOptions, UploadLock, UploadLocker } from '../lockers/lock.js'
 import type { SharedReads } from '../lockers/shared-reads.js'
 import type { TusEvents } from '../observe/events.js'
@@ -69,7 +70,16 @@ export interface TusServices {
   log: FastifyBaseLogger
 }
 
-/** Takes the lock of one upload, waiting at most `lockTimeout` (423 after that). */
+/**
+ * Takes the lock of one upload, waiting at most `lockTimeout` (423 after that). A lock service that is
+ * unreachable answers 503 FST_TUS_LOCK_FAILED, which always tells clients when to retry (Retry-After).
+ */
 export async function lockUpload (services: TusServices, id: string, options: Omit<LockOptions, 'timeoutMs'> = {}): Promise<UploadLock> {
-  return await services.locker.lock(id, { timeoutMs: services.options.lockTimeout, ...options })
+  try {
+    return await services.locker.lock(id, { timeoutMs: services.options.lockTimeout, ...options })
+  } catch (error) {
+    const failure = error as TusHttpError
+    if (failure.code === 'FST_TUS_LOCK_FAILED' && failure.headers?.['Retry-After'] === undefined) throw retryLater(failure, 1)
+    throw error
+  }
 }

@@ -3,6 +3,12 @@ import { TusErrors } from '../errors.js'
 /** A held lock on one upload. */
 export interface UploadLock {
   release (): Promise<void>
+  /**
+   * Aborted when the lock is lost while held (a cross-process lock that expired: its holder froze or lost its
+   * lock service past the ttl, and another request may hold it now). Stores check it before each write, so a
+   * stale holder never overwrites bytes the new holder acknowledged. Absent for locks that cannot be lost.
+   */
+  readonly signal?: AbortSignal
 }
 
 export interface LockOptions {
@@ -86,4 +92,23 @@ export class MemoryLocker implements UploadLocker {
       }
     }
   }
+}
+
+const signalAborted = Object.getOwnPropertyDescriptor(AbortSignal.prototype, 'aborted')!.get!
+const signalThrowIfAborted = AbortSignal.prototype.throwIfAborted
+
+/**
+ * `controller`'s signal, made to check a lease whenever it is read (`aborted`, `throwIfAborted()`): `lapse` is
+ * called first and may abort it. A process that resumes after a freeze handles the I/O that was waiting
+ * before its timers run, so a timer alone would let a write through; a store checking the signal right before
+ * it writes sees an expired lease at once.
+ */
+export function leaseSignal (controller: AbortController, lapse: () => void): AbortSignal {
+  const signal = controller.signal
+  const check = (): void => {
+    if (!(signalAborted.call(signal) as boolean)) lapse()
+  }
+  Object.defineProperty(signal, 'aborted', { get: () => { check(); return signalAborted.call(signal) as boolean } })
+  Object.defineProperty(signal, 'throwIfAborted', { value: () => { check(); signalThrowIfAborted.call(signal) } })
+  return signal
 }

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { Redis } from 'ioredis'
-import { TusErrors, errorMessage } from '../errors.js'
-import type { LockOptions, UploadLock, UploadLocker } from './lock.js'
+import { TusErrors, errorMessage, retryLater } from '../errors.js'
+import { leaseSignal, type LockOptions, type UploadLock, type UploadLocker } from './lock.js'
 
 export interface RedisLockerOptions {
   /**
@@ -21,7 +21,17 @@ export interface RedisLockerOptions {
    * holder's release; this bounds the wait for a lock whose holder vanished and that expires instead. Default 200.
    */
   retryMs?: number
+  /**
+   * Longest wait for Redis in a release, and for one command of a lock whose own wait (`lockTimeout`) is
+   * shorter, in ms. Every Redis call is bounded: while Redis is unreachable a lock fails with
+   * FST_TUS_LOCK_FAILED (503, `Retry-After`) within its wait, or this long; a release gives up after this
+   * long (the lock then expires by its ttl) and never delays an answer more. Default 1000.
+   */
+  commandTimeoutMs?: number
 }
+
+/** What a 503 of an unreachable Redis suggests to clients, in seconds. */
+const RETRY_AFTER_SECONDS = 1
 
 // Compare-and-act scripts: a holder touches the key only while it still holds its own token, so a lock that
 // expired and was taken by another instance is never extended or deleted by the old holder.
@@ -68,73 +78,117 @@ export class RedisLocker implements UploadLocker {
   readonly #prefix: string
   readonly #ttlMs: number
   readonly #retryMs: number
+  readonly #commandTimeoutMs: number
   readonly #holders = new Map<string, Set<Holder>>()
   readonly #waiters = new Map<string, Set<Waiter>>()
   #subscriber: Promise<Redis> | undefined
+  #subscriberConnection: Redis | undefined
 
   constructor (options: RedisLockerOptions) {
     this.#redis = options.redis
     this.#prefix = options.prefix ?? 'fastify-tus:'
     this.#ttlMs = positiveInteger('ttlMs', options.ttlMs ?? 10_000)
     this.#retryMs = positiveInteger('retryMs', options.retryMs ?? 200)
+    this.#commandTimeoutMs = positiveInteger('commandTimeoutMs', options.commandTimeoutMs ?? 1000)
   }
 
   async lock (id: string, options: LockOptions): Promise<UploadLock> {
-    await this.#subscribe()
+    const deadline = Date.now() + options.timeoutMs
+    await this.#bounded('SUBSCRIBE', this.#budget(deadline), async () => { await this.#subscribe() })
     const key = `${this.#prefix}lock:${id}`
     const token = randomBytes(16).toString('base64url')
-    const deadline = Date.now() + options.timeoutMs
     // Registered before the first attempt, so a release between a failed attempt and the wait is not missed.
     const waiter = new Waiter()
     addTo(this.#waiters, id, waiter)
+    let sent = Date.now()
     try {
       let asked = false
-      while (await this.#command(async () => await this.#redis.set(key, token, 'PX', this.#ttlMs, 'NX')) !== 'OK') {
+      const take = async (): Promise<string | null> => await this.#redis.set(key, token, 'PX', this.#ttlMs, 'NX')
+      // A SET that answers only after this lock gave up (Redis came back) took a lock nobody holds: give it back.
+      const late = (result: string | null): void => {
+        if (result === 'OK') this.#redis.eval(RELEASE, 1, key, token).catch(() => {})
+      }
+      const attempt = async (): Promise<string | null> => {
+        sent = Date.now()
+        return await this.#bounded('SET', this.#budget(deadline), take, late)
+      }
+      while (await attempt() !== 'OK') {
         const remaining = deadline - Date.now()
         if (remaining <= 0) throw new TusErrors.LOCKED()
         if (!asked && options.requestRelease !== false) {
           asked = true
-          await this.#command(async () => await this.#redis.publish(this.#channel('release-requested'), id))
+          await this.#bounded('PUBLISH', this.#budget(deadline), async () => await this.#redis.publish(this.#channel('release-requested'), id))
         }
         await waiter.wait(Math.min(remaining, this.#retryMs))
       }
     } finally {
       removeFrom(this.#waiters, id, waiter)
     }
-    return this.#hold(id, key, token, options.onReleaseRequested)
+    return this.#hold(id, key, token, options.onReleaseRequested, sent)
   }
 
-  /** Closes the pub/sub connection. Locks still held are left to expire. */
+  /** Closes the pub/sub connection (at once, even while Redis is unreachable). Locks still held are left to expire. */
   async close (): Promise<void> {
-    const subscriber = this.#subscriber
+    const subscriber = this.#subscriberConnection
     this.#subscriber = undefined
-    if (subscriber !== undefined) await subscriber.then(async (connection) => await connection.quit(), () => undefined)
+    this.#subscriberConnection = undefined
+    subscriber?.disconnect()
   }
 
-  #hold (id: string, key: string, token: string, onReleaseRequested: (() => void) | undefined): UploadLock {
+  /**
+   * A taken lock: renewed every ttl/3 while held. Its signal is aborted once the lock may have expired: a
+   * renewal found another token (or none), or no renewal succeeded for ttl minus a margin (the process froze,
+   * or Redis is unreachable) — counted from when the last successful command was sent, so that a process
+   * resuming after SIGSTOP sees the overdue expiry (timers run before its I/O) before it writes again.
+   */
+  #hold (id: string, key: string, token: string, onReleaseRequested: (() => void) | undefined, takenAt: number): UploadLock {
     const holder: Holder = { onReleaseRequested }
     addTo(this.#holders, id, holder)
+    const lost = new AbortController()
+    const margin = Math.min(1000, Math.floor(this.#ttlMs / 4))
+    let gone = false
+    const lose = (why: string): void => {
+      clearInterval(renewal)
+      clearTimeout(expiry)
+      if (gone) return
+      gone = true
+      lost.abort(new TusErrors.LOCK_FAILED(`the lock of upload ${id} was lost while held: ${why}`))
+      holder.onReleaseRequested?.()
+    }
+    let expiry: NodeJS.Timeout
+    let validUntil = 0
+    const expireAt = (until: number): void => {
+      validUntil = until
+      clearTimeout(expiry)
+      expiry = setTimeout(() => { lose('not renewed in time') }, Math.max(0, until - margin - Date.now()))
+      expiry.unref()
+    }
+    expireAt(takenAt + this.#ttlMs)
     const renewal = setInterval(() => {
-      this.#redis.eval(RENEW, 1, key, token, this.#ttlMs).then((renewed) => {
+      const sent = Date.now()
+      this.#bounded('EVAL', this.#commandTimeoutMs, async () => await this.#redis.eval(RENEW, 1, key, token, this.#ttlMs)).then((renewed) => {
         // Lost (it expired while this process was frozen, and maybe another instance holds it now): the
         // request must stop writing as soon as it can.
-        if (renewed !== 1) {
-          clearInterval(renewal)
-          holder.onReleaseRequested?.()
-        }
+        if (renewed !== 1) lose('another holder has it, or it expired')
+        else if (!gone) expireAt(sent + this.#ttlMs)
       }, () => { /* Redis unreachable for now: the next renewal tries again before the lock expires. */ })
     }, Math.max(1, Math.floor(this.#ttlMs / 3)))
     renewal.unref()
     let released = false
     return {
+      // Checked when read too: after a freeze, waiting I/O runs before the expiry timer.
+      signal: leaseSignal(lost, () => { if (Date.now() >= validUntil - margin) lose('not renewed in time') }),
       release: async () => {
         if (released) return
         released = true
         clearInterval(renewal)
+        clearTimeout(expiry)
         removeFrom(this.#holders, id, holder)
         try {
-          await this.#redis.eval(RELEASE, 1, key, token)
-          await this.#redis.publish(this.#channel('released'), id)
+          await this.#bounded('release', this.#commandTimeoutMs, async () => {
+            await this.#redis.eval(RELEASE, 1, key, token)
+            await this.#redis.publish(this.#channel('released'), id)
+          })
         } catch {
           // The request's work is done; with Redis unreachable the lock expires by itself after ttlMs.
         }
@@ -142,11 +196,16 @@ export class RedisLocker implements UploadLocker {
     }
   }
 
+  /**
+   * The pub/sub connection, subscribed. Shared by every lock and kept while Redis is unreachable (ioredis
+   * reconnects it and subscribes again by itself); a lock waits for it only as long as its own bound.
+   */
   #subscribe (): Promise<Redis> {
     this.#subscriber ??= (async () => {
       const subscriber = this.#redis.duplicate()
       // ioredis reconnects and resubscribes by itself; meanwhile waiters still retry every retryMs.
       subscriber.on('error', () => {})
+      this.#subscriberConnection = subscriber
       subscriber.on('message', (channel: string, id: string) => {
         if (channel === this.#channel('released')) {
           for (const waiter of this.#waiters.get(id) ?? []) waiter.signal()
@@ -154,12 +213,18 @@ export class RedisLocker implements UploadLocker {
           for (const holder of this.#holders.get(id) ?? []) holder.onReleaseRequested?.()
         }
       })
-      await subscriber.subscribe(this.#channel('released'), this.#channel('release-requested'))
+      try {
+        await ready(subscriber)
+        await subscriber.subscribe(this.#channel('released'), this.#channel('release-requested'))
+      } catch (error) {
+        subscriber.disconnect()
+        throw error
+      }
       return subscriber
     })()
     return this.#subscriber.catch((error: unknown) => {
       this.#subscriber = undefined
-      throw new TusErrors.LOCK_FAILED(errorMessage(error))
+      throw error
     })
   }
 
@@ -167,13 +232,69 @@ export class RedisLocker implements UploadLocker {
     return `${this.#prefix}${name}`
   }
 
-  async #command<T> (run: () => Promise<T>): Promise<T> {
+  /** The time one step of a lock may take: what is left of its wait, and never less than one command's time. */
+  #budget (deadline: number): number {
+    return Math.max(deadline - Date.now(), this.#commandTimeoutMs)
+  }
+
+  /**
+   * Runs Redis commands once the connection is ready, giving up after `ms` with FST_TUS_LOCK_FAILED (503,
+   * Retry-After) whatever the client's options (its offline queue and retries could hold a command for a
+   * minute). Commands are sent only on a ready connection, so none is queued to run after Redis is back;
+   * `late` gets the result of one that was sent and answered only after the bound.
+   */
+  async #bounded<T> (name: string, ms: number, run: () => Promise<T>, late?: (result: T) => void): Promise<T> {
+    const gaveUp = new AbortController()
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => {
+        gaveUp.abort()
+        reject(new Error(`no answer within ${ms} ms (connection ${this.#redis.status})`))
+      }, ms)
+    })
+    let running: Promise<T> | undefined
     try {
-      return await run()
+      return await Promise.race([
+        (async () => {
+          await ready(this.#redis, gaveUp.signal)
+          running = run()
+          return await running
+        })(),
+        timeout
+      ])
     } catch (error) {
-      throw new TusErrors.LOCK_FAILED(errorMessage(error))
+      if (gaveUp.signal.aborted && running !== undefined) running.then((result) => { late?.(result) }, () => {})
+      throw retryLater(new TusErrors.LOCK_FAILED(`Redis ${name}: ${errorMessage(error)}`), RETRY_AFTER_SECONDS)
+    } finally {
+      clearTimeout(timer)
+      gaveUp.abort()
     }
   }
+}
+
+/**
+ * Resolves once `redis` is ready for commands (connecting it if it was created with lazyConnect); rejects when
+ * it is closed for good, or when `signal` says the caller stopped waiting.
+ */
+async function ready (redis: Redis, signal?: AbortSignal): Promise<void> {
+  if (redis.status === 'ready') return
+  if (redis.status === 'end') throw new Error('the Redis connection is closed')
+  if (redis.status === 'wait') redis.connect().catch(() => {})
+  await new Promise<void>((resolve, reject) => {
+    const onReady = (): void => { done() }
+    const onEnd = (): void => { done(new Error('the Redis connection is closed')) }
+    const onAbort = (): void => { done(new Error('gave up waiting for the Redis connection')) }
+    const done = (error?: Error): void => {
+      redis.off('ready', onReady)
+      redis.off('end', onEnd)
+      signal?.removeEventListener('abort', onAbort)
+      if (error === undefined) resolve()
+      else reject(error)
+    }
+    redis.on('ready', onReady)
+    redis.on('end', onEnd)
+    signal?.addEventListener('abort', onAbort)
+  })
 }
 
 function addTo<T> (map: Map<string, Set<T>>, id: string, item: T): void {

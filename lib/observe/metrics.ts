@@ -197,6 +197,7 @@ export function measuredLocker (locker: UploadLocker, metrics: TusMetrics): Uplo
       }
       let released = false
       return {
+        ...(lock.signal === undefined ? {} : { signal: lock.signal }),
         release: async () => {
           if (!released) {
             released = true

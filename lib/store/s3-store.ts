@@ -16,7 +16,8 @@ import {
 } from '@aws-sdk/client-s3'
 import { TusErrors, errorMessage } from '../errors.js'
 import { isValidDirectory, isValidUploadId } from '../ids.js'
-import type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata } from './types.js'
+import { contentDisposition, contentType } from '../metadata.js'
+import type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata, WriteOptions } from './types.js'
 
 const MiB = 1024 * 1024
 /** S3's limits: every part but the last is at least 5 MiB, at most 5 GiB, and an upload has at most 10000 parts. */
@@ -25,6 +26,8 @@ const MAX_PART_SIZE = 5 * 1024 * MiB
 const MAX_PARTS = 10_000
 const INFO_SUFFIX = '.info'
 const INCOMPLETE_SUFFIX = '.part'
+/** `<id>.finals/<finalId>`: an empty object per final upload waiting for partial upload `<id>`. */
+const PENDING_FINALS_SUFFIX = '.finals/'
 /** User metadata on the incomplete-part object: the part number its bytes will become. */
 const PART_NUMBER = 'tus-part-number'
 
@@ -115,7 +118,8 @@ export class S3Store implements DataStore {
     const createdAt = new Date()
     const multipart = await this.#send('CreateMultipartUpload', async (s3) => await s3.send(new CreateMultipartUploadCommand({
       Bucket: this.bucket,
-      Key: this.#dataKey(upload.id, upload.directory)
+      Key: this.#dataKey(upload.id, upload.directory),
+      ...objectHeaders(upload.id, upload.metadata)
     })))
     if (multipart.UploadId === undefined) throw new TusErrors.STORE_FAILED('S3 CreateMultipartUpload returned no UploadId')
     await this.#writeInfo({
@@ -145,7 +149,15 @@ export class S3Store implements DataStore {
     }
   }
 
-  async write (id: string, offset: number, source: AsyncIterable<Buffer>): Promise<number> {
+  /**
+   * With `options.signal` (the caller's lock), every S3 call that changes the upload first checks that the lock
+   * is still held: a holder that froze past its lock's ttl, while another instance took over and stored bytes,
+   * fails instead of overwriting them with its stale part numbers. (S3 has no conditional UploadPart, so a call
+   * already on its way when the lock expires can still land: the locker aborts the signal a margin before.)
+   */
+  async write (id: string, offset: number, source: AsyncIterable<Buffer>, options?: WriteOptions): Promise<number> {
+    const fence = (): void => { options?.signal?.throwIfAborted() }
+    fence()
     const state = await this.#state(id)
     if (state.offset !== offset) throw new TusErrors.STORE_FAILED(`upload ${id} is at offset ${state.offset} in S3, not ${offset}`)
     if (state.info.completed === true) throw new TusErrors.STORE_FAILED(`upload ${id} is already complete`)
@@ -171,6 +183,7 @@ export class S3Store implements DataStore {
         pending.push(next.value)
         received += next.value.length
         while (pending.length >= info.partSize) {
+          fence()
           await this.#uploadPart(info, partNumber, pending.take(info.partSize))
           partNumber++
         }
@@ -181,6 +194,7 @@ export class S3Store implements DataStore {
       throw error
     }
     const remainder = pending.take(pending.length)
+    if (remainder.length > 0 || carried > 0) fence()
     if (remainder.length > 0 && (remainder.length !== carried || partNumber !== state.parts.length + 1)) {
       await this.#send('PutObject', async (s3) => await s3.send(new PutObjectCommand({
         Bucket: this.bucket,
@@ -208,7 +222,9 @@ export class S3Store implements DataStore {
     if (parts.length === 0) {
       // S3 cannot complete a multipart upload without parts: an empty upload is a plain empty object.
       await this.#abort(dataKey, info.uploadId)
-      await this.#send('PutObject', async (s3) => await s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: dataKey, Body: '', ContentLength: 0 })))
+      await this.#send('PutObject', async (s3) => await s3.send(new PutObjectCommand({
+        Bucket: this.bucket, Key: dataKey, Body: '', ContentLength: 0, ...objectHeaders(id, info.metadata)
+      })))
     } else {
       await this.#send('CompleteMultipartUpload', async (s3) => await s3.send(new CompleteMultipartUploadCommand({
         Bucket: this.bucket,
@@ -251,6 +267,30 @@ export class S3Store implements DataStore {
     return true
   }
 
+  /** One empty object `<partialId>.finals/<finalId>` per partial: every instance sharing the bucket lists them. */
+  async addPendingFinal (finalId: string, partialIds: string[]): Promise<void> {
+    assertSafeId(finalId)
+    for (const partialId of new Set(partialIds)) {
+      await this.#send('PutObject', async (s3) => await s3.send(new PutObjectCommand({
+        Bucket: this.bucket, Key: this.#pendingFinalKey(partialId, finalId), Body: '', ContentLength: 0
+      })))
+    }
+  }
+
+  async listPendingFinals (partialId: string): Promise<string[]> {
+    const prefix = this.#pendingFinalsPrefix(partialId)
+    const finals: string[] = []
+    for await (const key of this.#keys(prefix)) {
+      const finalId = key.slice(prefix.length)
+      if (isValidUploadId(finalId)) finals.push(finalId)
+    }
+    return finals
+  }
+
+  async removePendingFinal (finalId: string, partialIds: string[]): Promise<void> {
+    for (const partialId of new Set(partialIds)) await this.#delete(this.#pendingFinalKey(partialId, finalId))
+  }
+
   async declareLength (id: string, size: number): Promise<void> {
     const info = await this.#readInfo(id)
     await this.#writeInfo({ ...info.body, size })
@@ -279,6 +319,8 @@ export class S3Store implements DataStore {
     await this.#abort(dataKey, info.body.uploadId)
     await this.#delete(dataKey)
     await this.#delete(this.#incompleteKey(id))
+    // The records of finals waiting for this partial: they can never complete now.
+    for await (const key of this.#keys(this.#pendingFinalsPrefix(id))) await this.#delete(key)
   }
 
   async * list (): AsyncIterable<string> {
@@ -301,6 +343,20 @@ export class S3Store implements DataStore {
 
   async close (): Promise<void> {
     this.#client.destroy()
+  }
+
+  /** Every key under `prefix`, all pages. */
+  async * #keys (prefix: string): AsyncIterable<string> {
+    let token: string | undefined
+    do {
+      const page = await this.#send('ListObjectsV2', async (s3) => await s3.send(new ListObjectsV2Command({
+        Bucket: this.bucket,
+        Prefix: prefix,
+        ...(token === undefined ? {} : { ContinuationToken: token })
+      })))
+      for (const { Key } of page.Contents ?? []) if (Key !== undefined) yield Key
+      token = page.IsTruncated === true ? page.NextContinuationToken : undefined
+    } while (token !== undefined)
   }
 
   async #state (id: string): Promise<UploadState> {
@@ -433,6 +489,16 @@ export class S3Store implements DataStore {
     return `${this.prefix}${id}${INCOMPLETE_SUFFIX}`
   }
 
+  #pendingFinalsPrefix (partialId: string): string {
+    assertSafeId(partialId)
+    return `${this.prefix}${partialId}${PENDING_FINALS_SUFFIX}`
+  }
+
+  #pendingFinalKey (partialId: string, finalId: string): string {
+    assertSafeId(finalId)
+    return `${this.#pendingFinalsPrefix(partialId)}${finalId}`
+  }
+
   #dataKey (id: string, directory: string | undefined): string {
     assertSafeId(id)
     if (directory === undefined) return `${this.prefix}${id}`
@@ -479,6 +545,15 @@ class PartBuffer {
     this.length = rest.length
     return taken
   }
+}
+
+/**
+ * The headers S3 serves a completed object with, from the upload's metadata: the type the client declared (when
+ * valid) and an attachment with its cleaned file name, exactly as GET through the plugin sends them, so a bucket
+ * or CDN can serve the objects directly.
+ */
+function objectHeaders (id: string, metadata: UploadMetadata): { ContentType: string, ContentDisposition: string } {
+  return { ContentType: contentType(metadata), ContentDisposition: contentDisposition(metadata, id) }
 }
 
 function assertSafeId (id: string): void {

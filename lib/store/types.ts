@@ -33,6 +33,15 @@ export interface UploadInfo extends NewUpload {
   path?: string
 }
 
+/** How a write is made. */
+export interface WriteOptions {
+  /**
+   * Aborted when the caller's lock on the upload is lost (UploadLock.signal): the store must not write
+   * anything more once it is (check it before each write to the backend), and rejects with its reason.
+   */
+  signal?: AbortSignal
+}
+
 /** An inclusive byte range, as in HTTP Range. */
 export interface ByteRange {
   start: number
@@ -52,7 +61,7 @@ export interface DataStore {
    * Appends the chunks of `source` at `offset` (which the caller has checked is the current offset) and
    * resolves with the new offset. Bytes written before a failure stay written; the caller bounds `source`.
    */
-  write (id: string, offset: number, source: AsyncIterable<Buffer>): Promise<number>
+  write (id: string, offset: number, source: AsyncIterable<Buffer>, options?: WriteOptions): Promise<number>
   /** Makes the upload's bytes durable (called before completion is reported). */
   flush (id: string): Promise<void>
   /** Sets a deferred length once. */
@@ -63,6 +72,18 @@ export interface DataStore {
    * cannot for these partials; the caller then copies them through `read` and `write`.
    */
   concatenate? (finalId: string, partialIds: string[]): Promise<boolean>
+  /**
+   * Optional, with `listPendingFinals` and `removePendingFinal`: a record of the final uploads waiting for
+   * partial uploads (concatenation-unfinished), kept in the backend so that every instance sharing it sees
+   * it. Then the instance that completes a final's last partial finishes the final, wherever the final was
+   * created. Without these the waiting list lives in the process (enough for one instance).
+   * Records that `finalId` waits for each of `partialIds`; recording it twice is harmless.
+   */
+  addPendingFinal? (finalId: string, partialIds: string[]): Promise<void>
+  /** The finals recorded as waiting for `partialId` (an empty list when there are none, or no such partial). */
+  listPendingFinals? (partialId: string): Promise<string[]>
+  /** Forgets that `finalId` waits for `partialIds`; forgetting what is not recorded is harmless. */
+  removePendingFinal? (finalId: string, partialIds: string[]): Promise<void>
   /** Streams the stored bytes, or a range of them. */
   read (id: string, range?: ByteRange): Promise<Readable>
   /** Removes the upload and its data. */

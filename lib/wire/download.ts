@@ -2,10 +2,11 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { stringHeader } from '../core/request.js'
 import type { TusServices } from '../core/services.js'
 import { TusErrors, withFacts } from '../errors.js'
-import type { ByteRange, UploadInfo, UploadMetadata } from '../store/types.js'
+import { contentDisposition, contentType } from '../metadata.js'
+import type { ByteRange, UploadInfo } from '../store/types.js'
 
-// type/subtype with optional parameters, no control characters: safe to send back as Content-Type.
-const MEDIA_TYPE = /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(\s*;\s*[A-Za-z0-9!#$&^_.+-]+=("[\x20\x21\x23-\x7e]*"|[A-Za-z0-9!#$&^_.+-]+))*$/
+// The file name and type rules live in the bottom layer, where the stores use them too (S3 object headers).
+export { cleanFilename, contentDisposition } from '../metadata.js'
 
 /** Sends a finished upload (see readFinished), whole or one byte range (206). The same download for every protocol. */
 export async function sendDownload (services: TusServices, request: FastifyRequest, reply: FastifyReply, upload: UploadInfo): Promise<void> {
@@ -58,23 +59,4 @@ export function parseRange (header: string, size: number): ByteRange | undefined
 
 function unsatisfiable (header: string, size: number): Error {
   return withFacts(new TusErrors.RANGE_NOT_SATISFIABLE(header.slice(0, 64), size), { headers: { 'Content-Range': `bytes */${size}` } })
-}
-
-function contentType (metadata: UploadMetadata): string {
-  const type = metadata.filetype ?? metadata.type ?? metadata.contentType
-  return type !== undefined && MEDIA_TYPE.test(type) ? type : 'application/octet-stream'
-}
-
-/** A file name as a client sent it, made harmless: no path separators, no control characters. */
-export function cleanFilename (raw: string): string {
-  // eslint-disable-next-line no-control-regex -- control characters are what is removed
-  return raw.replace(/[\\/]/g, '_').replace(/[\x00-\x1f\x7f]/g, '')
-}
-
-/** RFC 6266: an ASCII fallback name plus the exact UTF-8 name in RFC 5987 encoding. */
-export function contentDisposition (metadata: UploadMetadata, id: string): string {
-  const name = cleanFilename(metadata.filename ?? metadata.name ?? id) || id
-  const fallback = name.replace(/[^\x20-\x7e]/g, '_').replace(/["\\%]/g, '_')
-  const encoded = encodeURIComponent(name).replace(/['()*]/g, (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase())
-  return `attachment; filename="${fallback}"; filename*=UTF-8''${encoded}`
 }

@@ -1,0 +1,233 @@
+// FileLocker: lock files with leases for several processes on one host, no lock service. The unit tests use
+// several lockers on one directory, as several processes would; the last tests use real processes.
+import t from 'tap'
+import { mkdtemp, readdir, rm, stat, utimes } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { PassThrough } from 'node:stream'
+import { FileLocker, type FileLockerOptions } from '../lib/lockers/file-locker.js'
+import { idOf, randomBytesSeeded, sha256, startChild, tusRequest, type ChildServer } from './helpers.js'
+
+const MiB = 1024 * 1024
+const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
+
+async function lockDir (t: { teardown: (fn: () => unknown) => void }): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-locks-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  return dir
+}
+
+function lockers (t: { teardown: (fn: () => unknown) => void }, directory: string, count: number, options: Partial<FileLockerOptions> = {}): FileLocker[] {
+  return Array.from({ length: count }, () => {
+    const locker = new FileLocker({ directory, ...options })
+    t.teardown(async () => { await locker.close() })
+    return locker
+  })
+}
+
+async function lockError (promise: Promise<unknown>): Promise<{ code?: string, statusCode?: number }> {
+  try {
+    await promise
+  } catch (error) {
+    return error as { code?: string, statusCode?: number }
+  }
+  throw new Error('expected the lock to be refused')
+}
+
+t.test('a held lock refuses another locker with 423; its release wakes a waiter at once', async (t) => {
+  const dir = await lockDir(t)
+  const [a, b] = lockers(t, dir, 2, { retryMs: 60_000 })
+  const held = await a!.lock('upload1', { timeoutMs: 1000 })
+  const refused = await lockError(b!.lock('upload1', { timeoutMs: 200, requestRelease: false }))
+  t.equal(refused.code, 'FST_TUS_LOCKED')
+  t.equal(refused.statusCode, 423)
+  const other = await b!.lock('upload2', { timeoutMs: 1000 })
+  await other.release()
+  t.same(await readdir(dir), ['upload1.lock'], 'one lock file while held, removed by the release')
+  // retryMs is a minute: only the release (seen through fs.watch) can wake the waiter within its 30 s.
+  const begin = Date.now()
+  const waiting = b!.lock('upload1', { timeoutMs: 30_000, requestRelease: false })
+  await held.release()
+  await held.release()
+  const next = await waiting
+  t.ok(Date.now() - begin < 5000, `woken by the release (${Date.now() - begin} ms)`)
+  await next.release()
+  t.same(await readdir(dir), [])
+})
+
+t.test('waiting asks the holder to finish; requestRelease: false does not, nor a waiter that then holds it', async (t) => {
+  const dir = await lockDir(t)
+  const [a, b] = lockers(t, dir, 2)
+  let asked = 0
+  let askedOnce: () => void = () => {}
+  const askedPromise = new Promise<void>((resolve) => { askedOnce = resolve })
+  const held = await a!.lock('u', { timeoutMs: 1000, onReleaseRequested: () => { asked++; askedOnce() } })
+  await lockError(b!.lock('u', { timeoutMs: 300, requestRelease: false }))
+  t.equal(asked, 0, 'background waiters do not disturb the holder')
+  let askedB = 0
+  const waiting = b!.lock('u', { timeoutMs: 30_000, onReleaseRequested: () => { askedB++ } })
+  await askedPromise
+  t.ok(asked >= 1, 'the holder was asked')
+  await held.release()
+  const next = await waiting
+  // Its own request, still on disk if the holder had gone before it was written, is not a request to it.
+  const check = await a!.lock('other', { timeoutMs: 1000 })
+  await check.release()
+  t.equal(askedB, 0, 'the new holder is not asked by its own request')
+  await next.release()
+})
+
+t.test('three lockers contending for one upload never overlap', async (t) => {
+  t.setTimeout(120_000)
+  const dir = await lockDir(t)
+  let inside = 0
+  let overlaps = 0
+  let count = 0
+  await Promise.all(lockers(t, dir, 3, { retryMs: 20 }).map(async (locker) => {
+    for (let i = 0; i < 20; i++) {
+      const lock = await locker.lock('shared', { timeoutMs: 60_000, requestRelease: false })
+      inside++
+      if (inside > 1) overlaps++
+      await new Promise((resolve) => setImmediate(resolve))
+      count++
+      inside--
+      await lock.release()
+    }
+  }))
+  t.equal(overlaps, 0)
+  t.equal(count, 60)
+})
+
+t.test('a lock whose lease ran out is taken over; the old holder\'s signal is aborted and its release leaves the new lock', async (t) => {
+  const dir = await lockDir(t)
+  const [a, b] = lockers(t, dir, 2, { ttlMs: 600, retryMs: 20 })
+  let stop: () => void = () => {}
+  const stopped = new Promise<void>((resolve) => { stop = resolve })
+  const stale = await a!.lock('u', { timeoutMs: 1000, onReleaseRequested: () => { stop() } })
+  // What a frozen or dead holder leaves: a lease not renewed for longer than the ttl.
+  const past = new Date(Date.now() - 60_000)
+  await utimes(join(dir, 'u.lock'), past, past)
+  const current = await b!.lock('u', { timeoutMs: 1000, requestRelease: false })
+  // The locker's timers do not keep a process alive (a server does); this test's process needs one.
+  const alive = setInterval(() => {}, 1000)
+  await stopped
+  clearInterval(alive)
+  t.equal(stale.signal?.aborted, true, 'the old holder knows it lost the lock')
+  t.equal(current.signal?.aborted, false)
+  await stale.release()
+  const refused = await lockError(a!.lock('u', { timeoutMs: 200, requestRelease: false }))
+  t.equal(refused.code, 'FST_TUS_LOCKED', 'the new holder still holds it')
+  await current.release()
+  t.same((await readdir(dir)).filter((name) => name.endsWith('.lock') || name.endsWith('.expired')), [])
+})
+
+t.test('invalid options are refused at construction', async (t) => {
+  for (const options of [{ directory: '' }, { directory: '/tmp', ttlMs: 0 }, { directory: '/tmp', retryMs: 1.5 }]) {
+    t.throws(() => new FileLocker(options), { code: 'FST_TUS_INVALID_OPTION' }, JSON.stringify(options))
+  }
+})
+
+async function processes (t: Parameters<typeof lockDir>[0], count: number): Promise<ChildServer[]> {
+  const dir = await lockDir(t)
+  const env = { TUS_CHILD_FILE_LOCKS: join(dir, '.locks') }
+  // The first reports its progress: a test knows when a PATCH of its holds the lock.
+  return await Promise.all(Array.from({ length: count }, async (_, index) => await startChild(t, dir, index === 0 ? { ...env, TUS_CHILD_PROGRESS: '1' } : env)))
+}
+
+async function progress (server: ChildServer, atLeast: number, exactly = false): Promise<void> {
+  for (;;) {
+    const { value, done } = await server.lines.next()
+    if (done === true) throw new Error('the child exited')
+    const offset = /^progress (\d+)$/.test(value) ? Number(value.slice(9)) : -1
+    if (exactly ? offset === atLeast : offset >= atLeast) return
+  }
+}
+
+t.test('two processes on one upload directory: concurrent PATCHes never interleave, a HEAD on one ends a PATCH on the other', async (t) => {
+  t.setTimeout(120_000)
+  const [a, b] = await processes(t, 2)
+  const size = 8 * MiB
+  for (let round = 0; round < 3; round++) {
+    const created = await tusRequest(`http://127.0.0.1:${a!.port}/files/`, { method: 'POST', headers: { 'Upload-Length': String(size) } })
+    const id = idOf(new URL(created.headers.location!).href)
+    const bodies = [Buffer.alloc(size, 'a'), Buffer.alloc(size, 'b')]
+    const statuses = await Promise.all([a!, b!].map(async (server, index) => await tusRequest(`http://127.0.0.1:${server.port}/files/${id}`, {
+      method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET }, body: bodies[index]!
+    }).then((response) => response.status, () => 0)))
+    t.ok(statuses.every((status) => [204, 409, 0].includes(status)), `statuses ${statuses.join(', ')}`)
+    const offset = Number((await tusRequest(`http://127.0.0.1:${b!.port}/files/${id}`, { method: 'HEAD' })).headers['upload-offset'])
+    const fill = Buffer.alloc(size - offset, 'c')
+    const rest = await tusRequest(`http://127.0.0.1:${a!.port}/files/${id}`, { method: 'PATCH', headers: { 'Upload-Offset': String(offset), ...OCTET }, body: fill })
+    t.equal(rest.status, 204)
+    const stored = (await tusRequest(`http://127.0.0.1:${b!.port}/files/${id}`)).body
+    const prefix = stored.subarray(0, offset)
+    t.ok(prefix.equals(Buffer.alloc(offset, 'a')) || prefix.equals(Buffer.alloc(offset, 'b')), `the first ${offset} bytes come from one request only`)
+    t.ok(stored.subarray(offset).equals(fill))
+  }
+
+  // An upload whose requests alternate between the processes ends byte-identical.
+  const data = randomBytesSeeded(3 * MiB + 17, 110)
+  const created = await tusRequest(`http://127.0.0.1:${b!.port}/files/`, { method: 'POST', headers: { 'Upload-Length': String(data.length) } })
+  const id = idOf(new URL(created.headers.location!).href)
+  for (let offset = 0, turn = 0; offset < data.length; turn++) {
+    const server = [a!, b!][turn % 2]!
+    const response = await tusRequest(`http://127.0.0.1:${server.port}/files/${id}`, {
+      method: 'PATCH', headers: { 'Upload-Offset': String(offset), ...OCTET }, body: data.subarray(offset, offset + MiB)
+    })
+    t.equal(response.status, 204)
+    offset = Number(response.headers['upload-offset'])
+  }
+  const download = await tusRequest(`http://127.0.0.1:${a!.port}/files/${id}`)
+  t.equal(sha256(download.body), sha256(data))
+
+  // A HEAD on B waits for the PATCH running on A, and asks it to end (else it would wait for its idle timeout).
+  const slow = await tusRequest(`http://127.0.0.1:${a!.port}/files/`, { method: 'POST', headers: { 'Upload-Length': String(MiB) } })
+  const slowUrl = new URL(slow.headers.location!).pathname
+  const body = new PassThrough()
+  const patch = tusRequest(`http://127.0.0.1:${a!.port}${slowUrl}`, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET, 'Content-Length': String(MiB) }, body })
+    .then((response) => response.status, () => 'closed')
+  body.write(Buffer.alloc(1000, 1))
+  // Exactly 1000: A's earlier reports (whole chunks of other uploads) are still in the pipe.
+  await progress(a!, 1000, true)
+  const head = await tusRequest(`http://127.0.0.1:${b!.port}${slowUrl}`, { method: 'HEAD' })
+  t.equal(head.headers['upload-offset'], '1000')
+  t.ok([204, 'closed'].includes(await patch), 'the PATCH on A ended when B asked')
+})
+
+t.test('fencing with lock files: a process frozen past the lease, then resumed, appends nothing after the new holder\'s bytes', async (t) => {
+  t.setTimeout(120_000)
+  const dir = await lockDir(t)
+  const env = { TUS_CHILD_FILE_LOCKS: join(dir, '.locks'), TUS_CHILD_LOCK_TTL: '1500', TUS_CHILD_LOCK_TIMEOUT: '8000' }
+  const [a, b] = await Promise.all([startChild(t, dir, { ...env, TUS_CHILD_PROGRESS: '1' }), startChild(t, dir, env)])
+  t.teardown(() => { a!.child.kill('SIGCONT') })
+  const size = 8 * MiB
+  const created = await tusRequest(`http://127.0.0.1:${b!.port}/files/`, { method: 'POST', headers: { 'Upload-Length': String(size) } })
+  const url = new URL(created.headers.location!).pathname
+  const stale = randomBytesSeeded(6 * MiB, 120)
+  const body = new PassThrough()
+  const patchA = tusRequest(`http://127.0.0.1:${a!.port}${url}`, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET, 'Content-Length': String(stale.length) }, body })
+    .then((response) => response.status, () => 'closed')
+  body.write(stale.subarray(0, 3 * MiB))
+  await progress(a!, 3 * MiB)
+  // Reported is handed to the store; frozen with writes still queued (up to 128 KiB), A would append them on
+  // waking whatever the lock says (see README): wait until they are on disk.
+  const dataFile = join(dir, new URL(created.headers.location!).pathname.split('/').pop()!)
+  while ((await stat(dataFile)).size < 3 * MiB) await new Promise((resolve) => setTimeout(resolve, 10))
+  a!.child.kill('SIGSTOP')
+  // B waits for A's lease to run out; the bytes A stored before it froze are the upload's.
+  const head = await tusRequest(`http://127.0.0.1:${b!.port}${url}`, { method: 'HEAD' })
+  const stored = Number(head.headers['upload-offset'])
+  t.equal(stored, 3 * MiB, 'what A stored before it froze')
+  const data = randomBytesSeeded(size, 121)
+  const patchB = await tusRequest(`http://127.0.0.1:${b!.port}${url}`, { method: 'PATCH', headers: { 'Upload-Offset': String(stored), ...OCTET }, body: data.subarray(stored, stored + MiB) })
+  t.equal(patchB.status, 204)
+  a!.child.kill('SIGCONT')
+  body.end(stale.subarray(3 * MiB))
+  t.not(await patchA, 204, 'the resumed PATCH is not acknowledged')
+  const after = await tusRequest(`http://127.0.0.1:${b!.port}${url}`, { method: 'HEAD' })
+  t.equal(after.headers['upload-offset'], String(stored + MiB), 'nothing appended after B\'s bytes')
+  const rest = await tusRequest(`http://127.0.0.1:${a!.port}${url}`, { method: 'PATCH', headers: { 'Upload-Offset': String(stored + MiB), ...OCTET }, body: data.subarray(stored + MiB) })
+  t.equal(rest.status, 204)
+  const download = await tusRequest(`http://127.0.0.1:${b!.port}${url}`)
+  t.equal(sha256(download.body), sha256(Buffer.concat([stale.subarray(0, stored), data.subarray(stored)])), 'every stored byte where it was acknowledged')
+})
