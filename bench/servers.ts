@@ -10,8 +10,11 @@ const CLOCK_TICKS = 100
 export const DATA_ROOT = join(import.meta.dirname, 'data')
 const SCRIPTS = join(import.meta.dirname, 'servers')
 
-/** Every server runs with these node flags, so no server gets a memory or speed advantage from flags. */
-export const NODE_FLAGS = ['--max-semi-space-size=1']
+/**
+ * Every server runs with the same node flags, so no server gets a memory or speed advantage from flags: by
+ * default none (node's defaults, as users run it); `npm run bench -- --node-flags=...` sets others.
+ */
+export const NODE_FLAGS: string[] = []
 
 export interface ServerDefinition {
   /** Name in the tables. */

@@ -15,6 +15,19 @@ const store = new FileStore({
 })
 const app = Fastify()
 await app.register(tus, { prefix: '/files', dir, store })
+// For the scale workload (bench/scale.ts): runs app.tus.removeExpired() and reports its time and how far the
+// RSS rose above where it started, sampled every 5 ms while it ran. Outside the tus routes.
+app.post('/bench/remove-expired', async () => {
+  const before = process.memoryUsage.rss()
+  let peak = before
+  const sampler = setInterval(() => { peak = Math.max(peak, process.memoryUsage.rss()) }, 5)
+  const start = performance.now()
+  const removed = await app.tus.removeExpired()
+  const seconds = (performance.now() - start) / 1000
+  clearInterval(sampler)
+  peak = Math.max(peak, process.memoryUsage.rss())
+  return { removed: removed.length, seconds, rssBeforeMiB: before / 1048576, rssGrowthMiB: (peak - before) / 1048576 }
+})
 await app.listen({ host: '127.0.0.1', port: 0 })
 process.stdout.write(`${app.server.address().port}\n`)
 // Exit normally on SIGTERM so that --cpu-prof can write its profile.
