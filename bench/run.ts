@@ -98,7 +98,8 @@ function flagsText (flags: string[]): string {
 
 /** The scale workload (bench/scale.ts) on a fresh server; once per server, not per round (it takes minutes). */
 async function measureScale (definition: ServerDefinition): Promise<ScaleResult & { peakRssMiB: number }> {
-  const server = await RunningServer.start(definition, nodeFlags)
+  const flags = args['cpu-prof'] ? [...nodeFlags, '--cpu-prof', `--cpu-prof-dir=${PROFILES}`, `--cpu-prof-name=scale-${Date.now()}.cpuprofile`] : nodeFlags
+  const server = await RunningServer.start(definition, flags)
   try {
     await warmUp(server.origin)
     const result = await runScale(server, scaleN, (line) => { console.error(`${definition.name}: ${line}`) })

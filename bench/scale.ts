@@ -3,8 +3,9 @@
  *
  *  1. creation: N uploads of 1 KiB (POST + PATCH), 16 at a time; the rate overall and per tenth of N, so a
  *     rate that falls as the directory fills shows as a last tenth slower than the first;
- *  2. HEAD of one upload, N times, 32 at a time; then HEAD spread over all N uploads (each once, in a random
- *     order), 32 at a time: an info cache that thrashes or a per-HEAD read of the info file shows here;
+ *  2. HEAD of one upload, 32 at a time, against HEADs spread over all N uploads (each in turn, in a random
+ *     order), 32 at a time, alternated in 4 rounds of max(N/4, 10000) HEADs each (medians): an info cache
+ *     that thrashes or a per-HEAD read of the info file shows here;
  *  3. removeExpired() over all N (their data files' modification times set 30 days back first, untimed),
  *     run inside the server (bench/servers/fastify-tus.mjs, POST /bench/remove-expired): uploads removed
  *     per second and how far the server's RSS rose while it ran.
@@ -13,6 +14,7 @@ import { utimes } from 'node:fs/promises'
 import { join } from 'node:path'
 import { request } from 'undici'
 import type { RunningServer } from './servers.js'
+import { median } from './stats.js'
 import { inParallel, slice, TusClient } from './workloads.js'
 
 const SIZE = 1024
@@ -63,9 +65,20 @@ export async function runScale (server: RunningServer, n: number, log: (line: st
     await inParallel(paths.length, 32, async (index) => { await client.head(paths[index]!, SIZE) })
     return paths.length / ((performance.now() - begin) / 1000)
   }
+  // Alternated in 4 rounds of each (one, spread, one, spread, ...), medians reported, so that load drifting on
+  // the machine hits both alike; each round at least 10000 HEADs, spread rounds going on through the order.
+  const count = Math.max(Math.ceil(n / 4), 10_000)
   const one = uploads[Math.floor(n / 2)]!.path
-  const headOnePerSecond = await heads(Array.from({ length: n }, () => one))
-  const headSpreadPerSecond = await heads(shuffled(uploads.map((upload) => upload.path)))
+  const order = shuffled(uploads.map((upload) => upload.path))
+  let position = 0
+  const oneRates: number[] = []
+  const spreadRates: number[] = []
+  for (let round = 0; round < 4; round++) {
+    oneRates.push(await heads(Array.from({ length: count }, () => one)))
+    spreadRates.push(await heads(Array.from({ length: count }, () => order[position++ % n]!)))
+  }
+  const headOnePerSecond = median(oneRates)
+  const headSpreadPerSecond = median(spreadRates)
   log(`scale n=${n}: HEAD one ${headOnePerSecond.toFixed(0)}/s, spread ${headSpreadPerSecond.toFixed(0)}/s`)
   await client.close()
 
