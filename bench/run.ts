@@ -150,7 +150,9 @@ async function main (): Promise<void> {
     ['fastify-tus', 'limit'],
     ['fastify-tus', 'limit-fsync'],
     ['fastify-tus-nofsync', 'limit'],
-    ['fastify-tus-nocache', 'fastify-tus']
+    ['fastify-tus-nocache', 'fastify-tus'],
+    ['fastify-tus', 'fastify-tus-base'],
+    ['fastify-tus-nofsync', 'fastify-tus-base-nofsync']
   ] as Array<[string, string]>).filter(([a, b]) => has(a) && has(b))
 
   if (workloads.length > 0) {

@@ -1,8 +1,13 @@
 // fastify-tus as a user gets it: the built package (dist/, through the package's own name) in a plain
 // Fastify app without a logger. Usage: node fastify-tus.mjs <data dir> [--no-fsync] [--cache-size=N]
 // --no-fsync and --cache-size=N set the FileStore's `fsync: false` and `cacheSize` options.
+// --base: the package built from another checkout instead (its dist/index.js in BENCH_BASE_DIST), to measure a
+// change side by side with what it changes.
 import Fastify from 'fastify'
-import tus, { FileStore } from 'fastify-tus'
+
+const base = process.argv.includes('--base')
+if (base && process.env.BENCH_BASE_DIST === undefined) throw new Error('--base needs BENCH_BASE_DIST=<dist/index.js of another build>')
+const { default: tus, FileStore } = await import(base ? process.env.BENCH_BASE_DIST : 'fastify-tus')
 
 const dir = process.argv[2]
 if (dir === undefined) throw new Error('usage: fastify-tus.mjs <data dir> [--no-fsync] [--cache-size=N]')
