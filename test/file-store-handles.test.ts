@@ -117,3 +117,25 @@ t.test('OpenFiles: at most max kept (least recently kept closed first), closed w
   t.same(closed, ['a', 'b', 'd'], 'closed after the idle time')
   await handles.get('c')!.close()
 })
+
+t.test('a write still running when the store closes does not keep its handle', { skip: process.platform !== 'linux' && 'needs /proc/self/fd' }, async (t) => {
+  const dir = join(directory, 'closing')
+  const store = new FileStore({ directory: dir })
+  const id = contractId()
+  const path = join(dir, id)
+  await store.create({ id, size: 10, metadata: {} })
+  await store.getInfo(id)
+  let release: () => void = () => {}
+  const gate = new Promise<void>((resolve) => { release = resolve })
+  async function * slow (): AsyncIterable<Buffer> {
+    yield Buffer.from('abc')
+    await gate
+  }
+  const writing = store.write(id, 0, slow())
+  await new Promise((resolve) => setImmediate(resolve))
+  const closing = store.close()
+  release()
+  await Promise.allSettled([writing, closing])
+  await readdir(dir)
+  t.equal(await openOn(path), 0, 'nothing left open')
+})

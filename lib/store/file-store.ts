@@ -87,6 +87,8 @@ export class FileStore implements DataStore {
   /** Names temporary info files: unique to this store (random), then a counter. */
   readonly #temporaryPrefix = `.${randomBytes(6).toString('hex')}-`
   #temporaries = 0
+  /** close() was called: handles are no longer kept (a write still running closes its own). */
+  #closed = false
   /** Counts info changes and removals, so that a cache fill that raced one does not cache what it read before. */
   #changes = 0
   /** Uploads whose data was fsynced by `write` when it stored the last byte, with no write since. */
@@ -140,7 +142,7 @@ export class FileStore implements DataStore {
     }
     const file = identityOf(stats)
     this.#remember(upload.id, { info, file }, text.length)
-    if (upload.size !== 0) this.#openFiles.keep(upload.id, data, file)
+    if (upload.size !== 0 && !this.#closed) this.#openFiles.keep(upload.id, data, file)
     else await data.close()
     return { ...upload, offset: 0, createdAt, modifiedAt: stats.mtime, path }
   }
@@ -206,7 +208,7 @@ export class FileStore implements DataStore {
         this.#synced.add(id)
       }
       // Kept for the next PATCH of an unfinished upload, while the info it was checked with is cached.
-      keep = !complete && file !== undefined && this.#cache.peek(id)?.file === file
+      keep = !complete && !this.#closed && file !== undefined && this.#cache.peek(id)?.file === file
     } finally {
       this.#openHandles.delete(handle)
       if (keep) this.#openFiles.keep(id, handle, file!)
@@ -281,6 +283,7 @@ export class FileStore implements DataStore {
   }
 
   async close (): Promise<void> {
+    this.#closed = true
     await Promise.allSettled([...this.#openHandles].map(async (handle) => await handle.close()))
     this.#openHandles.clear()
     await this.#openFiles.closeAll()
