@@ -4,12 +4,16 @@
  * holds (every miss then costs a read of the info file); a bound by bytes holds as many small infos as fit.
  */
 export class BoundedCache<V> {
-  readonly #entries = new Map<string, { value: V, bytes: number }>()
+  /** Values by key, least recently used first (no wrapper per entry: that would cost memory for every one). */
+  readonly #entries = new Map<string, V>()
+  /** Estimated bytes of an entry. */
+  readonly #sizeOf: (value: V) => number
   readonly #maxBytes: number
   readonly #maxEntries: number
   #bytes = 0
 
-  constructor (maxBytes: number, maxEntries = Number.POSITIVE_INFINITY) {
+  constructor (sizeOf: (value: V) => number, maxBytes: number, maxEntries = Number.POSITIVE_INFINITY) {
+    this.#sizeOf = sizeOf
     this.#maxBytes = maxBytes
     this.#maxEntries = maxEntries
   }
@@ -25,23 +29,24 @@ export class BoundedCache<V> {
 
   /** The value without making it the most recently used. */
   peek (key: string): V | undefined {
-    return this.#entries.get(key)?.value
+    return this.#entries.get(key)
   }
 
   /** The value, made the most recently used. */
   get (key: string): V | undefined {
-    const entry = this.#entries.get(key)
-    if (entry === undefined) return undefined
+    const value = this.#entries.get(key)
+    if (value === undefined) return undefined
     this.#entries.delete(key)
-    this.#entries.set(key, entry)
-    return entry.value
+    this.#entries.set(key, value)
+    return value
   }
 
-  /** Stores `value` as the most recently used (`bytes`: its estimated size), evicting the oldest beyond the bounds. */
-  set (key: string, value: V, bytes: number): void {
+  /** Stores `value` as the most recently used, evicting the oldest beyond the bounds. */
+  set (key: string, value: V): void {
     this.delete(key)
+    const bytes = this.#sizeOf(value)
     if (bytes > this.#maxBytes || this.#maxEntries === 0) return
-    this.#entries.set(key, { value, bytes })
+    this.#entries.set(key, value)
     this.#bytes += bytes
     while (this.#bytes > this.#maxBytes || this.#entries.size > this.#maxEntries) {
       const oldest = this.#entries.keys().next().value!
@@ -50,10 +55,10 @@ export class BoundedCache<V> {
   }
 
   delete (key: string): void {
-    const entry = this.#entries.get(key)
-    if (entry === undefined) return
+    const value = this.#entries.get(key)
+    if (value === undefined) return
     this.#entries.delete(key)
-    this.#bytes -= entry.bytes
+    this.#bytes -= this.#sizeOf(value)
   }
 
   clear (): void {
