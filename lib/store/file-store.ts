@@ -47,12 +47,14 @@ function pack (file: FileIdentity, text: string): string {
 }
 
 function unpack (entry: string): CachedInfo {
+  return { file: unpackFile(entry), info: JSON.parse(entry.slice(entry.indexOf('\n') + 1)) as InfoFile }
+}
+
+/** Only the data file's identity from an entry (no JSON parsed). */
+function unpackFile (entry: string): FileIdentity {
   const space = entry.indexOf(' ')
   const newline = entry.indexOf('\n', space)
-  return {
-    file: { ino: Number(entry.slice(0, space)), birthtimeMs: Number(entry.slice(space + 1, newline)) },
-    info: JSON.parse(entry.slice(newline + 1)) as InfoFile
-  }
+  return { ino: Number(entry.slice(0, space)), birthtimeMs: Number(entry.slice(space + 1, newline)) }
 }
 
 /** Estimated bytes of a cached entry: its string (two bytes a character, to be safe) and CACHE_ENTRY_OVERHEAD. */
@@ -322,7 +324,7 @@ export class FileStore implements DataStore {
   /** The data file the cached info of `id` belongs to. */
   #cachedFile (id: string): FileIdentity | undefined {
     const entry = this.#cache.peek(id)
-    return entry === undefined ? undefined : unpack(entry).file
+    return entry === undefined ? undefined : unpackFile(entry)
   }
 
   #forget (id: string): void {
