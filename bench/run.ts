@@ -6,6 +6,8 @@
  *   npm run bench -- --quick                         # about a minute: fastify-tus, @tus/server, limit
  *   npm run bench -- --rounds 5 --workloads W3,W5 --servers fastify-tus,limit
  *   npm run bench -- --cpu-prof                      # CPU profiles of fastify-tus into bench/data/profiles
+ *   npm run bench -- --workloads scale --scale 20000 # only the scale workload (bench/scale.ts), N = 20000
+ *   npm run bench -- --node-flags=--max-semi-space-size=1   # every server with these node flags
  *
  * Every server process is fresh for each workload (so its VmHWM is that workload's peak RSS), with a
  * fresh data directory under bench/data/ that is removed after the stored bytes have been verified.
@@ -14,6 +16,7 @@ import { mkdir, writeFile } from 'node:fs/promises'
 import { cpus, loadavg } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
+import { runScale, type ScaleResult } from './scale.js'
 import { DATA_ROOT, NODE_FLAGS, RunningServer, SERVERS, type ServerDefinition } from './servers.js'
 import { format, median } from './stats.js'
 import { FULL, QUICK, WORKLOADS, verifyStored, warmUp, type Measurement, type Sizes, type Workload } from './workloads.js'
@@ -23,7 +26,12 @@ const { values: args } = parseArgs({
     quick: { type: 'boolean', default: false },
     rounds: { type: 'string' },
     servers: { type: 'string' },
-    workloads: { type: 'string', default: WORKLOADS.map((workload) => workload.id).join(',') },
+    workloads: { type: 'string', default: [...WORKLOADS.map((workload) => workload.id), 'scale'].join(',') },
+    /** N of the scale workload. */
+    scale: { type: 'string' },
+    'scale-servers': { type: 'string', default: 'fastify-tus-nofsync' },
+    /** Node flags for every server, space-separated (default: none, node's defaults). */
+    'node-flags': { type: 'string' },
     'no-extras': { type: 'boolean', default: false },
     'cpu-prof': { type: 'boolean', default: false }
   }
@@ -38,7 +46,17 @@ const servers = serverList.split(',').map((key) => {
   if (definition === undefined) throw new Error(`unknown server ${key}; known: ${Object.keys(SERVERS).join(', ')}`)
   return { key, definition }
 })
-const workloads = args.workloads.split(',').map((id) => {
+const runScaleWorkload = args.workloads.split(',').includes('scale')
+const scaleN = Number(args.scale ?? (args.quick ? 5000 : 100_000))
+const scaleServers = args['scale-servers'].split(',').map((key) => {
+  const definition = SERVERS[key]
+  if (definition?.script !== 'fastify-tus.mjs') throw new Error(`scale runs only fastify-tus servers, not ${key}`)
+  return { key, definition }
+})
+const nodeFlags = args['node-flags'] === undefined ? NODE_FLAGS : args['node-flags'].split(' ').filter((flag) => flag !== '')
+/** The flags the extras compare nodeFlags with. */
+const otherFlags = nodeFlags.length === 0 ? ['--max-semi-space-size=1'] : []
+const workloads = args.workloads.split(',').filter((id) => id !== 'scale').map((id) => {
   const workload = WORKLOADS.find((candidate) => candidate.id === id)
   if (workload === undefined) throw new Error(`unknown workload ${id}`)
   return workload
@@ -74,6 +92,24 @@ async function measure (definition: ServerDefinition, workload: Workload, runSiz
   }
 }
 
+function flagsText (flags: string[]): string {
+  return flags.length === 0 ? "node's default flags" : `\`node ${flags.join(' ')}\``
+}
+
+/** The scale workload (bench/scale.ts) on a fresh server; once per server, not per round (it takes minutes). */
+async function measureScale (definition: ServerDefinition): Promise<ScaleResult & { peakRssMiB: number }> {
+  const flags = args['cpu-prof'] ? [...nodeFlags, '--cpu-prof', `--cpu-prof-dir=${PROFILES}`, `--cpu-prof-name=scale-${Date.now()}.cpuprofile`] : nodeFlags
+  const server = await RunningServer.start(definition, flags)
+  try {
+    await warmUp(server.origin)
+    const result = await runScale(server, scaleN, (line) => { console.error(`${definition.name}: ${line}`) })
+    return { ...result, peakRssMiB: await server.peakRssMiB() }
+  } finally {
+    await server.stop()
+    await server.removeData()
+  }
+}
+
 function describe (sample: Sample, workload: Workload): string {
   const latency = sample.p50 === undefined ? '' : ` p50 ${format(sample.p50)} ms p99 ${format(sample.p99!)} ms`
   return `${format(sample.value)} ${workload.unit} in ${sample.seconds.toFixed(2)} s,${latency} peak RSS ${format(sample.rssMiB)} MiB, server CPU ${sample.cpuSeconds.toFixed(2)} s`
@@ -85,14 +121,14 @@ async function main (): Promise<void> {
   const samples = new Map<string, Sample[]>()
   const key = (server: string, workload: string): string => `${server}/${workload}`
   const machine = `${cpus().length} CPUs (${cpus()[0]?.model ?? 'unknown'}), node ${process.version}, load average at start ${loadavg().map((load) => load.toFixed(2)).join(' ')}`
-  console.error(`${rounds} round(s), ${args.quick ? 'quick' : 'full'} sizes, server flags: ${NODE_FLAGS.join(' ')}; ${machine}`)
+  console.error(`${rounds} round(s), ${args.quick ? 'quick' : 'full'} sizes, server flags: ${flagsText(nodeFlags)}; ${machine}`)
   const started = Date.now()
 
-  for (let round = 1; round <= rounds; round++) {
+  for (let round = 1; round <= rounds && workloads.length > 0; round++) {
     for (const workload of workloads) {
       // Servers alternate within each round (A B C A B C ...), so drifting background load hits all alike.
       for (const { key: server, definition } of servers) {
-        const sample = await measure(definition, workload, sizes, NODE_FLAGS)
+        const sample = await measure(definition, workload, sizes, nodeFlags)
         console.error(`round ${round} ${workload.id} ${definition.name}: ${describe(sample, workload)}`)
         const list = samples.get(key(server, workload.id)) ?? []
         list.push(sample)
@@ -114,40 +150,43 @@ async function main (): Promise<void> {
     ['fastify-tus', 'limit'],
     ['fastify-tus', 'limit-fsync'],
     ['fastify-tus-nofsync', 'limit'],
-    ['fastify-tus-nocache', 'fastify-tus']
+    ['fastify-tus-nocache', 'fastify-tus'],
+    ['fastify-tus', 'fastify-tus-base'],
+    ['fastify-tus-nofsync', 'fastify-tus-base-nofsync']
   ] as Array<[string, string]>).filter(([a, b]) => has(a) && has(b))
 
-  lines.push(`Medians of ${rounds} round(s); ${args.quick ? 'quick' : 'full'} sizes; every server run with \`node ${NODE_FLAGS.join(' ')}\`.`)
-  lines.push(`Machine: ${machine}; rounds took ${((Date.now() - started) / 60000).toFixed(1)} min, load average at the end ${loadavg().map((load) => load.toFixed(2)).join(' ')}.`, '')
-  lines.push(`| workload | unit | ${servers.map((entry) => entry.definition.name).join(' | ')} | ${ratios.map(([a, b]) => `${name(a)} / ${name(b)}`).join(' | ')} |`)
-  lines.push(`| --- | --- | ${servers.map(() => '---:').join(' | ')} | ${ratios.map(() => '---:').join(' | ')} |`)
-  for (const workload of workloads) {
-    const values = servers.map(({ key: server }) => medianOf(server, workload.id, (sample) => sample.value)!)
-    const cells = ratios.map(([a, b]) => `${(medianOf(a, workload.id, (sample) => sample.value)! / medianOf(b, workload.id, (sample) => sample.value)!).toFixed(2)}x`)
-    lines.push(`| ${workload.id} ${workload.title} | ${workload.unit} | ${values.map(format).join(' | ')} | ${cells.join(' | ')} |`)
-    if (workload.id === 'W3') {
-      for (const [label, pick] of [['p50', (sample: Sample) => sample.p50], ['p99', (sample: Sample) => sample.p99]] as const) {
-        const latencies = servers.map(({ key: server }) => medianOf(server, workload.id, pick)!)
-        lines.push(`| W3 latency ${label} | ms | ${latencies.map(format).join(' | ')} | ${ratios.map(() => '').join(' | ')} |`)
+  if (workloads.length > 0) {
+    lines.push(`Medians of ${rounds} round(s); ${args.quick ? 'quick' : 'full'} sizes; every server run with ${flagsText(nodeFlags)}.`)
+    lines.push(`Machine: ${machine}; rounds took ${((Date.now() - started) / 60000).toFixed(1)} min, load average at the end ${loadavg().map((load) => load.toFixed(2)).join(' ')}.`, '')
+    lines.push(`| workload | unit | ${servers.map((entry) => entry.definition.name).join(' | ')} | ${ratios.map(([a, b]) => `${name(a)} / ${name(b)}`).join(' | ')} |`)
+    lines.push(`| --- | --- | ${servers.map(() => '---:').join(' | ')} | ${ratios.map(() => '---:').join(' | ')} |`)
+    for (const workload of workloads) {
+      const values = servers.map(({ key: server }) => medianOf(server, workload.id, (sample) => sample.value)!)
+      const cells = ratios.map(([a, b]) => `${(medianOf(a, workload.id, (sample) => sample.value)! / medianOf(b, workload.id, (sample) => sample.value)!).toFixed(2)}x`)
+      lines.push(`| ${workload.id} ${workload.title} | ${workload.unit} | ${values.map(format).join(' | ')} | ${cells.join(' | ')} |`)
+      if (workload.id === 'W3') {
+        for (const [label, pick] of [['p50', (sample: Sample) => sample.p50], ['p99', (sample: Sample) => sample.p99]] as const) {
+          const latencies = servers.map(({ key: server }) => medianOf(server, workload.id, pick)!)
+          lines.push(`| W3 latency ${label} | ms | ${latencies.map(format).join(' | ')} | ${ratios.map(() => '').join(' | ')} |`)
+        }
       }
     }
-  }
-  lines.push('', 'Peak RSS (VmHWM) of each server process, fresh per workload, MiB (median):', '')
-  lines.push(`| workload | ${servers.map((entry) => entry.definition.name).join(' | ')} |`)
-  lines.push(`| --- | ${servers.map(() => '---:').join(' | ')} |`)
-  for (const workload of workloads) {
-    lines.push(`| ${workload.id} | ${servers.map(({ key: server }) => format(medianOf(server, workload.id, (sample) => sample.rssMiB)!)).join(' | ')} |`)
-  }
+    lines.push('', 'Peak RSS (VmHWM) of each server process, fresh per workload, MiB (median):', '')
+    lines.push(`| workload | ${servers.map((entry) => entry.definition.name).join(' | ')} |`)
+    lines.push(`| --- | ${servers.map(() => '---:').join(' | ')} |`)
+    for (const workload of workloads) {
+      lines.push(`| ${workload.id} | ${servers.map(({ key: server }) => format(medianOf(server, workload.id, (sample) => sample.rssMiB)!)).join(' | ')} |`)
+    }
 
-  lines.push('', 'Server CPU time (user + system) per workload, seconds (median); less sensitive to other load on the machine than throughput:', '')
-  lines.push(`| workload | ${servers.map((entry) => entry.definition.name).join(' | ')} | ${ratios.map(([a, b]) => `${name(a)} / ${name(b)}`).join(' | ')} |`)
-  lines.push(`| --- | ${servers.map(() => '---:').join(' | ')} | ${ratios.map(() => '---:').join(' | ')} |`)
-  for (const workload of workloads) {
-    const cpu = (server: string): number => medianOf(server, workload.id, (sample) => sample.cpuSeconds)!
-    lines.push(`| ${workload.id} | ${servers.map(({ key: server }) => cpu(server).toFixed(2)).join(' | ')} | ${ratios.map(([a, b]) => `${(cpu(a) / cpu(b)).toFixed(2)}x`).join(' | ')} |`)
+    lines.push('', 'Server CPU time (user + system) per workload, seconds (median); less sensitive to other load on the machine than throughput:', '')
+    lines.push(`| workload | ${servers.map((entry) => entry.definition.name).join(' | ')} | ${ratios.map(([a, b]) => `${name(a)} / ${name(b)}`).join(' | ')} |`)
+    lines.push(`| --- | ${servers.map(() => '---:').join(' | ')} | ${ratios.map(() => '---:').join(' | ')} |`)
+    for (const workload of workloads) {
+      const cpu = (server: string): number => medianOf(server, workload.id, (sample) => sample.cpuSeconds)!
+      lines.push(`| ${workload.id} | ${servers.map(({ key: server }) => cpu(server).toFixed(2)).join(' | ')} | ${ratios.map(([a, b]) => `${(cpu(a) / cpu(b)).toFixed(2)}x`).join(' | ')} |`)
+    }
   }
-
-  if (!args['no-extras'] && has('fastify-tus')) {
+  if (!args['no-extras'] && has('fastify-tus') && workloads.some((workload) => workload.id === 'W1')) {
     // Memory flat with upload size: the same single PATCH at a quarter of the size and at full size.
     const single = WORKLOADS.find((workload) => workload.id === 'W1')!
     const small = { ...sizes, singlePatch: sizes.singlePatch / 4 }
@@ -155,22 +194,33 @@ async function main (): Promise<void> {
     const mib = (bytes: number): string => `${bytes / 1024 / 1024} MiB`
     lines.push('', 'fastify-tus peak RSS for one upload in a single PATCH (W1), by size (one run each):', '')
     lines.push('| node flags | ' + `${mib(small.singlePatch)} | ${mib(sizes.singlePatch)} |`, '| --- | ---: | ---: |')
-    for (const flags of [NODE_FLAGS, []]) {
+    for (const flags of [nodeFlags, otherFlags]) {
       const quarter = await measure(definition, single, small, flags)
       const whole = await measure(definition, single, sizes, flags)
       console.error(`extra W1 ${mib(small.singlePatch)} [${flags.join(' ')}]: ${describe(quarter, single)}`)
       console.error(`extra W1 ${mib(sizes.singlePatch)} [${flags.join(' ')}]: ${describe(whole, single)}`)
-      lines.push(`| ${flags.length === 0 ? 'defaults' : flags.join(' ')} | ${format(quarter.rssMiB)} MiB (${format(quarter.value)} MB/s) | ${format(whole.rssMiB)} MiB (${format(whole.value)} MB/s) |`)
+      lines.push(`| ${flagsText(flags)} | ${format(quarter.rssMiB)} MiB (${format(quarter.value)} MB/s) | ${format(whole.rssMiB)} MiB (${format(whole.value)} MB/s) |`)
     }
-    // Node's default flags, once per workload, to show what --max-semi-space-size changes (full runs only).
-    if (!args.quick) {
-      lines.push('', 'fastify-tus with node\'s default flags (one run per workload):', '')
+    // The other flags, once per workload, to show what --max-semi-space-size changes (full runs only).
+    if (!args.quick && workloads.length > 0) {
+      lines.push('', `fastify-tus with ${flagsText(otherFlags)} (one run per workload):`, '')
       lines.push('| workload | unit | value | peak RSS MiB |', '| --- | --- | ---: | ---: |')
       for (const workload of workloads) {
-        const sample = await measure(definition, workload, sizes, [])
-        console.error(`extra ${workload.id} fastify-tus [defaults]: ${describe(sample, workload)}`)
+        const sample = await measure(definition, workload, sizes, otherFlags)
+        console.error(`extra ${workload.id} fastify-tus [${flagsText(otherFlags)}]: ${describe(sample, workload)}`)
         lines.push(`| ${workload.id} | ${workload.unit} | ${format(sample.value)} | ${format(sample.rssMiB)} |`)
       }
+    }
+  }
+
+  if (runScaleWorkload && scaleN > 0) {
+    lines.push('', `Scale: ${scaleN} uploads of 1 KiB in one store (bench/scale.ts), one run per server, ${flagsText(nodeFlags)}:`, '')
+    lines.push('| server | created/s | first tenth | last tenth | HEAD one /s | HEAD spread /s | spread / one | removeExpired /s | RSS growth during it | RSS before it | peak RSS |')
+    lines.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+    for (const { definition } of scaleServers) {
+      const result = await measureScale(definition)
+      const tenths = result.createByTenth
+      lines.push(`| ${definition.name} | ${format(result.createPerSecond)} | ${format(tenths[0]!)} | ${format(tenths[tenths.length - 1]!)} | ${format(result.headOnePerSecond)} | ${format(result.headSpreadPerSecond)} | ${(result.headSpreadPerSecond / result.headOnePerSecond).toFixed(2)}x | ${format(result.removePerSecond)} | ${format(result.removeRssGrowthMiB)} MiB | ${format(result.rssBeforeRemoveMiB)} MiB | ${format(result.peakRssMiB)} MiB |`)
     }
   }
 

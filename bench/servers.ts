@@ -10,8 +10,11 @@ const CLOCK_TICKS = 100
 export const DATA_ROOT = join(import.meta.dirname, 'data')
 const SCRIPTS = join(import.meta.dirname, 'servers')
 
-/** Every server runs with these node flags, so no server gets a memory or speed advantage from flags. */
-export const NODE_FLAGS = ['--max-semi-space-size=1']
+/**
+ * Every server runs with the same node flags, so no server gets a memory or speed advantage from flags: by
+ * default none (node's defaults, as users run it); `npm run bench -- --node-flags=...` sets others.
+ */
+export const NODE_FLAGS: string[] = []
 
 export interface ServerDefinition {
   /** Name in the tables. */
@@ -24,6 +27,9 @@ export const SERVERS: Record<string, ServerDefinition> = {
   'fastify-tus': { name: 'fastify-tus', script: 'fastify-tus.mjs', args: [] },
   'fastify-tus-nofsync': { name: 'fastify-tus (fsync: false)', script: 'fastify-tus.mjs', args: ['--no-fsync'] },
   'fastify-tus-nocache': { name: 'fastify-tus (cacheSize: 0)', script: 'fastify-tus.mjs', args: ['--cache-size=0'] },
+  // The same from another build (BENCH_BASE_DIST=<path of its dist/index.js>), e.g. main before a change.
+  'fastify-tus-base': { name: 'fastify-tus (base)', script: 'fastify-tus.mjs', args: ['--base'] },
+  'fastify-tus-base-nofsync': { name: 'fastify-tus (base, fsync: false)', script: 'fastify-tus.mjs', args: ['--base', '--no-fsync'] },
   'tus-server': { name: '@tus/server', script: 'tus-server.mjs', args: [] },
   limit: { name: 'limit', script: 'limit.mjs', args: [] },
   'limit-fsync': { name: 'limit (fsync)', script: 'limit.mjs', args: ['--fsync'] }
@@ -55,6 +61,10 @@ export class RunningServer {
     const port = Number(line)
     if (!Number.isInteger(port) || port <= 0) throw new Error(`${definition.name} printed "${line}" instead of a port`)
     return new RunningServer(child, port, dataDir)
+  }
+
+  get pid (): number {
+    return this.#process.pid!
   }
 
   /** Peak resident set size of the server process so far (VmHWM), in MiB. */

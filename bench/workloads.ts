@@ -95,7 +95,7 @@ function * contents (seed: number, size: number, from = 0): Generator<Buffer> {
 }
 
 /** `contents(seed, size)` bytes [from, to) as one Buffer (for bodies sent as a whole). */
-function slice (seed: number, size: number, from: number, to: number): Buffer {
+export function slice (seed: number, size: number, from: number, to: number): Buffer {
   const parts: Buffer[] = []
   for (const chunk of contents(seed, size, from)) {
     const left = to - from - parts.reduce((sum, part) => sum + part.length, 0)
@@ -123,7 +123,7 @@ function expectedSha256 (seed: number, size: number): string {
 
 const TUS = { 'tus-resumable': '1.0.0' }
 
-class TusClient {
+export class TusClient {
   readonly pool: Pool
   constructor (origin: string, connections: number) {
     this.pool = new Pool(origin, { connections, pipelining: 1, keepAliveTimeout: 60_000, headersTimeout: 600_000, bodyTimeout: 600_000 })
@@ -187,7 +187,7 @@ async function uploadWhole (client: TusClient, seed: number, size: number): Prom
 }
 
 /** Runs `count` tasks with `concurrency` workers. */
-async function inParallel (count: number, concurrency: number, task: (index: number) => Promise<void>): Promise<void> {
+export async function inParallel (count: number, concurrency: number, task: (index: number) => Promise<void>): Promise<void> {
   let next = 0
   await Promise.all(Array.from({ length: Math.min(concurrency, count) }, async () => {
     while (next < count) await task(next++)

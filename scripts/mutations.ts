@@ -48,8 +48,8 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'file-store: info file replaced in place, not atomically',
     file: 'lib/store/file-store.ts',
-    find: "const temporary = `${target}.${randomBytes(6).toString('hex')}.tmp`",
-    replace: "const temporary = exclusive ? `${target}.${randomBytes(6).toString('hex')}.tmp` : target",
+    find: 'const temporary = `${target}${this.#temporaryPrefix}${this.#temporaries++}.tmp`',
+    replace: 'const temporary = exclusive ? `${target}${this.#temporaryPrefix}${this.#temporaries++}.tmp` : target',
     tests: ['test/file-store-info.test.ts']
   },
   {

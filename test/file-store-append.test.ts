@@ -1,7 +1,7 @@
 // FileStore.write batches the chunks that arrive while a write is in progress (writev); every byte must
 // land once, in order, whatever the chunk sizes and however fast the source is.
 import t from 'tap'
-import { readlinkSync } from 'node:fs'
+import fs, { readlinkSync } from 'node:fs'
 import { mkdtemp, open, readFile, rm } from 'node:fs/promises'
 import { basename } from 'node:path'
 import { tmpdir } from 'node:os'
@@ -61,26 +61,32 @@ t.test('a source failing after many queued chunks: everything it yielded is stor
 })
 
 /**
- * Counts fsync and fdatasync calls on every FileHandle (a spy on node's own class; the calls still run),
- * and names the file each fsync was for (`synced`, base names in call order).
+ * Counts fsync and fdatasync calls on every FileHandle and through `fs.fsync` / `fs.fdatasync` with plain
+ * file descriptors (spies on node's own class and module; the calls still run), and names the file each fsync
+ * was for (`synced`, base names in call order).
  */
 async function countSyncs<T> (work: () => Promise<T>): Promise<{ result: T, sync: number, datasync: number, synced: string[] }> {
   const probe = await open(join(directory, 'probe'), 'w')
   const prototype = Object.getPrototypeOf(probe) as { sync: () => Promise<void>, datasync: () => Promise<void> }
   await probe.close()
   const { sync, datasync } = prototype
+  const { fsync, fdatasync } = fs
   const counts = { sync: 0, datasync: 0, synced: [] as string[] }
+  const named = (fd: number): void => { counts.sync++; counts.synced.push(basename(readlinkSync(`/proc/self/fd/${fd}`))) }
   prototype.sync = async function (this: { fd: number }) {
-    counts.sync++
-    counts.synced.push(basename(readlinkSync(`/proc/self/fd/${this.fd}`)))
+    named(this.fd)
     await sync.call(this)
   }
   prototype.datasync = async function (this: unknown) { counts.datasync++; await datasync.call(this) }
+  fs.fsync = ((fd: number, callback: (error: NodeJS.ErrnoException | null) => void) => { named(fd); fsync(fd, callback) }) as typeof fs.fsync
+  fs.fdatasync = ((fd: number, callback: (error: NodeJS.ErrnoException | null) => void) => { counts.datasync++; fdatasync(fd, callback) }) as typeof fs.fdatasync
   try {
     return { result: await work(), ...counts }
   } finally {
     prototype.sync = sync
     prototype.datasync = datasync
+    fs.fsync = fsync
+    fs.fdatasync = fdatasync
   }
 }
 

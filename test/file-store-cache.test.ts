@@ -1,7 +1,7 @@
 // FileStore's in-memory info cache (cacheSize, on by default): the whole store contract, the plugin on top of
 // it, two stores sharing a directory, and the races between a cache fill and the changes that make it stale.
 import t from 'tap'
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { FileStore } from '../lib/index.js'
@@ -116,4 +116,53 @@ t.test('a store sharing the directory sees what another store changed, whatever 
   t.equal((await reader.getInfo(deferred)).size, undefined)
   await writer.declareLength(deferred, 7)
   t.equal((await reader.getInfo(deferred)).size, 7, 'length declared elsewhere')
+})
+
+/** Rewrites an info file by hand with other metadata: seen only by a store that reads it again. */
+async function editByHand (dir: string, id: string): Promise<void> {
+  const path = join(dir, `${id}.json`)
+  const info = JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>
+  await writeFile(path, JSON.stringify({ ...info, metadata: { filename: 'edited' } }))
+}
+
+t.test('by default the cache is bounded by memory, not by a count: 3000 small infos all stay cached', async (t) => {
+  const dir = join(directory, 'many')
+  const store = new FileStore({ directory: dir })
+  t.teardown(async () => { await store.close() })
+  const ids = Array.from({ length: 3000 }, () => contractId())
+  for (const id of ids) await store.create({ id, size: 10, metadata: { filename: 'original' } })
+  // Edited on disk after they were cached: a store that reads an info file again sees 'edited'.
+  for (const id of [ids[0]!, ids[1500]!]) await editByHand(dir, id)
+  for (const id of [ids[0]!, ids[1500]!]) t.equal((await store.getInfo(id)).metadata.filename, 'original', 'served from the cache, no read of the info file')
+  t.equal((await new FileStore({ directory: dir }).getInfo(ids[0]!)).metadata.filename, 'edited', 'a fresh store reads the file')
+})
+
+t.test('cacheBytes bounds the cache: the least recently used infos are read again', async (t) => {
+  const dir = join(directory, 'bytes')
+  // About 500 bytes an entry here: room for a few, not for 40.
+  const store = new FileStore({ directory: dir, cacheBytes: 2000 })
+  t.teardown(async () => { await store.close() })
+  const ids = Array.from({ length: 40 }, () => contractId())
+  for (const id of ids) await store.create({ id, size: 10, metadata: { filename: 'original' } })
+  await editByHand(dir, ids[0]!)
+  await editByHand(dir, ids[39]!)
+  t.equal((await store.getInfo(ids[39]!)).metadata.filename, 'original', 'the most recent is cached')
+  t.equal((await store.getInfo(ids[0]!)).metadata.filename, 'edited', 'the oldest was evicted')
+  for (const cacheBytes of [-1, 0.5]) {
+    t.throws(() => new FileStore({ directory, cacheBytes }), { message: 'cacheBytes must be a non-negative integer' }, String(cacheBytes))
+  }
+  const off = new FileStore({ directory: dir, cacheBytes: 0 })
+  await off.getInfo(ids[5]!)
+  await editByHand(dir, ids[5]!)
+  t.equal((await off.getInfo(ids[5]!)).metadata.filename, 'edited', 'cacheBytes: 0 turns the cache off')
+})
+
+t.test('an info file larger than one read (big metadata) is read whole', async (t) => {
+  const dir = join(directory, 'big')
+  const store = new FileStore({ directory: dir })
+  t.teardown(async () => { await store.close() })
+  const id = contractId()
+  const metadata = { filename: 'ä'.repeat(9000), note: 'x'.repeat(20_000) }
+  await store.create({ id, size: 10, metadata })
+  t.same((await new FileStore({ directory: dir }).getInfo(id)).metadata, metadata)
 })

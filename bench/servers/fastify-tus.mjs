@@ -1,8 +1,13 @@
 // fastify-tus as a user gets it: the built package (dist/, through the package's own name) in a plain
 // Fastify app without a logger. Usage: node fastify-tus.mjs <data dir> [--no-fsync] [--cache-size=N]
 // --no-fsync and --cache-size=N set the FileStore's `fsync: false` and `cacheSize` options.
+// --base: the package built from another checkout instead (its dist/index.js in BENCH_BASE_DIST), to measure a
+// change side by side with what it changes.
 import Fastify from 'fastify'
-import tus, { FileStore } from 'fastify-tus'
+
+const base = process.argv.includes('--base')
+if (base && process.env.BENCH_BASE_DIST === undefined) throw new Error('--base needs BENCH_BASE_DIST=<dist/index.js of another build>')
+const { default: tus, FileStore } = await import(base ? process.env.BENCH_BASE_DIST : 'fastify-tus')
 
 const dir = process.argv[2]
 if (dir === undefined) throw new Error('usage: fastify-tus.mjs <data dir> [--no-fsync] [--cache-size=N]')
@@ -15,6 +20,19 @@ const store = new FileStore({
 })
 const app = Fastify()
 await app.register(tus, { prefix: '/files', dir, store })
+// For the scale workload (bench/scale.ts): runs app.tus.removeExpired() and reports its time and how far the
+// RSS rose above where it started, sampled every 5 ms while it ran. Outside the tus routes.
+app.post('/bench/remove-expired', async () => {
+  const before = process.memoryUsage.rss()
+  let peak = before
+  const sampler = setInterval(() => { peak = Math.max(peak, process.memoryUsage.rss()) }, 5)
+  const start = performance.now()
+  const removed = await app.tus.removeExpired()
+  const seconds = (performance.now() - start) / 1000
+  clearInterval(sampler)
+  peak = Math.max(peak, process.memoryUsage.rss())
+  return { removed: removed.length, seconds, rssBeforeMiB: before / 1048576, rssGrowthMiB: (peak - before) / 1048576 }
+})
 await app.listen({ host: '127.0.0.1', port: 0 })
 process.stdout.write(`${app.server.address().port}\n`)
 // Exit normally on SIGTERM so that --cpu-prof can write its profile.

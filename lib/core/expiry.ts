@@ -3,30 +3,56 @@ import type { UploadInfo } from '../store/types.js'
 import type { TusServices } from './services.js'
 import { isExpired } from './uploads.js'
 
+/** Uploads checked at once: file-system calls overlap (the thread pool has 4 threads), memory stays bounded. */
+const CONCURRENCY = 16
+
 /**
  * Removes every upload whose retention period has passed and resolves with what it removed. Each
  * upload is re-checked under its lock, so one that a request is still writing to is never removed.
+ * The store's listing is consumed as it streams, by CONCURRENCY workers; it is never held whole.
  */
 export async function removeExpired (services: TusServices): Promise<UploadInfo[]> {
   const removed: UploadInfo[] = []
-  for await (const id of services.store.list()) {
-    const candidate = await services.store.getInfo(id).catch(() => undefined)
-    if (candidate === undefined || !isExpired(services, candidate)) continue
-    const lock = await services.locker.lock(id, { timeoutMs: services.options.lockTimeout, requestRelease: false }).catch(() => undefined)
-    if (lock === undefined) continue
+  const ids = services.store.list()[Symbol.asyncIterator]()
+  // Shared by the workers: one failing stops the others taking more ids.
+  const state = { failed: false }
+  const worker = async (): Promise<void> => {
     try {
-      const upload = await services.store.getInfo(id).catch(() => undefined)
-      if (upload !== undefined && isExpired(services, upload) && await mayExpire(services, upload)) {
-        await services.store.terminate(id)
-        removed.push(upload)
-        services.metrics.uploadsExpired++
-        notify(services.events, services.log, 'expired', upload)
+      while (!state.failed) {
+        const next = await ids.next()
+        if (next.done === true) return
+        const upload = await removeIfExpired(services, next.value)
+        if (upload !== undefined) removed.push(upload)
       }
-    } finally {
-      await lock.release()
+    } catch (error) {
+      state.failed = true
+      throw error
     }
   }
+  const results = await Promise.allSettled(Array.from({ length: CONCURRENCY }, worker))
+  const failure = results.find((result) => result.status === 'rejected')
+  if (failure !== undefined) {
+    await ids.return?.()
+    throw failure.reason
+  }
   return removed
+}
+
+async function removeIfExpired (services: TusServices, id: string): Promise<UploadInfo | undefined> {
+  const candidate = await services.store.getInfo(id).catch(() => undefined)
+  if (candidate === undefined || !isExpired(services, candidate)) return undefined
+  const lock = await services.locker.lock(id, { timeoutMs: services.options.lockTimeout, requestRelease: false }).catch(() => undefined)
+  if (lock === undefined) return undefined
+  try {
+    const upload = await services.store.getInfo(id).catch(() => undefined)
+    if (upload === undefined || !isExpired(services, upload) || !await mayExpire(services, upload)) return undefined
+    await services.store.terminate(id)
+    services.metrics.uploadsExpired++
+    notify(services.events, services.log, 'expired', upload)
+    return upload
+  } finally {
+    await lock.release()
+  }
 }
 
 /** onUploadExpire's answer: false or a throw keeps the upload (a throw is logged). */

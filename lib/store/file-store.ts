@@ -1,5 +1,5 @@
-import { createReadStream } from 'node:fs'
-import { link, mkdir, open, readFile, readdir, rename, rm, stat, unlink } from 'node:fs/promises'
+import fs, { createReadStream } from 'node:fs'
+import { mkdir, open, opendir } from 'node:fs/promises'
 import type { Stats } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -7,10 +7,17 @@ import type { Readable } from 'node:stream'
 import { randomBytes } from 'node:crypto'
 import { TusErrors } from '../errors.js'
 import { isValidDirectory, isValidUploadId } from '../ids.js'
+import { BoundedCache } from './info-cache.js'
+import { OpenFiles, sameFile, type FileIdentity } from './open-files.js'
 import type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata } from './types.js'
 
 const INFO_SUFFIX = '.json'
-const DEFAULT_CACHE_SIZE = 1000
+const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
+/** Estimated bytes of one cached info beyond its string: the map entry and the key. */
+const CACHE_ENTRY_OVERHEAD = 100
+/** Data files kept open between the requests of an upload, at most, and for how long without use. */
+const MAX_OPEN_FILES = 128
+const OPEN_FILE_IDLE_MS = 5000
 
 /** What `<id>.json` holds. The offset is not in it: it is the data file's size, so it is never stale. */
 interface InfoFile {
@@ -25,22 +32,53 @@ interface InfoFile {
 
 interface CachedInfo {
   info: InfoFile
-  /** The data file the info was read with (fileIdentity). */
-  file: string
+  /** The data file the info was read with. */
+  file: FileIdentity
+}
+
+/**
+ * A cached info as V8 keeps it most compactly: one flat string, `<ino> <birthtimeMs>\n<info JSON>` (about 250
+ * bytes with its map entry and key for an info without metadata, against about 410 as parsed objects). Parsed
+ * again on every use, which costs about a microsecond and hands every caller metadata of its own.
+ */
+function pack (file: FileIdentity, text: string): string {
+  // Through a Buffer so that the string is flat (a concatenation would keep its parts as a rope).
+  return Buffer.from(`${file.ino} ${file.birthtimeMs}\n${text}`).toString()
+}
+
+function unpack (entry: string): CachedInfo {
+  return { file: unpackFile(entry), info: JSON.parse(entry.slice(entry.indexOf('\n') + 1)) as InfoFile }
+}
+
+/** Only the data file's identity from an entry (no JSON parsed). */
+function unpackFile (entry: string): FileIdentity {
+  const space = entry.indexOf(' ')
+  const newline = entry.indexOf('\n', space)
+  return { ino: Number(entry.slice(0, space)), birthtimeMs: Number(entry.slice(space + 1, newline)) }
+}
+
+/** Estimated bytes of a cached entry: its string (two bytes a character, to be safe) and CACHE_ENTRY_OVERHEAD. */
+function entryBytes (entry: string): number {
+  return CACHE_ENTRY_OVERHEAD + 2 * entry.length
 }
 
 export interface FileStoreOptions {
   /** Directory holding `<id>` (data) and `<id>.json` (info) for every upload; created if missing. */
   directory: string
   /**
-   * How many info files to keep in memory (default 1000, most recently used kept; 0: none), so that HEAD
-   * and PATCH cost one `stat` of the data file instead of reading `<id>.json` as well. Offsets and
-   * modification times always come from that stat. A cached info is used only while the data file is
-   * the one it was read with (same inode and birth time) and its length is known, so processes sharing
-   * the directory see each other's terminations, re-creations and declared lengths. Edits made to info
-   * files by hand are not seen while they are cached.
+   * How many info files to keep in memory at most (default: as many as `cacheBytes` allows; most recently
+   * used kept; 0: none), so that HEAD and PATCH cost one `stat` of the data file instead of reading
+   * `<id>.json` as well. Offsets and modification times always come from that stat. A cached info is used
+   * only while the data file is the one it was read with (same inode and birth time) and its length is
+   * known, so processes sharing the directory see each other's terminations, re-creations and declared
+   * lengths. Edits made to info files by hand are not seen while they are cached.
    */
   cacheSize?: number
+  /**
+   * Memory the info cache may use, estimated, in bytes (default 64 MiB: about 170,000 infos without
+   * metadata, fewer with). The cache is bounded by this and by `cacheSize`, whichever is reached first.
+   */
+  cacheBytes?: number
   /**
    * Whether to fsync (default true): an upload's data before its completion is reported (flushed while it
    * arrives, so the disk writes as the network receives), and each info file when it is written. With
@@ -60,12 +98,20 @@ export interface FileStoreOptions {
  */
 export class FileStore implements DataStore {
   readonly directory: string
+  /** Handles being written through. */
   readonly #openHandles = new Set<FileHandle>()
+  /** Handles kept open between the writes of an upload (only while its info is cached). */
+  readonly #openFiles: OpenFiles
   #ready: Promise<void> | undefined
-  /** Info files by id, most recently read last; the oldest goes when the cache is full. */
-  readonly #cache = new Map<string, CachedInfo>()
-  readonly #cacheSize: number
+  /** Info files by id, most recently read last; the oldest go when the cache is full. */
+  readonly #cache: BoundedCache<string>
+  readonly #caching: boolean
   readonly #fsync: boolean
+  /** Names temporary info files: unique to this store (random), then a counter. */
+  readonly #temporaryPrefix = `.${randomBytes(6).toString('hex')}-`
+  #temporaries = 0
+  /** close() was called: handles are no longer kept (a write still running closes its own). */
+  #closed = false
   /** Counts info changes and removals, so that a cache fill that raced one does not cache what it read before. */
   #changes = 0
   /** Uploads whose data was fsynced by `write` when it stored the last byte, with no write since. */
@@ -73,10 +119,16 @@ export class FileStore implements DataStore {
 
   constructor (options: FileStoreOptions) {
     this.directory = options.directory
-    this.#cacheSize = options.cacheSize ?? DEFAULT_CACHE_SIZE
+    const cacheSize = options.cacheSize ?? Number.POSITIVE_INFINITY
+    const cacheBytes = options.cacheBytes ?? DEFAULT_CACHE_BYTES
     this.#fsync = options.fsync ?? true
     if (typeof this.#fsync !== 'boolean') throw new TypeError('fsync must be a boolean')
-    if (!Number.isInteger(this.#cacheSize) || this.#cacheSize < 0) throw new TypeError('cacheSize must be a non-negative integer')
+    if (cacheSize !== Number.POSITIVE_INFINITY && (!Number.isInteger(cacheSize) || cacheSize < 0)) throw new TypeError('cacheSize must be a non-negative integer')
+    if (!Number.isInteger(cacheBytes) || cacheBytes < 0) throw new TypeError('cacheBytes must be a non-negative integer')
+    this.#caching = cacheSize > 0 && cacheBytes > 0
+    this.#cache = new BoundedCache(entryBytes, cacheBytes, cacheSize)
+    // Without the cache a kept handle could not be checked against the data file cheaply: none are kept.
+    this.#openFiles = new OpenFiles(this.#caching ? MAX_OPEN_FILES : 0, OPEN_FILE_IDLE_MS)
   }
 
   async create (upload: NewUpload): Promise<UploadInfo> {
@@ -84,12 +136,14 @@ export class FileStore implements DataStore {
     const path = this.#dataPath(upload.id, upload.directory)
     if (upload.directory !== undefined) await mkdir(join(this.directory, upload.directory), { recursive: true })
     // The data file comes first: an upload exists once its info file does, and then its data file exists too.
-    const data = await open(path, 'wx').catch((error: unknown) => { throw isExists(error) ? new TusErrors.ID_TAKEN(upload.id) : error })
+    // Opened for appending and kept open for the first PATCH (unless the upload is empty).
+    const data = await open(path, 'ax').catch((error: unknown) => { throw isExists(error) ? new TusErrors.ID_TAKEN(upload.id) : error })
     let stats: Stats
     try {
       stats = await data.stat()
-    } finally {
+    } catch (error) {
       await data.close()
+      throw error
     }
     // After the data file's birth, which a cache fill checks (see #fill).
     const createdAt = new Date()
@@ -101,25 +155,31 @@ export class FileStore implements DataStore {
       ...(upload.directory === undefined ? {} : { directory: upload.directory }),
       createdAt: createdAt.toISOString()
     }
+    let text: string
     try {
-      await this.#writeInfo(info, true)
+      text = await this.#writeInfo(info, true)
     } catch (error) {
-      await rm(path, { force: true })
+      await data.close()
+      await unlink(path).catch(rethrowUnlessNotFound)
       throw isExists(error) ? new TusErrors.ID_TAKEN(upload.id) : error
     }
-    this.#remember(upload.id, { info, file: fileIdentity(stats) })
+    const file = identityOf(stats)
+    this.#remember(upload.id, file, text)
+    if (upload.size !== 0 && !this.#closed) this.#openFiles.keep(upload.id, data, file)
+    else await data.close()
     return { ...upload, offset: 0, createdAt, modifiedAt: stats.mtime, path }
   }
 
   async getInfo (id: string): Promise<UploadInfo> {
     assertSafeId(id)
-    const cached = this.#cache.get(id)
+    const entry = this.#cache.peek(id)
+    const cached = entry === undefined ? undefined : unpack(entry)
     // A deferred length may have been declared by another process: read again until it is known.
     if (cached !== undefined && cached.info.size !== null) {
       const path = this.#dataPath(id, cached.info.directory)
       const stats = await statIfExists(path)
-      if (stats !== undefined && fileIdentity(stats) === cached.file) {
-        this.#remember(id, cached)
+      if (stats !== undefined && sameFile(stats, cached.file)) {
+        this.#cache.get(id)
         return toUploadInfo(cached.info, path, stats)
       }
     }
@@ -129,14 +189,14 @@ export class FileStore implements DataStore {
   /** getInfo from the info file, read again, and the data file; caches what it read when it may. */
   async #fill (id: string): Promise<UploadInfo> {
     const changes = this.#changes
-    const info = await this.#readInfo(id)
+    const { info, text } = await this.#readInfo(id)
     const path = this.#dataPath(id, info.directory)
     const stats = await statIfExists(path)
     // A data file born after the info was written belongs to an upload re-created under the same id
     // (elsewhere) since the read (file times are coarse: one re-created within a few milliseconds of the
     // first creation passes for it); a length declared or an upload removed here meanwhile makes it stale.
     if (stats !== undefined && Math.floor(stats.birthtimeMs) <= Date.parse(info.createdAt) && changes === this.#changes) {
-      this.#remember(id, { info, file: fileIdentity(stats) })
+      this.#remember(id, identityOf(stats), text)
     } else {
       this.#cache.delete(id)
     }
@@ -146,10 +206,14 @@ export class FileStore implements DataStore {
   async write (id: string, offset: number, source: AsyncIterable<Buffer>): Promise<number> {
     const info = await this.#info(id)
     this.#synced.delete(id)
-    const handle = await open(this.#dataPath(id, info.directory), 'a')
+    // The data file the request's getInfo found at the path (checked by a stat then): a handle kept open
+    // since the creation or the last write is used only if it is open on that very file.
+    const file = this.#cachedFile(id)
+    const handle = this.#openFiles.take(id, file) ?? await open(this.#dataPath(id, info.directory), 'a')
     this.#openHandles.add(handle)
     const appender = new Appender(handle, this.#fsync)
     let written = 0
+    let keep = false
     try {
       try {
         for await (const chunk of source) {
@@ -162,19 +226,34 @@ export class FileStore implements DataStore {
         written = await appender.finish()
       }
       // The last byte: fsync now, on the open handle, so that flush() need not open the file again.
-      if (this.#fsync && info.size !== null && offset + written === info.size) {
+      const complete = info.size !== null && offset + written === info.size
+      if (this.#fsync && complete) {
         await handle.sync()
         this.#synced.add(id)
       }
+      // Kept for the next PATCH of an unfinished upload, while the info it was checked with is cached.
+      const now = this.#cachedFile(id)
+      keep = !complete && !this.#closed && file !== undefined && now !== undefined && sameFile(now, file)
     } finally {
       this.#openHandles.delete(handle)
-      await handle.close()
+      if (keep) this.#openFiles.keep(id, handle, file!)
+      else await handle.close()
     }
     return offset + written
   }
 
   async flush (id: string): Promise<void> {
     if (this.#synced.delete(id) || !this.#fsync) return
+    const file = this.#cachedFile(id)
+    const kept = this.#openFiles.take(id, file)
+    if (kept !== undefined) {
+      try {
+        await kept.sync()
+      } finally {
+        this.#openFiles.keep(id, kept, file!)
+      }
+      return
+    }
     const handle = await open(await this.#dataPathOf(id), 'r')
     try {
       await handle.sync()
@@ -184,7 +263,7 @@ export class FileStore implements DataStore {
   }
 
   async declareLength (id: string, size: number): Promise<void> {
-    const info = { ...await this.#readInfo(id), size }
+    const info = { ...(await this.#readInfo(id)).info, size }
     this.#forget(id)
     try {
       await this.#writeInfo(info)
@@ -204,22 +283,24 @@ export class FileStore implements DataStore {
     try {
       // The info file goes first so that the upload vanishes at once, even if removing the data fails.
       await unlink(this.#infoPath(id)).catch(rethrowUnlessNotFound)
-      await rm(path, { force: true })
+      await unlink(path).catch(rethrowUnlessNotFound)
     } finally {
       // Also after: a HEAD may have cached the upload while it was being removed.
       this.#forget(id)
     }
   }
 
+  /** Streams the directory (never the whole listing in memory), so it is cheap to start on any number of uploads. */
   async * list (): AsyncIterable<string> {
-    let names: string[]
+    let directory: fs.Dir
     try {
-      names = await readdir(this.directory)
+      directory = await opendir(this.directory, { bufferSize: 128 })
     } catch (error) {
       if (isNotFound(error)) return
       throw error
     }
-    for (const name of names) {
+    for await (const entry of directory) {
+      const name = entry.name
       if (!name.endsWith(INFO_SUFFIX)) continue
       const id = name.slice(0, -INFO_SUFFIX.length)
       if (isValidUploadId(id)) yield id
@@ -227,22 +308,30 @@ export class FileStore implements DataStore {
   }
 
   async close (): Promise<void> {
+    this.#closed = true
     await Promise.allSettled([...this.#openHandles].map(async (handle) => await handle.close()))
     this.#openHandles.clear()
+    await this.#openFiles.closeAll()
     this.#cache.clear()
   }
 
-  #remember (id: string, cached: CachedInfo): void {
-    if (this.#cacheSize === 0) return
-    this.#cache.delete(id)
-    this.#cache.set(id, cached)
-    if (this.#cache.size > this.#cacheSize) this.#cache.delete(this.#cache.keys().next().value!)
+  /** Caches the info `text` (as written or read) with the data file it belongs to. */
+  #remember (id: string, file: FileIdentity, text: string): void {
+    if (!this.#caching) return
+    this.#cache.set(id, pack(file, text))
+  }
+
+  /** The data file the cached info of `id` belongs to. */
+  #cachedFile (id: string): FileIdentity | undefined {
+    const entry = this.#cache.peek(id)
+    return entry === undefined ? undefined : unpackFile(entry)
   }
 
   #forget (id: string): void {
     this.#changes++
     this.#cache.delete(id)
     this.#synced.delete(id)
+    this.#openFiles.drop(id)
   }
 
   /**
@@ -251,7 +340,8 @@ export class FileStore implements DataStore {
    */
   async #info (id: string): Promise<InfoFile> {
     assertSafeId(id)
-    return this.#cache.get(id)?.info ?? await this.#readInfo(id)
+    const entry = this.#cache.peek(id)
+    return entry === undefined ? (await this.#readInfo(id)).info : unpack(entry).info
   }
 
   #ensureDirectory (): Promise<void> {
@@ -276,38 +366,38 @@ export class FileStore implements DataStore {
     return join(this.directory, id + INFO_SUFFIX)
   }
 
-  async #readInfo (id: string): Promise<InfoFile> {
+  /** The info file, parsed, and its text. */
+  async #readInfo (id: string): Promise<{ info: InfoFile, text: string }> {
     let text: string
     try {
-      text = await readFile(this.#infoPath(id), 'utf8')
+      text = await readSmallFile(this.#infoPath(id))
     } catch (error) {
       if (isNotFound(error)) throw new TusErrors.NOT_FOUND()
       throw error
     }
-    return JSON.parse(text) as InfoFile
+    return { info: JSON.parse(text) as InfoFile, text }
   }
 
-  /** `exclusive`: fail with EEXIST instead of replacing an existing info file (creation). */
-  async #writeInfo (info: InfoFile, exclusive = false): Promise<void> {
+  /**
+   * Writes the info file atomically (temporary file, fsync, then link or rename) and resolves with its text.
+   * `exclusive`: fail with EEXIST instead of replacing an existing info file (creation).
+   */
+  async #writeInfo (info: InfoFile, exclusive = false): Promise<string> {
     const target = this.#infoPath(info.id)
-    const temporary = `${target}.${randomBytes(6).toString('hex')}.tmp`
-    const handle = await open(temporary, 'w')
+    const temporary = `${target}${this.#temporaryPrefix}${this.#temporaries++}.tmp`
+    const text = JSON.stringify(info)
     try {
-      try {
-        await handle.writeFile(JSON.stringify(info))
-        if (this.#fsync) await handle.sync()
-      } finally {
-        await handle.close()
-      }
+      await writeSmallFile(temporary, text, this.#fsync)
       // link() refuses an existing target atomically; rename() replaces it atomically.
       if (exclusive) await link(temporary, target)
       else await rename(temporary, target)
     } catch (error) {
       // A failed write or sync too: no half-written temporary file is left beside the info files.
-      await rm(temporary, { force: true })
+      await unlink(temporary).catch(() => undefined)
       throw error
     }
     if (exclusive) await unlink(temporary)
+    return text
   }
 }
 
@@ -433,18 +523,84 @@ function toUploadInfo (info: InfoFile, path: string, stats: Stats | undefined): 
   }
 }
 
-/** Which file this is: a file removed and created again under the same name is another one. */
-function fileIdentity (stats: Stats): string {
-  return `${stats.ino}:${stats.birthtimeMs}`
+function identityOf (stats: Stats): FileIdentity {
+  return { ino: stats.ino, birthtimeMs: stats.birthtimeMs }
 }
 
-async function statIfExists (path: string): Promise<Stats | undefined> {
+/**
+ * A small file's contents as UTF-8: open, read until the end, close, with plain file descriptors (cheaper
+ * than a FileHandle, and one call fewer than readFile, which asks for the size first).
+ */
+async function readSmallFile (path: string): Promise<string> {
+  const fd = await new Promise<number>((resolve, reject) => {
+    fs.open(path, 'r', (error, fd) => { if (error === null) resolve(fd); else reject(error) })
+  })
   try {
-    return await stat(path)
+    let buffer = Buffer.allocUnsafe(4096)
+    let length = 0
+    for (;;) {
+      const read = await new Promise<number>((resolve, reject) => {
+        fs.read(fd, buffer, length, buffer.length - length, length, (error, bytesRead) => { if (error === null) resolve(bytesRead); else reject(error) })
+      })
+      length += read
+      if (read === 0 || length < buffer.length) return buffer.toString('utf8', 0, length)
+      const larger = Buffer.allocUnsafe(buffer.length * 4)
+      buffer.copy(larger, 0, 0, length)
+      buffer = larger
+    }
+  } finally {
+    await closeFd(fd)
+  }
+}
+
+/** Creates `path` (which must not exist) holding `text`, fsynced if `sync`, with plain file descriptors. */
+async function writeSmallFile (path: string, text: string, sync: boolean): Promise<void> {
+  const fd = await new Promise<number>((resolve, reject) => {
+    fs.open(path, 'wx', (error, fd) => { if (error === null) resolve(fd); else reject(error) })
+  })
+  try {
+    const bytes = Buffer.from(text)
+    let written = 0
+    while (written < bytes.length) {
+      written += await new Promise<number>((resolve, reject) => {
+        fs.write(fd, bytes, written, bytes.length - written, null, (error, count) => { if (error === null) resolve(count); else reject(error) })
+      })
+    }
+    if (sync) await new Promise<void>((resolve, reject) => { fs.fsync(fd, (error) => { if (error === null) resolve(); else reject(error) }) })
   } catch (error) {
-    if (isNotFound(error)) return undefined
+    await closeFd(fd).catch(() => undefined)
+    await unlink(path).catch(() => undefined)
     throw error
   }
+  await closeFd(fd)
+}
+
+/** fs.unlink, fs.link and fs.rename through callbacks: cheaper than fs/promises per call. */
+async function unlink (path: string): Promise<void> {
+  await new Promise<void>((resolve, reject) => { fs.unlink(path, (error) => { if (error === null) resolve(); else reject(error) }) })
+}
+
+async function link (existing: string, path: string): Promise<void> {
+  await new Promise<void>((resolve, reject) => { fs.link(existing, path, (error) => { if (error === null) resolve(); else reject(error) }) })
+}
+
+async function rename (from: string, to: string): Promise<void> {
+  await new Promise<void>((resolve, reject) => { fs.rename(from, to, (error) => { if (error === null) resolve(); else reject(error) }) })
+}
+
+async function closeFd (fd: number): Promise<void> {
+  await new Promise<void>((resolve, reject) => { fs.close(fd, (error) => { if (error === null || error === undefined) resolve(); else reject(error) }) })
+}
+
+/** The file's stats, or undefined when there is none (callback fs: cheaper than fs/promises per call). */
+async function statIfExists (path: string): Promise<Stats | undefined> {
+  return await new Promise((resolve, reject) => {
+    fs.stat(path, (error, stats) => {
+      if (error === null) resolve(stats)
+      else if (isNotFound(error)) resolve(undefined)
+      else reject(error)
+    })
+  })
 }
 
 function assertSafeId (id: string): void {

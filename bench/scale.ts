@@ -1,0 +1,103 @@
+/**
+ * The scale workload: N small uploads in one store, then what N does to the per-upload costs.
+ *
+ *  1. creation: N uploads of 1 KiB (POST + PATCH), 16 at a time; the rate overall and per tenth of N, so a
+ *     rate that falls as the directory fills shows as a last tenth slower than the first;
+ *  2. HEAD of one upload, 32 at a time, against HEADs spread over all N uploads (each in turn, in a random
+ *     order), 32 at a time, alternated in 4 rounds of max(N/4, 10000) HEADs each (medians): an info cache
+ *     that thrashes or a per-HEAD read of the info file shows here;
+ *  3. removeExpired() over all N (their data files' modification times set 30 days back first, untimed),
+ *     run inside the server (bench/servers/fastify-tus.mjs, POST /bench/remove-expired): uploads removed
+ *     per second and how far the server's RSS rose while it ran.
+ */
+import { utimes } from 'node:fs/promises'
+import { join } from 'node:path'
+import { request } from 'undici'
+import type { RunningServer } from './servers.js'
+import { median } from './stats.js'
+import { inParallel, slice, TusClient } from './workloads.js'
+
+const SIZE = 1024
+
+export interface ScaleResult {
+  n: number
+  createPerSecond: number
+  /** Creation rate over each tenth of the uploads, in order. */
+  createByTenth: number[]
+  headOnePerSecond: number
+  headSpreadPerSecond: number
+  removed: number
+  removePerSecond: number
+  removeRssGrowthMiB: number
+  /** Server RSS when removeExpired() started (N uploads known, cache as full as it gets). */
+  rssBeforeRemoveMiB: number
+}
+
+function shuffled<T> (items: T[]): T[] {
+  const copy = [...items]
+  for (let index = copy.length - 1; index > 0; index--) {
+    const other = Math.floor(Math.random() * (index + 1))
+    ;[copy[index], copy[other]] = [copy[other]!, copy[index]!]
+  }
+  return copy
+}
+
+export async function runScale (server: RunningServer, n: number, log: (line: string) => void): Promise<ScaleResult> {
+  const body = slice(77, SIZE, 0, SIZE)
+  const client = new TusClient(server.origin, 32)
+  const uploads: Array<{ path: string, id: string }> = new Array(n)
+  const tenth = Math.max(1, Math.floor(n / 10))
+  const marks: number[] = []
+  let done = 0
+  const start = performance.now()
+  await inParallel(n, 16, async (index) => {
+    const upload = await client.create(SIZE)
+    await client.patch(upload.path, 0, SIZE, body)
+    uploads[index] = upload
+    if (++done % tenth === 0) marks.push(performance.now())
+  })
+  const createSeconds = (performance.now() - start) / 1000
+  const createByTenth = marks.map((mark, index) => tenth / ((mark - (index === 0 ? start : marks[index - 1]!)) / 1000))
+  log(`scale n=${n}: created in ${createSeconds.toFixed(1)} s (${(n / createSeconds).toFixed(0)}/s; by tenth ${createByTenth.map((rate) => rate.toFixed(0)).join(' ')})`)
+
+  const heads = async (paths: string[]): Promise<number> => {
+    const begin = performance.now()
+    await inParallel(paths.length, 32, async (index) => { await client.head(paths[index]!, SIZE) })
+    return paths.length / ((performance.now() - begin) / 1000)
+  }
+  // Alternated in 4 rounds of each (one, spread, one, spread, ...), medians reported, so that load drifting on
+  // the machine hits both alike; each round at least 10000 HEADs, spread rounds going on through the order.
+  const count = Math.max(Math.ceil(n / 4), 10_000)
+  const one = uploads[Math.floor(n / 2)]!.path
+  const order = shuffled(uploads.map((upload) => upload.path))
+  let position = 0
+  const oneRates: number[] = []
+  const spreadRates: number[] = []
+  for (let round = 0; round < 4; round++) {
+    oneRates.push(await heads(Array.from({ length: count }, () => one)))
+    spreadRates.push(await heads(Array.from({ length: count }, () => order[position++ % n]!)))
+  }
+  const headOnePerSecond = median(oneRates)
+  const headSpreadPerSecond = median(spreadRates)
+  log(`scale n=${n}: HEAD one ${headOnePerSecond.toFixed(0)}/s, spread ${headSpreadPerSecond.toFixed(0)}/s`)
+  await client.close()
+
+  const past = new Date(Date.now() - 30 * 24 * 3600 * 1000)
+  await inParallel(n, 32, async (index) => { await utimes(join(server.dataDir, uploads[index]!.id), past, past) })
+  const response = await request(`${server.origin}/bench/remove-expired`, { method: 'POST', headersTimeout: 0, bodyTimeout: 0 })
+  if (response.statusCode !== 200) throw new Error(`remove-expired: ${response.statusCode} ${await response.body.text()}`)
+  const removal = await response.body.json() as { removed: number, seconds: number, rssBeforeMiB: number, rssGrowthMiB: number }
+  if (removal.removed !== n) throw new Error(`removeExpired() removed ${removal.removed} uploads, expected ${n}`)
+  log(`scale n=${n}: removeExpired() ${removal.removed} in ${removal.seconds.toFixed(2)} s, RSS ${removal.rssBeforeMiB.toFixed(1)} MiB + ${removal.rssGrowthMiB.toFixed(1)} MiB`)
+  return {
+    n,
+    createPerSecond: n / createSeconds,
+    createByTenth,
+    headOnePerSecond,
+    headSpreadPerSecond,
+    removed: removal.removed,
+    removePerSecond: removal.removed / removal.seconds,
+    removeRssGrowthMiB: removal.rssGrowthMiB,
+    rssBeforeRemoveMiB: removal.rssBeforeMiB
+  }
+}

@@ -1,0 +1,83 @@
+import type { FileHandle } from 'node:fs/promises'
+
+/** Which file a handle or a cached info belongs to: a file removed and created again is another one. */
+export interface FileIdentity {
+  ino: number
+  birthtimeMs: number
+}
+
+export function sameFile (a: FileIdentity, b: FileIdentity): boolean {
+  return a.ino === b.ino && a.birthtimeMs === b.birthtimeMs
+}
+
+interface Entry {
+  handle: FileHandle
+  identity: FileIdentity
+  timer: NodeJS.Timeout
+}
+
+/**
+ * Data files kept open between the requests of an upload: from its creation to its first PATCH, and across
+ * PATCHes in sequence, so that each saves an open and a close. At most `max` are kept (the least recently
+ * used is closed first), each closed after `idleMs` without use, on `drop` (termination) and on `closeAll`.
+ * A handle is lent to one writer at a time (`take` removes it) and given back with `keep`. The caller
+ * checks the identity against a fresh `stat` of the path before it writes through a kept handle.
+ */
+export class OpenFiles {
+  readonly #entries = new Map<string, Entry>()
+  readonly #max: number
+  readonly #idleMs: number
+  /** Closes in progress, awaited by closeAll. */
+  readonly #closing = new Set<Promise<void>>()
+
+  constructor (max: number, idleMs: number) {
+    this.#max = max
+    this.#idleMs = idleMs
+  }
+
+  get size (): number {
+    return this.#entries.size
+  }
+
+  /** Takes the kept handle of `id` if it is open on `identity`; a handle on another file is closed. */
+  take (id: string, identity: FileIdentity | undefined): FileHandle | undefined {
+    const entry = this.#entries.get(id)
+    if (entry === undefined) return undefined
+    this.#entries.delete(id)
+    clearTimeout(entry.timer)
+    if (identity !== undefined && sameFile(entry.identity, identity)) return entry.handle
+    this.#close(entry.handle)
+    return undefined
+  }
+
+  /** Keeps `handle` (open on the file `identity`) for the next writer of `id`. */
+  keep (id: string, handle: FileHandle, identity: FileIdentity): void {
+    if (this.#max === 0) {
+      this.#close(handle)
+      return
+    }
+    this.drop(id)
+    const timer = setTimeout(() => { this.drop(id) }, this.#idleMs).unref()
+    this.#entries.set(id, { handle, identity, timer })
+    if (this.#entries.size > this.#max) this.drop(this.#entries.keys().next().value!)
+  }
+
+  /** Closes the kept handle of `id`, if any. */
+  drop (id: string): void {
+    const entry = this.#entries.get(id)
+    if (entry === undefined) return
+    this.#entries.delete(id)
+    clearTimeout(entry.timer)
+    this.#close(entry.handle)
+  }
+
+  async closeAll (): Promise<void> {
+    for (const id of [...this.#entries.keys()]) this.drop(id)
+    await Promise.allSettled([...this.#closing])
+  }
+
+  #close (handle: FileHandle): void {
+    const closing = handle.close().catch(() => undefined).finally(() => { this.#closing.delete(closing) })
+    this.#closing.add(closing)
+  }
+}

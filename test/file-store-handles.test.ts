@@ -1,0 +1,141 @@
+// FileStore keeps an upload's data file open from its creation to its first write, and between writes in
+// sequence, so that a small upload costs fewer file-system calls. The handle must never outlive its use
+// (termination, completion, close, idleness) nor be written through once the path names another file.
+import t from 'tap'
+import { mkdir, mkdtemp, open, readdir, readFile, readlink, rm, type FileHandle } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { FileStore } from '../lib/index.js'
+import { OpenFiles } from '../lib/store/open-files.js'
+import { contractId } from './store-contract.js'
+
+const directory = await mkdtemp(join(tmpdir(), 'fastify-tus-handles-'))
+t.teardown(async () => { await rm(directory, { recursive: true, force: true }) })
+
+/** How many file descriptors of this process are open on `path` (Linux: /proc/self/fd). */
+async function openOn (path: string): Promise<number> {
+  let count = 0
+  for (const fd of await readdir('/proc/self/fd')) {
+    const target = await readlink(`/proc/self/fd/${fd}`).catch(() => '')
+    if (target === path) count++
+  }
+  return count
+}
+
+async function * bytes (text: string): AsyncIterable<Buffer> {
+  yield Buffer.from(text)
+}
+
+t.test('kept open from creation across unfinished writes; closed at completion, on terminate and on close', { skip: process.platform !== 'linux' && 'needs /proc/self/fd' }, async (t) => {
+  const dir = join(directory, 'lifecycle')
+  const store = new FileStore({ directory: dir })
+  const id = contractId()
+  const path = join(dir, id)
+  await store.create({ id, size: 6, metadata: {} })
+  t.equal(await openOn(path), 1, 'open after creation, for the first write')
+  await store.getInfo(id)
+  t.equal(await store.write(id, 0, bytes('abc')), 3)
+  t.equal(await openOn(path), 1, 'still open after a write that did not finish the upload')
+  await store.getInfo(id)
+  t.equal(await store.write(id, 3, bytes('def')), 6)
+  t.equal(await openOn(path), 0, 'closed once the upload is complete')
+  t.equal(await readFile(path, 'utf8'), 'abcdef')
+
+  const terminated = contractId()
+  await store.create({ id: terminated, size: 6, metadata: {} })
+  t.equal(await openOn(join(dir, terminated)), 1)
+  await store.terminate(terminated)
+  // The close is started by terminate; it has run by the time another thread-pool round trip has.
+  await readdir(dir)
+  t.equal(await openOn(join(dir, terminated)), 0, 'closed on terminate')
+
+  const empty = contractId()
+  await store.create({ id: empty, size: 0, metadata: {} })
+  t.equal(await openOn(join(dir, empty)), 0, 'an empty upload (complete at creation) keeps nothing open')
+
+  const unfinished = contractId()
+  await store.create({ id: unfinished, size: 6, metadata: {} })
+  t.equal(await openOn(join(dir, unfinished)), 1)
+  await store.close()
+  t.equal(await openOn(join(dir, unfinished)), 0, 'closed on close')
+})
+
+t.test('without the cache nothing is kept open', { skip: process.platform !== 'linux' && 'needs /proc/self/fd' }, async (t) => {
+  const dir = join(directory, 'nocache')
+  const store = new FileStore({ directory: dir, cacheSize: 0 })
+  t.teardown(async () => { await store.close() })
+  const id = contractId()
+  await store.create({ id, size: 6, metadata: {} })
+  await readdir(dir)
+  t.equal(await openOn(join(dir, id)), 0)
+  await store.getInfo(id)
+  t.equal(await store.write(id, 0, bytes('abc')), 3)
+  t.equal(await openOn(join(dir, id)), 0)
+  t.equal(await readFile(join(dir, id), 'utf8'), 'abc')
+})
+
+t.test('a kept handle is not written through once another store removed and re-created the upload', async (t) => {
+  const dir = join(directory, 'shared')
+  const mine = new FileStore({ directory: dir })
+  const theirs = new FileStore({ directory: dir })
+  t.teardown(async () => { await Promise.all([mine.close(), theirs.close()]) })
+  const id = contractId()
+  await mine.create({ id, size: 6, metadata: {} })
+  await mine.getInfo(id)
+  t.equal(await mine.write(id, 0, bytes('old')), 3, 'the handle is kept open after this write')
+  await theirs.terminate(id)
+  await theirs.create({ id, size: 6, metadata: {} })
+  const info = await mine.getInfo(id)
+  t.equal(info.offset, 0, 'the re-created upload is seen')
+  t.equal(await mine.write(id, 0, bytes('new')), 3)
+  t.equal(await readFile(join(dir, id), 'utf8'), 'new', 'the bytes went into the file at the path, not the removed one')
+})
+
+t.test('OpenFiles: at most max kept (least recently kept closed first), closed when idle, a handle on another file closed', async (t) => {
+  const dir = join(directory, 'unit')
+  await mkdir(dir)
+  const closed: string[] = []
+  const handles = new Map<string, FileHandle>()
+  for (const name of ['a', 'b', 'c', 'd']) {
+    const handle = await open(join(dir, name), 'a')
+    const close = handle.close.bind(handle)
+    handle.close = async () => { closed.push(name); await close() }
+    handles.set(name, handle)
+  }
+  const files = new OpenFiles(2, 20)
+  const identity = { ino: 1, birthtimeMs: 2 }
+  files.keep('a', handles.get('a')!, identity)
+  files.keep('b', handles.get('b')!, identity)
+  files.keep('c', handles.get('c')!, identity)
+  t.same(closed, ['a'], 'the oldest is closed beyond max')
+  t.equal(files.take('b', { ino: 1, birthtimeMs: 3 }), undefined, 'not lent for another file')
+  t.same(closed, ['a', 'b'], 'and closed')
+  t.equal(files.take('c', identity), handles.get('c'), 'lent for the same file')
+  t.equal(files.size, 0)
+  files.keep('d', handles.get('d')!, identity)
+  while (files.size > 0) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.same(closed, ['a', 'b', 'd'], 'closed after the idle time')
+  await handles.get('c')!.close()
+})
+
+t.test('a write still running when the store closes does not keep its handle', { skip: process.platform !== 'linux' && 'needs /proc/self/fd' }, async (t) => {
+  const dir = join(directory, 'closing')
+  const store = new FileStore({ directory: dir })
+  const id = contractId()
+  const path = join(dir, id)
+  await store.create({ id, size: 10, metadata: {} })
+  await store.getInfo(id)
+  let release: () => void = () => {}
+  const gate = new Promise<void>((resolve) => { release = resolve })
+  async function * slow (): AsyncIterable<Buffer> {
+    yield Buffer.from('abc')
+    await gate
+  }
+  const writing = store.write(id, 0, slow())
+  await new Promise((resolve) => setImmediate(resolve))
+  const closing = store.close()
+  release()
+  await Promise.allSettled([writing, closing])
+  await readdir(dir)
+  t.equal(await openOn(path), 0, 'nothing left open')
+})
