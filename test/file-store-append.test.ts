@@ -131,7 +131,7 @@ t.test('deferred length: flush fsyncs the data written before the length was kno
   })
   t.equal(result, data.length)
   t.equal(sync, 2, 'the new info file, then the data file at flush')
-  t.match(synced[0], new RegExp(`^${id}\\.json\\.[0-9a-f]+\\.tmp$`), 'the info file, before it replaces the old one')
+  t.match(synced[0], new RegExp(`^${id}\\.json\\.[0-9a-f]+-\\d+\\.tmp$`), 'the info file, before it replaces the old one')
   t.equal(synced[1], id, 'the data file, by flush')
   t.equal(sha256(await readFile(join(dir, id))), sha256(data))
   t.equal((await own.getInfo(id)).size, data.length)

@@ -1,7 +1,7 @@
 // FileStore's info files (`<id>.json`) are replaced atomically: a reader, another process or a crash at any
 // moment sees the old info or the new one, never a half-written file; a failed write leaves nothing behind.
 import t from 'tap'
-import { readlinkSync } from 'node:fs'
+import fs, { readlinkSync } from 'node:fs'
 import { mkdtemp, open, readFile, readdir, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -11,28 +11,31 @@ import { contractId } from './store-contract.js'
 const directory = await mkdtemp(join(tmpdir(), 'fastify-tus-info-'))
 t.teardown(async () => { await rm(directory, { recursive: true, force: true }) })
 
-type HandleMethod = (this: { fd: number }, ...args: unknown[]) => Promise<unknown>
+type Callback = (error: NodeJS.ErrnoException | null, ...results: unknown[]) => void
 
 /**
- * Replaces a method of node's FileHandle class for the duration of `work`: `around` runs instead of each
- * call, with the path of the handle's file and the original call to make (or not).
+ * Replaces node's callback `fs.write` or `fs.fsync` (what FileStore writes info files with) for the duration of
+ * `work`: `around` runs before each call, with the path of the call's file descriptor, and resolves to an error
+ * to fail the call with, or undefined to make it.
  */
-async function onHandle<T> (
-  method: 'writeFile' | 'sync',
-  around: (path: string, call: () => Promise<unknown>) => Promise<unknown>,
+async function onFs<T> (
+  method: 'write' | 'fsync',
+  around: (path: string) => Promise<NodeJS.ErrnoException | undefined>,
   work: () => Promise<T>
 ): Promise<T> {
-  const probe = await open(join(directory, 'probe'), 'w')
-  const prototype = Object.getPrototypeOf(probe) as Record<string, HandleMethod>
-  await probe.close()
-  const original = prototype[method]!
-  prototype[method] = async function (this: { fd: number }, ...args: unknown[]) {
-    return await around(readlinkSync(`/proc/self/fd/${this.fd}`), async () => await original.apply(this, args))
+  const module = fs as unknown as Record<string, (fd: number, ...args: unknown[]) => void>
+  const original = module[method]!
+  module[method] = function (fd: number, ...args: unknown[]) {
+    const callback = args.at(-1) as Callback
+    around(readlinkSync(`/proc/self/fd/${fd}`)).then((error) => {
+      if (error === undefined) original.call(fs, fd, ...args)
+      else callback(error)
+    }, callback)
   }
   try {
     return await work()
   } finally {
-    prototype[method] = original
+    module[method] = original
   }
 }
 
@@ -54,14 +57,14 @@ t.test('declareLength: a reader while the new info is being written sees the com
   t.teardown(async () => { await old.close() })
 
   const seen: Array<{ path: string, size: number | undefined }> = []
-  await onHandle('writeFile', async (path, call) => {
+  await onFs('write', async (path) => {
     if (path.startsWith(infoPath)) {
       // The moment a crash or a concurrent request would hit: the new info is about to be written.
       const info = await reader.getInfo(id)
       seen.push({ path, size: info.size })
       JSON.parse(await readFile(infoPath, 'utf8'))
     }
-    return await call()
+    return undefined
   }, async () => { await writer.declareLength(id, 7) })
 
   t.equal(seen.length, 1, 'one info file written')
@@ -78,19 +81,18 @@ t.test('a failed info write leaves no temporary file and the old info in place',
   const dir = join(directory, 'failures')
   const store = new FileStore({ directory: dir })
   t.teardown(async () => { await store.close() })
-  const fail = async (): Promise<never> => { throw Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' }) }
+  const fail = async (path: string): Promise<NodeJS.ErrnoException | undefined> =>
+    path.endsWith('.tmp') ? Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' }) : undefined
 
-  for (const method of ['writeFile', 'sync'] as const) {
+  for (const method of ['write', 'fsync'] as const) {
     const id = contractId()
     await store.create({ id, size: undefined, metadata: {} })
-    await t.rejects(onHandle(method, async (path, call) => path.endsWith('.tmp') ? await fail() : await call(),
-      async () => { await store.declareLength(id, 5) }), { code: 'EIO' }, `declareLength, ${method} failing`)
+    await t.rejects(onFs(method, fail, async () => { await store.declareLength(id, 5) }), { code: 'EIO' }, `declareLength, ${method} failing`)
     t.same(await leftovers(dir), [], `declareLength, ${method} failing: no temporary file left`)
     t.equal((await store.getInfo(id)).size, undefined, 'the old info stays')
 
     const created = contractId()
-    await t.rejects(onHandle(method, async (path, call) => path.endsWith('.tmp') ? await fail() : await call(),
-      async () => { await store.create({ id: created, size: 5, metadata: {} }) }), { code: 'EIO' }, `create, ${method} failing`)
+    await t.rejects(onFs(method, fail, async () => { await store.create({ id: created, size: 5, metadata: {} }) }), { code: 'EIO' }, `create, ${method} failing`)
     t.same(await leftovers(dir), [], `create, ${method} failing: no temporary file left`)
     t.notOk((await readdir(dir)).some((name) => name.startsWith(created)), 'nor a data file of the upload that failed')
     await t.rejects(store.getInfo(created), { code: 'FST_TUS_NOT_FOUND' })
