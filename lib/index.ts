@@ -34,7 +34,9 @@ declare module 'fastify' {
 }
 
 const plugin: FastifyPluginAsync<TusPluginOptions> = async (fastify, rawOptions) => {
-  const options = resolveOptions(rawOptions, { maxParamLength: fastify.initialConfig.maxParamLength ?? 100 })
+  // Fastify 5 takes router settings in `routerOptions` (the top-level ones are deprecated).
+  const config = fastify.initialConfig
+  const options = resolveOptions(rawOptions, { maxParamLength: config.routerOptions?.maxParamLength ?? config.maxParamLength ?? 100 })
   const store = rawOptions.store ?? new FileStore({ directory: options.dir })
   const metrics = new TusMetrics()
   const locker = measuredLocker(rawOptions.locker ?? new MemoryLocker(), metrics)

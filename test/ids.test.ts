@@ -56,7 +56,7 @@ t.test('an id with a dot is refused on every route, though an upload of that nam
 
 t.test('an id of 129 characters is refused, though an upload of that name exists; 128 is served', async (t) => {
   // Fastify refuses path parameters over 100 characters by default (414): let them reach the plugin.
-  const server = await startServer(t, {}, undefined, { maxParamLength: 1000 })
+  const server = await startServer(t, {}, undefined, { routerOptions: { maxParamLength: 1000 } })
   await plant(server.dir, TOO_LONG)
   await plant(server.dir, LONGEST)
   await refusedEverywhere(t, server, TOO_LONG)

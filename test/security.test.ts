@@ -133,7 +133,7 @@ t.test('ids longer than the router can reach are refused at creation; a longer m
   t.equal(refused.status, 500)
   t.match(refused.text, /longer than 100 characters, Fastify's maxParamLength/)
   t.same(await readdir(short.dir), [], 'nothing created')
-  const long = await startServer(t, { onUploadCreate: () => ({ id }) }, undefined, { maxParamLength: 200 })
+  const long = await startServer(t, { onUploadCreate: () => ({ id }) }, undefined, { routerOptions: { maxParamLength: 200 } })
   const created = await tusRequest(long.endpoint, { method: 'POST', headers: { 'Upload-Length': '1' } })
   t.equal(created.status, 201)
   t.equal((await tusRequest(new URL(created.headers.location!, long.origin).href, { method: 'HEAD' })).status, 200, 'and reachable')
