@@ -2,16 +2,21 @@
 // tus 1.0.0 and the IETF draft (interop 6) alike.
 import t from 'tap'
 import { EventEmitter, once } from 'node:events'
-import { request as httpRequest } from 'node:http'
+import { Agent, request as httpRequest } from 'node:http'
 import tusPlugin, { type TusRequestUpload } from '../lib/index.js'
 import { startServer, type TestServer } from './helpers.js'
 
 interface Answer { status: number, headers: Record<string, string | string[] | undefined>, body: Buffer }
 
+// Keep-alive: a client that closed its connection as soon as it had read Content-Length bytes could do so before
+// the server's response emitted 'finish', and Fastify runs onResponse on 'finish' only.
+const agent = new Agent({ keepAlive: true })
+t.teardown(() => { agent.destroy() })
+
 /** node:http, which copes with the draft's 104 interim responses. */
 async function send (url: string, method: string, headers: Record<string, string>, body?: string): Promise<Answer> {
   return await new Promise((resolve, reject) => {
-    const request = httpRequest(url, { method, headers, agent: false })
+    const request = httpRequest(url, { method, headers, agent })
     request.on('error', reject)
     request.on('response', (response) => {
       const chunks: Buffer[] = []
