@@ -1,7 +1,7 @@
 // S3Store against a real S3-compatible server (Ceph radosgw, started by scripts/services/run.sh).
 import t from 'tap'
 import {
-  AbortMultipartUploadCommand, GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand
+  AbortMultipartUploadCommand, CreateMultipartUploadCommand, GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand
 } from '@aws-sdk/client-s3'
 import { S3Store } from '../lib/store/s3-store.js'
 import { randomBytesSeeded, sha256, startServer, tusRequest, tusUpload, createUpload, idOf } from './helpers.js'
@@ -96,6 +96,48 @@ t.test('termination aborts the multipart upload and deletes every object', async
   await store.terminate(id)
   t.same(await keys(bucket), [])
   t.equal(await multipartUploads(bucket), 0)
+})
+
+t.test('DELETE of an unfinished upload aborts every multipart upload of its key, one a crashed create left too', async (t) => {
+  t.setTimeout(120_000)
+  const bucket = await testBucket(t)
+  const server = await startServer(t, { store: newStore(bucket) })
+  const data = randomBytesSeeded(5 * MiB + 3, 31)
+  const url = await createUpload(server, { 'Upload-Length': String(2 * data.length) })
+  const id = idOf(url)
+  // A second multipart upload of the same key, as an instance that crashed between CreateMultipartUpload and its
+  // info object leaves (or a part that landed while an abort ran).
+  await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: `uploads/${id}` }))
+  const patched = await tusRequest(url, { method: 'PATCH', headers: { ...OCTET, 'Upload-Offset': '0' }, body: data })
+  t.equal(patched.status, 204)
+  t.equal(patched.headers['upload-offset'], String(data.length))
+  t.equal(await multipartUploads(bucket), 2)
+  const removed = await tusRequest(url, { method: 'DELETE' })
+  t.equal(removed.status, 204)
+  t.equal((await tusRequest(url, { method: 'HEAD' })).status, 404)
+  t.equal(await multipartUploads(bucket), 0, 'ListMultipartUploads is empty')
+  t.same(await keys(bucket), [])
+})
+
+t.test('removeExpired() aborts the expired upload\'s multipart upload and those no upload refers to', async (t) => {
+  t.setTimeout(120_000)
+  const bucket = await testBucket(t)
+  const store = newStore(bucket)
+  const id = contractId()
+  await store.create({ id, size: 10 * MiB, metadata: {} })
+  await store.write(id, 0, bytes(randomBytesSeeded(5 * MiB + 1, 32)))
+  // No info object refers to these: a create that crashed before writing it, in the root and in a sub-directory.
+  await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: `uploads/${contractId()}` }))
+  await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: `uploads/team-a/${contractId()}` }))
+  t.equal(await multipartUploads(bucket), 3)
+  const keeping = await startServer(t, { store: newStore(bucket) })
+  t.same(await keeping.app.tus.removeExpired(), [], 'nothing expired with the default 5 days')
+  t.equal(await multipartUploads(bucket), 3, 'recent abandoned multipart uploads are kept (a create may be running)')
+  const expiring = await startServer(t, { store: newStore(bucket), daysToKeep: 1e-8 })
+  const expired = await expiring.app.tus.removeExpired()
+  t.same(expired.map((upload) => upload.id), [id])
+  t.equal(await multipartUploads(bucket), 0, 'ListMultipartUploads is empty')
+  t.same(await keys(bucket), [])
 })
 
 t.test('a multipart upload aborted behind the store\'s back: the upload is gone (404), not broken', async (t) => {

@@ -6,6 +6,7 @@ import {
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   ListPartsCommand,
   UploadPartCopyCommand,
@@ -313,14 +314,44 @@ export class S3Store implements DataStore {
       throw error
     })
     if (info === undefined) return
-    // The info object goes first so that the upload vanishes at once, even if removing the data fails.
-    await this.#delete(this.#infoKey(id))
     const dataKey = this.#dataKey(id, info.body.directory)
+    // The multipart upload goes first: once it is aborted the upload is gone (getInfo: 404), and if aborting
+    // fails the info object is still there, so the termination can be retried and nothing is left unreferenced.
     await this.#abort(dataKey, info.body.uploadId)
+    await this.#delete(this.#infoKey(id))
+    // Any other multipart upload of this key: a create that crashed (or raced) before writing its info, or a part
+    // that landed while the abort above ran (S3 then keeps a second upload alive).
+    for await (const upload of this.#multipartUploads(dataKey)) {
+      if (upload.key === dataKey) await this.#abort(upload.key, upload.uploadId)
+    }
     await this.#delete(dataKey)
     await this.#delete(this.#incompleteKey(id))
     // The records of finals waiting for this partial: they can never complete now.
     for await (const key of this.#keys(this.#pendingFinalsPrefix(id))) await this.#delete(key)
+  }
+
+  /**
+   * Aborts the multipart uploads under the prefix that no upload refers to (no info object, or an info object
+   * naming another multipart upload) and that were started before `before`: what a crash between
+   * CreateMultipartUpload and the info object, or an interrupted termination, leaves behind (S3 bills their
+   * parts until aborted). A bucket lifecycle rule (AbortIncompleteMultipartUpload) is the safety net.
+   */
+  async removeAbandoned (before: Date): Promise<number> {
+    let removed = 0
+    for await (const upload of this.#multipartUploads(this.prefix)) {
+      if (upload.initiated === undefined || upload.initiated >= before) continue
+      const id = upload.key.slice(upload.key.lastIndexOf('/') + 1)
+      const info = isValidUploadId(id) && upload.key.startsWith(this.prefix)
+        ? await this.#readInfo(id).catch((error: unknown) => {
+          if ((error as { code?: unknown }).code === 'FST_TUS_NOT_FOUND') return undefined
+          throw error
+        })
+        : undefined
+      if (info !== undefined && info.body.uploadId === upload.uploadId && this.#dataKey(id, info.body.directory) === upload.key) continue
+      await this.#abort(upload.key, upload.uploadId)
+      removed++
+    }
+    return removed
   }
 
   async * list (): AsyncIterable<string> {
@@ -357,6 +388,26 @@ export class S3Store implements DataStore {
       for (const { Key } of page.Contents ?? []) if (Key !== undefined) yield Key
       token = page.IsTruncated === true ? page.NextContinuationToken : undefined
     } while (token !== undefined)
+  }
+
+  /** Every multipart upload in progress under `prefix`, all pages. */
+  async * #multipartUploads (prefix: string): AsyncIterable<{ key: string, uploadId: string, initiated: Date | undefined }> {
+    let keyMarker: string | undefined
+    let uploadIdMarker: string | undefined
+    do {
+      const page = await this.#send('ListMultipartUploads', async (s3) => await s3.send(new ListMultipartUploadsCommand({
+        Bucket: this.bucket,
+        Prefix: prefix,
+        ...(keyMarker === undefined ? {} : { KeyMarker: keyMarker }),
+        ...(uploadIdMarker === undefined ? {} : { UploadIdMarker: uploadIdMarker })
+      })))
+      for (const { Key, UploadId, Initiated } of page.Uploads ?? []) {
+        if (Key !== undefined && UploadId !== undefined) yield { key: Key, uploadId: UploadId, initiated: Initiated }
+      }
+      const truncated = page.IsTruncated === true && (page.NextKeyMarker !== undefined || page.NextUploadIdMarker !== undefined)
+      keyMarker = truncated ? page.NextKeyMarker : undefined
+      uploadIdMarker = truncated ? page.NextUploadIdMarker : undefined
+    } while (keyMarker !== undefined || uploadIdMarker !== undefined)
   }
 
   async #state (id: string): Promise<UploadState> {
