@@ -1,7 +1,8 @@
 // S3Store against a real S3-compatible server (Ceph radosgw, started by scripts/services/run.sh).
 import t from 'tap'
 import {
-  AbortMultipartUploadCommand, CreateMultipartUploadCommand, GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand
+  AbortMultipartUploadCommand, CreateMultipartUploadCommand, GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command,
+  ListPartsCommand, PutObjectCommand, S3Client, type S3ClientConfig
 } from '@aws-sdk/client-s3'
 import { S3Store } from '../lib/store/s3-store.js'
 import { randomBytesSeeded, sha256, startServer, tusRequest, tusUpload, createUpload, idOf } from './helpers.js'
@@ -140,6 +141,123 @@ t.test('removeExpired() aborts the expired upload\'s multipart upload and those 
   t.same(await keys(bucket), [])
 })
 
+/** What the SDK hands its HTTP handler, as far as these tests look at it. */
+interface SentRequest { method: string, query?: Record<string, string | string[] | null> }
+type Handle = (request: SentRequest, options?: unknown) => Promise<unknown>
+
+/** S3 client settings whose HTTP handler runs `around` for every UploadPart (PUT with a partNumber), no retries. */
+function gatedConfig (around: (partNumber: number, send: () => Promise<unknown>) => Promise<unknown>): S3ClientConfig {
+  const plain = new S3Client(s3ClientConfig())
+  t.teardown(() => { plain.destroy() })
+  const inner = plain.config.requestHandler as unknown as { handle: Handle }
+  const handle: Handle = async (request, options) => {
+    const partNumber = request.query?.partNumber
+    const send = async (): Promise<unknown> => await inner.handle(request, options)
+    return request.method === 'PUT' && typeof partNumber === 'string' ? await around(Number(partNumber), send) : await send()
+  }
+  return { ...s3ClientConfig(), maxAttempts: 1, requestHandler: { handle } as unknown as S3ClientConfig['requestHandler'] }
+}
+
+async function * chunked (data: Buffer, size = 64 * 1024): AsyncIterable<Buffer> {
+  for (let start = 0; start < data.length; start += size) yield data.subarray(start, start + size)
+}
+
+t.test('parts upload concurrently, up to partsInFlight, numbered in order', async (t) => {
+  t.setTimeout(120_000)
+  const bucket = await testBucket(t)
+  let running = 0
+  let most = 0
+  // Every UploadPart waits until four are on their way at once: a store sending one part at a time never gets there.
+  let opened!: () => void
+  const barrier = new Promise<void>((resolve) => { opened = resolve })
+  const store = new S3Store({
+    bucket,
+    prefix: 'uploads/',
+    partSize: 5 * MiB,
+    partsInFlight: 4,
+    s3: gatedConfig(async (_partNumber, send) => {
+      running++
+      most = Math.max(most, running)
+      if (running === 4) opened()
+      await barrier
+      try {
+        return await send()
+      } finally {
+        running--
+      }
+    })
+  })
+  t.teardown(async () => { await store.close() })
+  t.equal(store.partsInFlight, 4)
+  t.equal(newStore(bucket).partsInFlight, 4, 'the default')
+  const data = randomBytesSeeded(6 * 5 * MiB + 100, 41)
+  const id = contractId()
+  await store.create({ id, size: data.length, metadata: {} })
+  t.equal(await store.write(id, 0, chunked(data)), data.length)
+  t.equal(most, 4, 'four parts at once, never more')
+  const listed = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }))
+  const parts = await client.send(new ListPartsCommand({ Bucket: bucket, Key: `uploads/${id}`, UploadId: listed.Uploads![0]!.UploadId }))
+  t.same(parts.Parts!.map(({ PartNumber, Size }) => [PartNumber, Size]), [1, 2, 3, 4, 5, 6].map((n) => [n, 5 * MiB]))
+  t.equal((await store.getInfo(id)).offset, data.length)
+  await store.flush(id)
+  const object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: `uploads/${id}` }))
+  t.equal(sha256(Buffer.from(await object.Body!.transformToByteArray())), sha256(data), 'the parts are in order')
+})
+
+t.test('a part that fails while later ones land: the upload resumes after the last part before it', async (t) => {
+  t.setTimeout(180_000)
+  const bucket = await testBucket(t)
+  // Part 2 fails, but only once parts 3 and 4 are stored: a gap, with parts after it.
+  const stored = new Map<number, () => void>()
+  const landed = (n: number): Promise<void> => new Promise((resolve) => { stored.set(n, resolve) })
+  const later = Promise.all([landed(3), landed(4)])
+  const failing = new S3Store({
+    bucket,
+    prefix: 'uploads/',
+    partSize: 5 * MiB,
+    partsInFlight: 4,
+    s3: gatedConfig(async (partNumber, send) => {
+      if (partNumber === 2) {
+        await later
+        throw new Error('injected: part 2 failed')
+      }
+      const result = await send()
+      stored.get(partNumber)?.()
+      return result
+    })
+  })
+  t.teardown(async () => { await failing.close() })
+  const data = randomBytesSeeded(4 * 5 * MiB + 2 * MiB + 10, 42)
+  const id = contractId()
+  await failing.create({ id, size: data.length, metadata: {} })
+  await t.rejects(failing.write(id, 0, chunked(data)), { code: 'FST_TUS_STORE_FAILED', message: /injected: part 2 failed/ })
+  const listed = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }))
+  const parts = await client.send(new ListPartsCommand({ Bucket: bucket, Key: `uploads/${id}`, UploadId: listed.Uploads![0]!.UploadId }))
+  t.same(parts.Parts!.map(({ PartNumber }) => PartNumber), [1, 3, 4], 'parts 3 and 4 landed after the gap')
+  t.same(await keys(bucket), [`uploads/${id}.info`], 'the bytes after the failure were not kept')
+
+  // Another instance: HEAD says the last durable offset; the client resumes there, in two PATCHes.
+  const server = await startServer(t, { store: newStore(bucket) })
+  const url = `${server.endpoint}${id}`
+  const head = await tusRequest(url, { method: 'HEAD' })
+  t.equal(head.status, 200)
+  t.equal(head.headers['upload-offset'], String(5 * MiB))
+  const middle = 2 * 5 * MiB + 100
+  const first = await tusRequest(url, { method: 'PATCH', headers: { ...OCTET, 'Upload-Offset': String(5 * MiB) }, body: data.subarray(5 * MiB, middle) })
+  t.equal(first.status, 204)
+  t.equal(first.headers['upload-offset'], String(middle))
+  // The stale part 3 (beyond the old gap) is not counted: the offset is what this PATCH left.
+  t.equal((await tusRequest(url, { method: 'HEAD' })).headers['upload-offset'], String(middle))
+  const rest = await tusRequest(url, { method: 'PATCH', headers: { ...OCTET, 'Upload-Offset': String(middle) }, body: data.subarray(middle) })
+  t.equal(rest.status, 204)
+  t.equal(rest.headers['upload-offset'], String(data.length))
+  const download = await tusRequest(url)
+  t.equal(download.status, 200)
+  t.equal(download.headers['content-length'], String(data.length))
+  t.equal(sha256(download.body), sha256(data), 'byte-identical')
+  t.equal(await multipartUploads(bucket), 0)
+})
+
 t.test('a multipart upload aborted behind the store\'s back: the upload is gone (404), not broken', async (t) => {
   const bucket = await testBucket(t)
   const store = newStore(bucket)
@@ -163,6 +281,9 @@ t.test('S3 unreachable or a missing bucket: FST_TUS_STORE_FAILED naming the S3 o
 t.test('invalid options are refused at construction', async (t) => {
   for (const partSize of [5 * MiB - 1, 5 * 1024 * MiB + 1, 5 * MiB + 0.5]) {
     t.throws(() => new S3Store({ bucket: 'b', s3: s3ClientConfig(), partSize }), { code: 'FST_TUS_INVALID_OPTION' }, String(partSize))
+  }
+  for (const partsInFlight of [0, 65, 1.5]) {
+    t.throws(() => new S3Store({ bucket: 'b', s3: s3ClientConfig(), partsInFlight }), { code: 'FST_TUS_INVALID_OPTION', message: /partsInFlight/ }, String(partsInFlight))
   }
   t.throws(() => new S3Store({ bucket: '', s3: s3ClientConfig() }), { code: 'FST_TUS_INVALID_OPTION' })
 })

@@ -44,11 +44,17 @@ export interface S3StoreOptions {
   /** Prefix of every object key, e.g. `uploads/`. Default ''. */
   prefix?: string
   /**
-   * Bytes per multipart part (S3: at least 5 MiB). A PATCH's bytes are buffered in memory up to one part, so
-   * this bounds the memory per running PATCH. Uploads of known length use bigger parts when they need more
+   * Bytes per multipart part (S3: at least 5 MiB). A PATCH's bytes are buffered in memory by whole parts, so
+   * this (with `partsInFlight`) bounds the memory per running PATCH. Uploads of known length use bigger parts when they need more
    * than 10000 parts. Default 8 MiB.
    */
   partSize?: number
+  /**
+   * Parts a PATCH uploads at once (1 to 64). Memory per running PATCH is bounded by (partsInFlight + 1) x
+   * partSize: the parts on their way plus the one being filled. Parts are still numbered in order; if one
+   * fails, the upload resumes after the last part before it. Default 4.
+   */
+  partsInFlight?: number
 }
 
 /** What `<id>.info` holds. The offset is not in it: it is what S3 has durably stored, so it is never stale. */
@@ -76,8 +82,10 @@ interface StoredPart {
 /** An upload as S3 holds it right now. */
 interface UploadState {
   info: InfoObject
-  /** Uploaded parts, in order; empty once completed. */
+  /** Uploaded parts 1..n, each a whole part, in order; empty once completed. */
   parts: StoredPart[]
+  /** Part numbers beyond a gap (a part that failed while later ones landed): not counted, overwritten later. */
+  strays: Set<number>
   /** Bytes of the unfinished part (the incomplete-part object), 0 when there is none. */
   incompleteSize: number
   offset: number
@@ -96,6 +104,7 @@ export class S3Store implements DataStore {
   readonly bucket: string
   readonly prefix: string
   readonly partSize: number
+  readonly partsInFlight: number
   readonly #client: S3Client
 
   constructor (options: S3StoreOptions) {
@@ -105,6 +114,10 @@ export class S3Store implements DataStore {
     this.partSize = options.partSize ?? 8 * MiB
     if (!Number.isSafeInteger(this.partSize) || this.partSize < MIN_PART_SIZE || this.partSize > MAX_PART_SIZE) {
       throw new TusErrors.INVALID_OPTION(`S3Store partSize must be an integer from ${MIN_PART_SIZE} (5 MiB) to ${MAX_PART_SIZE} (5 GiB) (got ${String(options.partSize)})`)
+    }
+    this.partsInFlight = options.partsInFlight ?? 4
+    if (!Number.isSafeInteger(this.partsInFlight) || this.partsInFlight < 1 || this.partsInFlight > 64) {
+      throw new TusErrors.INVALID_OPTION(`S3Store partsInFlight must be an integer from 1 to 64 (got ${String(options.partsInFlight)})`)
     }
     this.#client = new S3Client({
       requestChecksumCalculation: 'WHEN_REQUIRED',
@@ -170,6 +183,19 @@ export class S3Store implements DataStore {
     let received = 0
     let sourceError: unknown
     const chunks = source[Symbol.asyncIterator]()
+    // Up to partsInFlight UploadParts at once. The first to fail stops the write; the others are awaited, so
+    // nothing of this write lands after it returns. Parts after a failed one are strays (see #state).
+    const inFlight = new Set<Promise<void>>()
+    const failures: unknown[] = []
+    const strays = new Set(state.strays)
+    const start = (number: number, body: Buffer): void => {
+      const upload: Promise<void> = this.#uploadPart(info, number, body).then(
+        () => { strays.delete(number) },
+        (error: unknown) => { failures.push(error) }
+      ).finally(() => { inFlight.delete(upload) })
+      inFlight.add(upload)
+    }
+    const settle = async (): Promise<void> => { await Promise.all([...inFlight]) }
     try {
       while (true) {
         let next: IteratorResult<Buffer>
@@ -184,15 +210,28 @@ export class S3Store implements DataStore {
         pending.push(next.value)
         received += next.value.length
         while (pending.length >= info.partSize) {
+          while (inFlight.size >= this.partsInFlight && failures.length === 0) await Promise.race(inFlight)
+          if (failures.length > 0) throw failures[0]
+          if (partNumber > MAX_PARTS) throw new TusErrors.STORE_FAILED(`upload ${id} needs more than ${MAX_PARTS} parts of ${info.partSize} bytes; raise partSize`)
           fence()
-          await this.#uploadPart(info, partNumber, pending.take(info.partSize))
+          start(partNumber, pending.take(info.partSize))
           partNumber++
         }
+        if (failures.length > 0) throw failures[0]
       }
+      await settle()
+      if (failures.length > 0) throw failures[0]
     } catch (error) {
-      // S3 failed: what was buffered is lost, so nothing after it may be kept either; the offset stays what S3 has.
+      // S3 failed (or the lock was lost): what was buffered is lost, so nothing after it may be kept either; the
+      // offset stays what S3 has, the parts before the first failure.
+      await settle()
       await chunks.return?.()
       throw error
+    }
+    // A stray part right after the last one written would make S3's listing count it: overwrite it with nothing.
+    if (strays.has(partNumber)) {
+      fence()
+      await this.#uploadPart(info, partNumber, Buffer.alloc(0))
     }
     const remainder = pending.take(pending.length)
     if (remainder.length > 0 || carried > 0) fence()
@@ -414,14 +453,22 @@ export class S3Store implements DataStore {
     const { body: info, lastModified } = await this.#readInfo(id)
     const createdAt = new Date(info.createdAt)
     const dataKey = this.#dataKey(id, info.directory)
-    if (info.completed === true) return { info, parts: [], incompleteSize: 0, offset: info.size ?? 0, modifiedAt: lastModified }
-    const parts = await this.#listParts(dataKey, info.uploadId)
-    if (parts === undefined) {
+    if (info.completed === true) return { info, parts: [], strays: new Set(), incompleteSize: 0, offset: info.size ?? 0, modifiedAt: lastModified }
+    const listed = await this.#listParts(dataKey, info.uploadId)
+    if (listed === undefined) {
       // The multipart upload is gone: either completed just before the info could say so, or aborted by a
       // termination that had already removed the info object.
       const data = await this.#head(dataKey)
       if (data === undefined) throw new TusErrors.NOT_FOUND()
-      return { info: { ...info, completed: true }, parts: [], incompleteSize: 0, offset: data.ContentLength ?? 0, modifiedAt: data.LastModified ?? lastModified }
+      return { info: { ...info, completed: true }, parts: [], strays: new Set(), incompleteSize: 0, offset: data.ContentLength ?? 0, modifiedAt: data.LastModified ?? lastModified }
+    }
+    // The parts that count: 1, 2, 3... without a gap, none empty. Parts uploaded at once can land out of order:
+    // after a failed one the later ones are strays, left out until overwritten (an empty part ends the run).
+    const parts: StoredPart[] = []
+    const strays = new Set<number>()
+    for (const part of listed) {
+      if (strays.size === 0 && part.PartNumber === parts.length + 1 && part.Size > 0) parts.push(part)
+      else strays.add(part.PartNumber)
     }
     let modifiedAt = createdAt
     let offset = 0
@@ -437,7 +484,7 @@ export class S3Store implements DataStore {
       offset += incompleteSize
       if (incomplete.LastModified !== undefined && incomplete.LastModified > modifiedAt) modifiedAt = incomplete.LastModified
     }
-    return { info, parts, incompleteSize, offset, modifiedAt }
+    return { info, parts, strays, incompleteSize, offset, modifiedAt }
   }
 
   async #listParts (key: string, uploadId: string): Promise<StoredPart[] | undefined> {
@@ -458,9 +505,6 @@ export class S3Store implements DataStore {
       marker = page.IsTruncated === true ? page.NextPartNumberMarker : undefined
     } while (marker !== undefined)
     parts.sort((a, b) => a.PartNumber - b.PartNumber)
-    parts.forEach((part, index) => {
-      if (part.PartNumber !== index + 1) throw new TusErrors.STORE_FAILED(`S3 multipart upload ${uploadId} misses part ${index + 1}`)
-    })
     return parts
   }
 
