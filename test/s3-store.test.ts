@@ -258,6 +258,72 @@ t.test('a part that fails while later ones land: the upload resumes after the la
   t.equal(await multipartUploads(bucket), 0)
 })
 
+/** S3 client settings that log every request the SDK sends as `METHOD key` (a path's last segment, `?` and the query's names). */
+function countingConfig (log: string[]): S3ClientConfig {
+  const plain = new S3Client(s3ClientConfig())
+  t.teardown(() => { plain.destroy() })
+  const inner = plain.config.requestHandler as unknown as { handle: Handle }
+  const handle: Handle = async (request, options) => {
+    const { path } = request as SentRequest & { path: string }
+    const name = path.slice(path.lastIndexOf('/') + 1)
+    const query = Object.keys(request.query ?? {}).filter((key) => key !== 'x-id').sort().join('&')
+    log.push(`${request.method} ${name.endsWith('.info') ? 'info' : name.endsWith('.part') ? 'part' : 'data'}${query === '' ? '' : `?${query}`}`)
+    return await inner.handle(request, options)
+  }
+  return { ...s3ClientConfig(), requestHandler: { handle } as unknown as S3ClientConfig['requestHandler'] }
+}
+
+t.test('HEAD of an unfinished upload: 2 S3 requests once its info is cached, and right across instances', async (t) => {
+  t.setTimeout(120_000)
+  const bucket = await testBucket(t)
+  const log: string[] = []
+  const counted = new S3Store({ bucket, prefix: 'uploads/', partSize: 5 * MiB, s3: countingConfig(log) })
+  t.teardown(async () => { await counted.close() })
+  const a = await startServer(t, { store: counted })
+  const b = await startServer(t, { store: newStore(bucket) })
+  const data = randomBytesSeeded(5 * MiB + 20, 61)
+  const url = await createUpload(b, { 'Upload-Length': String(data.length) })
+  const id = idOf(url)
+  const onA = `${a.endpoint}${id}`
+  async function headOnA (): Promise<{ status: number, offset: string | undefined, requests: string[] }> {
+    log.length = 0
+    const head = await tusRequest(onA, { method: 'HEAD' })
+    return { status: head.status, offset: head.headers['upload-offset'] as string | undefined, requests: [...log] }
+  }
+  const cold = await headOnA()
+  t.same(cold, { status: 200, offset: '0', requests: ['GET info', 'GET data?uploadId', 'HEAD part'] }, 'first HEAD: info, ListParts, the incomplete part')
+  const warm = await headOnA()
+  t.same(warm, { status: 200, offset: '0', requests: ['GET data?uploadId', 'HEAD part'] }, 'then the info object is not read again')
+
+  // Bytes stored by another instance: counted at once (the parts and the incomplete part are always read).
+  const patched = await tusRequest(url, { method: 'PATCH', headers: { ...OCTET, 'Upload-Offset': '0' }, body: data.subarray(0, 5 * MiB + 10) })
+  t.equal(patched.status, 204)
+  t.same(await headOnA(), { status: 200, offset: String(5 * MiB + 10), requests: ['GET data?uploadId', 'HEAD part'] })
+  // Completed by another instance: the multipart upload is gone, so the info object is read again.
+  const last = await tusRequest(url, { method: 'PATCH', headers: { ...OCTET, 'Upload-Offset': String(5 * MiB + 10) }, body: data.subarray(5 * MiB + 10) })
+  t.equal(last.status, 204)
+  const completed = await headOnA()
+  t.equal(completed.status, 200)
+  t.equal(completed.offset, String(data.length), 'complete')
+  t.same(completed.requests.slice(0, 2), ['GET data?uploadId', 'GET info'], 'the stale entry was noticed and dropped')
+  const download = await tusRequest(onA)
+  t.equal(download.status, 200)
+  t.equal(sha256(download.body), sha256(data))
+  // Terminated by another instance: 404 on A at once.
+  const other = await createUpload(b, { 'Upload-Length': '100' })
+  t.equal((await tusRequest(`${a.endpoint}${idOf(other)}`, { method: 'HEAD' })).status, 200)
+  t.equal((await tusRequest(other, { method: 'DELETE' })).status, 204)
+  t.equal((await tusRequest(`${a.endpoint}${idOf(other)}`, { method: 'HEAD' })).status, 404)
+  // A deferred length declared by another instance: seen by A (such uploads are not cached).
+  const deferred = await createUpload(b, { 'Upload-Defer-Length': '1' })
+  t.equal((await tusRequest(`${a.endpoint}${idOf(deferred)}`, { method: 'HEAD' })).headers['upload-defer-length'], '1')
+  const declared = await tusRequest(deferred, { method: 'PATCH', headers: { ...OCTET, 'Upload-Offset': '0', 'Upload-Length': '10' }, body: 'abc' })
+  t.equal(declared.status, 204)
+  const seen = await tusRequest(`${a.endpoint}${idOf(deferred)}`, { method: 'HEAD' })
+  t.equal(seen.headers['upload-length'], '10')
+  t.equal(seen.headers['upload-offset'], '3')
+})
+
 t.test('a multipart upload aborted behind the store\'s back: the upload is gone (404), not broken', async (t) => {
   const bucket = await testBucket(t)
   const store = newStore(bucket)

@@ -31,6 +31,8 @@ const INCOMPLETE_SUFFIX = '.part'
 const PENDING_FINALS_SUFFIX = '.finals/'
 /** User metadata on the incomplete-part object: the part number its bytes will become. */
 const PART_NUMBER = 'tus-part-number'
+/** Info objects of unfinished uploads kept in memory (#state): about 1 KiB each. */
+const INFO_CACHE_ENTRIES = 10_000
 
 export interface S3StoreOptions {
   /** The bucket the uploads live in; it must exist. */
@@ -106,6 +108,13 @@ export class S3Store implements DataStore {
   readonly partSize: number
   readonly partsInFlight: number
   readonly #client: S3Client
+  /**
+   * The info objects of unfinished uploads of known length, as read last. What such an object says cannot change
+   * while its multipart upload exists (only completion, which ends that multipart upload, rewrites it; a
+   * termination aborts it first), and every #state lists the parts of that multipart upload anyway: a 404 there
+   * means the entry is stale, whichever instance made it so, and the info object is read again.
+   */
+  readonly #infoCache = new Map<string, InfoObject>()
 
   constructor (options: S3StoreOptions) {
     if (typeof options.bucket !== 'string' || options.bucket === '') throw new TusErrors.INVALID_OPTION('S3Store bucket must be a non-empty string')
@@ -352,6 +361,7 @@ export class S3Store implements DataStore {
       if ((error as { code?: unknown }).code === 'FST_TUS_NOT_FOUND') return undefined
       throw error
     })
+    this.#infoCache.delete(id)
     if (info === undefined) return
     const dataKey = this.#dataKey(id, info.body.directory)
     // The multipart upload goes first: once it is aborted the upload is gone (getInfo: 404), and if aborting
@@ -450,8 +460,13 @@ export class S3Store implements DataStore {
   }
 
   async #state (id: string): Promise<UploadState> {
+    const cached = this.#infoCache.get(id)
+    if (cached !== undefined) {
+      const listed = await this.#listParts(this.#dataKey(id, cached.directory), cached.uploadId)
+      if (listed !== undefined) return await this.#unfinishedState(id, cached, listed)
+      this.#infoCache.delete(id)
+    }
     const { body: info, lastModified } = await this.#readInfo(id)
-    const createdAt = new Date(info.createdAt)
     const dataKey = this.#dataKey(id, info.directory)
     if (info.completed === true) return { info, parts: [], strays: new Set(), incompleteSize: 0, offset: info.size ?? 0, modifiedAt: lastModified }
     const listed = await this.#listParts(dataKey, info.uploadId)
@@ -462,6 +477,16 @@ export class S3Store implements DataStore {
       if (data === undefined) throw new TusErrors.NOT_FOUND()
       return { info: { ...info, completed: true }, parts: [], strays: new Set(), incompleteSize: 0, offset: data.ContentLength ?? 0, modifiedAt: data.LastModified ?? lastModified }
     }
+    // A deferred length can be declared by any instance without touching the multipart upload: not cached.
+    if (info.size !== null) {
+      if (this.#infoCache.size >= INFO_CACHE_ENTRIES) this.#infoCache.delete(this.#infoCache.keys().next().value!)
+      this.#infoCache.set(id, info)
+    }
+    return await this.#unfinishedState(id, info, listed)
+  }
+
+  async #unfinishedState (id: string, info: InfoObject, listed: StoredPart[]): Promise<UploadState> {
+    const createdAt = new Date(info.createdAt)
     // The parts that count: 1, 2, 3... without a gap, none empty. Parts uploaded at once can land out of order:
     // after a failed one the later ones are strays, left out until overwritten (an empty part ends the run).
     const parts: StoredPart[] = []
@@ -541,6 +566,7 @@ export class S3Store implements DataStore {
   }
 
   async #writeInfo (info: InfoObject): Promise<void> {
+    this.#infoCache.delete(info.id)
     const body = JSON.stringify(info)
     await this.#send('PutObject', async (s3) => await s3.send(new PutObjectCommand({
       Bucket: this.bucket,
