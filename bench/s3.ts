@@ -8,6 +8,7 @@
  *   npm run build && npm run bench:s3                 # 3 rounds, full sizes (W1 1 GiB, W4 32 x 32 MiB)
  *   npm run bench:s3 -- --quick                       # 1 round, W1 128 MiB, W4 32 x 4 MiB
  *   npm run bench:s3 -- --rounds 5 --part-sizes 5,8,16,64 --workloads W1,W4
+ *   npm run bench:s3 -- --part-sizes 8 --in-flight 1,4 --no-file   # S3Store's partsInFlight against the S3 limit
  *   npm run bench:s3 -- --single-mib 8 --parallel-count 4 --parallel-mib 6 --part-sizes 5   # a smoke run
  *
  * Without TUS_TEST_S3_ENDPOINT in the environment it starts its own services: it runs itself again under
@@ -45,6 +46,8 @@ const { values: args } = parseArgs({
     quick: { type: 'boolean', default: false },
     rounds: { type: 'string' },
     'part-sizes': { type: 'string', default: '5,8,16,64' },
+    // S3Store's partsInFlight values to run each part size with (4 is the default).
+    'in-flight': { type: 'string', default: '4' },
     workloads: { type: 'string', default: 'W1,W4' },
     'no-file': { type: 'boolean', default: false },
     'no-limit': { type: 'boolean', default: false },
@@ -108,6 +111,11 @@ for (const partSize of partSizesMiB) {
   if (!Number.isInteger(partSize) || partSize < 5) throw new Error(`part sizes are whole MiB, at least 5 (got ${partSize})`)
 }
 
+const inFlightValues = args['in-flight'].split(',').map(Number)
+for (const inFlight of inFlightValues) {
+  if (!Number.isInteger(inFlight) || inFlight < 1 || inFlight > 64) throw new Error(`parts in flight are integers from 1 to 64 (got ${inFlight})`)
+}
+
 const s3 = new S3Client({
   endpoint,
   region: 'us-east-1',
@@ -135,15 +143,15 @@ const LIMIT: Variant = {
 const variants: Variant[] = [
   ...(args['no-file'] ? [] : [FILE]),
   ...(args['no-limit'] ? [] : [LIMIT]),
-  ...partSizesMiB.map((mib) => ({
-    key: `s3-${mib}`,
+  ...partSizesMiB.flatMap((mib) => inFlightValues.map((inFlight) => ({
+    key: inFlight === 4 ? `s3-${mib}` : `s3-${mib}-x${inFlight}`,
     partSize: mib * MiB,
     definition: {
-      name: `S3 ${mib} MiB parts${mib === 8 ? ' (default)' : ''}`,
+      name: `S3 ${mib} MiB parts${inFlight === 4 ? '' : `, ${inFlight} in flight`}${mib === 8 && inFlight === 4 ? ' (default)' : ''}`,
       script: 'fastify-tus-s3.mjs',
-      args: [`--endpoint=${endpoint}`, `--bucket=${bucket}`, `--part-size=${mib * MiB}`]
+      args: [`--endpoint=${endpoint}`, `--bucket=${bucket}`, `--part-size=${mib * MiB}`, `--parts-in-flight=${inFlight}`]
     }
-  }))
+  })))
 ]
 
 interface Sample extends Measurement {
@@ -287,7 +295,7 @@ async function main (): Promise<void> {
   const header = variants.map((variant) => variant.key === 'file' ? 'FileStore' : variant.definition.name)
   const ratioHeader = [
     ...(withFile ? s3Variants.map((variant) => `${variant.definition.name} / FileStore`) : []),
-    ...(withLimit ? [`${defaultVariant.definition.name} / ${LIMIT.definition.name}`] : [])
+    ...(withLimit ? s3Variants.filter((variant) => variant !== LIMIT).map((variant) => `${variant.definition.name} / ${LIMIT.definition.name}`) : [])
   ]
   lines.push(`| workload | unit | ${[...header, ...ratioHeader].join(' | ')} |`)
   lines.push(`| --- | --- | ${[...header, ...ratioHeader].map(() => '---:').join(' | ')} |`)
@@ -297,7 +305,7 @@ async function main (): Promise<void> {
       `${(medianOf(a, workload.id, (sample) => sample.value) / medianOf(b, workload.id, (sample) => sample.value)).toFixed(2)}x`
     const ratios = [
       ...(withFile ? s3Variants.map((variant) => ratio(variant.key, 'file')) : []),
-      ...(withLimit ? [ratio(defaultVariant.key, LIMIT.key)] : [])
+      ...(withLimit ? s3Variants.filter((variant) => variant !== LIMIT).map((variant) => ratio(variant.key, LIMIT.key)) : [])
     ]
     lines.push(`| ${workload.id} ${workload.title} | ${workload.unit} | ${[...values, ...ratios].join(' | ')} |`)
   }

@@ -7,7 +7,7 @@ import type { DataStore } from './store/types.js'
 
 /** What the scale-out flags and variables ask for. */
 export interface ScaleOptions {
-  s3: { bucket: string, endpoint: string | undefined, region: string, prefix: string, partSize: number | undefined } | undefined
+  s3: { bucket: string, endpoint: string | undefined, region: string, prefix: string, partSize: number | undefined, partsInFlight: number | undefined } | undefined
   redis: { url: string, prefix: string } | undefined
 }
 
@@ -18,6 +18,7 @@ export const SCALE_FLAGS = {
   's3-region': { type: 'string' },
   's3-prefix': { type: 'string' },
   's3-part-size': { type: 'string' },
+  's3-parts-in-flight': { type: 'string' },
   'redis-url': { type: 'string' },
   'redis-prefix': { type: 'string' }
 } as const
@@ -29,6 +30,7 @@ Several instances (S3 for the uploads, Redis for the lock; each flag also reads 
   --s3-region <region>      the bucket's region (default: AWS_REGION, else us-east-1)       [FASTIFY_TUS_S3_REGION]
   --s3-prefix <prefix>      prefix of every object key, e.g. tus/ (default: none)          [FASTIFY_TUS_S3_PREFIX]
   --s3-part-size <bytes>    multipart part size, 5M to 5G; K, M, G suffixes (default: 8M)    [FASTIFY_TUS_S3_PART_SIZE]
+  --s3-parts-in-flight <n>  parts a PATCH uploads at once, 1 to 64 (default: 4)             [FASTIFY_TUS_S3_PARTS_IN_FLIGHT]
   --redis-url <url>         lock uploads through Redis, e.g. redis://127.0.0.1:6379        [FASTIFY_TUS_REDIS_URL]
   --redis-prefix <prefix>   prefix of the lock keys and channels (default: fastify-tus:)    [FASTIFY_TUS_REDIS_PREFIX]
   S3 credentials come from the AWS SDK's usual sources: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY,
@@ -43,6 +45,7 @@ const VARIABLES: Record<keyof typeof SCALE_FLAGS, string> = {
   's3-region': 'FASTIFY_TUS_S3_REGION',
   's3-prefix': 'FASTIFY_TUS_S3_PREFIX',
   's3-part-size': 'FASTIFY_TUS_S3_PART_SIZE',
+  's3-parts-in-flight': 'FASTIFY_TUS_S3_PARTS_IN_FLIGHT',
   'redis-url': 'FASTIFY_TUS_REDIS_URL',
   'redis-prefix': 'FASTIFY_TUS_REDIS_PREFIX'
 }
@@ -59,19 +62,22 @@ export function parseScale (values: Values, env: NodeJS.ProcessEnv, usage: (mess
     return value === undefined || value.trim() === '' ? undefined : value.trim()
   }
   const bucket = read('s3-bucket')
-  const s3Only = (['s3-endpoint', 's3-region', 's3-prefix', 's3-part-size'] as const).find((name) => read(name) !== undefined)
+  const s3Only = (['s3-endpoint', 's3-region', 's3-prefix', 's3-part-size', 's3-parts-in-flight'] as const).find((name) => read(name) !== undefined)
   if (bucket === undefined && s3Only !== undefined) throw usage(`--${s3Only} needs --s3-bucket (or ${VARIABLES['s3-bucket']})`)
   let s3: ScaleOptions['s3']
   if (bucket !== undefined) {
     const endpoint = read('s3-endpoint')
     if (endpoint !== undefined && !/^https?:\/\/[^/]+\/?$/.test(endpoint)) throw usage(`--s3-endpoint must be an http(s) URL without a path (got "${endpoint}")`)
     const partSize = read('s3-part-size')
+    const partsInFlight = read('s3-parts-in-flight')
+    if (partsInFlight !== undefined && !/^\d+$/.test(partsInFlight)) throw usage(`--s3-parts-in-flight must be a whole number (got "${partsInFlight}")`)
     s3 = {
       bucket,
       endpoint,
       region: read('s3-region') ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION ?? 'us-east-1',
       prefix: read('s3-prefix') ?? '',
-      partSize: partSize === undefined ? undefined : parseSize(partSize, usage)
+      partSize: partSize === undefined ? undefined : parseSize(partSize, usage),
+      partsInFlight: partsInFlight === undefined ? undefined : Number(partsInFlight)
     }
   }
   const url = read('redis-url')
@@ -100,11 +106,12 @@ export async function scaleServices (app: FastifyInstance, scale: ScaleOptions):
   const services: { store?: DataStore, locker?: UploadLocker } = {}
   if (scale.s3 !== undefined) {
     const { S3Store } = await peer('@aws-sdk/client-s3', async () => await import('./store/s3-store.js'))
-    const { bucket, endpoint, region, prefix, partSize } = scale.s3
+    const { bucket, endpoint, region, prefix, partSize, partsInFlight } = scale.s3
     services.store = new S3Store({
       bucket,
       prefix,
       ...(partSize === undefined ? {} : { partSize }),
+      ...(partsInFlight === undefined ? {} : { partsInFlight }),
       s3: { region, ...(endpoint === undefined ? {} : { endpoint, forcePathStyle: true }) }
     })
   }

@@ -29,7 +29,7 @@ async function ensureBuilt (): Promise<void> {
 
 await ensureBuilt()
 
-const SCALE_FLAGS = ['--s3-bucket', '--s3-endpoint', '--s3-region', '--s3-prefix', '--s3-part-size', '--redis-url', '--redis-prefix']
+const SCALE_FLAGS = ['--s3-bucket', '--s3-endpoint', '--s3-region', '--s3-prefix', '--s3-part-size', '--s3-parts-in-flight', '--redis-url', '--redis-prefix']
 
 t.test('--help documents the scale-out flags and their variables', async (t) => {
   const result = await runProcess(t, process.execPath, [cli, '--help'])
@@ -44,6 +44,9 @@ t.test('bad scale-out flags and variables exit 2 saying what is wrong', async (t
     [['--s3-bucket', 'b', '--s3-endpoint', 'ftp://x'], {}, /--s3-endpoint must be an http\(s\) URL/],
     [['--s3-bucket', 'b', '--s3-part-size', 'lots'], {}, /--s3-part-size must be a number of bytes/],
     [['--s3-bucket', 'b', '--s3-part-size', '1M', '--port', '0'], {}, /S3Store partSize must be an integer from 5242880/],
+    [['--s3-bucket', 'b', '--s3-parts-in-flight', 'many'], {}, /--s3-parts-in-flight must be a whole number/],
+    [['--s3-bucket', 'b', '--port', '0'], { FASTIFY_TUS_S3_PARTS_IN_FLIGHT: '65' }, /S3Store partsInFlight must be an integer from 1 to 64/],
+    [['--s3-parts-in-flight', '2'], {}, /--s3-parts-in-flight needs --s3-bucket/],
     [[], { FASTIFY_TUS_REDIS_URL: 'http://127.0.0.1:6379' }, /--redis-url must be a redis:\/\/ or rediss:\/\/ URL/],
     [['--redis-prefix', 'x:'], {}, /--redis-prefix needs --redis-url/]
   ]
@@ -90,12 +93,13 @@ t.test('two CLI processes on S3 + Redis share uploads and locks behind a round-r
   const aws = { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey }
   const start = (args: string[], env: Record<string, string>): RunningProcess =>
     startProcess(t, process.execPath, [cli, '--dir', dir, '--port', '0', '--log-level', 'warn', ...args], { env: { ...aws, ...env } })
-  const a = start(['--s3-bucket', bucket, '--s3-endpoint', s3.endpoint, '--s3-prefix', 'cli/', '--s3-part-size', '5M', '--redis-url', redisUrl(), '--redis-prefix', redisPrefix], {})
+  const a = start(['--s3-bucket', bucket, '--s3-endpoint', s3.endpoint, '--s3-prefix', 'cli/', '--s3-part-size', '5M', '--s3-parts-in-flight', '2', '--redis-url', redisUrl(), '--redis-prefix', redisPrefix], {})
   const b = start([], {
     FASTIFY_TUS_S3_BUCKET: bucket,
     FASTIFY_TUS_S3_ENDPOINT: s3.endpoint,
     FASTIFY_TUS_S3_PREFIX: 'cli/',
     FASTIFY_TUS_S3_PART_SIZE: '5M',
+    FASTIFY_TUS_S3_PARTS_IN_FLIGHT: '3',
     FASTIFY_TUS_REDIS_URL: redisUrl(),
     FASTIFY_TUS_REDIS_PREFIX: redisPrefix
   })

@@ -1,7 +1,8 @@
 // S3Store against a real S3-compatible server (Ceph radosgw, started by scripts/services/run.sh).
 import t from 'tap'
 import {
-  AbortMultipartUploadCommand, GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand
+  AbortMultipartUploadCommand, CreateMultipartUploadCommand, GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command,
+  ListPartsCommand, PutObjectCommand, S3Client, type S3ClientConfig
 } from '@aws-sdk/client-s3'
 import { S3Store } from '../lib/store/s3-store.js'
 import { randomBytesSeeded, sha256, startServer, tusRequest, tusUpload, createUpload, idOf } from './helpers.js'
@@ -98,6 +99,231 @@ t.test('termination aborts the multipart upload and deletes every object', async
   t.equal(await multipartUploads(bucket), 0)
 })
 
+t.test('DELETE of an unfinished upload aborts every multipart upload of its key, one a crashed create left too', async (t) => {
+  t.setTimeout(120_000)
+  const bucket = await testBucket(t)
+  const server = await startServer(t, { store: newStore(bucket) })
+  const data = randomBytesSeeded(5 * MiB + 3, 31)
+  const url = await createUpload(server, { 'Upload-Length': String(2 * data.length) })
+  const id = idOf(url)
+  // A second multipart upload of the same key, as an instance that crashed between CreateMultipartUpload and its
+  // info object leaves (or a part that landed while an abort ran).
+  await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: `uploads/${id}` }))
+  const patched = await tusRequest(url, { method: 'PATCH', headers: { ...OCTET, 'Upload-Offset': '0' }, body: data })
+  t.equal(patched.status, 204)
+  t.equal(patched.headers['upload-offset'], String(data.length))
+  t.equal(await multipartUploads(bucket), 2)
+  const removed = await tusRequest(url, { method: 'DELETE' })
+  t.equal(removed.status, 204)
+  t.equal((await tusRequest(url, { method: 'HEAD' })).status, 404)
+  t.equal(await multipartUploads(bucket), 0, 'ListMultipartUploads is empty')
+  t.same(await keys(bucket), [])
+})
+
+t.test('removeExpired() aborts the expired upload\'s multipart upload and those no upload refers to', async (t) => {
+  t.setTimeout(120_000)
+  const bucket = await testBucket(t)
+  const store = newStore(bucket)
+  const id = contractId()
+  await store.create({ id, size: 10 * MiB, metadata: {} })
+  await store.write(id, 0, bytes(randomBytesSeeded(5 * MiB + 1, 32)))
+  // No info object refers to these: a create that crashed before writing it, in the root and in a sub-directory.
+  await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: `uploads/${contractId()}` }))
+  await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: `uploads/team-a/${contractId()}` }))
+  t.equal(await multipartUploads(bucket), 3)
+  const keeping = await startServer(t, { store: newStore(bucket) })
+  t.same(await keeping.app.tus.removeExpired(), [], 'nothing expired with the default 5 days')
+  t.equal(await multipartUploads(bucket), 3, 'recent abandoned multipart uploads are kept (a create may be running)')
+  const expiring = await startServer(t, { store: newStore(bucket), daysToKeep: 1e-8 })
+  const expired = await expiring.app.tus.removeExpired()
+  t.same(expired.map((upload) => upload.id), [id])
+  t.equal(await multipartUploads(bucket), 0, 'ListMultipartUploads is empty')
+  t.same(await keys(bucket), [])
+})
+
+/** What the SDK hands its HTTP handler, as far as these tests look at it. */
+interface SentRequest { method: string, query?: Record<string, string | string[] | null> }
+type Handle = (request: SentRequest, options?: unknown) => Promise<unknown>
+
+/** S3 client settings whose HTTP handler runs `around` for every UploadPart (PUT with a partNumber), no retries. */
+function gatedConfig (around: (partNumber: number, send: () => Promise<unknown>) => Promise<unknown>): S3ClientConfig {
+  const plain = new S3Client(s3ClientConfig())
+  t.teardown(() => { plain.destroy() })
+  const inner = plain.config.requestHandler as unknown as { handle: Handle }
+  const handle: Handle = async (request, options) => {
+    const partNumber = request.query?.partNumber
+    const send = async (): Promise<unknown> => await inner.handle(request, options)
+    return request.method === 'PUT' && typeof partNumber === 'string' ? await around(Number(partNumber), send) : await send()
+  }
+  return { ...s3ClientConfig(), maxAttempts: 1, requestHandler: { handle } as unknown as S3ClientConfig['requestHandler'] }
+}
+
+async function * chunked (data: Buffer, size = 64 * 1024): AsyncIterable<Buffer> {
+  for (let start = 0; start < data.length; start += size) yield data.subarray(start, start + size)
+}
+
+t.test('parts upload concurrently, up to partsInFlight, numbered in order', async (t) => {
+  t.setTimeout(120_000)
+  const bucket = await testBucket(t)
+  let running = 0
+  let most = 0
+  // Every UploadPart waits until four are on their way at once: a store sending one part at a time never gets there.
+  let opened!: () => void
+  const barrier = new Promise<void>((resolve) => { opened = resolve })
+  const store = new S3Store({
+    bucket,
+    prefix: 'uploads/',
+    partSize: 5 * MiB,
+    partsInFlight: 4,
+    s3: gatedConfig(async (_partNumber, send) => {
+      running++
+      most = Math.max(most, running)
+      if (running === 4) opened()
+      await barrier
+      try {
+        return await send()
+      } finally {
+        running--
+      }
+    })
+  })
+  t.teardown(async () => { await store.close() })
+  t.equal(store.partsInFlight, 4)
+  t.equal(newStore(bucket).partsInFlight, 4, 'the default')
+  const data = randomBytesSeeded(6 * 5 * MiB + 100, 41)
+  const id = contractId()
+  await store.create({ id, size: data.length, metadata: {} })
+  t.equal(await store.write(id, 0, chunked(data)), data.length)
+  t.equal(most, 4, 'four parts at once, never more')
+  const listed = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }))
+  const parts = await client.send(new ListPartsCommand({ Bucket: bucket, Key: `uploads/${id}`, UploadId: listed.Uploads![0]!.UploadId }))
+  t.same(parts.Parts!.map(({ PartNumber, Size }) => [PartNumber, Size]), [1, 2, 3, 4, 5, 6].map((n) => [n, 5 * MiB]))
+  t.equal((await store.getInfo(id)).offset, data.length)
+  await store.flush(id)
+  const object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: `uploads/${id}` }))
+  t.equal(sha256(Buffer.from(await object.Body!.transformToByteArray())), sha256(data), 'the parts are in order')
+})
+
+t.test('a part that fails while later ones land: the upload resumes after the last part before it', async (t) => {
+  t.setTimeout(180_000)
+  const bucket = await testBucket(t)
+  // Part 2 fails, but only once parts 3 and 4 are stored: a gap, with parts after it.
+  const stored = new Map<number, () => void>()
+  const landed = (n: number): Promise<void> => new Promise((resolve) => { stored.set(n, resolve) })
+  const later = Promise.all([landed(3), landed(4)])
+  const failing = new S3Store({
+    bucket,
+    prefix: 'uploads/',
+    partSize: 5 * MiB,
+    partsInFlight: 4,
+    s3: gatedConfig(async (partNumber, send) => {
+      if (partNumber === 2) {
+        await later
+        throw new Error('injected: part 2 failed')
+      }
+      const result = await send()
+      stored.get(partNumber)?.()
+      return result
+    })
+  })
+  t.teardown(async () => { await failing.close() })
+  const data = randomBytesSeeded(4 * 5 * MiB + 2 * MiB + 10, 42)
+  const id = contractId()
+  await failing.create({ id, size: data.length, metadata: {} })
+  await t.rejects(failing.write(id, 0, chunked(data)), { code: 'FST_TUS_STORE_FAILED', message: /injected: part 2 failed/ })
+  const listed = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }))
+  const parts = await client.send(new ListPartsCommand({ Bucket: bucket, Key: `uploads/${id}`, UploadId: listed.Uploads![0]!.UploadId }))
+  t.same(parts.Parts!.map(({ PartNumber }) => PartNumber), [1, 3, 4], 'parts 3 and 4 landed after the gap')
+  t.same(await keys(bucket), [`uploads/${id}.info`], 'the bytes after the failure were not kept')
+
+  // Another instance: HEAD says the last durable offset; the client resumes there, in two PATCHes.
+  const server = await startServer(t, { store: newStore(bucket) })
+  const url = `${server.endpoint}${id}`
+  const head = await tusRequest(url, { method: 'HEAD' })
+  t.equal(head.status, 200)
+  t.equal(head.headers['upload-offset'], String(5 * MiB))
+  const middle = 2 * 5 * MiB + 100
+  const first = await tusRequest(url, { method: 'PATCH', headers: { ...OCTET, 'Upload-Offset': String(5 * MiB) }, body: data.subarray(5 * MiB, middle) })
+  t.equal(first.status, 204)
+  t.equal(first.headers['upload-offset'], String(middle))
+  // The stale part 3 (beyond the old gap) is not counted: the offset is what this PATCH left.
+  t.equal((await tusRequest(url, { method: 'HEAD' })).headers['upload-offset'], String(middle))
+  const rest = await tusRequest(url, { method: 'PATCH', headers: { ...OCTET, 'Upload-Offset': String(middle) }, body: data.subarray(middle) })
+  t.equal(rest.status, 204)
+  t.equal(rest.headers['upload-offset'], String(data.length))
+  const download = await tusRequest(url)
+  t.equal(download.status, 200)
+  t.equal(download.headers['content-length'], String(data.length))
+  t.equal(sha256(download.body), sha256(data), 'byte-identical')
+  t.equal(await multipartUploads(bucket), 0)
+})
+
+/** S3 client settings that log every request the SDK sends as `METHOD key` (a path's last segment, `?` and the query's names). */
+function countingConfig (log: string[]): S3ClientConfig {
+  const plain = new S3Client(s3ClientConfig())
+  t.teardown(() => { plain.destroy() })
+  const inner = plain.config.requestHandler as unknown as { handle: Handle }
+  const handle: Handle = async (request, options) => {
+    const { path } = request as SentRequest & { path: string }
+    const name = path.slice(path.lastIndexOf('/') + 1)
+    const query = Object.keys(request.query ?? {}).filter((key) => key !== 'x-id').sort().join('&')
+    log.push(`${request.method} ${name.endsWith('.info') ? 'info' : name.endsWith('.part') ? 'part' : 'data'}${query === '' ? '' : `?${query}`}`)
+    return await inner.handle(request, options)
+  }
+  return { ...s3ClientConfig(), requestHandler: { handle } as unknown as S3ClientConfig['requestHandler'] }
+}
+
+t.test('HEAD of an unfinished upload: 2 S3 requests once its info is cached, and right across instances', async (t) => {
+  t.setTimeout(120_000)
+  const bucket = await testBucket(t)
+  const log: string[] = []
+  const counted = new S3Store({ bucket, prefix: 'uploads/', partSize: 5 * MiB, s3: countingConfig(log) })
+  t.teardown(async () => { await counted.close() })
+  const a = await startServer(t, { store: counted })
+  const b = await startServer(t, { store: newStore(bucket) })
+  const data = randomBytesSeeded(5 * MiB + 20, 61)
+  const url = await createUpload(b, { 'Upload-Length': String(data.length) })
+  const id = idOf(url)
+  const onA = `${a.endpoint}${id}`
+  async function headOnA (): Promise<{ status: number, offset: string | undefined, requests: string[] }> {
+    log.length = 0
+    const head = await tusRequest(onA, { method: 'HEAD' })
+    return { status: head.status, offset: head.headers['upload-offset'] as string | undefined, requests: [...log] }
+  }
+  const cold = await headOnA()
+  t.same(cold, { status: 200, offset: '0', requests: ['GET info', 'GET data?uploadId', 'HEAD part'] }, 'first HEAD: info, ListParts, the incomplete part')
+  const warm = await headOnA()
+  t.same(warm, { status: 200, offset: '0', requests: ['GET data?uploadId', 'HEAD part'] }, 'then the info object is not read again')
+
+  // Bytes stored by another instance: counted at once (the parts and the incomplete part are always read).
+  const patched = await tusRequest(url, { method: 'PATCH', headers: { ...OCTET, 'Upload-Offset': '0' }, body: data.subarray(0, 5 * MiB + 10) })
+  t.equal(patched.status, 204)
+  t.same(await headOnA(), { status: 200, offset: String(5 * MiB + 10), requests: ['GET data?uploadId', 'HEAD part'] })
+  // Completed by another instance: the multipart upload is gone, so the info object is read again.
+  const last = await tusRequest(url, { method: 'PATCH', headers: { ...OCTET, 'Upload-Offset': String(5 * MiB + 10) }, body: data.subarray(5 * MiB + 10) })
+  t.equal(last.status, 204)
+  const completed = await headOnA()
+  t.equal(completed.status, 200)
+  t.equal(completed.offset, String(data.length), 'complete')
+  t.same(completed.requests.slice(0, 2), ['GET data?uploadId', 'GET info'], 'the stale entry was noticed and dropped')
+  const download = await tusRequest(onA)
+  t.equal(download.status, 200)
+  t.equal(sha256(download.body), sha256(data))
+  // Terminated by another instance: 404 on A at once.
+  const other = await createUpload(b, { 'Upload-Length': '100' })
+  t.equal((await tusRequest(`${a.endpoint}${idOf(other)}`, { method: 'HEAD' })).status, 200)
+  t.equal((await tusRequest(other, { method: 'DELETE' })).status, 204)
+  t.equal((await tusRequest(`${a.endpoint}${idOf(other)}`, { method: 'HEAD' })).status, 404)
+  // A deferred length declared by another instance: seen by A (such uploads are not cached).
+  const deferred = await createUpload(b, { 'Upload-Defer-Length': '1' })
+  t.equal((await tusRequest(`${a.endpoint}${idOf(deferred)}`, { method: 'HEAD' })).headers['upload-defer-length'], '1')
+  const declared = await tusRequest(deferred, { method: 'PATCH', headers: { ...OCTET, 'Upload-Offset': '0', 'Upload-Length': '10' }, body: 'abc' })
+  t.equal(declared.status, 204)
+  const seen = await tusRequest(`${a.endpoint}${idOf(deferred)}`, { method: 'HEAD' })
+  t.equal(seen.headers['upload-length'], '10')
+  t.equal(seen.headers['upload-offset'], '3')
+})
+
 t.test('a multipart upload aborted behind the store\'s back: the upload is gone (404), not broken', async (t) => {
   const bucket = await testBucket(t)
   const store = newStore(bucket)
@@ -121,6 +347,9 @@ t.test('S3 unreachable or a missing bucket: FST_TUS_STORE_FAILED naming the S3 o
 t.test('invalid options are refused at construction', async (t) => {
   for (const partSize of [5 * MiB - 1, 5 * 1024 * MiB + 1, 5 * MiB + 0.5]) {
     t.throws(() => new S3Store({ bucket: 'b', s3: s3ClientConfig(), partSize }), { code: 'FST_TUS_INVALID_OPTION' }, String(partSize))
+  }
+  for (const partsInFlight of [0, 65, 1.5]) {
+    t.throws(() => new S3Store({ bucket: 'b', s3: s3ClientConfig(), partsInFlight }), { code: 'FST_TUS_INVALID_OPTION', message: /partsInFlight/ }, String(partsInFlight))
   }
   t.throws(() => new S3Store({ bucket: '', s3: s3ClientConfig() }), { code: 'FST_TUS_INVALID_OPTION' })
 })

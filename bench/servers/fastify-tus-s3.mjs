@@ -1,7 +1,7 @@
 // fastify-tus with S3Store as a user gets it: the built package (dist/, through the package's own names) in a
 // plain Fastify app without a logger, storing into an S3-compatible service (the bench uses Ceph radosgw).
 // Usage: node fastify-tus-s3.mjs <data dir, unused> --endpoint=<url> --bucket=<name> [--part-size=<bytes>]
-//        [--access-key=<key> --secret-key=<key>]  (default: TUS_TEST_S3_ACCESS_KEY / TUS_TEST_S3_SECRET_KEY)
+//        [--parts-in-flight=<n>] [--access-key=<key> --secret-key=<key>]  (default: TUS_TEST_S3_ACCESS_KEY / TUS_TEST_S3_SECRET_KEY)
 // The data directory argument is only there so that bench/servers.ts starts every server the same way.
 import Fastify from 'fastify'
 import tus from 'fastify-tus'
@@ -18,9 +18,11 @@ if (endpoint === undefined || bucket === undefined) {
   throw new Error('usage: fastify-tus-s3.mjs <data dir> --endpoint=<url> --bucket=<name> [--part-size=<bytes>]')
 }
 const partSize = option('part-size')
+const partsInFlight = option('parts-in-flight')
 const store = new S3Store({
   bucket,
   ...(partSize === undefined ? {} : { partSize: Number(partSize) }),
+  ...(partsInFlight === undefined ? {} : { partsInFlight: Number(partsInFlight) }),
   // As test/services.ts s3ClientConfig; the two checksum settings Ceph needs are S3Store's defaults.
   s3: {
     endpoint,

@@ -5,6 +5,7 @@ import { isExpired } from './uploads.js'
 
 /** Uploads checked at once: file-system calls overlap (the thread pool has 4 threads), memory stays bounded. */
 const CONCURRENCY = 16
+const DAY_MS = 24 * 60 * 60 * 1000
 
 /**
  * Removes every upload whose retention period has passed and resolves with what it removed. Each
@@ -34,6 +35,11 @@ export async function removeExpired (services: TusServices): Promise<UploadInfo[
   if (failure !== undefined) {
     await ids.return?.()
     throw failure.reason
+  }
+  // What failures left behind (S3: multipart uploads no upload refers to), once as old as an expired upload.
+  const { daysToKeep } = services.options
+  if (services.store.removeAbandoned !== undefined && Number.isFinite(daysToKeep)) {
+    await services.store.removeAbandoned(new Date(Date.now() - daysToKeep * DAY_MS))
   }
   return removed
 }

@@ -6,6 +6,7 @@ import {
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   ListPartsCommand,
   UploadPartCopyCommand,
@@ -30,6 +31,8 @@ const INCOMPLETE_SUFFIX = '.part'
 const PENDING_FINALS_SUFFIX = '.finals/'
 /** User metadata on the incomplete-part object: the part number its bytes will become. */
 const PART_NUMBER = 'tus-part-number'
+/** Info objects of unfinished uploads kept in memory (#state): about 1 KiB each. */
+const INFO_CACHE_ENTRIES = 10_000
 
 export interface S3StoreOptions {
   /** The bucket the uploads live in; it must exist. */
@@ -43,11 +46,17 @@ export interface S3StoreOptions {
   /** Prefix of every object key, e.g. `uploads/`. Default ''. */
   prefix?: string
   /**
-   * Bytes per multipart part (S3: at least 5 MiB). A PATCH's bytes are buffered in memory up to one part, so
-   * this bounds the memory per running PATCH. Uploads of known length use bigger parts when they need more
+   * Bytes per multipart part (S3: at least 5 MiB). A PATCH's bytes are buffered in memory by whole parts, so
+   * this (with `partsInFlight`) bounds the memory per running PATCH. Uploads of known length use bigger parts when they need more
    * than 10000 parts. Default 8 MiB.
    */
   partSize?: number
+  /**
+   * Parts a PATCH uploads at once (1 to 64). Memory per running PATCH is bounded by (partsInFlight + 1) x
+   * partSize: the parts on their way plus the one being filled. Parts are still numbered in order; if one
+   * fails, the upload resumes after the last part before it. Default 4.
+   */
+  partsInFlight?: number
 }
 
 /** What `<id>.info` holds. The offset is not in it: it is what S3 has durably stored, so it is never stale. */
@@ -75,8 +84,10 @@ interface StoredPart {
 /** An upload as S3 holds it right now. */
 interface UploadState {
   info: InfoObject
-  /** Uploaded parts, in order; empty once completed. */
+  /** Uploaded parts 1..n, each a whole part, in order; empty once completed. */
   parts: StoredPart[]
+  /** Part numbers beyond a gap (a part that failed while later ones landed): not counted, overwritten later. */
+  strays: Set<number>
   /** Bytes of the unfinished part (the incomplete-part object), 0 when there is none. */
   incompleteSize: number
   offset: number
@@ -95,7 +106,15 @@ export class S3Store implements DataStore {
   readonly bucket: string
   readonly prefix: string
   readonly partSize: number
+  readonly partsInFlight: number
   readonly #client: S3Client
+  /**
+   * The info objects of unfinished uploads of known length, as read last. What such an object says cannot change
+   * while its multipart upload exists (only completion, which ends that multipart upload, rewrites it; a
+   * termination aborts it first), and every #state lists the parts of that multipart upload anyway: a 404 there
+   * means the entry is stale, whichever instance made it so, and the info object is read again.
+   */
+  readonly #infoCache = new Map<string, InfoObject>()
 
   constructor (options: S3StoreOptions) {
     if (typeof options.bucket !== 'string' || options.bucket === '') throw new TusErrors.INVALID_OPTION('S3Store bucket must be a non-empty string')
@@ -104,6 +123,10 @@ export class S3Store implements DataStore {
     this.partSize = options.partSize ?? 8 * MiB
     if (!Number.isSafeInteger(this.partSize) || this.partSize < MIN_PART_SIZE || this.partSize > MAX_PART_SIZE) {
       throw new TusErrors.INVALID_OPTION(`S3Store partSize must be an integer from ${MIN_PART_SIZE} (5 MiB) to ${MAX_PART_SIZE} (5 GiB) (got ${String(options.partSize)})`)
+    }
+    this.partsInFlight = options.partsInFlight ?? 4
+    if (!Number.isSafeInteger(this.partsInFlight) || this.partsInFlight < 1 || this.partsInFlight > 64) {
+      throw new TusErrors.INVALID_OPTION(`S3Store partsInFlight must be an integer from 1 to 64 (got ${String(options.partsInFlight)})`)
     }
     this.#client = new S3Client({
       requestChecksumCalculation: 'WHEN_REQUIRED',
@@ -169,6 +192,19 @@ export class S3Store implements DataStore {
     let received = 0
     let sourceError: unknown
     const chunks = source[Symbol.asyncIterator]()
+    // Up to partsInFlight UploadParts at once. The first to fail stops the write; the others are awaited, so
+    // nothing of this write lands after it returns. Parts after a failed one are strays (see #state).
+    const inFlight = new Set<Promise<void>>()
+    const failures: unknown[] = []
+    const strays = new Set(state.strays)
+    const start = (number: number, body: Buffer): void => {
+      const upload: Promise<void> = this.#uploadPart(info, number, body).then(
+        () => { strays.delete(number) },
+        (error: unknown) => { failures.push(error) }
+      ).finally(() => { inFlight.delete(upload) })
+      inFlight.add(upload)
+    }
+    const settle = async (): Promise<void> => { await Promise.all([...inFlight]) }
     try {
       while (true) {
         let next: IteratorResult<Buffer>
@@ -183,15 +219,28 @@ export class S3Store implements DataStore {
         pending.push(next.value)
         received += next.value.length
         while (pending.length >= info.partSize) {
+          while (inFlight.size >= this.partsInFlight && failures.length === 0) await Promise.race(inFlight)
+          if (failures.length > 0) throw failures[0]
+          if (partNumber > MAX_PARTS) throw new TusErrors.STORE_FAILED(`upload ${id} needs more than ${MAX_PARTS} parts of ${info.partSize} bytes; raise partSize`)
           fence()
-          await this.#uploadPart(info, partNumber, pending.take(info.partSize))
+          start(partNumber, pending.take(info.partSize))
           partNumber++
         }
+        if (failures.length > 0) throw failures[0]
       }
+      await settle()
+      if (failures.length > 0) throw failures[0]
     } catch (error) {
-      // S3 failed: what was buffered is lost, so nothing after it may be kept either; the offset stays what S3 has.
+      // S3 failed (or the lock was lost): what was buffered is lost, so nothing after it may be kept either; the
+      // offset stays what S3 has, the parts before the first failure.
+      await settle()
       await chunks.return?.()
       throw error
+    }
+    // A stray part right after the last one written would make S3's listing count it: overwrite it with nothing.
+    if (strays.has(partNumber)) {
+      fence()
+      await this.#uploadPart(info, partNumber, Buffer.alloc(0))
     }
     const remainder = pending.take(pending.length)
     if (remainder.length > 0 || carried > 0) fence()
@@ -312,15 +361,46 @@ export class S3Store implements DataStore {
       if ((error as { code?: unknown }).code === 'FST_TUS_NOT_FOUND') return undefined
       throw error
     })
+    this.#infoCache.delete(id)
     if (info === undefined) return
-    // The info object goes first so that the upload vanishes at once, even if removing the data fails.
-    await this.#delete(this.#infoKey(id))
     const dataKey = this.#dataKey(id, info.body.directory)
+    // The multipart upload goes first: once it is aborted the upload is gone (getInfo: 404), and if aborting
+    // fails the info object is still there, so the termination can be retried and nothing is left unreferenced.
     await this.#abort(dataKey, info.body.uploadId)
+    await this.#delete(this.#infoKey(id))
+    // Any other multipart upload of this key: a create that crashed (or raced) before writing its info, or a part
+    // that landed while the abort above ran (S3 then keeps a second upload alive).
+    for await (const upload of this.#multipartUploads(dataKey)) {
+      if (upload.key === dataKey) await this.#abort(upload.key, upload.uploadId)
+    }
     await this.#delete(dataKey)
     await this.#delete(this.#incompleteKey(id))
     // The records of finals waiting for this partial: they can never complete now.
     for await (const key of this.#keys(this.#pendingFinalsPrefix(id))) await this.#delete(key)
+  }
+
+  /**
+   * Aborts the multipart uploads under the prefix that no upload refers to (no info object, or an info object
+   * naming another multipart upload) and that were started before `before`: what a crash between
+   * CreateMultipartUpload and the info object, or an interrupted termination, leaves behind (S3 bills their
+   * parts until aborted). A bucket lifecycle rule (AbortIncompleteMultipartUpload) is the safety net.
+   */
+  async removeAbandoned (before: Date): Promise<number> {
+    let removed = 0
+    for await (const upload of this.#multipartUploads(this.prefix)) {
+      if (upload.initiated === undefined || upload.initiated >= before) continue
+      const id = upload.key.slice(upload.key.lastIndexOf('/') + 1)
+      const info = isValidUploadId(id) && upload.key.startsWith(this.prefix)
+        ? await this.#readInfo(id).catch((error: unknown) => {
+          if ((error as { code?: unknown }).code === 'FST_TUS_NOT_FOUND') return undefined
+          throw error
+        })
+        : undefined
+      if (info !== undefined && info.body.uploadId === upload.uploadId && this.#dataKey(id, info.body.directory) === upload.key) continue
+      await this.#abort(upload.key, upload.uploadId)
+      removed++
+    }
+    return removed
   }
 
   async * list (): AsyncIterable<string> {
@@ -359,18 +439,61 @@ export class S3Store implements DataStore {
     } while (token !== undefined)
   }
 
+  /** Every multipart upload in progress under `prefix`, all pages. */
+  async * #multipartUploads (prefix: string): AsyncIterable<{ key: string, uploadId: string, initiated: Date | undefined }> {
+    let keyMarker: string | undefined
+    let uploadIdMarker: string | undefined
+    do {
+      const page = await this.#send('ListMultipartUploads', async (s3) => await s3.send(new ListMultipartUploadsCommand({
+        Bucket: this.bucket,
+        Prefix: prefix,
+        ...(keyMarker === undefined ? {} : { KeyMarker: keyMarker }),
+        ...(uploadIdMarker === undefined ? {} : { UploadIdMarker: uploadIdMarker })
+      })))
+      for (const { Key, UploadId, Initiated } of page.Uploads ?? []) {
+        if (Key !== undefined && UploadId !== undefined) yield { key: Key, uploadId: UploadId, initiated: Initiated }
+      }
+      const truncated = page.IsTruncated === true && (page.NextKeyMarker !== undefined || page.NextUploadIdMarker !== undefined)
+      keyMarker = truncated ? page.NextKeyMarker : undefined
+      uploadIdMarker = truncated ? page.NextUploadIdMarker : undefined
+    } while (keyMarker !== undefined || uploadIdMarker !== undefined)
+  }
+
   async #state (id: string): Promise<UploadState> {
+    const cached = this.#infoCache.get(id)
+    if (cached !== undefined) {
+      const listed = await this.#listParts(this.#dataKey(id, cached.directory), cached.uploadId)
+      if (listed !== undefined) return await this.#unfinishedState(id, cached, listed)
+      this.#infoCache.delete(id)
+    }
     const { body: info, lastModified } = await this.#readInfo(id)
-    const createdAt = new Date(info.createdAt)
     const dataKey = this.#dataKey(id, info.directory)
-    if (info.completed === true) return { info, parts: [], incompleteSize: 0, offset: info.size ?? 0, modifiedAt: lastModified }
-    const parts = await this.#listParts(dataKey, info.uploadId)
-    if (parts === undefined) {
+    if (info.completed === true) return { info, parts: [], strays: new Set(), incompleteSize: 0, offset: info.size ?? 0, modifiedAt: lastModified }
+    const listed = await this.#listParts(dataKey, info.uploadId)
+    if (listed === undefined) {
       // The multipart upload is gone: either completed just before the info could say so, or aborted by a
       // termination that had already removed the info object.
       const data = await this.#head(dataKey)
       if (data === undefined) throw new TusErrors.NOT_FOUND()
-      return { info: { ...info, completed: true }, parts: [], incompleteSize: 0, offset: data.ContentLength ?? 0, modifiedAt: data.LastModified ?? lastModified }
+      return { info: { ...info, completed: true }, parts: [], strays: new Set(), incompleteSize: 0, offset: data.ContentLength ?? 0, modifiedAt: data.LastModified ?? lastModified }
+    }
+    // A deferred length can be declared by any instance without touching the multipart upload: not cached.
+    if (info.size !== null) {
+      if (this.#infoCache.size >= INFO_CACHE_ENTRIES) this.#infoCache.delete(this.#infoCache.keys().next().value!)
+      this.#infoCache.set(id, info)
+    }
+    return await this.#unfinishedState(id, info, listed)
+  }
+
+  async #unfinishedState (id: string, info: InfoObject, listed: StoredPart[]): Promise<UploadState> {
+    const createdAt = new Date(info.createdAt)
+    // The parts that count: 1, 2, 3... without a gap, none empty. Parts uploaded at once can land out of order:
+    // after a failed one the later ones are strays, left out until overwritten (an empty part ends the run).
+    const parts: StoredPart[] = []
+    const strays = new Set<number>()
+    for (const part of listed) {
+      if (strays.size === 0 && part.PartNumber === parts.length + 1 && part.Size > 0) parts.push(part)
+      else strays.add(part.PartNumber)
     }
     let modifiedAt = createdAt
     let offset = 0
@@ -386,7 +509,7 @@ export class S3Store implements DataStore {
       offset += incompleteSize
       if (incomplete.LastModified !== undefined && incomplete.LastModified > modifiedAt) modifiedAt = incomplete.LastModified
     }
-    return { info, parts, incompleteSize, offset, modifiedAt }
+    return { info, parts, strays, incompleteSize, offset, modifiedAt }
   }
 
   async #listParts (key: string, uploadId: string): Promise<StoredPart[] | undefined> {
@@ -407,9 +530,6 @@ export class S3Store implements DataStore {
       marker = page.IsTruncated === true ? page.NextPartNumberMarker : undefined
     } while (marker !== undefined)
     parts.sort((a, b) => a.PartNumber - b.PartNumber)
-    parts.forEach((part, index) => {
-      if (part.PartNumber !== index + 1) throw new TusErrors.STORE_FAILED(`S3 multipart upload ${uploadId} misses part ${index + 1}`)
-    })
     return parts
   }
 
@@ -446,6 +566,7 @@ export class S3Store implements DataStore {
   }
 
   async #writeInfo (info: InfoObject): Promise<void> {
+    this.#infoCache.delete(info.id)
     const body = JSON.stringify(info)
     await this.#send('PutObject', async (s3) => await s3.send(new PutObjectCommand({
       Bucket: this.bucket,

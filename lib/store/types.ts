@@ -84,6 +84,12 @@ export interface DataStore {
   listPendingFinals? (partialId: string): Promise<string[]>
   /** Forgets that `finalId` waits for `partialIds`; forgetting what is not recorded is harmless. */
   removePendingFinal? (finalId: string, partialIds: string[]): Promise<void>
+  /**
+   * Optional: removes what failures left behind that no upload refers to any more, if it was started before
+   * `before` (S3: multipart uploads without an info object, from a crashed create or an interrupted termination).
+   * `removeExpired()` calls it with its retention horizon. Resolves with how many it removed.
+   */
+  removeAbandoned? (before: Date): Promise<number>
   /** Streams the stored bytes, or a range of them. */
   read (id: string, range?: ByteRange): Promise<Readable>
   /** Removes the upload and its data. */
