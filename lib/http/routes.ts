@@ -45,7 +45,7 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
   instance.setErrorHandler((error: TusHttpError, request, reply) => {
     // Requests that name a draft interop version (even one not accepted) get the draft's answer.
     if (request.headers[INTEROP_HEADER] === undefined || services.options.ietfDraftVersions.length === 0) {
-      sendTusError(error, request, reply)
+      sendTusError(error, request, reply, services.options.formatError)
       return
     }
     let version: DraftVersion | undefined
