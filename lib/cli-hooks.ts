@@ -1,3 +1,6 @@
+import { execFile } from 'node:child_process'
+import { constants as fsConstants } from 'node:fs'
+import { access } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import type { TusDecorator } from './index.js'
@@ -102,48 +105,30 @@ class HookRefusal extends Error {
   }
 }
 
+/** The plugin options and event listeners of a set of tusd hooks (over HTTP, or files in a directory). */
+export interface TusdHooks {
+  /** Wraps the hooks of `base` (each runs first). */
+  options: (base: TusPluginOptions) => TusPluginOptions
+  /** Sends the non-blocking hooks from the upload events. */
+  attach: (tus: TusDecorator, log: FastifyBaseLogger) => void
+  /** Resolves once every non-blocking hook sent so far has been answered (or failed). */
+  idle: () => Promise<void>
+}
+
+type HookSender = (type: TusdHookName, event: TusdHookRequest['Event']) => Promise<TusdHookResponse>
+
 /**
  * The plugin options and event listeners that send tusd's hooks to `config.url`. `options(base)` wraps the
  * hooks of `base` (each runs first); `attach(app.tus, log)` sends the non-blocking hooks.
  */
-export function tusdHttpHooks (config: TusdHooksConfig): {
-  options: (base: TusPluginOptions) => TusPluginOptions
-  attach: (tus: TusDecorator, log: FastifyBaseLogger) => void
-  /** Resolves once every non-blocking hook sent so far has been answered (or failed). */
-  idle: () => Promise<void>
-} {
+export function tusdHttpHooks (config: TusdHooksConfig): TusdHooks {
   const url = new URL(config.url)
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`the hook URL must start with http:// or https:// (got "${config.url}")`)
-  const enabled = new Set(config.events ?? DEFAULT_TUSD_HOOKS)
   const timeoutMs = config.timeoutMs ?? 15_000
   const retries = config.retries ?? 3
   const backoffMs = config.backoffMs ?? 1000
   if (!Number.isSafeInteger(retries) || retries < 0) throw new TypeError(`retries must be a non-negative integer (got ${retries})`)
   if (!Number.isSafeInteger(backoffMs) || backoffMs < 0) throw new TypeError(`backoffMs must be a non-negative integer (got ${backoffMs})`)
-  /** Uploads a post-receive answer stopped: every later progress report of theirs is refused. */
-  const stopped = new Map<string, TusdHookResponse['HTTPResponse']>()
-  const pending = new Set<Promise<void>>()
-
-  const upload = (info: UploadInfo | NewUpload, created: boolean): TusdUpload => ({
-    ID: created ? info.id : '',
-    Size: info.size ?? 0,
-    SizeIsDeferred: info.size === undefined,
-    Offset: 'offset' in info ? info.offset : 0,
-    MetaData: { ...info.metadata },
-    IsPartial: info.concat?.type === 'partial',
-    IsFinal: info.concat?.type === 'final',
-    PartialUploads: info.concat?.type === 'final' ? [...info.concat.parts] : null,
-    Storage: created ? storage(info as UploadInfo) : null
-  })
-  const storage = (info: UploadInfo): Record<string, string> => {
-    const path = info.path ?? (config.dir === undefined ? undefined : join(config.dir, info.directory ?? '', info.id))
-    return {
-      Type: 'filestore',
-      ...(path === undefined ? {} : { Path: path }),
-      ...(config.dir === undefined ? {} : { InfoPath: join(config.dir, `${info.id}.json`) })
-    }
-  }
-
   const send = async (type: TusdHookName, event: TusdHookRequest['Event']): Promise<TusdHookResponse> => {
     const body: TusdHookRequest = { Type: type, Event: event }
     const headers = new Headers()
@@ -164,11 +149,37 @@ export function tusdHttpHooks (config: TusdHooksConfig): {
       await new Promise((resolve) => { setTimeout(resolve, backoffMs) })
     }
     if (response.status < 200 || response.status > 299) throw new Error(`the ${type} hook answered ${response.status}`)
-    if (text.length > MAX_RESPONSE) throw new Error(`the ${type} hook answered more than ${MAX_RESPONSE} bytes`)
-    if (text.trim() === '') return {}
-    const parsed: unknown = JSON.parse(text)
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error(`the ${type} hook answered no JSON object`)
-    return parsed as TusdHookResponse
+    return hookAnswer(type, text)
+  }
+
+  return tusdHooks(send, config.events, config.dir)
+}
+
+/** The hooks of tusd, whatever carries them (`send`). */
+function tusdHooks (send: HookSender, events: readonly TusdHookName[] | undefined, dir: string | undefined): TusdHooks {
+  /** Uploads a post-receive answer stopped: every later progress report of theirs is refused. */
+  const stopped = new Map<string, TusdHookResponse['HTTPResponse']>()
+  const pending = new Set<Promise<void>>()
+
+  const enabled = new Set(events ?? DEFAULT_TUSD_HOOKS)
+  const upload = (info: UploadInfo | NewUpload, created: boolean): TusdUpload => ({
+    ID: created ? info.id : '',
+    Size: info.size ?? 0,
+    SizeIsDeferred: info.size === undefined,
+    Offset: 'offset' in info ? info.offset : 0,
+    MetaData: { ...info.metadata },
+    IsPartial: info.concat?.type === 'partial',
+    IsFinal: info.concat?.type === 'final',
+    PartialUploads: info.concat?.type === 'final' ? [...info.concat.parts] : null,
+    Storage: created ? storage(info as UploadInfo) : null
+  })
+  const storage = (info: UploadInfo): Record<string, string> => {
+    const path = info.path ?? (dir === undefined ? undefined : join(dir, info.directory ?? '', info.id))
+    return {
+      Type: 'filestore',
+      ...(path === undefined ? {} : { Path: path }),
+      ...(dir === undefined ? {} : { InfoPath: join(dir, `${info.id}.json`) })
+    }
   }
 
   const notify = (log: FastifyBaseLogger, type: TusdHookName, info: UploadInfo, request: FastifyRequest): void => {
@@ -241,6 +252,54 @@ export function tusdHttpHooks (config: TusdHooksConfig): {
       while (pending.size > 0) await Promise.allSettled([...pending])
     }
   }
+}
+
+/** A hook's output as its response: nothing is `{}`; else a JSON object of at most 64 KiB. */
+function hookAnswer (type: TusdHookName, text: string): TusdHookResponse {
+  if (text.length > MAX_RESPONSE) throw new Error(`the ${type} hook answered more than ${MAX_RESPONSE} bytes`)
+  if (text.trim() === '') return {}
+  const parsed: unknown = JSON.parse(text)
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error(`the ${type} hook answered no JSON object`)
+  return parsed as TusdHookResponse
+}
+
+export interface TusdFileHooksConfig {
+  /** tusd's `-hooks-dir`: each hook is the executable named after it here (`pre-create`, `post-finish` ...); a missing one is no hook. */
+  directory: string
+  /** The hooks run. Default: tusd's (pre-create, post-create, post-receive, post-terminate, post-finish). */
+  events?: readonly TusdHookName[]
+  /** How long a hook may run, in ms (then it is killed and fails). Default 15000. */
+  timeoutMs?: number
+  /** The file store's directory, to tell hooks `Storage.Path` and `Storage.InfoPath`. */
+  dir?: string
+}
+
+/**
+ * tusd's file hooks (`fastify-tus --hooks-dir DIR`): the executable named after each hook gets tusd's hook request
+ * as JSON on its stdin and answers tusd's hook response as JSON on its stdout (nothing: no change). A non-zero exit,
+ * a timeout or output that is no JSON object fails the hook, as a failing HTTP receiver does.
+ */
+export function tusdFileHooks (config: TusdFileHooksConfig): TusdHooks {
+  const timeoutMs = config.timeoutMs ?? 15_000
+  const send: HookSender = async (type, event) => {
+    const file = join(config.directory, type)
+    try {
+      await access(file, fsConstants.X_OK)
+    } catch {
+      return {}
+    }
+    const output = await new Promise<string>((resolve, reject) => {
+      const child = execFile(file, [], { timeout: timeoutMs, maxBuffer: MAX_RESPONSE, encoding: 'utf8' }, (error, stdout, stderr) => {
+        if (error === null) resolve(stdout)
+        else reject(new Error(`the ${type} hook failed (${error.message.split('\n')[0] ?? ''})${stderr === '' ? '' : `: ${stderr.slice(0, 1000)}`}`))
+      })
+      // A hook that does not read its stdin closes it: nothing to report.
+      child.stdin?.on('error', () => {})
+      child.stdin?.end(JSON.stringify({ Type: type, Event: event } satisfies TusdHookRequest))
+    })
+    return hookAnswer(type, output)
+  }
+  return tusdHooks(send, config.events, config.dir)
 }
 
 /** pre-finish's HTTPResponse as onUploadComplete's response: a 2xx status, headers, a body. */

@@ -15,7 +15,7 @@ import cors from '@fastify/cors'
 import Fastify from 'fastify'
 import { envArguments, type CliOptionSpec } from './cli-env.js'
 import { healthRoute } from './cli-health.js'
-import { parseHookEvents, tusdHttpHooks, type TusdHookName } from './cli-hooks.js'
+import { parseHookEvents, tusdFileHooks, tusdHttpHooks, type TusdHookName } from './cli-hooks.js'
 import { SCALE_FLAGS, SCALE_HELP, describeStorage, parseScale, scaleServices, type ScaleOptions } from './cli-scale.js'
 import { tusCorsOptions } from './cors.js'
 import tus, { FileStore, type TusPluginOptions } from './index.js'
@@ -51,6 +51,8 @@ Options:
   --relative-location       answer creation with a path-only Location (/files/<id>)
   --hooks-http <url>        send tusd's hooks (JSON POSTs, tusd's hook request and response) to this
                             http(s) URL, so a receiver written for tusd works unchanged (default: off)
+  --hooks-dir <dir>         run tusd's file hooks: the executable named after each hook in this directory
+                            gets tusd's hook request as JSON on stdin and answers on stdout (default: off)
   --hooks-http-forward-headers <names>
                             client request headers also set on each hook request, comma-separated,
                             e.g. Authorization,Cookie (default: none)
@@ -98,6 +100,7 @@ interface CliOptions {
   metricsPath: string | undefined
   relativeLocation: boolean
   hooksHttp: string | undefined
+  hooksDir: string | undefined
   hooksEvents: TusdHookName[] | undefined
   hooksForwardHeaders: string[]
   hooksRetry: number
@@ -124,6 +127,7 @@ const CLI_OPTIONS = {
   'metrics-path': { type: 'string' },
   'relative-location': { type: 'boolean' },
   'hooks-http': { type: 'string' },
+  'hooks-dir': { type: 'string' },
   'hooks-enabled-events': { type: 'string' },
   'hooks-http-forward-headers': { type: 'string' },
   'hooks-http-retry': { type: 'string' },
@@ -191,6 +195,7 @@ function parseCli (argv: string[]): Parsed {
       metricsPath: values['metrics-path'] === undefined ? undefined : parsePath('--metrics-path', values['metrics-path']),
       relativeLocation: values['relative-location'] === true,
       hooksHttp: values['hooks-http'] === undefined ? undefined : parseHookUrl(values['hooks-http']),
+      hooksDir: values['hooks-dir'] === undefined ? undefined : parseHooksDir(values['hooks-dir'], values['hooks-http']),
       hooksForwardHeaders: (values['hooks-http-forward-headers'] ?? '').split(',').map((name) => name.trim()).filter((name) => name !== ''),
       hooksRetry: parseCount('--hooks-http-retry', values['hooks-http-retry'] ?? '3'),
       hooksBackoffSeconds: parseCount('--hooks-http-backoff', values['hooks-http-backoff'] ?? '1'),
@@ -207,6 +212,12 @@ function parseCount (flag: string, value: string): number {
   const count = /^\d{1,6}$/.test(value) ? Number(value) : NaN
   if (!Number.isSafeInteger(count)) throw new UsageError(`${flag} must be a whole number from 0 to 999999 (got "${value}")`)
   return count
+}
+
+function parseHooksDir (value: string, url: string | undefined): string {
+  if (url !== undefined) throw new UsageError('--hooks-dir and --hooks-http: one way to run the hooks, not both')
+  if (value === '') throw new UsageError('--hooks-dir must name a directory')
+  return resolve(value)
 }
 
 function parseHookUrl (value: string): string {
@@ -311,16 +322,17 @@ async function prepareDirectory (dir: string): Promise<void> {
 async function serve (options: CliOptions): Promise<void> {
   await prepareDirectory(options.dir)
   const app = Fastify({ logger: { level: options.logLevel } })
-  const hooks = options.hooksHttp === undefined
-    ? undefined
-    : tusdHttpHooks({
+  const events = options.hooksEvents === undefined ? {} : { events: options.hooksEvents }
+  const hooks = options.hooksHttp !== undefined
+    ? tusdHttpHooks({
       url: options.hooksHttp,
       dir: options.dir,
       forwardHeaders: options.hooksForwardHeaders,
       retries: options.hooksRetry,
       backoffMs: options.hooksBackoffSeconds * 1000,
-      ...(options.hooksEvents === undefined ? {} : { events: options.hooksEvents })
+      ...events
     })
+    : options.hooksDir !== undefined ? tusdFileHooks({ directory: options.hooksDir, dir: options.dir, ...events }) : undefined
   if (options.corsOrigins.length > 0) {
     // The README's recipe, nothing of its own: '*' answers any origin without varying by it.
     await app.register(cors, tusCorsOptions(options.corsOrigins.includes('*') ? '*' : options.corsOrigins))

@@ -81,8 +81,8 @@ export type { FileStoreOptions } from './store/file-store.js'
 export type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata, WriteOptions } from './store/types.js'
 export type { TusPluginOptions } from './options.js'
 export type {
-  GenerateUrl, GetUploadIdFromRequest, MaxSizeOf, OnUploadAccess, OnUploadComplete, OnUploadCreate, OnUploadExpire, OnUploadProgress,
-  OnUploadTerminate, TusAuthHook, TusRequestUpload, UploadAction, UploadCreateChanges, UploadResponse, UploadUrlParts
+  FormatError, GenerateUrl, GetUploadIdFromRequest, MaxSizeOf, OnUploadAccess, OnUploadComplete, OnUploadCreate, OnUploadExpire, OnUploadProgress,
+  OnUploadTerminate, TusAuthHook, TusErrorAnswer, TusErrorBody, TusRequestUpload, UploadAction, UploadCreateChanges, UploadResponse, UploadUrlParts
 } from './types.js'
 export { TusEvents } from './observe/events.js'
 export type { TusEventMap, TusEventName } from './observe/events.js'

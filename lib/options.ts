@@ -8,7 +8,7 @@ import type { UploadLocker } from './lockers/lock.js'
 import type { DataStore } from './store/types.js'
 import type {
   GenerateUrl, GetUploadIdFromRequest, MaxSizeOf, OnUploadAccess, OnUploadComplete, OnUploadCreate, OnUploadExpire, OnUploadProgress,
-  OnUploadTerminate, TusAuthHook
+  OnUploadTerminate, TusAuthHook, FormatError
 } from './types.js'
 
 export interface TusPluginOptions {
@@ -24,6 +24,11 @@ export interface TusPluginOptions {
   /** Uploads expire this many days after their last write (fractions allowed). Default 5; `Infinity` never. */
   daysToKeep?: number
   auth?: TusAuthHook
+  /**
+   * The body of every error answer, in both protocols (e.g. JSON for a JSON API): return undefined to keep the
+   * plugin's. See the README's Errors.
+   */
+  formatError?: FormatError
   /** Per-upload access: sees the upload and the action before any answer about it, in every protocol (see the README's Security). */
   onUploadAccess?: OnUploadAccess
   /** Lifecycle hooks: see the README's hooks table and lib/core/lifecycle.ts. */
@@ -102,6 +107,7 @@ export function resolveOptions (options: TusPluginOptions, router: RouterLimits)
     maxSizeOf: typeof options.maxSize === 'function' ? options.maxSize : undefined,
     daysToKeep: positiveNumber('daysToKeep', options.daysToKeep ?? 5),
     auth: optionalFunction('auth', options.auth),
+    formatError: optionalFunction('formatError', options.formatError),
     onUploadAccess: optionalFunction('onUploadAccess', options.onUploadAccess),
     onUploadCreate: optionalFunction('onUploadCreate', options.onUploadCreate),
     onUploadProgress: optionalFunction('onUploadProgress', options.onUploadProgress),

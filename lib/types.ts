@@ -1,4 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { TusHttpError } from './errors.js'
 import type { DataStore, NewUpload, UploadInfo, UploadMetadata } from './store/types.js'
 
 /** Runs before every tus route but OPTIONS; throw (an error with statusCode 401/403) or reply to refuse. */
@@ -111,3 +112,30 @@ export type MaxSizeOf = (request: FastifyRequest) => Awaitable<number>
  * `getFileIdFromRequest`): e.g. decode an id that `generateUrl` encoded. Undefined: no upload (404).
  */
 export type GetUploadIdFromRequest = (request: FastifyRequest, lastPath: string) => string | undefined
+
+/** An error answer as the plugin is about to send it; `formatError` may give it another body. */
+export interface TusErrorAnswer {
+  /** The protocol the request spoke: `tus`, or `ietf-draft` (also when it named a draft version the server does not accept). */
+  protocol: 'tus' | 'ietf-draft'
+  /** The status sent (already set, with the protocol's headers; `formatError` changes only the body). */
+  status: number
+  /** The text a client may read: the error's message, never the internals of a 5xx. */
+  message: string
+  /** The body and Content-Type the plugin sends when `formatError` returns undefined. */
+  body: string | Buffer
+  contentType: string
+  /** The draft's problem type (RFC 9457 `type` URI) when `body` is the draft's problem details for it. */
+  problemType?: string
+}
+
+/** The body (and its Content-Type) of an error answer, as the app wants it. */
+export interface TusErrorBody {
+  body: string | Buffer
+  contentType: string
+}
+
+/**
+ * Gives the body of every error answer of the tus routes, in both protocols: return a body, or undefined to keep
+ * the plugin's (`answer.body`). Status and protocol headers (Upload-Offset, Tus-Resumable, Upload-Limit ...) stay.
+ */
+export type FormatError = (error: TusHttpError, request: FastifyRequest, answer: TusErrorAnswer) => TusErrorBody | undefined

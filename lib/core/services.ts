@@ -7,7 +7,7 @@ import type { TusMetrics } from '../observe/metrics.js'
 import type { DataStore } from '../store/types.js'
 import type {
   GenerateUrl, GetUploadIdFromRequest, MaxSizeOf, OnUploadAccess, OnUploadComplete, OnUploadCreate, OnUploadExpire, OnUploadProgress,
-  OnUploadTerminate, TusAuthHook
+  OnUploadTerminate, TusAuthHook, FormatError
 } from '../types.js'
 import type { DiskReserve } from './capacity.js'
 import type { PendingFinals } from './pending-finals.js'
@@ -22,6 +22,7 @@ export interface ResolvedOptions {
   maxSizeOf?: MaxSizeOf | undefined
   daysToKeep: number
   auth: TusAuthHook | undefined
+  formatError: FormatError | undefined
   onUploadAccess: OnUploadAccess | undefined
   onUploadCreate: OnUploadCreate | undefined
   onUploadProgress: OnUploadProgress | undefined

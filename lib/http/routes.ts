@@ -12,6 +12,7 @@ import { sendDraftError } from '../ietf/reply.js'
 import type { DraftVersion } from '../ietf/versions.js'
 import { countRequests } from '../observe/metrics.js'
 import { resolveUploadId, servicesFor, servicesOf } from './request-options.js'
+import { traceUploads } from './tracing.js'
 import {
   TUS_UPLOAD_HANDLERS, handleDelete, handleGet, handleHead, handleOptions, handlePatch, handlePost, type TusHandler
 } from '../tus/handlers.js'
@@ -42,10 +43,11 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
   instance.addHook('onSend', async (request) => {
     if (request.body instanceof RequestBody) request.body.discardRest()
   })
+  await traceUploads(instance, services)
   instance.setErrorHandler((error: TusHttpError, request, reply) => {
     // Requests that name a draft interop version (even one not accepted) get the draft's answer.
     if (request.headers[INTEROP_HEADER] === undefined || services.options.ietfDraftVersions.length === 0) {
-      sendTusError(error, request, reply)
+      sendTusError(error, request, reply, services.options.formatError)
       return
     }
     let version: DraftVersion | undefined

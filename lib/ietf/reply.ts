@@ -1,11 +1,12 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { TusServices } from '../core/services.js'
 import type { TusHttpError } from '../errors.js'
-import { prepareErrorReply } from '../wire/response.js'
+import { prepareErrorReply, sendErrorBody } from '../wire/response.js'
 import { completeHeaderValue } from './headers.js'
 import { uploadLimit } from './handlers.js'
 import type { DraftVersion } from './versions.js'
 
+const TEXT = 'text/plain; charset=utf-8'
 const PROBLEM_BASE = 'https://iana.org/assignments/http-problem-types#'
 
 /** A problem type (RFC 9457) of the draft, with its extension members. */
@@ -51,8 +52,12 @@ export function sendDraftError (
 ): void {
   const { status: ownStatus, message } = prepareErrorReply(error, request, reply)
   reply.removeHeader('Tus-Resumable')
+  const format = services.options.formatError
+  const plain = (status: number): void => {
+    sendErrorBody(format, error, request, reply, { protocol: 'ietf-draft', status, message, body: message, contentType: TEXT })
+  }
   if (version === undefined) {
-    void reply.type('text/plain; charset=utf-8').send(message)
+    plain(ownStatus)
     return
   }
   const { status = ownStatus, problem } = draftProblem(error, version)
@@ -63,10 +68,11 @@ export function sendDraftError (
   if (limit !== undefined) reply.header('Upload-Limit', limit)
   if (problem !== undefined && version.problemTypes) {
     // A Buffer, so no charset parameter is added: JSON is UTF-8 by definition (RFC 8259).
-    void reply.type('application/problem+json').send(Buffer.from(JSON.stringify({
-      type: PROBLEM_BASE + problem.type, title: problem.title, status, detail: message, ...problem.members
-    })))
+    const body = Buffer.from(JSON.stringify({ type: PROBLEM_BASE + problem.type, title: problem.title, status, detail: message, ...problem.members }))
+    sendErrorBody(format, error, request, reply, {
+      protocol: 'ietf-draft', status, message, body, contentType: 'application/problem+json', problemType: PROBLEM_BASE + problem.type
+    })
     return
   }
-  void reply.type('text/plain; charset=utf-8').send(message)
+  plain(status)
 }

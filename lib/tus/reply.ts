@@ -1,13 +1,17 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { TusHttpError } from '../errors.js'
-import { prepareErrorReply } from '../wire/response.js'
+import type { FormatError } from '../types.js'
+import { prepareErrorReply, sendErrorBody } from '../wire/response.js'
 import { TUS_VERSION } from './headers.js'
 
+const TEXT = 'text/plain; charset=utf-8'
+
 /** The tus answer to an error: its status, `Upload-Offset` when the upload's standing is known, a short plain-text body. */
-export function sendTusError (error: TusHttpError, request: FastifyRequest, reply: FastifyReply): void {
+export function sendTusError (error: TusHttpError, request: FastifyRequest, reply: FastifyReply, format?: FormatError): void {
   const { status, message } = prepareErrorReply(error, request, reply)
   if (error.offset !== undefined) reply.header('Upload-Offset', String(error.offset))
   // 460 has no reason phrase in Node; the checksum extension names it.
   if (status === 460) reply.raw.statusMessage = 'Checksum Mismatch'
-  void reply.header('Tus-Resumable', TUS_VERSION).type('text/plain; charset=utf-8').send(message)
+  reply.header('Tus-Resumable', TUS_VERSION)
+  sendErrorBody(format, error, request, reply, { protocol: 'tus', status, message, body: message, contentType: TEXT })
 }

@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { errorStatus, publicMessage, type TusHttpError } from '../errors.js'
-import type { UploadResponse } from '../types.js'
+import type { FormatError, TusErrorAnswer, TusErrorBody, UploadResponse } from '../types.js'
 
 /** Sends the final answer of a request that stored bytes: `status`, or what onUploadComplete asked for. */
 export async function sendUploadResponse (reply: FastifyReply, status: number, response: UploadResponse | undefined): Promise<void> {
@@ -25,4 +25,23 @@ export function prepareErrorReply (error: TusHttpError, request: FastifyRequest,
   if (error.headers !== undefined) reply.headers(error.headers)
   reply.code(status)
   return { status, message }
+}
+
+/**
+ * Sends the body of an error answer whose status and headers are set: the app's (`formatError`) or the
+ * protocol's. A formatter that throws is logged and the protocol's body is sent.
+ */
+export function sendErrorBody (
+  format: FormatError | undefined, error: TusHttpError, request: FastifyRequest, reply: FastifyReply, answer: TusErrorAnswer
+): void {
+  let chosen: TusErrorBody | undefined
+  if (format !== undefined) {
+    try {
+      chosen = format(error, request, answer)
+    } catch (formatError) {
+      request.log.error({ err: formatError }, 'fastify-tus: formatError failed; the default error body is sent')
+    }
+  }
+  const { body, contentType } = chosen ?? answer
+  void reply.type(contentType).send(body)
 }

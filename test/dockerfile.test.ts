@@ -1,0 +1,117 @@
+// The Dockerfile, checked without Docker: its final stage runs the package's bin as a non-root user that owns the
+// /data volume, and its command line (ENTRYPOINT, CMD, ENV) run with Node serves uploads into the directory the
+// volume stands for, answers its HEALTHCHECK, and closes on SIGTERM (docker stop) with exit 0.
+import { execFile } from 'node:child_process'
+import { existsSync, readdirSync, statSync } from 'node:fs'
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import t from 'tap'
+import { randomBytesSeeded, rawRequest, sha256, tusUpload } from './helpers.js'
+import { runProcess, startProcess, waitForOutput } from './process.js'
+
+const root = join(import.meta.dirname, '..')
+const pkg = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as { name: string, bin: Record<string, string> }
+
+interface Instruction { keyword: string, args: string }
+
+/** The instructions of a Dockerfile: comments dropped, `\` continuations joined. */
+function parse (text: string): Instruction[] {
+  const joined = text.split('\n').filter((line) => !line.trimStart().startsWith('#')).join('\n').replace(/\\\n/g, ' ')
+  return joined.split('\n').map((line) => line.trim()).filter((line) => line !== '').map((line) => {
+    const [keyword = '', ...rest] = line.split(/\s+/)
+    return { keyword: keyword.toUpperCase(), args: rest.join(' ') }
+  })
+}
+
+/** An exec-form (JSON array) argument list; the shell form is refused (no shell between docker stop and Node). */
+function execForm (args: string): string[] {
+  const parsed: unknown = JSON.parse(args)
+  if (!Array.isArray(parsed) || !parsed.every((item) => typeof item === 'string')) throw new Error(`not exec form: ${args}`)
+  return parsed
+}
+
+function envOf (instructions: Instruction[]): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const { args } of instructions.filter((instruction) => instruction.keyword === 'ENV')) {
+    for (const pair of args.split(/\s+/)) {
+      const [name = '', ...value] = pair.split('=')
+      env[name] = value.join('=')
+    }
+  }
+  return env
+}
+
+const all = parse(await readFile(join(root, 'Dockerfile'), 'utf8'))
+const lastFrom = all.findLastIndex((instruction) => instruction.keyword === 'FROM')
+const final = all.slice(lastFrom)
+const one = (keyword: string): string => {
+  const found = final.filter((instruction) => instruction.keyword === keyword)
+  if (found.length !== 1) throw new Error(`the final stage has ${found.length} ${keyword}`)
+  return found[0]!.args
+}
+
+/** `npm test` builds dist/ first; a lone `npx tap` after editing lib/ rebuilds rather than test stale code. */
+async function ensureBuilt (): Promise<void> {
+  const cli = join(root, 'dist', 'cli.js')
+  const newestSource = Math.max(...readdirSync(join(root, 'lib'), { recursive: true, encoding: 'utf8' })
+    .filter((name) => name.endsWith('.ts'))
+    .map((name) => statSync(join(root, 'lib', name)).mtimeMs))
+  if (existsSync(cli) && statSync(cli).mtimeMs >= newestSource) return
+  await promisify(execFile)(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], { cwd: root })
+}
+
+t.test('the final stage: a non-root user owning the /data volume, the package bin as entrypoint', async (t) => {
+  const user = one('USER')
+  t.notOk(['root', '0', '0:0'].includes(user) || user.startsWith('root:') || user.startsWith('0:'), `USER ${user} is not root`)
+  const volume = one('VOLUME')
+  t.same(volume.startsWith('[') ? execForm(volume) : volume.split(/\s+/), ['/data'], 'VOLUME /data')
+  t.ok(final.some(({ keyword, args }) => keyword === 'RUN' && args.includes(`chown ${user}:${user} /data`)), 'the user owns /data')
+  t.equal(final.findIndex(({ keyword }) => keyword === 'USER') > final.findIndex(({ keyword, args }) => keyword === 'RUN' && args.includes('chown')), true, 'USER after the last RUN as root')
+  t.equal(envOf(final).FASTIFY_TUS_DIR, '/data', 'the CLI stores in the volume')
+  t.same(execForm(one('ENTRYPOINT')), [pkg.name], 'the package bin (an exec-form entrypoint: SIGTERM reaches Node)')
+  t.ok(pkg.bin[pkg.name] !== undefined)
+  // Every file the build stage copies is in the repository (and not ignored by .dockerignore).
+  const ignored = (await readFile(join(root, '.dockerignore'), 'utf8')).split('\n').filter((line) => line !== '')
+  for (const { args } of all.slice(0, lastFrom).filter(({ keyword }) => keyword === 'COPY')) {
+    const sources = args.split(/\s+/).slice(0, -1)
+    for (const source of sources) {
+      t.ok(existsSync(join(root, source)), `COPY ${source} exists`)
+      t.notOk(ignored.includes(source.split('/')[0]!), `${source} is not in .dockerignore`)
+    }
+  }
+})
+
+t.test('the image\'s command line, run with Node: uploads into the volume, healthy, SIGTERM exits 0', async (t) => {
+  await ensureBuilt()
+  const data = await mkdtemp(join(tmpdir(), 'fastify-tus-docker-'))
+  t.teardown(async () => { await rm(data, { recursive: true, force: true }) })
+  const env = envOf(final)
+  // The container's /data is the temporary directory; a free port on loopback instead of 0.0.0.0:1080.
+  const processEnv = { ...env, FASTIFY_TUS_DIR: data, FASTIFY_TUS_HOST: '127.0.0.1', FASTIFY_TUS_PORT: '0' }
+  const [bin = '', ...args] = [...execForm(one('ENTRYPOINT')), ...(final.some(({ keyword }) => keyword === 'CMD') ? execForm(one('CMD')) : [])]
+  const server = startProcess(t, process.execPath, [join(root, pkg.bin[bin]!), ...args], { env: processEnv, cwd: data })
+  const [, endpoint = '', port = ''] = await waitForOutput(server, /tus endpoint at (http:\/\/127\.0\.0\.1:(\d+)\/files\/)/)
+
+  const bytes = randomBytesSeeded(3 * 1024 * 1024, 21)
+  const url = await tusUpload(bytes, { endpoint, chunkSize: 1024 * 1024 })
+  const id = new URL(url).pathname.split('/').pop()!
+  t.ok((await readdir(data)).includes(id), 'the upload is in the volume')
+  t.equal(sha256(await readFile(join(data, id))), sha256(bytes))
+  t.equal(sha256((await rawRequest(url)).body), sha256(bytes))
+
+  // The HEALTHCHECK, as Docker runs it inside the container (its port: the one the server took).
+  const health = one('HEALTHCHECK')
+  t.ok(health.startsWith('CMD '), 'HEALTHCHECK CMD')
+  const [probe = '', ...probeArgs] = execForm(health.slice('CMD '.length))
+  t.equal(probe, 'node')
+  const healthy = await runProcess(t, process.execPath, probeArgs, { env: { ...processEnv, FASTIFY_TUS_PORT: port } })
+  t.equal(healthy.code, 0, 'healthy')
+
+  server.child.kill('SIGTERM')
+  const exit = await server.exited
+  t.equal(exit.code, 0, 'docker stop: a graceful exit')
+  const unhealthy = await runProcess(t, process.execPath, probeArgs, { env: { ...processEnv, FASTIFY_TUS_PORT: port } })
+  t.equal(unhealthy.code, 1, 'unhealthy once stopped')
+})

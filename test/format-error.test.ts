@@ -1,0 +1,108 @@
+// formatError: the app chooses the body of every error answer, in both protocols; status and protocol headers stay.
+// The draft's problem details reach the formatter with their type, and stay what the draft defines when it
+// returns undefined for them.
+import t from 'tap'
+import { createUpload, rawRequest, startServer, tusRequest } from './helpers.js'
+import type { FormatError, TusErrorAnswer } from '../lib/index.js'
+
+const DRAFT = { 'Upload-Draft-Interop-Version': '6' }
+
+/** JSON for every error but the draft's problem types (kept as the draft spells them). */
+function jsonErrors (seen: TusErrorAnswer[]): FormatError {
+  return (error, request, answer) => {
+    seen.push(answer)
+    if (answer.problemType !== undefined) return undefined
+    return {
+      contentType: 'application/json; charset=utf-8',
+      body: JSON.stringify({ error: { code: error.code, message: answer.message, status: answer.status, protocol: answer.protocol, url: request.url } })
+    }
+  }
+}
+
+t.test('tus: an unknown upload is a JSON 404 with the tus headers', async (t) => {
+  const seen: TusErrorAnswer[] = []
+  const server = await startServer(t, { formatError: jsonErrors(seen) })
+  const response = await tusRequest(`${server.endpoint}nope`, { method: 'HEAD' })
+  t.equal(response.status, 404)
+  t.equal(response.headers['tus-resumable'], '1.0.0')
+  const patch = await tusRequest(`${server.endpoint}nope`, {
+    method: 'PATCH', headers: { 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream' }, body: 'hello'
+  })
+  t.equal(patch.status, 404)
+  t.match(patch.headers['content-type'], /^application\/json/)
+  t.same(JSON.parse(patch.text), { error: { code: 'FST_TUS_NOT_FOUND', message: seen[1]!.message, status: 404, protocol: 'tus', url: '/files/nope' } })
+  t.equal(seen[1]!.contentType, 'text/plain; charset=utf-8')
+})
+
+t.test('tus: an offset mismatch keeps Upload-Offset and its 409, with the app body', async (t) => {
+  const server = await startServer(t, { formatError: jsonErrors([]) })
+  const url = await createUpload(server)
+  const response = await tusRequest(url, {
+    method: 'PATCH', headers: { 'Upload-Offset': '3', 'Content-Type': 'application/offset+octet-stream' }, body: 'hello'
+  })
+  t.equal(response.status, 409)
+  t.equal(response.headers['upload-offset'], '0')
+  t.equal(response.headers['tus-resumable'], '1.0.0')
+  t.equal(JSON.parse(response.text).error.code, 'FST_TUS_OFFSET_MISMATCH')
+})
+
+t.test('tus: a missing Tus-Resumable (412) goes through the formatter too', async (t) => {
+  const server = await startServer(t, { formatError: jsonErrors([]) })
+  const response = await rawRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': '5' } })
+  t.equal(response.status, 412)
+  t.equal(response.headers['tus-version'], '1.0.0')
+  t.equal(JSON.parse(response.text).error.status, 412)
+})
+
+t.test('draft: a plain error gets the app body; a problem type stays problem+json when the formatter keeps it', async (t) => {
+  const seen: TusErrorAnswer[] = []
+  const server = await startServer(t, { formatError: jsonErrors(seen) })
+  const missing = await rawRequest(`${server.endpoint}nope`, { method: 'HEAD', headers: DRAFT })
+  t.equal(missing.status, 404)
+  t.equal(missing.headers['upload-draft-interop-version'], '6')
+  t.notOk(missing.headers['tus-resumable'])
+  t.equal(seen[0]!.protocol, 'ietf-draft')
+  const gone = await rawRequest(`${server.endpoint}nope`, { method: 'DELETE', headers: DRAFT })
+  t.equal(gone.status, 404)
+  t.same(JSON.parse(gone.text).error, { code: 'FST_TUS_NOT_FOUND', message: seen[1]!.message, status: 404, protocol: 'ietf-draft', url: '/files/nope' })
+
+  const created = await rawRequest(server.endpoint, { method: 'POST', headers: { ...DRAFT, 'Upload-Complete': '?0' }, body: 'abc' })
+  t.equal(created.status, 201)
+  const url = new URL(created.headers.location!, server.origin).href
+  const mismatch = await rawRequest(url, { method: 'PATCH', headers: { ...DRAFT, 'Upload-Offset': '1', 'Upload-Complete': '?1', 'Content-Type': 'application/partial-upload' }, body: 'def' })
+  t.equal(mismatch.status, 409)
+  t.equal(mismatch.headers['content-type'], 'application/problem+json')
+  t.equal(mismatch.headers['upload-offset'], '3')
+  const problem = JSON.parse(mismatch.text)
+  t.equal(problem.type, 'https://iana.org/assignments/http-problem-types#mismatching-upload-offset')
+  t.equal(problem['expected-offset'], 3)
+  t.equal(problem['provided-offset'], 1)
+  t.equal(seen.at(-1)!.problemType, problem.type)
+})
+
+t.test('draft: a formatter may replace a problem type too; one that throws leaves the default body', async (t) => {
+  let calls = 0
+  const server = await startServer(t, {
+    formatError: (error, _request, answer) => {
+      calls++
+      if (answer.problemType === undefined) throw new Error('formatter bug')
+      return { contentType: 'application/json', body: Buffer.from(JSON.stringify({ kind: answer.problemType, code: error.code })) }
+    }
+  })
+  const created = await rawRequest(server.endpoint, { method: 'POST', headers: { ...DRAFT, 'Upload-Complete': '?0' }, body: 'abc' })
+  const url = new URL(created.headers.location!, server.origin).href
+  const mismatch = await rawRequest(url, { method: 'PATCH', headers: { ...DRAFT, 'Upload-Offset': '0', 'Upload-Complete': '?1', 'Content-Type': 'application/partial-upload' }, body: 'def' })
+  t.equal(mismatch.status, 409)
+  t.equal(mismatch.headers['content-type'], 'application/json')
+  t.same(JSON.parse(mismatch.text), { kind: 'https://iana.org/assignments/http-problem-types#mismatching-upload-offset', code: 'FST_TUS_OFFSET_MISMATCH' })
+  const missing = await rawRequest(`${server.endpoint}nope`, { method: 'DELETE', headers: DRAFT })
+  t.equal(missing.status, 404)
+  t.equal(missing.headers['content-type'], 'text/plain; charset=utf-8')
+  t.ok(missing.text.length > 0)
+  t.equal(calls, 2)
+})
+
+t.test('formatError must be a function', async (t) => {
+  // @ts-expect-error a string is no formatter
+  await t.rejects(startServer(t, { formatError: 'json' }), /formatError/)
+})

@@ -1,0 +1,132 @@
+// tusd's file hooks (lib/cli-hooks.ts `tusdFileHooks`, `fastify-tus --hooks-dir DIR`): executables named after the
+// hooks get tusd's hook request as JSON on stdin and answer tusd's hook response on stdout, through both protocols.
+import t from 'tap'
+import { execFile } from 'node:child_process'
+import { existsSync, readdirSync, statSync } from 'node:fs'
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import tusPlugin from '../lib/index.js'
+import { tusdFileHooks, type TusdHookRequest } from '../lib/cli-hooks.js'
+import { idOf, rawRequest, sha256, startServer, tusRequest, tusUpload } from './helpers.js'
+import { runProcess, startProcess, waitForOutput } from './process.js'
+
+const root = join(import.meta.dirname, '..')
+const DRAFT = { 'Upload-Draft-Interop-Version': '6' }
+
+/** A hook directory: pre-create renames or refuses, post-finish records, pre-terminate fails (exit 3). */
+async function hookDir (t: { teardown: (fn: () => unknown) => void }): Promise<{ hooks: string, log: string }> {
+  const hooks = await mkdtemp(join(tmpdir(), 'fastify-tus-hooks-dir-'))
+  t.teardown(async () => { await rm(hooks, { recursive: true, force: true }) })
+  const log = join(hooks, 'log.jsonl')
+  const script = (body: string): string => `#!/usr/bin/env node
+const { appendFileSync } = require('node:fs')
+let input = ''
+process.stdin.setEncoding('utf8').on('data', (chunk) => { input += chunk }).on('end', () => {
+  const hook = JSON.parse(input)
+  appendFileSync(${JSON.stringify(log)}, JSON.stringify(hook) + '\\n')
+  ${body}
+})
+`
+  await writeFile(join(hooks, 'pre-create'), script(`
+  if (hook.Event.HTTPRequest.Header['X-Refuse'] !== undefined) {
+    process.stdout.write(JSON.stringify({ RejectUpload: true, HTTPResponse: { StatusCode: 403, Body: 'refused by the hook', Header: { 'X-Hook': 'pre-create' } } }))
+  } else {
+    process.stdout.write(JSON.stringify({ ChangeFileInfo: { MetaData: { ...hook.Event.Upload.MetaData, checked: 'yes' } } }))
+  }`))
+  await writeFile(join(hooks, 'post-finish'), script(''))
+  await writeFile(join(hooks, 'pre-terminate'), script("process.stderr.write('no deletions'); process.exit(3)"))
+  for (const name of ['pre-create', 'post-finish', 'pre-terminate']) await chmod(join(hooks, name), 0o755)
+  // Not executable: no hook (tusd runs only executables).
+  await writeFile(join(hooks, 'post-create'), 'not a program')
+  return { hooks, log }
+}
+
+async function logged (log: string): Promise<TusdHookRequest[]> {
+  if (!existsSync(log)) return []
+  return (await readFile(log, 'utf8')).split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as TusdHookRequest)
+}
+
+t.test('in an app: both protocols run pre-create (changes, refusals), post-finish, and a failing pre-terminate', async (t) => {
+  const { hooks: directory, log } = await hookDir(t)
+  const fileHooks = tusdFileHooks({ directory, events: ['pre-create', 'post-create', 'post-finish', 'pre-terminate'] })
+  const server = await startServer(t, {}, async (app, dir) => {
+    await app.register(tusPlugin, fileHooks.options({ dir }))
+    fileHooks.attach(app.tus, app.log)
+  })
+
+  // tus: created with the hook's metadata, finished, post-finish told.
+  const bytes = Buffer.from('file hooks through tus')
+  const url = await tusUpload(bytes, { endpoint: server.endpoint, metadata: { filename: 'a.txt' } })
+  const head = await tusRequest(url, { method: 'HEAD' })
+  t.match(head.headers['upload-metadata'], /checked eWVz/, 'pre-create changed the metadata (checked=yes)')
+  t.equal(sha256((await rawRequest(url)).body), sha256(bytes))
+  await fileHooks.idle() // post-finish is not blocking: its turn in the log is after it is done
+
+  // The draft: one POST with the whole body.
+  const draftBody = Buffer.from('file hooks through the draft')
+  const created = await rawRequest(server.endpoint, { method: 'POST', headers: { ...DRAFT, 'Upload-Complete': '?1' }, body: draftBody })
+  t.equal(created.status, 201)
+  const draftUrl = new URL(created.headers.location!, server.origin).href
+  await fileHooks.idle()
+
+  // Refusals in both protocols: the hook's status, body and header.
+  const refusedTus = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': '3', 'X-Refuse': '1' } })
+  t.equal(refusedTus.status, 403)
+  t.equal(refusedTus.text, 'refused by the hook')
+  t.equal(refusedTus.headers['x-hook'], 'pre-create')
+  const refusedDraft = await rawRequest(server.endpoint, { method: 'POST', headers: { ...DRAFT, 'Upload-Complete': '?1', 'X-Refuse': '1' }, body: 'abc' })
+  t.equal(refusedDraft.status, 403)
+  t.equal(refusedDraft.text, 'refused by the hook')
+
+  // A hook exiting non-zero fails its request (500), in both protocols; nothing is deleted.
+  const deleteTus = await tusRequest(url, { method: 'DELETE' })
+  t.equal(deleteTus.status, 500)
+  const deleteDraft = await rawRequest(draftUrl, { method: 'DELETE', headers: DRAFT })
+  t.equal(deleteDraft.status, 500)
+  t.equal((await rawRequest(draftUrl)).status, 200, 'still there')
+
+  await fileHooks.idle()
+  const seen = await logged(log)
+  t.same(seen.map((hook) => hook.Type), [
+    'pre-create', 'post-finish', 'pre-create', 'post-finish', 'pre-create', 'pre-create', 'pre-terminate', 'pre-terminate'
+  ], 'the executable hooks ran, in order; the non-executable post-create did not')
+  const finished = seen.filter((hook) => hook.Type === 'post-finish')
+  t.same(finished.map((hook) => hook.Event.Upload.ID), [idOf(url), idOf(draftUrl)])
+  t.same(finished.map((hook) => hook.Event.Upload.Offset), [bytes.length, draftBody.length])
+  t.equal(finished[0]!.Event.Upload.MetaData.checked, 'yes')
+  t.equal(seen[0]!.Event.HTTPRequest.Method, 'POST')
+  t.equal(seen[0]!.Event.Upload.ID, '', 'pre-create: no id yet')
+})
+
+t.test('the CLI: --hooks-dir (and FASTIFY_TUS_HOOKS_DIR); not with --hooks-http', async (t) => {
+  const cli = join(root, 'dist', 'cli.js')
+  const newestSource = Math.max(...readdirSync(join(root, 'lib'), { recursive: true, encoding: 'utf8' })
+    .filter((name) => name.endsWith('.ts')).map((name) => statSync(join(root, 'lib', name)).mtimeMs))
+  if (!existsSync(cli) || statSync(cli).mtimeMs < newestSource) {
+    await promisify(execFile)(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], { cwd: root })
+  }
+  const { hooks, log } = await hookDir(t)
+  const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-hooks-dir-cli-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+
+  const both = await runProcess(t, process.execPath, [cli, '--dir', dir, '--hooks-dir', hooks, '--hooks-http', 'http://127.0.0.1:9/'])
+  t.equal(both.code, 2)
+  t.match(both.stderr, /--hooks-dir and --hooks-http/)
+
+  const server = startProcess(t, process.execPath, [cli, '--dir', dir, '--port', '0', '--log-level', 'silent'], { env: { FASTIFY_TUS_HOOKS_DIR: hooks } })
+  const [, endpoint = ''] = await waitForOutput(server, /tus endpoint at (http:\/\/127\.0\.0\.1:\d+\/files\/)/)
+  const url = await tusUpload(Buffer.from('cli'), { endpoint, metadata: { filename: 'c.txt' } })
+  const refused = await tusRequest(endpoint, { method: 'POST', headers: { 'Upload-Length': '3', 'X-Refuse': '1' } })
+  t.equal(refused.status, 403)
+  server.child.kill('SIGTERM')
+  t.equal((await server.exited).code, 0)
+  // On shutdown the server waited for post-finish.
+  const seen = await logged(log)
+  // post-finish is not blocking: it may run after the next pre-create.
+  t.same(seen.map((hook) => hook.Type).sort(), ['post-finish', 'pre-create', 'pre-create'])
+  const finished = seen.find((hook) => hook.Type === 'post-finish')!
+  t.equal(finished.Event.Upload.ID, idOf(url))
+  t.equal(finished.Event.Upload.Storage?.Path, join(dir, idOf(url)))
+})
