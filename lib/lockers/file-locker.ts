@@ -4,7 +4,7 @@ import { link, mkdir, readFile, rename, stat, unlink, utimes, writeFile } from '
 import { join } from 'node:path'
 import { TusErrors, errorMessage, retryLater } from '../errors.js'
 import { isValidUploadId } from '../ids.js'
-import { leaseSignal, type LockOptions, type UploadLock, type UploadLocker } from './lock.js'
+import { RetryWaiter, leaseSignal, type LockOptions, type UploadLock, type UploadLocker } from './lock.js'
 
 export interface FileLockerOptions {
   /**
@@ -22,31 +22,6 @@ export interface FileLockerOptions {
    * file is removed (fs.watch); this bounds the wait where such events are not delivered. Default 100.
    */
   retryMs?: number
-}
-
-/** A request waiting in this process: woken when a lock file of its id changes. */
-class Waiter {
-  #signalled = false
-  #wake: (() => void) | undefined
-
-  signal (): void {
-    this.#signalled = true
-    this.#wake?.()
-  }
-
-  async wait (ms: number): Promise<void> {
-    if (!this.#signalled) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, ms)
-        this.#wake = () => {
-          clearTimeout(timer)
-          resolve()
-        }
-      })
-    }
-    this.#wake = undefined
-    this.#signalled = false
-  }
 }
 
 interface Holder {
@@ -67,7 +42,7 @@ export class FileLocker implements UploadLocker {
   readonly #ttlMs: number
   readonly #retryMs: number
   readonly #holders = new Map<string, Set<Holder>>()
-  readonly #waiters = new Map<string, Set<Waiter>>()
+  readonly #waiters = new Map<string, Set<RetryWaiter>>()
   #ready: Promise<void> | undefined
   #watcher: FSWatcher | undefined
 
@@ -84,7 +59,7 @@ export class FileLocker implements UploadLocker {
     await this.#start()
     const path = this.#path(id, 'lock')
     const token = randomBytes(16).toString('base64url')
-    const waiter = new Waiter()
+    const waiter = new RetryWaiter()
     addTo(this.#waiters, id, waiter)
     let takenAt = Date.now()
     try {

@@ -112,3 +112,32 @@ export function leaseSignal (controller: AbortController, lapse: () => void): Ab
   Object.defineProperty(signal, 'throwIfAborted', { value: () => { check(); signalThrowIfAborted.call(signal) } })
   return signal
 }
+
+/**
+ * A request of this process waiting for a lock held elsewhere (another instance, another process): it tries again
+ * when signalled (a release was announced: pub/sub, a lock file removed) or after `ms`, whichever comes first. A
+ * signal that came before the wait is not lost.
+ */
+export class RetryWaiter {
+  #signalled = false
+  #wake: (() => void) | undefined
+
+  signal (): void {
+    this.#signalled = true
+    this.#wake?.()
+  }
+
+  async wait (ms: number): Promise<void> {
+    if (!this.#signalled) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, ms)
+        this.#wake = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+    }
+    this.#wake = undefined
+    this.#signalled = false
+  }
+}

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { TusErrors, errorMessage, retryLater } from '../errors.js'
-import { leaseSignal, type LockOptions, type UploadLock, type UploadLocker } from './lock.js'
+import { RetryWaiter, leaseSignal, type LockOptions, type UploadLock, type UploadLocker } from './lock.js'
 
 export interface RedisLockerOptions {
   /**
@@ -42,31 +42,6 @@ interface Holder {
   onReleaseRequested: (() => void) | undefined
 }
 
-/** A request waiting in this process for a lock: woken when any instance announces a release of its id. */
-class Waiter {
-  #signalled = false
-  #wake: (() => void) | undefined
-
-  signal (): void {
-    this.#signalled = true
-    this.#wake?.()
-  }
-
-  async wait (ms: number): Promise<void> {
-    if (!this.#signalled) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, ms)
-        this.#wake = () => {
-          clearTimeout(timer)
-          resolve()
-        }
-      })
-    }
-    this.#wake = undefined
-    this.#signalled = false
-  }
-}
-
 /**
  * Serialises the requests on one upload across processes and machines with Redis: `SET key token NX PX ttl`
  * takes the lock, the holder renews it while it runs, and it expires `ttlMs` after a holder crashed.
@@ -80,7 +55,7 @@ export class RedisLocker implements UploadLocker {
   readonly #retryMs: number
   readonly #commandTimeoutMs: number
   readonly #holders = new Map<string, Set<Holder>>()
-  readonly #waiters = new Map<string, Set<Waiter>>()
+  readonly #waiters = new Map<string, Set<RetryWaiter>>()
   #subscriber: Promise<Redis> | undefined
   #subscriberConnection: Redis | undefined
 
@@ -98,7 +73,7 @@ export class RedisLocker implements UploadLocker {
     const key = `${this.#prefix}lock:${id}`
     const token = randomBytes(16).toString('base64url')
     // Registered before the first attempt, so a release between a failed attempt and the wait is not missed.
-    const waiter = new Waiter()
+    const waiter = new RetryWaiter()
     addTo(this.#waiters, id, waiter)
     let sent = Date.now()
     try {
