@@ -204,8 +204,8 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'core: onUploadExpire cannot keep an upload',
     file: 'lib/core/expiry.ts',
-    find: ' && await mayExpire(services, upload)) {',
-    replace: ') {',
+    find: ' || !await mayExpire(services, upload)) return undefined',
+    replace: ') return undefined',
     tests: ['test/expiry-hook.test.ts']
   },
   {
