@@ -4,7 +4,7 @@ import { link, mkdir, readFile, rename, stat, unlink, utimes, writeFile } from '
 import { join } from 'node:path'
 import { TusErrors, errorMessage, retryLater } from '../errors.js'
 import { isValidUploadId } from '../ids.js'
-import { RetryWaiter, leaseSignal, type LockOptions, type UploadLock, type UploadLocker } from './lock.js'
+import { RetryWaiter, addTo, leaseSignal, positiveInteger, removeFrom, type LockOptions, type UploadLock, type UploadLocker } from './lock.js'
 
 export interface FileLockerOptions {
   /**
@@ -49,8 +49,8 @@ export class FileLocker implements UploadLocker {
   constructor (options: FileLockerOptions) {
     if (typeof options.directory !== 'string' || options.directory === '') throw new TusErrors.INVALID_OPTION('FileLocker directory must be a non-empty string')
     this.directory = options.directory
-    this.#ttlMs = positiveInteger('ttlMs', options.ttlMs ?? 10_000)
-    this.#retryMs = positiveInteger('retryMs', options.retryMs ?? 100)
+    this.#ttlMs = positiveInteger('FileLocker', 'ttlMs', options.ttlMs ?? 10_000)
+    this.#retryMs = positiveInteger('FileLocker', 'retryMs', options.retryMs ?? 100)
   }
 
   async lock (id: string, options: LockOptions): Promise<UploadLock> {
@@ -241,24 +241,4 @@ function lockFailed (error: unknown): Error {
 
 function code (error: unknown): unknown {
   return (error as { code?: unknown }).code
-}
-
-function addTo<T> (map: Map<string, Set<T>>, id: string, item: T): void {
-  const set = map.get(id)
-  if (set === undefined) map.set(id, new Set([item]))
-  else set.add(item)
-}
-
-function removeFrom<T> (map: Map<string, Set<T>>, id: string, item: T): void {
-  const set = map.get(id)
-  if (set === undefined) return
-  set.delete(item)
-  if (set.size === 0) map.delete(id)
-}
-
-function positiveInteger (name: string, value: number): number {
-  if (!Number.isSafeInteger(value) || value <= 0) {
-    throw new TusErrors.INVALID_OPTION(`FileLocker ${name} must be a positive integer (got ${String(value)})`)
-  }
-  return value
 }

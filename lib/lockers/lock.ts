@@ -141,3 +141,26 @@ export class RetryWaiter {
     this.#signalled = false
   }
 }
+
+/** Adds `item` to the set kept for `id`. */
+export function addTo<T> (map: Map<string, Set<T>>, id: string, item: T): void {
+  const set = map.get(id)
+  if (set === undefined) map.set(id, new Set([item]))
+  else set.add(item)
+}
+
+/** Removes `item` from the set kept for `id`, and the set once empty. */
+export function removeFrom<T> (map: Map<string, Set<T>>, id: string, item: T): void {
+  const set = map.get(id)
+  if (set === undefined) return
+  set.delete(item)
+  if (set.size === 0) map.delete(id)
+}
+
+/** A locker option that must be a positive integer, refused with a message naming the locker and the option. */
+export function positiveInteger (locker: string, name: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value <= 0) {
+    throw new TusErrors.INVALID_OPTION(`${locker} ${name} must be a positive integer (got ${String(value)})`)
+  }
+  return value
+}

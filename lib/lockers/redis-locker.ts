@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { TusErrors, errorMessage, retryLater } from '../errors.js'
-import { RetryWaiter, leaseSignal, type LockOptions, type UploadLock, type UploadLocker } from './lock.js'
+import { RetryWaiter, addTo, leaseSignal, positiveInteger, removeFrom, type LockOptions, type UploadLock, type UploadLocker } from './lock.js'
 
 export interface RedisLockerOptions {
   /**
@@ -62,9 +62,9 @@ export class RedisLocker implements UploadLocker {
   constructor (options: RedisLockerOptions) {
     this.#redis = options.redis
     this.#prefix = options.prefix ?? 'fastify-tus:'
-    this.#ttlMs = positiveInteger('ttlMs', options.ttlMs ?? 10_000)
-    this.#retryMs = positiveInteger('retryMs', options.retryMs ?? 200)
-    this.#commandTimeoutMs = positiveInteger('commandTimeoutMs', options.commandTimeoutMs ?? 1000)
+    this.#ttlMs = positiveInteger('RedisLocker', 'ttlMs', options.ttlMs ?? 10_000)
+    this.#retryMs = positiveInteger('RedisLocker', 'retryMs', options.retryMs ?? 200)
+    this.#commandTimeoutMs = positiveInteger('RedisLocker', 'commandTimeoutMs', options.commandTimeoutMs ?? 1000)
   }
 
   async lock (id: string, options: LockOptions): Promise<UploadLock> {
@@ -270,24 +270,4 @@ async function ready (redis: Redis, signal?: AbortSignal): Promise<void> {
     redis.on('end', onEnd)
     signal?.addEventListener('abort', onAbort)
   })
-}
-
-function addTo<T> (map: Map<string, Set<T>>, id: string, item: T): void {
-  const set = map.get(id)
-  if (set === undefined) map.set(id, new Set([item]))
-  else set.add(item)
-}
-
-function removeFrom<T> (map: Map<string, Set<T>>, id: string, item: T): void {
-  const set = map.get(id)
-  if (set === undefined) return
-  set.delete(item)
-  if (set.size === 0) map.delete(id)
-}
-
-function positiveInteger (name: string, value: number): number {
-  if (!Number.isSafeInteger(value) || value <= 0) {
-    throw new TusErrors.INVALID_OPTION(`RedisLocker ${name} must be a positive integer (got ${String(value)})`)
-  }
-  return value
 }
