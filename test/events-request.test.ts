@@ -1,25 +1,9 @@
 // Events carry the request that caused them (second argument), and `failed` reports a request storing bytes that
 // ended in an error: through tus 1.0.0 and the IETF draft (interop 6) alike.
 import t from 'tap'
-import { request as httpRequest } from 'node:http'
 import type { FastifyRequest } from 'fastify'
 import type { TusErrorFacts, UploadInfo } from '../lib/index.js'
-import { backdate, startServer } from './helpers.js'
-
-interface Answer { status: number, headers: Record<string, string | string[] | undefined>, body: string }
-
-async function send (url: string, method: string, headers: Record<string, string>, body?: string): Promise<Answer> {
-  return await new Promise((resolve, reject) => {
-    const request = httpRequest(url, { method, headers, agent: false })
-    request.on('error', reject)
-    request.on('response', (response) => {
-      const chunks: Buffer[] = []
-      response.on('data', (chunk: Buffer) => chunks.push(chunk))
-      response.on('end', () => { resolve({ status: response.statusCode!, headers: response.headers, body: Buffer.concat(chunks).toString() }) })
-    })
-    request.end(body)
-  })
-}
+import { backdate, send, startServer } from './helpers.js'
 
 interface Dialect {
   name: string

@@ -2,6 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises'
+import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -75,6 +76,22 @@ export async function rawRequest (
     if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(', ') : value
   }
   return { status: response.statusCode, headers, body, text: body.toString('utf8') }
+}
+
+export interface HttpAnswer { status: number, headers: IncomingHttpHeaders, body: string }
+
+/** One request over node:http (which copes with the draft's 104 interim responses); the body as text. */
+export async function send (url: string, method: string, headers: Record<string, string>, body?: string): Promise<HttpAnswer> {
+  return await new Promise((resolve, reject) => {
+    const request = httpRequest(url, { method, headers, agent: false })
+    request.on('error', reject)
+    request.on('response', (response) => {
+      const chunks: Buffer[] = []
+      response.on('data', (chunk: Buffer) => chunks.push(chunk))
+      response.on('end', () => { resolve({ status: response.statusCode!, headers: response.headers, body: Buffer.concat(chunks).toString() }) })
+    })
+    request.end(body)
+  })
 }
 
 /** A tus 1.0.0 request: rawRequest with Tus-Resumable: 1.0.0 added. */

@@ -1,23 +1,7 @@
 // maxSize as a function of the request: each request's own limit, announced and enforced, through tus 1.0.0 and
 // the IETF draft (interop 6).
 import t from 'tap'
-import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
-import { startServer, type TestServer } from './helpers.js'
-
-interface Answer { status: number, headers: IncomingHttpHeaders, body: string }
-
-async function send (url: string, method: string, headers: Record<string, string>, body?: string): Promise<Answer> {
-  return await new Promise((resolve, reject) => {
-    const request = httpRequest(url, { method, headers, agent: false })
-    request.on('error', reject)
-    request.on('response', (response) => {
-      const chunks: Buffer[] = []
-      response.on('data', (chunk: Buffer) => chunks.push(chunk))
-      response.on('end', () => { resolve({ status: response.statusCode!, headers: response.headers, body: Buffer.concat(chunks).toString() }) })
-    })
-    request.end(body)
-  })
-}
+import { send, startServer, type HttpAnswer, type TestServer } from './helpers.js'
 
 async function planServer (t: { teardown: (fn: () => unknown) => void }): Promise<TestServer> {
   return await startServer(t, {
@@ -36,7 +20,7 @@ interface Dialect {
   create: (length: number) => Record<string, string>
   deferred: Record<string, string>
   append: (offset: number) => Record<string, string>
-  limit: (options: Answer) => string | undefined
+  limit: (options: HttpAnswer) => string | undefined
 }
 
 const DIALECTS: Dialect[] = [

@@ -4,29 +4,14 @@
 import t from 'tap'
 import { once } from 'node:events'
 import { mkdtemp, rm } from 'node:fs/promises'
-import { createServer, request as httpRequest, type IncomingHttpHeaders } from 'node:http'
+import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import tusPlugin from '../lib/index.js'
 import { tusdHttpHooks, TUSD_HOOK_NAMES, type TusdHookRequest, type TusdHookResponse } from '../lib/cli-hooks.js'
-import { startServer, type TestServer } from './helpers.js'
+import { send, startServer, type HttpAnswer, type TestServer } from './helpers.js'
 import { startProcess, waitForOutput } from './process.js'
-
-interface Answer { status: number, headers: IncomingHttpHeaders, body: string }
-
-async function send (url: string, method: string, headers: Record<string, string>, body?: string): Promise<Answer> {
-  return await new Promise((resolve, reject) => {
-    const request = httpRequest(url, { method, headers, agent: false })
-    request.on('error', reject)
-    request.on('response', (response) => {
-      const chunks: Buffer[] = []
-      response.on('data', (chunk: Buffer) => chunks.push(chunk))
-      response.on('end', () => { resolve({ status: response.statusCode!, headers: response.headers, body: Buffer.concat(chunks).toString() }) })
-    })
-    request.end(body)
-  })
-}
 
 /** A hook receiver as tusd's docs describe one: JSON hook requests in, JSON hook responses out. */
 async function receiver (t: { teardown: (fn: () => unknown) => void }, tag: string): Promise<{
@@ -126,7 +111,7 @@ for (const dialect of DIALECTS) {
       hooks.attach(app.tus, app.log)
     })
     const h = dialect.headers
-    const create = async (length: number, filename: string): Promise<Answer> => await send(server.endpoint, 'POST', { ...h, ...dialect.create(length, filename) })
+    const create = async (length: number, filename: string): Promise<HttpAnswer> => await send(server.endpoint, 'POST', { ...h, ...dialect.create(length, filename) })
 
     // Refused: the receiver's status, body and headers; nothing stored.
     const refused = await create(5, 'setup.exe')

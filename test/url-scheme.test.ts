@@ -1,24 +1,8 @@
 // Upload URLs under a parametric prefix (`/product/:pid/images`) carry the parameters' values, not `:pid`; and
 // generateUrl builds the Location; through tus 1.0.0 and the IETF draft (interop 6).
 import t from 'tap'
-import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
 import tusPlugin, { type UploadUrlParts } from '../lib/index.js'
-import { startServer } from './helpers.js'
-
-interface Answer { status: number, headers: IncomingHttpHeaders, body: string }
-
-async function send (url: string, method: string, headers: Record<string, string>, body?: string): Promise<Answer> {
-  return await new Promise((resolve, reject) => {
-    const request = httpRequest(url, { method, headers, agent: false })
-    request.on('error', reject)
-    request.on('response', (response) => {
-      const chunks: Buffer[] = []
-      response.on('data', (chunk: Buffer) => chunks.push(chunk))
-      response.on('end', () => { resolve({ status: response.statusCode!, headers: response.headers, body: Buffer.concat(chunks).toString() }) })
-    })
-    request.end(body)
-  })
-}
+import { send, startServer } from './helpers.js'
 
 const DIALECTS: Array<{ name: string, create: Record<string, string>, append: Record<string, string> }> = [
   {
