@@ -5,6 +5,7 @@
  * throughput on a shared machine, for work on the body path.
  *
  *   node --import tsx bench/probe.ts fastify-tus-nofsync W1 [runs] [node flags...]
+ *   PROBE_IDLE_SECONDS=12 node --import tsx bench/probe.ts ...   # the server idle between warm-up and workload
  */
 import { readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -40,6 +41,8 @@ for (let run = 0; run < Number(runsText); run++) {
   const server = await RunningServer.start(definition, flags)
   try {
     await warmUp(server.origin)
+    // PROBE_IDLE_SECONDS: an idle server, as in production between uploads (V8's memory reducer may run).
+    await new Promise((resolve) => setTimeout(resolve, Number(process.env.PROBE_IDLE_SECONDS ?? 0) * 1000))
     process.kill(server.pid, 'SIGUSR2')
     const before = await threadCpu(server.pid)
     const { measurement, uploads } = await workload.run(server.origin, FULL)
