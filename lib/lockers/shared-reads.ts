@@ -17,13 +17,14 @@ interface SharedRead {
 export class SharedReads {
   readonly #current = new Map<string, SharedRead>()
 
-  async read (id: string, lock: () => Promise<UploadLock>, read: () => Promise<UploadInfo>): Promise<UploadInfo> {
+  /** The shared answer itself (not an async wrapper around it: a HEAD is mostly such small costs). */
+  read (id: string, lock: () => Promise<UploadLock>, read: () => Promise<UploadInfo>): Promise<UploadInfo> {
     const current = this.#current.get(id)
-    if (current !== undefined) return await current.answer
+    if (current !== undefined) return current.answer
     const shared: SharedRead = { answer: Promise.resolve() as unknown as Promise<UploadInfo> }
     shared.answer = this.#lockAndRead(id, shared, lock, read)
     this.#current.set(id, shared)
-    return await shared.answer
+    return shared.answer
   }
 
   /** Called by a request that is about to wait for the upload's lock to change it. */
