@@ -57,8 +57,9 @@ export class BoundedCache<V> {
     this.#bytes += bytes
     while (this.#bytes > this.#maxBytes || this.#entries.size > this.#maxEntries) {
       const [oldest, kept] = this.#entries.entries().next().value!
-      if (oldest !== key && this.#used.delete(oldest)) {
-        // A second chance: to the newest end, unmarked (each entry moves at most once per pass).
+      // A second chance: to the newest end, unmarked (each entry moves at most once per pass). The entry being
+      // stored comes first only once every other one has moved: then they are unmarked, and it moves too.
+      if (oldest === key || this.#used.delete(oldest)) {
         this.#entries.delete(oldest)
         this.#entries.set(oldest, kept)
       } else {
