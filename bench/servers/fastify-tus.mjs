@@ -19,7 +19,8 @@ const store = new FileStore({
   ...(cacheArg === undefined ? {} : { cacheSize: Number(cacheArg.slice('--cache-size='.length)) })
 })
 const app = Fastify()
-await app.register(tus, { prefix: '/files', dir, store })
+// expireCompleted: the scale workload's uploads are complete, and removeExpired() must remove them.
+await app.register(tus, { prefix: '/files', dir, store, expireCompleted: true })
 // For the scale workload (bench/scale.ts): runs app.tus.removeExpired() and reports its time and how far the
 // RSS rose above where it started, sampled every 5 ms while it ran. Outside the tus routes.
 app.post('/bench/remove-expired', async () => {

@@ -105,7 +105,9 @@ export async function appendToUpload (services: TusServices, request: FastifyReq
 
 /** Offset retrieval: the upload once no request writes to it. A final whose partials are all complete is finished first. */
 export async function readStatus (services: TusServices, request: FastifyRequest, id: string): Promise<UploadInfo> {
-  return touched(request, await finishIfFinal(services, request, await loadFor(services, request, id, 'read', async () => await loadSettled(services, id))))
+  const upload = await loadFor(services, request, id, 'read', () => loadSettled(services, id))
+  // Without a call (and its promise) for the uploads that are not unfinished finals: a HEAD is mostly such small costs.
+  return touched(request, isUnfinishedFinal(upload) ? await finishIfFinal(services, request, upload) : upload)
 }
 
 /** The upload to download: 409 until it is complete. */
@@ -200,8 +202,12 @@ async function createFinal (
 
 /** A final upload is finished by whichever request reads it once its partials are complete (after a restart, too). */
 async function finishIfFinal (services: TusServices, request: FastifyRequest, upload: UploadInfo): Promise<UploadInfo> {
-  if (upload.concat?.type !== 'final' || isComplete(upload)) return upload
+  if (!isUnfinishedFinal(upload)) return upload
   return (await finishFinal(services, request, upload.id, 1))?.upload ?? upload
+}
+
+function isUnfinishedFinal (upload: UploadInfo): boolean {
+  return upload.concat?.type === 'final' && !isComplete(upload)
 }
 
 /** The lock policy of requests with a body: a newer request on the same upload (its client reconnected) ends this body. */

@@ -43,5 +43,5 @@ export async function loadFor (
  * same time share one lock and one read, but never one that began before a write still to come.
  */
 export async function loadSettled (services: TusServices, id: string): Promise<UploadInfo> {
-  return await services.sharedReads.read(id, async () => await lockUpload(services, id), async () => await services.store.getInfo(id))
+  return await services.sharedReads.read(id, () => lockUpload(services, id), () => services.store.getInfo(id))
 }

@@ -8,7 +8,8 @@ import type { UploadInfo } from '../store/types.js'
  * it was when the request joined. A request that will write (`beforeWrite`) closes the read to later
  * joiners: a read that queued for the lock ahead of a write must not answer a request that arrived after it
  * (a HEAD pipelined behind a PATCH reports the PATCH's bytes). Thirty-two clients polling one upload cost a
- * few reads, not thirty-two in a row.
+ * few reads, not thirty-two in a row. The read keeps the lock until the event loop's current turn is over
+ * (setImmediate), so the HEADs that arrive in that turn join it too.
  */
 interface SharedRead {
   answer: Promise<UploadInfo>
@@ -17,13 +18,14 @@ interface SharedRead {
 export class SharedReads {
   readonly #current = new Map<string, SharedRead>()
 
-  async read (id: string, lock: () => Promise<UploadLock>, read: () => Promise<UploadInfo>): Promise<UploadInfo> {
+  /** The shared answer itself (not an async wrapper around it: a HEAD is mostly such small costs). */
+  read (id: string, lock: () => Promise<UploadLock>, read: () => Promise<UploadInfo>): Promise<UploadInfo> {
     const current = this.#current.get(id)
-    if (current !== undefined) return await current.answer
+    if (current !== undefined) return current.answer
     const shared: SharedRead = { answer: Promise.resolve() as unknown as Promise<UploadInfo> }
     shared.answer = this.#lockAndRead(id, shared, lock, read)
     this.#current.set(id, shared)
-    return await shared.answer
+    return shared.answer
   }
 
   /** Called by a request that is about to wait for the upload's lock to change it. */
@@ -40,7 +42,12 @@ export class SharedReads {
       throw error
     }
     try {
-      return await read()
+      const answer = await read()
+      // The lock is kept until the event loop has handled the I/O at hand, so that HEADs parsed from the same
+      // poll still join this read: nothing can change the upload while its lock is held. A read that takes no
+      // thread-pool round trip (a synchronous stat) would otherwise end before any other HEAD arrives.
+      await new Promise((resolve) => { setImmediate(resolve) })
+      return answer
     } finally {
       // Before the release: from then on the upload may change, so later requests must read again.
       this.#forget(id, shared)
