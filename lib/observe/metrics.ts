@@ -198,6 +198,7 @@ export function measuredLocker (locker: UploadLocker, metrics: TusMetrics): Uplo
       let released = false
       return {
         ...(lock.signal === undefined ? {} : { signal: lock.signal }),
+        ...(lock.soleWriter === undefined ? {} : { soleWriter: lock.soleWriter }),
         release: async () => {
           if (!released) {
             released = true

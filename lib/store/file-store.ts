@@ -8,8 +8,8 @@ import { randomBytes } from 'node:crypto'
 import { TusErrors } from '../errors.js'
 import { isValidDirectory, isValidUploadId } from '../ids.js'
 import { BoundedCache } from './info-cache.js'
-import { OpenFiles, sameFile, type FileIdentity } from './open-files.js'
-import type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata } from './types.js'
+import { OpenFiles, UNSTATED, sameFile, type FileIdentity } from './open-files.js'
+import type { ByteRange, DataStore, LockedOptions, NewUpload, UploadConcat, UploadInfo, UploadMetadata } from './types.js'
 
 const INFO_SUFFIX = '.json'
 const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
@@ -132,19 +132,23 @@ export class FileStore implements DataStore {
     this.#openFiles = new OpenFiles(this.#caching ? MAX_OPEN_FILES : 0, OPEN_FILE_IDLE_MS)
   }
 
-  async create (upload: NewUpload): Promise<UploadInfo> {
+  async create (upload: NewUpload, options?: LockedOptions): Promise<UploadInfo> {
     await this.#ensureDirectory()
     const path = this.#dataPath(upload.id, upload.directory)
     if (upload.directory !== undefined) await mkdir(join(this.directory, upload.directory), { recursive: true })
     // The data file comes first: an upload exists once its info file does, and then its data file exists too.
     // Opened for appending and kept open for the first PATCH (unless the upload is empty).
     const data = await open(path, 'ax').catch((error: unknown) => { throw isExists(error) ? new TusErrors.ID_TAKEN(upload.id) : error })
-    let stats: Stats
-    try {
-      stats = await data.stat()
-    } catch (error) {
-      await data.close()
-      throw error
+    // Its identity, for the info cache and the kept handle. The sole writer of the upload need not ask: no
+    // other process can remove or re-create the file, so the first stat of its path tells (UNSTATED).
+    let stats: Stats | undefined
+    if (options?.soleWriter !== true || !this.#caching) {
+      try {
+        stats = await data.stat()
+      } catch (error) {
+        await data.close()
+        throw error
+      }
     }
     // After the data file's birth, which a cache fill checks (see #fill).
     const createdAt = new Date()
@@ -167,27 +171,48 @@ export class FileStore implements DataStore {
       await unlink(path).catch(rethrowUnlessNotFound)
       throw isExists(error) ? new TusErrors.ID_TAKEN(upload.id) : error
     }
-    const file = identityOf(stats)
+    const file = stats === undefined ? UNSTATED : identityOf(stats)
+    const modifiedAt = stats?.mtime ?? createdAt
     this.#remember(upload.id, file, text)
-    if (upload.size !== 0 && !this.#closed) this.#openFiles.keep(upload.id, data, file)
+    if (upload.size !== 0 && !this.#closed) this.#openFiles.keep(upload.id, data, file, 0, modifiedAt)
     else await data.close()
-    return { ...upload, offset: 0, createdAt, modifiedAt: stats.mtime, path }
+    return { ...upload, offset: 0, createdAt, modifiedAt, path }
   }
 
-  async getInfo (id: string): Promise<UploadInfo> {
+  async getInfo (id: string, options?: LockedOptions): Promise<UploadInfo> {
     assertSafeId(id)
     const entry = this.#cache.peek(id)
     const cached = entry === undefined ? undefined : unpack(entry)
     // A deferred length may have been declared by another process: read again until it is known.
     if (cached !== undefined && cached.info.size !== null) {
       const path = this.#dataPath(id, cached.info.directory)
+      // The sole writer, with the data file kept open since this store last wrote it (or created it): nothing
+      // else can have changed it, so its size is what that write left (no stat).
+      const known = options?.soleWriter === true ? this.#openFiles.known(id) : undefined
+      if (known !== undefined && sameFile(known.identity, cached.file)) {
+        this.#cache.get(id)
+        return toUploadInfo(cached.info, path, { size: known.size, mtime: known.modifiedAt })
+      }
       const stats = await statIfExists(path)
-      if (stats !== undefined && sameFile(stats, cached.file)) {
+      if (stats !== undefined && (sameFile(stats, cached.file) || this.#adopt(id, cached.file, stats))) {
         this.#cache.get(id)
         return toUploadInfo(cached.info, path, stats)
       }
     }
     return await this.#fill(id)
+  }
+
+  /**
+   * A data file created UNSTATED (by the sole writer of its upload) is the one at its path: the first stat
+   * gives the identity that later ones are checked against.
+   */
+  #adopt (id: string, file: FileIdentity, stats: Stats): boolean {
+    if (!sameFile(file, UNSTATED)) return false
+    const identity = identityOf(stats)
+    const entry = this.#cache.peek(id)
+    if (entry !== undefined) this.#cache.set(id, pack(identity, entry.slice(entry.indexOf('\n') + 1)))
+    this.#openFiles.adopt(id, identity)
+    return true
   }
 
   /** getInfo from the info file, read again, and the data file; caches what it read when it may. */
@@ -240,7 +265,7 @@ export class FileStore implements DataStore {
       keep = !complete && !this.#closed && file !== undefined && now !== undefined && sameFile(now, file)
     } finally {
       this.#openHandles.delete(handle)
-      if (keep) this.#openFiles.keep(id, handle, file!)
+      if (keep) this.#openFiles.keep(id, handle, file!, offset + written, new Date())
       else await handle.close()
     }
     return offset + written
@@ -249,12 +274,13 @@ export class FileStore implements DataStore {
   async flush (id: string): Promise<void> {
     if (this.#synced.delete(id) || !this.#fsync) return
     const file = this.#cachedFile(id)
+    const known = this.#openFiles.known(id)
     const kept = this.#openFiles.take(id, file)
-    if (kept !== undefined) {
+    if (kept !== undefined && known !== undefined) {
       try {
         await kept.sync()
       } finally {
-        this.#openFiles.keep(id, kept, file!)
+        this.#openFiles.keep(id, kept, file!, known.size, known.modifiedAt)
       }
       return
     }
@@ -515,7 +541,7 @@ async function writeAll (handle: FileHandle, buffers: Buffer[]): Promise<number>
   return total
 }
 
-function toUploadInfo (info: InfoFile, path: string, stats: Stats | undefined): UploadInfo {
+function toUploadInfo (info: InfoFile, path: string, stats: Pick<Stats, 'size' | 'mtime'> | undefined): UploadInfo {
   const createdAt = new Date(info.createdAt)
   return {
     id: info.id,
