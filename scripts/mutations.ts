@@ -119,7 +119,7 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'routes: X-HTTP-Method-Override resolved after auth',
     file: 'lib/http/routes.ts',
-    find: '    request.raw.method = method\n',
+    find: '  request.raw.method = method\n',
     replace: '',
     tests: ['test/security.test.ts']
   },
