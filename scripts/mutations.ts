@@ -119,14 +119,14 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'file-store: the kept size trusted without an in-process lock',
     file: 'lib/store/file-store.ts',
-    find: "const known = options?.soleWriter === true ? this.#openFiles.known(id) : undefined",
+    find: 'const known = options?.soleWriter === true ? this.#openFiles.known(id) : undefined',
     replace: 'const known = this.#openFiles.known(id)',
     tests: ['test/sole-writer.test.ts']
   },
   {
     name: 'metrics: the measured locker drops soleWriter',
     file: 'lib/observe/metrics.ts',
-    find: "        ...(lock.soleWriter === undefined ? {} : { soleWriter: lock.soleWriter }),\n",
+    find: '        ...(lock.soleWriter === undefined ? {} : { soleWriter: lock.soleWriter }),\n',
     replace: '',
     tests: ['test/sole-writer.test.ts']
   },
