@@ -191,6 +191,21 @@ t.test('the sole writer (an in-process lock) trusts its own writes: no stat from
   await rm(join(dir, again))
   await appendFile(join(dir, again), 'xyz')
   t.equal((await store.getInfo(again)).offset, 3, 'a data file replaced behind its back is seen when not the sole writer')
+
+  // A stat showing another size than the store's own last write left (a read racing a write, or a writer
+  // behind its back): what it knew is dropped, and the next sole-writer load asks the file.
+  const raced = contractId()
+  await store.create({ id: raced, size: 9, metadata: {} }, sole)
+  t.equal(await store.write(raced, 0, bytes('ab')), 2)
+  await appendFile(join(dir, raced), 'c')
+  t.equal((await store.getInfo(raced)).offset, 3, 'the stat shows 3')
+  t.equal(await countStats(async () => { t.equal((await store.getInfo(raced, sole)).offset, 3, 'and so does the next load') }), 1, 'which asked the file')
+  // The same size, another time (set by hand): the file's time wins.
+  await store.write(raced, 3, bytes('d'))
+  const past = new Date(Date.now() - 3 * 24 * 3600 * 1000)
+  fs.utimesSync(join(dir, raced), past, past)
+  t.equal((await store.getInfo(raced)).modifiedAt.getTime(), past.getTime())
+  t.equal(await countStats(async () => { t.equal((await store.getInfo(raced, sole)).modifiedAt.getTime(), past.getTime(), 'the time a stat saw') }), 0)
 })
 
 t.test('not the sole writer (a cross-process lock): every getInfo asks the file, and sees other processes\' writes', async (t) => {

@@ -196,6 +196,7 @@ export class FileStore implements DataStore {
       const stats = await statIfExists(path)
       if (stats !== undefined && (sameFile(stats, cached.file) || this.#adopt(id, cached.file, stats))) {
         this.#cache.get(id)
+        this.#openFiles.saw(id, stats.size, stats.mtime)
         return toUploadInfo(cached.info, path, stats)
       }
     }

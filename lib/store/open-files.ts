@@ -67,6 +67,19 @@ export class OpenFiles {
     return this.#entries.get(id)
   }
 
+  /**
+   * A `stat` of the kept file of `id`, by a request that asks the file (HEAD, GET, expiry). The same size: the
+   * file as this store's last write left it, and its time is the file's (something may have set it since). Another
+   * size: the stat raced a write (a read without the lock) or something wrote behind this store's back; what is
+   * known is no longer trusted and the handle is closed (the next write asks the file).
+   */
+  saw (id: string, size: number, modifiedAt: Date): void {
+    const entry = this.#entries.get(id)
+    if (entry === undefined) return
+    if (entry.size === size) entry.modifiedAt = modifiedAt
+    else this.drop(id)
+  }
+
   /** The kept file of `id` was created UNSTATED and a `stat` of its path found it: it is that file. */
   adopt (id: string, identity: FileIdentity): void {
     const entry = this.#entries.get(id)
