@@ -32,7 +32,12 @@ export const SERVERS: Record<string, ServerDefinition> = {
   'fastify-tus-base-nofsync': { name: 'fastify-tus (base, fsync: false)', script: 'fastify-tus.mjs', args: ['--base', '--no-fsync'] },
   'tus-server': { name: '@tus/server', script: 'tus-server.mjs', args: [] },
   limit: { name: 'limit', script: 'limit.mjs', args: [] },
-  'limit-fsync': { name: 'limit (fsync)', script: 'limit.mjs', args: ['--fsync'] }
+  'limit-fsync': { name: 'limit (fsync)', script: 'limit.mjs', args: ['--fsync'] },
+  // Diagnostics for bench/probe.ts (servers/plain-body.mjs): the plugin's RequestBody on node's http server, alone,
+  // beside an unused Fastify app, or beside an unused Fastify app with the plugin.
+  'plain-body': { name: 'plain body', script: 'plain-body.mjs', args: [] },
+  'plain-body-fastify': { name: 'plain body + Fastify loaded', script: 'plain-body.mjs', args: ['--load=fastify'] },
+  'plain-body-plugin': { name: 'plain body + plugin loaded', script: 'plain-body.mjs', args: ['--load=plugin'] }
 }
 
 /** A server process listening on 127.0.0.1 with a data directory of its own. */

@@ -1,5 +1,6 @@
 import type { FastifyRequest } from 'fastify'
 import { TusErrors, errorMessage } from '../errors.js'
+import type { UploadLock } from '../lockers/lock.js'
 import type { UploadInfo } from '../store/types.js'
 import type { UploadResponse } from '../types.js'
 import { completeUpload } from './lifecycle.js'
@@ -73,13 +74,45 @@ export async function finishFinal (
       waiting = await incompletePartials(services, parts)
       if (waiting.length > 0) return { upload: final, completed: false }
     }
-    const completed = await copyPartials(services, final, lock.signal)
+    let partialLocks = await lockPartials(services, parts, timeoutMs)
+    if (partialLocks.busy.length > 0) {
+      // A partial is still held, by the request completing it, say: that request finishes the final afterwards.
+      // It may have looked for waiting finals just before the registration, hence one more try.
+      await list.add(finalId, partialLocks.busy)
+      partialLocks = await lockPartials(services, parts, 1)
+      if (partialLocks.busy.length > 0) return { upload: final, completed: false }
+    }
+    let completed: UploadInfo
+    try {
+      completed = await copyPartials(services, final, lock.signal)
+    } finally {
+      await Promise.all(partialLocks.held.map(async (held) => { await held.release() }))
+    }
     // Before onUploadComplete: the final is complete whatever the hook does, and nothing waits for it any more.
     await forget(list, request, final)
     return { upload: completed, completed: true, response: await completeUpload(services, request, completed) }
   } finally {
     await lock.release()
   }
+}
+
+/**
+ * The partials' locks, taken before their bytes are read: a partial whose last bytes are stored may still be
+ * completing (S3: CompleteMultipartUpload not done yet, so its object cannot be read) under the lock of the
+ * request that stored them. In id order, so finals sharing partials never wait for each other. Resolves with
+ * the locks taken, or with the partials still busy after `timeoutMs` (and no lock held).
+ */
+async function lockPartials (services: TusServices, ids: string[], timeoutMs: number): Promise<{ held: UploadLock[], busy: string[] }> {
+  const held: UploadLock[] = []
+  for (const id of [...new Set(ids)].sort()) {
+    const lock = await services.locker.lock(id, { timeoutMs, requestRelease: false }).catch(() => undefined)
+    if (lock === undefined) {
+      await Promise.all(held.map(async (taken) => { await taken.release() }))
+      return { held: [], busy: [id] }
+    }
+    held.push(lock)
+  }
+  return { held, busy: [] }
 }
 
 /** Removes a complete final from the waiting list; a failure leaves entries that the next look finds complete. */
@@ -114,9 +147,11 @@ export async function partialUpload (services: TusServices, request: FastifyRequ
   return upload
 }
 
-/** Copies the partials' bytes into the final from where the copy stands, then flushes them (lock held). */
+/** Copies the partials' bytes into the final from where the copy stands, then flushes them (the final's lock and the partials' held). */
 async function copyPartials (services: TusServices, final: UploadInfo, lockLost: AbortSignal | undefined): Promise<UploadInfo> {
   if (final.concat?.type !== 'final') return final
+  // Completes a partial whose completion was cut short (its request failed after storing the last byte).
+  for (const id of new Set(final.concat.parts)) await services.store.flush(id)
   if (final.offset === 0 && await services.store.concatenate?.(final.id, final.concat.parts) === true) {
     await services.store.flush(final.id)
     return { ...final, offset: final.size ?? 0, modifiedAt: new Date() }
