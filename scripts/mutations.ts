@@ -117,9 +117,23 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/security.test.ts']
   },
   {
+    name: 'file-store: the kept size trusted without an in-process lock',
+    file: 'lib/store/file-store.ts',
+    find: 'const known = options?.soleWriter === true ? this.#openFiles.known(id) : undefined',
+    replace: 'const known = this.#openFiles.known(id)',
+    tests: ['test/sole-writer.test.ts']
+  },
+  {
+    name: 'metrics: the measured locker drops soleWriter',
+    file: 'lib/observe/metrics.ts',
+    find: '        ...(lock.soleWriter === undefined ? {} : { soleWriter: lock.soleWriter }),\n',
+    replace: '',
+    tests: ['test/sole-writer.test.ts']
+  },
+  {
     name: 'routes: X-HTTP-Method-Override resolved after auth',
     file: 'lib/http/routes.ts',
-    find: '    request.raw.method = method\n',
+    find: '  request.raw.method = method\n',
     replace: '',
     tests: ['test/security.test.ts']
   },

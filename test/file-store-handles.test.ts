@@ -2,7 +2,8 @@
 // sequence, so that a small upload costs fewer file-system calls. The handle must never outlive its use
 // (termination, completion, close, idleness) nor be written through once the path names another file.
 import t from 'tap'
-import { mkdir, mkdtemp, open, readdir, readFile, readlink, rm, type FileHandle } from 'node:fs/promises'
+import fs from 'node:fs'
+import { appendFile, mkdir, mkdtemp, open, readdir, readFile, readlink, rm, type FileHandle } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { FileStore } from '../lib/index.js'
@@ -104,15 +105,15 @@ t.test('OpenFiles: at most max kept (least recently kept closed first), closed w
   }
   const files = new OpenFiles(2, 20)
   const identity = { ino: 1, birthtimeMs: 2 }
-  files.keep('a', handles.get('a')!, identity)
-  files.keep('b', handles.get('b')!, identity)
-  files.keep('c', handles.get('c')!, identity)
+  files.keep('a', handles.get('a')!, identity, 0, new Date())
+  files.keep('b', handles.get('b')!, identity, 0, new Date())
+  files.keep('c', handles.get('c')!, identity, 0, new Date())
   t.same(closed, ['a'], 'the oldest is closed beyond max')
   t.equal(files.take('b', { ino: 1, birthtimeMs: 3 }), undefined, 'not lent for another file')
   t.same(closed, ['a', 'b'], 'and closed')
   t.equal(files.take('c', identity), handles.get('c'), 'lent for the same file')
   t.equal(files.size, 0)
-  files.keep('d', handles.get('d')!, identity)
+  files.keep('d', handles.get('d')!, identity, 0, new Date())
   while (files.size > 0) await new Promise((resolve) => setTimeout(resolve, 10))
   t.same(closed, ['a', 'b', 'd'], 'closed after the idle time')
   await handles.get('c')!.close()
@@ -138,6 +139,88 @@ t.test('a write still running when the store closes does not keep its handle', {
   await Promise.allSettled([writing, closing])
   await readdir(dir)
   t.equal(await openOn(path), 0, 'nothing left open')
+})
+
+/** Counts node's callback `fs.stat` calls (what FileStore stats data files with) during `work`. */
+async function countStats (work: () => Promise<void>): Promise<number> {
+  const module = fs as unknown as { stat: (...args: unknown[]) => void }
+  const original = module.stat
+  let count = 0
+  module.stat = (...args: unknown[]) => {
+    count++
+    original.apply(fs, args)
+  }
+  try {
+    await work()
+  } finally {
+    module.stat = original
+  }
+  return count
+}
+
+t.test('the sole writer (an in-process lock) trusts its own writes: no stat from creation to completion', { skip: process.platform !== 'linux' && 'needs /proc/self/fd' }, async (t) => {
+  const dir = join(directory, 'sole')
+  const store = new FileStore({ directory: dir })
+  // Another process's store, reading the same directory.
+  const other = new FileStore({ directory: dir, cacheSize: 0 })
+  t.teardown(async () => { await Promise.all([store.close(), other.close()]) })
+  const sole = { soleWriter: true }
+  const id = contractId()
+  const path = join(dir, id)
+  const stats = await countStats(async () => {
+    t.equal((await store.create({ id, size: 6, metadata: {} }, sole)).offset, 0)
+    t.equal((await store.getInfo(id, sole)).offset, 0, 'offset 0 from the creation')
+    t.equal(await store.write(id, 0, bytes('abc')), 3)
+    t.equal((await store.getInfo(id, sole)).offset, 3, 'offset from its own write')
+  })
+  t.equal(stats, 0, 'no stat of the data file')
+  t.equal(await openOn(path), 1, 'one descriptor, kept from the creation')
+  t.equal((await other.getInfo(id)).offset, 3, 'the bytes are on disk')
+
+  // Without the guarantee (a request that does not hold an in-process lock, e.g. a HEAD), the file is asked.
+  t.equal(await countStats(async () => { t.equal((await store.getInfo(id)).offset, 3) }), 1, 'a stat otherwise')
+  t.equal(await store.write(id, 3, bytes('def')), 6)
+  t.equal(await openOn(path), 0, 'closed at completion, the same handle throughout')
+  t.equal(await readFile(path, 'utf8'), 'abcdef')
+
+  // Its identity learnt from that stat: a file re-created at the path is seen as another one.
+  const again = contractId()
+  await store.create({ id: again, size: 6, metadata: {} }, sole)
+  t.equal((await store.getInfo(again)).offset, 0, 'identity learnt from the first stat')
+  await store.write(again, 0, bytes('ab'))
+  await rm(join(dir, again))
+  await appendFile(join(dir, again), 'xyz')
+  t.equal((await store.getInfo(again)).offset, 3, 'a data file replaced behind its back is seen when not the sole writer')
+
+  // A stat showing another size than the store's own last write left (a read racing a write, or a writer
+  // behind its back): what it knew is dropped, and the next sole-writer load asks the file.
+  const raced = contractId()
+  await store.create({ id: raced, size: 9, metadata: {} }, sole)
+  t.equal(await store.write(raced, 0, bytes('ab')), 2)
+  await appendFile(join(dir, raced), 'c')
+  t.equal((await store.getInfo(raced)).offset, 3, 'the stat shows 3')
+  t.equal(await countStats(async () => { t.equal((await store.getInfo(raced, sole)).offset, 3, 'and so does the next load') }), 1, 'which asked the file')
+  // The same size, another time (set by hand): the file's time wins.
+  await store.write(raced, 3, bytes('d'))
+  const past = new Date(Date.now() - 3 * 24 * 3600 * 1000)
+  fs.utimesSync(join(dir, raced), past, past)
+  t.equal((await store.getInfo(raced)).modifiedAt.getTime(), past.getTime())
+  t.equal(await countStats(async () => { t.equal((await store.getInfo(raced, sole)).modifiedAt.getTime(), past.getTime(), 'the time a stat saw') }), 0)
+})
+
+t.test('not the sole writer (a cross-process lock): every getInfo asks the file, and sees other processes\' writes', async (t) => {
+  const dir = join(directory, 'shared')
+  const store = new FileStore({ directory: dir })
+  t.teardown(async () => { await store.close() })
+  const id = contractId()
+  await store.create({ id, size: 10, metadata: {} })
+  await store.getInfo(id)
+  t.equal(await store.write(id, 0, bytes('abc')), 3)
+  // Another process appends under the cross-process lock.
+  await appendFile(join(dir, id), 'de')
+  t.equal(await countStats(async () => { t.equal((await store.getInfo(id)).offset, 5, 'its bytes are seen') }), 1)
+  t.equal(await store.write(id, 5, bytes('fg')), 7)
+  t.equal(await readFile(join(dir, id), 'utf8'), 'abcdefg')
 })
 
 t.test('close() during a write: no further batch is written, the write fails, nothing is left open', { skip: process.platform !== 'linux' && 'needs /proc/self/fd' }, async (t) => {

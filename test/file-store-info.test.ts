@@ -1,5 +1,6 @@
-// FileStore's info files (`<id>.json`) are replaced atomically: a reader, another process or a crash at any
-// moment sees the old info or the new one, never a half-written file; a failed write leaves nothing behind.
+// FileStore's info files (`<id>.json`) are created exclusively in place and replaced atomically: a reader,
+// another process or a crash at any moment sees no upload yet, the old info or the new one, never a
+// half-written info; a failed write leaves nothing behind.
 import t from 'tap'
 import fs, { readlinkSync } from 'node:fs'
 import { mkdtemp, open, readFile, readdir, rm, stat } from 'node:fs/promises'
@@ -81,8 +82,9 @@ t.test('a failed info write leaves no temporary file and the old info in place',
   const dir = join(directory, 'failures')
   const store = new FileStore({ directory: dir })
   t.teardown(async () => { await store.close() })
+  // Info files only: temporary ones (declareLength) and `<id>.json` (a creation writes it in place).
   const fail = async (path: string): Promise<NodeJS.ErrnoException | undefined> =>
-    path.endsWith('.tmp') ? Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' }) : undefined
+    path.endsWith('.tmp') || path.endsWith('.json') ? Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' }) : undefined
 
   for (const method of ['write', 'fsync'] as const) {
     const id = contractId()
@@ -97,4 +99,42 @@ t.test('a failed info write leaves no temporary file and the old info in place',
     t.notOk((await readdir(dir)).some((name) => name.startsWith(created)), 'nor a data file of the upload that failed')
     await t.rejects(store.getInfo(created), { code: 'FST_TUS_NOT_FOUND' })
   }
+})
+
+t.test('create: a reader while the info is being written finds no upload, never a half-written info', async (t) => {
+  const dir = join(directory, 'creating')
+  const writer = new FileStore({ directory: dir })
+  // Another process's store: no cache, so every getInfo reads the info file.
+  const reader = new FileStore({ directory: dir, cacheSize: 0 })
+  t.teardown(async () => { await Promise.all([writer.close(), reader.close()]) })
+  const id = contractId()
+  const infoPath = join(dir, `${id}.json`)
+  const seen: string[] = []
+  await onFs('write', async (path) => {
+    if (path === infoPath) {
+      // The info file exists, empty: the moment a concurrent HEAD (or a crash) would hit.
+      seen.push(await readFile(infoPath, 'utf8'))
+      await t.rejects(reader.getInfo(id), { code: 'FST_TUS_NOT_FOUND' }, 'the upload is not there yet')
+    }
+    return undefined
+  }, async () => { await writer.create({ id, size: 9, metadata: { name: 'x' } }) })
+  t.same(seen, [''], 'written in place, exclusively, in one write')
+  t.equal((await reader.getInfo(id)).size, 9, 'then whole')
+  await t.rejects(writer.create({ id, size: 1, metadata: {} }), { code: 'FST_TUS_ID_TAKEN' }, 'never created over')
+  t.same(JSON.parse(await readFile(infoPath, 'utf8')).size, 9, 'the first info stays')
+})
+
+t.test('an info file cut short by a crash during its creation is no upload (and its id stays taken)', async (t) => {
+  const dir = join(directory, 'cut')
+  const store = new FileStore({ directory: dir, cacheSize: 0 })
+  t.teardown(async () => { await store.close() })
+  const id = contractId()
+  await store.create({ id, size: 9, metadata: { name: 'x' } })
+  const infoPath = join(dir, `${id}.json`)
+  const whole = await readFile(infoPath, 'utf8')
+  for (const cut of [0, 1, whole.length - 1]) {
+    fs.writeFileSync(infoPath, whole.slice(0, cut))
+    await t.rejects(store.getInfo(id), { code: 'FST_TUS_NOT_FOUND' }, `${cut} of ${whole.length} characters: not found`)
+  }
+  await t.rejects(store.create({ id, size: 1, metadata: {} }), { code: 'FST_TUS_ID_TAKEN' })
 })

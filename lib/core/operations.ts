@@ -6,7 +6,7 @@ import type { UploadResponse } from '../types.js'
 import { appendBody, ensureRoom } from './append.js'
 import { RequestBody } from './body.js'
 import { finishFinal, finishFinalsWaitingOn, partialUpload } from './finals.js'
-import { completeUpload, prepareUpload, storeUpload, terminateUpload } from './lifecycle.js'
+import { SOLE_WRITER, completeUpload, prepareUpload, storeUpload, terminateUpload } from './lifecycle.js'
 import { hasBody, integerHeader } from './request.js'
 import { lockUpload, type TusServices } from './services.js'
 import { touched } from './touched.js'
@@ -68,7 +68,7 @@ export async function createUpload (services: TusServices, request: FastifyReque
 
   const lock = await lockUpload(services, prepared.id, { onReleaseRequested: releaseBody(request) })
   try {
-    const created = await storeUpload(services, request, prepared)
+    const created = await storeUpload(services, request, prepared, lock)
     services.diskReserve.track(created)
     input.onCreated?.(created)
     return await settle(services, request, false, await receive(services, request, created, input, lock.signal))
@@ -83,7 +83,8 @@ export async function appendToUpload (services: TusServices, request: FastifyReq
   const lock = await lockUpload(services, id, { onReleaseRequested: releaseBody(request) })
   let outcome: UploadOutcome
   try {
-    const upload = touched(request, await loadFor(services, request, id, 'write'))
+    const options = lock.soleWriter === true ? SOLE_WRITER : undefined
+    const upload = touched(request, await loadFor(services, request, id, 'write', async () => await services.store.getInfo(id, options)))
     if (upload.concat?.type === 'final') throw new TusErrors.FINAL_UPLOAD()
     if (input.offset !== upload.offset) {
       throw withFacts(new TusErrors.OFFSET_MISMATCH(input.offset, upload.offset), { offset: upload.offset, providedOffset: input.offset })
@@ -191,7 +192,7 @@ async function createFinal (
   const lock = await lockUpload(services, prepared.id)
   let final: UploadInfo
   try {
-    final = await storeUpload(services, request, prepared)
+    final = await storeUpload(services, request, prepared, lock)
   } finally {
     await lock.release()
   }

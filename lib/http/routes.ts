@@ -32,16 +32,19 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
   instance.addContentTypeParser('*', (_request, payload, done) => { done(null, new RequestBody(payload, idleTimeout)) })
   // Whether a request has content is decided once, by its HTTP version's rule (core/request.ts): Fastify skips the
   // parser for an HTTP/2 body that has neither Content-Type nor Content-Length, which streaming clients send.
-  instance.addHook('preHandler', async (request, reply) => {
+  // Hooks take callbacks, not promises: they run on every request.
+  instance.addHook('preHandler', (request, reply, done) => {
     if (!(request.body instanceof RequestBody) && hasBody(request)) request.body = new RequestBody(request.raw, idleTimeout)
     if (request.body instanceof RequestBody && expectsContinue(request)) {
       const response = reply.raw
       request.body.beforeFirstRead(() => { if (!response.headersSent) response.writeContinue() })
     }
+    done()
   })
   deferContinue(instance.server, services.basePath)
-  instance.addHook('onSend', async (request) => {
+  instance.addHook('onSend', (request, _reply, payload, done) => {
     if (request.body instanceof RequestBody) request.body.discardRest()
+    done(null, payload)
   })
   await traceUploads(instance, services)
   instance.setErrorHandler((error: TusHttpError, request, reply) => {
@@ -63,26 +66,16 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
 
   // First of all hooks: the method a tunnelled request (X-HTTP-Method-Override, T-G-8) stands for becomes its
   // method, so the version check, `auth`, every later hook and the route see what the request really does.
-  instance.addHook('onRequest', async (request) => {
-    const override = stringHeader(request, 'x-http-method-override')
-    if (override === undefined || request.method !== 'POST') return
-    const method = override.trim().toUpperCase()
-    if (method === 'POST') return
-    const onUpload = request.routeOptions.url?.endsWith('/:id') === true
-    if (!onUpload || TUS_UPLOAD_HANDLERS[method] === undefined) throw new TusErrors.METHOD_NOT_ALLOWED(method.slice(0, 32))
-    request.raw.method = method
-  })
-  instance.addHook('onRequest', async (request, reply) => {
-    // Upload-Draft-Interop-Version picks the IETF draft for this request: no Tus-Resumable either way.
-    if (draftVersionOf(services, request) !== undefined) return
-    reply.header('Tus-Resumable', TUS_VERSION)
-    // GET (download) is no tus request: a browser following a download link cannot send Tus-Resumable
-    // (tusd lets GET through for the same reason). Every method that reads or changes protocol state checks it.
-    if (request.method === 'OPTIONS' || request.method === 'GET') return
-    const version = stringHeader(request, 'tus-resumable')
-    if (version !== TUS_VERSION) {
-      throw withFacts(new TusErrors.UNSUPPORTED_VERSION(version ?? ''), { headers: { 'Tus-Version': TUS_VERSION } })
+  // Then the version check. One hook, taking a callback: it runs on every request.
+  instance.addHook('onRequest', (request, reply, done) => {
+    try {
+      overrideMethod(request)
+      checkVersion(services, request, reply)
+    } catch (error) {
+      done(error as TusHttpError)
+      return
     }
+    done()
   })
   const auth = services.options.auth
   if (auth !== undefined) {
@@ -114,6 +107,31 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
     if (handler === undefined || draftHandler === undefined) throw new TusErrors.METHOD_NOT_ALLOWED(request.method)
     await route(handler, draftHandler)(request, reply)
   })
+}
+
+/** X-HTTP-Method-Override on a POST to an upload: the request's method becomes the one it names. */
+function overrideMethod (request: FastifyRequest): void {
+  const override = stringHeader(request, 'x-http-method-override')
+  if (override === undefined || request.method !== 'POST') return
+  const method = override.trim().toUpperCase()
+  if (method === 'POST') return
+  const onUpload = request.routeOptions.url?.endsWith('/:id') === true
+  if (!onUpload || TUS_UPLOAD_HANDLERS[method] === undefined) throw new TusErrors.METHOD_NOT_ALLOWED(method.slice(0, 32))
+  request.raw.method = method
+}
+
+/** Tus-Resumable: answered on every tus request, required on those that read or change protocol state. */
+function checkVersion (services: TusServices, request: FastifyRequest, reply: FastifyReply): void {
+  // Upload-Draft-Interop-Version picks the IETF draft for this request: no Tus-Resumable either way.
+  if (draftVersionOf(services, request) !== undefined) return
+  reply.header('Tus-Resumable', TUS_VERSION)
+  // GET (download) is no tus request: a browser following a download link cannot send Tus-Resumable
+  // (tusd lets GET through for the same reason). Every method that reads or changes protocol state checks it.
+  if (request.method === 'OPTIONS' || request.method === 'GET') return
+  const version = stringHeader(request, 'tus-resumable')
+  if (version !== TUS_VERSION) {
+    throw withFacts(new TusErrors.UNSUPPORTED_VERSION(version ?? ''), { headers: { 'Tus-Version': TUS_VERSION } })
+  }
 }
 
 // The paths under which `100 Continue` waits for the body's first read, per server (several registrations may share one).

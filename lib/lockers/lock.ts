@@ -9,6 +9,12 @@ export interface UploadLock {
    * stale holder never overwrites bytes the new holder acknowledged. Absent for locks that cannot be lost.
    */
   readonly signal?: AbortSignal
+  /**
+   * True when no other process can change the upload, while or between this process's holds: the lock is
+   * in-process (MemoryLocker), and a store served by it serves one process (several processes sharing
+   * uploads need a cross-process locker). Stores then trust what they know of their own writes.
+   */
+  readonly soleWriter?: boolean
 }
 
 export interface LockOptions {
@@ -77,6 +83,7 @@ export class MemoryLocker implements UploadLocker {
   #lockFor (id: string): UploadLock {
     let released = false
     return {
+      soleWriter: true,
       release: async () => {
         if (released) return
         released = true

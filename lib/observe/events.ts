@@ -36,6 +36,8 @@ export class TusEvents extends EventEmitter<TusEventMap> {}
  * others and the upload go on as if it had not been there.
  */
 export function notify<E extends TusEventName> (events: TusEvents, log: FastifyBaseLogger, name: E, ...args: TusEventMap[E]): void {
+  // Nobody listens (the usual case): no copy of the listener list, no closure.
+  if (events.listenerCount(name) === 0) return
   const failed = (error: unknown): void => { log.error({ err: error, event: name }, 'fastify-tus: an event listener failed') }
   for (const listener of events.rawListeners(name) as Array<(...args: TusEventMap[E]) => unknown>) {
     try {

@@ -160,15 +160,19 @@ export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
 /** Counts every answered request of the tus routes (refusals by auth or the version check included), its time and its error. */
 export function countRequests (instance: FastifyInstance, metrics: TusMetrics): void {
   // onSend, not onResponse: the status is final here, and a scrape that follows the response counts it.
-  instance.addHook('onSend', async (request, reply) => {
+  // Callbacks, not promises: these run on every request.
+  instance.addHook('onSend', (request, reply, payload, done) => {
     metrics.countRequest(request.method, reply.statusCode)
+    done(null, payload)
   })
-  instance.addHook('onError', async (_request, _reply, error) => {
+  instance.addHook('onError', (_request, _reply, error, done) => {
     const { code, statusCode } = error as { code?: unknown, statusCode?: unknown }
     metrics.countError(code, statusCode)
+    done()
   })
-  instance.addHook('onResponse', async (request, reply) => {
+  instance.addHook('onResponse', (request, reply, done) => {
     metrics.timeRequest(request.method, reply.statusCode, reply.elapsedTime / 1000)
+    done()
   })
 }
 
@@ -198,6 +202,7 @@ export function measuredLocker (locker: UploadLocker, metrics: TusMetrics): Uplo
       let released = false
       return {
         ...(lock.signal === undefined ? {} : { signal: lock.signal }),
+        ...(lock.soleWriter === undefined ? {} : { soleWriter: lock.soleWriter }),
         release: async () => {
           if (!released) {
             released = true

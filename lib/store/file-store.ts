@@ -8,8 +8,8 @@ import { randomBytes } from 'node:crypto'
 import { TusErrors } from '../errors.js'
 import { isValidDirectory, isValidUploadId } from '../ids.js'
 import { BoundedCache } from './info-cache.js'
-import { OpenFiles, sameFile, type FileIdentity } from './open-files.js'
-import type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata } from './types.js'
+import { OpenFiles, UNSTATED, sameFile, type FileIdentity } from './open-files.js'
+import type { ByteRange, DataStore, LockedOptions, NewUpload, UploadConcat, UploadInfo, UploadMetadata } from './types.js'
 
 const INFO_SUFFIX = '.json'
 const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
@@ -100,9 +100,10 @@ export interface FileStoreOptions {
 
 /**
  * Keeps each upload as two files: the data file `<id>` (or `<directory>/<id>` when onUploadCreate chose a
- * sub-directory), appended to in place, and the info file `<id>.json` in the root, replaced atomically
- * (write to a temporary file, fsync, rename). Info files all live in the root, so ids are unique across
- * sub-directories and any request finds an upload by its id alone.
+ * sub-directory), appended to in place, and the info file `<id>.json` in the root: created exclusively in
+ * place (one write; read as "not created yet" until it is whole), then replaced atomically (write to a
+ * temporary file, fsync, rename). Info files all live in the root, so ids are unique across sub-directories
+ * and any request finds an upload by its id alone.
  */
 export class FileStore implements DataStore {
   readonly directory: string
@@ -143,19 +144,23 @@ export class FileStore implements DataStore {
     this.#openFiles = new OpenFiles(this.#caching ? MAX_OPEN_FILES : 0, OPEN_FILE_IDLE_MS)
   }
 
-  async create (upload: NewUpload): Promise<UploadInfo> {
+  async create (upload: NewUpload, options?: LockedOptions): Promise<UploadInfo> {
     await this.#ensureDirectory()
     const path = this.#dataPath(upload.id, upload.directory)
     if (upload.directory !== undefined) await mkdir(join(this.directory, upload.directory), { recursive: true })
     // The data file comes first: an upload exists once its info file does, and then its data file exists too.
     // Opened for appending and kept open for the first PATCH (unless the upload is empty).
     const data = await open(path, 'ax').catch((error: unknown) => { throw isExists(error) ? new TusErrors.ID_TAKEN(upload.id) : error })
-    let stats: Stats
-    try {
-      stats = await data.stat()
-    } catch (error) {
-      await data.close()
-      throw error
+    // Its identity, for the info cache and the kept handle. The sole writer of the upload need not ask: no
+    // other process can remove or re-create the file, so the first stat of its path tells (UNSTATED).
+    let stats: Stats | undefined
+    if (options?.soleWriter !== true || !this.#caching) {
+      try {
+        stats = await data.stat()
+      } catch (error) {
+        await data.close()
+        throw error
+      }
     }
     // After the data file's birth, which a cache fill checks (see #fill).
     const createdAt = new Date()
@@ -167,31 +172,43 @@ export class FileStore implements DataStore {
       ...(upload.directory === undefined ? {} : { directory: upload.directory }),
       createdAt: createdAt.toISOString()
     }
-    let text: string
+    const text = JSON.stringify(info)
     try {
-      text = await this.#writeInfo(info, true)
+      // Created exclusively at its final name, in one write: 3 calls (4 with fsync) where a temporary file
+      // and link() took 5 (6). Exclusive for every sub-directory too (info files all live in the root). Until
+      // the write ends a reader finds it empty or cut short, which #readInfo takes for "not created yet".
+      await writeSmallFile(this.#infoPath(upload.id), text, this.#fsync)
     } catch (error) {
       await data.close()
       await unlink(path).catch(rethrowUnlessNotFound)
       throw isExists(error) ? new TusErrors.ID_TAKEN(upload.id) : error
     }
-    const file = identityOf(stats)
+    const file = stats === undefined ? UNSTATED : identityOf(stats)
+    const modifiedAt = stats?.mtime ?? createdAt
     this.#remember(upload.id, file, text)
-    if (upload.size !== 0 && !this.#closed) this.#openFiles.keep(upload.id, data, file)
+    if (upload.size !== 0 && !this.#closed) this.#openFiles.keep(upload.id, data, file, 0, modifiedAt)
     else await data.close()
-    return { ...upload, offset: 0, createdAt, modifiedAt: stats.mtime, path }
+    return { ...upload, offset: 0, createdAt, modifiedAt, path }
   }
 
-  async getInfo (id: string): Promise<UploadInfo> {
+  async getInfo (id: string, options?: LockedOptions): Promise<UploadInfo> {
     assertSafeId(id)
     const entry = this.#cache.peek(id)
     const cached = entry === undefined ? undefined : unpack(entry)
     // A deferred length may have been declared by another process: read again until it is known.
     if (cached !== undefined && cached.info.size !== null) {
       const path = this.#dataPath(id, cached.info.directory)
-      const stats = this.#statKnown(path) ?? await statIfExists(path)
-      if (stats !== undefined && sameFile(stats, cached.file)) {
+      // The sole writer, with the data file kept open since this store last wrote it (or created it): nothing
+      // else can have changed it, so its size is what that write left (no stat).
+      const known = options?.soleWriter === true ? this.#openFiles.known(id) : undefined
+      if (known !== undefined && sameFile(known.identity, cached.file)) {
         this.#cache.get(id)
+        return toUploadInfo(cached.info, path, { size: known.size, mtime: known.modifiedAt })
+      }
+      const stats = this.#statKnown(path) ?? await statIfExists(path)
+      if (stats !== undefined && (sameFile(stats, cached.file) || this.#adopt(id, cached.file, stats))) {
+        this.#cache.get(id)
+        this.#openFiles.saw(id, stats.size, stats.mtime)
         return toUploadInfo(cached.info, path, stats)
       }
     }
@@ -216,6 +233,19 @@ export class FileStore implements DataStore {
       this.#windowSlow = 0
     }
     return stats
+  }
+
+  /**
+   * A data file created UNSTATED (by the sole writer of its upload) is the one at its path: the first stat
+   * gives the identity that later ones are checked against.
+   */
+  #adopt (id: string, file: FileIdentity, stats: Stats): boolean {
+    if (!sameFile(file, UNSTATED)) return false
+    const identity = identityOf(stats)
+    const entry = this.#cache.peek(id)
+    if (entry !== undefined) this.#cache.set(id, pack(identity, entry.slice(entry.indexOf('\n') + 1)))
+    this.#openFiles.adopt(id, identity)
+    return true
   }
 
   /** getInfo from the info file, read again, and the data file; caches what it read when it may. */
@@ -268,7 +298,7 @@ export class FileStore implements DataStore {
       keep = !complete && !this.#closed && file !== undefined && now !== undefined && sameFile(now, file)
     } finally {
       this.#openHandles.delete(handle)
-      if (keep) this.#openFiles.keep(id, handle, file!)
+      if (keep) this.#openFiles.keep(id, handle, file!, offset + written, new Date())
       else await handle.close()
     }
     return offset + written
@@ -277,12 +307,13 @@ export class FileStore implements DataStore {
   async flush (id: string): Promise<void> {
     if (this.#synced.delete(id) || !this.#fsync) return
     const file = this.#cachedFile(id)
+    const known = this.#openFiles.known(id)
     const kept = this.#openFiles.take(id, file)
-    if (kept !== undefined) {
+    if (kept !== undefined && known !== undefined) {
       try {
         await kept.sync()
       } finally {
-        this.#openFiles.keep(id, kept, file!)
+        this.#openFiles.keep(id, kept, file!, known.size, known.modifiedAt)
       }
       return
     }
@@ -412,28 +443,31 @@ export class FileStore implements DataStore {
       if (isNotFound(error)) throw new TusErrors.NOT_FOUND()
       throw error
     }
-    return { info: JSON.parse(text) as InfoFile, text }
+    let info: InfoFile
+    try {
+      info = JSON.parse(text) as InfoFile
+    } catch {
+      // Only a creation writes an info file in place (every later change replaces it whole, by rename), and
+      // no prefix of a JSON object parses: this one is being created, or its creation died before it was
+      // acknowledged (a crash). Either way the upload does not exist yet.
+      throw new TusErrors.NOT_FOUND()
+    }
+    return { info, text }
   }
 
-  /**
-   * Writes the info file atomically (temporary file, fsync, then link or rename) and resolves with its text.
-   * `exclusive`: fail with EEXIST instead of replacing an existing info file (creation).
-   */
-  async #writeInfo (info: InfoFile, exclusive = false): Promise<string> {
+  /** Replaces the info file atomically (temporary file, fsync, then rename) and resolves with its text. */
+  async #writeInfo (info: InfoFile): Promise<string> {
     const target = this.#infoPath(info.id)
     const temporary = `${target}${this.#temporaryPrefix}${this.#temporaries++}.tmp`
     const text = JSON.stringify(info)
     try {
       await writeSmallFile(temporary, text, this.#fsync)
-      // link() refuses an existing target atomically; rename() replaces it atomically.
-      if (exclusive) await link(temporary, target)
-      else await rename(temporary, target)
+      await rename(temporary, target)
     } catch (error) {
       // A failed write or sync too: no half-written temporary file is left beside the info files.
       await unlink(temporary).catch(() => undefined)
       throw error
     }
-    if (exclusive) await unlink(temporary)
     return text
   }
 }
@@ -582,7 +616,7 @@ class Appender {
   }
 }
 
-function toUploadInfo (info: InfoFile, path: string, stats: Stats | undefined): UploadInfo {
+function toUploadInfo (info: InfoFile, path: string, stats: Pick<Stats, 'size' | 'mtime'> | undefined): UploadInfo {
   const createdAt = new Date(info.createdAt)
   return {
     id: info.id,
@@ -649,13 +683,9 @@ async function writeSmallFile (path: string, text: string, sync: boolean): Promi
   await closeFd(fd)
 }
 
-/** fs.unlink, fs.link and fs.rename through callbacks: cheaper than fs/promises per call. */
+/** fs.unlink and fs.rename through callbacks: cheaper than fs/promises per call. */
 async function unlink (path: string): Promise<void> {
   await new Promise<void>((resolve, reject) => { fs.unlink(path, (error) => { if (error === null) resolve(); else reject(error) }) })
-}
-
-async function link (existing: string, path: string): Promise<void> {
-  await new Promise<void>((resolve, reject) => { fs.link(existing, path, (error) => { if (error === null) resolve(); else reject(error) }) })
 }
 
 async function rename (from: string, to: string): Promise<void> {

@@ -10,9 +10,21 @@ export function sameFile (a: FileIdentity, b: FileIdentity): boolean {
   return a.ino === b.ino && a.birthtimeMs === b.birthtimeMs
 }
 
-interface Entry {
-  handle: FileHandle
+/**
+ * The identity of a data file created by the sole writer of its upload (an in-process lock: no other process
+ * writes it) without asking the file system: the first `stat` of the path gives the real one.
+ */
+export const UNSTATED: FileIdentity = Object.freeze({ ino: -1, birthtimeMs: -1 })
+
+/** What the store knows of a kept file from its own writes: its size and when it last wrote it. */
+export interface KnownFile {
   identity: FileIdentity
+  size: number
+  modifiedAt: Date
+}
+
+interface Entry extends KnownFile {
+  handle: FileHandle
   timer: NodeJS.Timeout
 }
 
@@ -50,15 +62,42 @@ export class OpenFiles {
     return undefined
   }
 
-  /** Keeps `handle` (open on the file `identity`) for the next writer of `id`. */
-  keep (id: string, handle: FileHandle, identity: FileIdentity): void {
+  /** What is known of the kept file of `id`, if one is kept (not lent to a writer). */
+  known (id: string): KnownFile | undefined {
+    return this.#entries.get(id)
+  }
+
+  /**
+   * A `stat` of the kept file of `id`, by a request that asks the file (HEAD, GET, expiry). The same size: the
+   * file as this store's last write left it, and its time is the file's (something may have set it since). Another
+   * size: the stat raced a write (a read without the lock) or something wrote behind this store's back; what is
+   * known is no longer trusted and the handle is closed (the next write asks the file).
+   */
+  saw (id: string, size: number, modifiedAt: Date): void {
+    const entry = this.#entries.get(id)
+    if (entry === undefined) return
+    if (entry.size === size) entry.modifiedAt = modifiedAt
+    else this.drop(id)
+  }
+
+  /** The kept file of `id` was created UNSTATED and a `stat` of its path found it: it is that file. */
+  adopt (id: string, identity: FileIdentity): void {
+    const entry = this.#entries.get(id)
+    if (entry !== undefined && sameFile(entry.identity, UNSTATED)) entry.identity = identity
+  }
+
+  /**
+   * Keeps `handle` (open on the file `identity`, `size` bytes long after this store's last write at
+   * `modifiedAt`) for the next writer of `id`.
+   */
+  keep (id: string, handle: FileHandle, identity: FileIdentity, size: number, modifiedAt: Date): void {
     if (this.#max === 0) {
       this.#close(handle)
       return
     }
     this.drop(id)
     const timer = setTimeout(() => { this.drop(id) }, this.#idleMs).unref()
-    this.#entries.set(id, { handle, identity, timer })
+    this.#entries.set(id, { handle, identity, size, modifiedAt, timer })
     if (this.#entries.size > this.#max) this.drop(this.#entries.keys().next().value!)
   }
 

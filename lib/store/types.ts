@@ -33,6 +33,16 @@ export interface UploadInfo extends NewUpload {
   path?: string
 }
 
+/** What the caller of `create` or `getInfo` guarantees. */
+export interface LockedOptions {
+  /**
+   * The caller holds the upload's lock and no other process can change the upload, while or between this
+   * process's holds (an in-process lock: UploadLock.soleWriter). A store may then answer from what it knows
+   * of its own writes instead of asking its backend.
+   */
+  soleWriter?: boolean
+}
+
 /** How a write is made. */
 export interface WriteOptions {
   /**
@@ -54,9 +64,9 @@ export interface ByteRange {
  */
 export interface DataStore {
   /** Creates an empty upload. Fails if the id exists. */
-  create (upload: NewUpload): Promise<UploadInfo>
+  create (upload: NewUpload, options?: LockedOptions): Promise<UploadInfo>
   /** The upload's current state; rejects with FST_TUS_NOT_FOUND when there is none. */
-  getInfo (id: string): Promise<UploadInfo>
+  getInfo (id: string, options?: LockedOptions): Promise<UploadInfo>
   /**
    * Appends the chunks of `source` at `offset` (which the caller has checked is the current offset) and
    * resolves with the new offset. Bytes written before a failure stay written; the caller bounds `source`.

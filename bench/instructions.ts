@@ -1,0 +1,74 @@
+/**
+ * Instructions per small upload (POST + PATCH of 16 KiB, as W3), counted by valgrind's callgrind in the server's
+ * user space (every thread: JavaScript, node, libuv's pool), after a warm-up. Like bench/fs-calls.ts, a figure
+ * the load on the machine barely moves (CPU time on this shared machine moved 3x between rounds of one server);
+ * kernel work is not in it (fs-calls.ts counts the calls that cause most of it). Slow: valgrind runs the server
+ * about 50x slower, so keep --count small.
+ *
+ *   npm run build && node --import tsx bench/instructions.ts [--servers fastify-tus-nofsync,fastify-tus-base-nofsync,limit] [--count 200]
+ */
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { createInterface } from 'node:readline'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { DATA_ROOT, SERVERS } from './servers.js'
+import { inParallel, slice, TusClient, warmUp } from './workloads.js'
+
+const { values: args } = parseArgs({
+  options: {
+    servers: { type: 'string', default: 'fastify-tus-nofsync,limit' },
+    count: { type: 'string', default: '200' }
+  }
+})
+const count = Number(args.count)
+const SIZE = 16 * 1024
+const SCRIPTS = join(import.meta.dirname, 'servers')
+
+async function control (pid: number, flag: string): Promise<void> {
+  const child = spawn('callgrind_control', [flag, String(pid)], { stdio: 'ignore' })
+  const [code] = await once(child, 'exit') as [number]
+  if (code !== 0) throw new Error(`callgrind_control ${flag} exited with ${code}`)
+}
+
+await mkdir(DATA_ROOT, { recursive: true })
+console.log(`| server | instructions per upload (millions, user space, ${count} uploads) |`)
+console.log('| --- | ---: |')
+for (const key of args.servers.split(',')) {
+  const definition = SERVERS[key]
+  if (definition === undefined) throw new Error(`unknown server ${key}`)
+  const dataDir = await mkdtemp(join(DATA_ROOT, `${definition.script.replace('.mjs', '')}-`))
+  const outDir = await mkdtemp(join(DATA_ROOT, 'callgrind-'))
+  const child = spawn('valgrind', [
+    '--tool=callgrind', `--callgrind-out-file=${join(outDir, 'out.%p')}`,
+    process.execPath, join(SCRIPTS, definition.script), dataDir, ...definition.args
+  ], { stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, NODE_OPTIONS: '' } })
+  try {
+    const lines = createInterface({ input: child.stdout! })
+    const [line] = await once(lines, 'line') as [string]
+    lines.close()
+    const origin = `http://127.0.0.1:${Number(line)}`
+    await warmUp(origin)
+    const body = slice(3, SIZE, 0, SIZE)
+    // Warm the JIT on the workload itself, then count.
+    const client = new TusClient(origin, 4)
+    await inParallel(50, 4, async () => { const { path } = await client.create(SIZE); await client.patch(path, 0, SIZE, body) })
+    await control(child.pid!, '--zero')
+    await inParallel(count, 4, async () => { const { path } = await client.create(SIZE); await client.patch(path, 0, SIZE, body) })
+    await control(child.pid!, '--dump')
+    await client.close()
+    let total = 0
+    // The dump asked for (out.<pid>.1); out.<pid> is written at exit, with what ran after it.
+    for (const name of (await readdir(outDir)).filter((name) => /^out\.\d+\.\d+$/.test(name))) {
+      const summary = /^summary: (\d+)/m.exec(await readFile(join(outDir, name), 'utf8'))
+      if (summary !== null) total += Number(summary[1])
+    }
+    console.log(`| ${definition.name} | ${(total / count / 1e6).toFixed(2)} |`)
+  } finally {
+    child.kill('SIGTERM')
+    await once(child, 'exit')
+    await rm(dataDir, { recursive: true, force: true })
+    if (process.env.KEEP_CALLGRIND === undefined) await rm(outDir, { recursive: true, force: true })
+  }
+}
