@@ -142,18 +142,21 @@ t.test('a write still running when the store closes does not keep its handle', {
 })
 
 /** Counts node's callback `fs.stat` calls (what FileStore stats data files with) during `work`. */
+/** The stats of files made while `work` runs, through the thread pool or synchronously (a known data file's). */
 async function countStats (work: () => Promise<void>): Promise<number> {
-  const module = fs as unknown as { stat: (...args: unknown[]) => void }
-  const original = module.stat
+  const module = fs as unknown as Record<'stat' | 'statSync', (...args: unknown[]) => unknown>
+  const originals = { stat: module.stat, statSync: module.statSync }
   let count = 0
-  module.stat = (...args: unknown[]) => {
-    count++
-    original.apply(fs, args)
+  for (const name of ['stat', 'statSync'] as const) {
+    module[name] = (...args: unknown[]) => {
+      count++
+      return originals[name].apply(fs, args)
+    }
   }
   try {
     await work()
   } finally {
-    module.stat = original
+    Object.assign(module, originals)
   }
   return count
 }
