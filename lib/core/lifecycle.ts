@@ -3,7 +3,7 @@ import { TusErrors, withFacts } from '../errors.js'
 import { isValidDirectory, isValidUploadId } from '../ids.js'
 import { isMetadataKey } from '../metadata.js'
 import { notify } from '../observe/events.js'
-import type { NewUpload, UploadInfo, UploadMetadata } from '../store/types.js'
+import type { NewUpload, UploadInfo, UploadMetadata, WriteOptions } from '../store/types.js'
 import type { UploadAction, UploadCreateChanges, UploadResponse } from '../types.js'
 import type { BoundedBody } from './body.js'
 import type { TusServices } from './services.js'
@@ -49,8 +49,8 @@ function pick ({ id, metadata, directory }: UploadCreateChanges): UploadCreateCh
 }
 
 /** Stores a prepared upload (the caller holds its lock), counts it and emits `created`. */
-export async function storeUpload (services: TusServices, request: FastifyRequest, upload: NewUpload): Promise<UploadInfo> {
-  const created = await services.store.create(upload)
+export async function storeUpload (services: TusServices, request: FastifyRequest, upload: NewUpload, held?: WriteOptions): Promise<UploadInfo> {
+  const created = await services.store.create(upload, held)
   noteCreated(request, created)
   services.metrics.uploadsCreated++
   notify(services.events, request.log, 'created', created, request)

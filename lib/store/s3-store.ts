@@ -33,6 +33,8 @@ const PENDING_FINALS_SUFFIX = '.finals/'
 const PART_NUMBER = 'tus-part-number'
 /** Info objects of unfinished uploads kept in memory (#state): about 1 KiB each. */
 const INFO_CACHE_ENTRIES = 10_000
+/** States kept for the rest of a lock hold (#held): about 1 KiB plus 100 bytes a part each. */
+const HELD_STATES = 1_000
 
 export interface S3StoreOptions {
   /** The bucket the uploads live in; it must exist. */
@@ -115,6 +117,13 @@ export class S3Store implements DataStore {
    * means the entry is stale, whichever instance made it so, and the info object is read again.
    */
   readonly #infoCache = new Map<string, InfoObject>()
+  /**
+   * The state of an upload of known length as read (getInfo) or left (create, write) by a call made under a lock
+   * hold, for the later calls of the same hold (write, flush): nobody else writes to the upload while the hold
+   * lasts, so S3 still holds exactly that. Used only with the same hold object while its signal is not aborted;
+   * a call that changes the upload otherwise (concatenate, declareLength, terminate) drops it.
+   */
+  readonly #held = new Map<string, { hold: object, state: UploadState }>()
 
   constructor (options: S3StoreOptions) {
     if (typeof options.bucket !== 'string' || options.bucket === '') throw new TusErrors.INVALID_OPTION('S3Store bucket must be a non-empty string')
@@ -135,7 +144,7 @@ export class S3Store implements DataStore {
     })
   }
 
-  async create (upload: NewUpload): Promise<UploadInfo> {
+  async create (upload: NewUpload, options?: WriteOptions): Promise<UploadInfo> {
     const infoKey = this.#infoKey(upload.id)
     if (await this.#exists(infoKey)) throw new TusErrors.ID_TAKEN(upload.id)
     const createdAt = new Date()
@@ -145,7 +154,7 @@ export class S3Store implements DataStore {
       ...objectHeaders(upload.id, upload.metadata)
     })))
     if (multipart.UploadId === undefined) throw new TusErrors.STORE_FAILED('S3 CreateMultipartUpload returned no UploadId')
-    await this.#writeInfo({
+    const info: InfoObject = {
       id: upload.id,
       size: upload.size ?? null,
       metadata: upload.metadata,
@@ -154,12 +163,17 @@ export class S3Store implements DataStore {
       createdAt: createdAt.toISOString(),
       uploadId: multipart.UploadId,
       partSize: this.#partSizeFor(upload.size)
-    })
+    }
+    await this.#writeInfo(info)
+    this.#cacheInfo(info)
+    this.#keep(options, { info, parts: [], strays: new Set(), incompleteSize: 0, offset: 0, modifiedAt: createdAt })
     return { ...upload, offset: 0, createdAt, modifiedAt: createdAt }
   }
 
-  async getInfo (id: string): Promise<UploadInfo> {
-    const { info, offset, modifiedAt } = await this.#state(id)
+  async getInfo (id: string, options?: WriteOptions): Promise<UploadInfo> {
+    const state = await this.#state(id)
+    this.#keep(options, state)
+    const { info, offset, modifiedAt } = state
     return {
       id,
       size: info.size ?? undefined,
@@ -181,7 +195,7 @@ export class S3Store implements DataStore {
   async write (id: string, offset: number, source: AsyncIterable<Buffer>, options?: WriteOptions): Promise<number> {
     const fence = (): void => { options?.signal?.throwIfAborted() }
     fence()
-    const state = await this.#state(id)
+    const state = this.#kept(id, options) ?? await this.#state(id)
     if (state.offset !== offset) throw new TusErrors.STORE_FAILED(`upload ${id} is at offset ${state.offset} in S3, not ${offset}`)
     if (state.info.completed === true) throw new TusErrors.STORE_FAILED(`upload ${id} is already complete`)
     const { info } = state
@@ -197,9 +211,13 @@ export class S3Store implements DataStore {
     const inFlight = new Set<Promise<void>>()
     const failures: unknown[] = []
     const strays = new Set(state.strays)
+    const uploaded: StoredPart[] = []
     const start = (number: number, body: Buffer): void => {
       const upload: Promise<void> = this.#uploadPart(info, number, body).then(
-        () => { strays.delete(number) },
+        (part) => {
+          strays.delete(number)
+          uploaded.push(part)
+        },
         (error: unknown) => { failures.push(error) }
       ).finally(() => { inFlight.delete(upload) })
       inFlight.add(upload)
@@ -256,13 +274,24 @@ export class S3Store implements DataStore {
       // Its bytes went into a part; its part number already marks it stale, this only tidies up.
       await this.#delete(this.#incompleteKey(id))
     }
+    // What S3 holds now, for the rest of this lock hold (flush).
+    uploaded.sort((a, b) => a.PartNumber - b.PartNumber)
+    this.#keep(options, {
+      info,
+      parts: [...state.parts, ...uploaded],
+      strays,
+      incompleteSize: remainder.length,
+      offset: offset + received,
+      modifiedAt: new Date()
+    })
     if (sourceError !== undefined) throw sourceError
     return offset + received
   }
 
   /** Completes the multipart upload once every byte is there: the data object appears, readable as a whole. */
-  async flush (id: string): Promise<void> {
-    const { info, parts, incompleteSize, offset } = await this.#state(id)
+  async flush (id: string, options?: WriteOptions): Promise<void> {
+    const { info, parts: known, incompleteSize, offset } = this.#kept(id, options) ?? await this.#state(id)
+    const parts = [...known]
     if (info.completed === true || info.size === null || offset !== info.size) return
     if (incompleteSize > 0) {
       parts.push(await this.#uploadPart(info, parts.length + 1, await this.#readIncomplete(id, incompleteSize)))
@@ -292,6 +321,7 @@ export class S3Store implements DataStore {
    * 5 GiB) and none is empty; otherwise false, and the partials are streamed through the server.
    */
   async concatenate (finalId: string, partialIds: string[]): Promise<boolean> {
+    this.#held.delete(finalId)
     if (partialIds.length > MAX_PARTS) return false
     const final = await this.#state(finalId)
     if (final.offset !== 0 || final.info.completed === true) return false
@@ -341,6 +371,7 @@ export class S3Store implements DataStore {
   }
 
   async declareLength (id: string, size: number): Promise<void> {
+    this.#held.delete(id)
     const info = await this.#readInfo(id)
     await this.#writeInfo({ ...info.body, size })
   }
@@ -362,6 +393,7 @@ export class S3Store implements DataStore {
       throw error
     })
     this.#infoCache.delete(id)
+    this.#held.delete(id)
     if (info === undefined) return
     const dataKey = this.#dataKey(id, info.body.directory)
     // The multipart upload goes first: once it is aborted the upload is gone (getInfo: 404), and if aborting
@@ -477,12 +509,35 @@ export class S3Store implements DataStore {
       if (data === undefined) throw new TusErrors.NOT_FOUND()
       return { info: { ...info, completed: true }, parts: [], strays: new Set(), incompleteSize: 0, offset: data.ContentLength ?? 0, modifiedAt: data.LastModified ?? lastModified }
     }
-    // A deferred length can be declared by any instance without touching the multipart upload: not cached.
-    if (info.size !== null) {
-      if (this.#infoCache.size >= INFO_CACHE_ENTRIES) this.#infoCache.delete(this.#infoCache.keys().next().value!)
-      this.#infoCache.set(id, info)
-    }
+    this.#cacheInfo(info)
     return await this.#unfinishedState(id, info, listed)
+  }
+
+  #cacheInfo (info: InfoObject): void {
+    // A deferred length can be declared by any instance without touching the multipart upload: not cached.
+    if (info.size === null) return
+    if (this.#infoCache.size >= INFO_CACHE_ENTRIES) this.#infoCache.delete(this.#infoCache.keys().next().value!)
+    this.#infoCache.set(info.id, info)
+  }
+
+  /**
+   * Keeps `state` for the later calls of the caller's lock hold, if it names one. Only unfinished uploads of known
+   * length: a deferred one's info changes when its length is declared, a completed one is not written again.
+   */
+  #keep (options: WriteOptions | undefined, state: UploadState): void {
+    const id = state.info.id
+    this.#held.delete(id)
+    if (options?.hold === undefined || options.signal?.aborted === true || state.info.size === null || state.info.completed === true) return
+    if (this.#held.size >= HELD_STATES) this.#held.delete(this.#held.keys().next().value!)
+    this.#held.set(id, { hold: options.hold, state })
+  }
+
+  /** The state kept under the caller's hold (#keep), if the hold is the same and its lock still held; then forgotten. */
+  #kept (id: string, options: WriteOptions | undefined): UploadState | undefined {
+    const kept = this.#held.get(id)
+    this.#held.delete(id)
+    if (kept === undefined || options?.hold !== kept.hold || options.signal?.aborted === true) return undefined
+    return kept.state
   }
 
   async #unfinishedState (id: string, info: InfoObject, listed: StoredPart[]): Promise<UploadState> {
