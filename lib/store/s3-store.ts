@@ -151,8 +151,7 @@ export class S3Store implements DataStore {
   }
 
   async create (upload: NewUpload, options?: WriteOptions): Promise<UploadInfo> {
-    const infoKey = this.#infoKey(upload.id)
-    if (await this.#exists(infoKey)) throw new TusErrors.ID_TAKEN(upload.id)
+    assertSafeId(upload.id)
     const createdAt = new Date()
     const multipart = await this.#send('CreateMultipartUpload', async (s3) => await s3.send(new CreateMultipartUploadCommand({
       Bucket: this.bucket,
@@ -170,7 +169,15 @@ export class S3Store implements DataStore {
       uploadId: multipart.UploadId,
       partSize: this.#partSizeFor(upload.size)
     }
-    await this.#writeInfo(info)
+    // Written only if no info object has this id yet (If-None-Match: *, atomic in S3): a taken id aborts the
+    // multipart upload just created (a second one of the same key; the other upload's is untouched).
+    try {
+      await this.#writeInfo(info, true)
+    } catch (error) {
+      if (((error as { cause?: { $metadata?: { httpStatusCode?: number } } }).cause?.$metadata?.httpStatusCode) !== 412) throw error
+      await this.#abort(this.#dataKey(upload.id, upload.directory), multipart.UploadId)
+      throw new TusErrors.ID_TAKEN(upload.id)
+    }
     this.#cacheInfo(info)
     this.#keep(options, { info, parts: [], strays: new Set(), incompleteSize: 0, offset: 0, modifiedAt: createdAt })
     return { ...upload, offset: 0, createdAt, modifiedAt: createdAt }
@@ -642,7 +649,8 @@ export class S3Store implements DataStore {
     return { body, lastModified: object.LastModified ?? new Date(body.createdAt) }
   }
 
-  async #writeInfo (info: InfoObject): Promise<void> {
+  /** Writes `<id>.info`; with `ifAbsent`, only if there is none (S3 answers 412 otherwise). */
+  async #writeInfo (info: InfoObject, ifAbsent = false): Promise<void> {
     this.#infoCache.delete(info.id)
     const body = JSON.stringify(info)
     await this.#send('PutObject', async (s3) => await s3.send(new PutObjectCommand({
@@ -650,7 +658,8 @@ export class S3Store implements DataStore {
       Key: this.#infoKey(info.id),
       Body: body,
       ContentLength: Buffer.byteLength(body),
-      ContentType: 'application/json'
+      ContentType: 'application/json',
+      ...(ifAbsent ? { IfNoneMatch: '*' } : {})
     })))
   }
 
@@ -664,10 +673,6 @@ export class S3Store implements DataStore {
 
   async #head (key: string): Promise<{ ContentLength?: number, LastModified?: Date, Metadata?: Record<string, string> } | undefined> {
     return await this.#sendOrNotFound('HeadObject', async (s3) => await s3.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })))
-  }
-
-  async #exists (key: string): Promise<boolean> {
-    return await this.#head(key) !== undefined
   }
 
   #partSizeFor (size: number | undefined): number {
