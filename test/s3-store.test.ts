@@ -208,6 +208,40 @@ t.test('parts upload concurrently, up to partsInFlight, numbered in order', asyn
   t.equal(sha256(Buffer.from(await object.Body!.transformToByteArray())), sha256(data), 'the parts are in order')
 })
 
+t.test('an UploadPart issued before the lock was lost, still waiting to be sent, is aborted with it: nothing lands', async (t) => {
+  t.setTimeout(120_000)
+  const bucket = await testBucket(t)
+  // The SDK has the part (send() was called) but the request waits, as for a free socket, until the lock is lost.
+  let issued!: () => void
+  const waiting = new Promise<void>((resolve) => { issued = resolve })
+  let proceed!: () => void
+  const lockLost = new Promise<void>((resolve) => { proceed = resolve })
+  const store = new S3Store({
+    bucket,
+    prefix: 'uploads/',
+    partSize: 5 * MiB,
+    s3: gatedConfig(async (_partNumber, send) => {
+      issued()
+      await lockLost
+      return await send()
+    })
+  })
+  t.teardown(async () => { await store.close() })
+  const id = contractId()
+  await store.create({ id, size: 6 * MiB, metadata: {} })
+  const lock = new AbortController()
+  const data = randomBytesSeeded(5 * MiB, 43)
+  const write = store.write(id, 0, chunked(data), { signal: lock.signal, hold: {} })
+  await waiting
+  lock.abort(new Error('the lock was lost'))
+  proceed()
+  await t.rejects(write, { message: 'the lock was lost' })
+  const listed = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }))
+  const parts = await client.send(new ListPartsCommand({ Bucket: bucket, Key: `uploads/${id}`, UploadId: listed.Uploads![0]!.UploadId }))
+  t.same(parts.Parts ?? [], [], 'the part never reached S3')
+  t.equal((await store.getInfo(id)).offset, 0)
+})
+
 t.test('a part that fails while later ones land: the upload resumes after the last part before it', async (t) => {
   t.setTimeout(180_000)
   const bucket = await testBucket(t)

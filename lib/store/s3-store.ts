@@ -21,6 +21,8 @@ import { contentDisposition, contentType } from '../metadata.js'
 import type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata, WriteOptions } from './types.js'
 
 const MiB = 1024 * 1024
+/** Options of an SDK send: a write made under a lock that can be lost is aborted with it. */
+type SendOptions = { abortSignal?: AbortSignal }
 /** S3's limits: every part but the last is at least 5 MiB, at most 5 GiB, and an upload has at most 10000 parts. */
 const MIN_PART_SIZE = 5 * MiB
 const MAX_PART_SIZE = 5 * 1024 * MiB
@@ -202,8 +204,9 @@ export class S3Store implements DataStore {
   /**
    * With `options.signal` (the caller's lock), every S3 call that changes the upload first checks that the lock
    * is still held: a holder that froze past its lock's ttl, while another instance took over and stored bytes,
-   * fails instead of overwriting them with its stale part numbers. (S3 has no conditional UploadPart, so a call
-   * already on its way when the lock expires can still land: the locker aborts the signal a margin before.)
+   * fails instead of overwriting them with its stale part numbers. Those calls are also given the signal as the
+   * SDK's abortSignal: one issued before the lock was lost and not answered yet is dropped when it is. (S3 has no
+   * conditional UploadPart, so bytes S3 already received can still land: the locker aborts a margin before.)
    */
   async write (id: string, offset: number, source: AsyncIterable<Buffer>, options?: WriteOptions): Promise<number> {
     const fence = (): void => { options?.signal?.throwIfAborted() }
@@ -229,7 +232,7 @@ export class S3Store implements DataStore {
     const strays = new Set(state.strays)
     const uploaded: StoredPart[] = []
     const start = (number: number, body: Buffer): void => {
-      const upload: Promise<void> = this.#uploadPart(info, number, body).then(
+      const upload: Promise<void> = this.#uploadPart(info, number, body, options?.signal).then(
         (part) => {
           strays.delete(number)
           uploaded.push(part)
@@ -286,18 +289,18 @@ export class S3Store implements DataStore {
     // A stray part right after the last one written would make S3's listing count it: overwrite it with nothing.
     if (strays.has(partNumber)) {
       fence()
-      await this.#uploadPart(info, partNumber, Buffer.alloc(0))
+      await this.#uploadPart(info, partNumber, Buffer.alloc(0), options?.signal)
     }
     const remainder = pending.takeRest()
     if (remainder.length > 0 || carried > 0) fence()
     if (remainder.length > 0 && (remainder.length !== carried || partNumber !== state.parts.length + 1)) {
-      await this.#send('PutObject', async (s3) => await s3.send(new PutObjectCommand({
+      await this.#send('PutObject', async (s3, sendOptions) => await s3.send(new PutObjectCommand({
         Bucket: this.bucket,
         Key: this.#incompleteKey(id),
         Body: remainder,
         ContentLength: remainder.length,
         Metadata: { [PART_NUMBER]: String(partNumber) }
-      })))
+      }), sendOptions), options?.signal)
     } else if (remainder.length === 0 && carried > 0) {
       // Its bytes went into a part; its part number already marks it stale, this only tidies up.
       await this.#delete(this.#incompleteKey(id))
@@ -321,8 +324,10 @@ export class S3Store implements DataStore {
     const { info, parts: known, incompleteSize, offset } = this.#kept(id, options) ?? await this.#state(id)
     const parts = [...known]
     if (info.completed === true || info.size === null || offset !== info.size) return
+    const signal = options?.signal
+    signal?.throwIfAborted()
     if (incompleteSize > 0) {
-      parts.push(await this.#uploadPart(info, parts.length + 1, await this.#readIncomplete(id, incompleteSize)))
+      parts.push(await this.#uploadPart(info, parts.length + 1, await this.#readIncomplete(id, incompleteSize), signal))
     }
     const dataKey = this.#dataKey(id, info.directory)
     if (parts.length === 0) {
@@ -332,12 +337,13 @@ export class S3Store implements DataStore {
         Bucket: this.bucket, Key: dataKey, Body: '', ContentLength: 0, ...objectHeaders(id, info.metadata)
       })))
     } else {
-      await this.#send('CompleteMultipartUpload', async (s3) => await s3.send(new CompleteMultipartUploadCommand({
+      signal?.throwIfAborted()
+      await this.#send('CompleteMultipartUpload', async (s3, sendOptions) => await s3.send(new CompleteMultipartUploadCommand({
         Bucket: this.bucket,
         Key: dataKey,
         UploadId: info.uploadId,
         MultipartUpload: { Parts: parts.map(({ PartNumber, ETag }) => ({ PartNumber, ETag })) }
-      })))
+      }), sendOptions), signal)
     }
     await this.#writeInfo({ ...info, completed: true })
     if (incompleteSize > 0) await this.#delete(this.#incompleteKey(id))
@@ -617,18 +623,18 @@ export class S3Store implements DataStore {
     return parts
   }
 
-  async #uploadPart (info: InfoObject, partNumber: number, body: Buffer): Promise<StoredPart> {
+  async #uploadPart (info: InfoObject, partNumber: number, body: Buffer, signal?: AbortSignal): Promise<StoredPart> {
     if (partNumber > MAX_PARTS) {
       throw new TusErrors.STORE_FAILED(`upload ${info.id} needs more than ${MAX_PARTS} parts of ${info.partSize} bytes; raise partSize`)
     }
-    const result = await this.#send('UploadPart', async (s3) => await s3.send(new UploadPartCommand({
+    const result = await this.#send('UploadPart', async (s3, options) => await s3.send(new UploadPartCommand({
       Bucket: this.bucket,
       Key: this.#dataKey(info.id, info.directory),
       UploadId: info.uploadId,
       PartNumber: partNumber,
       Body: body,
       ContentLength: body.length
-    })))
+    }), options), signal)
     if (result.ETag === undefined) throw new TusErrors.STORE_FAILED('S3 UploadPart returned no ETag')
     return { PartNumber: partNumber, ETag: result.ETag, Size: body.length, LastModified: new Date() }
   }
@@ -711,10 +717,12 @@ export class S3Store implements DataStore {
   }
 
   /** Runs one S3 call; its failure becomes FST_TUS_STORE_FAILED naming the operation (the S3 error is the cause). */
-  async #send<T> (operation: string, call: (s3: S3Client) => Promise<T>): Promise<T> {
+  async #send<T> (operation: string, call: (s3: S3Client, options: SendOptions) => Promise<T>, signal?: AbortSignal): Promise<T> {
     try {
-      return await call(this.#client)
+      return await call(this.#client, signal === undefined ? {} : { abortSignal: signal })
     } catch (error) {
+      // Aborted because the caller's lock was lost (the SDK drops the request): the lock's reason, as fence() gives.
+      if (signal?.aborted === true) throw signal.reason
       throw Object.assign(new TusErrors.STORE_FAILED(`S3 ${operation}: ${errorMessage(error)}`), { cause: error })
     }
   }
