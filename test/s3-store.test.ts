@@ -47,6 +47,8 @@ t.test('a write that ends mid-part keeps its bytes in the incomplete-part object
   const id = contractId()
   await store.create({ id, size: data.length, metadata: {} })
   t.equal(await multipartUploads(bucket), 1, 'one multipart upload per tus upload')
+  await t.rejects(store.create({ id, size: 1, metadata: {} }), { code: 'FST_TUS_ID_TAKEN' }, 'a taken id is refused')
+  t.equal(await multipartUploads(bucket), 1, 'the multipart upload of the refused create is aborted, the other one stands')
   await store.write(id, 0, bytes(data.subarray(0, 4 * MiB)))
   t.same(await keys(bucket), [`uploads/${id}.info`, `uploads/${id}.part`])
   // Another instance continues: a second store on the same bucket.
@@ -197,11 +199,47 @@ t.test('parts upload concurrently, up to partsInFlight, numbered in order', asyn
   t.equal(most, 4, 'four parts at once, never more')
   const listed = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }))
   const parts = await client.send(new ListPartsCommand({ Bucket: bucket, Key: `uploads/${id}`, UploadId: listed.Uploads![0]!.UploadId }))
-  t.same(parts.Parts!.map(({ PartNumber, Size }) => [PartNumber, Size]), [1, 2, 3, 4, 5, 6].map((n) => [n, 5 * MiB]))
+  // The write ends the upload: its last 100 bytes go straight into the last part, not the incomplete-part object.
+  t.same(parts.Parts!.map(({ PartNumber, Size }) => [PartNumber, Size]), [...[1, 2, 3, 4, 5, 6].map((n) => [n, 5 * MiB]), [7, 100]])
+  t.same(await keys(bucket), [`uploads/${id}.info`], 'no incomplete-part object')
   t.equal((await store.getInfo(id)).offset, data.length)
   await store.flush(id)
   const object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: `uploads/${id}` }))
   t.equal(sha256(Buffer.from(await object.Body!.transformToByteArray())), sha256(data), 'the parts are in order')
+})
+
+t.test('an UploadPart issued before the lock was lost, still waiting to be sent, is aborted with it: nothing lands', async (t) => {
+  t.setTimeout(120_000)
+  const bucket = await testBucket(t)
+  // The SDK has the part (send() was called) but the request waits, as for a free socket, until the lock is lost.
+  let issued!: () => void
+  const waiting = new Promise<void>((resolve) => { issued = resolve })
+  let proceed!: () => void
+  const lockLost = new Promise<void>((resolve) => { proceed = resolve })
+  const store = new S3Store({
+    bucket,
+    prefix: 'uploads/',
+    partSize: 5 * MiB,
+    s3: gatedConfig(async (_partNumber, send) => {
+      issued()
+      await lockLost
+      return await send()
+    })
+  })
+  t.teardown(async () => { await store.close() })
+  const id = contractId()
+  await store.create({ id, size: 6 * MiB, metadata: {} })
+  const lock = new AbortController()
+  const data = randomBytesSeeded(5 * MiB, 43)
+  const write = store.write(id, 0, chunked(data), { signal: lock.signal, hold: {} })
+  await waiting
+  lock.abort(new Error('the lock was lost'))
+  proceed()
+  await t.rejects(write, { message: 'the lock was lost' })
+  const listed = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }))
+  const parts = await client.send(new ListPartsCommand({ Bucket: bucket, Key: `uploads/${id}`, UploadId: listed.Uploads![0]!.UploadId }))
+  t.same(parts.Parts ?? [], [], 'the part never reached S3')
+  t.equal((await store.getInfo(id)).offset, 0)
 })
 
 t.test('a part that fails while later ones land: the upload resumes after the last part before it', async (t) => {
@@ -230,7 +268,8 @@ t.test('a part that fails while later ones land: the upload resumes after the la
   const data = randomBytesSeeded(4 * 5 * MiB + 2 * MiB + 10, 42)
   const id = contractId()
   await failing.create({ id, size: data.length, metadata: {} })
-  await t.rejects(failing.write(id, 0, chunked(data)), { code: 'FST_TUS_STORE_FAILED', message: /injected: part 2 failed/ })
+  // Short of the end by 10 bytes, so that the bytes after part 4 would go to the incomplete-part object.
+  await t.rejects(failing.write(id, 0, chunked(data.subarray(0, data.length - 10))), { code: 'FST_TUS_STORE_FAILED', message: /injected: part 2 failed/ })
   const listed = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }))
   const parts = await client.send(new ListPartsCommand({ Bucket: bucket, Key: `uploads/${id}`, UploadId: listed.Uploads![0]!.UploadId }))
   t.same(parts.Parts!.map(({ PartNumber }) => PartNumber), [1, 3, 4], 'parts 3 and 4 landed after the gap')
@@ -322,6 +361,60 @@ t.test('HEAD of an unfinished upload: 2 S3 requests once its info is cached, and
   const seen = await tusRequest(`${a.endpoint}${idOf(deferred)}`, { method: 'HEAD' })
   t.equal(seen.headers['upload-length'], '10')
   t.equal(seen.headers['upload-offset'], '3')
+})
+
+t.test('a PATCH that completes an upload reads its state from S3 once, under the lock; write and flush reuse it', async (t) => {
+  t.setTimeout(120_000)
+  const bucket = await testBucket(t)
+  const log: string[] = []
+  const counted = new S3Store({ bucket, prefix: 'uploads/', partSize: 5 * MiB, s3: countingConfig(log) })
+  t.teardown(async () => { await counted.close() })
+  const a = await startServer(t, { store: counted })
+  const data = randomBytesSeeded(10 * MiB + 20, 62)
+  log.length = 0
+  const url = await createUpload(a, { 'Upload-Length': String(data.length) })
+  t.same(log, ['POST data?uploads', 'PUT info'], 'creation: the multipart upload, the info object (written only if the id is free)')
+  log.length = 0
+  const patched = await tusRequest(url, { method: 'PATCH', headers: { ...OCTET, 'Upload-Offset': '0' }, body: data })
+  t.equal(patched.status, 204)
+  t.equal(patched.headers['upload-offset'], String(data.length))
+  t.same(log.slice(0, 2), ['GET data?uploadId', 'HEAD part'], 'the state, read once the lock is taken (the info object is cached)')
+  t.same(log.slice(2, 5).sort(), ['PUT data?partNumber&uploadId', 'PUT data?partNumber&uploadId', 'PUT data?partNumber&uploadId'], 'three parts, no listing before or after them')
+  t.same(log.slice(5), ['POST data?uploadId', 'PUT info'], 'completion: CompleteMultipartUpload, the info object; no look for waiting finals')
+  const download = await tusRequest(url)
+  t.equal(download.status, 200)
+  t.equal(sha256(download.body), sha256(data))
+})
+
+t.test('what one lock hold kept is never used by another: bytes another instance stored in between count', async (t) => {
+  t.setTimeout(120_000)
+  const bucket = await testBucket(t)
+  const store = newStore(bucket)
+  const other = newStore(bucket)
+  const data = randomBytesSeeded(16 * MiB, 63)
+  const id = contractId()
+  const first = { hold: {} }
+  await store.create({ id, size: data.length, metadata: {} }, first)
+  t.equal(await store.write(id, 0, bytes(data.subarray(0, 5 * MiB + 10)), first), 5 * MiB + 10)
+  // The hold ends here; another instance appends a part and a half under its own.
+  t.equal(await other.write(id, 5 * MiB + 10, bytes(data.subarray(5 * MiB + 10, 11 * MiB)), { hold: {} }), 11 * MiB)
+  // The next hold here writes and completes without a getInfo first: it must start from what S3 holds.
+  const second = { hold: {} }
+  t.equal(await store.write(id, 11 * MiB, bytes(data.subarray(11 * MiB)), second), data.length)
+  await store.flush(id, second)
+  t.equal(await multipartUploads(bucket), 0, 'completed')
+  const object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: `uploads/${id}` }))
+  t.equal(sha256(Buffer.from(await object.Body!.transformToByteArray())), sha256(data), 'every part, in order')
+
+  // A hold whose lock was lost keeps nothing either: the state is read again (and the write is refused).
+  const lost = new AbortController()
+  const third = { hold: {}, signal: lost.signal }
+  const next = contractId()
+  await store.create({ id: next, size: 6 * MiB, metadata: {} }, third)
+  await other.write(next, 0, bytes(data.subarray(0, MiB)), { hold: {} })
+  lost.abort(new Error('lock lost'))
+  await t.rejects(store.write(next, 0, bytes(data.subarray(0, MiB)), third), { message: 'lock lost' })
+  t.equal((await store.getInfo(next)).offset, MiB, 'the other instance\'s bytes stand')
 })
 
 t.test('a multipart upload aborted behind the store\'s back: the upload is gone (404), not broken', async (t) => {

@@ -5,19 +5,19 @@ import t from 'tap'
 import { appendFile, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { FileLocker, FileStore, type LockedOptions, type NewUpload, type UploadInfo } from '../lib/index.js'
+import { FileLocker, FileStore, type NewUpload, type UploadInfo, type WriteOptions } from '../lib/index.js'
 import { createUpload, idOf, startServer, tusRequest } from './helpers.js'
 
 /** A FileStore that records what each create and getInfo was told. */
 class RecordingStore extends FileStore {
   readonly calls: Array<{ call: string, soleWriter: boolean | undefined }> = []
 
-  override async create (upload: NewUpload, options?: LockedOptions): Promise<UploadInfo> {
+  override async create (upload: NewUpload, options?: WriteOptions): Promise<UploadInfo> {
     this.calls.push({ call: 'create', soleWriter: options?.soleWriter })
     return await super.create(upload, options)
   }
 
-  override async getInfo (id: string, options?: LockedOptions): Promise<UploadInfo> {
+  override async getInfo (id: string, options?: WriteOptions): Promise<UploadInfo> {
     this.calls.push({ call: 'getInfo', soleWriter: options?.soleWriter })
     return await super.getInfo(id, options)
   }

@@ -1,7 +1,7 @@
 import { join } from 'node:path'
 import type { FastifyRequest } from 'fastify'
 import { TusErrors, errorMessage, withFacts } from '../errors.js'
-import type { UploadInfo } from '../store/types.js'
+import type { UploadInfo, WriteOptions } from '../store/types.js'
 import { BoundedBody, RequestBody } from './body.js'
 import { headerChecksum, runningChecksum, trailerChecksum, type ExpectedChecksum, type RunningChecksum } from './checksum.js'
 import { ProgressTracker, uploadFailed } from './lifecycle.js'
@@ -15,6 +15,7 @@ import { noteBytes } from './touched.js'
  * checked the offset). Never stores a byte beyond the upload length; flushes the data to disk when the
  * upload becomes complete. Runs onUploadProgress as bytes arrive and keeps the metrics. Resolves with the
  * upload as it is afterwards; the caller runs `completeUpload` (lifecycle.ts) when this completed it.
+ * `held` is the caller's lock hold (services.ts heldBy), passed on to the store.
  *
  * A body that carries a checksum (header), or may carry one (a chunked body can end with an
  * Upload-Checksum trailer), is staged first and committed only once verified: on a mismatch or an
@@ -23,8 +24,9 @@ import { noteBytes } from './touched.js'
  * nothing of it is stored either: the request fails and the upload stays as it was.
  */
 export async function appendBody (
-  services: TusServices, request: FastifyRequest, upload: UploadInfo, onProgress?: (upload: UploadInfo) => void, lockLost?: AbortSignal
+  services: TusServices, request: FastifyRequest, upload: UploadInfo, onProgress?: (upload: UploadInfo) => void, held?: WriteOptions
 ): Promise<UploadInfo> {
+  const lockLost = held?.signal
   const declared = integerHeader(request, 'Content-Length')
   ensureRoom(services, upload, declared ?? 0)
   const { limit, room } = roomOf(services, upload)
@@ -51,8 +53,7 @@ export async function appendBody (
         // A lock that can be lost (a cross-process one) fences the body too: no chunk reaches any store once it
         // is, whether or not the store checks the signal itself.
         const fencedSource = lockLost === undefined ? source : fenced(source, lockLost)
-        const options = lockLost === undefined ? undefined : { signal: lockLost }
-        offset = await storeFailure(services, request, upload, async () => await services.store.write(upload.id, upload.offset, fencedSource, options))
+        offset = await storeFailure(services, request, upload, async () => await services.store.write(upload.id, upload.offset, fencedSource, held))
       }
     } finally {
       await staged?.chunk.remove()
@@ -65,7 +66,7 @@ export async function appendBody (
     if (body.exceeded) throw exceeded(upload, limit, offset)
     await progress.finish(offset)
     if (progress.stopped !== undefined) throw withFacts(progress.stopped, { offset })
-    if (offset === upload.size) await services.store.flush(upload.id)
+    if (offset === upload.size) await services.store.flush(upload.id, held)
   } catch (error) {
     throw uploadFailed(services, request, { ...upload, offset, modifiedAt: new Date() }, error)
   } finally {

@@ -1,11 +1,11 @@
 import type { FastifyRequest } from 'fastify'
 import { TusErrors, errorMessage } from '../errors.js'
 import type { UploadLock } from '../lockers/lock.js'
-import type { UploadInfo } from '../store/types.js'
+import type { UploadInfo, WriteOptions } from '../store/types.js'
 import type { UploadResponse } from '../types.js'
 import { completeUpload } from './lifecycle.js'
 import { waitingFinals, type WaitingFinals } from './pending-finals.js'
-import type { TusServices } from './services.js'
+import { heldBy, type TusServices } from './services.js'
 import { isComplete, loadFor } from './uploads.js'
 
 /**
@@ -59,7 +59,8 @@ export async function finishFinal (
   const lock = await services.locker.lock(finalId, { timeoutMs, requestRelease: false }).catch(() => undefined)
   if (lock === undefined) return undefined
   try {
-    const final = await services.store.getInfo(finalId)
+    const held = heldBy(lock)
+    const final = await services.store.getInfo(finalId, held)
     if (final.concat?.type !== 'final') return { upload: final, completed: false }
     const parts = final.concat.parts
     const list = waitingFinals(services.store, services.pendingFinals)
@@ -84,9 +85,9 @@ export async function finishFinal (
     }
     let completed: UploadInfo
     try {
-      completed = await copyPartials(services, final, lock.signal)
+      completed = await copyPartials(services, final, held)
     } finally {
-      await Promise.all(partialLocks.held.map(async (held) => { await held.release() }))
+      await Promise.all(partialLocks.held.map(async (taken) => { await taken.release() }))
     }
     // Before onUploadComplete: the final is complete whatever the hook does, and nothing waits for it any more.
     await forget(list, request, final)
@@ -148,12 +149,12 @@ export async function partialUpload (services: TusServices, request: FastifyRequ
 }
 
 /** Copies the partials' bytes into the final from where the copy stands, then flushes them (the final's lock and the partials' held). */
-async function copyPartials (services: TusServices, final: UploadInfo, lockLost: AbortSignal | undefined): Promise<UploadInfo> {
+async function copyPartials (services: TusServices, final: UploadInfo, held: WriteOptions): Promise<UploadInfo> {
   if (final.concat?.type !== 'final') return final
   // Completes a partial whose completion was cut short (its request failed after storing the last byte).
   for (const id of new Set(final.concat.parts)) await services.store.flush(id)
   if (final.offset === 0 && await services.store.concatenate?.(final.id, final.concat.parts) === true) {
-    await services.store.flush(final.id)
+    await services.store.flush(final.id, held)
     return { ...final, offset: final.size ?? 0, modifiedAt: new Date() }
   }
   let offset = final.offset
@@ -163,11 +164,11 @@ async function copyPartials (services: TusServices, final: UploadInfo, lockLost:
     const end = start + partial.offset
     if (offset < end) {
       const source = await services.store.read(id, { start: offset - start, end: partial.offset - 1 })
-      offset = await services.store.write(final.id, offset, source, lockLost === undefined ? undefined : { signal: lockLost })
+      offset = await services.store.write(final.id, offset, source, held)
       if (offset !== end) throw new TusErrors.STORE_FAILED(`partial upload ${id} changed while it was being concatenated`)
     }
     start = end
   }
-  await services.store.flush(final.id)
+  await services.store.flush(final.id, held)
   return { ...final, offset, modifiedAt: new Date() }
 }

@@ -3,15 +3,11 @@ import { TusErrors, withFacts } from '../errors.js'
 import { isValidDirectory, isValidUploadId } from '../ids.js'
 import { isMetadataKey } from '../metadata.js'
 import { notify } from '../observe/events.js'
-import type { UploadLock } from '../lockers/lock.js'
-import type { LockedOptions, NewUpload, UploadInfo, UploadMetadata } from '../store/types.js'
+import type { NewUpload, UploadInfo, UploadMetadata, WriteOptions } from '../store/types.js'
 import type { UploadAction, UploadCreateChanges, UploadResponse } from '../types.js'
 import type { BoundedBody } from './body.js'
 import type { TusServices } from './services.js'
 import { noteCompleted, noteCreated, noteTerminated, touchUpload } from './touched.js'
-
-/** What a store is told under an in-process lock (UploadLock.soleWriter). */
-export const SOLE_WRITER: LockedOptions = Object.freeze({ soleWriter: true })
 
 /**
  * The lifecycle hooks and the one place each of them runs. The operations (lib/core/operations.ts), which
@@ -53,8 +49,8 @@ function pick ({ id, metadata, directory }: UploadCreateChanges): UploadCreateCh
 }
 
 /** Stores a prepared upload (the caller holds its lock), counts it and emits `created`. */
-export async function storeUpload (services: TusServices, request: FastifyRequest, upload: NewUpload, lock: UploadLock): Promise<UploadInfo> {
-  const created = await services.store.create(upload, lock.soleWriter === true ? SOLE_WRITER : undefined)
+export async function storeUpload (services: TusServices, request: FastifyRequest, upload: NewUpload, held?: WriteOptions): Promise<UploadInfo> {
+  const created = await services.store.create(upload, held)
   noteCreated(request, created)
   services.metrics.uploadsCreated++
   notify(services.events, request.log, 'created', created, request)

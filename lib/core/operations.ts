@@ -1,14 +1,14 @@
 import type { FastifyRequest } from 'fastify'
 import { TusDraftErrors, TusErrors, withFacts } from '../errors.js'
 import { newUploadId } from '../ids.js'
-import type { UploadConcat, UploadInfo, UploadMetadata } from '../store/types.js'
+import type { UploadConcat, UploadInfo, UploadMetadata, WriteOptions } from '../store/types.js'
 import type { UploadResponse } from '../types.js'
 import { appendBody, ensureRoom } from './append.js'
 import { RequestBody } from './body.js'
 import { finishFinal, finishFinalsWaitingOn, partialUpload } from './finals.js'
-import { SOLE_WRITER, completeUpload, prepareUpload, storeUpload, terminateUpload } from './lifecycle.js'
+import { completeUpload, prepareUpload, storeUpload, terminateUpload } from './lifecycle.js'
 import { hasBody, integerHeader } from './request.js'
-import { lockUpload, type TusServices } from './services.js'
+import { heldBy, lockUpload, type TusServices } from './services.js'
 import { touched } from './touched.js'
 import { isComplete, loadFor, loadSettled } from './uploads.js'
 
@@ -68,10 +68,11 @@ export async function createUpload (services: TusServices, request: FastifyReque
 
   const lock = await lockUpload(services, prepared.id, { onReleaseRequested: releaseBody(request) })
   try {
-    const created = await storeUpload(services, request, prepared, lock)
+    const held = heldBy(lock)
+    const created = await storeUpload(services, request, prepared, held)
     services.diskReserve.track(created)
     input.onCreated?.(created)
-    return await settle(services, request, false, await receive(services, request, created, input, lock.signal))
+    return await settle(services, request, false, await receive(services, request, created, input, held))
   } finally {
     await lock.release()
   }
@@ -83,8 +84,8 @@ export async function appendToUpload (services: TusServices, request: FastifyReq
   const lock = await lockUpload(services, id, { onReleaseRequested: releaseBody(request) })
   let outcome: UploadOutcome
   try {
-    const options = lock.soleWriter === true ? SOLE_WRITER : undefined
-    const upload = touched(request, await loadFor(services, request, id, 'write', async () => await services.store.getInfo(id, options)))
+    const held = heldBy(lock)
+    const upload = touched(request, await loadFor(services, request, id, 'write', async () => await services.store.getInfo(id, held)))
     if (upload.concat?.type === 'final') throw new TusErrors.FINAL_UPLOAD()
     if (input.offset !== upload.offset) {
       throw withFacts(new TusErrors.OFFSET_MISMATCH(input.offset, upload.offset), { offset: upload.offset, providedOffset: input.offset })
@@ -96,11 +97,12 @@ export async function appendToUpload (services: TusServices, request: FastifyReq
     const declared = input.length === undefined ? upload : await declareLength(services, upload, input.length)
     const announced = integerHeader(request, 'Content-Length')
     await services.diskReserve.ensureRoom(id, announced ?? (declared.size === undefined ? 0 : declared.size - declared.offset))
-    outcome = await settle(services, request, isComplete(upload), await receive(services, request, declared, input, lock.signal))
+    outcome = await settle(services, request, isComplete(upload), await receive(services, request, declared, input, held))
   } finally {
     await lock.release()
   }
-  if (outcome.completed) await finishFinalsWaitingOn(services, request, id)
+  // Only a partial upload can have finals waiting for it (a final lists partials only): no look for the others.
+  if (outcome.completed && outcome.upload.concat?.type === 'partial') await finishFinalsWaitingOn(services, request, id)
   return outcome
 }
 
@@ -150,10 +152,10 @@ async function declareLength (services: TusServices, upload: UploadInfo, length:
  * incomplete and resumable. Bytes reach the disk (flush) before the upload counts as complete.
  */
 async function receive (
-  services: TusServices, request: FastifyRequest, upload: UploadInfo, input: ProgressListener & { completes?: boolean | undefined }, lockLost?: AbortSignal
+  services: TusServices, request: FastifyRequest, upload: UploadInfo, input: ProgressListener & { completes?: boolean | undefined }, held?: WriteOptions
 ): Promise<UploadInfo> {
   const withBody = hasBody(request)
-  let result = withBody ? await appendBody(services, request, upload, input.onProgress, lockLost) : upload
+  let result = withBody ? await appendBody(services, request, upload, input.onProgress, held) : upload
   services.diskReserve.track(result)
   if (input.completes === true && !cutShort(request)) {
     if (result.size === undefined) {
@@ -164,7 +166,7 @@ async function receive (
     }
   }
   // appendBody flushes when its bytes reach a length it knew; a length known only now, or no body, needs it here.
-  if (isComplete(result) && (!withBody || upload.size === undefined)) await services.store.flush(result.id)
+  if (isComplete(result) && (!withBody || upload.size === undefined)) await services.store.flush(result.id, held)
   return result
 }
 
@@ -192,7 +194,7 @@ async function createFinal (
   const lock = await lockUpload(services, prepared.id)
   let final: UploadInfo
   try {
-    final = await storeUpload(services, request, prepared, lock)
+    final = await storeUpload(services, request, prepared, heldBy(lock))
   } finally {
     await lock.release()
   }

@@ -4,7 +4,7 @@ import type { LockOptions, UploadLock, UploadLocker } from '../lockers/lock.js'
 import type { SharedReads } from '../lockers/shared-reads.js'
 import type { TusEvents } from '../observe/events.js'
 import type { TusMetrics } from '../observe/metrics.js'
-import type { DataStore } from '../store/types.js'
+import type { DataStore, WriteOptions } from '../store/types.js'
 import type {
   GenerateUrl, GetUploadIdFromRequest, MaxSizeOf, OnUploadAccess, OnUploadComplete, OnUploadCreate, OnUploadExpire, OnUploadProgress,
   OnUploadTerminate, TusAuthHook, FormatError
@@ -75,6 +75,15 @@ export interface TusServices {
  * Takes the lock of one upload, waiting at most `lockTimeout` (423 after that). A lock service that is
  * unreachable answers 503 FST_TUS_LOCK_FAILED, which always tells clients when to retry (Retry-After).
  */
+/** What the store is told of a lock hold: its signal (when it can be lost), the hold itself (the lock object), and whether it is the sole writer. */
+export function heldBy (lock: UploadLock): WriteOptions {
+  return {
+    hold: lock,
+    ...(lock.signal === undefined ? {} : { signal: lock.signal }),
+    ...(lock.soleWriter === true ? { soleWriter: true } : {})
+  }
+}
+
 export async function lockUpload (services: TusServices, id: string, options: Omit<LockOptions, 'timeoutMs'> = {}): Promise<UploadLock> {
   try {
     return await services.locker.lock(id, { timeoutMs: services.options.lockTimeout, ...options })

@@ -9,7 +9,7 @@ import { TusErrors } from '../errors.js'
 import { isValidDirectory, isValidUploadId } from '../ids.js'
 import { BoundedCache } from './info-cache.js'
 import { OpenFiles, UNSTATED, sameFile, type FileIdentity } from './open-files.js'
-import type { ByteRange, DataStore, LockedOptions, NewUpload, UploadConcat, UploadInfo, UploadMetadata } from './types.js'
+import type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata, WriteOptions } from './types.js'
 
 const INFO_SUFFIX = '.json'
 const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
@@ -144,7 +144,7 @@ export class FileStore implements DataStore {
     this.#openFiles = new OpenFiles(this.#caching ? MAX_OPEN_FILES : 0, OPEN_FILE_IDLE_MS)
   }
 
-  async create (upload: NewUpload, options?: LockedOptions): Promise<UploadInfo> {
+  async create (upload: NewUpload, options?: WriteOptions): Promise<UploadInfo> {
     await this.#ensureDirectory()
     const path = this.#dataPath(upload.id, upload.directory)
     if (upload.directory !== undefined) await mkdir(join(this.directory, upload.directory), { recursive: true })
@@ -191,7 +191,7 @@ export class FileStore implements DataStore {
     return { ...upload, offset: 0, createdAt, modifiedAt, path }
   }
 
-  async getInfo (id: string, options?: LockedOptions): Promise<UploadInfo> {
+  async getInfo (id: string, options?: WriteOptions): Promise<UploadInfo> {
     assertSafeId(id)
     const entry = this.#cache.peek(id)
     const cached = entry === undefined ? undefined : unpack(entry)

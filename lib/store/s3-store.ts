@@ -21,6 +21,8 @@ import { contentDisposition, contentType } from '../metadata.js'
 import type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata, WriteOptions } from './types.js'
 
 const MiB = 1024 * 1024
+/** Options of an SDK send: a write made under a lock that can be lost is aborted with it. */
+type SendOptions = { abortSignal?: AbortSignal }
 /** S3's limits: every part but the last is at least 5 MiB, at most 5 GiB, and an upload has at most 10000 parts. */
 const MIN_PART_SIZE = 5 * MiB
 const MAX_PART_SIZE = 5 * 1024 * MiB
@@ -33,6 +35,8 @@ const PENDING_FINALS_SUFFIX = '.finals/'
 const PART_NUMBER = 'tus-part-number'
 /** Info objects of unfinished uploads kept in memory (#state): about 1 KiB each. */
 const INFO_CACHE_ENTRIES = 10_000
+/** States kept for the rest of a lock hold (#held): about 1 KiB plus 100 bytes a part each. */
+const HELD_STATES = 1_000
 
 export interface S3StoreOptions {
   /** The bucket the uploads live in; it must exist. */
@@ -115,6 +119,19 @@ export class S3Store implements DataStore {
    * means the entry is stale, whichever instance made it so, and the info object is read again.
    */
   readonly #infoCache = new Map<string, InfoObject>()
+  /**
+   * The state of an upload of known length as read (getInfo) or left (create, write) by a call made under a lock
+   * hold, for the later calls of the same hold (write, flush): nobody else writes to the upload while the hold
+   * lasts, so S3 still holds exactly that. Used only with the same hold object while its signal is not aborted;
+   * a call that changes the upload otherwise (concatenate, declareLength, terminate) drops it.
+   */
+  readonly #held = new Map<string, { hold: object, state: UploadState }>()
+  /**
+   * Part buffers (of `partSize` bytes) whose UploadPart succeeded, for the next parts of any upload: memory already
+   * in use is filled again instead of fresh memory, which costs a page fault per 4 KiB on first use. At most
+   * 2 x partsInFlight are kept; emptied on close.
+   */
+  readonly #spareParts: Buffer[] = []
 
   constructor (options: S3StoreOptions) {
     if (typeof options.bucket !== 'string' || options.bucket === '') throw new TusErrors.INVALID_OPTION('S3Store bucket must be a non-empty string')
@@ -135,9 +152,8 @@ export class S3Store implements DataStore {
     })
   }
 
-  async create (upload: NewUpload): Promise<UploadInfo> {
-    const infoKey = this.#infoKey(upload.id)
-    if (await this.#exists(infoKey)) throw new TusErrors.ID_TAKEN(upload.id)
+  async create (upload: NewUpload, options?: WriteOptions): Promise<UploadInfo> {
+    assertSafeId(upload.id)
     const createdAt = new Date()
     const multipart = await this.#send('CreateMultipartUpload', async (s3) => await s3.send(new CreateMultipartUploadCommand({
       Bucket: this.bucket,
@@ -145,7 +161,7 @@ export class S3Store implements DataStore {
       ...objectHeaders(upload.id, upload.metadata)
     })))
     if (multipart.UploadId === undefined) throw new TusErrors.STORE_FAILED('S3 CreateMultipartUpload returned no UploadId')
-    await this.#writeInfo({
+    const info: InfoObject = {
       id: upload.id,
       size: upload.size ?? null,
       metadata: upload.metadata,
@@ -154,12 +170,25 @@ export class S3Store implements DataStore {
       createdAt: createdAt.toISOString(),
       uploadId: multipart.UploadId,
       partSize: this.#partSizeFor(upload.size)
-    })
+    }
+    // Written only if no info object has this id yet (If-None-Match: *, atomic in S3): a taken id aborts the
+    // multipart upload just created (a second one of the same key; the other upload's is untouched).
+    try {
+      await this.#writeInfo(info, true)
+    } catch (error) {
+      if (((error as { cause?: { $metadata?: { httpStatusCode?: number } } }).cause?.$metadata?.httpStatusCode) !== 412) throw error
+      await this.#abort(this.#dataKey(upload.id, upload.directory), multipart.UploadId)
+      throw new TusErrors.ID_TAKEN(upload.id)
+    }
+    this.#cacheInfo(info)
+    this.#keep(options, { info, parts: [], strays: new Set(), incompleteSize: 0, offset: 0, modifiedAt: createdAt })
     return { ...upload, offset: 0, createdAt, modifiedAt: createdAt }
   }
 
-  async getInfo (id: string): Promise<UploadInfo> {
-    const { info, offset, modifiedAt } = await this.#state(id)
+  async getInfo (id: string, options?: WriteOptions): Promise<UploadInfo> {
+    const state = await this.#state(id)
+    this.#keep(options, state)
+    const { info, offset, modifiedAt } = state
     return {
       id,
       size: info.size ?? undefined,
@@ -175,17 +204,21 @@ export class S3Store implements DataStore {
   /**
    * With `options.signal` (the caller's lock), every S3 call that changes the upload first checks that the lock
    * is still held: a holder that froze past its lock's ttl, while another instance took over and stored bytes,
-   * fails instead of overwriting them with its stale part numbers. (S3 has no conditional UploadPart, so a call
-   * already on its way when the lock expires can still land: the locker aborts the signal a margin before.)
+   * fails instead of overwriting them with its stale part numbers. Those calls are also given the signal as the
+   * SDK's abortSignal: one issued before the lock was lost and not answered yet is dropped when it is. (S3 has no
+   * conditional UploadPart, so bytes S3 already received can still land: the locker aborts a margin before.)
    */
   async write (id: string, offset: number, source: AsyncIterable<Buffer>, options?: WriteOptions): Promise<number> {
     const fence = (): void => { options?.signal?.throwIfAborted() }
     fence()
-    const state = await this.#state(id)
+    const state = this.#kept(id, options) ?? await this.#state(id)
     if (state.offset !== offset) throw new TusErrors.STORE_FAILED(`upload ${id} is at offset ${state.offset} in S3, not ${offset}`)
     if (state.info.completed === true) throw new TusErrors.STORE_FAILED(`upload ${id} is already complete`)
     const { info } = state
-    const pending = new PartBuffer()
+    // The bytes from the start of the unfinished part to the end of the upload, when its length is known: no part
+    // buffer is bigger than that.
+    const room = info.size === null ? Number.POSITIVE_INFINITY : info.size - state.offset + state.incompleteSize
+    const pending = new PartBuffer(info.partSize, room, info.partSize === this.partSize ? () => this.#spareParts.pop() ?? Buffer.allocUnsafe(info.partSize) : undefined)
     if (state.incompleteSize > 0) pending.push(await this.#readIncomplete(id, state.incompleteSize))
     const carried = pending.length
     let partNumber = state.parts.length + 1
@@ -197,9 +230,16 @@ export class S3Store implements DataStore {
     const inFlight = new Set<Promise<void>>()
     const failures: unknown[] = []
     const strays = new Set(state.strays)
+    const uploaded: StoredPart[] = []
     const start = (number: number, body: Buffer): void => {
-      const upload: Promise<void> = this.#uploadPart(info, number, body).then(
-        () => { strays.delete(number) },
+      const upload: Promise<void> = this.#uploadPart(info, number, body, options?.signal).then(
+        (part) => {
+          strays.delete(number)
+          uploaded.push(part)
+          if (body.length === this.partSize && body.byteOffset === 0 && body.buffer.byteLength === body.length && this.#spareParts.length < 2 * this.partsInFlight) {
+            this.#spareParts.push(body)
+          }
+        },
         (error: unknown) => { failures.push(error) }
       ).finally(() => { inFlight.delete(upload) })
       inFlight.add(upload)
@@ -223,10 +263,19 @@ export class S3Store implements DataStore {
           if (failures.length > 0) throw failures[0]
           if (partNumber > MAX_PARTS) throw new TusErrors.STORE_FAILED(`upload ${id} needs more than ${MAX_PARTS} parts of ${info.partSize} bytes; raise partSize`)
           fence()
-          start(partNumber, pending.take(info.partSize))
+          start(partNumber, pending.takePart())
           partNumber++
         }
         if (failures.length > 0) throw failures[0]
+      }
+      // The upload's last bytes go straight into its last part, not into the incomplete-part object that flush would
+      // read back (unless a stray beyond it would then be counted).
+      if (sourceError === undefined && pending.length > 0 && offset + received === info.size && ![...strays].some((number) => number > partNumber)) {
+        while (inFlight.size >= this.partsInFlight && failures.length === 0) await Promise.race(inFlight)
+        if (failures.length > 0) throw failures[0]
+        fence()
+        start(partNumber, pending.takeRest())
+        partNumber++
       }
       await settle()
       if (failures.length > 0) throw failures[0]
@@ -240,32 +289,45 @@ export class S3Store implements DataStore {
     // A stray part right after the last one written would make S3's listing count it: overwrite it with nothing.
     if (strays.has(partNumber)) {
       fence()
-      await this.#uploadPart(info, partNumber, Buffer.alloc(0))
+      await this.#uploadPart(info, partNumber, Buffer.alloc(0), options?.signal)
     }
-    const remainder = pending.take(pending.length)
+    const remainder = pending.takeRest()
     if (remainder.length > 0 || carried > 0) fence()
     if (remainder.length > 0 && (remainder.length !== carried || partNumber !== state.parts.length + 1)) {
-      await this.#send('PutObject', async (s3) => await s3.send(new PutObjectCommand({
+      await this.#send('PutObject', async (s3, sendOptions) => await s3.send(new PutObjectCommand({
         Bucket: this.bucket,
         Key: this.#incompleteKey(id),
         Body: remainder,
         ContentLength: remainder.length,
         Metadata: { [PART_NUMBER]: String(partNumber) }
-      })))
+      }), sendOptions), options?.signal)
     } else if (remainder.length === 0 && carried > 0) {
       // Its bytes went into a part; its part number already marks it stale, this only tidies up.
       await this.#delete(this.#incompleteKey(id))
     }
+    // What S3 holds now, for the rest of this lock hold (flush).
+    uploaded.sort((a, b) => a.PartNumber - b.PartNumber)
+    this.#keep(options, {
+      info,
+      parts: [...state.parts, ...uploaded],
+      strays,
+      incompleteSize: remainder.length,
+      offset: offset + received,
+      modifiedAt: new Date()
+    })
     if (sourceError !== undefined) throw sourceError
     return offset + received
   }
 
   /** Completes the multipart upload once every byte is there: the data object appears, readable as a whole. */
-  async flush (id: string): Promise<void> {
-    const { info, parts, incompleteSize, offset } = await this.#state(id)
+  async flush (id: string, options?: WriteOptions): Promise<void> {
+    const { info, parts: known, incompleteSize, offset } = this.#kept(id, options) ?? await this.#state(id)
+    const parts = [...known]
     if (info.completed === true || info.size === null || offset !== info.size) return
+    const signal = options?.signal
+    signal?.throwIfAborted()
     if (incompleteSize > 0) {
-      parts.push(await this.#uploadPart(info, parts.length + 1, await this.#readIncomplete(id, incompleteSize)))
+      parts.push(await this.#uploadPart(info, parts.length + 1, await this.#readIncomplete(id, incompleteSize), signal))
     }
     const dataKey = this.#dataKey(id, info.directory)
     if (parts.length === 0) {
@@ -275,12 +337,13 @@ export class S3Store implements DataStore {
         Bucket: this.bucket, Key: dataKey, Body: '', ContentLength: 0, ...objectHeaders(id, info.metadata)
       })))
     } else {
-      await this.#send('CompleteMultipartUpload', async (s3) => await s3.send(new CompleteMultipartUploadCommand({
+      signal?.throwIfAborted()
+      await this.#send('CompleteMultipartUpload', async (s3, sendOptions) => await s3.send(new CompleteMultipartUploadCommand({
         Bucket: this.bucket,
         Key: dataKey,
         UploadId: info.uploadId,
         MultipartUpload: { Parts: parts.map(({ PartNumber, ETag }) => ({ PartNumber, ETag })) }
-      })))
+      }), sendOptions), signal)
     }
     await this.#writeInfo({ ...info, completed: true })
     if (incompleteSize > 0) await this.#delete(this.#incompleteKey(id))
@@ -292,6 +355,7 @@ export class S3Store implements DataStore {
    * 5 GiB) and none is empty; otherwise false, and the partials are streamed through the server.
    */
   async concatenate (finalId: string, partialIds: string[]): Promise<boolean> {
+    this.#held.delete(finalId)
     if (partialIds.length > MAX_PARTS) return false
     const final = await this.#state(finalId)
     if (final.offset !== 0 || final.info.completed === true) return false
@@ -341,6 +405,7 @@ export class S3Store implements DataStore {
   }
 
   async declareLength (id: string, size: number): Promise<void> {
+    this.#held.delete(id)
     const info = await this.#readInfo(id)
     await this.#writeInfo({ ...info.body, size })
   }
@@ -362,6 +427,7 @@ export class S3Store implements DataStore {
       throw error
     })
     this.#infoCache.delete(id)
+    this.#held.delete(id)
     if (info === undefined) return
     const dataKey = this.#dataKey(id, info.body.directory)
     // The multipart upload goes first: once it is aborted the upload is gone (getInfo: 404), and if aborting
@@ -422,6 +488,7 @@ export class S3Store implements DataStore {
   }
 
   async close (): Promise<void> {
+    this.#spareParts.length = 0
     this.#client.destroy()
   }
 
@@ -477,12 +544,35 @@ export class S3Store implements DataStore {
       if (data === undefined) throw new TusErrors.NOT_FOUND()
       return { info: { ...info, completed: true }, parts: [], strays: new Set(), incompleteSize: 0, offset: data.ContentLength ?? 0, modifiedAt: data.LastModified ?? lastModified }
     }
-    // A deferred length can be declared by any instance without touching the multipart upload: not cached.
-    if (info.size !== null) {
-      if (this.#infoCache.size >= INFO_CACHE_ENTRIES) this.#infoCache.delete(this.#infoCache.keys().next().value!)
-      this.#infoCache.set(id, info)
-    }
+    this.#cacheInfo(info)
     return await this.#unfinishedState(id, info, listed)
+  }
+
+  #cacheInfo (info: InfoObject): void {
+    // A deferred length can be declared by any instance without touching the multipart upload: not cached.
+    if (info.size === null) return
+    if (this.#infoCache.size >= INFO_CACHE_ENTRIES) this.#infoCache.delete(this.#infoCache.keys().next().value!)
+    this.#infoCache.set(info.id, info)
+  }
+
+  /**
+   * Keeps `state` for the later calls of the caller's lock hold, if it names one. Only unfinished uploads of known
+   * length: a deferred one's info changes when its length is declared, a completed one is not written again.
+   */
+  #keep (options: WriteOptions | undefined, state: UploadState): void {
+    const id = state.info.id
+    this.#held.delete(id)
+    if (options?.hold === undefined || options.signal?.aborted === true || state.info.size === null || state.info.completed === true) return
+    if (this.#held.size >= HELD_STATES) this.#held.delete(this.#held.keys().next().value!)
+    this.#held.set(id, { hold: options.hold, state })
+  }
+
+  /** The state kept under the caller's hold (#keep), if the hold is the same and its lock still held; then forgotten. */
+  #kept (id: string, options: WriteOptions | undefined): UploadState | undefined {
+    const kept = this.#held.get(id)
+    this.#held.delete(id)
+    if (kept === undefined || options?.hold !== kept.hold || options.signal?.aborted === true) return undefined
+    return kept.state
   }
 
   async #unfinishedState (id: string, info: InfoObject, listed: StoredPart[]): Promise<UploadState> {
@@ -533,18 +623,18 @@ export class S3Store implements DataStore {
     return parts
   }
 
-  async #uploadPart (info: InfoObject, partNumber: number, body: Buffer): Promise<StoredPart> {
+  async #uploadPart (info: InfoObject, partNumber: number, body: Buffer, signal?: AbortSignal): Promise<StoredPart> {
     if (partNumber > MAX_PARTS) {
       throw new TusErrors.STORE_FAILED(`upload ${info.id} needs more than ${MAX_PARTS} parts of ${info.partSize} bytes; raise partSize`)
     }
-    const result = await this.#send('UploadPart', async (s3) => await s3.send(new UploadPartCommand({
+    const result = await this.#send('UploadPart', async (s3, options) => await s3.send(new UploadPartCommand({
       Bucket: this.bucket,
       Key: this.#dataKey(info.id, info.directory),
       UploadId: info.uploadId,
       PartNumber: partNumber,
       Body: body,
       ContentLength: body.length
-    })))
+    }), options), signal)
     if (result.ETag === undefined) throw new TusErrors.STORE_FAILED('S3 UploadPart returned no ETag')
     return { PartNumber: partNumber, ETag: result.ETag, Size: body.length, LastModified: new Date() }
   }
@@ -565,7 +655,8 @@ export class S3Store implements DataStore {
     return { body, lastModified: object.LastModified ?? new Date(body.createdAt) }
   }
 
-  async #writeInfo (info: InfoObject): Promise<void> {
+  /** Writes `<id>.info`; with `ifAbsent`, only if there is none (S3 answers 412 otherwise). */
+  async #writeInfo (info: InfoObject, ifAbsent = false): Promise<void> {
     this.#infoCache.delete(info.id)
     const body = JSON.stringify(info)
     await this.#send('PutObject', async (s3) => await s3.send(new PutObjectCommand({
@@ -573,7 +664,8 @@ export class S3Store implements DataStore {
       Key: this.#infoKey(info.id),
       Body: body,
       ContentLength: Buffer.byteLength(body),
-      ContentType: 'application/json'
+      ContentType: 'application/json',
+      ...(ifAbsent ? { IfNoneMatch: '*' } : {})
     })))
   }
 
@@ -587,10 +679,6 @@ export class S3Store implements DataStore {
 
   async #head (key: string): Promise<{ ContentLength?: number, LastModified?: Date, Metadata?: Record<string, string> } | undefined> {
     return await this.#sendOrNotFound('HeadObject', async (s3) => await s3.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })))
-  }
-
-  async #exists (key: string): Promise<boolean> {
-    return await this.#head(key) !== undefined
   }
 
   #partSizeFor (size: number | undefined): number {
@@ -629,10 +717,12 @@ export class S3Store implements DataStore {
   }
 
   /** Runs one S3 call; its failure becomes FST_TUS_STORE_FAILED naming the operation (the S3 error is the cause). */
-  async #send<T> (operation: string, call: (s3: S3Client) => Promise<T>): Promise<T> {
+  async #send<T> (operation: string, call: (s3: S3Client, options: SendOptions) => Promise<T>, signal?: AbortSignal): Promise<T> {
     try {
-      return await call(this.#client)
+      return await call(this.#client, signal === undefined ? {} : { abortSignal: signal })
     } catch (error) {
+      // Aborted because the caller's lock was lost (the SDK drops the request): the lock's reason, as fence() gives.
+      if (signal?.aborted === true) throw signal.reason
       throw Object.assign(new TusErrors.STORE_FAILED(`S3 ${operation}: ${errorMessage(error)}`), { cause: error })
     }
   }
@@ -648,23 +738,67 @@ export class S3Store implements DataStore {
   }
 }
 
-/** Collects chunks until a part is full; `take` cuts exactly that many bytes off the front. */
+/**
+ * Copies chunks into part buffers as they arrive (one copy of each byte, while it is still in the cache; the chunk
+ * is free at once), so a part is ready the moment its last byte is in: no concatenation of many small chunks.
+ * A part buffer is `size` bytes, or what is left of `room` (the bytes to the end of the upload) when that is less.
+ */
 class PartBuffer {
-  #chunks: Buffer[] = []
+  readonly #size: number
+  readonly #allocate: () => Buffer
+  #room: number
+  readonly #full: Buffer[] = []
+  #part: Buffer | undefined
+  #filled = 0
+  /** Bytes held: the whole parts not taken yet and the part being filled. */
   length = 0
 
+  /** `allocate` gives a buffer of `size` bytes (default: a new one). */
+  constructor (size: number, room: number, allocate?: () => Buffer) {
+    this.#size = size
+    this.#room = room
+    this.#allocate = allocate ?? (() => Buffer.allocUnsafe(size))
+  }
+
   push (chunk: Buffer): void {
-    this.#chunks.push(chunk)
+    let at = 0
+    while (at < chunk.length) {
+      if (this.#part === undefined) {
+        this.#part = this.#room > 0 && this.#room < this.#size ? Buffer.allocUnsafe(this.#room) : this.#allocate()
+      } else if (this.#filled === this.#part.length) {
+        // More bytes than the room said (never from the core, which bounds the body): grow to a whole part.
+        const grown = this.#allocate()
+        this.#part.copy(grown, 0, 0, this.#filled)
+        this.#part = grown
+      }
+      const copied = chunk.copy(this.#part, this.#filled, at, Math.min(chunk.length, at + this.#part.length - this.#filled))
+      at += copied
+      this.#filled += copied
+      if (this.#filled === this.#size) {
+        this.#full.push(this.#part)
+        this.#part = undefined
+        this.#filled = 0
+        this.#room -= this.#size
+      }
+    }
     this.length += chunk.length
   }
 
-  take (size: number): Buffer {
-    const all = this.#chunks.length === 1 ? this.#chunks[0]! : Buffer.concat(this.#chunks, this.length)
-    const taken = all.subarray(0, size)
-    const rest = all.subarray(size)
-    this.#chunks = rest.length === 0 ? [] : [rest]
-    this.length = rest.length
-    return taken
+  /** The next whole part; only when `length` is at least a part. */
+  takePart (): Buffer {
+    const part = this.#full.shift()!
+    this.length -= part.length
+    return part
+  }
+
+  /** What is left, less than a part (possibly nothing). */
+  takeRest (): Buffer {
+    const rest = this.#part === undefined ? Buffer.alloc(0) : this.#part.subarray(0, this.#filled)
+    this.#room -= this.#filled
+    this.#part = undefined
+    this.#filled = 0
+    this.length = 0
+    return rest
   }
 }
 

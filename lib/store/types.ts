@@ -33,23 +33,26 @@ export interface UploadInfo extends NewUpload {
   path?: string
 }
 
-/** What the caller of `create` or `getInfo` guarantees. */
-export interface LockedOptions {
-  /**
-   * The caller holds the upload's lock and no other process can change the upload, while or between this
-   * process's holds (an in-process lock: UploadLock.soleWriter). A store may then answer from what it knows
-   * of its own writes instead of asking its backend.
-   */
-  soleWriter?: boolean
-}
-
-/** How a write is made. */
+/** The caller's hold of the upload's lock, for the calls made under it. */
 export interface WriteOptions {
   /**
    * Aborted when the caller's lock on the upload is lost (UploadLock.signal): the store must not write
    * anything more once it is (check it before each write to the backend), and rejects with its reason.
    */
   signal?: AbortSignal
+  /**
+   * Names one hold of the upload's lock: the same object for every call made under that hold, never the
+   * object of another hold. Nobody else writes to the upload while it is held, so a store may keep what it
+   * read or wrote under a hold for the later calls of the same hold (while `signal` is not aborted), never
+   * beyond it: the next hold starts from what the backend says.
+   */
+  hold?: object
+  /**
+   * The caller holds the upload's lock and no other process can change the upload, while or between this
+   * process's holds (an in-process lock: UploadLock.soleWriter). A store may then answer from what it knows
+   * of its own writes instead of asking its backend.
+   */
+  soleWriter?: boolean
 }
 
 /** An inclusive byte range, as in HTTP Range. */
@@ -64,16 +67,19 @@ export interface ByteRange {
  */
 export interface DataStore {
   /** Creates an empty upload. Fails if the id exists. */
-  create (upload: NewUpload, options?: LockedOptions): Promise<UploadInfo>
-  /** The upload's current state; rejects with FST_TUS_NOT_FOUND when there is none. */
-  getInfo (id: string, options?: LockedOptions): Promise<UploadInfo>
+  create (upload: NewUpload, options?: WriteOptions): Promise<UploadInfo>
+  /**
+   * The upload's current state, read from the backend; rejects with FST_TUS_NOT_FOUND when there is none.
+   * `options` when the caller holds the lock.
+   */
+  getInfo (id: string, options?: WriteOptions): Promise<UploadInfo>
   /**
    * Appends the chunks of `source` at `offset` (which the caller has checked is the current offset) and
    * resolves with the new offset. Bytes written before a failure stay written; the caller bounds `source`.
    */
   write (id: string, offset: number, source: AsyncIterable<Buffer>, options?: WriteOptions): Promise<number>
   /** Makes the upload's bytes durable (called before completion is reported). */
-  flush (id: string): Promise<void>
+  flush (id: string, options?: WriteOptions): Promise<void>
   /** Sets a deferred length once. */
   declareLength (id: string, size: number): Promise<void>
   /**
