@@ -16,7 +16,7 @@ const above = {
 }
 
 export default [
-  ...neostandard({ ts: true, ignores: ['dist/**', 'coverage/**', 'example/uploads/**', 'bench/results/**'] }),
+  ...neostandard({ ts: true, ignores: ['dist/**', 'coverage/**', 'example/uploads/**', 'bench/results/**', 'bench/data/**'] }),
   // `void promise` marks a promise deliberately not awaited (Fastify's reply.send in an error handler).
   { rules: { 'no-void': ['error', { allowAsStatement: true }] } },
   { files: ['example/public/**/*.js'], languageOptions: { globals: { location: 'readonly' } } },
