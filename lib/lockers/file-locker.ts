@@ -4,7 +4,7 @@ import { link, mkdir, readFile, rename, stat, unlink, utimes, writeFile } from '
 import { join } from 'node:path'
 import { TusErrors, errorMessage, retryLater } from '../errors.js'
 import { isValidUploadId } from '../ids.js'
-import { RetryWaiter, addTo, leaseSignal, positiveInteger, removeFrom, type LockOptions, type UploadLock, type UploadLocker } from './lock.js'
+import { Lease, RetryWaiter, addTo, positiveInteger, removeFrom, type LockOptions, type UploadLock, type UploadLocker } from './lock.js'
 
 export interface FileLockerOptions {
   /**
@@ -121,51 +121,24 @@ export class FileLocker implements UploadLocker {
   #hold (id: string, path: string, token: string, onReleaseRequested: (() => void) | undefined, takenAt: number): UploadLock {
     const holder: Holder = { onReleaseRequested, token }
     addTo(this.#holders, id, holder)
-    const lost = new AbortController()
-    const margin = Math.min(1000, Math.floor(this.#ttlMs / 4))
-    let expiry: NodeJS.Timeout | undefined
-    let gone = false
-    const lose = (why: string): void => {
-      clearInterval(renewal)
-      clearTimeout(expiry)
-      if (gone) return
-      gone = true
-      lost.abort(new TusErrors.LOCK_FAILED(`the lock of upload ${id} was lost while held: ${why}`))
-      holder.onReleaseRequested?.()
-    }
-    let validUntil = 0
-    const expireAt = (until: number): void => {
-      validUntil = until
-      clearTimeout(expiry)
-      expiry = setTimeout(() => { lose('not renewed in time') }, Math.max(0, until - margin - Date.now()))
-      expiry.unref()
-    }
-    expireAt(takenAt + this.#ttlMs)
-    const renewal = setInterval(() => {
-      const sent = Date.now()
-      readFile(path, 'utf8').then(async (current) => {
-        if (current !== token) {
-          lose('another holder has it')
-          return
-        }
+    const lease = new Lease(id, this.#ttlMs, takenAt, async () => {
+      try {
+        if (await readFile(path, 'utf8') !== token) return 'another holder has it'
         const now = new Date()
         await utimes(path, now, now)
-        if (!gone) expireAt(sent + this.#ttlMs)
-      }).catch((error: unknown) => {
-        if (code(error) === 'ENOENT') lose('its file was removed')
-        // Otherwise the next renewal tries again before the lease runs out.
-      })
-    }, Math.max(1, Math.floor(this.#ttlMs / 3)))
-    renewal.unref()
+        return undefined
+      } catch (error) {
+        if (code(error) === 'ENOENT') return 'its file was removed'
+        throw error
+      }
+    }, () => { holder.onReleaseRequested?.() })
     let released = false
     return {
-      // Checked when read too: after a freeze, waiting I/O runs before the expiry timer.
-      signal: leaseSignal(lost, () => { if (Date.now() >= validUntil - margin) lose('not renewed in time') }),
+      signal: lease.signal,
       release: async () => {
         if (released) return
         released = true
-        clearInterval(renewal)
-        clearTimeout(expiry)
+        lease.stop()
         removeFrom(this.#holders, id, holder)
         try {
           if (await readFile(path, 'utf8') === token) await unlink(path)

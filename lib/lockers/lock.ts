@@ -121,6 +121,69 @@ export function leaseSignal (controller: AbortController, lapse: () => void): Ab
 }
 
 /**
+ * The lease of a cross-process lock this process holds (RedisLocker, FileLocker): renewed every ttl/3 while held.
+ * It is lost (`signal` aborted with FST_TUS_LOCK_FAILED, then `onLost`, which asks the holder to finish) when a
+ * renewal finds another holder, or when no renewal succeeded for ttl minus a margin (the process froze, or the
+ * lock service is unreachable), counted from when the last successful renewal was sent, so that a process
+ * resuming after a freeze sees the overdue expiry (timers run before its I/O) before it writes again.
+ */
+export class Lease {
+  readonly signal: AbortSignal
+  readonly #id: string
+  readonly #ttlMs: number
+  readonly #margin: number
+  readonly #lost = new AbortController()
+  readonly #onLost: () => void
+  readonly #renewal: NodeJS.Timeout
+  #expiry: NodeJS.Timeout | undefined
+  #validUntil = 0
+  #gone = false
+
+  /**
+   * `renew` renews the lease in the lock service: it resolves with undefined when renewed, with why when the lock
+   * is no longer this holder's, and rejects when it cannot tell (the next renewal tries again).
+   */
+  constructor (id: string, ttlMs: number, takenAt: number, renew: () => Promise<string | undefined>, onLost: () => void) {
+    this.#id = id
+    this.#ttlMs = ttlMs
+    this.#margin = Math.min(1000, Math.floor(ttlMs / 4))
+    this.#onLost = onLost
+    this.#expireAt(takenAt + ttlMs)
+    this.#renewal = setInterval(() => {
+      const sent = Date.now()
+      renew().then((lost) => {
+        if (lost !== undefined) this.#lose(lost)
+        else if (!this.#gone) this.#expireAt(sent + this.#ttlMs)
+      }, () => { /* Unknown for now: the next renewal tries again before the lease runs out. */ })
+    }, Math.max(1, Math.floor(ttlMs / 3)))
+    this.#renewal.unref()
+    // Checked when read too: after a freeze, waiting I/O runs before the expiry timer.
+    this.signal = leaseSignal(this.#lost, () => { if (Date.now() >= this.#validUntil - this.#margin) this.#lose('not renewed in time') })
+  }
+
+  /** Stops renewing (the lock is being released). */
+  stop (): void {
+    clearInterval(this.#renewal)
+    clearTimeout(this.#expiry)
+  }
+
+  #expireAt (until: number): void {
+    this.#validUntil = until
+    clearTimeout(this.#expiry)
+    this.#expiry = setTimeout(() => { this.#lose('not renewed in time') }, Math.max(0, until - this.#margin - Date.now()))
+    this.#expiry.unref()
+  }
+
+  #lose (why: string): void {
+    this.stop()
+    if (this.#gone) return
+    this.#gone = true
+    this.#lost.abort(new TusErrors.LOCK_FAILED(`the lock of upload ${this.#id} was lost while held: ${why}`))
+    this.#onLost()
+  }
+}
+
+/**
  * A request of this process waiting for a lock held elsewhere (another instance, another process): it tries again
  * when signalled (a release was announced: pub/sub, a lock file removed) or after `ms`, whichever comes first. A
  * signal that came before the wait is not lost.

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { TusErrors, errorMessage, retryLater } from '../errors.js'
-import { RetryWaiter, addTo, leaseSignal, positiveInteger, removeFrom, type LockOptions, type UploadLock, type UploadLocker } from './lock.js'
+import { Lease, RetryWaiter, addTo, positiveInteger, removeFrom, type LockOptions, type UploadLock, type UploadLocker } from './lock.js'
 
 export interface RedisLockerOptions {
   /**
@@ -110,54 +110,23 @@ export class RedisLocker implements UploadLocker {
     subscriber?.disconnect()
   }
 
-  /**
-   * A taken lock: renewed every ttl/3 while held. Its signal is aborted once the lock may have expired: a
-   * renewal found another token (or none), or no renewal succeeded for ttl minus a margin (the process froze,
-   * or Redis is unreachable) — counted from when the last successful command was sent, so that a process
-   * resuming after SIGSTOP sees the overdue expiry (timers run before its I/O) before it writes again.
-   */
+  /** A taken lock: its lease (lock.ts) renewed by a script that extends the key while it still holds our token. */
   #hold (id: string, key: string, token: string, onReleaseRequested: (() => void) | undefined, takenAt: number): UploadLock {
     const holder: Holder = { onReleaseRequested }
     addTo(this.#holders, id, holder)
-    const lost = new AbortController()
-    const margin = Math.min(1000, Math.floor(this.#ttlMs / 4))
-    let gone = false
-    const lose = (why: string): void => {
-      clearInterval(renewal)
-      clearTimeout(expiry)
-      if (gone) return
-      gone = true
-      lost.abort(new TusErrors.LOCK_FAILED(`the lock of upload ${id} was lost while held: ${why}`))
-      holder.onReleaseRequested?.()
-    }
-    let expiry: NodeJS.Timeout
-    let validUntil = 0
-    const expireAt = (until: number): void => {
-      validUntil = until
-      clearTimeout(expiry)
-      expiry = setTimeout(() => { lose('not renewed in time') }, Math.max(0, until - margin - Date.now()))
-      expiry.unref()
-    }
-    expireAt(takenAt + this.#ttlMs)
-    const renewal = setInterval(() => {
-      const sent = Date.now()
-      this.#bounded('EVAL', this.#commandTimeoutMs, async () => await this.#redis.eval(RENEW, 1, key, token, this.#ttlMs)).then((renewed) => {
-        // Lost (it expired while this process was frozen, and maybe another instance holds it now): the
-        // request must stop writing as soon as it can.
-        if (renewed !== 1) lose('another holder has it, or it expired')
-        else if (!gone) expireAt(sent + this.#ttlMs)
-      }, () => { /* Redis unreachable for now: the next renewal tries again before the lock expires. */ })
-    }, Math.max(1, Math.floor(this.#ttlMs / 3)))
-    renewal.unref()
+    const lease = new Lease(id, this.#ttlMs, takenAt, async () => {
+      const renewed = await this.#bounded('EVAL', this.#commandTimeoutMs, async () => await this.#redis.eval(RENEW, 1, key, token, this.#ttlMs))
+      // Lost (it expired while this process was frozen, and maybe another instance holds it now): the request
+      // must stop writing as soon as it can.
+      return renewed === 1 ? undefined : 'another holder has it, or it expired'
+    }, () => { holder.onReleaseRequested?.() })
     let released = false
     return {
-      // Checked when read too: after a freeze, waiting I/O runs before the expiry timer.
-      signal: leaseSignal(lost, () => { if (Date.now() >= validUntil - margin) lose('not renewed in time') }),
+      signal: lease.signal,
       release: async () => {
         if (released) return
         released = true
-        clearInterval(renewal)
-        clearTimeout(expiry)
+        lease.stop()
         removeFrom(this.#holders, id, holder)
         try {
           await this.#bounded('release', this.#commandTimeoutMs, async () => {
