@@ -13,8 +13,8 @@ const MiB = 1024 * 1024
 const client = testS3Client()
 t.teardown(() => { client.destroy() })
 
-function newStore (bucket: string, partSize = 5 * MiB): S3Store {
-  const store = new S3Store({ bucket, s3: s3ClientConfig(), prefix: 'uploads/', partSize })
+function newStore (bucket: string, partSize = 5 * MiB, s3: S3ClientConfig = s3ClientConfig()): S3Store {
+  const store = new S3Store({ bucket, s3, prefix: 'uploads/', partSize })
   t.teardown(async () => { await store.close() })
   return store
 }
@@ -316,8 +316,7 @@ t.test('HEAD of an unfinished upload: 2 S3 requests once its info is cached, and
   t.setTimeout(120_000)
   const bucket = await testBucket(t)
   const log: string[] = []
-  const counted = new S3Store({ bucket, prefix: 'uploads/', partSize: 5 * MiB, s3: countingConfig(log) })
-  t.teardown(async () => { await counted.close() })
+  const counted = newStore(bucket, 5 * MiB, countingConfig(log))
   const a = await startServer(t, { store: counted })
   const b = await startServer(t, { store: newStore(bucket) })
   const data = randomBytesSeeded(5 * MiB + 20, 61)
@@ -367,8 +366,7 @@ t.test('a PATCH that completes an upload reads its state from S3 once, under the
   t.setTimeout(120_000)
   const bucket = await testBucket(t)
   const log: string[] = []
-  const counted = new S3Store({ bucket, prefix: 'uploads/', partSize: 5 * MiB, s3: countingConfig(log) })
-  t.teardown(async () => { await counted.close() })
+  const counted = newStore(bucket, 5 * MiB, countingConfig(log))
   const a = await startServer(t, { store: counted })
   const data = randomBytesSeeded(10 * MiB + 20, 62)
   log.length = 0
