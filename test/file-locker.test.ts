@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import { FileLocker, type FileLockerOptions } from '../lib/lockers/file-locker.js'
-import { idOf, randomBytesSeeded, sha256, startChild, tusRequest, type ChildServer } from './helpers.js'
+import { concurrentPatchRounds, idOf, lockError, randomBytesSeeded, sha256, startChild, tusRequest, type ChildServer } from './helpers.js'
 
 const MiB = 1024 * 1024
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
@@ -23,15 +23,6 @@ function lockers (t: { teardown: (fn: () => unknown) => void }, directory: strin
     t.teardown(async () => { await locker.close() })
     return locker
   })
-}
-
-async function lockError (promise: Promise<unknown>): Promise<{ code?: string, statusCode?: number }> {
-  try {
-    await promise
-  } catch (error) {
-    return error as { code?: string, statusCode?: number }
-  }
-  throw new Error('expected the lock to be refused')
 }
 
 t.test('a held lock refuses another locker with 423; its release wakes a waiter at once', async (t) => {
@@ -147,23 +138,7 @@ t.test('two processes on one upload directory: concurrent PATCHes never interlea
   t.setTimeout(120_000)
   const [a, b] = await processes(t, 2)
   const size = 8 * MiB
-  for (let round = 0; round < 3; round++) {
-    const created = await tusRequest(`http://127.0.0.1:${a!.port}/files/`, { method: 'POST', headers: { 'Upload-Length': String(size) } })
-    const id = idOf(new URL(created.headers.location!).href)
-    const bodies = [Buffer.alloc(size, 'a'), Buffer.alloc(size, 'b')]
-    const statuses = await Promise.all([a!, b!].map(async (server, index) => await tusRequest(`http://127.0.0.1:${server.port}/files/${id}`, {
-      method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET }, body: bodies[index]!
-    }).then((response) => response.status, () => 0)))
-    t.ok(statuses.every((status) => [204, 409, 0].includes(status)), `statuses ${statuses.join(', ')}`)
-    const offset = Number((await tusRequest(`http://127.0.0.1:${b!.port}/files/${id}`, { method: 'HEAD' })).headers['upload-offset'])
-    const fill = Buffer.alloc(size - offset, 'c')
-    const rest = await tusRequest(`http://127.0.0.1:${a!.port}/files/${id}`, { method: 'PATCH', headers: { 'Upload-Offset': String(offset), ...OCTET }, body: fill })
-    t.equal(rest.status, 204)
-    const stored = (await tusRequest(`http://127.0.0.1:${b!.port}/files/${id}`)).body
-    const prefix = stored.subarray(0, offset)
-    t.ok(prefix.equals(Buffer.alloc(offset, 'a')) || prefix.equals(Buffer.alloc(offset, 'b')), `the first ${offset} bytes come from one request only`)
-    t.ok(stored.subarray(offset).equals(fill))
-  }
+  await concurrentPatchRounds(t, a!.port, b!.port, size)
 
   // An upload whose requests alternate between the processes ends byte-identical.
   const data = randomBytesSeeded(3 * MiB + 17, 110)

@@ -11,6 +11,7 @@ import type { Readable } from 'node:stream'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import { Upload, type UploadOptions } from 'tus-js-client'
 import { request as undiciRequest } from 'undici'
+import type { Test } from 'tap'
 import tusPlugin, { type TusPluginOptions } from '../lib/index.js'
 
 export interface TestServer {
@@ -176,5 +177,41 @@ export async function startChild (t: Teardown, dir: string, env: Record<string, 
     if (done === true) throw new Error('the child server exited before listening')
     const match = /^listening (\d+)$/.exec(value)
     if (match !== null) return { child, port: Number(match[1]), lines }
+  }
+}
+
+/** The error a lock attempt rejects with; throws if it was granted. */
+export async function lockError (promise: Promise<unknown>): Promise<{ code?: string, statusCode?: number }> {
+  try {
+    await promise
+  } catch (error) {
+    return error as { code?: string, statusCode?: number }
+  }
+  throw new Error('expected the lock to be refused')
+}
+
+/**
+ * Three rounds of two PATCHes of `size` bytes for one new upload, sent at once to the servers on ports `a` and
+ * `b` (processes sharing its storage): whatever each answers, the stored bytes before the offset come from one
+ * request only, and the upload then completes byte-exact.
+ */
+export async function concurrentPatchRounds (t: Test, a: number, b: number, size: number): Promise<void> {
+  const octet = { 'Content-Type': 'application/offset+octet-stream' }
+  for (let round = 0; round < 3; round++) {
+    const created = await tusRequest(`http://127.0.0.1:${a}/files/`, { method: 'POST', headers: { 'Upload-Length': String(size) } })
+    const id = idOf(new URL(created.headers.location!).href)
+    const bodies = [Buffer.alloc(size, 'a'), Buffer.alloc(size, 'b')]
+    const statuses = await Promise.all([a, b].map(async (port, index) => await tusRequest(`http://127.0.0.1:${port}/files/${id}`, {
+      method: 'PATCH', headers: { 'Upload-Offset': '0', ...octet }, body: bodies[index]!
+    }).then((response) => response.status, () => 0)))
+    t.ok(statuses.every((status) => [204, 409, 0].includes(status)), `statuses ${statuses.join(', ')}`)
+    const offset = Number((await tusRequest(`http://127.0.0.1:${b}/files/${id}`, { method: 'HEAD' })).headers['upload-offset'])
+    const fill = Buffer.alloc(size - offset, 'c')
+    const rest = await tusRequest(`http://127.0.0.1:${a}/files/${id}`, { method: 'PATCH', headers: { 'Upload-Offset': String(offset), ...octet }, body: fill })
+    t.equal(rest.status, 204)
+    const stored = (await tusRequest(`http://127.0.0.1:${b}/files/${id}`)).body
+    const prefix = stored.subarray(0, offset)
+    t.ok(prefix.equals(Buffer.alloc(offset, 'a')) || prefix.equals(Buffer.alloc(offset, 'b')), `the first ${offset} bytes come from one request only`)
+    t.ok(stored.subarray(offset).equals(fill))
   }
 }

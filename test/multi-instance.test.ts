@@ -5,11 +5,10 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { DefaultHttpStack, type HttpRequest, type HttpStack } from 'tus-js-client'
-import { idOf, randomBytesSeeded, sha256, startChild, tusRequest, tusUpload, type ChildServer } from './helpers.js'
+import { concurrentPatchRounds, idOf, randomBytesSeeded, sha256, startChild, tusRequest, tusUpload, type ChildServer } from './helpers.js'
 import { testBucket, uniqueName } from './services.js'
 
 const MiB = 1024 * 1024
-const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
 
 async function instances (t: Parameters<typeof testBucket>[0] & { teardown: (fn: () => unknown) => void }, count: number): Promise<ChildServer[]> {
   const bucket = await testBucket(t)
@@ -84,21 +83,5 @@ t.test('concurrent PATCHes for one upload on two instances never interleave', as
   t.setTimeout(120_000)
   const [a, b] = await instances(t, 2)
   const size = 12 * MiB
-  for (let round = 0; round < 3; round++) {
-    const created = await tusRequest(`http://127.0.0.1:${a!.port}/files/`, { method: 'POST', headers: { 'Upload-Length': String(size) } })
-    const id = idOf(new URL(created.headers.location!).href)
-    const bodies = [Buffer.alloc(size, 'a'), Buffer.alloc(size, 'b')]
-    const statuses = await Promise.all([a!, b!].map(async (server, index) => await tusRequest(`http://127.0.0.1:${server.port}/files/${id}`, {
-      method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET }, body: bodies[index]!
-    }).then((response) => response.status, () => 0)))
-    t.ok(statuses.every((status) => [204, 409, 0].includes(status)), `statuses ${statuses.join(', ')}`)
-    const offset = Number((await tusRequest(`http://127.0.0.1:${b!.port}/files/${id}`, { method: 'HEAD' })).headers['upload-offset'])
-    const fill = Buffer.alloc(size - offset, 'c')
-    const rest = await tusRequest(`http://127.0.0.1:${a!.port}/files/${id}`, { method: 'PATCH', headers: { 'Upload-Offset': String(offset), ...OCTET }, body: fill })
-    t.equal(rest.status, 204)
-    const stored = (await tusRequest(`http://127.0.0.1:${b!.port}/files/${id}`)).body
-    const prefix = stored.subarray(0, offset)
-    t.ok(prefix.equals(Buffer.alloc(offset, 'a')) || prefix.equals(Buffer.alloc(offset, 'b')), `the first ${offset} bytes come from one request only`)
-    t.ok(stored.subarray(offset).equals(fill))
-  }
+  await concurrentPatchRounds(t, a!.port, b!.port, size)
 })

@@ -3,6 +3,7 @@
 import t from 'tap'
 import { Redis } from 'ioredis'
 import { RedisLocker, type RedisLockerOptions } from '../lib/lockers/redis-locker.js'
+import { lockError } from './helpers.js'
 import { redisUrl, uniqueName } from './services.js'
 
 const url = redisUrl()
@@ -20,15 +21,6 @@ function instances (t: { teardown: (fn: () => unknown) => void }, count: number,
     })
     return { locker, redis, prefix }
   })
-}
-
-async function lockError (promise: Promise<unknown>): Promise<{ code?: string, statusCode?: number }> {
-  try {
-    await promise
-  } catch (error) {
-    return error as { code?: string, statusCode?: number }
-  }
-  throw new Error('expected the lock to be refused')
 }
 
 t.test('a held lock refuses another instance with FST_TUS_LOCKED (423) until it is released', async (t) => {
