@@ -132,24 +132,17 @@ export class FileLocker implements UploadLocker {
         throw error
       }
     }, () => { holder.onReleaseRequested?.() })
-    let released = false
-    return {
-      signal: lease.signal,
-      release: async () => {
-        if (released) return
-        released = true
-        lease.stop()
-        removeFrom(this.#holders, id, holder)
-        try {
-          if (await readFile(path, 'utf8') === token) await unlink(path)
-        } catch {
-          // Gone already, or unreadable: a lock left behind expires after ttlMs.
-        }
-        await unlink(this.#path(id, 'release')).catch(() => {})
-        // Waiters of this process, whatever fs.watch delivers.
-        for (const waiter of this.#waiters.get(id) ?? []) waiter.signal()
+    return lease.lock(async () => {
+      removeFrom(this.#holders, id, holder)
+      try {
+        if (await readFile(path, 'utf8') === token) await unlink(path)
+      } catch {
+        // Gone already, or unreadable: a lock left behind expires after ttlMs.
       }
-    }
+      await unlink(this.#path(id, 'release')).catch(() => {})
+      // Waiters of this process, whatever fs.watch delivers.
+      for (const waiter of this.#waiters.get(id) ?? []) waiter.signal()
+    })
   }
 
   /** Creates the directory and watches it: a removed lock file wakes its waiters, a release request its holders. */

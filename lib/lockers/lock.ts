@@ -161,8 +161,21 @@ export class Lease {
     this.signal = leaseSignal(this.#lost, () => { if (Date.now() >= this.#validUntil - this.#margin) this.#lose('not renewed in time') })
   }
 
-  /** Stops renewing (the lock is being released). */
-  stop (): void {
+  /** The held lock: its release, once whatever the caller does, stops the renewals and then runs `release`. */
+  lock (release: () => Promise<void>): UploadLock {
+    let released = false
+    return {
+      signal: this.signal,
+      release: async () => {
+        if (released) return
+        released = true
+        this.#stop()
+        await release()
+      }
+    }
+  }
+
+  #stop (): void {
     clearInterval(this.#renewal)
     clearTimeout(this.#expiry)
   }
@@ -175,7 +188,7 @@ export class Lease {
   }
 
   #lose (why: string): void {
-    this.stop()
+    this.#stop()
     if (this.#gone) return
     this.#gone = true
     this.#lost.abort(new TusErrors.LOCK_FAILED(`the lock of upload ${this.#id} was lost while held: ${why}`))

@@ -120,24 +120,17 @@ export class RedisLocker implements UploadLocker {
       // must stop writing as soon as it can.
       return renewed === 1 ? undefined : 'another holder has it, or it expired'
     }, () => { holder.onReleaseRequested?.() })
-    let released = false
-    return {
-      signal: lease.signal,
-      release: async () => {
-        if (released) return
-        released = true
-        lease.stop()
-        removeFrom(this.#holders, id, holder)
-        try {
-          await this.#bounded('release', this.#commandTimeoutMs, async () => {
-            await this.#redis.eval(RELEASE, 1, key, token)
-            await this.#redis.publish(this.#channel('released'), id)
-          })
-        } catch {
-          // The request's work is done; with Redis unreachable the lock expires by itself after ttlMs.
-        }
+    return lease.lock(async () => {
+      removeFrom(this.#holders, id, holder)
+      try {
+        await this.#bounded('release', this.#commandTimeoutMs, async () => {
+          await this.#redis.eval(RELEASE, 1, key, token)
+          await this.#redis.publish(this.#channel('released'), id)
+        })
+      } catch {
+        // The request's work is done; with Redis unreachable the lock expires by itself after ttlMs.
       }
-    }
+    })
   }
 
   /**
