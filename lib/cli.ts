@@ -2,9 +2,7 @@
 // `npx fastify-tus`: a standalone tus server, like tusd, for people who want an endpoint without writing
 // code. It is Fastify + this package's plugin (imported, nothing copied) + @fastify/cors with tusCorsOptions.
 // A plain `#!/usr/bin/env node`: `env -S` (to pass node flags) does not exist in BusyBox, so the CLI
-// would not start on Alpine. The memory flag (--max-semi-space-size=1, which keeps a 1 GiB upload under
-// 80 MiB RSS) cannot be set once V8 runs (v8.setFlagsFromString does not resize the young generation),
-// so it is the user's choice: NODE_OPTIONS=--max-semi-space-size=1 npx fastify-tus ...
+// would not start on Alpine; node flags go through NODE_OPTIONS.
 import { constants } from 'node:fs'
 import { access, mkdir, stat } from 'node:fs/promises'
 import { createRequire } from 'node:module'

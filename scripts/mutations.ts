@@ -242,6 +242,20 @@ export const MUTATIONS: Mutation[] = [
     find: "  notify(services.events, request.log, 'failed', failure, upload, request)\n",
     replace: '',
     tests: ['test/events-request.test.ts']
+  },
+  {
+    name: 'body: chunks freed while another reader of the request holds them',
+    file: 'lib/core/body.ts',
+    find: "    if (this.#source.listenerCount('data') !== 1) return\n",
+    replace: '',
+    tests: ['test/free-memory.test.ts']
+  },
+  {
+    name: 'file store: a chunk given back before it is written',
+    file: 'lib/store/file-store.ts',
+    find: '    this.#queue.push(chunk)\n',
+    replace: '    this.#queue.push(chunk)\n    this.#reclaim?.(chunk)\n',
+    tests: ['test/file-store.test.ts']
   }
 ]
 /* eslint-enable no-template-curly-in-string */

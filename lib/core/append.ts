@@ -46,14 +46,16 @@ export async function appendBody (
   const settled = services.inFlight.begin(requestBody)
   try {
     const staging = expected !== undefined || (declared === undefined && body.present)
-    const staged = staging ? await storeFailure(services, request, upload, async () => await stageBody(services, progress.track(body), expected)) : undefined
+    const staged = staging ? await storeFailure(services, request, upload, async () => await stageBody(services, progress.track(body), expected, requestBody?.reclaim)) : undefined
     try {
       const source = staged === undefined ? progress.track(body, count) : await verifiedSource(request, staged, expected, body, progress, upload)
       if (source !== undefined) {
         // A lock that can be lost (a cross-process one) fences the body too: no chunk reaches any store once it
         // is, whether or not the store checks the signal itself.
         const fencedSource = lockLost === undefined ? source : fenced(source, lockLost)
-        offset = await storeFailure(services, request, upload, async () => await services.store.write(upload.id, upload.offset, fencedSource, held))
+        // Chunks straight from the request body are freed as the store is done with them (RequestBody.reclaim).
+        const options = staged === undefined && requestBody !== undefined ? { ...held, reclaim: requestBody.reclaim } : held
+        offset = await storeFailure(services, request, upload, async () => await services.store.write(upload.id, upload.offset, fencedSource, options))
       }
     } finally {
       await staged?.chunk.remove()
@@ -92,9 +94,11 @@ interface Staged {
   running: RunningChecksum | undefined
 }
 
-async function stageBody (services: TusServices, source: AsyncIterable<Buffer>, expected: ExpectedChecksum | undefined): Promise<Staged> {
+async function stageBody (
+  services: TusServices, source: AsyncIterable<Buffer>, expected: ExpectedChecksum | undefined, reclaim: ((chunk: Buffer) => void) | undefined
+): Promise<Staged> {
   const running = expected === undefined ? undefined : runningChecksum(expected.algorithm)
-  const chunk = await StagedChunk.from(join(services.options.dir, '.staging'), source, running)
+  const chunk = await StagedChunk.from(join(services.options.dir, '.staging'), source, running, reclaim)
   return { chunk, running }
 }
 

@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream'
 import { finished } from 'node:stream'
+import { freeNow } from './free-memory.js'
 
 /** Bytes read ahead of the handler per request before the socket is paused. */
 const READ_AHEAD = 64 * 1024
@@ -44,6 +45,17 @@ export class RequestBody implements AsyncIterable<Buffer> {
       if (error !== undefined && error !== null) this.aborted = true
       this.#close()
     })
+  }
+
+  /**
+   * Takes back a chunk this body handed out once its reader is done with it (stored or copied), so that its memory
+   * is freed at once (free-memory.ts). Only a chunk that is a whole buffer of its own, and only while this body is
+   * the sole reader of its source: nobody else can hold a view of it then.
+   */
+  readonly reclaim = (chunk: Buffer): void => {
+    if (chunk.byteOffset !== 0 || chunk.buffer.byteLength !== chunk.length || !(chunk.buffer instanceof ArrayBuffer)) return
+    if (this.#source.listenerCount('data') !== 1) return
+    freeNow(chunk.buffer)
   }
 
   /** Every byte was handed out and no more will come. */

@@ -20,8 +20,13 @@ export class StagedChunk {
     this.path = path
   }
 
-  /** Writes `source` to a new file in `directory`, feeding `checksum` (if any) as the bytes pass. */
-  static async from (directory: string, source: AsyncIterable<Buffer>, checksum: RunningChecksum | undefined): Promise<StagedChunk> {
+  /**
+   * Writes `source` to a new file in `directory`, feeding `checksum` (if any) as the bytes pass; each chunk written
+   * goes to `reclaim` (WriteOptions.reclaim).
+   */
+  static async from (
+    directory: string, source: AsyncIterable<Buffer>, checksum: RunningChecksum | undefined, reclaim?: (chunk: Buffer) => void
+  ): Promise<StagedChunk> {
     await mkdir(directory, { recursive: true })
     const staged = new StagedChunk(join(directory, `${randomBytes(12).toString('hex')}.chunk`))
     const handle = await open(staged.path, 'wx')
@@ -35,6 +40,7 @@ export class StagedChunk {
             position += bytesWritten
           }
           staged.bytes += chunk.length
+          reclaim?.(chunk)
         }
       } finally {
         await handle.close()

@@ -265,14 +265,14 @@ export class FileStore implements DataStore {
     return toUploadInfo(info, path, stats)
   }
 
-  async write (id: string, offset: number, source: AsyncIterable<Buffer>): Promise<number> {
+  async write (id: string, offset: number, source: AsyncIterable<Buffer>, options?: WriteOptions): Promise<number> {
     const info = await this.#info(id)
     this.#synced.delete(id)
     // The data file the request's getInfo found at the path (checked by a stat then): a handle kept open
     // since the creation or the last write is used only if it is open on that very file.
     const file = this.#cachedFile(id)
     const handle = this.#openFiles.take(id, file) ?? await open(this.#dataPath(id, info.directory), 'a')
-    const appender = new Appender(handle, this.#fsync)
+    const appender = new Appender(handle, this.#fsync, options?.reclaim)
     this.#openHandles.set(handle, appender)
     let written = 0
     let keep = false
@@ -510,11 +510,14 @@ class Appender {
   #syncing: Promise<void> | undefined
   /** The batch being written. */
   #batch: Buffer[] = []
+  /** Told of each chunk once it is written (WriteOptions.reclaim). */
+  readonly #reclaim: ((chunk: Buffer) => void) | undefined
   /** fs.writev's callback, made once. */
   readonly #afterWrite = (error: NodeJS.ErrnoException | null, bytesWritten: number): void => { this.#onWritten(error, bytesWritten) }
 
-  constructor (handle: FileHandle, fsync: boolean) {
+  constructor (handle: FileHandle, fsync: boolean, reclaim: ((chunk: Buffer) => void) | undefined) {
     this.#handle = handle
+    this.#reclaim = reclaim
     this.#fd = handle.fd
     this.#unsynced = fsync ? 0 : undefined
   }
@@ -584,6 +587,7 @@ class Appender {
       if (first.length <= bytesWritten) {
         bytesWritten -= first.length
         buffers.shift()
+        this.#reclaim?.(first)
       } else {
         buffers[0] = first.subarray(bytesWritten)
         bytesWritten = 0

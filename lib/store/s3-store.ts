@@ -258,6 +258,7 @@ export class S3Store implements DataStore {
         if (next.done === true) break
         pending.push(next.value)
         received += next.value.length
+        options?.reclaim?.(next.value)
         while (pending.length >= info.partSize) {
           while (inFlight.size >= this.partsInFlight && failures.length === 0) await Promise.race(inFlight)
           if (failures.length > 0) throw failures[0]

@@ -53,6 +53,11 @@ export interface WriteOptions {
    * of its own writes instead of asking its backend.
    */
   soleWriter?: boolean
+  /**
+   * `write` only: a store calls it with each chunk of its source once it no longer needs the chunk's bytes (written
+   * to its backend, or copied), and never reads that chunk again; the caller may then free its memory at once.
+   */
+  reclaim?: (chunk: Buffer) => void
 }
 
 /** An inclusive byte range, as in HTTP Range. */
