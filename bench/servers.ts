@@ -36,6 +36,8 @@ export const SERVERS: Record<string, ServerDefinition> = {
   // Diagnostics for bench/probe.ts (servers/plain-body.mjs): the plugin's RequestBody on node's http server, alone,
   // beside an unused Fastify app, or beside an unused Fastify app with the plugin.
   'plain-body': { name: 'plain body', script: 'plain-body.mjs', args: [] },
+  // The bare tus on Fastify routes (servers/fastify-floor.mjs): what Fastify costs a request before the plugin's work.
+  'fastify-floor': { name: 'Fastify floor', script: 'fastify-floor.mjs', args: [] },
   'plain-body-fastify': { name: 'plain body + Fastify loaded', script: 'plain-body.mjs', args: ['--load=fastify'] },
   'plain-body-plugin': { name: 'plain body + plugin loaded', script: 'plain-body.mjs', args: ['--load=plugin'] }
 }
