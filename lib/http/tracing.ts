@@ -40,23 +40,34 @@ function spanOf (otel: OtelApi, request: FastifyRequest): Span | undefined {
 export async function traceUploads (instance: FastifyInstance, services: TusServices): Promise<void> {
   const otel = await loadApi()
   if (otel === undefined) return
-  instance.addHook('onSend', async (request) => {
-    const span = spanOf(otel, request)
-    if (span === undefined || !span.isRecording()) return
-    const draft = request.headers[INTEROP_HEADER] !== undefined && services.options.ietfDraftVersions.length > 0
-    span.setAttribute('tus.protocol', draft ? 'ietf-draft' : 'tus')
-    const operation = OPERATIONS[request.method]
-    if (operation !== undefined) span.setAttribute('tus.operation', operation)
-    const tus = request.tus
-    if (tus === null) return
-    span.setAttributes({
-      'tus.upload.id': tus.id,
-      'tus.upload.offset': tus.upload.offset,
-      'tus.bytes_stored': tus.bytesStored,
-      'tus.upload.created': tus.created,
-      'tus.upload.completed': tus.completed,
-      'tus.upload.terminated': tus.terminated
-    })
-    if (tus.upload.size !== undefined) span.setAttribute('tus.upload.length', tus.upload.size)
+  // A callback, not a promise: it runs on every request.
+  instance.addHook('onSend', (request, _reply, payload, done) => {
+    try {
+      const span = spanOf(otel, request)
+      if (span !== undefined && span.isRecording()) describe(span, request, services)
+    } catch (error) {
+      done(error as Error)
+      return
+    }
+    done(null, payload)
   })
+}
+
+/** What the request did to which upload, as attributes of its span. */
+function describe (span: Span, request: FastifyRequest, services: TusServices): void {
+  const draft = request.headers[INTEROP_HEADER] !== undefined && services.options.ietfDraftVersions.length > 0
+  span.setAttribute('tus.protocol', draft ? 'ietf-draft' : 'tus')
+  const operation = OPERATIONS[request.method]
+  if (operation !== undefined) span.setAttribute('tus.operation', operation)
+  const tus = request.tus
+  if (tus === null) return
+  span.setAttributes({
+    'tus.upload.id': tus.id,
+    'tus.upload.offset': tus.upload.offset,
+    'tus.bytes_stored': tus.bytesStored,
+    'tus.upload.created': tus.created,
+    'tus.upload.completed': tus.completed,
+    'tus.upload.terminated': tus.terminated
+  })
+  if (tus.upload.size !== undefined) span.setAttribute('tus.upload.length', tus.upload.size)
 }
