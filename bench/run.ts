@@ -8,6 +8,7 @@
  *   npm run bench -- --cpu-prof                      # CPU profiles of fastify-tus into bench/data/profiles
  *   npm run bench -- --workloads scale --scale 20000 # only the scale workload (bench/scale.ts), N = 20000
  *   npm run bench -- --node-flags=--max-semi-space-size=1   # every server with these node flags
+ *   BENCH_DATA_ROOT=/dev/shm/bench npm run bench ...        # data directories on a tmpfs: the disk's file system out of the figures
  *
  * Every server process is fresh for each workload (so its VmHWM is that workload's peak RSS), with a
  * fresh data directory under bench/data/ that is removed after the stored bytes have been verified.

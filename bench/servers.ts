@@ -7,7 +7,8 @@ import { createInterface } from 'node:readline'
 /** USER_HZ: the unit of utime and stime in /proc/<pid>/stat (100 on Linux everywhere in practice). */
 const CLOCK_TICKS = 100
 
-export const DATA_ROOT = join(import.meta.dirname, 'data')
+/** Where the servers' data directories go: bench/data, or BENCH_DATA_ROOT (e.g. a tmpfs, to take the disk's file system out of a figure). */
+export const DATA_ROOT = process.env.BENCH_DATA_ROOT ?? join(import.meta.dirname, 'data')
 const SCRIPTS = join(import.meta.dirname, 'servers')
 
 /**
