@@ -1,11 +1,13 @@
 /**
- * Instructions per small upload (POST + PATCH of 16 KiB, as W3), counted by valgrind's callgrind in the server's
- * user space (every thread: JavaScript, node, libuv's pool), after a warm-up. Like bench/fs-calls.ts, a figure
+ * Instructions per small upload (POST + PATCH of 16 KiB, as W3), or per HEAD (`--kind head-spread`: each HEAD of
+ * another upload, none sharing a read; `--kind head-one`: HEADs of one upload, 4 at a time, as W5), counted by
+ * valgrind's callgrind in the server's user space (every thread: JavaScript, node, libuv's pool), after a warm-up. Like bench/fs-calls.ts, a figure
  * the load on the machine barely moves (CPU time on this shared machine moved 3x between rounds of one server);
  * kernel work is not in it (fs-calls.ts counts the calls that cause most of it). Slow: valgrind runs the server
  * about 50x slower, so keep --count small.
  *
  *   npm run build && node --import tsx bench/instructions.ts [--servers fastify-tus-nofsync,fastify-tus-base-nofsync,limit] [--count 200]
+ *   node --import tsx bench/instructions.ts --kind head-spread --servers fastify-tus-nofsync,fastify-floor,limit --count 2000
  */
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
@@ -19,9 +21,12 @@ import { inParallel, slice, TusClient, warmUp } from './workloads.js'
 const { values: args } = parseArgs({
   options: {
     servers: { type: 'string', default: 'fastify-tus-nofsync,limit' },
-    count: { type: 'string', default: '200' }
+    count: { type: 'string', default: '200' },
+    kind: { type: 'string', default: 'upload' }
   }
 })
+const KINDS = ['upload', 'head-spread', 'head-one']
+if (!KINDS.includes(args.kind)) throw new Error(`--kind: one of ${KINDS.join(', ')}`)
 const count = Number(args.count)
 const SIZE = 16 * 1024
 const SCRIPTS = join(import.meta.dirname, 'servers')
@@ -33,7 +38,8 @@ async function control (pid: number, flag: string): Promise<void> {
 }
 
 await mkdir(DATA_ROOT, { recursive: true })
-console.log(`| server | instructions per upload (millions, user space, ${count} uploads) |`)
+const unit = args.kind === 'upload' ? 'upload' : 'HEAD'
+console.log(`| server | instructions per ${unit} (millions, user space, ${count} ${args.kind === 'upload' ? 'uploads' : `HEADs, ${args.kind}`}) |`)
 console.log('| --- | ---: |')
 for (const key of args.servers.split(',')) {
   const definition = SERVERS[key]
@@ -53,9 +59,26 @@ for (const key of args.servers.split(',')) {
     const body = slice(3, SIZE, 0, SIZE)
     // Warm the JIT on the workload itself, then count.
     const client = new TusClient(origin, 4)
-    await inParallel(50, 4, async () => { const { path } = await client.create(SIZE); await client.patch(path, 0, SIZE, body) })
+    const upload = async (): Promise<string> => {
+      const { path } = await client.create(SIZE)
+      await client.patch(path, 0, SIZE, body)
+      return path
+    }
+    let measured: () => Promise<void>
+    if (args.kind === 'upload') {
+      await inParallel(50, 4, async () => { await upload() })
+      measured = async () => { await inParallel(count, 4, async () => { await upload() }) }
+    } else {
+      // As many uploads as HEADs for head-spread, one for head-one. A first pass of the same HEADs warms the JIT and
+      // lets the creations' aftermath (garbage, timers) pass; the second is counted.
+      const paths: string[] = []
+      await inParallel(args.kind === 'head-spread' ? count : 1, 4, async () => { paths.push(await upload()) })
+      const heads = async (): Promise<void> => { await inParallel(count, 4, async (index) => { await client.head(paths[index % paths.length]!, SIZE) }) }
+      await heads()
+      measured = heads
+    }
     await control(child.pid!, '--zero')
-    await inParallel(count, 4, async () => { const { path } = await client.create(SIZE); await client.patch(path, 0, SIZE, body) })
+    await measured()
     await control(child.pid!, '--dump')
     await client.close()
     let total = 0
@@ -64,7 +87,7 @@ for (const key of args.servers.split(',')) {
       const summary = /^summary: (\d+)/m.exec(await readFile(join(outDir, name), 'utf8'))
       if (summary !== null) total += Number(summary[1])
     }
-    console.log(`| ${definition.name} | ${(total / count / 1e6).toFixed(2)} |`)
+    console.log(`| ${definition.name} | ${(total / count / 1e6).toFixed(3)} |`)
   } finally {
     child.kill('SIGTERM')
     await once(child, 'exit')
