@@ -430,6 +430,8 @@ export class FileStore implements DataStore {
   /** An info file for removeAbandoned: notes the sub-directory of a valid one; removes a torn one that is old. */
   async #sweepInfo (id: string, horizon: number, directories: Set<string>): Promise<boolean> {
     const cached = this.#cache.peek(id)
+    // A cached info parsed when it was read: parsed again only when it may name a sub-directory.
+    if (cached !== undefined && !cached.includes('"directory":')) return false
     const info = cached === undefined ? await this.#probeInfo(id) : unpack(cached).info
     if (info === MISSING) return false
     if (info !== TORN) {
