@@ -18,7 +18,7 @@ const INFO_SUFFIX = '.json'
  */
 const TEMPORARY_INFO = /^(.+)\.json\.[0-9a-f]{12}-[0-9]+\.tmp$/
 /** Entries of a directory that removeAbandoned handles at once (file-system calls overlap in the thread pool). */
-const SWEEP_CONCURRENCY = 8
+const SWEEP_CONCURRENCY = 16
 /** What #probeInfo says of an info file that does not parse, and of one that does not exist. */
 const TORN = Symbol('torn')
 const MISSING = Symbol('missing')

@@ -1,0 +1,108 @@
+/**
+ * FileStore.removeAbandoned() over a store of N live uploads (none abandoned but 1% of each kind of leftover),
+ * against its peer, the pass removeExpired() makes over the same store when nothing expires (list() + getInfo()
+ * of every upload, 16 at a time), in the same process and run: wall time, the process's CPU time and how far
+ * RSS rose while each ran. Cold: a store that just opened the directory (empty info cache); warm: the store
+ * after that pass (its cache holds every info, as right after removeExpired()'s own pass).
+ *
+ *   node --import tsx bench/abandoned.ts [--n 100000] [--rounds 3]
+ */
+import { mkdir, rm, utimes, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { FileStore } from '../lib/index.js'
+import { DATA_ROOT } from './servers.js'
+import { median } from './stats.js'
+import { inParallel } from './workloads.js'
+
+const { values: args } = parseArgs({ options: { n: { type: 'string', default: '100000' }, rounds: { type: 'string', default: '3' } } })
+const n = Number(args.n)
+const rounds = Number(args.rounds)
+const dir = join(DATA_ROOT, `abandoned-${process.pid}`)
+const DAY_MS = 86_400_000
+const old = new Date(Date.now() - 30 * DAY_MS)
+const before = new Date(Date.now() - 5 * DAY_MS)
+const body = Buffer.alloc(1024, 7)
+
+interface Figure { seconds: number, cpuSeconds: number, rssGrowthMiB: number, result: number }
+
+async function measure (run: () => Promise<number>): Promise<Figure> {
+  globalThis.gc?.()
+  const rss = process.memoryUsage.rss()
+  let peak = rss
+  const timer = setInterval(() => { peak = Math.max(peak, process.memoryUsage.rss()) }, 5)
+  const cpu = process.cpuUsage()
+  const start = performance.now()
+  const result = await run()
+  const seconds = (performance.now() - start) / 1000
+  const used = process.cpuUsage(cpu)
+  clearInterval(timer)
+  peak = Math.max(peak, process.memoryUsage.rss())
+  return { seconds, cpuSeconds: (used.user + used.system) / 1e6, rssGrowthMiB: (peak - rss) / 2 ** 20, result }
+}
+
+async function leftovers (round: number): Promise<number> {
+  const count = Math.max(1, Math.floor(n / 100))
+  await inParallel(count, 16, async (index) => {
+    const id = `left-${round}-${index}`
+    const files = [[`${id}.json`, '{"id":"'], [id, 'x'], [`orphan-${round}-${index}`, 'y'], [`${id}.json.0123456789ab-0.tmp`, '{']]
+    for (const [name, text] of files) {
+      await writeFile(join(dir, name!), text!)
+      await utimes(join(dir, name!), old, old)
+    }
+  })
+  return 3 * count
+}
+
+async function listAndGet (store: FileStore): Promise<number> {
+  let seen = 0
+  const ids = store.list()[Symbol.asyncIterator]()
+  await Promise.all(Array.from({ length: 16 }, async () => {
+    for (;;) {
+      const next = await ids.next()
+      if (next.done === true) return
+      await store.getInfo(next.value).catch(() => undefined)
+      seen++
+    }
+  }))
+  return seen
+}
+
+await rm(dir, { recursive: true, force: true })
+await mkdir(dir, { recursive: true })
+try {
+  const maker = new FileStore({ directory: dir, fsync: false })
+  await inParallel(n, 16, async (index) => {
+    const id = `u${index}`
+    await maker.create({ id, size: body.length, metadata: { name: id } })
+    await maker.write(id, 0, [body])
+  })
+  await maker.close()
+  console.log(`${n} uploads created in ${dir}; load average ${(await import('node:os')).loadavg().map((load) => load.toFixed(2)).join(' ')}`)
+  const figures: Record<string, Figure[]> = { 'removeAbandoned, cold': [], 'list + getInfo, cold (peer)': [], 'removeAbandoned, warm': [], 'list + getInfo, warm (peer)': [] }
+  for (let round = 0; round < rounds; round++) {
+    const expected = await leftovers(round)
+    // Cold runs in turn first and second, so that neither always finds the kernel's caches warmed by the other.
+    const peer = new FileStore({ directory: dir, fsync: false })
+    if (round % 2 === 1) figures['list + getInfo, cold (peer)']!.push(await measure(async () => await listAndGet(peer)))
+    const cold = new FileStore({ directory: dir, fsync: false })
+    const abandonedCold = await measure(async () => await cold.removeAbandoned(before))
+    if (abandonedCold.result !== expected) throw new Error(`removed ${abandonedCold.result}, expected ${expected}`)
+    figures['removeAbandoned, cold']!.push(abandonedCold)
+    await cold.close()
+    if (round % 2 === 0) figures['list + getInfo, cold (peer)']!.push(await measure(async () => await listAndGet(peer)))
+    figures['removeAbandoned, warm']!.push(await measure(async () => await peer.removeAbandoned(before)))
+    figures['list + getInfo, warm (peer)']!.push(await measure(async () => await listAndGet(peer)))
+    await peer.close()
+  }
+  console.log(`\n${rounds} rounds, N = ${n} uploads (+1% of each leftover kind, removed in the cold runs), medians:\n`)
+  console.log('| pass | uploads/s | wall s | CPU s | RSS growth MiB |')
+  console.log('| --- | ---: | ---: | ---: | ---: |')
+  for (const [name, runs] of Object.entries(figures)) {
+    const seconds = median(runs.map((figure) => figure.seconds))
+    console.log(`| ${name} | ${(n / seconds).toFixed(0)} | ${seconds.toFixed(2)} | ${median(runs.map((figure) => figure.cpuSeconds)).toFixed(2)} | ${median(runs.map((figure) => figure.rssGrowthMiB)).toFixed(1)} |`)
+  }
+  console.log(`load average at the end: ${(await import('node:os')).loadavg().map((load) => load.toFixed(2)).join(' ')}`)
+} finally {
+  await rm(dir, { recursive: true, force: true })
+}
