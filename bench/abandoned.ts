@@ -5,11 +5,16 @@
  * RSS rose while each ran. Cold: a store that just opened the directory (empty info cache); warm: the store
  * after that pass (its cache holds every info, as right after removeExpired()'s own pass).
  *
- *   node --import tsx bench/abandoned.ts [--n 100000] [--rounds 3]
+ * Then, when BENCH_BASE_DIST names another build's dist/index.js (e.g. main's), app.tus.removeExpired() over the
+ * same N uploads (none expired) with this build's dist and with that one, alternated, each a first (cold) and a
+ * second (warm) call in a fresh Fastify instance: what the sweep of abandoned files adds to expiry.
+ *
+ *   npm run build && BENCH_BASE_DIST=<dist/index.js> node --import tsx bench/abandoned.ts [--n 100000] [--rounds 3]
  */
 import { mkdir, rm, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
+import Fastify from 'fastify'
 import { FileStore } from '../lib/index.js'
 import { DATA_ROOT } from './servers.js'
 import { median } from './stats.js'
@@ -75,7 +80,7 @@ try {
   await inParallel(n, 16, async (index) => {
     const id = `u${index}`
     await maker.create({ id, size: body.length, metadata: { name: id } })
-    await maker.write(id, 0, [body])
+    await maker.write(id, 0, (async function * () { yield body })())
   })
   await maker.close()
   console.log(`${n} uploads created in ${dir}; load average ${(await import('node:os')).loadavg().map((load) => load.toFixed(2)).join(' ')}`)
@@ -101,6 +106,29 @@ try {
   for (const [name, runs] of Object.entries(figures)) {
     const seconds = median(runs.map((figure) => figure.seconds))
     console.log(`| ${name} | ${(n / seconds).toFixed(0)} | ${seconds.toFixed(2)} | ${median(runs.map((figure) => figure.cpuSeconds)).toFixed(2)} | ${median(runs.map((figure) => figure.rssGrowthMiB)).toFixed(1)} |`)
+  }
+  const base = process.env.BENCH_BASE_DIST
+  if (base !== undefined) {
+    const builds: Record<string, string> = { branch: join(import.meta.dirname, '..', 'dist', 'index.js'), base }
+    const expiry: Record<string, Figure[]> = { 'branch cold': [], 'base cold': [], 'branch warm': [], 'base warm': [] }
+    for (let round = 0; round < rounds; round++) {
+      for (const build of round % 2 === 0 ? ['branch', 'base'] : ['base', 'branch']) {
+        const plugin = await import(builds[build]!) as typeof import('../lib/index.js')
+        const app = Fastify()
+        await app.register(plugin.default, { dir, store: new plugin.FileStore({ directory: dir, fsync: false }), daysToKeep: 5 })
+        await app.ready()
+        expiry[`${build} cold`]!.push(await measure(async () => (await app.tus.removeExpired()).length))
+        expiry[`${build} warm`]!.push(await measure(async () => (await app.tus.removeExpired()).length))
+        await app.close()
+      }
+    }
+    console.log(`\napp.tus.removeExpired() over the ${n} uploads (none expired), ${rounds} rounds alternated, medians:\n`)
+    console.log('| build, call | uploads/s | wall s | CPU s | RSS growth MiB |')
+    console.log('| --- | ---: | ---: | ---: | ---: |')
+    for (const [name, runs] of Object.entries(expiry)) {
+      const seconds = median(runs.map((figure) => figure.seconds))
+      console.log(`| ${name} | ${(n / seconds).toFixed(0)} | ${seconds.toFixed(2)} | ${median(runs.map((figure) => figure.cpuSeconds)).toFixed(2)} | ${median(runs.map((figure) => figure.rssGrowthMiB)).toFixed(1)} |`)
+    }
   }
   console.log(`load average at the end: ${(await import('node:os')).loadavg().map((load) => load.toFixed(2)).join(' ')}`)
 } finally {
