@@ -9,9 +9,15 @@
  * same N uploads (none expired) with this build's dist and with that one, alternated, each a first (cold) and a
  * second (warm) call in a fresh Fastify instance: what the sweep of abandoned files adds to expiry.
  *
- *   npm run build && BENCH_BASE_DIST=<dist/index.js> node --import tsx bench/abandoned.ts [--n 100000] [--rounds 3]
+ * With --expired (and BENCH_BASE_DIST), instead: app.tus.removeExpired() over N uploads that have all expired (made
+ * afresh before each call, their data files set 30 days back), this build against that one, alternated: the
+ * scale workload's expiry figure (bench/scale.ts) without HTTP, in one process, each call after a full collection
+ * (run node with --expose-gc).
+ *
+ *   npm run build && BENCH_BASE_DIST=<dist/index.js> node --expose-gc --import tsx bench/abandoned.ts [--n 100000] [--rounds 3] [--expired]
  */
 import { mkdir, rm, utimes, writeFile } from 'node:fs/promises'
+import { loadavg } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import Fastify from 'fastify'
@@ -20,7 +26,7 @@ import { DATA_ROOT } from './servers.js'
 import { median } from './stats.js'
 import { inParallel } from './workloads.js'
 
-const { values: args } = parseArgs({ options: { n: { type: 'string', default: '100000' }, rounds: { type: 'string', default: '3' } } })
+const { values: args } = parseArgs({ options: { n: { type: 'string', default: '100000' }, rounds: { type: 'string', default: '3' }, expired: { type: 'boolean', default: false } } })
 const n = Number(args.n)
 const rounds = Number(args.rounds)
 const dir = join(DATA_ROOT, `abandoned-${process.pid}`)
@@ -73,17 +79,67 @@ async function listAndGet (store: FileStore): Promise<number> {
   return seen
 }
 
-await rm(dir, { recursive: true, force: true })
-await mkdir(dir, { recursive: true })
-try {
-  const maker = new FileStore({ directory: dir, fsync: false })
+/** N complete uploads of 1 KiB made through `maker`, their data files `days` days old. */
+async function populate (maker: FileStore, days: number): Promise<void> {
+  const directory = maker.directory
+  const when = new Date(Date.now() - days * DAY_MS)
   await inParallel(n, 16, async (index) => {
     const id = `u${index}`
     await maker.create({ id, size: body.length, metadata: { name: id } })
     await maker.write(id, 0, (async function * () { yield body })())
+    if (days > 0) await utimes(join(directory, id), when, when)
   })
+}
+
+function loads (): string {
+  return loadavg().map((load) => load.toFixed(2)).join(' ')
+}
+
+if (args.expired) {
+  const base = process.env.BENCH_BASE_DIST
+  if (base === undefined) throw new Error('--expired needs BENCH_BASE_DIST')
+  const builds: Record<string, string> = { branch: join(import.meta.dirname, '..', 'dist', 'index.js'), base }
+  const expiry: Record<string, Figure[]> = { branch: [], base: [] }
+  console.log(`load average at the start: ${loads()}`)
+  try {
+    for (let round = 0; round < rounds; round++) {
+      for (const build of round % 2 === 0 ? ['branch', 'base'] : ['base', 'branch']) {
+        await rm(dir, { recursive: true, force: true })
+        const plugin = await import(builds[build]!) as typeof import('../lib/index.js')
+        const store = new plugin.FileStore({ directory: dir, fsync: false })
+        const app = Fastify()
+        await app.register(plugin.default, { dir, store, daysToKeep: 5, expireCompleted: true })
+        await app.ready()
+        // Made through the app's own store, as the scale workload does over HTTP: its info cache is warm.
+        await populate(store, 30)
+        const figure = await measure(async () => (await app.tus.removeExpired()).length)
+        if (figure.result !== n) throw new Error(`${build} removed ${figure.result}, expected ${n}`)
+        expiry[build]!.push(figure)
+        console.log(`round ${round + 1} ${build}: ${(n / figure.seconds).toFixed(0)}/s, CPU ${figure.cpuSeconds.toFixed(2)} s, RSS +${figure.rssGrowthMiB.toFixed(1)} MiB`)
+        await app.close()
+      }
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+  console.log(`\napp.tus.removeExpired() over ${n} expired uploads, ${rounds} rounds alternated, medians:\n`)
+  console.log('| build | uploads/s | wall s | CPU s | RSS growth MiB |')
+  console.log('| --- | ---: | ---: | ---: | ---: |')
+  for (const [name, runs] of Object.entries(expiry)) {
+    const seconds = median(runs.map((figure) => figure.seconds))
+    console.log(`| ${name} | ${(n / seconds).toFixed(0)} | ${seconds.toFixed(2)} | ${median(runs.map((figure) => figure.cpuSeconds)).toFixed(2)} | ${median(runs.map((figure) => figure.rssGrowthMiB)).toFixed(1)} |`)
+  }
+  console.log(`load average at the end: ${loads()}`)
+  process.exit(0)
+}
+
+await rm(dir, { recursive: true, force: true })
+await mkdir(dir, { recursive: true })
+try {
+  const maker = new FileStore({ directory: dir, fsync: false })
+  await populate(maker, 0)
   await maker.close()
-  console.log(`${n} uploads created in ${dir}; load average ${(await import('node:os')).loadavg().map((load) => load.toFixed(2)).join(' ')}`)
+  console.log(`${n} uploads created in ${dir}; load average ${loads()}`)
   const figures: Record<string, Figure[]> = { 'removeAbandoned, cold': [], 'list + getInfo, cold (peer)': [], 'removeAbandoned, warm': [], 'list + getInfo, warm (peer)': [] }
   for (let round = 0; round < rounds; round++) {
     const expected = await leftovers(round)
@@ -130,7 +186,7 @@ try {
       console.log(`| ${name} | ${(n / seconds).toFixed(0)} | ${seconds.toFixed(2)} | ${median(runs.map((figure) => figure.cpuSeconds)).toFixed(2)} | ${median(runs.map((figure) => figure.rssGrowthMiB)).toFixed(1)} |`)
     }
   }
-  console.log(`load average at the end: ${(await import('node:os')).loadavg().map((load) => load.toFixed(2)).join(' ')}`)
+  console.log(`load average at the end: ${loads()}`)
 } finally {
   await rm(dir, { recursive: true, force: true })
 }
