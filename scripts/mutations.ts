@@ -256,6 +256,41 @@ export const MUTATIONS: Mutation[] = [
     find: '    this.#queue.push(chunk)\n',
     replace: '    this.#queue.push(chunk)\n    this.#reclaim?.(chunk)\n',
     tests: ['test/file-store.test.ts']
+  },
+  {
+    name: 'file store: removeAbandoned ignores file ages',
+    file: 'lib/store/file-store.ts',
+    find: 'return stats !== undefined && stats.isFile() && stats.mtimeMs < horizon',
+    replace: 'return stats !== undefined && stats.isFile()',
+    tests: ['test/file-store-abandoned.test.ts']
+  },
+  {
+    name: 'file store: removeAbandoned removes a data file whose info file exists',
+    file: 'lib/store/file-store.ts',
+    find: ' && await lstatIfExists(infoPath) === undefined',
+    replace: '',
+    tests: ['test/file-store-abandoned.test.ts']
+  },
+  {
+    name: 'file store: removeAbandoned removes a torn info whose data file is fresh',
+    file: 'lib/store/file-store.ts',
+    find: 'if (data !== undefined && data.isFile() && !isOldFile(data, horizon)) return false',
+    replace: '',
+    tests: ['test/file-store-abandoned.test.ts']
+  },
+  {
+    name: 'staging: stale staged bodies swept whatever their age',
+    file: 'lib/core/staging.ts',
+    find: '|| stats.mtimeMs >= horizon) continue',
+    replace: ') continue',
+    tests: ['test/file-store-abandoned.test.ts']
+  },
+  {
+    name: 'staging: a staged body in use is swept',
+    file: 'lib/core/staging.ts',
+    find: '    if (live.has(path)) continue\n',
+    replace: '',
+    tests: ['test/file-store-abandoned.test.ts']
   }
 ]
 /* eslint-enable no-template-curly-in-string */

@@ -1,4 +1,3 @@
-import { join } from 'node:path'
 import type { FastifyRequest } from 'fastify'
 import { TusErrors, errorMessage, withFacts } from '../errors.js'
 import type { UploadInfo, WriteOptions } from '../store/types.js'
@@ -7,7 +6,7 @@ import { headerChecksum, runningChecksum, trailerChecksum, type ExpectedChecksum
 import { ProgressTracker, uploadFailed } from './lifecycle.js'
 import { integerHeader } from './request.js'
 import type { TusServices } from './services.js'
-import { StagedChunk } from './staging.js'
+import { StagedChunk, stagingDirectory } from './staging.js'
 import { noteBytes } from './touched.js'
 
 /**
@@ -98,7 +97,7 @@ async function stageBody (
   services: TusServices, source: AsyncIterable<Buffer>, expected: ExpectedChecksum | undefined, reclaim: ((chunk: Buffer) => void) | undefined
 ): Promise<Staged> {
   const running = expected === undefined ? undefined : runningChecksum(expected.algorithm)
-  const chunk = await StagedChunk.from(join(services.options.dir, '.staging'), source, running, reclaim)
+  const chunk = await StagedChunk.from(stagingDirectory(services.options.dir), source, running, reclaim)
   return { chunk, running }
 }
 

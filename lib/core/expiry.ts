@@ -1,6 +1,7 @@
 import { notify } from '../observe/events.js'
 import type { UploadInfo } from '../store/types.js'
 import type { TusServices } from './services.js'
+import { removeStaleStaged, stagingDirectory } from './staging.js'
 import { isExpired } from './uploads.js'
 
 /** Uploads checked at once: file-system calls overlap (the thread pool has 4 threads), memory stays bounded. */
@@ -36,12 +37,22 @@ export async function removeExpired (services: TusServices): Promise<UploadInfo[
     await ids.return?.()
     throw failure.reason
   }
-  // What failures left behind (S3: multipart uploads no upload refers to), once as old as an expired upload.
-  const { daysToKeep } = services.options
-  if (services.store.removeAbandoned !== undefined && Number.isFinite(daysToKeep)) {
-    await services.store.removeAbandoned(new Date(Date.now() - daysToKeep * DAY_MS))
-  }
+  await removeAbandoned(services)
   return removed
+}
+
+/**
+ * What crashes and failures left behind that no upload refers to, once as old as an expired upload: the store's
+ * (FileStore: torn info files, data files without an info file, temporary info files; S3Store: multipart
+ * uploads without an info object) and the core's staged bodies (any store). Nothing when uploads never expire.
+ */
+async function removeAbandoned (services: TusServices): Promise<void> {
+  const { daysToKeep, dir } = services.options
+  if (!Number.isFinite(daysToKeep)) return
+  const before = new Date(Date.now() - daysToKeep * DAY_MS)
+  const staged = await removeStaleStaged(stagingDirectory(dir), before)
+  const abandoned = services.store.removeAbandoned === undefined ? 0 : await services.store.removeAbandoned(before)
+  if (staged + abandoned > 0) services.log.info({ abandoned, staged }, 'fastify-tus: removed what interrupted uploads left behind')
 }
 
 async function removeIfExpired (services: TusServices, id: string): Promise<UploadInfo | undefined> {

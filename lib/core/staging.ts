@@ -1,11 +1,21 @@
 import { createReadStream } from 'node:fs'
-import { mkdir, open, rm } from 'node:fs/promises'
+import { lstat, mkdir, open, opendir, rm } from 'node:fs/promises'
+import type { Dir } from 'node:fs'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import type { Readable } from 'node:stream'
 import type { RunningChecksum } from './checksum.js'
 
 const READ_CHUNK = 1024 * 1024
+/** A staged body's file name: 24 hex digits (12 random bytes) and `.chunk`. */
+const STAGED_NAME = /^[0-9a-f]{24}\.chunk$/
+/** Staged bodies of this process that exist now (made, not yet removed): never swept, whatever their age. */
+const live = new Set<string>()
+
+/** Where staged bodies are kept: `.staging` in the plugin's `dir` (whatever the store). */
+export function stagingDirectory (dir: string): string {
+  return join(dir, '.staging')
+}
 
 /**
  * A request body held in a temporary file until it may be committed: a checksummed chunk must not
@@ -29,7 +39,11 @@ export class StagedChunk {
   ): Promise<StagedChunk> {
     await mkdir(directory, { recursive: true })
     const staged = new StagedChunk(join(directory, `${randomBytes(12).toString('hex')}.chunk`))
-    const handle = await open(staged.path, 'wx')
+    live.add(staged.path)
+    const handle = await open(staged.path, 'wx').catch((error: unknown) => {
+      live.delete(staged.path)
+      throw error
+    })
     try {
       try {
         for await (const chunk of source) {
@@ -64,5 +78,36 @@ export class StagedChunk {
 
   async remove (): Promise<void> {
     await rm(this.path, { force: true })
+    live.delete(this.path)
   }
+}
+
+/**
+ * Removes the staged bodies in `directory` last modified before `before`: what a crash in the middle of a
+ * request left behind (a request removes its own when it ends, whatever happened). A body a request is staging
+ * or committing now is newer than any retention horizon, and those of this process are skipped whatever their
+ * age. Only files named as staged bodies are touched; the directory is streamed, never listed whole. Resolves
+ * with how many it removed.
+ */
+export async function removeStaleStaged (directory: string, before: Date): Promise<number> {
+  const horizon = before.getTime()
+  let opened: Dir
+  try {
+    opened = await opendir(directory, { bufferSize: 128 })
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return 0
+    throw error
+  }
+  let removed = 0
+  for await (const entry of opened) {
+    if (!STAGED_NAME.test(entry.name) || entry.isDirectory() || entry.isSymbolicLink()) continue
+    const path = join(directory, entry.name)
+    if (live.has(path)) continue
+    // The age checked right before the unlink (a request writing it keeps its modification time recent).
+    const stats = await lstat(path).catch(() => undefined)
+    if (stats === undefined || !stats.isFile() || stats.mtimeMs >= horizon) continue
+    await rm(path, { force: true })
+    removed++
+  }
+  return removed
 }

@@ -12,6 +12,16 @@ import { OpenFiles, UNSTATED, sameFile, type FileIdentity } from './open-files.j
 import type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata, WriteOptions } from './types.js'
 
 const INFO_SUFFIX = '.json'
+/**
+ * A temporary info file of #writeInfo: `<id>.json` + the store's prefix (`.` and 12 hex digits, then `-`) + a
+ * counter + `.tmp`. The group is the id.
+ */
+const TEMPORARY_INFO = /^(.+)\.json\.[0-9a-f]{12}-[0-9]+\.tmp$/
+/** Entries of a directory that removeAbandoned handles at once (file-system calls overlap in the thread pool). */
+const SWEEP_CONCURRENCY = 16
+/** What #probeInfo says of an info file that does not parse, and of one that does not exist. */
+const TORN = Symbol('torn')
+const MISSING = Symbol('missing')
 const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 /** Estimated bytes of one cached info beyond its string: the map entry and the key. */
 const CACHE_ENTRY_OVERHEAD = 100
@@ -367,6 +377,116 @@ export class FileStore implements DataStore {
       if (!name.endsWith(INFO_SUFFIX)) continue
       const id = name.slice(0, -INFO_SUFFIX.length)
       if (isValidUploadId(id)) yield id
+    }
+  }
+
+  /**
+   * Removes what crashes left in the store's directory that no upload refers to, if its files were last
+   * modified before `before` (a creation or a replacement in progress is newer):
+   * - an info file that does not parse (a creation died while writing it in place), with its data file in the
+   *   root (a data file in a sub-directory is left to the walk below, once its info file is gone);
+   * - a data file `<id>` whose info file `<id>.json` does not exist (a creation died between the two files, or a
+   *   termination between its two unlinks), in the root and in every sub-directory that a valid info file names;
+   * - a temporary info file `<id>.json.<random>-<n>.tmp` whose rename never happened.
+   * Only names the store makes are considered (a valid upload id, with its suffixes; never a link or a
+   * directory); a valid info file and its data file are never touched, and each removal is checked again
+   * (age, info file missing or still torn) right before the unlink. The directory is streamed, never listed
+   * whole; the sub-directories named by valid infos are the only thing held (as a set of names).
+   * Resolves with the number of things removed: each abandoned upload (a torn info file and its data file
+   * count once) and each temporary info file.
+   */
+  async removeAbandoned (before: Date): Promise<number> {
+    const horizon = before.getTime()
+    if (Number.isNaN(horizon)) throw new TypeError('before must be a valid Date')
+    const directories = new Set<string>()
+    let removed = 0
+    removed += await sweepDirectory(this.directory, async (entry) => await this.#sweepRoot(entry, horizon, directories))
+    for (const directory of directories) {
+      const path = join(this.directory, directory)
+      removed += await sweepDirectory(path, async (entry) => await this.#sweepData(path, entry, horizon))
+    }
+    return removed
+  }
+
+  /** One entry of the root directory for removeAbandoned: whether it removed something. */
+  async #sweepRoot (entry: fs.Dirent, horizon: number, directories: Set<string>): Promise<boolean> {
+    const name = entry.name
+    if (entry.isDirectory() || entry.isSymbolicLink()) return false
+    if (name.endsWith(INFO_SUFFIX)) {
+      const id = name.slice(0, -INFO_SUFFIX.length)
+      return isValidUploadId(id) && await this.#sweepInfo(id, horizon, directories)
+    }
+    const temporary = TEMPORARY_INFO.exec(name)
+    if (temporary !== null) {
+      if (!isValidUploadId(temporary[1]!)) return false
+      // Never an upload: a replacement in progress is renamed within milliseconds of its creation.
+      const path = join(this.directory, name)
+      if (!isOldFile(await lstatIfExists(path), horizon)) return false
+      return await unlinkIfExists(path)
+    }
+    return await this.#sweepData(this.directory, entry, horizon)
+  }
+
+  /** An info file for removeAbandoned: notes the sub-directory of a valid one; removes a torn one that is old. */
+  async #sweepInfo (id: string, horizon: number, directories: Set<string>): Promise<boolean> {
+    const cached = this.#cache.peek(id)
+    // A cached info parsed when it was read: parsed again only when it may name a sub-directory.
+    if (cached !== undefined && !cached.includes('"directory":')) return false
+    const info = cached === undefined ? await this.#probeInfo(id) : unpack(cached).info
+    if (info === MISSING) return false
+    if (info !== TORN) {
+      const directory = (info as Partial<InfoFile> | null)?.directory
+      if (typeof directory === 'string' && isValidDirectory(directory)) directories.add(directory)
+      return false
+    }
+    const infoPath = this.#infoPath(id)
+    const dataPath = join(this.directory, id)
+    // Both old (the newer of the two decides), and the info still torn, right before the unlinks. A torn info
+    // file never becomes valid: only a creation writes one in place, and a creation needs it missing.
+    const abandoned = async (): Promise<boolean> => {
+      const data = await lstatIfExists(dataPath)
+      if (data !== undefined && data.isFile() && !isOldFile(data, horizon)) return false
+      return isOldFile(await lstatIfExists(infoPath), horizon) && await this.#probeInfo(id) === TORN
+    }
+    if (!await abandoned()) return false
+    const data = await lstatIfExists(dataPath)
+    if (isOldFile(data, horizon)) await unlinkIfExists(dataPath)
+    this.#forget(id)
+    return await unlinkIfExists(infoPath)
+  }
+
+  /** A data file `<id>` in `directory` for removeAbandoned: removed when it is old and no info file names its id. */
+  async #sweepData (directory: string, entry: fs.Dirent, horizon: number): Promise<boolean> {
+    const id = entry.name
+    if (entry.isDirectory() || entry.isSymbolicLink() || !isValidUploadId(id)) return false
+    // A cached info was read whole: the upload exists (or did a moment ago, which is reason enough to wait).
+    if (this.#cache.peek(id) !== undefined) return false
+    const path = join(directory, id)
+    const infoPath = this.#infoPath(id)
+    // An info file, valid or torn, keeps it here (a torn one is removed with its data, in the root sweep).
+    const abandoned = async (): Promise<boolean> => isOldFile(await lstatIfExists(path), horizon) && await lstatIfExists(infoPath) === undefined
+    // Checked right before the unlink (a creation makes the data file first, then the info file: it is new).
+    if (!await abandoned()) return false
+    this.#forget(id)
+    return await unlinkIfExists(path)
+  }
+
+  /**
+   * The info file parsed (unknown: only what JSON.parse says), TORN when it does not parse (as #readInfo, which
+   * takes it for no upload), MISSING when there is none.
+   */
+  async #probeInfo (id: string): Promise<unknown> {
+    let text: string
+    try {
+      text = await readSmallFile(this.#infoPath(id))
+    } catch (error) {
+      if (isNotFound(error)) return MISSING
+      throw error
+    }
+    try {
+      return JSON.parse(text) as unknown
+    } catch {
+      return TORN
     }
   }
 
@@ -726,4 +846,68 @@ function isExists (error: unknown): boolean {
 
 function rethrowUnlessNotFound (error: unknown): void {
   if (!isNotFound(error)) throw error
+}
+
+/**
+ * Calls `sweep` on the entries of `directory` as the directory streams (never listed whole), SWEEP_CONCURRENCY
+ * at a time; resolves with how many it said it removed. A missing directory has none.
+ */
+async function sweepDirectory (directory: string, sweep: (entry: fs.Dirent) => Promise<boolean>): Promise<number> {
+  let opened: fs.Dir
+  try {
+    opened = await opendir(directory, { bufferSize: 128 })
+  } catch (error) {
+    if (isNotFound(error) || (error as NodeJS.ErrnoException).code === 'ENOTDIR') return 0
+    throw error
+  }
+  const entries = opened[Symbol.asyncIterator]()
+  let removed = 0
+  // Shared by the workers: one failing stops the others taking more entries.
+  const state = { failed: false }
+  const worker = async (): Promise<void> => {
+    try {
+      while (!state.failed) {
+        const next = await entries.next()
+        if (next.done === true) return
+        if (await sweep(next.value)) removed++
+      }
+    } catch (error) {
+      state.failed = true
+      throw error
+    }
+  }
+  const results = await Promise.allSettled(Array.from({ length: SWEEP_CONCURRENCY }, worker))
+  const failure = results.find((result) => result.status === 'rejected')
+  if (failure !== undefined) {
+    await entries.return?.()
+    throw failure.reason
+  }
+  return removed
+}
+
+/** A regular file (not a link, not a directory) last modified before `horizon` (milliseconds since the epoch). */
+function isOldFile (stats: Stats | undefined, horizon: number): boolean {
+  return stats !== undefined && stats.isFile() && stats.mtimeMs < horizon
+}
+
+/** The path's own stats (a link's, not its target's), or undefined when there is none. */
+async function lstatIfExists (path: string): Promise<Stats | undefined> {
+  return await new Promise((resolve, reject) => {
+    fs.lstat(path, (error, stats) => {
+      if (error === null) resolve(stats)
+      else if (isNotFound(error)) resolve(undefined)
+      else reject(error)
+    })
+  })
+}
+
+/** Unlinks `path`: true when it did, false when there was nothing to unlink. */
+async function unlinkIfExists (path: string): Promise<boolean> {
+  try {
+    await unlink(path)
+    return true
+  } catch (error) {
+    rethrowUnlessNotFound(error)
+    return false
+  }
 }

@@ -106,9 +106,11 @@ export interface DataStore {
   /** Forgets that `finalId` waits for `partialIds`; forgetting what is not recorded is harmless. */
   removePendingFinal? (finalId: string, partialIds: string[]): Promise<void>
   /**
-   * Optional: removes what failures left behind that no upload refers to any more, if it was started before
-   * `before` (S3: multipart uploads without an info object, from a crashed create or an interrupted termination).
-   * `removeExpired()` calls it with its retention horizon. Resolves with how many it removed.
+   * Optional: removes what failures left behind that no upload refers to any more, if it was started (or last
+   * modified) before `before` (S3: multipart uploads without an info object, from a crashed create or an
+   * interrupted termination; FileStore: torn info files, data files without an info file, temporary info files).
+   * Never a valid upload, never anything newer than `before`: it may run while requests do. `removeExpired()`
+   * calls it with its retention horizon. Resolves with how many it removed.
    */
   removeAbandoned? (before: Date): Promise<number>
   /** Streams the stored bytes, or a range of them. */
