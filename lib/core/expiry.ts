@@ -1,3 +1,4 @@
+import { eachConcurrently } from '../each-concurrently.js'
 import { notify } from '../observe/events.js'
 import type { UploadInfo } from '../store/types.js'
 import type { TusServices } from './services.js'
@@ -15,28 +16,10 @@ const DAY_MS = 24 * 60 * 60 * 1000
  */
 export async function removeExpired (services: TusServices): Promise<UploadInfo[]> {
   const removed: UploadInfo[] = []
-  const ids = services.store.list()[Symbol.asyncIterator]()
-  // Shared by the workers: one failing stops the others taking more ids.
-  const state = { failed: false }
-  const worker = async (): Promise<void> => {
-    try {
-      while (!state.failed) {
-        const next = await ids.next()
-        if (next.done === true) return
-        const upload = await removeIfExpired(services, next.value)
-        if (upload !== undefined) removed.push(upload)
-      }
-    } catch (error) {
-      state.failed = true
-      throw error
-    }
-  }
-  const results = await Promise.allSettled(Array.from({ length: CONCURRENCY }, worker))
-  const failure = results.find((result) => result.status === 'rejected')
-  if (failure !== undefined) {
-    await ids.return?.()
-    throw failure.reason
-  }
+  await eachConcurrently(services.store.list(), CONCURRENCY, async (id) => {
+    const upload = await removeIfExpired(services, id)
+    if (upload !== undefined) removed.push(upload)
+  })
   await removeAbandoned(services)
   return removed
 }

@@ -5,6 +5,7 @@ import type { FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { randomBytes } from 'node:crypto'
+import { eachConcurrently } from '../each-concurrently.js'
 import { TusErrors } from '../errors.js'
 import { isValidDirectory, isValidUploadId } from '../ids.js'
 import { BoundedCache } from './info-cache.js'
@@ -860,28 +861,10 @@ async function sweepDirectory (directory: string, sweep: (entry: fs.Dirent) => P
     if (isNotFound(error) || (error as NodeJS.ErrnoException).code === 'ENOTDIR') return 0
     throw error
   }
-  const entries = opened[Symbol.asyncIterator]()
   let removed = 0
-  // Shared by the workers: one failing stops the others taking more entries.
-  const state = { failed: false }
-  const worker = async (): Promise<void> => {
-    try {
-      while (!state.failed) {
-        const next = await entries.next()
-        if (next.done === true) return
-        if (await sweep(next.value)) removed++
-      }
-    } catch (error) {
-      state.failed = true
-      throw error
-    }
-  }
-  const results = await Promise.allSettled(Array.from({ length: SWEEP_CONCURRENCY }, worker))
-  const failure = results.find((result) => result.status === 'rejected')
-  if (failure !== undefined) {
-    await entries.return?.()
-    throw failure.reason
-  }
+  await eachConcurrently(opened, SWEEP_CONCURRENCY, async (entry) => {
+    if (await sweep(entry)) removed++
+  })
   return removed
 }
 
