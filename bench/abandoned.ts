@@ -95,6 +95,16 @@ function loads (): string {
   return loadavg().map((load) => load.toFixed(2)).join(' ')
 }
 
+/** The medians of each pass's runs over the n uploads, as a Markdown table whose first column is `first`. */
+function printTable (first: string, figures: Record<string, Figure[]>): void {
+  console.log(`| ${first} | uploads/s | wall s | CPU s | RSS growth MiB |`)
+  console.log('| --- | ---: | ---: | ---: | ---: |')
+  for (const [name, runs] of Object.entries(figures)) {
+    const seconds = median(runs.map((figure) => figure.seconds))
+    console.log(`| ${name} | ${(n / seconds).toFixed(0)} | ${seconds.toFixed(2)} | ${median(runs.map((figure) => figure.cpuSeconds)).toFixed(2)} | ${median(runs.map((figure) => figure.rssGrowthMiB)).toFixed(1)} |`)
+  }
+}
+
 if (args.expired) {
   const base = process.env.BENCH_BASE_DIST
   if (base === undefined) throw new Error('--expired needs BENCH_BASE_DIST')
@@ -123,12 +133,7 @@ if (args.expired) {
     await rm(dir, { recursive: true, force: true })
   }
   console.log(`\napp.tus.removeExpired() over ${n} expired uploads, ${rounds} rounds alternated, medians:\n`)
-  console.log('| build | uploads/s | wall s | CPU s | RSS growth MiB |')
-  console.log('| --- | ---: | ---: | ---: | ---: |')
-  for (const [name, runs] of Object.entries(expiry)) {
-    const seconds = median(runs.map((figure) => figure.seconds))
-    console.log(`| ${name} | ${(n / seconds).toFixed(0)} | ${seconds.toFixed(2)} | ${median(runs.map((figure) => figure.cpuSeconds)).toFixed(2)} | ${median(runs.map((figure) => figure.rssGrowthMiB)).toFixed(1)} |`)
-  }
+  printTable('build', expiry)
   console.log(`load average at the end: ${loads()}`)
   process.exit(0)
 }
@@ -157,12 +162,7 @@ try {
     await peer.close()
   }
   console.log(`\n${rounds} rounds, N = ${n} uploads (+1% of each leftover kind, removed in the cold runs), medians:\n`)
-  console.log('| pass | uploads/s | wall s | CPU s | RSS growth MiB |')
-  console.log('| --- | ---: | ---: | ---: | ---: |')
-  for (const [name, runs] of Object.entries(figures)) {
-    const seconds = median(runs.map((figure) => figure.seconds))
-    console.log(`| ${name} | ${(n / seconds).toFixed(0)} | ${seconds.toFixed(2)} | ${median(runs.map((figure) => figure.cpuSeconds)).toFixed(2)} | ${median(runs.map((figure) => figure.rssGrowthMiB)).toFixed(1)} |`)
-  }
+  printTable('pass', figures)
   const base = process.env.BENCH_BASE_DIST
   if (base !== undefined) {
     const builds: Record<string, string> = { branch: join(import.meta.dirname, '..', 'dist', 'index.js'), base }
@@ -179,12 +179,7 @@ try {
       }
     }
     console.log(`\napp.tus.removeExpired() over the ${n} uploads (none expired), ${rounds} rounds alternated, medians:\n`)
-    console.log('| build, call | uploads/s | wall s | CPU s | RSS growth MiB |')
-    console.log('| --- | ---: | ---: | ---: | ---: |')
-    for (const [name, runs] of Object.entries(expiry)) {
-      const seconds = median(runs.map((figure) => figure.seconds))
-      console.log(`| ${name} | ${(n / seconds).toFixed(0)} | ${seconds.toFixed(2)} | ${median(runs.map((figure) => figure.cpuSeconds)).toFixed(2)} | ${median(runs.map((figure) => figure.rssGrowthMiB)).toFixed(1)} |`)
-    }
+    printTable('build, call', expiry)
   }
   console.log(`load average at the end: ${loads()}`)
 } finally {

@@ -267,7 +267,7 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'file store: removeAbandoned removes a data file whose info file exists',
     file: 'lib/store/file-store.ts',
-    find: ' && await lstatIfExists(infoPath) === undefined',
+    find: " && await statIfExists(infoPath, 'lstat') === undefined",
     replace: '',
     tests: ['test/file-store-abandoned.test.ts']
   },

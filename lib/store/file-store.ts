@@ -422,7 +422,7 @@ export class FileStore implements DataStore {
       if (!isValidUploadId(temporary[1]!)) return false
       // Never an upload: a replacement in progress is renamed within milliseconds of its creation.
       const path = join(this.directory, name)
-      if (!isOldFile(await lstatIfExists(path), horizon)) return false
+      if (!isOldFile(await statIfExists(path, 'lstat'), horizon)) return false
       return await unlinkIfExists(path)
     }
     return await this.#sweepData(this.directory, entry, horizon)
@@ -445,12 +445,12 @@ export class FileStore implements DataStore {
     // Both old (the newer of the two decides), and the info still torn, right before the unlinks. A torn info
     // file never becomes valid: only a creation writes one in place, and a creation needs it missing.
     const abandoned = async (): Promise<boolean> => {
-      const data = await lstatIfExists(dataPath)
+      const data = await statIfExists(dataPath, 'lstat')
       if (data !== undefined && data.isFile() && !isOldFile(data, horizon)) return false
-      return isOldFile(await lstatIfExists(infoPath), horizon) && await this.#probeInfo(id) === TORN
+      return isOldFile(await statIfExists(infoPath, 'lstat'), horizon) && await this.#probeInfo(id) === TORN
     }
     if (!await abandoned()) return false
-    const data = await lstatIfExists(dataPath)
+    const data = await statIfExists(dataPath, 'lstat')
     if (isOldFile(data, horizon)) await unlinkIfExists(dataPath)
     this.#forget(id)
     return await unlinkIfExists(infoPath)
@@ -465,7 +465,7 @@ export class FileStore implements DataStore {
     const path = join(directory, id)
     const infoPath = this.#infoPath(id)
     // An info file, valid or torn, keeps it here (a torn one is removed with its data, in the root sweep).
-    const abandoned = async (): Promise<boolean> => isOldFile(await lstatIfExists(path), horizon) && await lstatIfExists(infoPath) === undefined
+    const abandoned = async (): Promise<boolean> => isOldFile(await statIfExists(path, 'lstat'), horizon) && await statIfExists(infoPath, 'lstat') === undefined
     // Checked right before the unlink (a creation makes the data file first, then the info file: it is new).
     if (!await abandoned()) return false
     this.#forget(id)
@@ -821,10 +821,14 @@ async function closeFd (fd: number): Promise<void> {
   await new Promise<void>((resolve, reject) => { fs.close(fd, (error) => { if (error === null || error === undefined) resolve(); else reject(error) }) })
 }
 
-/** The file's stats, or undefined when there is none (callback fs: cheaper than fs/promises per call). */
-async function statIfExists (path: string): Promise<Stats | undefined> {
+/**
+ * The file's stats (with `lstat`: the path's own, a link's and not its target's), or undefined when there is none
+ * (callback fs: cheaper than fs/promises per call).
+ */
+async function statIfExists (path: string, call: 'stat' | 'lstat' = 'stat'): Promise<Stats | undefined> {
+  const stat = call === 'stat' ? fs.stat : fs.lstat
   return await new Promise((resolve, reject) => {
-    fs.stat(path, (error, stats) => {
+    stat(path, (error, stats) => {
       if (error === null) resolve(stats)
       else if (isNotFound(error)) resolve(undefined)
       else reject(error)
@@ -871,17 +875,6 @@ async function sweepDirectory (directory: string, sweep: (entry: fs.Dirent) => P
 /** A regular file (not a link, not a directory) last modified before `horizon` (milliseconds since the epoch). */
 function isOldFile (stats: Stats | undefined, horizon: number): boolean {
   return stats !== undefined && stats.isFile() && stats.mtimeMs < horizon
-}
-
-/** The path's own stats (a link's, not its target's), or undefined when there is none. */
-async function lstatIfExists (path: string): Promise<Stats | undefined> {
-  return await new Promise((resolve, reject) => {
-    fs.lstat(path, (error, stats) => {
-      if (error === null) resolve(stats)
-      else if (isNotFound(error)) resolve(undefined)
-      else reject(error)
-    })
-  })
 }
 
 /** Unlinks `path`: true when it did, false when there was nothing to unlink. */
