@@ -1,13 +1,14 @@
 // The body's chunks are freed as soon as the store is done with them (RequestBody.reclaim, core/free-memory.ts),
-// through both protocols: each chunk the store gives back is detached (its ArrayBuffer emptied) while the bytes
-// on disk are the ones sent. Never a chunk someone else may still read: a staged body's store write gets no
-// reclaim, and with a second reader of the request nothing is freed.
+// through tus 1.0.0 and every draft interop version: each chunk the store gives back is detached (its ArrayBuffer
+// emptied) while the bytes on disk are the ones sent. Never a chunk someone else may still read: a staged body's
+// store write gets no reclaim, and with a second reader of the request nothing is freed.
 import t, { type Test } from 'tap'
 import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { RequestBody } from '../lib/core/body.js'
 import { FileStore, tusPlugin, type WriteOptions } from '../lib/index.js'
+import { DEFAULT_DRAFT_VERSIONS } from '../lib/ietf/versions.js'
 import { createUpload, idOf, randomBytesSeeded, rawRequest, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
 
 const MiB = 1024 * 1024
@@ -60,19 +61,24 @@ function detached (chunks: Buffer[]): number {
   return chunks.filter((chunk) => chunk.buffer.byteLength === 0).length
 }
 
-const appends = {
-  'tus 1.0.0 PATCH': async (server: TestServer, url: string, extra: Record<string, string> = {}) => await tusRequest(url, {
+type Append = (server: TestServer, url: string, extra?: Record<string, string>) => Promise<{ status: number }>
+
+/** An append of BODY, whole, in one request: tus 1.0.0 and every draft interop version the plugin accepts. */
+const appends: Record<string, Append> = {
+  'tus 1.0.0 PATCH': async (server, url, extra = {}) => await tusRequest(url, {
     method: 'PATCH',
     headers: { 'Content-Type': 'application/offset+octet-stream', 'Upload-Offset': '0', 'Content-Length': String(BODY.length), ...extra },
     body: BODY
-  }),
-  'draft (interop 6) append': async (server: TestServer, url: string, extra: Record<string, string> = {}) => await rawRequest(url, {
+  })
+}
+for (const version of DEFAULT_DRAFT_VERSIONS) {
+  appends[`draft (interop ${version}) append`] = async (server, url, extra = {}) => await rawRequest(url, {
     method: 'PATCH',
     headers: {
-      'Upload-Draft-Interop-Version': '6',
-      'Content-Type': 'application/partial-upload',
+      'Upload-Draft-Interop-Version': String(version),
+      ...(version >= 6 ? { 'Content-Type': 'application/partial-upload' } : {}),
+      ...(version === 3 ? { 'Upload-Incomplete': '?0' } : { 'Upload-Complete': '?1' }),
       'Upload-Offset': '0',
-      'Upload-Complete': '?1',
       'Content-Length': String(BODY.length),
       ...extra
     },
