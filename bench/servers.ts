@@ -27,6 +27,10 @@ export interface ServerDefinition {
 export const SERVERS: Record<string, ServerDefinition> = {
   'fastify-tus': { name: 'fastify-tus', script: 'fastify-tus.mjs', args: [] },
   'fastify-tus-nofsync': { name: 'fastify-tus (fsync: false)', script: 'fastify-tus.mjs', args: ['--no-fsync'] },
+  // With the lockers of several instances (RedisLocker on a redis-server of its own, or BENCH_REDIS_URL; FileLocker).
+  'fastify-tus-redis': { name: 'fastify-tus (fsync: false, RedisLocker)', script: 'fastify-tus.mjs', args: ['--no-fsync', '--locker=redis'] },
+  'fastify-tus-base-redis': { name: 'fastify-tus (base, fsync: false, RedisLocker)', script: 'fastify-tus.mjs', args: ['--base', '--no-fsync', '--locker=redis'] },
+  'fastify-tus-filelock': { name: 'fastify-tus (fsync: false, FileLocker)', script: 'fastify-tus.mjs', args: ['--no-fsync', '--locker=file'] },
   'fastify-tus-nocache': { name: 'fastify-tus (cacheSize: 0)', script: 'fastify-tus.mjs', args: ['--cache-size=0'] },
   // The same from another build (BENCH_BASE_DIST=<path of its dist/index.js>), e.g. main before a change.
   'fastify-tus-base': { name: 'fastify-tus (base)', script: 'fastify-tus.mjs', args: ['--base'] },

@@ -60,6 +60,27 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/redis-locker.test.ts']
   },
   {
+    name: 'redis-locker: a release announced to no one',
+    file: 'lib/lockers/redis-locker.ts',
+    find: "redis.call('publish', ARGV[2], ARGV[3])",
+    replace: "redis.call('echo', ARGV[2])",
+    tests: ['test/redis-locker.test.ts']
+  },
+  {
+    name: 'lease: a signal first read after the loss is not aborted',
+    file: 'lib/lockers/lock.ts',
+    find: 'if (this.#lostWith !== undefined) this.#lost.abort(this.#lostWith)',
+    replace: 'void this.#lostWith',
+    tests: ['test/redis-locker.test.ts']
+  },
+  {
+    name: 'redis-locker: a wait for the connection per request',
+    file: 'lib/lockers/redis-locker.ts',
+    find: '  if (waiting === undefined) {\n    if (redis.status',
+    replace: '  if (waiting === undefined || true) {\n    if (redis.status',
+    tests: ['test/redis-locker.test.ts']
+  },
+  {
     // One check for tus and draft creations and appends alike.
     name: 'core: Content-Length pre-check one byte lenient',
     file: 'lib/core/append.ts',

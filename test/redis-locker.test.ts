@@ -168,6 +168,41 @@ t.test('Redis unreachable: FST_TUS_LOCK_FAILED (503)', async (t) => {
   t.equal(error.statusCode, 503)
 })
 
+t.test('requests waiting for a Redis that is not ready share one wait: no listener each, every one answered in its bound', async (t) => {
+  // A port nothing listens on, with ioredis's defaults: it keeps reconnecting while the requests wait.
+  const redis = new Redis({ host: '127.0.0.1', port: 1 })
+  redis.on('error', () => {})
+  const locker = new RedisLocker({ redis, commandTimeoutMs: 300 })
+  t.teardown(async () => {
+    await locker.close()
+    redis.disconnect()
+  })
+  const warnings: string[] = []
+  const onWarning = (warning: Error): void => { warnings.push(warning.name) }
+  process.on('warning', onWarning)
+  t.teardown(() => { process.off('warning', onWarning) })
+  const baseline = { ready: redis.listenerCount('ready'), end: redis.listenerCount('end') }
+  const waiting = Array.from({ length: 40 }, async (_, index) => await lockError(locker.lock(`u${index}`, { timeoutMs: 300 })))
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  t.equal(redis.listenerCount('ready'), baseline.ready + 1, 'one listener for the readiness of the connection, not one per request')
+  t.equal(redis.listenerCount('end'), baseline.end + 1)
+  for (const error of await Promise.all(waiting)) t.equal((error as { statusCode?: number }).statusCode, 503)
+  t.same(warnings, [], 'no MaxListenersExceededWarning')
+
+  // A connection made on first use (lazyConnect) that does come up: every waiter goes on, and the wait is gone.
+  const lazy = new Redis(url, { lazyConnect: true })
+  const lazyLocker = new RedisLocker({ redis: lazy })
+  t.teardown(async () => {
+    await lazyLocker.close()
+    lazy.disconnect()
+  })
+  const locks = await Promise.all(Array.from({ length: 40 }, async (_, index) => await lazyLocker.lock(`v${index}`, { timeoutMs: 3000 })))
+  t.equal(locks.length, 40, 'every request got its lock once connected')
+  await Promise.all(locks.map(async (lock) => { await lock.release() }))
+  t.equal(lazy.listenerCount('ready'), 0, 'the shared wait is gone once the connection is ready')
+  t.same(warnings, [])
+})
+
 t.test('invalid options are refused at construction', async (t) => {
   const redis = new Redis(url, { lazyConnect: true })
   for (const options of [{ ttlMs: 0 }, { ttlMs: 1.5 }, { retryMs: -1 }]) {
@@ -241,6 +276,19 @@ t.test('a lock\'s signal is aborted when it is lost: taken by another holder, or
   const after = Date.now() - began
   t.ok(after < 400, `aborted before the ttl could run out (${after} ms)`)
   await quiet.release()
+
+  // A signal read for the first time only after the lease was lost is aborted already, with the same reason.
+  let told: () => void = () => {}
+  const wasTold = new Promise<void>((resolve) => { told = resolve })
+  const [c, d] = instances(t, 2, { ttlMs: 400 })
+  const unread = await c!.locker.lock('w', { timeoutMs: 1000, onReleaseRequested: () => { told() } })
+  await c!.redis.del(`${c!.prefix}lock:w`)
+  const taker = await d!.locker.lock('w', { timeoutMs: 1000, requestRelease: false })
+  await wasTold
+  t.equal(unread.signal?.aborted, true, 'lost before its first read: aborted when read')
+  t.match(unread.signal!.reason, { code: 'FST_TUS_LOCK_FAILED' })
+  await unread.release()
+  await taker.release()
 })
 
 t.test('a lock\'s signal checks the lease when read: a write right after a freeze sees it expired before any timer runs', async (t) => {

@@ -8,7 +8,7 @@ export interface UploadLock {
    * lock service past the ttl, and another request may hold it now). Stores check it before each write, so a
    * stale holder never overwrites bytes the new holder acknowledged. Absent for locks that cannot be lost.
    */
-  readonly signal?: AbortSignal
+  readonly signal?: AbortSignal | undefined
   /**
    * True when no other process can change the upload, while or between this process's holds: the lock is
    * in-process (MemoryLocker), and a store served by it serves one process (several processes sharing
@@ -128,11 +128,14 @@ export function leaseSignal (controller: AbortController, lapse: () => void): Ab
  * resuming after a freeze sees the overdue expiry (timers run before its I/O) before it writes again.
  */
 export class Lease {
-  readonly signal: AbortSignal
   readonly #id: string
   readonly #ttlMs: number
   readonly #margin: number
-  readonly #lost = new AbortController()
+  /** Made when first read (see `signal`). */
+  #signal: AbortSignal | undefined
+  #lost: AbortController | undefined
+  /** Why the lease was lost, once it is. */
+  #lostWith: Error | undefined
   readonly #onLost: () => void
   readonly #renewal: NodeJS.Timeout
   #expiry: NodeJS.Timeout | undefined
@@ -157,15 +160,27 @@ export class Lease {
       }, () => { /* Unknown for now: the next renewal tries again before the lease runs out. */ })
     }, Math.max(1, Math.floor(ttlMs / 3)))
     this.#renewal.unref()
-    // Checked when read too: after a freeze, waiting I/O runs before the expiry timer.
-    this.signal = leaseSignal(this.#lost, () => { if (Date.now() >= this.#validUntil - this.#margin) this.#lose('not renewed in time') })
+  }
+
+  /**
+   * Aborted once the lease is lost, and checked when read too: after a freeze, waiting I/O runs before the expiry
+   * timer. Made on first read: a lock taken only to read (HEAD) never needs it, and it costs as much as a lock.
+   */
+  get signal (): AbortSignal {
+    if (this.#signal === undefined) {
+      this.#lost = new AbortController()
+      if (this.#lostWith !== undefined) this.#lost.abort(this.#lostWith)
+      this.#signal = leaseSignal(this.#lost, () => { if (Date.now() >= this.#validUntil - this.#margin) this.#lose('not renewed in time') })
+    }
+    return this.#signal
   }
 
   /** The held lock: its release, once whatever the caller does, stops the renewals and then runs `release`. */
   lock (release: () => Promise<void>): UploadLock {
+    const lease = this
     let released = false
     return {
-      signal: this.signal,
+      get signal () { return lease.signal },
       release: async () => {
         if (released) return
         released = true
@@ -191,7 +206,8 @@ export class Lease {
     this.#stop()
     if (this.#gone) return
     this.#gone = true
-    this.#lost.abort(new TusErrors.LOCK_FAILED(`the lock of upload ${this.#id} was lost while held: ${why}`))
+    this.#lostWith = new TusErrors.LOCK_FAILED(`the lock of upload ${this.#id} was lost while held: ${why}`)
+    this.#lost?.abort(this.#lostWith)
     this.#onLost()
   }
 }

@@ -35,7 +35,9 @@ const RETRY_AFTER_SECONDS = 1
 
 // Compare-and-act scripts: a holder touches the key only while it still holds its own token, so a lock that
 // expired and was taken by another instance is never extended or deleted by the old holder.
-const RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+// The release and its announcement in one round trip (waiters on any instance try again at once). Announced even
+// when the key was no longer ours: it expired, so a waiter may take it now.
+const RELEASE = "local released = 0 if redis.call('get', KEYS[1]) == ARGV[1] then released = redis.call('del', KEYS[1]) end redis.call('publish', ARGV[2], ARGV[3]) return released"
 const RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
 
 interface Holder {
@@ -58,6 +60,11 @@ export class RedisLocker implements UploadLocker {
   readonly #waiters = new Map<string, Set<RetryWaiter>>()
   #subscriber: Promise<Redis> | undefined
   #subscriberConnection: Redis | undefined
+  /** The pub/sub connection has subscribed once (and ioredis resubscribes it after a reconnection). */
+  #subscribed = false
+  /** Names this locker in its lock tokens, which must differ from every other holder's. */
+  readonly #name = randomBytes(12).toString('base64url')
+  #taken = 0
 
   constructor (options: RedisLockerOptions) {
     this.#redis = options.redis
@@ -69,9 +76,11 @@ export class RedisLocker implements UploadLocker {
 
   async lock (id: string, options: LockOptions): Promise<UploadLock> {
     const deadline = Date.now() + options.timeoutMs
-    await this.#bounded('SUBSCRIBE', this.#budget(deadline), async () => { await this.#subscribe() })
+    // Once subscribed, ioredis keeps the subscription across reconnections by itself.
+    if (!this.#subscribed) await this.#bounded('SUBSCRIBE', this.#budget(deadline), async () => { await this.#subscribe() })
     const key = `${this.#prefix}lock:${id}`
-    const token = randomBytes(16).toString('base64url')
+    // Unique without a random draw per lock: this locker's random name and a count.
+    const token = `${this.#name}.${(++this.#taken).toString(36)}`
     // Registered before the first attempt, so a release between a failed attempt and the wait is not missed.
     const waiter = new RetryWaiter()
     addTo(this.#waiters, id, waiter)
@@ -81,7 +90,7 @@ export class RedisLocker implements UploadLocker {
       const take = async (): Promise<string | null> => await this.#redis.set(key, token, 'PX', this.#ttlMs, 'NX')
       // A SET that answers only after this lock gave up (Redis came back) took a lock nobody holds: give it back.
       const late = (result: string | null): void => {
-        if (result === 'OK') this.#redis.eval(RELEASE, 1, key, token).catch(() => {})
+        if (result === 'OK') this.#redis.eval(RELEASE, 1, key, token, this.#channel('released'), id).catch(() => {})
       }
       const attempt = async (): Promise<string | null> => {
         sent = Date.now()
@@ -105,6 +114,7 @@ export class RedisLocker implements UploadLocker {
   /** Closes the pub/sub connection (at once, even while Redis is unreachable). Locks still held are left to expire. */
   async close (): Promise<void> {
     const subscriber = this.#subscriberConnection
+    this.#subscribed = false
     this.#subscriber = undefined
     this.#subscriberConnection = undefined
     subscriber?.disconnect()
@@ -123,10 +133,7 @@ export class RedisLocker implements UploadLocker {
     return lease.lock(async () => {
       removeFrom(this.#holders, id, holder)
       try {
-        await this.#bounded('release', this.#commandTimeoutMs, async () => {
-          await this.#redis.eval(RELEASE, 1, key, token)
-          await this.#redis.publish(this.#channel('released'), id)
-        })
+        await this.#bounded('release', this.#commandTimeoutMs, async () => await this.#redis.eval(RELEASE, 1, key, token, this.#channel('released'), id))
       } catch {
         // The request's work is done; with Redis unreachable the lock expires by itself after ttlMs.
       }
@@ -157,6 +164,7 @@ export class RedisLocker implements UploadLocker {
         subscriber.disconnect()
         throw error
       }
+      this.#subscribed = this.#subscriberConnection === subscriber
       return subscriber
     })()
     return this.#subscriber.catch((error: unknown) => {
@@ -181,11 +189,11 @@ export class RedisLocker implements UploadLocker {
    * `late` gets the result of one that was sent and answered only after the bound.
    */
   async #bounded<T> (name: string, ms: number, run: () => Promise<T>, late?: (result: T) => void): Promise<T> {
-    const gaveUp = new AbortController()
+    let gaveUp = false
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<never>((_resolve, reject) => {
       timer = setTimeout(() => {
-        gaveUp.abort()
+        gaveUp = true
         reject(new Error(`no answer within ${ms} ms (connection ${this.#redis.status})`))
       }, ms)
     })
@@ -193,43 +201,52 @@ export class RedisLocker implements UploadLocker {
     try {
       return await Promise.race([
         (async () => {
-          await ready(this.#redis, gaveUp.signal)
+          // A command is sent only on a ready connection: one sent after this bound gave up would still run.
+          if (this.#redis.status !== 'ready') await ready(this.#redis)
+          if (gaveUp) throw new Error('gave up waiting for the Redis connection')
           running = run()
           return await running
         })(),
         timeout
       ])
     } catch (error) {
-      if (gaveUp.signal.aborted && running !== undefined) running.then((result) => { late?.(result) }, () => {})
+      if (gaveUp && running !== undefined) running.then((result) => { late?.(result) }, () => {})
       throw retryLater(new TusErrors.LOCK_FAILED(`Redis ${name}: ${errorMessage(error)}`), RETRY_AFTER_SECONDS)
     } finally {
       clearTimeout(timer)
-      gaveUp.abort()
     }
   }
 }
 
+/** The wait for each connection that is not ready, shared by every caller (a listener each would pile up while it is down). */
+const readiness = new WeakMap<Redis, Promise<void>>()
+
 /**
  * Resolves once `redis` is ready for commands (connecting it if it was created with lazyConnect); rejects when
- * it is closed for good, or when `signal` says the caller stopped waiting.
+ * it is closed for good. Callers bound their own wait.
  */
-async function ready (redis: Redis, signal?: AbortSignal): Promise<void> {
+async function ready (redis: Redis): Promise<void> {
   if (redis.status === 'ready') return
   if (redis.status === 'end') throw new Error('the Redis connection is closed')
-  if (redis.status === 'wait') redis.connect().catch(() => {})
-  await new Promise<void>((resolve, reject) => {
-    const onReady = (): void => { done() }
-    const onEnd = (): void => { done(new Error('the Redis connection is closed')) }
-    const onAbort = (): void => { done(new Error('gave up waiting for the Redis connection')) }
-    const done = (error?: Error): void => {
-      redis.off('ready', onReady)
-      redis.off('end', onEnd)
-      signal?.removeEventListener('abort', onAbort)
-      if (error === undefined) resolve()
-      else reject(error)
-    }
-    redis.on('ready', onReady)
-    redis.on('end', onEnd)
-    signal?.addEventListener('abort', onAbort)
-  })
+  let waiting = readiness.get(redis)
+  if (waiting === undefined) {
+    if (redis.status === 'wait') redis.connect().catch(() => {})
+    waiting = new Promise<void>((resolve, reject) => {
+      const onReady = (): void => { done() }
+      const onEnd = (): void => { done(new Error('the Redis connection is closed')) }
+      const done = (error?: Error): void => {
+        redis.off('ready', onReady)
+        redis.off('end', onEnd)
+        readiness.delete(redis)
+        if (error === undefined) resolve()
+        else reject(error)
+      }
+      redis.on('ready', onReady)
+      redis.on('end', onEnd)
+    })
+    // Every caller that still waits handles the rejection; none may be left when it comes.
+    waiting.catch(() => {})
+    readiness.set(redis, waiting)
+  }
+  await waiting
 }

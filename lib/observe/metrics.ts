@@ -201,7 +201,8 @@ export function measuredLocker (locker: UploadLocker, metrics: TusMetrics): Uplo
       }
       let released = false
       return {
-        ...(lock.signal === undefined ? {} : { signal: lock.signal }),
+        // Read when asked for: a lease makes its signal only then.
+        get signal () { return lock.signal },
         ...(lock.soleWriter === undefined ? {} : { soleWriter: lock.soleWriter }),
         release: async () => {
           if (!released) {
