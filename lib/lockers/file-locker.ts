@@ -1,10 +1,9 @@
-import { randomBytes } from 'node:crypto'
 import { watch, type FSWatcher } from 'node:fs'
 import { link, mkdir, readFile, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { TusErrors, errorMessage, retryLater } from '../errors.js'
 import { isValidUploadId } from '../ids.js'
-import { Lease, RetryWaiter, addTo, positiveInteger, removeFrom, type LockOptions, type UploadLock, type UploadLocker } from './lock.js'
+import { HolderTokens, Lease, RetryWaiter, addTo, positiveInteger, removeFrom, type LockOptions, type UploadLock, type UploadLocker } from './lock.js'
 
 export interface FileLockerOptions {
   /**
@@ -43,6 +42,7 @@ export class FileLocker implements UploadLocker {
   readonly #retryMs: number
   readonly #holders = new Map<string, Set<Holder>>()
   readonly #waiters = new Map<string, Set<RetryWaiter>>()
+  readonly #tokens = new HolderTokens()
   #ready: Promise<void> | undefined
   #watcher: FSWatcher | undefined
 
@@ -58,7 +58,7 @@ export class FileLocker implements UploadLocker {
     const deadline = Date.now() + options.timeoutMs
     await this.#start()
     const path = this.#path(id, 'lock')
-    const token = randomBytes(16).toString('base64url')
+    const token = this.#tokens.next()
     const waiter = new RetryWaiter()
     addTo(this.#waiters, id, waiter)
     let takenAt = Date.now()

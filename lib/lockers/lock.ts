@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import { TusErrors } from '../errors.js'
 
 /** A held lock on one upload. */
@@ -262,4 +263,17 @@ export function positiveInteger (locker: string, name: string, value: number): n
     throw new TusErrors.INVALID_OPTION(`${locker} ${name} must be a positive integer (got ${String(value)})`)
   }
   return value
+}
+
+/**
+ * The tokens of one cross-process locker's holders: each differs from every other holder's, in any process (a
+ * random name per locker, then a count), without a random draw per lock.
+ */
+export class HolderTokens {
+  readonly #name = randomBytes(12).toString('base64url')
+  #count = 0
+
+  next (): string {
+    return `${this.#name}.${(++this.#count).toString(36)}`
+  }
 }

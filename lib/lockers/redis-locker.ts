@@ -1,7 +1,6 @@
-import { randomBytes } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { TusErrors, errorMessage, retryLater } from '../errors.js'
-import { Lease, RetryWaiter, addTo, positiveInteger, removeFrom, type LockOptions, type UploadLock, type UploadLocker } from './lock.js'
+import { HolderTokens, Lease, RetryWaiter, addTo, positiveInteger, removeFrom, type LockOptions, type UploadLock, type UploadLocker } from './lock.js'
 
 export interface RedisLockerOptions {
   /**
@@ -62,9 +61,7 @@ export class RedisLocker implements UploadLocker {
   #subscriberConnection: Redis | undefined
   /** The pub/sub connection has subscribed once (and ioredis resubscribes it after a reconnection). */
   #subscribed = false
-  /** Names this locker in its lock tokens, which must differ from every other holder's. */
-  readonly #name = randomBytes(12).toString('base64url')
-  #taken = 0
+  readonly #tokens = new HolderTokens()
 
   constructor (options: RedisLockerOptions) {
     this.#redis = options.redis
@@ -79,8 +76,7 @@ export class RedisLocker implements UploadLocker {
     // Once subscribed, ioredis keeps the subscription across reconnections by itself.
     if (!this.#subscribed) await this.#bounded('SUBSCRIBE', this.#budget(deadline), async () => { await this.#subscribe() })
     const key = `${this.#prefix}lock:${id}`
-    // Unique without a random draw per lock: this locker's random name and a count.
-    const token = `${this.#name}.${(++this.#taken).toString(36)}`
+    const token = this.#tokens.next()
     // Registered before the first attempt, so a release between a failed attempt and the wait is not missed.
     const waiter = new RetryWaiter()
     addTo(this.#waiters, id, waiter)
