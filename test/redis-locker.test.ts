@@ -23,6 +23,21 @@ function instances (t: { teardown: (fn: () => unknown) => void }, count: number,
   })
 }
 
+/**
+ * A locker on a port nothing listens on, with ioredis's default options: it keeps reconnecting (and by itself
+ * would hold a command for 10 s or more); every command is bounded by 300 ms.
+ */
+function unreachable (t: { teardown: (fn: () => unknown) => void }): { redis: Redis, locker: RedisLocker } {
+  const redis = new Redis({ host: '127.0.0.1', port: 1 })
+  redis.on('error', () => {})
+  const locker = new RedisLocker({ redis, commandTimeoutMs: 300 })
+  t.teardown(async () => {
+    await locker.close()
+    redis.disconnect()
+  })
+  return { redis, locker }
+}
+
 t.test('a held lock refuses another instance with FST_TUS_LOCKED (423) until it is released', async (t) => {
   const [a, b] = instances(t, 2)
   const held = await a!.locker.lock('upload1', { timeoutMs: 1000 })
@@ -169,14 +184,7 @@ t.test('Redis unreachable: FST_TUS_LOCK_FAILED (503)', async (t) => {
 })
 
 t.test('requests waiting for a Redis that is not ready share one wait: no listener each, every one answered in its bound', async (t) => {
-  // A port nothing listens on, with ioredis's defaults: it keeps reconnecting while the requests wait.
-  const redis = new Redis({ host: '127.0.0.1', port: 1 })
-  redis.on('error', () => {})
-  const locker = new RedisLocker({ redis, commandTimeoutMs: 300 })
-  t.teardown(async () => {
-    await locker.close()
-    redis.disconnect()
-  })
+  const { redis, locker } = unreachable(t)
   const warnings: string[] = []
   const onWarning = (warning: Error): void => { warnings.push(warning.name) }
   process.on('warning', onWarning)
@@ -212,14 +220,7 @@ t.test('invalid options are refused at construction', async (t) => {
 })
 
 t.test('Redis unreachable with ioredis\'s default options (offline queue, 20 retries): LOCK_FAILED with Retry-After within the wait', async (t) => {
-  // A port nothing listens on: ioredis keeps reconnecting, and by itself would hold the command for 10 s or more.
-  const redis = new Redis({ host: '127.0.0.1', port: 1 })
-  redis.on('error', () => {})
-  const locker = new RedisLocker({ redis, commandTimeoutMs: 300 })
-  t.teardown(async () => {
-    await locker.close()
-    redis.disconnect()
-  })
+  const { locker } = unreachable(t)
   for (const timeoutMs of [800, 50]) {
     const begin = Date.now()
     const error = await lockError(locker.lock('u', { timeoutMs })) as { code?: string, statusCode?: number, headers?: Record<string, string> }
