@@ -10,7 +10,7 @@ import { TusErrors } from '../errors.js'
 import { isValidDirectory, isValidUploadId } from '../ids.js'
 import { BoundedCache } from './info-cache.js'
 import { OpenFiles, UNSTATED, sameFile, type FileIdentity } from './open-files.js'
-import type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata, WriteOptions } from './types.js'
+import type { ByteRange, DataStore, NewUpload, StoredInfo, UploadInfo, WriteOptions } from './types.js'
 
 const INFO_SUFFIX = '.json'
 /**
@@ -38,19 +38,8 @@ const SLOW_STAT_MS = 1
 const STAT_WINDOW = 1024
 const SLOW_STATS_ALLOWED = 16
 
-/** What `<id>.json` holds. The offset is not in it: it is the data file's size, so it is never stale. */
-interface InfoFile {
-  id: string
-  size: number | null
-  metadata: UploadMetadata
-  concat?: UploadConcat
-  /** Sub-directory of the data file (onUploadCreate's choice); the info file always stays in the root. */
-  directory?: string
-  createdAt: string
-}
-
 interface CachedInfo {
-  info: InfoFile
+  info: StoredInfo
   /** The data file the info was read with. */
   file: FileIdentity
 }
@@ -66,7 +55,7 @@ function pack (file: FileIdentity, text: string): string {
 }
 
 function unpack (entry: string): CachedInfo {
-  return { file: unpackFile(entry), info: JSON.parse(entry.slice(entry.indexOf('\n') + 1)) as InfoFile }
+  return { file: unpackFile(entry), info: JSON.parse(entry.slice(entry.indexOf('\n') + 1)) as StoredInfo }
 }
 
 /** Only the data file's identity from an entry (no JSON parsed). */
@@ -175,7 +164,7 @@ export class FileStore implements DataStore {
     }
     // After the data file's birth, which a cache fill checks (see #fill).
     const createdAt = new Date()
-    const info: InfoFile = {
+    const info: StoredInfo = {
       id: upload.id,
       size: upload.size ?? null,
       metadata: upload.metadata,
@@ -436,7 +425,7 @@ export class FileStore implements DataStore {
     const info = cached === undefined ? await this.#probeInfo(id) : unpack(cached).info
     if (info === MISSING) return false
     if (info !== TORN) {
-      const directory = (info as Partial<InfoFile> | null)?.directory
+      const directory = (info as Partial<StoredInfo> | null)?.directory
       if (typeof directory === 'string' && isValidDirectory(directory)) directories.add(directory)
       return false
     }
@@ -527,7 +516,7 @@ export class FileStore implements DataStore {
    * The info file's contents, from the cache when it has them. The callers (write, flush, read, terminate)
    * run after a getInfo of the same request, which checked the cached entry against the data file.
    */
-  async #info (id: string): Promise<InfoFile> {
+  async #info (id: string): Promise<StoredInfo> {
     assertSafeId(id)
     const entry = this.#cache.peek(id)
     return entry === undefined ? (await this.#readInfo(id)).info : unpack(entry).info
@@ -556,7 +545,7 @@ export class FileStore implements DataStore {
   }
 
   /** The info file, parsed, and its text. */
-  async #readInfo (id: string): Promise<{ info: InfoFile, text: string }> {
+  async #readInfo (id: string): Promise<{ info: StoredInfo, text: string }> {
     let text: string
     try {
       text = await readSmallFile(this.#infoPath(id))
@@ -564,9 +553,9 @@ export class FileStore implements DataStore {
       if (isNotFound(error)) throw new TusErrors.NOT_FOUND()
       throw error
     }
-    let info: InfoFile
+    let info: StoredInfo
     try {
-      info = JSON.parse(text) as InfoFile
+      info = JSON.parse(text) as StoredInfo
     } catch {
       // Only a creation writes an info file in place (every later change replaces it whole, by rename), and
       // no prefix of a JSON object parses: this one is being created, or its creation died before it was
@@ -577,7 +566,7 @@ export class FileStore implements DataStore {
   }
 
   /** Replaces the info file atomically (temporary file, fsync, then rename) and resolves with its text. */
-  async #writeInfo (info: InfoFile): Promise<string> {
+  async #writeInfo (info: StoredInfo): Promise<string> {
     const target = this.#infoPath(info.id)
     const temporary = `${target}${this.#temporaryPrefix}${this.#temporaries++}.tmp`
     const text = JSON.stringify(info)
@@ -741,7 +730,7 @@ class Appender {
   }
 }
 
-function toUploadInfo (info: InfoFile, path: string, stats: Pick<Stats, 'size' | 'mtime'> | undefined): UploadInfo {
+function toUploadInfo (info: StoredInfo, path: string, stats: Pick<Stats, 'size' | 'mtime'> | undefined): UploadInfo {
   const createdAt = new Date(info.createdAt)
   return {
     id: info.id,

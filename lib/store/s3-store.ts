@@ -18,7 +18,7 @@ import {
 import { TusErrors, errorMessage } from '../errors.js'
 import { isValidDirectory, isValidUploadId } from '../ids.js'
 import { contentDisposition, contentType } from '../metadata.js'
-import type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata, WriteOptions } from './types.js'
+import type { ByteRange, DataStore, NewUpload, StoredInfo, UploadInfo, UploadMetadata, WriteOptions } from './types.js'
 
 const MiB = 1024 * 1024
 /** Options of an SDK send: a write made under a lock that can be lost is aborted with it. */
@@ -63,14 +63,8 @@ export interface S3StoreOptions {
   partsInFlight?: number
 }
 
-/** What `<id>.info` holds. The offset is not in it: it is what S3 has durably stored, so it is never stale. */
-interface InfoObject {
-  id: string
-  size: number | null
-  metadata: UploadMetadata
-  concat?: UploadConcat
-  directory?: string
-  createdAt: string
+/** What `<id>.info` holds (the offset is what S3 has durably stored). */
+interface InfoObject extends StoredInfo {
   /** The multipart upload that collects the data. */
   uploadId: string
   partSize: number

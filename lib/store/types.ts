@@ -22,6 +22,16 @@ export interface NewUpload {
   directory?: string
 }
 
+/**
+ * An upload's description as a store writes it down (FileStore's `<id>.json`, S3Store's `<id>.info`): JSON, with
+ * an unknown length as null and the creation time as an ISO string. Never the offset: each store derives it from
+ * the bytes it holds, so it cannot go stale.
+ */
+export interface StoredInfo extends Omit<NewUpload, 'size'> {
+  size: number | null
+  createdAt: string
+}
+
 /** Everything known about one upload, as a store reports it. */
 export interface UploadInfo extends NewUpload {
   /** Bytes durably stored so far. */
