@@ -60,6 +60,20 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/redis-locker.test.ts']
   },
   {
+    name: 'redis-locker: every release announced, awaited or not',
+    file: 'lib/lockers/redis-locker.ts',
+    find: "if redis.call('del', KEYS[2]) == 1 then redis.call('publish', ARGV[2], ARGV[3]) end",
+    replace: "redis.call('del', KEYS[2]) redis.call('publish', ARGV[2], ARGV[3])",
+    tests: ['test/redis-locker.test.ts']
+  },
+  {
+    name: 'redis-locker: a failed attempt does not mark the upload awaited',
+    file: 'lib/lockers/redis-locker.ts',
+    find: "redis.call('set', KEYS[2], '1', 'PX', ARGV[3]) return 0",
+    replace: 'return 0',
+    tests: ['test/redis-locker.test.ts']
+  },
+  {
     name: 'redis-locker: a release announced to no one',
     file: 'lib/lockers/redis-locker.ts',
     find: "redis.call('publish', ARGV[2], ARGV[3])",

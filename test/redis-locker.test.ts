@@ -23,6 +23,14 @@ function instances (t: { teardown: (fn: () => unknown) => void }, count: number,
   })
 }
 
+/** Runs each attempt to take a lock (the script that SETs the key NX) of this connection through `wrap`. */
+function onAttempts (redis: Redis, wrap: (attempt: () => Promise<unknown>) => Promise<unknown>): void {
+  const evaluate = redis.eval.bind(redis) as (...args: unknown[]) => Promise<unknown>
+  Object.assign(redis, {
+    eval: async (...args: unknown[]) => String(args[0]).includes("'NX'") ? await wrap(async () => await evaluate(...args)) : await evaluate(...args)
+  })
+}
+
 /**
  * A locker on a port nothing listens on, with ioredis's default options: it keeps reconnecting (and by itself
  * would hold a command for 10 s or more); every command is bounded by 300 ms.
@@ -60,17 +68,14 @@ t.test('a waiter gets the lock as soon as the holder on another instance release
   const held = await a!.locker.lock('u', { timeoutMs: 1000 })
   // The waiter's attempts, seen on its connection: the release must come after its first attempt failed,
   // else the waiter would simply take the free lock at its first try.
-  const attempts: Array<string | null> = []
   let failedOnce: () => void = () => {}
   const firstFailure = new Promise<void>((resolve) => { failedOnce = resolve })
-  const set = b!.redis.set.bind(b!.redis) as (...args: unknown[]) => Promise<string | null>
-  Object.assign(b!.redis, {
-    set: async (...args: unknown[]) => {
-      const result = await set(...args)
-      attempts.push(result)
-      if (result === null) failedOnce()
-      return result
-    }
+  const attempts: unknown[] = []
+  onAttempts(b!.redis, async (attempt) => {
+    const result = await attempt()
+    attempts.push(result)
+    if (result === 0) failedOnce()
+    return result
   })
   // retryMs is a minute and the timeout 30 s: only the release announcement can wake the waiter in time.
   const begin = Date.now()
@@ -86,9 +91,41 @@ t.test('a waiter gets the lock as soon as the holder on another instance release
   ])
   clearTimeout(deadline)
   t.ok(next !== undefined, `woken by the release (after ${Date.now() - begin} ms)`)
-  t.same(attempts, [null, 'OK'], 'refused once while held, then taken at the next attempt')
+  t.same(attempts, [0, 1], 'refused once while held, then taken at the next attempt')
   if (next !== undefined) await next.release()
   else void waiting.then(async (lock) => { await lock.release() }, () => {})
+})
+
+t.test('a release is announced to the instances only when a request waits for the upload', async (t) => {
+  const [a, b] = instances(t, 2)
+  const channel = `${a!.prefix}released`
+  const listener = new Redis(url)
+  t.teardown(() => { listener.disconnect() })
+  const heard: string[] = []
+  let onHeard: () => void = () => {}
+  listener.on('message', (_channel: string, id: string) => {
+    heard.push(id)
+    onHeard()
+  })
+  await listener.subscribe(channel)
+  /** Every announcement made so far, up to a marker published after them (Redis keeps their order). */
+  const announced = async (): Promise<string[]> => {
+    const marked = new Promise<void>((resolve) => { onHeard = () => { if (heard.at(-1) === 'marker') resolve() } })
+    await a!.redis.publish(channel, 'marker')
+    await marked
+    return heard.splice(0).filter((id) => id !== 'marker')
+  }
+
+  await (await a!.locker.lock('quiet', { timeoutMs: 1000 })).release()
+  t.same(await announced(), [], 'nobody waited: nothing announced')
+
+  const held = await a!.locker.lock('busy', { timeoutMs: 1000 })
+  const waiting = b!.locker.lock('busy', { timeoutMs: 5000, requestRelease: false })
+  while (await a!.redis.exists(`${a!.prefix}awaited:busy`) === 0) await new Promise((resolve) => setImmediate(resolve))
+  await held.release()
+  await (await waiting).release()
+  t.same(await announced(), ['busy'], 'the release the waiter waited for is announced, and the waiter\'s own is not')
+  t.equal(await a!.redis.exists(`${a!.prefix}awaited:busy`), 0, 'the mark is gone with the announcement')
 })
 
 t.test('three instances contending for one upload never overlap', async (t) => {
@@ -235,19 +272,16 @@ t.test('Redis unreachable with ioredis\'s default options (offline queue, 20 ret
   t.ok(Date.now() - begin < 500, 'close does not wait for Redis')
 })
 
-t.test('a SET that answers only after the lock gave up is given back: the upload is not locked for a ttl', async (t) => {
+t.test('an attempt that answers only after the lock gave up is given back: the upload is not locked for a ttl', async (t) => {
   const [a, b] = instances(t, 2, { commandTimeoutMs: 200, ttlMs: 30_000 })
-  // The SET reaches Redis only after the bound (as after an outage): it takes the lock for nobody.
+  // The attempt reaches Redis only after the bound (as after an outage): it takes the lock for nobody.
   let arrived: () => void = () => {}
   const lateSetDone = new Promise<void>((resolve) => { arrived = resolve })
-  const set = a!.redis.set.bind(a!.redis) as (...args: unknown[]) => Promise<string | null>
-  Object.assign(a!.redis, {
-    set: async (...args: unknown[]) => {
-      await new Promise((resolve) => setTimeout(resolve, 600))
-      const result = await set(...args)
-      arrived()
-      return result
-    }
+  onAttempts(a!.redis, async (attempt) => {
+    await new Promise((resolve) => setTimeout(resolve, 600))
+    const result = await attempt()
+    arrived()
+    return result
   })
   const error = await lockError(a!.locker.lock('u', { timeoutMs: 100 }))
   t.equal(error.code, 'FST_TUS_LOCK_FAILED')

@@ -8,7 +8,7 @@ export interface RedisLockerOptions {
    * connection of its own, which the locker opens with `redis.duplicate()` and closes in `close()`.
    */
   redis: Redis
-  /** Prefix of the lock keys and pub/sub channels, so that several apps can share one Redis. Default `fastify-tus:`. */
+  /** Prefix of the lock keys (`lock:<id>`, `awaited:<id>`) and pub/sub channels, so that several apps can share one Redis. Default `fastify-tus:`. */
   prefix?: string
   /**
    * How long a lock outlives a holder that stopped renewing it (a crashed or frozen process), in ms.
@@ -32,11 +32,16 @@ export interface RedisLockerOptions {
 /** What a 503 of an unreachable Redis suggests to clients, in seconds. */
 const RETRY_AFTER_SECONDS = 1
 
+// Taking the lock (KEYS[1]), or, when another holder has it, marking the upload as awaited (KEYS[2]) in the same
+// step, so that no release can fall between a failed attempt and the mark. The mark outlives the waiter's next
+// attempt (ARGV[3] ms), which renews it.
+const ACQUIRE = "if redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return 1 end redis.call('set', KEYS[2], '1', 'PX', ARGV[3]) return 0"
 // Compare-and-act scripts: a holder touches the key only while it still holds its own token, so a lock that
 // expired and was taken by another instance is never extended or deleted by the old holder.
-// The release and its announcement in one round trip (waiters on any instance try again at once). Announced even
-// when the key was no longer ours: it expired, so a waiter may take it now.
-const RELEASE = "local released = 0 if redis.call('get', KEYS[1]) == ARGV[1] then released = redis.call('del', KEYS[1]) end redis.call('publish', ARGV[2], ARGV[3]) return released"
+// The release and, when some request awaits the upload, its announcement (waiters on any instance try again at
+// once) in one round trip: a release nobody waits for reaches no instance. Announced even when the key was no
+// longer ours: it expired, so a waiter may take it now.
+const RELEASE = "local released = 0 if redis.call('get', KEYS[1]) == ARGV[1] then released = redis.call('del', KEYS[1]) end if redis.call('del', KEYS[2]) == 1 then redis.call('publish', ARGV[2], ARGV[3]) end return released"
 const RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
 
 interface Holder {
@@ -47,7 +52,8 @@ interface Holder {
  * Serialises the requests on one upload across processes and machines with Redis: `SET key token NX PX ttl`
  * takes the lock, the holder renews it while it runs, and it expires `ttlMs` after a holder crashed.
  * A waiting request asks the holder, on whichever instance it runs, to finish (pub/sub), so a client that
- * reconnects to another instance goes on at once instead of waiting behind its own dead request.
+ * reconnects to another instance goes on at once instead of waiting behind its own dead request. A release is
+ * announced (pub/sub) only when a request waits for the upload.
  */
 export class RedisLocker implements UploadLocker {
   readonly #redis: Redis
@@ -76,6 +82,7 @@ export class RedisLocker implements UploadLocker {
     // Once subscribed, ioredis keeps the subscription across reconnections by itself.
     if (!this.#subscribed) await this.#bounded('SUBSCRIBE', this.#budget(deadline), async () => { await this.#subscribe() })
     const key = `${this.#prefix}lock:${id}`
+    const awaited = this.#awaitedKey(id)
     const token = this.#tokens.next()
     // Registered before the first attempt, so a release between a failed attempt and the wait is not missed.
     const waiter = new RetryWaiter()
@@ -83,16 +90,16 @@ export class RedisLocker implements UploadLocker {
     let sent = Date.now()
     try {
       let asked = false
-      const take = async (): Promise<string | null> => await this.#redis.set(key, token, 'PX', this.#ttlMs, 'NX')
-      // A SET that answers only after this lock gave up (Redis came back) took a lock nobody holds: give it back.
-      const late = (result: string | null): void => {
-        if (result === 'OK') this.#redis.eval(RELEASE, 1, key, token, this.#channel('released'), id).catch(() => {})
+      const take = async (): Promise<unknown> => await this.#redis.eval(ACQUIRE, 2, key, awaited, token, this.#ttlMs, this.#retryMs * 3)
+      // An attempt that answers only after this lock gave up (Redis came back) took a lock nobody holds: give it back.
+      const late = (result: unknown): void => {
+        if (result === 1) this.#release(id, key, token).catch(() => {})
       }
-      const attempt = async (): Promise<string | null> => {
+      const attempt = async (): Promise<unknown> => {
         sent = Date.now()
         return await this.#bounded('SET', this.#budget(deadline), take, late)
       }
-      while (await attempt() !== 'OK') {
+      while (await attempt() !== 1) {
         const remaining = deadline - Date.now()
         if (remaining <= 0) throw new TusErrors.LOCKED()
         if (!asked && options.requestRelease !== false) {
@@ -129,7 +136,7 @@ export class RedisLocker implements UploadLocker {
     return lease.lock(async () => {
       removeFrom(this.#holders, id, holder)
       try {
-        await this.#bounded('release', this.#commandTimeoutMs, async () => await this.#redis.eval(RELEASE, 1, key, token, this.#channel('released'), id))
+        await this.#bounded('release', this.#commandTimeoutMs, async () => { await this.#release(id, key, token) })
       } catch {
         // The request's work is done; with Redis unreachable the lock expires by itself after ttlMs.
       }
@@ -167,6 +174,15 @@ export class RedisLocker implements UploadLocker {
       this.#subscriber = undefined
       throw error
     })
+  }
+
+  async #release (id: string, key: string, token: string): Promise<void> {
+    await this.#redis.eval(RELEASE, 2, key, this.#awaitedKey(id), token, this.#channel('released'), id)
+  }
+
+  /** Set while some request waits for the upload's lock (ACQUIRE), so that its release is announced. */
+  #awaitedKey (id: string): string {
+    return `${this.#prefix}awaited:${id}`
   }
 
   #channel (name: string): string {
