@@ -97,7 +97,7 @@ export class RedisLocker implements UploadLocker {
       }
       const attempt = async (): Promise<unknown> => {
         sent = Date.now()
-        return await this.#bounded('SET', this.#budget(deadline), take, late)
+        return await this.#bounded('lock', this.#budget(deadline), take, late)
       }
       while (await attempt() !== 1) {
         const remaining = deadline - Date.now()
