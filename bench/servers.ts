@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
+import { connect, createServer, type AddressInfo } from 'node:net'
 import { createInterface } from 'node:readline'
 
 /** USER_HZ: the unit of utime and stime in /proc/<pid>/stat (100 on Linux everywhere in practice). */
@@ -22,14 +23,17 @@ export interface ServerDefinition {
   name: string
   script: string
   args: string[]
+  /** Locks through Redis: given BENCH_REDIS_URL, or a redis-server of its own (RedisServer). */
+  redis?: boolean
 }
 
 export const SERVERS: Record<string, ServerDefinition> = {
   'fastify-tus': { name: 'fastify-tus', script: 'fastify-tus.mjs', args: [] },
   'fastify-tus-nofsync': { name: 'fastify-tus (fsync: false)', script: 'fastify-tus.mjs', args: ['--no-fsync'] },
-  // With the lockers of several instances (RedisLocker on a redis-server of its own, or BENCH_REDIS_URL; FileLocker).
-  'fastify-tus-redis': { name: 'fastify-tus (fsync: false, RedisLocker)', script: 'fastify-tus.mjs', args: ['--no-fsync', '--locker=redis'] },
-  'fastify-tus-base-redis': { name: 'fastify-tus (base, fsync: false, RedisLocker)', script: 'fastify-tus.mjs', args: ['--base', '--no-fsync', '--locker=redis'] },
+  // With the lockers of several instances (RedisLocker on a redis-server of its own, or BENCH_REDIS_URL; FileLocker in
+  // <data dir>/.locks). bench/instances.ts runs several such processes on one directory.
+  'fastify-tus-redis': { name: 'fastify-tus (fsync: false, RedisLocker)', script: 'fastify-tus.mjs', args: ['--no-fsync', '--locker=redis'], redis: true },
+  'fastify-tus-base-redis': { name: 'fastify-tus (base, fsync: false, RedisLocker)', script: 'fastify-tus.mjs', args: ['--base', '--no-fsync', '--locker=redis'], redis: true },
   'fastify-tus-filelock': { name: 'fastify-tus (fsync: false, FileLocker)', script: 'fastify-tus.mjs', args: ['--no-fsync', '--locker=file'] },
   'fastify-tus-nocache': { name: 'fastify-tus (cacheSize: 0)', script: 'fastify-tus.mjs', args: ['--cache-size=0'] },
   // The same from another build (BENCH_BASE_DIST=<path of its dist/index.js>), e.g. main before a change.
@@ -52,27 +56,37 @@ export class RunningServer {
   readonly origin: string
   readonly dataDir: string
   readonly #process: ChildProcess
+  /** The redis-server started for this server alone, if it needed one. */
+  readonly #redis: RedisServer | undefined
 
-  private constructor (process: ChildProcess, port: number, dataDir: string) {
+  private constructor (process: ChildProcess, port: number, dataDir: string, redis: RedisServer | undefined) {
     this.#process = process
     this.origin = `http://127.0.0.1:${port}`
     this.dataDir = dataDir
+    this.#redis = redis
   }
 
-  /** Starts `definition` with a fresh data directory and resolves once it printed its port. */
-  static async start (definition: ServerDefinition, nodeFlags: string[]): Promise<RunningServer> {
-    const dataDir = await mkdtemp(join(DATA_ROOT, `${definition.script.replace('.mjs', '')}-`))
+  /**
+   * Starts `definition` and resolves once it printed its port: with a fresh data directory, or `shared.dataDir`
+   * (several instances of one store); a Redis server's locks go to `shared.redisUrl`, BENCH_REDIS_URL, or a
+   * redis-server of its own.
+   */
+  static async start (definition: ServerDefinition, nodeFlags: string[], shared: { dataDir?: string, redisUrl?: string } = {}): Promise<RunningServer> {
+    const dataDir = shared.dataDir ?? await mkdtemp(join(DATA_ROOT, `${definition.script.replace('.mjs', '')}-`))
+    const redisUrl = definition.redis === true ? shared.redisUrl ?? process.env.BENCH_REDIS_URL : undefined
+    const ownRedis = definition.redis === true && redisUrl === undefined ? await RedisServer.start() : undefined
     const child = spawn(process.execPath, [...nodeFlags, join(SCRIPTS, definition.script), dataDir, ...definition.args], {
       stdio: ['ignore', 'pipe', 'inherit'],
-      env: { ...process.env, NODE_OPTIONS: '' }
+      env: { ...process.env, NODE_OPTIONS: '', ...(definition.redis === true ? { BENCH_REDIS_URL: redisUrl ?? ownRedis!.url } : {}) }
     })
+    child.once('exit', () => { ownRedis?.stop() })
     const lines = createInterface({ input: child.stdout! })
     const exited = once(child, 'exit').then(([code]) => { throw new Error(`${definition.name} exited with ${String(code)} before it listened`) })
     const [line] = await Promise.race([once(lines, 'line') as Promise<[string]>, exited])
     lines.close()
     const port = Number(line)
     if (!Number.isInteger(port) || port <= 0) throw new Error(`${definition.name} printed "${line}" instead of a port`)
-    return new RunningServer(child, port, dataDir)
+    return new RunningServer(child, port, dataDir, ownRedis)
   }
 
   get pid (): number {
@@ -105,5 +119,40 @@ export class RunningServer {
 
   async removeData (): Promise<void> {
     await rm(this.dataDir, { recursive: true, force: true })
+  }
+}
+
+/** A throwaway redis-server on 127.0.0.1 and a free port, without persistence. */
+export class RedisServer {
+  readonly url: string
+  readonly #process: ChildProcess
+
+  private constructor (process: ChildProcess, port: number) {
+    this.#process = process
+    this.url = `redis://127.0.0.1:${port}`
+  }
+
+  static async start (): Promise<RedisServer> {
+    const port = await new Promise<number>((resolve, reject) => {
+      const probe = createServer().listen(0, '127.0.0.1', () => {
+        const { port } = probe.address() as AddressInfo
+        probe.close(() => { resolve(port) })
+      }).on('error', reject)
+    })
+    const child = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+    const server = new RedisServer(child, port)
+    // Ready once it accepts a connection.
+    for (let attempt = 0; ; attempt++) {
+      const connected = await new Promise<boolean>((resolve) => {
+        const socket = connect(port, '127.0.0.1', () => { socket.end(); resolve(true) }).on('error', () => { resolve(false) })
+      })
+      if (connected) return server
+      if (attempt === 100 || child.exitCode !== null) throw new Error('redis-server did not start (is it installed?)')
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+  }
+
+  stop (): void {
+    this.#process.kill()
   }
 }

@@ -1,10 +1,8 @@
 // fastify-tus as a user gets it: the built package (dist/, through the package's own name) in a plain
-// Fastify app without a logger. Usage: node fastify-tus.mjs <data dir> [--no-fsync] [--cache-size=N]
+// Fastify app without a logger. Usage: node fastify-tus.mjs <data dir> [--no-fsync] [--cache-size=N] [--locker=redis|file]
 // --no-fsync and --cache-size=N set the FileStore's `fsync: false` and `cacheSize` options.
 // --base: the package built from another checkout instead (its dist/index.js in BENCH_BASE_DIST), to measure a
 // change side by side with what it changes.
-import { spawn } from 'node:child_process'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import Fastify from 'fastify'
 
@@ -21,38 +19,19 @@ const store = new FileStore({
   fsync: !process.argv.includes('--no-fsync'),
   ...(cacheArg === undefined ? {} : { cacheSize: Number(cacheArg.slice('--cache-size='.length)) })
 })
-// --locker=redis: a RedisLocker, on BENCH_REDIS_URL or else on a redis-server of its own (127.0.0.1, a free port,
-// stopped with this process), as several instances would lock; --locker=file: a FileLocker in the data directory.
+// --locker=redis: a RedisLocker on BENCH_REDIS_URL (bench/servers.ts starts a redis-server when it is not set);
+// --locker=file: a FileLocker in <data dir>/.locks. Several processes on one data directory share their locks.
 let locker
 const lockerArg = process.argv.find((arg) => arg.startsWith('--locker='))
 if (lockerArg === '--locker=redis') {
+  if (process.env.BENCH_REDIS_URL === undefined) throw new Error('--locker=redis needs BENCH_REDIS_URL')
   const { Redis } = await import('ioredis')
   const { RedisLocker } = await import(base ? process.env.BENCH_BASE_DIST.replace(/index\.js$/, 'lockers/redis-locker.js') : 'fastify-tus/redis')
-  const redis = new Redis(process.env.BENCH_REDIS_URL ?? await startRedis(), { enableOfflineQueue: false, maxRetriesPerRequest: 0 })
-  locker = new RedisLocker({ redis })
+  locker = new RedisLocker({ redis: new Redis(process.env.BENCH_REDIS_URL, { enableOfflineQueue: false, maxRetriesPerRequest: 0 }) })
 } else if (lockerArg === '--locker=file') {
   const { FileLocker } = await import(base ? process.env.BENCH_BASE_DIST : 'fastify-tus')
   locker = new FileLocker({ directory: join(dir, '.locks') })
 }
-
-async function startRedis () {
-  const port = await new Promise((resolve) => {
-    const probe = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = probe.address()
-      probe.close(() => { resolve(port) })
-    })
-  })
-  const server = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
-  process.on('exit', () => { server.kill() })
-  const redis = `redis://127.0.0.1:${port}`
-  const { Redis } = await import('ioredis')
-  const probe = new Redis(redis, { retryStrategy: () => 20, maxRetriesPerRequest: null })
-  probe.on('error', () => {})
-  await probe.ping()
-  probe.disconnect()
-  return redis
-}
-
 const app = Fastify()
 // expireCompleted: the scale workload's uploads are complete, and removeExpired() must remove them.
 await app.register(tus, { prefix: '/files', dir, store, expireCompleted: true, ...(locker === undefined ? {} : { locker }) })
