@@ -60,6 +60,20 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/redis-locker.test.ts']
   },
   {
+    name: 'file-locker: a waiter leaves its release request behind',
+    file: 'lib/lockers/file-locker.ts',
+    find: 'if (asked) await removeIfHolds(this.#path(id, \'release\'), token)',
+    replace: 'if (asked) void token',
+    tests: ['test/file-locker.test.ts']
+  },
+  {
+    name: 'file-locker: a waiter removes another waiter\'s release request',
+    file: 'lib/lockers/file-locker.ts',
+    find: "if (await readFile(path, 'utf8').catch(() => undefined) === token) await unlink(path).catch(() => {})",
+    replace: 'await unlink(path).catch(() => {})',
+    tests: ['test/file-locker.test.ts']
+  },
+  {
     name: 'redis-locker: every release announced, awaited or not',
     file: 'lib/lockers/redis-locker.ts',
     find: "if redis.call('del', KEYS[2]) == 1 then redis.call('publish', ARGV[2], ARGV[3]) end",

@@ -1,7 +1,7 @@
 // FileLocker: lock files with leases for several processes on one host, no lock service. The unit tests use
 // several lockers on one directory, as several processes would; the last tests use real processes.
 import t from 'tap'
-import { mkdtemp, readdir, rm, stat, utimes } from 'node:fs/promises'
+import { mkdtemp, readFile, readdir, rm, stat, utimes } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
@@ -87,6 +87,29 @@ t.test('three lockers contending for one upload never overlap', async (t) => {
   }))
   t.equal(overlaps, 0)
   t.equal(count, 60)
+})
+
+t.test('a release request is removed by the waiter that made it, when it gives up too; one another waiter replaced is left', async (t) => {
+  const dir = await lockDir(t)
+  const [a, b, c] = lockers(t, dir, 3)
+  const held = await a!.lock('u', { timeoutMs: 1000 })
+  t.equal((await lockError(b!.lock('u', { timeoutMs: 200 }))).code, 'FST_TUS_LOCKED')
+  t.same(await readdir(dir), ['u.lock'], 'the waiter that gave up took its request with it')
+
+  // b asks, then c asks (replacing b's request); b gives up: the request is c's now, and stays.
+  const giving = lockError(b!.lock('u', { timeoutMs: 1500 }))
+  while (!(await readdir(dir)).includes('u.release')) await new Promise((resolve) => setImmediate(resolve))
+  const patient = c!.lock('u', { timeoutMs: 30_000 })
+  const release = join(dir, 'u.release')
+  const first = await readFile(release, 'utf8')
+  while (await readFile(release, 'utf8') === first) await new Promise((resolve) => setImmediate(resolve))
+  t.equal((await giving).code, 'FST_TUS_LOCKED')
+  t.same((await readdir(dir)).sort(), ['u.lock', 'u.release'], 'c\'s request is left')
+  await held.release()
+  const next = await patient
+  t.same(await readdir(dir), ['u.lock'], 'c holds it, and removed its request')
+  await next.release()
+  t.same(await readdir(dir), [], 'nothing left once released')
 })
 
 t.test('a lock whose lease ran out is taken over; the old holder\'s signal is aborted and its release leaves the new lock', async (t) => {

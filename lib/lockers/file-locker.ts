@@ -62,8 +62,8 @@ export class FileLocker implements UploadLocker {
     const waiter = new RetryWaiter()
     addTo(this.#waiters, id, waiter)
     let takenAt = Date.now()
+    let asked = false
     try {
-      let asked = false
       for (;;) {
         takenAt = Date.now()
         if (await this.#take(path, token)) break
@@ -79,6 +79,9 @@ export class FileLocker implements UploadLocker {
       }
     } finally {
       removeFrom(this.#waiters, id, waiter)
+      // A request is removed by the waiter that made it, once it holds the lock or gives up (unless another
+      // waiter's has replaced it): the holder need not look for one at each release, which mostly finds none.
+      if (asked) await removeIfHolds(this.#path(id, 'release'), token)
     }
     return this.#hold(id, path, token, options.onReleaseRequested, takenAt)
   }
@@ -139,7 +142,6 @@ export class FileLocker implements UploadLocker {
       } catch {
         // Gone already, or unreadable: a lock left behind expires after ttlMs.
       }
-      await unlink(this.#path(id, 'release')).catch(() => {})
       // Waiters of this process, whatever fs.watch delivers.
       for (const waiter of this.#waiters.get(id) ?? []) waiter.signal()
     })
@@ -188,6 +190,11 @@ async function createExclusive (path: string, token: string): Promise<boolean> {
     if (code(error) === 'EEXIST') return false
     throw error
   }
+}
+
+/** Removes `path` if it holds `token`. */
+async function removeIfHolds (path: string, token: string): Promise<void> {
+  if (await readFile(path, 'utf8').catch(() => undefined) === token) await unlink(path).catch(() => {})
 }
 
 /** A file system failure while locking: 503 FST_TUS_LOCK_FAILED with Retry-After, its details logged. */
