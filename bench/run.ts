@@ -153,38 +153,45 @@ async function main (): Promise<void> {
     ['fastify-tus-nofsync', 'limit'],
     ['fastify-tus-nocache', 'fastify-tus'],
     ['fastify-tus', 'fastify-tus-base'],
-    ['fastify-tus-nofsync', 'fastify-tus-base-nofsync']
+    ['fastify-tus-nofsync', 'fastify-tus-base-nofsync'],
+    ['fastify-tus-redis', 'fastify-tus-nofsync'],
+    ['fastify-tus-filelock', 'fastify-tus-nofsync'],
+    ['fastify-tus-redis', 'fastify-tus-base-redis'],
+    ['fastify-tus-filelock', 'fastify-tus-base-filelock']
   ] as Array<[string, string]>).filter(([a, b]) => has(a) && has(b))
+  const row = (cells: string[]): string => `| ${cells.join(' | ')} |`
+  const names = servers.map((entry) => entry.definition.name)
+  const ratioNames = ratios.map(([a, b]) => `${name(a)} / ${name(b)}`)
 
   if (workloads.length > 0) {
     lines.push(`Medians of ${rounds} round(s); ${args.quick ? 'quick' : 'full'} sizes; every server run with ${flagsText(nodeFlags)}.`)
     lines.push(`Machine: ${machine}; rounds took ${((Date.now() - started) / 60000).toFixed(1)} min, load average at the end ${loadavg().map((load) => load.toFixed(2)).join(' ')}.`, '')
-    lines.push(`| workload | unit | ${servers.map((entry) => entry.definition.name).join(' | ')} | ${ratios.map(([a, b]) => `${name(a)} / ${name(b)}`).join(' | ')} |`)
-    lines.push(`| --- | --- | ${servers.map(() => '---:').join(' | ')} | ${ratios.map(() => '---:').join(' | ')} |`)
+    lines.push(row(['workload', 'unit', ...names, ...ratioNames]))
+    lines.push(row(['---', '---', ...[...names, ...ratioNames].map(() => '---:')]))
     for (const workload of workloads) {
       const values = servers.map(({ key: server }) => medianOf(server, workload.id, (sample) => sample.value)!)
       const cells = ratios.map(([a, b]) => `${(medianOf(a, workload.id, (sample) => sample.value)! / medianOf(b, workload.id, (sample) => sample.value)!).toFixed(2)}x`)
-      lines.push(`| ${workload.id} ${workload.title} | ${workload.unit} | ${values.map(format).join(' | ')} | ${cells.join(' | ')} |`)
+      lines.push(row([`${workload.id} ${workload.title}`, workload.unit, ...values.map(format), ...cells]))
       if (workload.id === 'W3') {
         for (const [label, pick] of [['p50', (sample: Sample) => sample.p50], ['p99', (sample: Sample) => sample.p99]] as const) {
           const latencies = servers.map(({ key: server }) => medianOf(server, workload.id, pick)!)
-          lines.push(`| W3 latency ${label} | ms | ${latencies.map(format).join(' | ')} | ${ratios.map(() => '').join(' | ')} |`)
+          lines.push(row([`W3 latency ${label}`, 'ms', ...latencies.map(format), ...ratios.map(() => '')]))
         }
       }
     }
     lines.push('', 'Peak RSS (VmHWM) of each server process, fresh per workload, MiB (median):', '')
-    lines.push(`| workload | ${servers.map((entry) => entry.definition.name).join(' | ')} |`)
-    lines.push(`| --- | ${servers.map(() => '---:').join(' | ')} |`)
+    lines.push(row(['workload', ...names]))
+    lines.push(row(['---', ...names.map(() => '---:')]))
     for (const workload of workloads) {
-      lines.push(`| ${workload.id} | ${servers.map(({ key: server }) => format(medianOf(server, workload.id, (sample) => sample.rssMiB)!)).join(' | ')} |`)
+      lines.push(row([workload.id, ...servers.map(({ key: server }) => format(medianOf(server, workload.id, (sample) => sample.rssMiB)!))]))
     }
 
     lines.push('', 'Server CPU time (user + system) per workload, seconds (median); less sensitive to other load on the machine than throughput:', '')
-    lines.push(`| workload | ${servers.map((entry) => entry.definition.name).join(' | ')} | ${ratios.map(([a, b]) => `${name(a)} / ${name(b)}`).join(' | ')} |`)
-    lines.push(`| --- | ${servers.map(() => '---:').join(' | ')} | ${ratios.map(() => '---:').join(' | ')} |`)
+    lines.push(row(['workload', ...names, ...ratioNames]))
+    lines.push(row(['---', ...[...names, ...ratioNames].map(() => '---:')]))
     for (const workload of workloads) {
       const cpu = (server: string): number => medianOf(server, workload.id, (sample) => sample.cpuSeconds)!
-      lines.push(`| ${workload.id} | ${servers.map(({ key: server }) => cpu(server).toFixed(2)).join(' | ')} | ${ratios.map(([a, b]) => `${(cpu(a) / cpu(b)).toFixed(2)}x`).join(' | ')} |`)
+      lines.push(row([workload.id, ...servers.map(({ key: server }) => cpu(server).toFixed(2)), ...ratios.map(([a, b]) => `${(cpu(a) / cpu(b)).toFixed(2)}x`)]))
     }
   }
   if (!args['no-extras'] && has('fastify-tus') && workloads.some((workload) => workload.id === 'W1')) {

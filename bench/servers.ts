@@ -35,6 +35,7 @@ export const SERVERS: Record<string, ServerDefinition> = {
   'fastify-tus-redis': { name: 'fastify-tus (fsync: false, RedisLocker)', script: 'fastify-tus.mjs', args: ['--no-fsync', '--locker=redis'], redis: true },
   'fastify-tus-base-redis': { name: 'fastify-tus (base, fsync: false, RedisLocker)', script: 'fastify-tus.mjs', args: ['--base', '--no-fsync', '--locker=redis'], redis: true },
   'fastify-tus-filelock': { name: 'fastify-tus (fsync: false, FileLocker)', script: 'fastify-tus.mjs', args: ['--no-fsync', '--locker=file'] },
+  'fastify-tus-base-filelock': { name: 'fastify-tus (base, fsync: false, FileLocker)', script: 'fastify-tus.mjs', args: ['--base', '--no-fsync', '--locker=file'] },
   'fastify-tus-nocache': { name: 'fastify-tus (cacheSize: 0)', script: 'fastify-tus.mjs', args: ['--cache-size=0'] },
   // The same from another build (BENCH_BASE_DIST=<path of its dist/index.js>), e.g. main before a change.
   'fastify-tus-base': { name: 'fastify-tus (base)', script: 'fastify-tus.mjs', args: ['--base'] },
