@@ -69,8 +69,15 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'file-locker: a waiter removes another waiter\'s release request',
     file: 'lib/lockers/file-locker.ts',
-    find: "if (await readFile(path, 'utf8').catch(() => undefined) === token) await unlink(path).catch(() => {})",
+    find: 'if (await readToken(path).catch(() => undefined) === token) await unlink(path).catch(() => {})',
     replace: 'await unlink(path).catch(() => {})',
+    tests: ['test/file-locker.test.ts']
+  },
+  {
+    name: 'file-locker: a token read cut short',
+    file: 'lib/lockers/file-locker.ts',
+    find: "return buffer.toString('utf8', 0, bytesRead)",
+    replace: "return buffer.toString('utf8', 0, Math.min(bytesRead, 8))",
     tests: ['test/file-locker.test.ts']
   },
   {
