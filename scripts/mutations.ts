@@ -69,15 +69,15 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'file-locker: a waiter removes another waiter\'s release request',
     file: 'lib/lockers/file-locker.ts',
-    find: 'if (await readToken(path).catch(() => undefined) === token) await unlink(path).catch(() => {})',
+    find: 'if (await readSmallFile(path).catch(() => undefined) === token) await unlink(path).catch(() => {})',
     replace: 'await unlink(path).catch(() => {})',
     tests: ['test/file-locker.test.ts']
   },
   {
-    name: 'file-locker: a token read cut short',
-    file: 'lib/lockers/file-locker.ts',
-    find: "return buffer.toString('utf8', 0, bytesRead)",
-    replace: "return buffer.toString('utf8', 0, Math.min(bytesRead, 8))",
+    name: 'fs-calls: a small file read cut short',
+    file: 'lib/fs-calls.ts',
+    find: "if (read === 0 || length < buffer.length) return buffer.toString('utf8', 0, length)",
+    replace: "if (read === 0 || length < buffer.length) return buffer.toString('utf8', 0, Math.min(length, 8))",
     tests: ['test/file-locker.test.ts']
   },
   {

@@ -1,7 +1,8 @@
 import { watch, type FSWatcher } from 'node:fs'
-import { link, mkdir, open, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises'
+import { link, mkdir, stat, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { TusErrors, errorMessage, retryLater } from '../errors.js'
+import { readSmallFile, rename, unlink, writeSmallFile } from '../fs-calls.js'
 import { isValidUploadId } from '../ids.js'
 import { HolderTokens, Lease, RetryWaiter, addTo, positiveInteger, removeFrom, type LockOptions, type UploadLock, type UploadLocker } from './lock.js'
 
@@ -98,7 +99,7 @@ export class FileLocker implements UploadLocker {
     let seen: string
     let modified: number
     try {
-      seen = await readToken(path)
+      seen = await readSmallFile(path)
       modified = (await stat(path)).mtimeMs
     } catch (error) {
       if (code(error) === 'ENOENT') return false // released meanwhile: the next attempt comes at once
@@ -114,7 +115,7 @@ export class FileLocker implements UploadLocker {
       if (code(error) === 'ENOENT') return false
       throw lockFailed(error)
     }
-    const moved = await readToken(aside).catch(() => undefined)
+    const moved = await readSmallFile(aside).catch(() => undefined)
     if (moved !== seen) await link(aside, path).catch(() => {})
     await unlink(aside).catch(() => {})
     if (moved !== seen) return false
@@ -126,7 +127,7 @@ export class FileLocker implements UploadLocker {
     addTo(this.#holders, id, holder)
     const lease = new Lease(id, this.#ttlMs, takenAt, async () => {
       try {
-        if (await readToken(path) !== token) return 'another holder has it'
+        if (await readSmallFile(path) !== token) return 'another holder has it'
         const now = new Date()
         await utimes(path, now, now)
         return undefined
@@ -138,7 +139,7 @@ export class FileLocker implements UploadLocker {
     return lease.lock(async () => {
       removeFrom(this.#holders, id, holder)
       try {
-        if (await readToken(path) === token) await unlink(path)
+        if (await readSmallFile(path) === token) await unlink(path)
       } catch {
         // Gone already, or unreadable: a lock left behind expires after ttlMs.
       }
@@ -160,7 +161,7 @@ export class FileLocker implements UploadLocker {
             for (const waiter of this.#waiters.get(id) ?? []) waiter.signal()
           } else if (this.#holders.has(id)) {
             // A request (not the removal of an answered one), and not one this holder made while it waited.
-            readToken(this.#path(id, 'release')).then((requester) => {
+            readSmallFile(this.#path(id, 'release')).then((requester) => {
               for (const holder of this.#holders.get(id) ?? []) if (holder.token !== requester) holder.onReleaseRequested?.()
             }, () => {})
           }
@@ -184,7 +185,7 @@ export class FileLocker implements UploadLocker {
 /** Creates `path` holding `token`; false when it exists. */
 async function createExclusive (path: string, token: string): Promise<boolean> {
   try {
-    await writeFile(path, token, { flag: 'wx' })
+    await writeSmallFile(path, token, false)
     return true
   } catch (error) {
     if (code(error) === 'EEXIST') return false
@@ -192,27 +193,9 @@ async function createExclusive (path: string, token: string): Promise<boolean> {
   }
 }
 
-/** The longest token a lock or release file holds (HolderTokens: 16 characters, a dot, a count). */
-const TOKEN_BYTES = 64
-
-/**
- * The token in a lock or release file: one read into a small buffer (open, read, close), where readFile also
- * asks the file's size and reads again until the end; these files are tiny and run on every release.
- */
-async function readToken (path: string): Promise<string> {
-  const file = await open(path, 'r')
-  try {
-    const buffer = Buffer.allocUnsafe(TOKEN_BYTES)
-    const { bytesRead } = await file.read(buffer, 0, TOKEN_BYTES, 0)
-    return buffer.toString('utf8', 0, bytesRead)
-  } finally {
-    await file.close()
-  }
-}
-
 /** Removes `path` if it holds `token`. */
 async function removeIfHolds (path: string, token: string): Promise<void> {
-  if (await readToken(path).catch(() => undefined) === token) await unlink(path).catch(() => {})
+  if (await readSmallFile(path).catch(() => undefined) === token) await unlink(path).catch(() => {})
 }
 
 /** A file system failure while locking: 503 FST_TUS_LOCK_FAILED with Retry-After, its details logged. */

@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { randomBytes } from 'node:crypto'
 import { eachConcurrently } from '../each-concurrently.js'
+import { isNotFound, readSmallFile, rename, statIfExists, unlink, writeSmallFile } from '../fs-calls.js'
 import { TusErrors } from '../errors.js'
 import { isValidDirectory, isValidUploadId } from '../ids.js'
 import { BoundedCache } from './info-cache.js'
@@ -749,89 +750,9 @@ function identityOf (stats: Stats): FileIdentity {
   return { ino: stats.ino, birthtimeMs: stats.birthtimeMs }
 }
 
-/**
- * A small file's contents as UTF-8: open, read until the end, close, with plain file descriptors (cheaper
- * than a FileHandle, and one call fewer than readFile, which asks for the size first).
- */
-async function readSmallFile (path: string): Promise<string> {
-  const fd = await new Promise<number>((resolve, reject) => {
-    fs.open(path, 'r', (error, fd) => { if (error === null) resolve(fd); else reject(error) })
-  })
-  try {
-    let buffer = Buffer.allocUnsafe(4096)
-    let length = 0
-    for (;;) {
-      const read = await new Promise<number>((resolve, reject) => {
-        fs.read(fd, buffer, length, buffer.length - length, length, (error, bytesRead) => { if (error === null) resolve(bytesRead); else reject(error) })
-      })
-      length += read
-      if (read === 0 || length < buffer.length) return buffer.toString('utf8', 0, length)
-      const larger = Buffer.allocUnsafe(buffer.length * 4)
-      buffer.copy(larger, 0, 0, length)
-      buffer = larger
-    }
-  } finally {
-    await closeFd(fd)
-  }
-}
-
-/** Creates `path` (which must not exist) holding `text`, fsynced if `sync`, with plain file descriptors. */
-async function writeSmallFile (path: string, text: string, sync: boolean): Promise<void> {
-  const fd = await new Promise<number>((resolve, reject) => {
-    fs.open(path, 'wx', (error, fd) => { if (error === null) resolve(fd); else reject(error) })
-  })
-  try {
-    const bytes = Buffer.from(text)
-    let written = 0
-    while (written < bytes.length) {
-      written += await new Promise<number>((resolve, reject) => {
-        fs.write(fd, bytes, written, bytes.length - written, null, (error, count) => { if (error === null) resolve(count); else reject(error) })
-      })
-    }
-    if (sync) await new Promise<void>((resolve, reject) => { fs.fsync(fd, (error) => { if (error === null) resolve(); else reject(error) }) })
-  } catch (error) {
-    await closeFd(fd).catch(() => undefined)
-    await unlink(path).catch(() => undefined)
-    throw error
-  }
-  await closeFd(fd)
-}
-
-/** fs.unlink and fs.rename through callbacks: cheaper than fs/promises per call. */
-async function unlink (path: string): Promise<void> {
-  await new Promise<void>((resolve, reject) => { fs.unlink(path, (error) => { if (error === null) resolve(); else reject(error) }) })
-}
-
-async function rename (from: string, to: string): Promise<void> {
-  await new Promise<void>((resolve, reject) => { fs.rename(from, to, (error) => { if (error === null) resolve(); else reject(error) }) })
-}
-
-async function closeFd (fd: number): Promise<void> {
-  await new Promise<void>((resolve, reject) => { fs.close(fd, (error) => { if (error === null || error === undefined) resolve(); else reject(error) }) })
-}
-
-/**
- * The file's stats (with `lstat`: the path's own, a link's and not its target's), or undefined when there is none
- * (callback fs: cheaper than fs/promises per call).
- */
-async function statIfExists (path: string, call: 'stat' | 'lstat' = 'stat'): Promise<Stats | undefined> {
-  const stat = call === 'stat' ? fs.stat : fs.lstat
-  return await new Promise((resolve, reject) => {
-    stat(path, (error, stats) => {
-      if (error === null) resolve(stats)
-      else if (isNotFound(error)) resolve(undefined)
-      else reject(error)
-    })
-  })
-}
-
 function assertSafeId (id: string): void {
   // Handlers validate ids already; this keeps the store safe when it is used directly.
   if (!isValidUploadId(id)) throw new TusErrors.NOT_FOUND()
-}
-
-function isNotFound (error: unknown): boolean {
-  return (error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT'
 }
 
 function isExists (error: unknown): boolean {
