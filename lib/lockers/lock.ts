@@ -132,8 +132,7 @@ export class Lease {
   readonly #id: string
   readonly #ttlMs: number
   readonly #margin: number
-  /** Made when first read (see `signal`). */
-  #signal: AbortSignal | undefined
+  /** Its signal is the lease's, made when first read (see `signal`). */
   #lost: AbortController | undefined
   /** Why the lease was lost, once it is. */
   #lostWith: Error | undefined
@@ -168,12 +167,12 @@ export class Lease {
    * timer. Made on first read: a lock taken only to read (HEAD) never needs it, and it costs as much as a lock.
    */
   get signal (): AbortSignal {
-    if (this.#signal === undefined) {
+    if (this.#lost === undefined) {
       this.#lost = new AbortController()
       if (this.#lostWith !== undefined) this.#lost.abort(this.#lostWith)
-      this.#signal = leaseSignal(this.#lost, () => { if (Date.now() >= this.#validUntil - this.#margin) this.#lose('not renewed in time') })
+      leaseSignal(this.#lost, () => { if (Date.now() >= this.#validUntil - this.#margin) this.#lose('not renewed in time') })
     }
-    return this.#signal
+    return this.#lost.signal
   }
 
   /** The held lock: its release, once whatever the caller does, stops the renewals and then runs `release`. */
