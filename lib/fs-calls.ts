@@ -1,4 +1,6 @@
-import fs, { type Stats } from 'node:fs'
+import fs, { type Dirent, type Stats } from 'node:fs'
+import { opendir } from 'node:fs/promises'
+import { eachConcurrently } from './each-concurrently.js'
 
 /**
  * File-system calls through callbacks and plain descriptors, for the small files the file store and the file
@@ -84,4 +86,39 @@ export async function statIfExists (path: string, call: 'stat' | 'lstat' = 'stat
 
 export function isNotFound (error: unknown): boolean {
   return (error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT'
+}
+
+/** Unlinks `path`: true when it did, false when there was nothing to unlink. */
+export async function unlinkIfExists (path: string): Promise<boolean> {
+  try {
+    await unlink(path)
+    return true
+  } catch (error) {
+    if (!isNotFound(error)) throw error
+    return false
+  }
+}
+
+/** A regular file (not a link, not a directory) last modified before `horizon` (milliseconds since the epoch). */
+export function isOldFile (stats: Stats | undefined, horizon: number): boolean {
+  return stats !== undefined && stats.isFile() && stats.mtimeMs < horizon
+}
+
+/**
+ * Calls `sweep` on the entries of `directory` as the directory streams (never listed whole), `concurrency` at a
+ * time; resolves with how many it said it removed. A missing directory has none.
+ */
+export async function sweepDirectory (directory: string, concurrency: number, sweep: (entry: Dirent) => Promise<boolean>): Promise<number> {
+  let opened: fs.Dir
+  try {
+    opened = await opendir(directory, { bufferSize: 128 })
+  } catch (error) {
+    if (isNotFound(error) || (error as NodeJS.ErrnoException).code === 'ENOTDIR') return 0
+    throw error
+  }
+  let removed = 0
+  await eachConcurrently(opened, concurrency, async (entry) => {
+    if (await sweep(entry)) removed++
+  })
+  return removed
 }

@@ -315,7 +315,7 @@ export const MUTATIONS: Mutation[] = [
   },
   {
     name: 'file store: removeAbandoned ignores file ages',
-    file: 'lib/store/file-store.ts',
+    file: 'lib/fs-calls.ts',
     find: 'return stats !== undefined && stats.isFile() && stats.mtimeMs < horizon',
     replace: 'return stats !== undefined && stats.isFile()',
     tests: ['test/file-store-abandoned.test.ts']
@@ -337,14 +337,14 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'staging: stale staged bodies swept whatever their age',
     file: 'lib/core/staging.ts',
-    find: '|| stats.mtimeMs >= horizon) continue',
-    replace: ') continue',
+    find: '    if (!isOldFile(await statIfExists(path, \'lstat\'), horizon)) return false\n    return await unlinkIfExists(path)\n  })',
+    replace: '    return await unlinkIfExists(path)\n  })',
     tests: ['test/file-store-abandoned.test.ts']
   },
   {
     name: 'staging: a staged body in use is swept',
     file: 'lib/core/staging.ts',
-    find: '    if (live.has(path)) continue\n',
+    find: '    if (live.has(path)) return false\n',
     replace: '',
     tests: ['test/file-store-abandoned.test.ts']
   }

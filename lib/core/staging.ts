@@ -1,12 +1,14 @@
 import { createReadStream } from 'node:fs'
-import { lstat, mkdir, open, opendir, rm } from 'node:fs/promises'
-import type { Dir } from 'node:fs'
+import { mkdir, open, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import type { Readable } from 'node:stream'
+import { isOldFile, statIfExists, sweepDirectory, unlinkIfExists } from '../fs-calls.js'
 import type { RunningChecksum } from './checksum.js'
 
 const READ_CHUNK = 1024 * 1024
+/** Staged bodies checked at once by a sweep. */
+const SWEEP_CONCURRENCY = 16
 /** A staged body's file name: 24 hex digits (12 random bytes) and `.chunk`. */
 const STAGED_NAME = /^[0-9a-f]{24}\.chunk$/
 /** Staged bodies of this process that exist now (made, not yet removed): never swept, whatever their age. */
@@ -91,23 +93,12 @@ export class StagedChunk {
  */
 export async function removeStaleStaged (directory: string, before: Date): Promise<number> {
   const horizon = before.getTime()
-  let opened: Dir
-  try {
-    opened = await opendir(directory, { bufferSize: 128 })
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return 0
-    throw error
-  }
-  let removed = 0
-  for await (const entry of opened) {
-    if (!STAGED_NAME.test(entry.name) || entry.isDirectory() || entry.isSymbolicLink()) continue
+  return await sweepDirectory(directory, SWEEP_CONCURRENCY, async (entry) => {
+    if (!STAGED_NAME.test(entry.name) || entry.isDirectory() || entry.isSymbolicLink()) return false
     const path = join(directory, entry.name)
-    if (live.has(path)) continue
+    if (live.has(path)) return false
     // The age checked right before the unlink (a request writing it keeps its modification time recent).
-    const stats = await lstat(path).catch(() => undefined)
-    if (stats === undefined || !stats.isFile() || stats.mtimeMs >= horizon) continue
-    await rm(path, { force: true })
-    removed++
-  }
-  return removed
+    if (!isOldFile(await statIfExists(path, 'lstat'), horizon)) return false
+    return await unlinkIfExists(path)
+  })
 }

@@ -5,8 +5,7 @@ import type { FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { randomBytes } from 'node:crypto'
-import { eachConcurrently } from '../each-concurrently.js'
-import { isNotFound, readSmallFile, rename, statIfExists, unlink, writeSmallFile } from '../fs-calls.js'
+import { isNotFound, isOldFile, readSmallFile, rename, statIfExists, sweepDirectory, unlink, unlinkIfExists, writeSmallFile } from '../fs-calls.js'
 import { TusErrors } from '../errors.js'
 import { isValidDirectory, isValidUploadId } from '../ids.js'
 import { BoundedCache } from './info-cache.js'
@@ -391,10 +390,10 @@ export class FileStore implements DataStore {
     if (Number.isNaN(horizon)) throw new TypeError('before must be a valid Date')
     const directories = new Set<string>()
     let removed = 0
-    removed += await sweepDirectory(this.directory, async (entry) => await this.#sweepRoot(entry, horizon, directories))
+    removed += await sweepDirectory(this.directory, SWEEP_CONCURRENCY, async (entry) => await this.#sweepRoot(entry, horizon, directories))
     for (const directory of directories) {
       const path = join(this.directory, directory)
-      removed += await sweepDirectory(path, async (entry) => await this.#sweepData(path, entry, horizon))
+      removed += await sweepDirectory(path, SWEEP_CONCURRENCY, async (entry) => await this.#sweepData(path, entry, horizon))
     }
     return removed
   }
@@ -761,39 +760,4 @@ function isExists (error: unknown): boolean {
 
 function rethrowUnlessNotFound (error: unknown): void {
   if (!isNotFound(error)) throw error
-}
-
-/**
- * Calls `sweep` on the entries of `directory` as the directory streams (never listed whole), SWEEP_CONCURRENCY
- * at a time; resolves with how many it said it removed. A missing directory has none.
- */
-async function sweepDirectory (directory: string, sweep: (entry: fs.Dirent) => Promise<boolean>): Promise<number> {
-  let opened: fs.Dir
-  try {
-    opened = await opendir(directory, { bufferSize: 128 })
-  } catch (error) {
-    if (isNotFound(error) || (error as NodeJS.ErrnoException).code === 'ENOTDIR') return 0
-    throw error
-  }
-  let removed = 0
-  await eachConcurrently(opened, SWEEP_CONCURRENCY, async (entry) => {
-    if (await sweep(entry)) removed++
-  })
-  return removed
-}
-
-/** A regular file (not a link, not a directory) last modified before `horizon` (milliseconds since the epoch). */
-function isOldFile (stats: Stats | undefined, horizon: number): boolean {
-  return stats !== undefined && stats.isFile() && stats.mtimeMs < horizon
-}
-
-/** Unlinks `path`: true when it did, false when there was nothing to unlink. */
-async function unlinkIfExists (path: string): Promise<boolean> {
-  try {
-    await unlink(path)
-    return true
-  } catch (error) {
-    rethrowUnlessNotFound(error)
-    return false
-  }
 }
