@@ -2,12 +2,16 @@
 // and HTTP/2 (h2c), each with and without Content-Length. Every protocol reaches the same operations, so
 // every row must end with the same stored bytes, the same hook calls and the same events.
 import t from 'tap'
-import { readdir, readFile } from 'node:fs/promises'
+import { createHash } from 'node:crypto'
+import { watch as watchPath } from 'node:fs'
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, watch } from 'node:fs/promises'
+import { connect as connectTcp } from 'node:net'
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
 import { connect as connectHttp2, constants as http2Constants, type IncomingHttpHeaders as Http2Headers } from 'node:http2'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { FastifyServerOptions } from 'fastify'
-import type { TusPluginOptions } from '../lib/index.js'
+import { FileStore, type DataStore, type TusPluginOptions } from '../lib/index.js'
 import { idOf, randomBytesSeeded, sha256, startServer, type TestServer } from './helpers.js'
 
 type Transport = 'http/1.1' | 'http/1.1 chunked' | 'h2c' | 'h2c streamed'
@@ -109,6 +113,8 @@ interface Dialect {
   overflow: number
   create: (transport: Transport, server: TestServer, options: { length?: number, body?: Buffer, last?: boolean }) => Promise<Response & { url: string }>
   append: (transport: Transport, url: string, offset: number, body: Buffer, options: { last?: boolean, length?: number }) => Promise<Response>
+  /** The headers of an append (without Content-Length). */
+  appendHeaders: (offset: number, options: { last?: boolean, length?: number }) => Record<string, string>
   offsetOf: (transport: Transport, url: string) => Promise<{ status: number, offset: number | undefined }>
   remove: (transport: Transport, url: string) => Promise<Response>
 }
@@ -125,9 +131,10 @@ const tus: Dialect = {
     const response = await send(transport, server.endpoint, 'POST', headers, body)
     return { ...response, url: new URL(response.headers.location ?? '/none', server.origin).href }
   },
-  async append (transport, url, offset, body, { length }) {
-    return await send(transport, url, 'PATCH', { 'Tus-Resumable': '1.0.0', 'Upload-Offset': String(offset), ...OCTET, ...(length === undefined ? {} : { 'Upload-Length': String(length) }) }, body)
+  async append (transport, url, offset, body, options) {
+    return await send(transport, url, 'PATCH', tus.appendHeaders(offset, options), body)
   },
+  appendHeaders: (offset, { length }) => ({ 'Tus-Resumable': '1.0.0', 'Upload-Offset': String(offset), ...OCTET, ...(length === undefined ? {} : { 'Upload-Length': String(length) }) }),
   async offsetOf (transport, url) {
     const response = await send(transport, url, 'HEAD', { 'Tus-Resumable': '1.0.0' })
     return { status: response.status, offset: response.headers['upload-offset'] === undefined ? undefined : Number(response.headers['upload-offset']) }
@@ -141,6 +148,10 @@ function draftDialect (version: number): Dialect {
   const complete = (done: boolean): Record<string, string> =>
     version === 3 ? { 'Upload-Incomplete': done ? '?0' : '?1' } : { 'Upload-Complete': done ? '?1' : '?0' }
   const interop = { 'Upload-Draft-Interop-Version': String(version) }
+  const appendHeaders: Dialect['appendHeaders'] = (offset, { last = false, length }) => {
+    const type: Record<string, string> = version >= 6 ? { 'Content-Type': 'application/partial-upload' } : {}
+    return { ...interop, 'Upload-Offset': String(offset), ...complete(last), ...type, ...(length === undefined ? {} : { 'Upload-Length': String(length) }) }
+  }
   return {
     name: `draft interop ${version}`,
     created: 201,
@@ -151,10 +162,10 @@ function draftDialect (version: number): Dialect {
       const response = await send(transport, server.endpoint, 'POST', headers, body)
       return { ...response, url: new URL(response.headers.location ?? '/none', server.origin).href }
     },
-    async append (transport, url, offset, body, { last = false, length }) {
-      const type: Record<string, string> = version >= 6 ? { 'Content-Type': 'application/partial-upload' } : {}
-      return await send(transport, url, 'PATCH', { ...interop, 'Upload-Offset': String(offset), ...complete(last), ...type, ...(length === undefined ? {} : { 'Upload-Length': String(length) }) }, body)
+    async append (transport, url, offset, body, options) {
+      return await send(transport, url, 'PATCH', appendHeaders(offset, options), body)
     },
+    appendHeaders,
     async offsetOf (transport, url) {
       const response = await send(transport, url, 'HEAD', interop)
       return { status: response.status, offset: response.headers['upload-offset'] === undefined ? undefined : Number(response.headers['upload-offset']) }
@@ -326,3 +337,177 @@ t.test('draft progress 104s do not depend on the public emitter', async (t) => {
   t.ok(response.interim.some((headers) => headers['upload-offset'] !== undefined), 'a progress 104 after app.tus.removeAllListeners(\'progress\')')
   t.equal(sha256(await stored(server, new URL(response.headers.location!, server.origin).href)), sha256(SOURCE))
 })
+
+/**
+ * An HTTP/1.1 chunked request (no Content-Length) whose body goes out in two halves: `between` runs once the first
+ * half is sent, `trailers` end it (announced in a Trailer header when `announce`).
+ */
+async function sendChunked (
+  url: string, method: string, headers: Record<string, string>, body: Buffer,
+  options: { trailers?: Record<string, string>, announce?: boolean, between?: () => Promise<void> } = {}
+): Promise<Response> {
+  return await new Promise((resolve, reject) => {
+    const announced = options.announce === true && options.trailers !== undefined ? { Trailer: Object.keys(options.trailers).join(', ') } : {}
+    const request = httpRequest(url, { method, headers: { ...headers, ...announced }, agent: false })
+    request.on('error', reject)
+    request.on('response', (response) => {
+      const chunks: Buffer[] = []
+      response.on('data', (chunk: Buffer) => chunks.push(chunk))
+      response.on('end', () => { resolve({ status: response.statusCode!, headers: flatten(response.headers), body: Buffer.concat(chunks), interim: [] }) })
+    })
+    const [first, second] = halves(body)
+    request.write(first)
+    ;(options.between ?? (async () => {}))().then(() => {
+      if (options.trailers !== undefined) request.addTrailers(options.trailers)
+      request.end(second)
+    }, reject)
+  })
+}
+
+/** Resolves once the file at `path` holds at least `size` bytes (watched, not polled). */
+async function grown (path: string, size: number): Promise<void> {
+  const watcher = new AbortController()
+  const events = watch(path, { signal: watcher.signal })[Symbol.asyncIterator]()
+  // The first next() starts the watcher, before the size is looked at.
+  let next = events.next()
+  try {
+    while ((await stat(path)).size < size) {
+      await next
+      next = events.next()
+    }
+  } finally {
+    next.catch(() => {})
+    watcher.abort()
+  }
+}
+
+/**
+ * Where the first half of a body went: into a staged body, or into the upload's data file (`size` bytes before).
+ * Watched, not polled: the staging directory (created if missing) and the data file.
+ */
+async function firstHalfIn (server: TestServer, url: string, size: number): Promise<'staged' | 'upload'> {
+  const staging = join(server.dir, '.staging')
+  await mkdir(staging, { recursive: true })
+  const path = join(server.dir, idOf(url))
+  let wake = (): void => {}
+  const watchers = [staging, path].map((watched) => watchPath(watched, () => { wake() }))
+  try {
+    for (;;) {
+      const changed = new Promise<void>((resolve) => { wake = resolve })
+      if ((await stagedBodies(server)).length > 0) return 'staged'
+      if ((await stat(path)).size > size) return 'upload'
+      await changed
+    }
+  } finally {
+    for (const watcher of watchers) watcher.close()
+  }
+}
+
+/** The staged bodies in the server's staging directory. */
+async function stagedBodies (server: TestServer): Promise<string[]> {
+  return (await readdir(join(server.dir, '.staging')).catch(() => [])).filter((name) => name.endsWith('.chunk'))
+}
+
+/** FileStore's calls but `truncate`: a store that cannot cut bytes off again. */
+function withoutTruncate (store: FileStore): DataStore {
+  return {
+    create: store.create.bind(store),
+    getInfo: store.getInfo.bind(store),
+    write: store.write.bind(store),
+    flush: store.flush.bind(store),
+    declareLength: store.declareLength.bind(store),
+    read: store.read.bind(store),
+    terminate: store.terminate.bind(store),
+    list: store.list.bind(store),
+    close: store.close.bind(store)
+  }
+}
+
+for (const dialect of DIALECTS) {
+  t.test(`${dialect.name}: a chunked body streams into the upload as it arrives, nothing staged`, async (t) => {
+    const { server, log } = await recordingServer(t, 'http/1.1')
+    const created = await dialect.create('http/1.1', server, { length: SOURCE.length })
+    let went = ''
+    const response = await sendChunked(created.url, 'PATCH', dialect.appendHeaders(0, { last: true }), SOURCE, {
+      between: async () => { went = await firstHalfIn(server, created.url, 0) }
+    })
+    t.equal(went, 'upload', 'bytes are in the upload before the body ends')
+    t.equal(response.status, dialect.appended(true))
+    t.equal(response.headers['upload-offset'], String(SOURCE.length))
+    t.equal(sha256(await stored(server, created.url)), sha256(SOURCE))
+    t.same(log, [`hook create ${SOURCE.length}`, 'event created', `hook complete ${SOURCE.length}`, `event completed ${SOURCE.length}`])
+  })
+
+  t.test(`${dialect.name}: a chunked body cut short keeps what arrived, and the upload resumes from there`, async (t) => {
+    const { server } = await recordingServer(t, 'http/1.1')
+    const created = await dialect.create('http/1.1', server, { length: SOURCE.length })
+    const { port, pathname } = new URL(created.url)
+    const socket = connectTcp(Number(port), '127.0.0.1')
+    await new Promise<void>((resolve) => socket.on('connect', resolve))
+    const head = Object.entries(dialect.appendHeaders(0, {})).map(([name, value]) => `${name}: ${value}\r\n`).join('')
+    socket.write(`PATCH ${pathname} HTTP/1.1\r\nHost: 127.0.0.1\r\n${head}Transfer-Encoding: chunked\r\n\r\n`)
+    socket.write(`${(1000).toString(16)}\r\n`)
+    socket.write(SOURCE.subarray(0, 1000))
+    socket.write('\r\n')
+    await grown(join(server.dir, idOf(created.url)), 1000)
+    socket.destroy()
+    // An empty append waits for the upload's lock, so it answers after the cut request is done.
+    const after = await dialect.append('http/1.1', created.url, 1000, Buffer.alloc(0), {})
+    t.equal(after.headers['upload-offset'], '1000', 'the bytes that arrived are kept')
+    const rest = await dialect.append('http/1.1', created.url, 1000, SOURCE.subarray(1000), { last: true })
+    t.equal(rest.status, dialect.appended(true))
+    t.equal(sha256(await stored(server, created.url)), sha256(SOURCE))
+  })
+
+  t.test(`${dialect.name}: a trailer checksum, announced (staged) or not (checked once stored): a failing one leaves nothing`, async (t) => {
+    const { server, log } = await recordingServer(t, 'http/1.1')
+    const created = await dialect.create('http/1.1', server, { length: SOURCE.length, body: SOURCE.subarray(0, 10) })
+    const rest = SOURCE.subarray(10)
+    const corrupted = Buffer.from(rest)
+    corrupted[corrupted.length - 1]! ^= 0xff
+    const sha1 = `sha1 ${createHash('sha1').update(rest).digest('base64')}`
+    const headers = dialect.appendHeaders(10, { last: true })
+    for (const announce of [false, true]) {
+      const how = announce ? 'announced' : 'not announced'
+      let went = ''
+      const mismatch = await sendChunked(created.url, 'PATCH', headers, corrupted, {
+        trailers: { 'Upload-Checksum': sha1 },
+        announce,
+        between: async () => { went = await firstHalfIn(server, created.url, 10) }
+      })
+      t.equal(went, announce ? 'staged' : 'upload', `${how}: ${announce ? 'staged until checked' : 'streamed into the upload'}`)
+      t.equal(mismatch.status, 460, `${how}: the last byte changed is a mismatch`)
+      t.equal(mismatch.headers['upload-offset'], '10')
+      const malformed = await sendChunked(created.url, 'PATCH', headers, rest, { trailers: { 'Upload-Checksum': 'sha1' }, announce })
+      t.equal(malformed.status, 400, `${how}: a malformed trailer`)
+      t.equal(malformed.headers['upload-offset'], '10')
+      const unsupported = await sendChunked(created.url, 'PATCH', headers, rest, { trailers: { 'Upload-Checksum': 'md4 AAAA' }, announce })
+      t.equal(unsupported.status, 400, `${how}: an unsupported algorithm`)
+      t.same(await stored(server, created.url), SOURCE.subarray(0, 10), `${how}: nothing of the refused bodies stays`)
+      t.same(await dialect.offsetOf('http/1.1', created.url), { status: dialect === tus ? 200 : 204, offset: 10 })
+    }
+    const right = await sendChunked(created.url, 'PATCH', headers, rest, { trailers: { 'Upload-Checksum': sha1 } })
+    t.equal(right.status, dialect.appended(true), 'a matching trailer nobody announced')
+    t.equal(sha256(await stored(server, created.url)), sha256(SOURCE))
+    t.same(await stagedBodies(server), [], 'no staged body left behind')
+    t.same(log, [`hook create ${SOURCE.length}`, 'event created', `hook complete ${SOURCE.length}`, `event completed ${SOURCE.length}`], 'completed once')
+  })
+
+  t.test(`${dialect.name}: with a store that cannot cut bytes off, chunked bodies are staged and checked first`, async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-test-'))
+    t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+    const { server } = await recordingServer(t, 'http/1.1', { dir, store: withoutTruncate(new FileStore({ directory: dir })) })
+    const created = await dialect.create('http/1.1', server, { length: 100, body: SOURCE.subarray(0, 10) })
+    let went = ''
+    const mismatch = await sendChunked(created.url, 'PATCH', dialect.appendHeaders(10, {}), SOURCE.subarray(10, 50), {
+      trailers: { 'Upload-Checksum': `sha1 ${createHash('sha1').update('other').digest('base64')}` },
+      between: async () => { went = await firstHalfIn(server, created.url, 10) }
+    })
+    t.equal(went, 'staged', 'the body was staged')
+    t.equal(mismatch.status, 460)
+    const over = await sendChunked(created.url, 'PATCH', dialect.appendHeaders(10, {}), SOURCE.subarray(10, 150))
+    t.equal(over.status, dialect.overflow)
+    t.same(await stored(server, created.url), SOURCE.subarray(0, 10), 'nothing of either stored')
+    t.same(await stagedBodies(server), [])
+  })
+}

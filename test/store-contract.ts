@@ -145,6 +145,28 @@ export function storeContract (t: Test, store: DataStore): void {
     t.equal(sha256(await collect(await store.read(id))), sha256(data))
   })
 
+  const truncate = store.truncate?.bind(store)
+  if (truncate !== undefined) {
+    t.test('truncate: cuts back to an offset, under one hold and the next; never once the lock is lost', async (t) => {
+      const data = randomBytesSeeded(3 * 1000 + 17, 9)
+      const id = contractId()
+      await store.create({ id, size: data.length, metadata: {} })
+      const hold = { hold: {}, soleWriter: true }
+      t.equal(await store.write(id, 0, chunksOf(data.subarray(0, 2000), 300), hold), 2000)
+      await truncate(id, 1000, hold)
+      t.equal((await store.getInfo(id, hold)).offset, 1000, 'the offset under the same hold')
+      t.equal((await store.getInfo(id)).offset, 1000, 'and as read again')
+      t.equal(await store.write(id, 1000, chunksOf(data.subarray(1000)), hold), data.length, 'the next write goes on from the cut')
+      await store.flush(id, hold)
+      t.equal(sha256(await collect(await store.read(id))), sha256(data), 'no byte of the cut part is left')
+
+      const lost = new AbortController()
+      lost.abort(new Error('lock lost'))
+      await t.rejects(truncate(id, 0, { signal: lost.signal }), { message: 'lock lost' })
+      t.equal(sha256(await collect(await store.read(id))), sha256(data), 'nothing cut once the lock is lost')
+    })
+  }
+
   t.test('a sub-directory and a concat record are kept', async (t) => {
     const id = contractId()
     await store.create({ id, size: 3, metadata: {}, directory: 'team-a/2024', concat: { type: 'partial' } })

@@ -2,7 +2,9 @@ import type { FastifyRequest } from 'fastify'
 import { TusErrors, errorMessage, withFacts } from '../errors.js'
 import type { UploadInfo, WriteOptions } from '../store/types.js'
 import { BoundedBody, RequestBody } from './body.js'
-import { headerChecksum, runningChecksum, trailerChecksum, type ExpectedChecksum, type RunningChecksum } from './checksum.js'
+import {
+  announcesChecksumTrailer, headerChecksum, runningChecksum, trailerChecksum, type ExpectedChecksum, type RunningChecksum
+} from './checksum.js'
 import { ProgressTracker, uploadFailed } from './lifecycle.js'
 import { integerHeader } from './request.js'
 import type { TusServices } from './services.js'
@@ -16,11 +18,12 @@ import { noteBytes } from './touched.js'
  * upload as it is afterwards; the caller runs `completeUpload` (lifecycle.ts) when this completed it.
  * `held` is the caller's lock hold (services.ts heldBy), passed on to the store.
  *
- * A body that carries a checksum (header), or may carry one (a chunked body can end with an
- * Upload-Checksum trailer), is staged first and committed only once verified: on a mismatch or an
- * interruption nothing of it reaches the upload. Every other body streams straight into the store.
- * A body that goes beyond the limit is one that was staged (bodies with a Content-Length never can), so
- * nothing of it is stored either: the request fails and the upload stays as it was.
+ * A body that carries a checksum (header) or announces one as a trailer (`Trailer: Upload-Checksum`) is staged
+ * first and committed only once verified: on a mismatch or an interruption nothing of it reaches the upload.
+ * Every other body streams straight into the store. A chunked one (no Content-Length) may still bring a trailer
+ * checksum nobody announced, or go beyond the limit: it is checked once it has ended, and cut off again (the
+ * store's `truncate`) when it fails, so that nothing of it stays, as if it had been staged. With a store that
+ * cannot cut, every chunked body is staged.
  */
 export async function appendBody (
   services: TusServices, request: FastifyRequest, upload: UploadInfo, onProgress?: (upload: UploadInfo) => void, held?: WriteOptions
@@ -44,7 +47,8 @@ export async function appendBody (
   services.metrics.activeUploads++
   const settled = services.inFlight.begin(requestBody)
   try {
-    const staging = expected !== undefined || (declared === undefined && body.present)
+    const chunked = declared === undefined && body.present
+    const staging = expected !== undefined || (chunked && (announcesChecksumTrailer(request) || services.store.truncate === undefined))
     const staged = staging ? await storeFailure(services, request, upload, async () => await stageBody(services, progress.track(body), expected, requestBody?.reclaim)) : undefined
     try {
       const source = staged === undefined ? progress.track(body, count) : await verifiedSource(request, staged, expected, body, progress, upload)
@@ -55,6 +59,11 @@ export async function appendBody (
         // Chunks straight from the request body are freed as the store is done with them (RequestBody.reclaim).
         const options = staged === undefined && requestBody !== undefined ? { ...held, reclaim: requestBody.reclaim } : held
         offset = await storeFailure(services, request, upload, async () => await services.store.write(upload.id, upload.offset, fencedSource, options))
+        if (staged === undefined && chunked) {
+          const checked = await checkStreamed(services, request, upload, offset, body, progress, held)
+          offset = checked.offset
+          if (checked.refusal !== undefined) throw checked.refusal
+        }
       }
     } finally {
       await staged?.chunk.remove()
@@ -124,6 +133,41 @@ async function verifiedSource (
   const actual = staged.running?.digest() ?? await staged.chunk.digest(runningChecksum(checksum.algorithm))
   if (!actual.equals(checksum.digest)) throw withFacts(new TusErrors.CHECKSUM_MISMATCH(checksum.algorithm), { offset: upload.offset })
   return staged.chunk.read()
+}
+
+/**
+ * What of a chunked body streamed straight into the store may stay, by the rules `verifiedSource` applies to a
+ * staged one: all it brought, or nothing once the store has cut it off again (a body beyond the limit, a trailer
+ * checksum cut short or not matching the bytes as stored). With the offset that stays, the refusal to answer
+ * with: 400 for a malformed or unsupported trailer, 460 for a mismatch.
+ */
+async function checkStreamed (
+  services: TusServices, request: FastifyRequest, upload: UploadInfo, offset: number, body: BoundedBody,
+  progress: ProgressTracker, held: WriteOptions | undefined
+): Promise<{ offset: number, refusal?: Error }> {
+  const cut = async (refusal?: Error): Promise<{ offset: number, refusal?: Error }> => {
+    await storeFailure(services, request, upload, async () => { await services.store.truncate!(upload.id, upload.offset, held) })
+    return refusal === undefined ? { offset: upload.offset } : { offset: upload.offset, refusal: withFacts(refusal, { offset: upload.offset }) }
+  }
+  let checksum: ExpectedChecksum | undefined
+  try {
+    checksum = body.aborted ? undefined : trailerChecksum(request)
+  } catch (error) {
+    return await cut(error as Error)
+  }
+  if (body.exceeded) return await cut()
+  if (checksum === undefined) return { offset }
+  if (body.aborted || progress.stopped !== undefined) return await cut()
+  const algorithm = checksum.algorithm
+  const actual = await storeFailure(services, request, upload, async () => {
+    const running = runningChecksum(algorithm)
+    if (offset > upload.offset) {
+      for await (const chunk of await services.store.read(upload.id, { start: upload.offset, end: offset - 1 })) running.update(chunk as Buffer)
+    }
+    return running.digest()
+  })
+  if (actual.equals(checksum.digest)) return { offset }
+  return await cut(new TusErrors.CHECKSUM_MISMATCH(algorithm))
 }
 
 /** Runs a storage step; a failure is logged and answered 500 with the offset actually stored. */

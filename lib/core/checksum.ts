@@ -43,6 +43,12 @@ export function headerChecksum (request: FastifyRequest): ExpectedChecksum | und
   return value === undefined ? undefined : parseChecksum(value)
 }
 
+/** Whether the request announces an Upload-Checksum trailer (`Trailer: Upload-Checksum`, among others). */
+export function announcesChecksumTrailer (request: FastifyRequest): boolean {
+  const names = stringHeader(request, 'trailer')
+  return names !== undefined && names.split(',').some((name) => name.trim().toLowerCase() === 'upload-checksum')
+}
+
 /** The checksum sent as a trailer of a chunked request; read once the body has ended. */
 export function trailerChecksum (request: FastifyRequest): ExpectedChecksum | undefined {
   const value = request.raw.trailers['upload-checksum']

@@ -21,8 +21,9 @@ export function stagingDirectory (dir: string): string {
 
 /**
  * A request body held in a temporary file until it may be committed: a checksummed chunk must not
- * reach the upload before its digest is verified (T-K-5), and a chunked body may bring its checksum
- * as a trailer, known only after the last byte.
+ * reach the upload before its digest is verified (T-K-5), whether its checksum came as a header or is
+ * announced as a trailer (known only after the last byte); and a chunked body for a store that cannot cut
+ * bytes off again (no `truncate`).
  */
 export class StagedChunk {
   readonly path: string

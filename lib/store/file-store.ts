@@ -325,6 +325,21 @@ export class FileStore implements DataStore {
     }
   }
 
+  async truncate (id: string, offset: number, options?: WriteOptions): Promise<void> {
+    const path = await this.#dataPathOf(id)
+    options?.signal?.throwIfAborted()
+    this.#synced.delete(id)
+    // Opened for appending, a kept handle cannot be what cuts: closed, so the next write opens the file again.
+    this.#openFiles.drop(id)
+    const handle = await open(path, 'r+')
+    try {
+      await handle.truncate(offset)
+      if (this.#fsync) await handle.sync()
+    } finally {
+      await handle.close()
+    }
+  }
+
   async declareLength (id: string, size: number): Promise<void> {
     const info = { ...(await this.#readInfo(id)).info, size }
     this.#forget(id)

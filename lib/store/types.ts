@@ -93,6 +93,14 @@ export interface DataStore {
    * resolves with the new offset. Bytes written before a failure stay written; the caller bounds `source`.
    */
   write (id: string, offset: number, source: AsyncIterable<Buffer>, options?: WriteOptions): Promise<number>
+  /**
+   * Optional: cuts the upload's bytes back to `offset` (below its current offset; the caller holds the lock), for
+   * an append that could be checked only once stored: a chunked body whose Upload-Checksum came as a trailer
+   * nobody announced, or that went beyond the upload's length. With it such bodies stream straight into the
+   * store; without it every body without a Content-Length is staged in a temporary file first (written twice).
+   * Must not cut once `options.signal` is aborted; durable when it resolves, as `flush` makes bytes durable.
+   */
+  truncate? (id: string, offset: number, options?: WriteOptions): Promise<void>
   /** Makes the upload's bytes durable (called before completion is reported). */
   flush (id: string, options?: WriteOptions): Promise<void>
   /** Sets a deferred length once. */
