@@ -347,6 +347,55 @@ export const MUTATIONS: Mutation[] = [
     find: '    if (live.has(path)) return false\n',
     replace: '',
     tests: ['test/file-store-abandoned.test.ts']
+  },
+  {
+    name: 'chunked body: an announced trailer checksum streams straight in',
+    file: 'lib/core/append.ts',
+    find: 'announcesChecksumTrailer(request) || ',
+    replace: '',
+    tests: ['test/both-protocols.test.ts']
+  },
+  {
+    name: 'chunked body: streamed straight in even when the store cannot cut',
+    file: 'lib/core/append.ts',
+    find: ' || services.store.truncate === undefined',
+    replace: '',
+    tests: ['test/both-protocols.test.ts']
+  },
+  {
+    name: 'chunked body: a failing one is not cut off',
+    file: 'lib/core/append.ts',
+    find: '    await storeFailure(services, request, upload, async () => { await services.store.truncate!(upload.id, upload.offset, held) })\n',
+    replace: '',
+    tests: ['test/both-protocols.test.ts']
+  },
+  {
+    name: 'chunked body: what went beyond the length stays',
+    file: 'lib/core/append.ts',
+    find: '  if (body.exceeded) return await cut()\n',
+    replace: '',
+    tests: ['test/both-protocols.test.ts']
+  },
+  {
+    name: 'chunked body: an unannounced trailer checked against the first stored chunk only',
+    file: 'lib/core/append.ts',
+    find: 'running.update(chunk as Buffer)',
+    replace: '{ running.update(chunk as Buffer); break }',
+    tests: ['test/both-protocols.test.ts']
+  },
+  {
+    name: 'file store: truncate once the lock is lost',
+    file: 'lib/store/file-store.ts',
+    find: '    options?.signal?.throwIfAborted()\n    this.#synced.delete(id)\n',
+    replace: '    this.#synced.delete(id)\n',
+    tests: ['test/file-store.test.ts']
+  },
+  {
+    name: 'file store: truncate keeps what it knew of the kept handle',
+    file: 'lib/store/file-store.ts',
+    find: '    this.#openFiles.drop(id)\n    const handle = await open(path, \'r+\')',
+    replace: '    const handle = await open(path, \'r+\')',
+    tests: ['test/file-store.test.ts']
   }
 ]
 /* eslint-enable no-template-curly-in-string */
