@@ -151,11 +151,12 @@ export class TusClient {
     return { path, id }
   }
 
-  async patch (path: string, offset: number, length: number, body: Buffer | Readable): Promise<void> {
+  /** A PATCH of `length` bytes; `chunked`: without Content-Length (HTTP/1.1 chunked transfer coding). */
+  async patch (path: string, offset: number, length: number, body: Buffer | Readable, chunked = false): Promise<void> {
     const headers = await this.#request('PATCH', path, {
       'upload-offset': String(offset),
       'content-type': 'application/offset+octet-stream',
-      'content-length': String(length)
+      ...(chunked ? {} : { 'content-length': String(length) })
     }, 204, body)
     expectOffset('PATCH', path, headers, offset + length)
   }
@@ -180,9 +181,9 @@ function streamed (seed: number, size: number): Readable {
   return Readable.from(contents(seed, size), { objectMode: false })
 }
 
-async function uploadWhole (client: TusClient, seed: number, size: number): Promise<StoredUpload> {
+async function uploadWhole (client: TusClient, seed: number, size: number, chunked = false): Promise<StoredUpload> {
   const { path, id } = await client.create(size)
-  await client.patch(path, 0, size, streamed(seed, size))
+  await client.patch(path, 0, size, streamed(seed, size), chunked)
   return { id, size, sha256: expectedSha256(seed, size) }
 }
 
@@ -213,6 +214,23 @@ export const WORKLOADS: Workload[] = [
       const client = new TusClient(origin, 1)
       const start = performance.now()
       const upload = await uploadWhole(client, 1, size)
+      const seconds = (performance.now() - start) / 1000
+      await client.close()
+      return { measurement: { value: size / MB / seconds, seconds }, uploads: [upload] }
+    }
+  },
+  {
+    // What a client streaming a body of unknown length sends (the IETF draft's streamed appends, fetch with a
+    // stream body, curl -T -): the same bytes as W1 without Content-Length.
+    id: 'W6',
+    title: 'one upload, single chunked PATCH (no Content-Length)',
+    unit: 'MB/s',
+    async run (origin, sizes) {
+      const size = sizes.singlePatch
+      expectedSha256(6, size)
+      const client = new TusClient(origin, 1)
+      const start = performance.now()
+      const upload = await uploadWhole(client, 6, size, true)
       const seconds = (performance.now() - start) / 1000
       await client.close()
       return { measurement: { value: size / MB / seconds, seconds }, uploads: [upload] }
