@@ -128,7 +128,7 @@ export const MUTATIONS: Mutation[] = [
     file: 'lib/core/append.ts',
     find: '  if (body.exceeded) return undefined\n',
     replace: '',
-    tests: ['test/patch.test.ts']
+    tests: ['test/both-protocols.test.ts']
   },
   {
     name: 'core: a final upload can be appended to',

@@ -74,7 +74,8 @@ t.test('a body beyond Upload-Length: 413 and not one byte beyond the length stor
   t.equal(declared.status, 413, 'Content-Length beyond the length is refused before writing')
   t.equal((await stored(server, url)).length, 0)
 
-  // Chunked (no Content-Length): the server counts while it stages the body, and stores none of a body that overflows.
+  // Chunked (no Content-Length): the body streams in up to the length, and what it stored is cut off again when it
+  // goes beyond.
   const chunked = await patch(url, 0, Readable.from([Buffer.from('hello'), Buffer.from(' world')]))
   t.equal(chunked.status, 413)
   t.equal(chunked.headers['upload-offset'], '0')
