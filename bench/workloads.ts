@@ -201,41 +201,32 @@ function percentile (sorted: number[], p: number): number {
 
 const MB = 1e6
 
+/** One upload of `sizes.singlePatch` bytes (from `seed`) in a single PATCH, `chunked` or with Content-Length. */
+function singlePatchWorkload (id: string, title: string, seed: number, chunked: boolean): Workload {
+  return {
+    id,
+    title,
+    unit: 'MB/s',
+    async run (origin, sizes) {
+      const size = sizes.singlePatch
+      expectedSha256(seed, size)
+      const client = new TusClient(origin, 1)
+      const start = performance.now()
+      const upload = await uploadWhole(client, seed, size, chunked)
+      const seconds = (performance.now() - start) / 1000
+      await client.close()
+      return { measurement: { value: size / MB / seconds, seconds }, uploads: [upload] }
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------
 
 export const WORKLOADS: Workload[] = [
-  {
-    id: 'W1',
-    title: 'one upload, single PATCH',
-    unit: 'MB/s',
-    async run (origin, sizes) {
-      const size = sizes.singlePatch
-      expectedSha256(1, size)
-      const client = new TusClient(origin, 1)
-      const start = performance.now()
-      const upload = await uploadWhole(client, 1, size)
-      const seconds = (performance.now() - start) / 1000
-      await client.close()
-      return { measurement: { value: size / MB / seconds, seconds }, uploads: [upload] }
-    }
-  },
-  {
-    // What a client streaming a body of unknown length sends (the IETF draft's streamed appends, fetch with a
-    // stream body, curl -T -): the same bytes as W1 without Content-Length.
-    id: 'W6',
-    title: 'one upload, single chunked PATCH (no Content-Length)',
-    unit: 'MB/s',
-    async run (origin, sizes) {
-      const size = sizes.singlePatch
-      expectedSha256(6, size)
-      const client = new TusClient(origin, 1)
-      const start = performance.now()
-      const upload = await uploadWhole(client, 6, size, true)
-      const seconds = (performance.now() - start) / 1000
-      await client.close()
-      return { measurement: { value: size / MB / seconds, seconds }, uploads: [upload] }
-    }
-  },
+  singlePatchWorkload('W1', 'one upload, single PATCH', 1, false),
+  // What a client streaming a body of unknown length sends (the IETF draft's streamed appends, fetch with a
+  // stream body, curl -T -): the same bytes as W1 without Content-Length.
+  singlePatchWorkload('W6', 'one upload, single chunked PATCH (no Content-Length)', 6, true),
   {
     id: 'W2',
     title: 'one upload, 1 MiB PATCHes in sequence',
