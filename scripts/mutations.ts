@@ -396,6 +396,20 @@ export const MUTATIONS: Mutation[] = [
     find: '    this.#openFiles.drop(id)\n    const handle = await open(path, \'r+\')',
     replace: '    const handle = await open(path, \'r+\')',
     tests: ['test/file-store.test.ts']
+  },
+  {
+    name: 'download: a chunk freed as soon as the response took it, before it was sent',
+    file: 'lib/wire/download.ts',
+    find: '      if (!response.write(chunk, () => { freeSent(chunk) })) body.pause()',
+    replace: '      const taken = response.write(chunk)\n      freeSent(chunk)\n      if (!taken) body.pause()',
+    tests: ['test/download.test.ts']
+  },
+  {
+    name: 'download: chunks freed whoever reads them',
+    file: 'lib/wire/download.ts',
+    find: '    if (destination !== response as unknown) return pipe(destination, options)\n',
+    replace: '',
+    tests: ['test/download.test.ts']
   }
 ]
 /* eslint-enable no-template-curly-in-string */

@@ -1,5 +1,12 @@
 import t from 'tap'
+import { createHash } from 'node:crypto'
 import { request as httpRequest } from 'node:http'
+import { connect as connectHttp2 } from 'node:http2'
+import type { Socket } from 'node:net'
+import { Readable, Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import type { FastifyServerOptions } from 'fastify'
+import tusPlugin from '../lib/index.js'
 import { createUpload, randomBytesSeeded, sha256, startServer, tusRequest } from './helpers.js'
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
@@ -117,3 +124,90 @@ async function verbatim (origin: string, method: string, path: string): Promise<
     request.end()
   })
 }
+
+/**
+ * GETs `url` (own connection, closed after) and hashes the body. The reader waits before it reads anything until
+ * the server has writes queued behind a full socket (`queued` resolves): every chunk is then sent long after the
+ * response took it, which is when a chunk freed too early would show.
+ */
+async function slowGet (url: string, headers: Record<string, string>, queued: () => Promise<void>): Promise<{ status: number, sha256: string, bytes: number }> {
+  return await new Promise((resolve, reject) => {
+    const request = httpRequest(url, { headers, agent: false }, (response) => {
+      response.pause()
+      const hash = createHash('sha256')
+      let bytes = 0
+      queued().then(() => {
+        response.on('data', (chunk: Buffer) => { hash.update(chunk); bytes += chunk.length })
+        response.on('end', () => { resolve({ status: response.statusCode!, sha256: hash.digest('hex'), bytes }) })
+        response.on('error', reject)
+        response.resume()
+      }, reject)
+    })
+    request.on('error', reject)
+    request.end()
+  })
+}
+
+/** Resolves once a server-side socket has bytes waiting to be written (turns of the event loop, no timer). */
+async function writesQueued (sockets: Set<Socket>): Promise<void> {
+  while (![...sockets].some((socket) => socket.writableLength > 0)) await new Promise((resolve) => setImmediate(resolve))
+}
+
+const LARGE = randomBytesSeeded(24 * 1024 * 1024 + 11, 5)
+
+for (const [name, headers] of [['tus', {}], ['draft interop 6', { 'Upload-Draft-Interop-Version': '6' }], ['draft interop 8', { 'Upload-Draft-Interop-Version': '8' }]] as const) {
+  t.test(`${name}: a download read slowly arrives whole, whole or as a range (each chunk freed only once sent)`, async (t) => {
+    const { server, url } = await finishedUpload(t, LARGE)
+    const sockets = new Set<Socket>()
+    server.app.server.on('connection', (socket: Socket) => { sockets.add(socket) })
+    const whole = await slowGet(url, headers, async () => { await writesQueued(sockets) })
+    t.equal(whole.status, 200)
+    t.equal(whole.bytes, LARGE.length)
+    t.equal(whole.sha256, sha256(LARGE), 'every byte as stored')
+    sockets.clear()
+    const range = await slowGet(url, { ...headers, Range: 'bytes=1000-20000000' }, async () => { await writesQueued(sockets) })
+    t.equal(range.status, 206)
+    t.equal(range.sha256, sha256(LARGE.subarray(1000, 20_000_001)))
+  })
+}
+
+t.test('an onSend hook that keeps the payload\'s chunks gets them whole (only a download piped straight into the response frees them)', async (t) => {
+  const data = randomBytesSeeded(3 * 1024 * 1024 + 5, 6)
+  const server = await startServer(t, {}, async (app, dir) => {
+    // Reads the stream payload into memory, keeping every chunk it is given until the end, then sends the copy.
+    app.addHook('onSend', async (_request, _reply, payload) => {
+      if (!(payload instanceof Readable)) return payload
+      const kept: Buffer[] = []
+      await pipeline(payload, new Writable({ write (chunk: Buffer, _encoding, callback) { kept.push(chunk); callback() } }))
+      return Buffer.concat(kept)
+    })
+    await app.register(tusPlugin, { dir })
+  })
+  const created = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': String(data.length), ...OCTET }, body: data })
+  const response = await tusRequest(created.headers.location!)
+  t.equal(response.status, 200)
+  t.equal(sha256(response.body), sha256(data))
+})
+
+t.test('over HTTP/2 a download arrives whole', async (t) => {
+  const data = randomBytesSeeded(5 * 1024 * 1024 + 3, 7)
+  const server = await startServer(t, {}, undefined, { http2: true } as FastifyServerOptions)
+  const session = connectHttp2(server.origin)
+  t.teardown(() => { session.close() })
+  const upload = async (headers: Record<string, string>, body?: Buffer): Promise<{ status: number, headers: Record<string, unknown>, body: Buffer }> =>
+    await new Promise((resolve, reject) => {
+      const stream = session.request(headers, { endStream: body === undefined })
+      const chunks: Buffer[] = []
+      let head: Record<string, unknown> = {}
+      stream.on('response', (response) => { head = response })
+      stream.on('data', (chunk: Buffer) => chunks.push(chunk))
+      stream.on('end', () => { resolve({ status: Number(head[':status']), headers: head, body: Buffer.concat(chunks) }) })
+      stream.on('error', reject)
+      if (body !== undefined) stream.end(body)
+    })
+  const created = await upload({ ':method': 'POST', ':path': '/files', 'tus-resumable': '1.0.0', 'upload-length': String(data.length), 'content-type': 'application/offset+octet-stream', 'content-length': String(data.length) }, data)
+  t.equal(created.status, 201)
+  const download = await upload({ ':method': 'GET', ':path': new URL(String(created.headers.location), server.origin).pathname })
+  t.equal(download.status, 200)
+  t.equal(sha256(download.body), sha256(data))
+})

@@ -107,6 +107,8 @@ export interface FileStoreOptions {
  */
 export class FileStore implements DataStore {
   readonly directory: string
+  /** fs.ReadStream reads each chunk into a buffer of its own and keeps none (DataStore.readChunksDisposable). */
+  readonly readChunksDisposable = true
   /** Handles being written through, with the writer that must settle before one is closed. */
   readonly #openHandles = new Map<FileHandle, Appender>()
   /** Handles kept open between the writes of an upload (only while its info is cached). */
