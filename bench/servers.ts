@@ -48,6 +48,8 @@ export const SERVERS: Record<string, ServerDefinition> = {
   'plain-body': { name: 'plain body', script: 'plain-body.mjs', args: [] },
   // The bare tus on Fastify routes (servers/fastify-floor.mjs): what Fastify costs a request before the plugin's work.
   'fastify-floor': { name: 'Fastify floor', script: 'fastify-floor.mjs', args: [] },
+  // What a download costs at least (servers/plain-download.mjs): the data file piped into the response (bench/download.ts).
+  'plain-download': { name: 'plain download', script: 'plain-download.mjs', args: [] },
   'plain-body-fastify': { name: 'plain body + Fastify loaded', script: 'plain-body.mjs', args: ['--load=fastify'] },
   'plain-body-plugin': { name: 'plain body + plugin loaded', script: 'plain-body.mjs', args: ['--load=plugin'] }
 }
