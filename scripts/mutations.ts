@@ -410,6 +410,20 @@ export const MUTATIONS: Mutation[] = [
     find: '    if (destination !== response as unknown) return pipe(destination, options)\n',
     replace: '',
     tests: ['test/download.test.ts']
+  },
+  {
+    name: 'download: the chunks of any store freed',
+    file: 'lib/wire/download.ts',
+    find: 'return services.store.readChunksDisposable === true ? freedAsSent(body, reply.raw as unknown as Writable) : body',
+    replace: 'return freedAsSent(body, reply.raw as unknown as Writable)',
+    tests: ['test/disposable-chunks.test.ts']
+  },
+  {
+    name: 'concatenation: the partials\' chunks of any store freed',
+    file: 'lib/core/finals.ts',
+    find: 'const options = services.store.readChunksDisposable === true ? { ...held, reclaim: freeReadChunk } : held',
+    replace: 'const options = { ...held, reclaim: freeReadChunk }',
+    tests: ['test/disposable-chunks.test.ts']
   }
 ]
 /* eslint-enable no-template-curly-in-string */

@@ -3,6 +3,7 @@ import { TusErrors, errorMessage } from '../errors.js'
 import type { UploadLock } from '../lockers/lock.js'
 import type { UploadInfo, WriteOptions } from '../store/types.js'
 import type { UploadResponse } from '../types.js'
+import { freeReadChunk } from './free-memory.js'
 import { completeUpload } from './lifecycle.js'
 import { waitingFinals, type WaitingFinals } from './pending-finals.js'
 import { heldBy, type TusServices } from './services.js'
@@ -159,12 +160,14 @@ async function copyPartials (services: TusServices, final: UploadInfo, held: Wri
   }
   let offset = final.offset
   let start = 0
+  // The partials' chunks, read for this copy alone, are freed as soon as the final has them (see free-memory.ts).
+  const options = services.store.readChunksDisposable === true ? { ...held, reclaim: freeReadChunk } : held
   for (const id of final.concat.parts) {
     const partial = await services.store.getInfo(id)
     const end = start + partial.offset
     if (offset < end) {
       const source = await services.store.read(id, { start: offset - start, end: partial.offset - 1 })
-      offset = await services.store.write(final.id, offset, source, held)
+      offset = await services.store.write(final.id, offset, source, options)
       if (offset !== end) throw new TusErrors.STORE_FAILED(`partial upload ${id} changed while it was being concatenated`)
     }
     start = end

@@ -50,3 +50,11 @@ export function freeNow (buffer: ArrayBuffer): void {
   else if (idleTimer === undefined) idleTimer = setTimeout(sendBatch, IDLE_MS).unref()
   else idleTimer.refresh()
 }
+
+/**
+ * Frees a chunk of a store's read stream nobody reads any more (DataStore.readChunksDisposable), if it is the only
+ * view of its memory.
+ */
+export function freeReadChunk (chunk: Buffer): void {
+  if (chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength) freeNow(chunk.buffer as ArrayBuffer)
+}

@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Readable, Writable } from 'node:stream'
-import { freeNow } from '../core/free-memory.js'
+import { freeReadChunk } from '../core/free-memory.js'
 import { stringHeader } from '../core/request.js'
 import type { TusServices } from '../core/services.js'
 import { TusErrors, withFacts } from '../errors.js'
@@ -53,7 +53,7 @@ function freedAsSent (body: Readable, response: Writable): Readable {
     if (destination !== response as unknown) return pipe(destination, options)
     const resume = (): void => { body.resume() }
     body.on('data', (chunk: Buffer) => {
-      if (!response.write(chunk, () => { freeSent(chunk) })) body.pause()
+      if (!response.write(chunk, () => { freeReadChunk(chunk) })) body.pause()
     })
     response.on('drain', resume)
     body.once('close', () => { response.off('drain', resume) })
@@ -61,11 +61,6 @@ function freedAsSent (body: Readable, response: Writable): Readable {
     return destination
   }
   return body
-}
-
-/** Frees a chunk the response has written, if it is the only view of its memory. */
-function freeSent (chunk: Buffer): void {
-  if (chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength) freeNow(chunk.buffer as ArrayBuffer)
 }
 
 /**
