@@ -137,9 +137,9 @@ export interface DataStore {
    * Optional: every chunk `read`'s streams emit is the only view of its memory (a Buffer spanning its whole
    * ArrayBuffer), and the store keeps no reference to it once emitted. A download then frees each chunk the moment
    * the response has written it, and a concatenation the moment `write` has (as `WriteOptions.reclaim` lets the
-   * plugin free body chunks), instead of leaving it to
-   * V8, which with a grown young generation answers the piled-up memory with full collections. Never set it for a
-   * store that emits memory it keeps (an in-memory store): that memory would be freed under it.
+   * plugin free body chunks), instead of leaving it to V8, which with a grown young generation answers the piled-up
+   * memory with full collections. Never set it for a store that emits memory it keeps (an in-memory store): that
+   * memory would be freed under it.
    */
   readonly readChunksDisposable?: boolean
   /** Removes the upload and its data. */
