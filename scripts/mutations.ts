@@ -238,8 +238,8 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'staging (trailer checksum): digest of the first staged chunk only',
     file: 'lib/core/staging.ts',
-    find: 'for await (const chunk of this.read()) checksum.update(chunk as Buffer)',
-    replace: 'for await (const chunk of this.read()) { checksum.update(chunk as Buffer); break }',
+    find: '      freeReadChunk(chunk as Buffer)\n    }\n    return checksum.digest()',
+    replace: '      freeReadChunk(chunk as Buffer)\n      break\n    }\n    return checksum.digest()',
     tests: ['test/checksum.test.ts']
   },
   {
@@ -400,8 +400,8 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'download: a chunk freed as soon as the response took it, before it was sent',
     file: 'lib/wire/download.ts',
-    find: '      if (!response.write(chunk, () => { freeSent(chunk) })) body.pause()',
-    replace: '      const taken = response.write(chunk)\n      freeSent(chunk)\n      if (!taken) body.pause()',
+    find: '      if (!response.write(chunk, () => { freeReadChunk(chunk) })) body.pause()',
+    replace: '      const taken = response.write(chunk)\n      freeReadChunk(chunk)\n      if (!taken) body.pause()',
     tests: ['test/download.test.ts']
   },
   {

@@ -5,6 +5,7 @@ import { BoundedBody, RequestBody } from './body.js'
 import {
   announcesChecksumTrailer, headerChecksum, runningChecksum, trailerChecksum, type ExpectedChecksum, type RunningChecksum
 } from './checksum.js'
+import { freeReadChunk } from './free-memory.js'
 import { ProgressTracker, uploadFailed } from './lifecycle.js'
 import { integerHeader } from './request.js'
 import type { TusServices } from './services.js'
@@ -56,8 +57,10 @@ export async function appendBody (
         // A lock that can be lost (a cross-process one) fences the body too: no chunk reaches any store once it
         // is, whether or not the store checks the signal itself.
         const fencedSource = lockLost === undefined ? source : fenced(source, lockLost)
-        // Chunks straight from the request body are freed as the store is done with them (RequestBody.reclaim).
-        const options = staged === undefined && requestBody !== undefined ? { ...held, reclaim: requestBody.reclaim } : held
+        // Chunks are freed as the store is done with them: the request body's (RequestBody.reclaim), or a staged body's
+        // as read back from its file, which nothing else reads.
+        const reclaim = staged === undefined ? requestBody?.reclaim : freeReadChunk
+        const options = reclaim === undefined ? held : { ...held, reclaim }
         offset = await storeFailure(services, request, upload, async () => await services.store.write(upload.id, upload.offset, fencedSource, options))
         if (staged === undefined && chunked) {
           const checked = await checkStreamed(services, request, upload, offset, body, progress, held)
@@ -162,7 +165,10 @@ async function checkStreamed (
   const actual = await storeFailure(services, request, upload, async () => {
     const running = runningChecksum(algorithm)
     if (offset > upload.offset) {
-      for await (const chunk of await services.store.read(upload.id, { start: upload.offset, end: offset - 1 })) running.update(chunk as Buffer)
+      for await (const chunk of await services.store.read(upload.id, { start: upload.offset, end: offset - 1 })) {
+        running.update(chunk as Buffer)
+        if (services.store.readChunksDisposable === true) freeReadChunk(chunk as Buffer)
+      }
     }
     return running.digest()
   })

@@ -52,8 +52,8 @@ export function freeNow (buffer: ArrayBuffer): void {
 }
 
 /**
- * Frees a chunk of a store's read stream nobody reads any more (DataStore.readChunksDisposable), if it is the only
- * view of its memory.
+ * Frees a chunk read from a file nobody else reads (a staged body, a store's read stream whose chunks are disposable:
+ * DataStore.readChunksDisposable) once it is used, if it is the only view of its memory.
  */
 export function freeReadChunk (chunk: Buffer): void {
   if (chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength) freeNow(chunk.buffer as ArrayBuffer)

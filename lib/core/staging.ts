@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto'
 import type { Readable } from 'node:stream'
 import { isOldFile, statIfExists, sweepDirectory, unlinkIfExists } from '../fs-calls.js'
 import type { RunningChecksum } from './checksum.js'
+import { freeReadChunk } from './free-memory.js'
 
 const READ_CHUNK = 1024 * 1024
 /** Staged bodies checked at once by a sweep. */
@@ -75,7 +76,10 @@ export class StagedChunk {
 
   /** Digest of the staged bytes, for a checksum whose algorithm was learnt only from a trailer. */
   async digest (checksum: RunningChecksum): Promise<Buffer> {
-    for await (const chunk of this.read()) checksum.update(chunk as Buffer)
+    for await (const chunk of this.read()) {
+      checksum.update(chunk as Buffer)
+      freeReadChunk(chunk as Buffer)
+    }
     return checksum.digest()
   }
 
