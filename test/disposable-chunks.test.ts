@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { FileStore, type ByteRange, type DataStore } from '../lib/index.js'
-import { randomBytesSeeded, sha256, startServer, tusRequest } from './helpers.js'
+import { delegatingTo, randomBytesSeeded, sha256, startServer, tusRequest } from './helpers.js'
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
 
@@ -14,15 +14,8 @@ const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
 function keepingStore (store: FileStore): DataStore & { kept: Map<string, Buffer> } {
   const kept = new Map<string, Buffer>()
   return {
+    ...delegatingTo(store),
     kept,
-    create: store.create.bind(store),
-    getInfo: store.getInfo.bind(store),
-    write: store.write.bind(store),
-    flush: store.flush.bind(store),
-    declareLength: store.declareLength.bind(store),
-    terminate: store.terminate.bind(store),
-    list: store.list.bind(store),
-    close: store.close.bind(store),
     async read (id: string, range?: ByteRange): Promise<Readable> {
       let copy = kept.get(id)
       if (copy === undefined) {

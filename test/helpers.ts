@@ -12,7 +12,7 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastif
 import { Upload, type UploadOptions } from 'tus-js-client'
 import { request as undiciRequest } from 'undici'
 import type { Test } from 'tap'
-import tusPlugin, { type TusPluginOptions } from '../lib/index.js'
+import tusPlugin, { type DataStore, type FileStore, type TusPluginOptions } from '../lib/index.js'
 
 export interface TestServer {
   app: FastifyInstance
@@ -213,5 +213,24 @@ export async function concurrentPatchRounds (t: Test, a: number, b: number, size
     const prefix = stored.subarray(0, offset)
     t.ok(prefix.equals(Buffer.alloc(offset, 'a')) || prefix.equals(Buffer.alloc(offset, 'b')), `the first ${offset} bytes come from one request only`)
     t.ok(stored.subarray(offset).equals(fill))
+  }
+}
+
+/**
+ * A store of its own that passes FileStore's required calls on to `store`, without any of its optional capabilities
+ * (truncate, readChunksDisposable, removeAbandoned), with the calls in `own` instead of FileStore's.
+ */
+export function delegatingTo (store: FileStore, own: Partial<DataStore> = {}): DataStore {
+  return {
+    create: store.create.bind(store),
+    getInfo: store.getInfo.bind(store),
+    write: store.write.bind(store),
+    flush: store.flush.bind(store),
+    declareLength: store.declareLength.bind(store),
+    read: store.read.bind(store),
+    terminate: store.terminate.bind(store),
+    list: store.list.bind(store),
+    close: store.close.bind(store),
+    ...own
   }
 }
