@@ -1,7 +1,8 @@
 // The body's chunks are freed as soon as the store is done with them (RequestBody.reclaim, core/free-memory.ts),
 // through tus 1.0.0 and every draft interop version: each chunk the store gives back is detached (its ArrayBuffer
 // emptied) while the bytes on disk are the ones sent. Never a chunk someone else may still read: a staged body's
-// store write gets no reclaim, and with a second reader of the request nothing is freed.
+// store write frees only the chunks read back from its staged file, and with a second reader of the request nothing
+// is freed.
 import t, { type Test } from 'tap'
 import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
@@ -100,13 +101,15 @@ for (const [protocol, append] of Object.entries(appends)) {
     t.equal(sha256(await readFile(join(server.dir, idOf(url)))), sha256(BODY), 'bytes on disk')
   })
 
-  t.test(`${protocol}: a staged (checksummed) body is freed as it is staged; the store write is offered nothing`, async (t) => {
+  t.test(`${protocol}: a staged (checksummed) body is freed as it is staged, and its file's chunks as the store writes them`, async (t) => {
     const { server, store, bodyReclaimed } = await serve(t)
     const url = await createUpload(server, { 'Upload-Length': String(BODY.length) })
     const checksum = `sha1 ${createHash('sha1').update(BODY).digest('base64')}`
     const response = await append(server, url, { 'Upload-Checksum': checksum })
     t.equal(response.status, 204)
-    t.same(store.offered, [false], 'the staged file\'s chunks are not the request\'s')
+    t.same(store.offered, [true], 'the store write is offered reclaim, for the chunks read back from the staged file')
+    t.ok(store.reclaimed.length > 0 && store.reclaimed.every((chunk) => !bodyReclaimed.includes(chunk)), 'none of them the request\'s')
+    t.ok(detached(store.reclaimed) >= store.reclaimed.length - WAITING_AT_MOST, `${detached(store.reclaimed)} of ${store.reclaimed.length} freed`)
     t.ok(bodyReclaimed.length > 16, `${bodyReclaimed.length} chunks given back by staging`)
     t.ok(detached(bodyReclaimed) >= bodyReclaimed.length - WAITING_AT_MOST, `${detached(bodyReclaimed)} of ${bodyReclaimed.length} freed`)
     t.equal(sha256(await readFile(join(server.dir, idOf(url)))), sha256(BODY), 'bytes on disk')
