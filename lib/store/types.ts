@@ -98,7 +98,8 @@ export interface DataStore {
    * an append that could be checked only once stored: a chunked body whose Upload-Checksum came as a trailer
    * nobody announced, or that went beyond the upload's length. With it such bodies stream straight into the
    * store; without it every body without a Content-Length is staged in a temporary file first (written twice).
-   * Must not cut once `options.signal` is aborted; durable when it resolves, as `flush` makes bytes durable.
+   * Must not cut once `options.signal` is aborted; durable when it resolves, as `flush` makes bytes durable. A store
+   * with it must also `read` the bytes of an unfinished upload: a trailer checksum is checked against them.
    */
   truncate? (id: string, offset: number, options?: WriteOptions): Promise<void>
   /** Makes the upload's bytes durable (called before completion is reported). */
