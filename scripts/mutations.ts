@@ -124,9 +124,9 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/overflow.test.ts']
   },
   {
-    name: 'core: the part of an overflowing staged body within the limit is stored',
+    name: 'core: the part of an overflowing body within the limit is stored (staged or streamed)',
     file: 'lib/core/append.ts',
-    find: '  if (body.exceeded) return undefined\n',
+    find: '  if (body.exceeded) return \'drop\'\n',
     replace: '',
     tests: ['test/both-protocols.test.ts']
   },
@@ -365,14 +365,7 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'chunked body: a failing one is not cut off',
     file: 'lib/core/append.ts',
-    find: '    await storeFailure(services, request, upload, async () => { await services.store.truncate!(upload.id, upload.offset, held) })\n',
-    replace: '',
-    tests: ['test/both-protocols.test.ts']
-  },
-  {
-    name: 'chunked body: what went beyond the length stays',
-    file: 'lib/core/append.ts',
-    find: '  if (body.exceeded) return await cut()\n',
+    find: '  await storeFailure(services, request, upload, async () => { await services.store.truncate!(upload.id, upload.offset, held) })\n',
     replace: '',
     tests: ['test/both-protocols.test.ts']
   },

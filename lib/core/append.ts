@@ -114,56 +114,52 @@ async function stageBody (
 }
 
 /**
- * What of a staged body may be committed: all of it when it carries no checksum or its checksum
- * verifies; nothing (undefined) when a checksummed body was cut short. Throws 400 for a malformed or
- * unsupported trailer and 460 for a mismatch.
+ * Whether an appended body may stay, one rule for staged and streamed bodies: 'keep' when it carries no checksum
+ * (header or trailer) or its checksum verifies; 'drop' when it went beyond the limit or a checksummed body was cut
+ * short; else the refusal to answer with, nothing of it kept either: 400 for a malformed or unsupported trailer,
+ * 460 for a mismatch. `digestOf` computes the body's digest for the checksum it carries.
  */
-async function verifiedSource (
-  request: FastifyRequest, staged: Staged, expected: ExpectedChecksum | undefined, body: BoundedBody,
-  progress: ProgressTracker, upload: UploadInfo
-): Promise<AsyncIterable<Buffer> | undefined> {
+async function verdictOn (
+  request: FastifyRequest, expected: ExpectedChecksum | undefined, body: BoundedBody, progress: ProgressTracker,
+  upload: UploadInfo, digestOf: (checksum: ExpectedChecksum) => Promise<Buffer>
+): Promise<'keep' | 'drop' | Error> {
   let checksum = expected
   if (checksum === undefined && !body.aborted) {
     try {
       checksum = trailerChecksum(request)
     } catch (error) {
-      throw withFacts(error as Error, { offset: upload.offset })
+      return withFacts(error as Error, { offset: upload.offset })
     }
   }
-  if (body.exceeded) return undefined
-  if (checksum === undefined) return staged.chunk.read()
-  if (body.aborted || progress.stopped !== undefined) return undefined
-  const actual = staged.running?.digest() ?? await staged.chunk.digest(runningChecksum(checksum.algorithm))
-  if (!actual.equals(checksum.digest)) throw withFacts(new TusErrors.CHECKSUM_MISMATCH(checksum.algorithm), { offset: upload.offset })
-  return staged.chunk.read()
+  if (body.exceeded) return 'drop'
+  if (checksum === undefined) return 'keep'
+  if (body.aborted || progress.stopped !== undefined) return 'drop'
+  if ((await digestOf(checksum)).equals(checksum.digest)) return 'keep'
+  return withFacts(new TusErrors.CHECKSUM_MISMATCH(checksum.algorithm), { offset: upload.offset })
+}
+
+/** What of a staged body may be committed (verdictOn): all of it, or nothing (undefined); throws a refusal. */
+async function verifiedSource (
+  request: FastifyRequest, staged: Staged, expected: ExpectedChecksum | undefined, body: BoundedBody,
+  progress: ProgressTracker, upload: UploadInfo
+): Promise<AsyncIterable<Buffer> | undefined> {
+  const verdict = await verdictOn(request, expected, body, progress, upload, async (checksum) =>
+    staged.running?.digest() ?? await staged.chunk.digest(runningChecksum(checksum.algorithm)))
+  if (verdict instanceof Error) throw verdict
+  return verdict === 'keep' ? staged.chunk.read() : undefined
 }
 
 /**
- * What of a chunked body streamed straight into the store may stay, by the rules `verifiedSource` applies to a
- * staged one: all it brought, or nothing once the store has cut it off again (a body beyond the limit, a trailer
- * checksum cut short or not matching the bytes as stored). With the offset that stays, the refusal to answer
- * with: 400 for a malformed or unsupported trailer, 460 for a mismatch.
+ * What of a chunked body streamed straight into the store may stay (verdictOn, with the bytes as stored read back
+ * for a trailer checksum): the offset it reached, or the upload's offset once the store has cut the body off again,
+ * with the refusal to answer with, if any.
  */
 async function checkStreamed (
   services: TusServices, request: FastifyRequest, upload: UploadInfo, offset: number, body: BoundedBody,
   progress: ProgressTracker, held: WriteOptions | undefined
 ): Promise<{ offset: number, refusal?: Error }> {
-  const cut = async (refusal?: Error): Promise<{ offset: number, refusal?: Error }> => {
-    await storeFailure(services, request, upload, async () => { await services.store.truncate!(upload.id, upload.offset, held) })
-    return refusal === undefined ? { offset: upload.offset } : { offset: upload.offset, refusal: withFacts(refusal, { offset: upload.offset }) }
-  }
-  let checksum: ExpectedChecksum | undefined
-  try {
-    checksum = body.aborted ? undefined : trailerChecksum(request)
-  } catch (error) {
-    return await cut(error as Error)
-  }
-  if (body.exceeded) return await cut()
-  if (checksum === undefined) return { offset }
-  if (body.aborted || progress.stopped !== undefined) return await cut()
-  const algorithm = checksum.algorithm
-  const actual = await storeFailure(services, request, upload, async () => {
-    const running = runningChecksum(algorithm)
+  const verdict = await verdictOn(request, undefined, body, progress, upload, async (checksum) => await storeFailure(services, request, upload, async () => {
+    const running = runningChecksum(checksum.algorithm)
     if (offset > upload.offset) {
       for await (const chunk of await services.store.read(upload.id, { start: upload.offset, end: offset - 1 })) {
         running.update(chunk as Buffer)
@@ -171,9 +167,10 @@ async function checkStreamed (
       }
     }
     return running.digest()
-  })
-  if (actual.equals(checksum.digest)) return { offset }
-  return await cut(new TusErrors.CHECKSUM_MISMATCH(algorithm))
+  }))
+  if (verdict === 'keep') return { offset }
+  await storeFailure(services, request, upload, async () => { await services.store.truncate!(upload.id, upload.offset, held) })
+  return verdict === 'drop' ? { offset: upload.offset } : { offset: upload.offset, refusal: verdict }
 }
 
 /** Runs a storage step; a failure is logged and answered 500 with the offset actually stored. */
