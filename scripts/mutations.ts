@@ -417,6 +417,20 @@ export const MUTATIONS: Mutation[] = [
     find: 'const options = services.store.readChunksDisposable === true ? { ...held, reclaim: freeReadChunk } : held',
     replace: 'const options = { ...held, reclaim: freeReadChunk }',
     tests: ['test/disposable-chunks.test.ts']
+  },
+  {
+    name: 'body: a whole body awaiting its end and trailer cut by a newer request',
+    file: 'lib/core/body.ts',
+    find: "    if (reason === 'superseded' && this.#arrived === this.#whole) return\n",
+    replace: '',
+    tests: ['test/both-protocols.test.ts']
+  },
+  {
+    name: 'download: an upload that looks complete sent without waiting for its lock',
+    file: 'lib/core/operations.ts',
+    find: 'touched(request, isComplete(found) ? await readUnderLock(services, id) : found)',
+    replace: 'touched(request, found)',
+    tests: ['test/both-protocols.test.ts']
   }
 ]
 /* eslint-enable no-template-curly-in-string */

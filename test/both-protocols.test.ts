@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { FastifyServerOptions } from 'fastify'
 import { FileStore, type TusPluginOptions } from '../lib/index.js'
-import { delegatingTo, idOf, randomBytesSeeded, sha256, startServer, type TestServer } from './helpers.js'
+import { delegatingTo, idOf, randomBytesSeeded, sha256, startServer, WatchedLocker, type TestServer } from './helpers.js'
 
 type Transport = 'http/1.1' | 'http/1.1 chunked' | 'h2c' | 'h2c streamed'
 const TRANSPORTS: Transport[] = ['http/1.1', 'http/1.1 chunked', 'h2c', 'h2c streamed']
@@ -117,6 +117,9 @@ interface Dialect {
   appendHeaders: (offset: number, options: { last?: boolean, length?: number }) => Record<string, string>
   offsetOf: (transport: Transport, url: string) => Promise<{ status: number, offset: number | undefined }>
   remove: (transport: Transport, url: string) => Promise<Response>
+  download: (transport: Transport, url: string) => Promise<Response>
+  /** The status of a download of an upload not complete yet (the draft from interop 8: offset retrieval). */
+  unfinished: number
 }
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
@@ -141,7 +144,11 @@ const tus: Dialect = {
   },
   async remove (transport, url) {
     return await send(transport, url, 'DELETE', { 'Tus-Resumable': '1.0.0' })
-  }
+  },
+  async download (transport, url) {
+    return await send(transport, url, 'GET', {})
+  },
+  unfinished: 409
 }
 
 function draftDialect (version: number): Dialect {
@@ -172,7 +179,11 @@ function draftDialect (version: number): Dialect {
     },
     async remove (transport, url) {
       return await send(transport, url, 'DELETE', interop)
-    }
+    },
+    async download (transport, url) {
+      return await send(transport, url, 'GET', interop)
+    },
+    unfinished: version >= 8 ? 204 : 409
   }
 }
 
@@ -494,5 +505,88 @@ for (const dialect of DIALECTS) {
     t.equal(over.status, dialect.overflow)
     t.same(await stored(server, created.url), SOURCE.subarray(0, 10), 'nothing of either stored')
     t.same(await stagedBodies(server), [])
+  })
+}
+
+/**
+ * An HTTP/1.1 chunked append sent over a socket of its own, whole but for its end: `end` sends the last chunk
+ * with `trailers` and resolves with the response's status and headers.
+ */
+async function appendAwaitingEnd (url: string, headers: Record<string, string>, body: Buffer): Promise<{ end: (trailers: Record<string, string>) => Promise<Response> }> {
+  const { port, pathname } = new URL(url)
+  const socket = connectTcp(Number(port), '127.0.0.1')
+  await new Promise<void>((resolve) => socket.on('connect', resolve))
+  let received = ''
+  const answered = new Promise<Response>((resolve, reject) => {
+    socket.on('data', (data: Buffer) => {
+      received += data.toString('latin1')
+      // 1xx interim responses (the draft's 104 progress) come first.
+      while (/^HTTP\/1\.1 1\d\d /.test(received) && received.includes('\r\n\r\n')) received = received.slice(received.indexOf('\r\n\r\n') + 4)
+      const end = received.indexOf('\r\n\r\n')
+      if (end === -1 || /^HTTP\/1\.1 1\d\d /.test(received)) return
+      const [statusLine = '', ...lines] = received.slice(0, end).split('\r\n')
+      const answer: Record<string, string> = {}
+      for (const line of lines) answer[line.slice(0, line.indexOf(':')).toLowerCase()] = line.slice(line.indexOf(':') + 1).trim()
+      resolve({ status: Number(statusLine.split(' ')[1]), headers: answer, body: Buffer.alloc(0), interim: [] })
+      socket.destroy()
+    })
+    socket.on('close', () => { reject(new Error(`the connection closed before an answer: ${JSON.stringify(received)}`)) })
+  })
+  answered.catch(() => {})
+  const head = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('')
+  socket.write(`PATCH ${pathname} HTTP/1.1\r\nHost: 127.0.0.1\r\n${head}Transfer-Encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n`)
+  socket.write(body)
+  socket.write('\r\n')
+  return {
+    async end (trailers) {
+      socket.write(`0\r\n${Object.entries(trailers).map(([name, value]) => `${name}: ${value}\r\n`).join('')}\r\n`)
+      return await answered
+    }
+  }
+}
+
+for (const dialect of DIALECTS) {
+  t.test(`${dialect.name}: requests for an upload whose last bytes await their end and trailer wait for the verdict`, async (t) => {
+    // Between the last byte and the end of a chunked body, the upload looks complete on disk, but a trailer
+    // checksum may still refuse it all. A HEAD must not cut the body there (the upload would stay complete with
+    // bytes its checksum never saw), and a download must not send bytes that are about to be cut off.
+    const locker = new WatchedLocker()
+    const { server, log } = await recordingServer(t, 'http/1.1', { locker })
+    const created = await dialect.create('http/1.1', server, { length: SOURCE.length, body: SOURCE.subarray(0, 10) })
+    const path = join(server.dir, idOf(created.url))
+    locker.watched = idOf(created.url)
+    const rest = SOURCE.subarray(10)
+    const corrupted = Buffer.from(rest)
+    corrupted[0]! ^= 0xff
+    const sha1 = `sha1 ${createHash('sha1').update(rest).digest('base64')}`
+    const headers = dialect.appendHeaders(10, { last: true })
+
+    for (const [what, ask] of [['a HEAD', dialect.offsetOf], ['a download', dialect.download]] as const) {
+      const append = await appendAwaitingEnd(created.url, headers, corrupted)
+      await grown(path, SOURCE.length)
+      const asked = locker.asked.promise
+      const waiting = ask('http/1.1', created.url)
+      // It asks for the lock; one that answers without (the failure looked for) must not leave the test waiting.
+      await Promise.race([asked, waiting])
+      const refused = await append.end({ 'Upload-Checksum': sha1 })
+      t.equal(refused.status, 460, `${what} waiting: the trailer was still checked`)
+      t.equal(refused.headers['upload-offset'], '10')
+      const answer = await waiting
+      if (ask === dialect.offsetOf) t.same(answer, { status: dialect === tus ? 200 : 204, offset: 10 }, 'the HEAD reports the offset after the verdict')
+      else t.equal((answer as Response).status, dialect.unfinished, 'the download was not sent')
+      t.same(await stored(server, created.url), SOURCE.subarray(0, 10), `${what} waiting: nothing of the refused body stays`)
+    }
+    t.same(log, [`hook create ${SOURCE.length}`, 'event created'], 'not completed')
+
+    const append = await appendAwaitingEnd(created.url, headers, rest)
+    await grown(path, SOURCE.length)
+    const asked = locker.asked.promise
+    const download = dialect.download('http/1.1', created.url)
+    await Promise.race([asked, download])
+    t.equal((await append.end({ 'Upload-Checksum': sha1 })).status, dialect.appended(true))
+    const downloaded = await download
+    t.equal(downloaded.status, 200, 'the download waited for the completion')
+    t.equal(sha256(downloaded.body), sha256(SOURCE))
+    t.same(log, [`hook create ${SOURCE.length}`, 'event created', `hook complete ${SOURCE.length}`, `event completed ${SOURCE.length}`])
   })
 }

@@ -1,20 +1,13 @@
 // A final upload created while one of its partials is still completing: the partial's last bytes are in S3 (its
 // offset is its length) but the request that stored them has not yet turned them into the object
-// (CompleteMultipartUpload). The final must wait for that request, not read an object that is not there yet.
+// (CompleteMultipartUpload). The final must wait for that request, not read an object that is not there yet; so
+// must a download of the upload itself.
 import t from 'tap'
-import { MemoryLocker, type LockOptions, type UploadLock } from '../lib/lockers/lock.js'
 import { S3Store } from '../lib/store/s3-store.js'
-import { idOf, randomBytesSeeded, sha256, startServer, tusRequest } from './helpers.js'
+import { idOf, randomBytesSeeded, sha256, signal, startServer, tusRequest, WatchedLocker } from './helpers.js'
 import { s3ClientConfig, testBucket } from './services.js'
 
 const MiB = 1024 * 1024
-
-/** A promise and the function that resolves it (Promise.withResolvers is not in Node.js 20). */
-function signal (): { promise: Promise<void>, resolve: () => void } {
-  let settle!: () => void
-  const promise = new Promise<void>((resolve) => { settle = resolve })
-  return { promise, resolve: settle }
-}
 
 /** S3Store whose completion of one upload waits until the test lets it go. */
 class HeldCompletionStore extends S3Store {
@@ -29,17 +22,6 @@ class HeldCompletionStore extends S3Store {
       await this.proceed.promise
     }
     await super.flush(id)
-  }
-}
-
-/** Tells when a second request asks for the lock of an upload that is held. */
-class WatchedLocker extends MemoryLocker {
-  watched: string | undefined
-  asked = signal()
-
-  override async lock (id: string, options: LockOptions): Promise<UploadLock> {
-    if (id === this.watched) this.asked.resolve()
-    return await super.lock(id, options)
   }
 }
 
@@ -87,3 +69,27 @@ for (const [label, firstSize] of [['copied by S3', 6 * MiB], ['streamed', 100 * 
     t.equal(sha256(download.body), sha256(Buffer.concat([first, second])), 'the final is the partials, byte for byte')
   })
 }
+
+t.test('a download of an upload that is completing waits for the completion and is byte-identical', async (t) => {
+  t.setTimeout(120_000)
+  const store = new HeldCompletionStore({ bucket: await testBucket(t), s3: s3ClientConfig(), prefix: 'uploads/', partSize: 5 * MiB })
+  t.teardown(async () => { await store.close() })
+  const locker = new WatchedLocker()
+  const server = await startServer(t, { store, locker })
+  const data = randomBytesSeeded(100 * 1024, 73)
+  const created = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': String(data.length) } })
+  const url = new URL(created.headers.location!, server.origin).href
+  const id = idOf(url)
+  store.held = id
+  const patch = tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream' }, body: data })
+  await store.reached.promise
+  t.equal((await store.getInfo(id)).offset, data.length, 'every byte is stored; the completion is held')
+  // The PATCH holds the lock until the object exists: the download asks for it, and the completion goes on then.
+  locker.watched = id
+  void locker.asked.promise.then(() => { store.proceed.resolve() })
+  const download = await tusRequest(url)
+  store.proceed.resolve()
+  t.equal((await patch).status, 204)
+  t.equal(download.status, 200, download.text)
+  t.equal(sha256(download.body), sha256(data), 'the download is the upload, byte for byte')
+})

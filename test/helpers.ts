@@ -13,6 +13,7 @@ import { Upload, type UploadOptions } from 'tus-js-client'
 import { request as undiciRequest } from 'undici'
 import type { Test } from 'tap'
 import tusPlugin, { type DataStore, type FileStore, type TusPluginOptions } from '../lib/index.js'
+import { MemoryLocker, type LockOptions, type UploadLock } from '../lib/lockers/lock.js'
 
 export interface TestServer {
   app: FastifyInstance
@@ -232,5 +233,27 @@ export function delegatingTo (store: FileStore, own: Partial<DataStore> = {}): D
     list: store.list.bind(store),
     close: store.close.bind(store),
     ...own
+  }
+}
+
+/** A promise and the function that resolves it (Promise.withResolvers is not in Node.js 20). */
+export function signal (): { promise: Promise<void>, resolve: () => void } {
+  let settle!: () => void
+  const promise = new Promise<void>((resolve) => { settle = resolve })
+  return { promise, resolve: settle }
+}
+
+/** Tells when a request asks for the lock of the watched upload: `asked` settles, and the next ask gets a new one. */
+export class WatchedLocker extends MemoryLocker {
+  watched: string | undefined
+  asked = signal()
+
+  override async lock (id: string, options: LockOptions): Promise<UploadLock> {
+    if (id === this.watched) {
+      const asked = this.asked
+      this.asked = signal()
+      asked.resolve()
+    }
+    return await super.lock(id, options)
   }
 }

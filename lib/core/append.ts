@@ -36,6 +36,7 @@ export async function appendBody (
   const expected = headerChecksum(request)
 
   const requestBody = request.body instanceof RequestBody ? request.body : undefined
+  if (upload.size !== undefined) requestBody?.wholeAt(room)
   const body = new BoundedBody(requestBody, room)
   const progress = new ProgressTracker(services, request, upload, onProgress)
   let offset = upload.offset

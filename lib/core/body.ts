@@ -21,6 +21,9 @@ export class RequestBody implements AsyncIterable<Buffer> {
   released: 'idle' | 'superseded' | 'shutdown' | undefined
   readonly #source: Readable
   readonly #idleTimer: NodeJS.Timeout
+  /** Bytes that have arrived, and how many make the body whole (see `wholeAt`). */
+  #arrived = 0
+  #whole = Number.POSITIVE_INFINITY
   #queue: Buffer[] = []
   #queued = 0
   /** No chunk will be queued any more. */
@@ -34,6 +37,7 @@ export class RequestBody implements AsyncIterable<Buffer> {
     this.#idleTimer = setTimeout(() => { this.#idle() }, idleTimeoutMs).unref()
     source.on('data', (chunk: Buffer) => {
       this.#idleTimer.refresh()
+      this.#arrived += chunk.length
       if (this.#closed || this.#discarding) return
       this.#queue.push(chunk)
       this.#queued += chunk.length
@@ -56,6 +60,16 @@ export class RequestBody implements AsyncIterable<Buffer> {
     if (chunk.byteOffset !== 0 || chunk.buffer.byteLength !== chunk.length || !(chunk.buffer instanceof ArrayBuffer)) return
     if (this.#source.listenerCount('data') !== 1) return
     freeNow(chunk.buffer)
+  }
+
+  /**
+   * `bytes` make the body whole: the upload's length is reached with them. From then on all that may still come is
+   * the body's end, and a trailer checksum covering it; a newer request for the upload waits for them rather than
+   * cut the body (`release('superseded')`), which would leave the upload complete with bytes its own checksum was
+   * never asked about, or drop a staged body that had nothing left to send.
+   */
+  wholeAt (bytes: number): void {
+    this.#whole = bytes
   }
 
   /** Every byte was handed out and no more will come. */
@@ -116,6 +130,7 @@ export class RequestBody implements AsyncIterable<Buffer> {
    * (`idle`), it holds an upload another request wants (`superseded`), or the server is closing.
    */
   release (reason: 'idle' | 'superseded' | 'shutdown'): void {
+    if (reason === 'superseded' && this.#arrived === this.#whole) return
     clearTimeout(this.#idleTimer)
     if (this.#closed || this.#source.readableEnded) return
     this.released = reason

@@ -113,11 +113,26 @@ export async function readStatus (services: TusServices, request: FastifyRequest
   return touched(request, isUnfinishedFinal(upload) ? await finishIfFinal(services, request, upload) : upload)
 }
 
-/** The upload to download: 409 until it is complete. */
+/**
+ * The upload to download: 409 until it is complete. One that looks complete is read again under its lock, without
+ * asking the holder to let go: the request that stored its last bytes holds the lock until they are checked (a
+ * trailer checksum), flushed and completed, and a download must never send bytes that may yet be refused and cut
+ * off. An incomplete upload is answered at once, whoever is writing to it.
+ */
 export async function readFinished (services: TusServices, request: FastifyRequest, id: string): Promise<UploadInfo> {
-  const upload = touched(request, await finishIfFinal(services, request, await loadFor(services, request, id, 'read')))
+  const found = await finishIfFinal(services, request, await loadFor(services, request, id, 'read'))
+  const upload = touched(request, isComplete(found) ? await readUnderLock(services, id) : found)
   if (!isComplete(upload)) throw new TusErrors.NOT_COMPLETE(upload.offset, String(upload.size ?? 'unknown'))
   return upload
+}
+
+async function readUnderLock (services: TusServices, id: string): Promise<UploadInfo> {
+  const lock = await lockUpload(services, id, { requestRelease: false })
+  try {
+    return await services.store.getInfo(id)
+  } finally {
+    await lock.release()
+  }
 }
 
 /** Termination: waits for (and first ends the body of) a running append, runs onUploadTerminate, removes everything. */
