@@ -428,7 +428,7 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'download: an upload that looks complete sent without waiting for its lock',
     file: 'lib/core/operations.ts',
-    find: 'touched(request, isComplete(found) ? await readUnderLock(services, id) : found)',
+    find: 'touched(request, isComplete(found) ? await loadSettled(services, id, { requestRelease: false }) : found)',
     replace: 'touched(request, found)',
     tests: ['test/both-protocols.test.ts']
   }

@@ -121,18 +121,9 @@ export async function readStatus (services: TusServices, request: FastifyRequest
  */
 export async function readFinished (services: TusServices, request: FastifyRequest, id: string): Promise<UploadInfo> {
   const found = await finishIfFinal(services, request, await loadFor(services, request, id, 'read'))
-  const upload = touched(request, isComplete(found) ? await readUnderLock(services, id) : found)
+  const upload = touched(request, isComplete(found) ? await loadSettled(services, id, { requestRelease: false }) : found)
   if (!isComplete(upload)) throw new TusErrors.NOT_COMPLETE(upload.offset, String(upload.size ?? 'unknown'))
   return upload
-}
-
-async function readUnderLock (services: TusServices, id: string): Promise<UploadInfo> {
-  const lock = await lockUpload(services, id, { requestRelease: false })
-  try {
-    return await services.store.getInfo(id)
-  } finally {
-    await lock.release()
-  }
 }
 
 /** Termination: waits for (and first ends the body of) a running append, runs onUploadTerminate, removes everything. */

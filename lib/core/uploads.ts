@@ -1,5 +1,6 @@
 import type { FastifyRequest } from 'fastify'
 import { TusErrors } from '../errors.js'
+import type { LockOptions } from '../lockers/lock.js'
 import type { UploadInfo } from '../store/types.js'
 import type { UploadAction } from '../types.js'
 import { checkAccess } from './lifecycle.js'
@@ -39,9 +40,10 @@ export async function loadFor (
 
 /**
  * The upload once no request is writing to it (404 unknown). Under the lock, so the offset is never one a
- * running append is about to move (a stuck one is asked to let go); requests reading the same upload at the
- * same time share one lock and one read, but never one that began before a write still to come.
+ * running append is about to move (a stuck one is asked to let go, unless `requestRelease` is false); requests
+ * reading the same upload at the same time share one lock and one read, but never one that began before a write
+ * still to come.
  */
-export async function loadSettled (services: TusServices, id: string): Promise<UploadInfo> {
-  return await services.sharedReads.read(id, () => lockUpload(services, id), () => services.store.getInfo(id))
+export async function loadSettled (services: TusServices, id: string, options: Pick<LockOptions, 'requestRelease'> = {}): Promise<UploadInfo> {
+  return await services.sharedReads.read(id, () => lockUpload(services, id, options), () => services.store.getInfo(id))
 }

@@ -2,14 +2,14 @@ import type { UploadLock } from './lock.js'
 import type { UploadInfo } from '../store/types.js'
 
 /**
- * Requests that only read an upload under its lock (HEAD) share the read of another such request of the
- * same upload that is still waiting for the lock or reading under it: one lock, one store read, one answer
- * for all of them. Nothing can change the upload while that lock is held, so each answer is the upload as
- * it was when the request joined. A request that will write (`beforeWrite`) closes the read to later
- * joiners: a read that queued for the lock ahead of a write must not answer a request that arrived after it
- * (a HEAD pipelined behind a PATCH reports the PATCH's bytes). Thirty-two clients polling one upload cost a
- * few reads, not thirty-two in a row. The read keeps the lock until the event loop's current turn is over
- * (setImmediate), so the HEADs that arrive in that turn join it too.
+ * Requests that only read an upload under its lock (HEAD; a download once its upload looks complete) share the
+ * read of another such request of the same upload that is still waiting for the lock or reading under it: one
+ * lock, one store read, one answer for all of them. Nothing can change the upload while that lock is held, so
+ * each answer is the upload as it was when the request joined. A request that will write (`beforeWrite`) closes
+ * the read to later joiners: a read that queued for the lock ahead of a write must not answer a request that
+ * arrived after it (a HEAD pipelined behind a PATCH reports the PATCH's bytes). Thirty-two clients polling one
+ * upload cost a few reads, not thirty-two in a row. The read keeps the lock until the event loop's current turn
+ * is over (setImmediate), so the HEADs that arrive in that turn join it too.
  */
 interface SharedRead {
   answer: Promise<UploadInfo>
