@@ -431,6 +431,13 @@ export const MUTATIONS: Mutation[] = [
     find: 'touched(request, isComplete(found) ? await loadSettled(services, id, { requestRelease: false }) : found)',
     replace: 'touched(request, found)',
     tests: ['test/both-protocols.test.ts']
+  },
+  {
+    name: 'download: its locked read asks the holder to let go',
+    file: 'lib/core/operations.ts',
+    find: 'await loadSettled(services, id, { requestRelease: false })',
+    replace: 'await loadSettled(services, id)',
+    tests: ['test/shared-reads.test.ts']
   }
 ]
 /* eslint-enable no-template-curly-in-string */

@@ -1,4 +1,4 @@
-// HEADs of one upload that arrive while another waits for its lock (or reads under it) share one lock and one store read, and all report
+// HEADs (and downloads) of one upload that arrive while another waits for its lock (or reads under it) share one lock and one store read, and all report
 // the upload as it is once the lock holder is done.
 import t from 'tap'
 import { appendFile } from 'node:fs/promises'
@@ -8,12 +8,14 @@ import { createUpload, idOf, startServer, tusRequest } from './helpers.js'
 
 const HEADS = 10
 
-/** A real MemoryLocker that counts acquisitions. */
+/** A real MemoryLocker that counts acquisitions, and tells of each (before it waits). */
 class CountingLocker implements UploadLocker {
   locks = 0
+  onLock: () => void = () => {}
   readonly #inner = new MemoryLocker()
   async lock (id: string, options: LockOptions): Promise<UploadLock> {
     this.locks++
+    this.onLock()
     return await this.#inner.lock(id, options)
   }
 }
@@ -71,4 +73,38 @@ t.test('HEADs sharing a read of an unknown upload all get 404', async (t) => {
   const responses = await Promise.all(Array.from({ length: HEADS }, async () => await tusRequest(url, { method: 'HEAD' })))
   t.same(responses.map((response) => response.status), Array(HEADS).fill(404))
   t.ok(locker.locks <= HEADS)
+})
+
+t.test('downloads of a complete upload whose lock is held wait for it without asking it to let go, and share one lock', async (t) => {
+  const locker = new CountingLocker()
+  let arrived = 0
+  let allArrived: () => void = () => {}
+  const everyGetArrived = new Promise<void>((resolve) => { allArrived = resolve })
+  const server = await startServer(t, {}, async (app, dir) => {
+    app.addHook('preHandler', async (request) => {
+      if (request.method === 'GET' && ++arrived === HEADS) setImmediate(allArrived)
+    })
+    await app.register(tusPlugin, { dir, locker })
+  })
+  const url = await createUpload(server, { 'Upload-Length': '42' })
+  const bytes = Buffer.alloc(42, 7)
+  const patch = await tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream' }, body: bytes })
+  t.equal(patch.status, 204)
+
+  // Stands for the request that stored the last bytes, still completing them (a trailer checked, a hook running).
+  let askedToLetGo = false
+  const held = await locker.lock(idOf(url), { timeoutMs: 1000, onReleaseRequested: () => { askedToLetGo = true } })
+  const locksBefore = locker.locks
+  const askedForLock = new Promise<void>((resolve) => { locker.onLock = resolve })
+  const downloads = Array.from({ length: HEADS }, async () => await tusRequest(url))
+  await everyGetArrived
+  // The first to read the upload (complete, without the lock) asks for the lock; a holder asked to let go is told
+  // within that call.
+  await askedForLock
+  t.equal(askedToLetGo, false, 'a download never interrupts the request holding the upload')
+  await held.release()
+  const responses = await Promise.all(downloads)
+  t.same(responses.map((response) => response.status), Array(HEADS).fill(200))
+  t.ok(responses.every((response) => response.body.equals(bytes)), 'every download is the upload')
+  t.equal(locker.locks - locksBefore, 1, 'one lock for all of them')
 })
