@@ -6,7 +6,8 @@ import type { Socket } from 'node:net'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { FastifyServerOptions } from 'fastify'
-import tusPlugin from '../lib/index.js'
+import tusPlugin, { MemoryLocker, type LockOptions, type UploadLock, type UploadLocker } from '../lib/index.js'
+import { retryLater, TusErrors } from '../lib/errors.js'
 import { createUpload, randomBytesSeeded, sha256, startServer, tusRequest } from './helpers.js'
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
@@ -210,4 +211,32 @@ t.test('over HTTP/2 a download arrives whole', async (t) => {
   const download = await upload({ ':method': 'GET', ':path': new URL(String(created.headers.location), server.origin).pathname })
   t.equal(download.status, 200)
   t.equal(sha256(download.body), sha256(data))
+})
+
+/** A lock service that can go down: while it is, every lock fails as RedisLocker's do in an outage (503). */
+class FailingLocker implements UploadLocker {
+  down = false
+  readonly #inner = new MemoryLocker()
+  async lock (id: string, options: LockOptions): Promise<UploadLock> {
+    if (this.down) throw retryLater(new TusErrors.LOCK_FAILED('the lock service is unreachable'), 1)
+    return await this.#inner.lock(id, options)
+  }
+}
+
+t.test('while the lock service is down, finished uploads still download (tus, draft 6); what needs the lock gets 503', async (t) => {
+  const locker = new FailingLocker()
+  const server = await startServer(t, { locker })
+  const data = randomBytesSeeded(50_000, 9)
+  const created = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': String(data.length), ...OCTET }, body: data })
+  t.equal(created.status, 201)
+  const url = created.headers.location!
+  locker.down = true
+  for (const headers of [{}, { 'Upload-Draft-Interop-Version': '6' }]) {
+    const download = await tusRequest(url, { headers })
+    t.equal(download.status, 200, JSON.stringify(headers))
+    t.equal(sha256(download.body), sha256(data))
+  }
+  const head = await tusRequest(url, { method: 'HEAD' })
+  t.equal(head.status, 503)
+  t.equal(head.headers['retry-after'], '1')
 })

@@ -1,5 +1,5 @@
 import type { FastifyRequest } from 'fastify'
-import { TusDraftErrors, TusErrors, withFacts } from '../errors.js'
+import { TusDraftErrors, TusErrors, withFacts, type TusHttpError } from '../errors.js'
 import { newUploadId } from '../ids.js'
 import type { UploadConcat, UploadInfo, UploadMetadata, WriteOptions } from '../store/types.js'
 import type { UploadResponse } from '../types.js'
@@ -121,9 +121,23 @@ export async function readStatus (services: TusServices, request: FastifyRequest
  */
 export async function readFinished (services: TusServices, request: FastifyRequest, id: string): Promise<UploadInfo> {
   const found = await finishIfFinal(services, request, await loadFor(services, request, id, 'read'))
-  const upload = touched(request, isComplete(found) ? await loadSettled(services, id, { requestRelease: false }) : found)
+  const upload = touched(request, isComplete(found) ? await settledUnlessLockDown(services, found) : found)
   if (!isComplete(upload)) throw new TusErrors.NOT_COMPLETE(upload.offset, String(upload.size ?? 'unknown'))
   return upload
+}
+
+/**
+ * A complete upload read again under its lock; as first read when the lock service itself fails (a Redis outage):
+ * finished uploads stay downloadable through it, the one case where a download does not wait for a request still
+ * completing its upload.
+ */
+async function settledUnlessLockDown (services: TusServices, found: UploadInfo): Promise<UploadInfo> {
+  try {
+    return await loadSettled(services, found.id, { requestRelease: false })
+  } catch (error) {
+    if ((error as TusHttpError).code === 'FST_TUS_LOCK_FAILED') return found
+    throw error
+  }
 }
 
 /** Termination: waits for (and first ends the body of) a running append, runs onUploadTerminate, removes everything. */
