@@ -231,7 +231,8 @@ t.test('while the lock service is down, finished uploads still download (tus, dr
   t.equal(created.status, 201)
   const url = created.headers.location!
   locker.down = true
-  for (const headers of [{}, { 'Upload-Draft-Interop-Version': '6' }]) {
+  const dialects: Array<Record<string, string>> = [{}, { 'Upload-Draft-Interop-Version': '6' }]
+  for (const headers of dialects) {
     const download = await tusRequest(url, { headers })
     t.equal(download.status, 200, JSON.stringify(headers))
     t.equal(sha256(download.body), sha256(data))
