@@ -1,5 +1,6 @@
 import t from 'tap'
 import { request as httpRequest } from 'node:http'
+import { connect as connectHttp2 } from 'node:http2'
 import { connect } from 'node:net'
 import { createHash } from 'node:crypto'
 import { readFile, readdir } from 'node:fs/promises'
@@ -258,3 +259,29 @@ for (const form of ['header', 'trailer'] as const) {
     t.same(await readdir(join(server.dir, '.staging')), [], 'no staged chunk left behind')
   })
 }
+
+t.test('a mismatch over HTTP/2 is 460 without a reason phrase (HTTP/2 has none, and Node warns about one)', async (t) => {
+  const warnings: string[] = []
+  const onWarning = (warning: Error): void => { warnings.push(`${warning.name}: ${warning.message}`) }
+  process.on('warning', onWarning)
+  t.teardown(() => { process.off('warning', onWarning) })
+  const server = await startServer(t, {}, undefined, { http2: true } as Parameters<typeof startServer>[3])
+  const session = connectHttp2(server.origin)
+  t.teardown(() => { session.close() })
+  const send = async (headers: Record<string, string>, body?: string): Promise<Record<string, unknown>> => await new Promise((resolve, reject) => {
+    const stream = session.request(headers, { endStream: body === undefined })
+    stream.on('response', (response) => { stream.resume(); stream.on('end', () => { resolve(response) }) })
+    stream.on('error', reject)
+    if (body !== undefined) stream.end(body)
+  })
+  const created = await send({ ':method': 'POST', ':path': '/files/', 'tus-resumable': '1.0.0', 'upload-length': '11' })
+  t.equal(created[':status'], 201)
+  const path = new URL(created.location as string, server.origin).pathname
+  const mismatch = await send({
+    ':method': 'PATCH', ':path': path, 'tus-resumable': '1.0.0', 'upload-offset': '0', 'content-type': OCTET['Content-Type'], 'upload-checksum': `sha1 ${createHash('sha1').update('other').digest('base64')}`
+  }, 'hello world')
+  t.equal(mismatch[':status'], 460)
+  t.equal(mismatch['upload-offset'], '0')
+  await new Promise((resolve) => { setImmediate(resolve) })
+  t.same(warnings, [], 'no warning')
+})

@@ -10,8 +10,8 @@ const TEXT = 'text/plain; charset=utf-8'
 export function sendTusError (error: TusHttpError, request: FastifyRequest, reply: FastifyReply, format?: FormatError): void {
   const { status, message } = prepareErrorReply(error, request, reply)
   if (error.offset !== undefined) reply.header('Upload-Offset', String(error.offset))
-  // 460 has no reason phrase in Node; the checksum extension names it.
-  if (status === 460) reply.raw.statusMessage = 'Checksum Mismatch'
+  // 460 has no reason phrase in Node; the checksum extension names it. HTTP/2 has no reason phrases (Node warns).
+  if (status === 460 && request.raw.httpVersionMajor < 2) reply.raw.statusMessage = 'Checksum Mismatch'
   reply.header('Tus-Resumable', TUS_VERSION)
   sendErrorBody(format, error, request, reply, { protocol: 'tus', status, message, body: message, contentType: TEXT })
 }
