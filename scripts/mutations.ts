@@ -440,6 +440,13 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/shared-reads.test.ts']
   },
   {
+    name: 'core: an append asks the holder to let go before onUploadAccess let it through',
+    file: 'lib/core/operations.ts',
+    find: "  await admitBeforeLock(services, request, id, 'write')\n  services.sharedReads.beforeWrite(id)\n  const lock = await lockUpload(services, id, { onReleaseRequested: releaseBody(request) })\n",
+    replace: "  services.sharedReads.beforeWrite(id)\n  const lock = await lockUpload(services, id, { onReleaseRequested: releaseBody(request) })\n  await admitBeforeLock(services, request, id, 'write')\n",
+    tests: ['test/both-protocols.test.ts']
+  },
+  {
     name: 'download: refused while the lock service is down',
     file: 'lib/core/operations.ts',
     find: "    if ((error as TusHttpError).code === 'FST_TUS_LOCK_FAILED') return found\n",

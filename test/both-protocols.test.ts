@@ -5,13 +5,13 @@ import t from 'tap'
 import { createHash } from 'node:crypto'
 import { watch as watchPath } from 'node:fs'
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, watch } from 'node:fs/promises'
-import { connect as connectTcp } from 'node:net'
+import { connect as connectTcp, type Socket } from 'node:net'
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
 import { connect as connectHttp2, constants as http2Constants, type IncomingHttpHeaders as Http2Headers } from 'node:http2'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { FastifyServerOptions } from 'fastify'
-import { FileStore, type TusPluginOptions } from '../lib/index.js'
+import type { FastifyRequest, FastifyServerOptions } from 'fastify'
+import { FileStore, TusErrors, type TusPluginOptions } from '../lib/index.js'
 import { delegatingTo, idOf, randomBytesSeeded, sha256, startServer, WatchedLocker, type TestServer } from './helpers.js'
 
 type Transport = 'http/1.1' | 'http/1.1 chunked' | 'h2c' | 'h2c streamed'
@@ -508,14 +508,8 @@ for (const dialect of DIALECTS) {
   })
 }
 
-/**
- * An HTTP/1.1 chunked append sent over a socket of its own, whole but for its end: `end` sends the last chunk
- * with `trailers` and resolves with the response's status and headers.
- */
-async function appendAwaitingEnd (url: string, headers: Record<string, string>, body: Buffer): Promise<{ end: (trailers: Record<string, string>) => Promise<Response> }> {
-  const { port, pathname } = new URL(url)
-  const socket = connectTcp(Number(port), '127.0.0.1')
-  await new Promise<void>((resolve) => socket.on('connect', resolve))
+/** The final answer on `socket` to the one request sent on it (1xx interim answers skipped); it is closed then. */
+async function answerOn (socket: Socket): Promise<Response> {
   let received = ''
   const answered = new Promise<Response>((resolve, reject) => {
     socket.on('data', (data: Buffer) => {
@@ -533,13 +527,33 @@ async function appendAwaitingEnd (url: string, headers: Record<string, string>, 
     socket.on('close', () => { reject(new Error(`the connection closed before an answer: ${JSON.stringify(received)}`)) })
   })
   answered.catch(() => {})
-  const head = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('')
-  socket.write(`PATCH ${pathname} HTTP/1.1\r\nHost: 127.0.0.1\r\n${head}Transfer-Encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n`)
+  return await answered
+}
+
+/** An HTTP/1.1 append on a socket of its own, its head sent now: `body` is its first bytes. */
+async function appendOnSocket (url: string, head: string, body: Buffer): Promise<Socket> {
+  const { port, pathname, search } = new URL(url)
+  const socket = connectTcp(Number(port), '127.0.0.1')
+  await new Promise<void>((resolve) => socket.on('connect', resolve))
+  socket.write(`PATCH ${pathname}${search} HTTP/1.1\r\nHost: 127.0.0.1\r\n${head}\r\n`)
   socket.write(body)
-  socket.write('\r\n')
+  return socket
+}
+
+function headLines (headers: Record<string, string>): string {
+  return Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('')
+}
+
+/**
+ * An HTTP/1.1 chunked append sent over a socket of its own, whole but for its end: `end` sends the last chunk
+ * with `trailers` and resolves with the response's status and headers.
+ */
+async function appendAwaitingEnd (url: string, headers: Record<string, string>, body: Buffer): Promise<{ end: (trailers: Record<string, string>) => Promise<Response> }> {
+  const socket = await appendOnSocket(url, `${headLines(headers)}Transfer-Encoding: chunked\r\n`, Buffer.concat([Buffer.from(`${body.length.toString(16)}\r\n`), body, Buffer.from('\r\n')]))
+  const answered = answerOn(socket)
   return {
     async end (trailers) {
-      socket.write(`0\r\n${Object.entries(trailers).map(([name, value]) => `${name}: ${value}\r\n`).join('')}\r\n`)
+      socket.write(`0\r\n${headLines(trailers)}\r\n`)
       return await answered
     }
   }
@@ -588,5 +602,36 @@ for (const dialect of DIALECTS) {
     t.equal(downloaded.status, 200, 'the download waited for the completion')
     t.equal(sha256(downloaded.body), sha256(SOURCE))
     t.same(log, [`hook create ${SOURCE.length}`, 'event created', `hook complete ${SOURCE.length}`, `event completed ${SOURCE.length}`])
+  })
+}
+
+for (const dialect of DIALECTS) {
+  t.test(`${dialect.name}: requests the app refuses never interrupt the owner's append in progress`, async (t) => {
+    // Each request waiting for an upload's lock asks the request holding it to let go: that may be asked only by a
+    // request onUploadAccess has let through, or anyone who knows an upload's URL could keep cutting its uploads.
+    const userOf = (request: FastifyRequest): string => (request.query as { user?: string }).user ?? ''
+    const server = await startServer(t, {
+      onUploadCreate: (upload, request) => ({ metadata: { ...upload.metadata, owner: userOf(request) } }),
+      onUploadAccess: (upload, _action, request) => { if (upload.metadata.owner !== userOf(request)) throw new TusErrors.NOT_FOUND() }
+    })
+    const created = await dialect.create('http/1.1', { ...server, endpoint: `${server.endpoint}?user=alice` }, { length: SOURCE.length })
+    t.equal(created.status, dialect.created)
+    const half = SOURCE.length / 2
+    const headers = { ...dialect.appendHeaders(0, { last: true }), 'Content-Length': String(SOURCE.length) }
+    const socket = await appendOnSocket(`${created.url}?user=alice`, headLines(headers), SOURCE.subarray(0, half))
+    const answered = answerOn(socket)
+    await grown(join(server.dir, idOf(created.url)), half)
+
+    const bob = `${created.url}?user=bob`
+    t.equal((await dialect.offsetOf('http/1.1', bob)).status, 404, 'offset retrieval')
+    t.equal((await dialect.append('http/1.1', bob, half, Buffer.from('HACKS'), {})).status, 404, 'append')
+    t.equal((await dialect.download('http/1.1', bob)).status, 404, 'download')
+    t.equal((await dialect.remove('http/1.1', bob)).status, 404, 'removal')
+
+    socket.write(SOURCE.subarray(half))
+    const answer = await answered
+    t.equal(answer.status, dialect.appended(true), 'the owner\'s append went on to its end')
+    t.equal(answer.headers['upload-offset'], String(SOURCE.length))
+    t.equal(sha256(await stored(server, created.url)), sha256(SOURCE))
   })
 }

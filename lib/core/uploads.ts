@@ -25,15 +25,28 @@ export function isExpired (services: TusServices, upload: UploadInfo, now = Date
 }
 
 /**
- * The upload a request may act on: 404 when unknown; then onUploadAccess, before any answer that depends on
- * the upload (410 included); then 410 when expired. `load` reads it (by default straight from the store).
+ * The upload a request may act on without its lock: 404 when unknown; then onUploadAccess, before any answer that
+ * depends on the upload (410 included); then 410 when expired.
  */
-export async function loadFor (
-  services: TusServices, request: FastifyRequest, id: string, action: UploadAction,
-  load: () => Promise<UploadInfo> = async () => await services.store.getInfo(id)
-): Promise<UploadInfo> {
-  const upload = await load()
+export async function loadFor (services: TusServices, request: FastifyRequest, id: string, action: UploadAction): Promise<UploadInfo> {
+  const upload = await services.store.getInfo(id)
   await checkAccess(services, request, upload, action)
+  return unexpired(services, upload)
+}
+
+/**
+ * onUploadAccess for a request that is about to wait for the upload's lock, run before it does, on the upload as
+ * it stands (404 unknown): waiting asks the request holding the lock to let go (its body ends where it stands),
+ * and a request the app refuses must never cut one it allows. Nothing is read when there is no hook. What the
+ * request then reads under the lock goes through `unexpired`.
+ */
+export async function admitBeforeLock (services: TusServices, request: FastifyRequest, id: string, action: UploadAction): Promise<void> {
+  if (services.options.onUploadAccess === undefined) return
+  await checkAccess(services, request, await services.store.getInfo(id), action)
+}
+
+/** `upload`, unless it has expired (410). */
+export function unexpired (services: TusServices, upload: UploadInfo): UploadInfo {
   if (isExpired(services, upload)) throw new TusErrors.GONE()
   return upload
 }
