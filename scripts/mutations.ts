@@ -442,8 +442,15 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'core: an append asks the holder to let go before onUploadAccess let it through',
     file: 'lib/core/operations.ts',
-    find: "  await admitBeforeLock(services, request, id, 'write')\n  services.sharedReads.beforeWrite(id)\n  const lock = await lockUpload(services, id, { onReleaseRequested: releaseBody(request) })\n",
-    replace: "  services.sharedReads.beforeWrite(id)\n  const lock = await lockUpload(services, id, { onReleaseRequested: releaseBody(request) })\n  await admitBeforeLock(services, request, id, 'write')\n",
+    find: "  const admitted = await admitBeforeLock(services, request, id, 'write')\n  services.sharedReads.beforeWrite(id)\n  const lock = await lockUpload(services, id, { onReleaseRequested: releaseBody(request) })\n",
+    replace: "  services.sharedReads.beforeWrite(id)\n  const lock = await lockUpload(services, id, { onReleaseRequested: releaseBody(request) })\n  const admitted = await admitBeforeLock(services, request, id, 'write')\n",
+    tests: ['test/both-protocols.test.ts']
+  },
+  {
+    name: 'core: under the lock, another upload created under the admitted one\'s id is taken for it',
+    file: 'lib/core/uploads.ts',
+    find: '  if (admitted !== undefined && admitted.createdAt.getTime() !== upload.createdAt.getTime()) throw new TusErrors.NOT_FOUND()\n',
+    replace: '',
     tests: ['test/both-protocols.test.ts']
   },
   {

@@ -635,3 +635,43 @@ for (const dialect of DIALECTS) {
     t.equal(sha256(await stored(server, created.url)), sha256(SOURCE))
   })
 }
+
+for (const dialect of DIALECTS) {
+  t.test(`${dialect.name}: a request admitted to an upload never acts on another created under its id while it waited`, async (t) => {
+    // onUploadCreate may choose ids, so an upload removed while a request waits for its lock can come back as
+    // someone else's: the request must find it gone (404), not write to it.
+    const query = (request: FastifyRequest): { user?: string, id?: string } => request.query as { user?: string, id?: string }
+    const locker = new WatchedLocker()
+    const server = await startServer(t, {
+      locker,
+      onUploadCreate: (upload, request) => ({ id: query(request).id ?? upload.id, metadata: { ...upload.metadata, owner: query(request).user ?? '' } }),
+      onUploadAccess: (upload, _action, request) => { if (upload.metadata.owner !== query(request).user) throw new TusErrors.NOT_FOUND() }
+    })
+    const id = 'chosen-by-the-app'
+    const created = await dialect.create('http/1.1', { ...server, endpoint: `${server.endpoint}?user=alice&id=${id}` }, { length: 5 })
+    t.equal(created.status, dialect.created)
+    const alices = await server.app.tus.store.getInfo(id)
+
+    for (const [what, act] of [
+      ['append', async () => await dialect.append('http/1.1', `${created.url}?user=alice`, 0, Buffer.from('alice'), {})],
+      ['offset retrieval', async () => await dialect.offsetOf('http/1.1', `${created.url}?user=alice`)],
+      ['removal', async () => await dialect.remove('http/1.1', `${created.url}?user=alice`)]
+    ] as const) {
+      const held = await locker.lock(id, { timeoutMs: 5000 })
+      locker.watched = id
+      const asked = locker.asked.promise
+      const answer = act()
+      await asked
+      // While the request waits: its upload is removed, and one of bob's takes its id (created a moment later).
+      await server.app.tus.store.terminate(id)
+      while (Date.now() <= alices.createdAt.getTime());
+      await server.app.tus.store.create({ id, size: 5, metadata: { owner: 'bob' } })
+      await held.release()
+      t.equal((await answer).status, 404, `${what}: the upload it was admitted to is gone`)
+      t.equal((await server.app.tus.store.getInfo(id)).offset, 0, `${what}: bob's upload untouched`)
+      await server.app.tus.store.terminate(id)
+      await server.app.tus.store.create({ id, size: 5, metadata: { owner: 'alice' } })
+      Object.assign(alices, await server.app.tus.store.getInfo(id))
+    }
+  })
+}

@@ -10,7 +10,7 @@ import { completeUpload, prepareUpload, storeUpload, terminateUpload } from './l
 import { hasBody, integerHeader } from './request.js'
 import { heldBy, lockUpload, type TusServices } from './services.js'
 import { touched } from './touched.js'
-import { admitBeforeLock, isComplete, loadFor, loadSettled, unexpired } from './uploads.js'
+import { admitBeforeLock, isComplete, loadFor, loadSettled, underLock } from './uploads.js'
 
 /**
  * The operations on uploads, each written once for every protocol. A protocol (lib/tus, lib/ietf) reads its
@@ -80,13 +80,13 @@ export async function createUpload (services: TusServices, request: FastifyReque
 
 /** Append at `offset`. Every check runs before the first byte is read. */
 export async function appendToUpload (services: TusServices, request: FastifyRequest, id: string, input: AppendRequest): Promise<UploadOutcome> {
-  await admitBeforeLock(services, request, id, 'write')
+  const admitted = await admitBeforeLock(services, request, id, 'write')
   services.sharedReads.beforeWrite(id)
   const lock = await lockUpload(services, id, { onReleaseRequested: releaseBody(request) })
   let outcome: UploadOutcome
   try {
     const held = heldBy(lock)
-    const upload = touched(request, unexpired(services, await services.store.getInfo(id, held)))
+    const upload = touched(request, underLock(services, await services.store.getInfo(id, held), admitted))
     if (upload.concat?.type === 'final') throw new TusErrors.FINAL_UPLOAD()
     if (input.offset !== upload.offset) {
       throw withFacts(new TusErrors.OFFSET_MISMATCH(input.offset, upload.offset), { offset: upload.offset, providedOffset: input.offset })
@@ -109,8 +109,8 @@ export async function appendToUpload (services: TusServices, request: FastifyReq
 
 /** Offset retrieval: the upload once no request writes to it. A final whose partials are all complete is finished first. */
 export async function readStatus (services: TusServices, request: FastifyRequest, id: string): Promise<UploadInfo> {
-  await admitBeforeLock(services, request, id, 'read')
-  const upload = unexpired(services, await loadSettled(services, id))
+  const admitted = await admitBeforeLock(services, request, id, 'read')
+  const upload = underLock(services, await loadSettled(services, id), admitted)
   // Without a call (and its promise) for the uploads that are not unfinished finals: a HEAD is mostly such small costs.
   return touched(request, isUnfinishedFinal(upload) ? await finishIfFinal(services, request, upload) : upload)
 }
@@ -144,11 +144,11 @@ async function settledUnlessLockDown (services: TusServices, found: UploadInfo):
 
 /** Termination: waits for (and first ends the body of) a running append, runs onUploadTerminate, removes everything. */
 export async function removeUpload (services: TusServices, request: FastifyRequest, id: string): Promise<void> {
-  await admitBeforeLock(services, request, id, 'terminate')
+  const admitted = await admitBeforeLock(services, request, id, 'terminate')
   services.sharedReads.beforeWrite(id)
   const lock = await lockUpload(services, id)
   try {
-    await terminateUpload(services, request, unexpired(services, await services.store.getInfo(id)))
+    await terminateUpload(services, request, underLock(services, await services.store.getInfo(id), admitted))
     services.diskReserve.track(undefined, id)
   } finally {
     await lock.release()

@@ -37,16 +37,27 @@ export async function loadFor (services: TusServices, request: FastifyRequest, i
 /**
  * onUploadAccess for a request that is about to wait for the upload's lock, run before it does, on the upload as
  * it stands (404 unknown): waiting asks the request holding the lock to let go (its body ends where it stands),
- * and a request the app refuses must never cut one it allows. Nothing is read when there is no hook. What the
- * request then reads under the lock goes through `unexpired`.
+ * and a request the app refuses must never cut one it allows. Resolves with the upload admitted, which what the
+ * request reads under the lock must still be (`underLock`); nothing is read when there is no hook.
  */
-export async function admitBeforeLock (services: TusServices, request: FastifyRequest, id: string, action: UploadAction): Promise<void> {
-  if (services.options.onUploadAccess === undefined) return
-  await checkAccess(services, request, await services.store.getInfo(id), action)
+export async function admitBeforeLock (services: TusServices, request: FastifyRequest, id: string, action: UploadAction): Promise<UploadInfo | undefined> {
+  if (services.options.onUploadAccess === undefined) return undefined
+  const upload = await services.store.getInfo(id)
+  await checkAccess(services, request, upload, action)
+  return upload
+}
+
+/**
+ * The upload as read under its lock: 404 when it is no longer the one admitted (removed and created again under the
+ * same id, which onUploadCreate may choose, while the request waited: someone else's, maybe); 410 when expired.
+ */
+export function underLock (services: TusServices, upload: UploadInfo, admitted: UploadInfo | undefined): UploadInfo {
+  if (admitted !== undefined && admitted.createdAt.getTime() !== upload.createdAt.getTime()) throw new TusErrors.NOT_FOUND()
+  return unexpired(services, upload)
 }
 
 /** `upload`, unless it has expired (410). */
-export function unexpired (services: TusServices, upload: UploadInfo): UploadInfo {
+function unexpired (services: TusServices, upload: UploadInfo): UploadInfo {
   if (isExpired(services, upload)) throw new TusErrors.GONE()
   return upload
 }
