@@ -435,8 +435,8 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'download: its locked read asks the holder to let go',
     file: 'lib/core/operations.ts',
-    find: 'await loadSettled(services, found.id, { requestRelease: false })',
-    replace: 'await loadSettled(services, found.id)',
+    find: 'await loadSettled(services, found.id, { requestRelease: false }), found)',
+    replace: 'await loadSettled(services, found.id), found)',
     tests: ['test/shared-reads.test.ts']
   },
   {

@@ -650,28 +650,31 @@ for (const dialect of DIALECTS) {
     const id = 'chosen-by-the-app'
     const created = await dialect.create('http/1.1', { ...server, endpoint: `${server.endpoint}?user=alice&id=${id}` }, { length: 5 })
     t.equal(created.status, dialect.created)
-    const alices = await server.app.tus.store.getInfo(id)
-
-    for (const [what, act] of [
-      ['append', async () => await dialect.append('http/1.1', `${created.url}?user=alice`, 0, Buffer.from('alice'), {})],
-      ['offset retrieval', async () => await dialect.offsetOf('http/1.1', `${created.url}?user=alice`)],
-      ['removal', async () => await dialect.remove('http/1.1', `${created.url}?user=alice`)]
+    const alice = `${created.url}?user=alice`
+    const { store } = server.app.tus
+    // Each request of alice's, on an upload of hers of `size` bytes (a download needs a complete one).
+    for (const [what, size, act] of [
+      ['append', 5, async () => await dialect.append('http/1.1', alice, 0, Buffer.from('alice'), {})],
+      ['offset retrieval', 5, async () => await dialect.offsetOf('http/1.1', alice)],
+      ['removal', 5, async () => await dialect.remove('http/1.1', alice)],
+      ['download', 0, async () => await dialect.download('http/1.1', alice)]
     ] as const) {
+      await store.terminate(id)
+      await store.create({ id, size, metadata: { owner: 'alice' } })
+      const alices = await store.getInfo(id)
       const held = await locker.lock(id, { timeoutMs: 5000 })
       locker.watched = id
       const asked = locker.asked.promise
       const answer = act()
       await asked
       // While the request waits: its upload is removed, and one of bob's takes its id (created a moment later).
-      await server.app.tus.store.terminate(id)
+      await store.terminate(id)
       while (Date.now() <= alices.createdAt.getTime());
-      await server.app.tus.store.create({ id, size: 5, metadata: { owner: 'bob' } })
+      await store.create({ id, size, metadata: { owner: 'bob' } })
       await held.release()
       t.equal((await answer).status, 404, `${what}: the upload it was admitted to is gone`)
-      t.equal((await server.app.tus.store.getInfo(id)).offset, 0, `${what}: bob's upload untouched`)
-      await server.app.tus.store.terminate(id)
-      await server.app.tus.store.create({ id, size: 5, metadata: { owner: 'alice' } })
-      Object.assign(alices, await server.app.tus.store.getInfo(id))
+      const bobs = await store.getInfo(id)
+      t.same([bobs.metadata.owner, bobs.offset], ['bob', 0], `${what}: bob's upload untouched`)
     }
   })
 }

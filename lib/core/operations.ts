@@ -135,7 +135,7 @@ export async function readFinished (services: TusServices, request: FastifyReque
  */
 async function settledUnlessLockDown (services: TusServices, found: UploadInfo): Promise<UploadInfo> {
   try {
-    return await loadSettled(services, found.id, { requestRelease: false })
+    return underLock(services, await loadSettled(services, found.id, { requestRelease: false }), found)
   } catch (error) {
     if ((error as TusHttpError).code === 'FST_TUS_LOCK_FAILED') return found
     throw error
