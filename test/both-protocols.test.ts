@@ -437,14 +437,7 @@ for (const dialect of DIALECTS) {
   t.test(`${dialect.name}: a chunked body cut short keeps what arrived, and the upload resumes from there`, async (t) => {
     const { server } = await recordingServer(t, 'http/1.1')
     const created = await dialect.create('http/1.1', server, { length: SOURCE.length })
-    const { port, pathname } = new URL(created.url)
-    const socket = connectTcp(Number(port), '127.0.0.1')
-    await new Promise<void>((resolve) => socket.on('connect', resolve))
-    const head = Object.entries(dialect.appendHeaders(0, {})).map(([name, value]) => `${name}: ${value}\r\n`).join('')
-    socket.write(`PATCH ${pathname} HTTP/1.1\r\nHost: 127.0.0.1\r\n${head}Transfer-Encoding: chunked\r\n\r\n`)
-    socket.write(`${(1000).toString(16)}\r\n`)
-    socket.write(SOURCE.subarray(0, 1000))
-    socket.write('\r\n')
+    const socket = await appendOnSocket(created.url, `${headLines(dialect.appendHeaders(0, {}))}Transfer-Encoding: chunked\r\n`, chunkOf(SOURCE.subarray(0, 1000)))
     await grown(join(server.dir, idOf(created.url)), 1000)
     socket.destroy()
     // An empty append waits for the upload's lock, so it answers after the cut request is done.
@@ -540,6 +533,11 @@ async function appendOnSocket (url: string, head: string, body: Buffer): Promise
   return socket
 }
 
+/** `body` as one chunk of a chunked HTTP/1.1 body. */
+function chunkOf (body: Buffer): Buffer {
+  return Buffer.concat([Buffer.from(`${body.length.toString(16)}\r\n`), body, Buffer.from('\r\n')])
+}
+
 function headLines (headers: Record<string, string>): string {
   return Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('')
 }
@@ -549,7 +547,7 @@ function headLines (headers: Record<string, string>): string {
  * with `trailers` and resolves with the response's status and headers.
  */
 async function appendAwaitingEnd (url: string, headers: Record<string, string>, body: Buffer): Promise<{ end: (trailers: Record<string, string>) => Promise<Response> }> {
-  const socket = await appendOnSocket(url, `${headLines(headers)}Transfer-Encoding: chunked\r\n`, Buffer.concat([Buffer.from(`${body.length.toString(16)}\r\n`), body, Buffer.from('\r\n')]))
+  const socket = await appendOnSocket(url, `${headLines(headers)}Transfer-Encoding: chunked\r\n`, chunkOf(body))
   const answered = answerOn(socket)
   return {
     async end (trailers) {
