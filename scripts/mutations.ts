@@ -195,8 +195,8 @@ export const MUTATIONS: Mutation[] = [
   },
   {
     name: 'core: onUploadAccess not consulted',
-    file: 'lib/core/uploads.ts',
-    find: '  await checkAccess(services, request, upload, action)\n',
+    file: 'lib/core/lifecycle.ts',
+    find: '    await hook(upload, action, request)\n',
     replace: '',
     tests: ['test/security.test.ts']
   },
