@@ -542,11 +542,11 @@ function headLines (headers: Record<string, string>): string {
   return Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('')
 }
 
-/**
- * An HTTP/1.1 chunked append sent over a socket of its own, whole but for its end: `end` sends the last chunk
- * with `trailers` and resolves with the response's status and headers.
- */
-async function appendAwaitingEnd (url: string, headers: Record<string, string>, body: Buffer): Promise<{ end: (trailers: Record<string, string>) => Promise<Response> }> {
+/** An append sent whole but for its end: `end` ends it with `trailers` and resolves with the answer (status, headers). */
+interface AwaitingEnd { end: (trailers: Record<string, string>) => Promise<Response> }
+
+/** HTTP/1.1: a chunked append on a socket of its own, its last chunk held back. */
+async function appendAwaitingEndHttp1 (url: string, headers: Record<string, string>, body: Buffer): Promise<AwaitingEnd> {
   const socket = await appendOnSocket(url, `${headLines(headers)}Transfer-Encoding: chunked\r\n`, chunkOf(body))
   const answered = answerOn(socket)
   return {
@@ -557,50 +557,82 @@ async function appendAwaitingEnd (url: string, headers: Record<string, string>, 
   }
 }
 
-for (const dialect of DIALECTS) {
-  t.test(`${dialect.name}: requests for an upload whose last bytes await their end and trailer wait for the verdict`, async (t) => {
-    // Between the last byte and the end of a chunked body, the upload looks complete on disk, but a trailer
-    // checksum may still refuse it all. A HEAD must not cut the body there (the upload would stay complete with
-    // bytes its checksum never saw), and a download must not send bytes that are about to be cut off.
-    const locker = new WatchedLocker()
-    const { server, log } = await recordingServer(t, 'http/1.1', { locker })
-    const created = await dialect.create('http/1.1', server, { length: SOURCE.length, body: SOURCE.subarray(0, 10) })
-    const path = join(server.dir, idOf(created.url))
-    locker.watched = idOf(created.url)
-    const rest = SOURCE.subarray(10)
-    const corrupted = Buffer.from(rest)
-    corrupted[0]! ^= 0xff
-    const sha1 = `sha1 ${createHash('sha1').update(rest).digest('base64')}`
-    const headers = dialect.appendHeaders(10, { last: true })
+/** HTTP/2: an append on a session of its own (no Content-Length), its trailers (and the stream's end) held back. */
+async function appendAwaitingEndHttp2 (url: string, headers: Record<string, string>, body: Buffer): Promise<AwaitingEnd> {
+  const { origin, pathname } = new URL(url)
+  const session = connectHttp2(origin)
+  const lower = Object.fromEntries(Object.entries(headers).map(([name, value]) => [name.toLowerCase(), value]))
+  const stream = session.request({ [http2Constants.HTTP2_HEADER_METHOD]: 'PATCH', [http2Constants.HTTP2_HEADER_PATH]: pathname, ...lower }, { waitForTrailers: true })
+  const answered = new Promise<Response>((resolve, reject) => {
+    stream.on('error', reject)
+    stream.on('response', (response) => {
+      stream.resume()
+      stream.on('end', () => { resolve({ status: Number(response[':status']), headers: flatten(response), body: Buffer.alloc(0), interim: [] }) })
+    })
+  })
+  answered.catch(() => {})
+  stream.write(body)
+  return {
+    async end (trailers) {
+      stream.once('wantTrailers', () => { stream.sendTrailers(Object.fromEntries(Object.entries(trailers).map(([name, value]) => [name.toLowerCase(), value]))) })
+      stream.end()
+      try {
+        return await answered
+      } finally {
+        session.close()
+      }
+    }
+  }
+}
 
-    for (const [what, ask] of [['a HEAD', dialect.offsetOf], ['a download', dialect.download]] as const) {
-      const append = await appendAwaitingEnd(created.url, headers, corrupted)
+for (const dialect of DIALECTS) {
+  for (const transport of ['http/1.1', 'h2c'] as const) {
+    t.test(`${dialect.name} over ${transport}: requests for an upload whose last bytes await their end and trailer wait for the verdict`, async (t) => {
+      // Between the last byte and the end of a streamed body (HTTP/1.1 chunked; HTTP/2 before its trailers), the upload
+      // looks complete on disk, but a trailer checksum may still refuse it all. A HEAD must not cut the body there (the
+      // upload would stay complete with bytes its checksum never saw), and a download must not send bytes that are
+      // about to be cut off.
+      const locker = new WatchedLocker()
+      const { server, log } = await recordingServer(t, transport, { locker })
+      const appendAwaitingEnd = transport === 'h2c' ? appendAwaitingEndHttp2 : appendAwaitingEndHttp1
+      const created = await dialect.create(transport, server, { length: SOURCE.length, body: SOURCE.subarray(0, 10) })
+      const path = join(server.dir, idOf(created.url))
+      locker.watched = idOf(created.url)
+      const rest = SOURCE.subarray(10)
+      const corrupted = Buffer.from(rest)
+      corrupted[0]! ^= 0xff
+      const sha1 = `sha1 ${createHash('sha1').update(rest).digest('base64')}`
+      const headers = dialect.appendHeaders(10, { last: true })
+
+      for (const [what, ask] of [['a HEAD', dialect.offsetOf], ['a download', dialect.download]] as const) {
+        const append = await appendAwaitingEnd(created.url, headers, corrupted)
+        await grown(path, SOURCE.length)
+        const asked = locker.asked.promise
+        const waiting = ask(transport, created.url)
+        // It asks for the lock; one that answers without (the failure looked for) must not leave the test waiting.
+        await Promise.race([asked, waiting])
+        const refused = await append.end({ 'Upload-Checksum': sha1 })
+        t.equal(refused.status, 460, `${what} waiting: the trailer was still checked`)
+        t.equal(refused.headers['upload-offset'], '10')
+        const answer = await waiting
+        if (ask === dialect.offsetOf) t.same(answer, { status: dialect === tus ? 200 : 204, offset: 10 }, 'the HEAD reports the offset after the verdict')
+        else t.equal((answer as Response).status, dialect.unfinished, 'the download was not sent')
+        t.same(await stored(server, created.url), SOURCE.subarray(0, 10), `${what} waiting: nothing of the refused body stays`)
+      }
+      t.same(log, [`hook create ${SOURCE.length}`, 'event created'], 'not completed')
+
+      const append = await appendAwaitingEnd(created.url, headers, rest)
       await grown(path, SOURCE.length)
       const asked = locker.asked.promise
-      const waiting = ask('http/1.1', created.url)
-      // It asks for the lock; one that answers without (the failure looked for) must not leave the test waiting.
-      await Promise.race([asked, waiting])
-      const refused = await append.end({ 'Upload-Checksum': sha1 })
-      t.equal(refused.status, 460, `${what} waiting: the trailer was still checked`)
-      t.equal(refused.headers['upload-offset'], '10')
-      const answer = await waiting
-      if (ask === dialect.offsetOf) t.same(answer, { status: dialect === tus ? 200 : 204, offset: 10 }, 'the HEAD reports the offset after the verdict')
-      else t.equal((answer as Response).status, dialect.unfinished, 'the download was not sent')
-      t.same(await stored(server, created.url), SOURCE.subarray(0, 10), `${what} waiting: nothing of the refused body stays`)
-    }
-    t.same(log, [`hook create ${SOURCE.length}`, 'event created'], 'not completed')
-
-    const append = await appendAwaitingEnd(created.url, headers, rest)
-    await grown(path, SOURCE.length)
-    const asked = locker.asked.promise
-    const download = dialect.download('http/1.1', created.url)
-    await Promise.race([asked, download])
-    t.equal((await append.end({ 'Upload-Checksum': sha1 })).status, dialect.appended(true))
-    const downloaded = await download
-    t.equal(downloaded.status, 200, 'the download waited for the completion')
-    t.equal(sha256(downloaded.body), sha256(SOURCE))
-    t.same(log, [`hook create ${SOURCE.length}`, 'event created', `hook complete ${SOURCE.length}`, `event completed ${SOURCE.length}`])
-  })
+      const download = dialect.download(transport, created.url)
+      await Promise.race([asked, download])
+      t.equal((await append.end({ 'Upload-Checksum': sha1 })).status, dialect.appended(true))
+      const downloaded = await download
+      t.equal(downloaded.status, 200, 'the download waited for the completion')
+      t.equal(sha256(downloaded.body), sha256(SOURCE))
+      t.same(log, [`hook create ${SOURCE.length}`, 'event created', `hook complete ${SOURCE.length}`, `event completed ${SOURCE.length}`])
+    })
+  }
 }
 
 for (const dialect of DIALECTS) {
