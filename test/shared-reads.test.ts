@@ -3,6 +3,7 @@
 import t from 'tap'
 import { appendFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import type { FastifyInstance } from 'fastify'
 import tusPlugin, { FileStore, MemoryLocker, type LockOptions, type UploadLock, type UploadLocker } from '../lib/index.js'
 import { createUpload, idOf, startServer, tusRequest } from './helpers.js'
 
@@ -29,17 +30,25 @@ class CountingStore extends FileStore {
   }
 }
 
+/**
+ * Resolves once HEADS requests of `method` have reached their handler: preHandler runs right before it, and the
+ * handler joins the shared read without waiting for anything.
+ */
+async function whenAllArrive (app: FastifyInstance, method: string): Promise<void> {
+  let arrived = 0
+  await new Promise<void>((resolve) => {
+    app.addHook('preHandler', async (request) => {
+      if (request.method === method && ++arrived === HEADS) setImmediate(resolve)
+    })
+  })
+}
+
 t.test('HEADs waiting for a held lock share one lock and one read, and report the offset after the holder', async (t) => {
   const locker = new CountingLocker()
   let store: CountingStore | undefined
-  let arrived = 0
-  let allArrived: () => void = () => {}
-  const everyHeadArrived = new Promise<void>((resolve) => { allArrived = resolve })
+  let everyHeadArrived: Promise<void> | undefined
   const server = await startServer(t, {}, async (app, dir) => {
-    // preHandler runs right before the handler, which joins the shared read without waiting for anything.
-    app.addHook('preHandler', async (request) => {
-      if (request.method === 'HEAD' && ++arrived === HEADS) setImmediate(allArrived)
-    })
+    everyHeadArrived = whenAllArrive(app, 'HEAD')
     store = new CountingStore({ directory: dir })
     await app.register(tusPlugin, { dir, store, locker })
   })
@@ -77,13 +86,9 @@ t.test('HEADs sharing a read of an unknown upload all get 404', async (t) => {
 
 t.test('downloads of a complete upload whose lock is held wait for it without asking it to let go, and share one lock', async (t) => {
   const locker = new CountingLocker()
-  let arrived = 0
-  let allArrived: () => void = () => {}
-  const everyGetArrived = new Promise<void>((resolve) => { allArrived = resolve })
+  let everyGetArrived: Promise<void> | undefined
   const server = await startServer(t, {}, async (app, dir) => {
-    app.addHook('preHandler', async (request) => {
-      if (request.method === 'GET' && ++arrived === HEADS) setImmediate(allArrived)
-    })
+    everyGetArrived = whenAllArrive(app, 'GET')
     await app.register(tusPlugin, { dir, locker })
   })
   const url = await createUpload(server, { 'Upload-Length': '42' })
