@@ -1,14 +1,15 @@
 import t from 'tap'
 import { createHash } from 'node:crypto'
-import { request as httpRequest } from 'node:http'
+import { appendFile, truncate } from 'node:fs/promises'
+import { Agent, request as httpRequest } from 'node:http'
 import { connect as connectHttp2 } from 'node:http2'
 import type { Socket } from 'node:net'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { FastifyServerOptions } from 'fastify'
-import tusPlugin, { MemoryLocker, type LockOptions, type UploadLock, type UploadLocker } from '../lib/index.js'
+import tusPlugin, { FileStore, MemoryLocker, type LockOptions, type UploadLock, type UploadLocker } from '../lib/index.js'
 import { retryLater, TusErrors } from '../lib/errors.js'
-import { createUpload, randomBytesSeeded, sha256, startServer, tusRequest } from './helpers.js'
+import { createUpload, idOf, randomBytesSeeded, sha256, startServer, tusRequest } from './helpers.js'
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
 
@@ -212,6 +213,73 @@ t.test('over HTTP/2 a download arrives whole', async (t) => {
   t.equal(download.status, 200)
   t.equal(sha256(download.body), sha256(data))
 })
+
+/** A real FileStore whose data file another tool changes right before a download reads it. */
+class ChangedUnderDownloadStore extends FileStore {
+  change: ((path: string) => Promise<void>) | undefined
+  override async read (id: string, range?: { start: number, end: number }): ReturnType<FileStore['read']> {
+    await this.change?.(`${this.directory}/${id}`)
+    return await super.read(id, range)
+  }
+}
+
+/**
+ * A GET on a fresh kept-alive connection (as browsers and tus-js-client keep theirs): its status and how many body
+ * bytes came before the response ended or was cut.
+ */
+async function getCounted (url: string, headers: Record<string, string>): Promise<{ status: number, bytes: number, complete: boolean }> {
+  const agent = new Agent({ keepAlive: true })
+  return await new Promise<{ status: number, bytes: number, complete: boolean }>((resolve, reject) => {
+    const request = httpRequest(url, { headers, agent }, (response) => {
+      let bytes = 0
+      response.on('data', (chunk: Buffer) => { bytes += chunk.length })
+      response.on('error', () => undefined)
+      response.on('close', () => { resolve({ status: response.statusCode ?? 0, bytes, complete: response.complete }) })
+    })
+    request.on('error', reject)
+    request.end()
+  }).finally(() => { agent.destroy() })
+}
+
+for (const [name, headers] of [['tus', {}], ['draft interop 6', { 'Upload-Draft-Interop-Version': '6' }], ['draft interop 8', { 'Upload-Draft-Interop-Version': '8' }]] as const) {
+  t.test(`${name}: a download whose data file another tool shortens or lengthens under it is cut, not left waiting or overrun`, async (t) => {
+    const data = randomBytesSeeded(300_000, 12)
+    const logged: Array<{ msg: string, expected?: number, sent?: number }> = []
+    const stream = new Writable({
+      write (line: Buffer, _encoding, callback) { logged.push(JSON.parse(line.toString())); callback() }
+    })
+    let store: ChangedUnderDownloadStore | undefined
+    const server = await startServer(t, {}, async (app, dir) => {
+      store = new ChangedUnderDownloadStore({ directory: dir })
+      await app.register(tusPlugin, { dir, store })
+    }, { logger: { level: 'error', stream } } as FastifyServerOptions)
+    const created = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': String(data.length), ...OCTET }, body: data })
+    t.equal(created.status, 201)
+    const url = created.headers.location!
+    const cases: Array<[string, Record<string, string>, (path: string) => Promise<void>, number]> = [
+      ['shortened, whole', {}, async (path) => { await truncate(path, 100_000) }, 300_000],
+      ['shortened, a range', { Range: 'bytes=50000-' }, async (path) => { await truncate(path, 100_000) }, 250_000],
+      ['lengthened, whole', {}, async (path) => { await appendFile(path, randomBytesSeeded(70_000, 13)) }, 300_000]
+    ]
+    for (const [what, range, change, length] of cases) {
+      await truncate(`${server.dir}/${idOf(url)}`, 0)
+      await appendFile(`${server.dir}/${idOf(url)}`, data)
+      store!.change = change
+      logged.length = 0
+      const cut = await getCounted(url, { ...headers, ...range })
+      t.equal(cut.status, range.Range === undefined ? 200 : 206, what)
+      t.notOk(cut.complete, `${what}: the response is cut, so the client knows it is broken`)
+      t.ok(cut.bytes <= length, `${what}: never more than the announced length (${cut.bytes})`)
+      t.same(logged.map((entry) => [entry.expected, entry.msg.includes('did not match its length')]), [[length, true]], `${what}: logged once`)
+    }
+    store!.change = undefined
+    await truncate(`${server.dir}/${idOf(url)}`, 0)
+    await appendFile(`${server.dir}/${idOf(url)}`, data)
+    const whole = await tusRequest(url, { headers })
+    t.equal(whole.status, 200, 'the next download, of the restored file, is whole')
+    t.equal(sha256(whole.body), sha256(data))
+  })
+}
 
 /** A lock service that can go down: while it is, every lock fails as RedisLocker's do in an outage (503). */
 class FailingLocker implements UploadLocker {
