@@ -207,8 +207,9 @@ t.test('fencing with lock files: a process frozen past the lease, then resumed, 
     .then((response) => response.status, () => 'closed')
   body.write(stale.subarray(0, 3 * MiB))
   await progress(a!, 3 * MiB)
-  // Reported is handed to the store; frozen with writes still queued (up to 128 KiB), A would append them on
-  // waking whatever the lock says (see README): wait until they are on disk.
+  // Reported is handed to the store. A write already handed to the file system when A froze still runs when it
+  // wakes, at its own offset: from a real client the very bytes B receives there (the next test), but this
+  // test's A sends other bytes, so wait until its writes are on disk.
   const dataFile = join(dir, new URL(created.headers.location!).pathname.split('/').pop()!)
   while ((await stat(dataFile)).size < 3 * MiB) await new Promise((resolve) => setTimeout(resolve, 10))
   a!.child.kill('SIGSTOP')
@@ -228,4 +229,79 @@ t.test('fencing with lock files: a process frozen past the lease, then resumed, 
   t.equal(rest.status, 204)
   const download = await tusRequest(`http://127.0.0.1:${b!.port}${url}`)
   t.equal(sha256(download.body), sha256(Buffer.concat([stale.subarray(0, stored), data.subarray(stored)])), 'every stored byte where it was acknowledged')
+})
+
+async function completions (server: ChildServer): Promise<Record<string, number>> {
+  return JSON.parse((await tusRequest(`http://127.0.0.1:${server.port}/test/completions`)).body.toString()) as Record<string, number>
+}
+
+t.test('fencing with lock files: a process frozen with writes still queued for the disk, then resumed, writes none of them', async (t) => {
+  t.setTimeout(120_000)
+  const dir = await lockDir(t)
+  const env = { TUS_CHILD_FILE_LOCKS: join(dir, '.locks'), TUS_CHILD_LOCK_TTL: '1500', TUS_CHILD_LOCK_TIMEOUT: '8000' }
+  const [a, b] = await Promise.all([startChild(t, dir, { ...env, TUS_CHILD_PROGRESS: '1' }), startChild(t, dir, env)])
+  t.teardown(() => { a!.child.kill('SIGCONT') })
+  const data = randomBytesSeeded(64 * MiB, 122)
+  const created = await tusRequest(`http://127.0.0.1:${b!.port}/files/`, { method: 'POST', headers: { 'Upload-Length': String(data.length) } })
+  const url = new URL(created.headers.location!).pathname
+  // One client sending its file as fast as it can: A is frozen mid-stream, with chunks queued behind a write.
+  const body = new PassThrough()
+  const patchA = tusRequest(`http://127.0.0.1:${a!.port}${url}`, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET, 'Content-Length': String(data.length) }, body })
+    .then((response) => response.status, () => 'closed')
+  body.write(data.subarray(0, 16 * MiB))
+  await progress(a!, 4 * MiB)
+  a!.child.kill('SIGSTOP')
+  // The client, cut off, resumes through B once A's lease has run out; B acknowledges 4 MiB more.
+  const head = await tusRequest(`http://127.0.0.1:${b!.port}${url}`, { method: 'HEAD' })
+  const stored = Number(head.headers['upload-offset'])
+  const acknowledged = stored + 4 * MiB
+  const patchB = await tusRequest(`http://127.0.0.1:${b!.port}${url}`, { method: 'PATCH', headers: { 'Upload-Offset': String(stored), ...OCTET }, body: data.subarray(stored, acknowledged) })
+  t.equal(patchB.headers['upload-offset'], String(acknowledged))
+  a!.child.kill('SIGCONT')
+  body.end(data.subarray(16 * MiB))
+  t.not(await patchA, 204, 'the resumed PATCH is not acknowledged')
+  const after = await tusRequest(`http://127.0.0.1:${b!.port}${url}`, { method: 'HEAD' })
+  t.equal(after.headers['upload-offset'], String(acknowledged), 'the offset is what B acknowledged: nothing of A\'s queue landed after it')
+  const rest = await tusRequest(`http://127.0.0.1:${a!.port}${url}`, { method: 'PATCH', headers: { 'Upload-Offset': String(acknowledged), ...OCTET }, body: data.subarray(acknowledged) })
+  t.equal(rest.status, 204)
+  const download = await tusRequest(`http://127.0.0.1:${b!.port}${url}`)
+  t.equal(sha256(download.body), sha256(data), 'byte-identical')
+  const id = idOf(`http://x${url}`)
+  t.equal(((await completions(a!))[id] ?? 0) + ((await completions(b!))[id] ?? 0), 1, 'onUploadComplete ran once')
+})
+
+t.test('fencing with lock files: a process frozen while it copies partials into a final stops copying when it wakes; the final completes once, elsewhere', async (t) => {
+  t.setTimeout(120_000)
+  const dir = await lockDir(t)
+  const env = { TUS_CHILD_FILE_LOCKS: join(dir, '.locks'), TUS_CHILD_LOCK_TTL: '1500', TUS_CHILD_LOCK_TIMEOUT: '8000' }
+  const [a, b] = await Promise.all([startChild(t, dir, env), startChild(t, dir, env)])
+  t.teardown(() => { a!.child.kill('SIGCONT') })
+  const parts = [randomBytesSeeded(96 * MiB, 123), randomBytesSeeded(96 * MiB, 124)]
+  const partials: string[] = []
+  for (const part of parts) {
+    const partial = await tusRequest(`http://127.0.0.1:${b!.port}/files/`, { method: 'POST', headers: { 'Upload-Length': String(part.length), 'Upload-Concat': 'partial', ...OCTET }, body: part })
+    t.equal(partial.status, 201)
+    partials.push(new URL(partial.headers.location!).pathname)
+  }
+  const before = new Set(await readdir(dir))
+  const finalA = tusRequest(`http://127.0.0.1:${a!.port}/files/`, { method: 'POST', headers: { 'Upload-Concat': `final;${partials.join(' ')}` } })
+    .then((response) => response.status, () => 'closed')
+  // Frozen once the copy has begun (no event tells: the final's data file is watched growing).
+  let id: string | undefined
+  while (id === undefined) {
+    id = (await readdir(dir)).find((name) => !before.has(name) && name.endsWith('.json'))?.slice(0, -'.json'.length)
+    if (id === undefined) await new Promise((resolve) => setImmediate(resolve))
+  }
+  while (((await stat(join(dir, id)).catch(() => undefined))?.size ?? 0) === 0) await new Promise((resolve) => setImmediate(resolve))
+  a!.child.kill('SIGSTOP')
+  // B's HEAD waits for A's lease to run out, then finishes the final itself.
+  const head = await tusRequest(`http://127.0.0.1:${b!.port}/files/${id}`, { method: 'HEAD' })
+  t.equal(head.status, 200)
+  t.equal(head.headers['upload-offset'], String(192 * MiB), 'B finished the final')
+  a!.child.kill('SIGCONT')
+  t.not(await finalA, 201, 'the frozen creation is not acknowledged')
+  t.equal((await stat(join(dir, id))).size, 192 * MiB, 'A copied nothing more after waking')
+  const download = await tusRequest(`http://127.0.0.1:${b!.port}/files/${id}`)
+  t.equal(sha256(download.body), sha256(Buffer.concat(parts)), 'byte-identical')
+  t.equal(((await completions(a!))[id] ?? 0) + ((await completions(b!))[id] ?? 0), 1, 'onUploadComplete ran once, on B')
 })

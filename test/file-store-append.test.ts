@@ -90,6 +90,32 @@ async function countSyncs<T> (work: () => Promise<T>): Promise<{ result: T, sync
   }
 }
 
+t.test('a lock lost while chunks wait for the disk: none of them is written (a frozen holder that wakes up), the write rejects with its reason', async (t) => {
+  const data = randomBytesSeeded(512 * 1024, 14)
+  const id = contractId()
+  await store.create({ id, size: data.length, metadata: {} })
+  const lost = new AbortController()
+  const reason = new Error('the lock was lost')
+  async function * losing (): AsyncIterable<Buffer> {
+    // The first chunk goes to the disk at once; the next queues behind it, then the lease runs out.
+    yield data.subarray(0, 1000)
+    yield data.subarray(1000, 5096)
+    lost.abort(reason)
+    yield * cut(data.subarray(5096), [4096])
+  }
+  await t.rejects(store.write(id, 0, losing(), { signal: lost.signal }), reason)
+  t.equal((await readFile(join(directory, id))).length, 1000, 'only the write in flight when the lock was lost')
+})
+
+t.test('a write at an offset goes there, whatever the file holds beyond it (no append mode: a stale write never lands after newer bytes)', async (t) => {
+  const data = randomBytesSeeded(300_000, 15)
+  const id = contractId()
+  await store.create({ id, size: data.length, metadata: {} })
+  t.equal(await store.write(id, 0, cut(data.subarray(0, 200_000), [65536])), 200_000)
+  t.equal(await store.write(id, 100_000, cut(data.subarray(100_000), [65536])), data.length)
+  t.equal(sha256(await readFile(join(directory, id))), sha256(data), 'the second write rewrote 100,000 to 200,000 with the same bytes and went on')
+})
+
 t.test('fsync (the default): the info file at creation, the data while it arrives and at completion; fsync: false never', async (t) => {
   const data = randomBytesSeeded(40 * 1024 * 1024 + 5, 14)
   for (const fsync of [true, false]) {

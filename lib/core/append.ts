@@ -8,7 +8,7 @@ import {
 import { freeReadChunk } from './free-memory.js'
 import { ProgressTracker, uploadFailed } from './lifecycle.js'
 import { integerHeader } from './request.js'
-import type { TusServices } from './services.js'
+import { whileHeld, type TusServices } from './services.js'
 import { StagedChunk, stagingDirectory } from './staging.js'
 import { noteBytes } from './touched.js'
 
@@ -29,7 +29,6 @@ import { noteBytes } from './touched.js'
 export async function appendBody (
   services: TusServices, request: FastifyRequest, upload: UploadInfo, onProgress?: (upload: UploadInfo) => void, held?: WriteOptions
 ): Promise<UploadInfo> {
-  const lockLost = held?.signal
   const declared = integerHeader(request, 'Content-Length')
   ensureRoom(services, upload, declared ?? 0)
   const { limit, room } = roomOf(services, upload)
@@ -55,14 +54,11 @@ export async function appendBody (
     try {
       const source = staged === undefined ? progress.track(body, count) : await verifiedSource(request, staged, expected, body, progress, upload)
       if (source !== undefined) {
-        // A lock that can be lost (a cross-process one) fences the body too: no chunk reaches any store once it
-        // is, whether or not the store checks the signal itself.
-        const fencedSource = lockLost === undefined ? source : fenced(source, lockLost)
         // Chunks are freed as the store is done with them: the request body's (RequestBody.reclaim), or a staged body's
         // as read back from its file, which nothing else reads.
         const reclaim = staged === undefined ? requestBody?.reclaim : freeReadChunk
         const options = reclaim === undefined ? held : { ...held, reclaim }
-        offset = await storeFailure(services, request, upload, async () => await services.store.write(upload.id, upload.offset, fencedSource, options))
+        offset = await storeFailure(services, request, upload, async () => await services.store.write(upload.id, upload.offset, whileHeld(source, held), options))
         if (staged === undefined && chunked) {
           const checked = await checkStreamed(services, request, upload, offset, body, progress, held)
           offset = checked.offset
@@ -90,14 +86,6 @@ export async function appendBody (
     noteBytes(request, { ...upload, offset, modifiedAt: new Date() }, offset - upload.offset)
   }
   return { ...upload, offset, modifiedAt: new Date() }
-}
-
-/** The chunks of `source` until `signal` is aborted; then its reason is thrown. */
-async function * fenced (source: AsyncIterable<Buffer>, signal: AbortSignal): AsyncIterable<Buffer> {
-  for await (const chunk of source) {
-    signal.throwIfAborted()
-    yield chunk
-  }
 }
 
 interface Staged {

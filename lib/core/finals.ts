@@ -6,7 +6,7 @@ import type { UploadResponse } from '../types.js'
 import { freeReadChunk } from './free-memory.js'
 import { completeUpload } from './lifecycle.js'
 import { waitingFinals, type WaitingFinals } from './pending-finals.js'
-import { heldBy, type TusServices } from './services.js'
+import { heldBy, whileHeld, type TusServices } from './services.js'
 import { isComplete, loadFor } from './uploads.js'
 
 /**
@@ -167,7 +167,7 @@ async function copyPartials (services: TusServices, final: UploadInfo, held: Wri
     const end = start + partial.offset
     if (offset < end) {
       const source = await services.store.read(id, { start: offset - start, end: partial.offset - 1 })
-      offset = await services.store.write(final.id, offset, source, options)
+      offset = await services.store.write(final.id, offset, whileHeld(source, held), options)
       if (offset !== end) throw new TusErrors.STORE_FAILED(`partial upload ${id} changed while it was being concatenated`)
     }
     start = end

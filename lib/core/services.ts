@@ -84,6 +84,23 @@ export function heldBy (lock: UploadLock): WriteOptions {
   }
 }
 
+/**
+ * The chunks of `source` while the hold lasts: once its lock is lost (a cross-process lock: the process froze past
+ * its lease), its signal's reason is thrown, so no further chunk reaches any store, whether or not the store
+ * checks the signal itself. A lock that cannot be lost (the in-process one) passes `source` on as it is.
+ */
+export function whileHeld (source: AsyncIterable<Buffer>, held: WriteOptions | undefined): AsyncIterable<Buffer> {
+  const lockLost = held?.signal
+  return lockLost === undefined ? source : untilAborted(source, lockLost)
+}
+
+async function * untilAborted (source: AsyncIterable<Buffer>, signal: AbortSignal): AsyncIterable<Buffer> {
+  for await (const chunk of source) {
+    signal.throwIfAborted()
+    yield chunk
+  }
+}
+
 export async function lockUpload (services: TusServices, id: string, options: Omit<LockOptions, 'timeoutMs'> = {}): Promise<UploadLock> {
   try {
     return await services.locker.lock(id, { timeoutMs: services.options.lockTimeout, ...options })

@@ -151,8 +151,8 @@ export class FileStore implements DataStore {
     const path = this.#dataPath(upload.id, upload.directory)
     if (upload.directory !== undefined) await mkdir(join(this.directory, upload.directory), { recursive: true })
     // The data file comes first: an upload exists once its info file does, and then its data file exists too.
-    // Opened for appending and kept open for the first PATCH (unless the upload is empty).
-    const data = await open(path, 'ax').catch((error: unknown) => { throw isExists(error) ? new TusErrors.ID_TAKEN(upload.id) : error })
+    // Kept open for the first PATCH (unless the upload is empty).
+    const data = await open(path, 'wx').catch((error: unknown) => { throw isExists(error) ? new TusErrors.ID_TAKEN(upload.id) : error })
     // Its identity, for the info cache and the kept handle. The sole writer of the upload need not ask: no
     // other process can remove or re-create the file, so the first stat of its path tells (UNSTATED).
     let stats: Stats | undefined
@@ -273,8 +273,8 @@ export class FileStore implements DataStore {
     // The data file the request's getInfo found at the path (checked by a stat then): a handle kept open
     // since the creation or the last write is used only if it is open on that very file.
     const file = this.#cachedFile(id)
-    const handle = this.#openFiles.take(id, file) ?? await open(this.#dataPath(id, info.directory), 'a')
-    const appender = new Appender(handle, this.#fsync, options?.reclaim)
+    const handle = this.#openFiles.take(id, file) ?? await open(this.#dataPath(id, info.directory), WRITE_IN_PLACE)
+    const appender = new Appender(handle, offset, this.#fsync, options)
     this.#openHandles.set(handle, appender)
     let written = 0
     let keep = false
@@ -331,7 +331,7 @@ export class FileStore implements DataStore {
     const path = await this.#dataPathOf(id)
     options?.signal?.throwIfAborted()
     this.#synced.delete(id)
-    // Opened for appending, a kept handle cannot be what cuts: closed, so the next write opens the file again.
+    // A kept handle knows the size its last write left: closed, so the next write asks the file again.
     this.#openFiles.drop(id)
     const handle = await open(path, 'r+')
     try {
@@ -599,6 +599,14 @@ export class FileStore implements DataStore {
   }
 }
 
+/**
+ * How a data file is opened to be written: created if missing, never truncated, and not in append mode. Every
+ * write goes to the offset it is for (pwritev): a write that a lock holder queued before it froze and lost its
+ * lock, if it runs at all, lands where the same bytes of the upload go, never after the bytes the next holder
+ * acknowledged (O_APPEND would put it there, and Linux appends even a positioned write on such a descriptor).
+ */
+const WRITE_IN_PLACE = fs.constants.O_WRONLY | fs.constants.O_CREAT
+
 /** Bytes that may wait for the disk per upload while the next chunks are read (bounded memory). */
 const MAX_QUEUED = 64 * 1024
 /**
@@ -609,7 +617,7 @@ const MAX_QUEUED = 64 * 1024
 const SYNC_STEP = 16 * 1024 * 1024
 
 /**
- * Appends chunks to an open file while the next ones are read: the chunks that arrive during one write go
+ * Writes chunks to an open file from `position` on while the next ones are read: the chunks that arrive during one write go
  * out together in the next (one writev), so a fast body costs a thread-pool round trip per batch rather than
  * per chunk, and reading the socket overlaps writing the file. At most MAX_QUEUED bytes wait; beyond that
  * `push` returns a promise settled when the write in progress ends. Every SYNC_STEP bytes it starts an
@@ -624,6 +632,10 @@ const SYNC_STEP = 16 * 1024 * 1024
 class Appender {
   readonly #handle: FileHandle
   readonly #fd: number
+  /** Where the first chunk goes; each batch goes right after what was written. */
+  readonly #position: number
+  /** The lock's signal (WriteOptions.signal): read before each write, so nothing is written once the lock is lost. */
+  readonly #lockLost: AbortSignal | undefined
   #queue: Buffer[] = []
   #queued = 0
   #written = 0
@@ -642,9 +654,11 @@ class Appender {
   /** fs.writev's callback, made once. */
   readonly #afterWrite = (error: NodeJS.ErrnoException | null, bytesWritten: number): void => { this.#onWritten(error, bytesWritten) }
 
-  constructor (handle: FileHandle, fsync: boolean, reclaim: ((chunk: Buffer) => void) | undefined) {
+  constructor (handle: FileHandle, position: number, fsync: boolean, options: WriteOptions | undefined) {
     this.#handle = handle
-    this.#reclaim = reclaim
+    this.#position = position
+    this.#lockLost = options?.signal
+    this.#reclaim = options?.reclaim
     this.#fd = handle.fd
     this.#unsynced = fsync ? 0 : undefined
   }
@@ -691,7 +705,21 @@ class Appender {
     this.#queue = []
     this.#queued = 0
     this.#writing = true
-    fs.writev(this.#fd, this.#batch, this.#afterWrite)
+    this.#writeBatch()
+  }
+
+  /**
+   * Writes (what is left of) the batch, unless the lock was lost: a process that froze past its lease and
+   * resumes runs this, from the callback of the write in flight when it froze, before its timers.
+   */
+  #writeBatch (): void {
+    if (this.#lockLost?.aborted === true) {
+      this.#failure ??= { error: this.#lockLost.reason }
+      this.#writing = false
+      this.#wake()
+      return
+    }
+    fs.writev(this.#fd, this.#batch, this.#position + this.#written, this.#afterWrite)
   }
 
   #onWritten (error: NodeJS.ErrnoException | null, bytesWritten: number): void {
@@ -721,7 +749,7 @@ class Appender {
       }
     }
     if (buffers.length > 0 && this.#failure === undefined) {
-      fs.writev(this.#fd, buffers, this.#afterWrite)
+      this.#writeBatch()
       return
     }
     this.#batch = []
