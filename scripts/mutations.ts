@@ -46,6 +46,27 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/file-store-append.test.ts']
   },
   {
+    name: 'file-store: queued chunks written after the lock was lost',
+    file: 'lib/store/file-store.ts',
+    find: 'if (this.#lockLost?.aborted === true) {',
+    replace: 'if (false) {',
+    tests: ['test/file-store-append.test.ts']
+  },
+  {
+    name: 'file-store: data files written in append mode',
+    file: 'lib/store/file-store.ts',
+    find: 'const WRITE_IN_PLACE = fs.constants.O_WRONLY | fs.constants.O_CREAT',
+    replace: 'const WRITE_IN_PLACE = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_APPEND',
+    tests: ['test/file-store-append.test.ts']
+  },
+  {
+    name: 'finals: the copy of partials goes on once the lock is lost',
+    file: 'lib/core/finals.ts',
+    find: 'offset = await services.store.write(final.id, offset, whileHeld(source, held), options)',
+    replace: 'offset = await services.store.write(final.id, offset, source, { ...options, signal: undefined })',
+    tests: ['test/file-locker.test.ts']
+  },
+  {
     name: 'file-store: info file replaced in place, not atomically',
     file: 'lib/store/file-store.ts',
     find: 'const temporary = `${target}${this.#temporaryPrefix}${this.#temporaries++}.tmp`',

@@ -448,6 +448,20 @@ for (const dialect of DIALECTS) {
     t.equal(sha256(await stored(server, created.url)), sha256(SOURCE))
   })
 
+  t.test(`${dialect.name}: a chunked body cut short before the trailer checksum it announced leaves nothing`, async (t) => {
+    const { server } = await recordingServer(t, 'http/1.1')
+    const created = await dialect.create('http/1.1', server, { length: SOURCE.length })
+    const socket = await appendOnSocket(created.url, `${headLines(dialect.appendHeaders(0, {}))}Transfer-Encoding: chunked\r\nTrailer: Upload-Checksum\r\n`, chunkOf(SOURCE.subarray(0, 1000)))
+    await firstHalfIn(server, created.url, 0)
+    socket.destroy()
+    const after = await dialect.append('http/1.1', created.url, 0, Buffer.alloc(0), {})
+    t.equal(after.headers['upload-offset'], '0', 'the staged bytes are dropped: they were sent to be kept only once checked')
+    t.same(await stagedBodies(server), [], 'no staged body is left')
+    const whole = await dialect.append('http/1.1', created.url, 0, SOURCE, { last: true })
+    t.equal(whole.status, dialect.appended(true))
+    t.equal(sha256(await stored(server, created.url)), sha256(SOURCE))
+  })
+
   t.test(`${dialect.name}: a trailer checksum, announced (staged) or not (checked once stored): a failing one leaves nothing`, async (t) => {
     const { server, log } = await recordingServer(t, 'http/1.1')
     const created = await dialect.create('http/1.1', server, { length: SOURCE.length, body: SOURCE.subarray(0, 10) })

@@ -121,7 +121,8 @@ async function verdictOn (
     }
   }
   if (body.exceeded) return 'drop'
-  if (checksum === undefined) return 'keep'
+  // A body cut short before the trailer it announced is dropped: it was sent to be committed only once checked.
+  if (checksum === undefined) return body.aborted && announcesChecksumTrailer(request) ? 'drop' : 'keep'
   if (body.aborted || progress.stopped !== undefined) return 'drop'
   if ((await digestOf(checksum)).equals(checksum.digest)) return 'keep'
   return withFacts(new TusErrors.CHECKSUM_MISMATCH(checksum.algorithm), { offset: upload.offset })

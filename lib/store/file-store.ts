@@ -152,7 +152,7 @@ export class FileStore implements DataStore {
     if (upload.directory !== undefined) await mkdir(join(this.directory, upload.directory), { recursive: true })
     // The data file comes first: an upload exists once its info file does, and then its data file exists too.
     // Kept open for the first PATCH (unless the upload is empty).
-    const data = await open(path, 'wx').catch((error: unknown) => { throw isExists(error) ? new TusErrors.ID_TAKEN(upload.id) : error })
+    const data = await open(path, WRITE_IN_PLACE | fs.constants.O_EXCL).catch((error: unknown) => { throw isExists(error) ? new TusErrors.ID_TAKEN(upload.id) : error })
     // Its identity, for the info cache and the kept handle. The sole writer of the upload need not ask: no
     // other process can remove or re-create the file, so the first stat of its path tells (UNSTATED).
     let stats: Stats | undefined
