@@ -67,6 +67,13 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/file-locker.test.ts']
   },
   {
+    name: 'a body cut short before its announced trailer is kept',
+    file: 'lib/core/append.ts',
+    find: "return body.aborted && announcesChecksumTrailer(request) ? 'drop' : 'keep'",
+    replace: "return 'keep'",
+    tests: ['test/both-protocols.test.ts']
+  },
+  {
     name: 'file-store: info file replaced in place, not atomically',
     file: 'lib/store/file-store.ts',
     find: 'const temporary = `${target}${this.#temporaryPrefix}${this.#temporaries++}.tmp`',

@@ -110,6 +110,7 @@ t.test('X-HTTP-Method-Override is the method auth and every hook see; on the cre
   for (const method of ['DELETE', 'PATCH', 'HEAD', 'GET']) {
     const refused = await tusRequest(server.endpoint, { method: 'POST', headers: { 'X-HTTP-Method-Override': method, 'Upload-Length': '5' } })
     t.equal(refused.status, 405, `POST ${server.endpoint} as ${method}`)
+    t.equal(refused.headers.allow, 'OPTIONS, POST', 'the creation URL\'s methods')
   }
   t.equal((await tusRequest(url, { method: 'POST', headers: { 'X-HTTP-Method-Override': 'OPTIONS' } })).status, 405)
   t.same(await readdir(server.dir), before, 'nothing created')

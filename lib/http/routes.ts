@@ -104,7 +104,7 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
   instance.post('/:id', async (request, reply) => {
     const handler = TUS_UPLOAD_HANDLERS[request.method]
     const draftHandler = DRAFT_UPLOAD_HANDLERS[request.method]
-    if (handler === undefined || draftHandler === undefined) throw new TusErrors.METHOD_NOT_ALLOWED(request.method)
+    if (handler === undefined || draftHandler === undefined) throw notAllowed(request.method, true)
     await route(handler, draftHandler)(request, reply)
   })
 }
@@ -116,8 +116,14 @@ function overrideMethod (request: FastifyRequest): void {
   const method = override.trim().toUpperCase()
   if (method === 'POST') return
   const onUpload = request.routeOptions.url?.endsWith('/:id') === true
-  if (!onUpload || TUS_UPLOAD_HANDLERS[method] === undefined) throw new TusErrors.METHOD_NOT_ALLOWED(method.slice(0, 32))
+  if (!onUpload || TUS_UPLOAD_HANDLERS[method] === undefined) throw notAllowed(method.slice(0, 32), onUpload)
   request.raw.method = method
+}
+
+/** 405, with the methods the URL has (RFC 9110 §15.5.6: Allow is required): an upload's, or the creation URL's. */
+function notAllowed (method: string, onUpload: boolean): TusHttpError {
+  const allow = onUpload ? `OPTIONS, ${Object.keys(TUS_UPLOAD_HANDLERS).join(', ')}` : 'OPTIONS, POST'
+  return withFacts(new TusErrors.METHOD_NOT_ALLOWED(method), { headers: { Allow: allow } })
 }
 
 /** Tus-Resumable: answered on every tus request, required on those that read or change protocol state. */
