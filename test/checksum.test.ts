@@ -285,3 +285,26 @@ t.test('a mismatch over HTTP/2 is 460 without a reason phrase (HTTP/2 has none, 
   await new Promise((resolve) => { setImmediate(resolve) })
   t.same(warnings, [], 'no warning')
 })
+
+t.test('an unsupported or malformed Upload-Checksum is refused before anything changes: no upload created, no deferred length declared', async (t) => {
+  const created: string[] = []
+  const server = await startServer(t, { onUploadCreate: (upload) => { created.push(upload.id) } })
+  const before = await readdir(server.dir)
+  for (const checksum of ['md4 AAAA', 'sha1']) {
+    const creation = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': '11', 'Upload-Checksum': checksum, ...OCTET }, body: 'hello world' })
+    t.equal(creation.status, 400, checksum)
+    t.equal(creation.headers.location, undefined, `${checksum}: no upload to point at`)
+  }
+  t.same(created, [], 'onUploadCreate never ran')
+  t.same(await readdir(server.dir), before, 'nothing stored')
+
+  const url = await createUpload(server, { 'Upload-Defer-Length': '1' })
+  created.length = 0
+  for (const checksum of ['md4 AAAA', 'sha1']) {
+    const refused = await patch(url, 0, 'hello world', { 'Upload-Length': '11', 'Upload-Checksum': checksum })
+    t.equal(refused.status, 400, checksum)
+    const head = await tusRequest(url, { method: 'HEAD' })
+    t.equal(head.headers['upload-length'], undefined, `${checksum}: the length is still deferred`)
+    t.equal(head.headers['upload-defer-length'], '1')
+  }
+})

@@ -5,6 +5,7 @@ import type { UploadConcat, UploadInfo, UploadMetadata, WriteOptions } from '../
 import type { UploadResponse } from '../types.js'
 import { appendBody, ensureRoom } from './append.js'
 import { RequestBody } from './body.js'
+import { headerChecksum } from './checksum.js'
 import { finishFinal, finishFinalsWaitingOn, partialUpload } from './finals.js'
 import { completeUpload, prepareUpload, storeUpload, terminateUpload } from './lifecycle.js'
 import { hasBody, integerHeader } from './request.js'
@@ -59,6 +60,8 @@ export async function createUpload (services: TusServices, request: FastifyReque
   if (input.concat?.type === 'final') return await createFinal(services, request, input, input.concat)
   const { maxSize } = services.options
   if (input.size !== undefined && input.size > maxSize) throw new TusErrors.MAX_SIZE_EXCEEDED(input.size, maxSize)
+  // Refused before anything is stored: a malformed or unsupported Upload-Checksum (400).
+  headerChecksum(request)
   const contentLength = integerHeader(request, 'Content-Length')
   ensureRoom(services, { offset: 0, size: input.size }, contentLength ?? 0)
   const prepared = await prepareUpload(services, request, {
@@ -95,6 +98,8 @@ export async function appendToUpload (services: TusServices, request: FastifyReq
       // A finished upload is never modified; an empty request of a protocol that cannot say more is a no-op.
       throw withFacts(new TusErrors.UPLOAD_COMPLETE(upload.offset), { offset: upload.offset, uploadComplete: true })
     }
+    // Refused before the length is declared: a malformed or unsupported Upload-Checksum (400).
+    headerChecksum(request)
     const declared = input.length === undefined ? upload : await declareLength(services, upload, input.length)
     const announced = integerHeader(request, 'Content-Length')
     await services.diskReserve.ensureRoom(id, announced ?? (declared.size === undefined ? 0 : declared.size - declared.offset))
