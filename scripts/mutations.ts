@@ -592,6 +592,8 @@ async function startRedis (directory: string): Promise<string> {
   const port = await freePort()
   await run('bash', [join(root, 'scripts/services/redis-up.sh'), directory], { ...process.env, REDIS_PORT: String(port) })
   cleanup.push(async () => { await run('bash', [join(root, 'scripts/services/redis-down.sh'), directory]) })
+  // RedisLocker (default ttl) takes no lock from a server up for less than 11 s.
+  await run('bash', [join(root, 'scripts/services/redis-settled.sh'), '11'], { ...process.env, REDIS_PORT: String(port) })
   console.log(`mutations: redis-server at 127.0.0.1:${port}`)
   return `redis://127.0.0.1:${port}`
 }
