@@ -4,7 +4,7 @@
 import t from 'tap'
 import { execFile } from 'node:child_process'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
-import { createServer } from 'node:net'
+import { connect, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
@@ -37,7 +37,8 @@ interface RedisServer { url: string, restart: () => Promise<void> }
  */
 async function redisServer (t: { teardown: (fn: () => unknown) => void }): Promise<RedisServer> {
   const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-restart-redis-'))
-  const env = { ...process.env, REDIS_PORT: String(await freePort()) }
+  const port = await freePort()
+  const env = { ...process.env, REDIS_PORT: String(port) }
   const up = async (): Promise<void> => { await run('bash', [join(scripts, 'redis-up.sh'), dir], { env }) }
   await up()
   t.teardown(async () => { await run('bash', [join(scripts, 'redis-down.sh'), dir]) })
@@ -47,14 +48,10 @@ async function redisServer (t: { teardown: (fn: () => unknown) => void }): Promi
     restart: async () => {
       const pid = Number(await readFile(join(dir, 'redis.pid'), 'utf8'))
       process.kill(pid, 'SIGKILL')
-      for (;;) {
-        try {
-          process.kill(pid, 0)
-        } catch {
-          break
-        }
-        await new Promise((resolve) => setTimeout(resolve, 10))
-      }
+      // Gone once its port refuses connections (the process itself may linger as a zombie for a second).
+      while (await new Promise<boolean>((resolve) => {
+        const socket = connect(port, '127.0.0.1', () => { socket.destroy(); resolve(true) }).on('error', () => { resolve(false) })
+      })) await new Promise((resolve) => setTimeout(resolve, 10))
       await up()
     }
   }
