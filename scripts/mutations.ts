@@ -109,6 +109,13 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/redis-locker.test.ts']
   },
   {
+    name: 'redis-locker: locks taken at once after a Redis restart',
+    file: 'lib/lockers/redis-locker.ts',
+    find: 'this.#refuseBeforeLeasesRanOut()',
+    replace: 'void 0',
+    tests: ['test/redis-restart.test.ts']
+  },
+  {
     name: 'redis-locker: a wait for the connection per request',
     file: 'lib/lockers/redis-locker.ts',
     find: '  if (waiting === undefined) {\n    if (redis.status',
@@ -464,8 +471,8 @@ export const MUTATIONS: Mutation[] = [
 /* eslint-enable no-template-curly-in-string */
 
 const root = join(import.meta.dirname, '..')
-/** What a test run needs besides node_modules (symlinked). */
-const COPIED = ['lib', 'test', 'package.json', '.taprc', 'tsconfig.json']
+/** What a test run needs besides node_modules (symlinked); scripts/services for the tests that restart a redis-server of their own. */
+const COPIED = ['lib', 'test', 'scripts/services', 'package.json', '.taprc', 'tsconfig.json']
 const TAP = join(root, 'node_modules', '.bin', 'tap')
 /** Per test file (tap's own timeout): a mutation that makes a test hang is killed by it. */
 const FILE_TIMEOUT_SECONDS = 120
