@@ -12,7 +12,9 @@ export interface RedisLockerOptions {
   prefix?: string
   /**
    * How long a lock outlives a holder that stopped renewing it (a crashed or frozen process), in ms.
-   * The holder renews it every third of this. Default 10000.
+   * The holder renews it every third of this. Also how long no lock is taken after Redis restarted (it may have
+   * lost the keys of locks still held), or until a server this locker first connects to has been up for this
+   * plus 1 s. Default 10000.
    */
   ttlMs?: number
   /**
