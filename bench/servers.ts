@@ -149,7 +149,11 @@ export class RedisServer {
       const connected = await new Promise<boolean>((resolve) => {
         const socket = connect(port, '127.0.0.1', () => { socket.end(); resolve(true) }).on('error', () => { resolve(false) })
       })
-      if (connected) return server
+      if (connected) {
+        // RedisLocker takes no lock from a server up for less than its ttl + 1 s (11 s by default).
+        await once(spawn('bash', [join(import.meta.dirname, '..', 'scripts', 'services', 'redis-settled.sh'), '11'], { stdio: 'inherit', env: { ...process.env, REDIS_PORT: String(port) } }), 'exit')
+        return server
+      }
       if (attempt === 100 || child.exitCode !== null) throw new Error('redis-server did not start (is it installed?)')
       await new Promise((resolve) => setTimeout(resolve, 20))
     }

@@ -137,6 +137,13 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/redis-locker.test.ts']
   },
   {
+    name: 'redis-locker: locks taken at once after a Redis restart',
+    file: 'lib/lockers/redis-locker.ts',
+    find: 'this.#refuseBeforeLeasesRanOut()',
+    replace: 'void 0',
+    tests: ['test/redis-restart.test.ts']
+  },
+  {
     name: 'redis-locker: a wait for the connection per request',
     file: 'lib/lockers/redis-locker.ts',
     find: '  if (waiting === undefined) {\n    if (redis.status',
@@ -492,8 +499,8 @@ export const MUTATIONS: Mutation[] = [
 /* eslint-enable no-template-curly-in-string */
 
 const root = join(import.meta.dirname, '..')
-/** What a test run needs besides node_modules (symlinked). */
-const COPIED = ['lib', 'test', 'package.json', '.taprc', 'tsconfig.json']
+/** What a test run needs besides node_modules (symlinked); scripts/services for the tests that restart a redis-server of their own. */
+const COPIED = ['lib', 'test', 'scripts/services', 'package.json', '.taprc', 'tsconfig.json']
 const TAP = join(root, 'node_modules', '.bin', 'tap')
 /** Per test file (tap's own timeout): a mutation that makes a test hang is killed by it. */
 const FILE_TIMEOUT_SECONDS = 120
@@ -620,6 +627,8 @@ async function startRedis (directory: string): Promise<string> {
   const port = await freePort()
   await run('bash', [join(root, 'scripts/services/redis-up.sh'), directory], { ...process.env, REDIS_PORT: String(port) })
   cleanup.push(async () => { await run('bash', [join(root, 'scripts/services/redis-down.sh'), directory]) })
+  // RedisLocker (default ttl) takes no lock from a server up for less than 11 s.
+  await run('bash', [join(root, 'scripts/services/redis-settled.sh'), '11'], { ...process.env, REDIS_PORT: String(port) })
   console.log(`mutations: redis-server at 127.0.0.1:${port}`)
   return `redis://127.0.0.1:${port}`
 }

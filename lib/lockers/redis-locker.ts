@@ -12,7 +12,9 @@ export interface RedisLockerOptions {
   prefix?: string
   /**
    * How long a lock outlives a holder that stopped renewing it (a crashed or frozen process), in ms.
-   * The holder renews it every third of this. Default 10000.
+   * The holder renews it every third of this. Also how long no lock is taken after Redis restarted (it may have
+   * lost the keys of locks still held), or until a server this locker first connects to has been up for this
+   * plus 1 s. Default 10000.
    */
   ttlMs?: number
   /**
@@ -28,6 +30,14 @@ export interface RedisLockerOptions {
    */
   commandTimeoutMs?: number
 }
+
+// A Redis that restarted (without persistence, or a failover to a replica) may have lost every lock key while their
+// holders, on any instance, still write: a holder learns it only at its next renewal, or when its lease runs out
+// (ttl after its last renewal, which was before the restart). So after each (re)connection the locker reads the
+// server's run_id and uptime (INFO, once per connection) and takes no lock until every lease granted before the
+// restart has run out: ttl after it saw the run_id change; else (the same run_id, or none to compare with at the
+// first connection) until the server has been up for ttl, +1 s for the resolution of its uptime.
+const UPTIME_RESOLUTION_MS = 1000
 
 /** What a 503 of an unreachable Redis suggests to clients, in seconds. */
 const RETRY_AFTER_SECONDS = 1
@@ -68,6 +78,17 @@ export class RedisLocker implements UploadLocker {
   /** The pub/sub connection has subscribed once (and ioredis resubscribes it after a reconnection). */
   #subscribed = false
   readonly #tokens = new HolderTokens()
+  /** How many times the main connection closed: a new value is a new connection, maybe to a restarted server. */
+  #connection = 0
+  /** The connection whose server was checked (INFO) since it connected. */
+  #checkedConnection = -1
+  /** The run_id of the server last checked: another one means it restarted, or another server took over. */
+  #runId: string | undefined
+  /** No lock is taken before this time (ms since the epoch): leases granted before a restart may still be held. */
+  #lockableFrom = 0
+  /** Why locks wait until #lockableFrom, for the message of the refusal. */
+  #holdOffReason = ''
+  readonly #onConnectionClosed = (): void => { this.#connection++ }
 
   constructor (options: RedisLockerOptions) {
     this.#redis = options.redis
@@ -75,6 +96,7 @@ export class RedisLocker implements UploadLocker {
     this.#ttlMs = positiveInteger('RedisLocker', 'ttlMs', options.ttlMs ?? 10_000)
     this.#retryMs = positiveInteger('RedisLocker', 'retryMs', options.retryMs ?? 200)
     this.#commandTimeoutMs = positiveInteger('RedisLocker', 'commandTimeoutMs', options.commandTimeoutMs ?? 1000)
+    this.#redis.on('close', this.#onConnectionClosed)
   }
 
   async lock (id: string, options: LockOptions): Promise<UploadLock> {
@@ -90,12 +112,27 @@ export class RedisLocker implements UploadLocker {
     let sent = Date.now()
     try {
       let asked = false
-      const take = async (): Promise<unknown> => await this.#redis.eval(ACQUIRE, 2, key, awaited, token, this.#ttlMs, this.#retryMs * 3)
+      // Runs on a ready connection (#bounded): the checks before the script are synchronous, so the connection the
+      // script goes out on is the one that was checked.
+      const take = async (): Promise<unknown> => {
+        if (this.#checkedConnection !== this.#connection) throw new Error('the connection was replaced since its server was checked')
+        this.#refuseBeforeLeasesRanOut()
+        const connection = this.#connection
+        const result = await this.#redis.eval(ACQUIRE, 2, key, awaited, token, this.#ttlMs, this.#retryMs * 3)
+        // ioredis resends a command whose connection closed before its answer: it may have run on a server that
+        // restarted meanwhile, unchecked.
+        if (connection !== this.#connection) {
+          if (result === 1) this.#release(id, key, token).catch(() => {})
+          throw new Error('the connection closed during the attempt')
+        }
+        return result
+      }
       // An attempt that answers only after this lock gave up (Redis came back) took a lock nobody holds: give it back.
       const late = (result: unknown): void => {
         if (result === 1) this.#release(id, key, token).catch(() => {})
       }
       const attempt = async (): Promise<unknown> => {
+        if (this.#checkedConnection !== this.#connection) await this.#bounded('INFO', this.#budget(deadline), async () => { await this.#checkServer() })
         sent = Date.now()
         return await this.#bounded('lock', this.#budget(deadline), take, late)
       }
@@ -116,6 +153,7 @@ export class RedisLocker implements UploadLocker {
 
   /** Closes the pub/sub connection (at once, even while Redis is unreachable). Locks still held are left to expire. */
   async close (): Promise<void> {
+    this.#redis.off('close', this.#onConnectionClosed)
     const subscriber = this.#subscriberConnection
     this.#subscribed = false
     this.#subscriber = undefined
@@ -176,6 +214,54 @@ export class RedisLocker implements UploadLocker {
     })
   }
 
+  /**
+   * Reads the run_id and uptime of the server behind the main connection (which is ready) and holds locks off
+   * until every lease granted before a restart has run out. A server that refuses INFO (a proxy without it) is
+   * not checked: locking goes on unprotected against its restarts.
+   */
+  async #checkServer (): Promise<void> {
+    const connection = this.#connection
+    let info: string
+    try {
+      info = await this.#redis.info('server')
+    } catch (error) {
+      if ((error as Error).name !== 'ReplyError') throw error
+      this.#checkedConnection = connection
+      return
+    }
+    // An answer that came through another connection (resent after a reconnection) tells nothing sure of this one.
+    if (connection !== this.#connection) return
+    const runId = /^run_id:(\S+)/m.exec(info)?.[1]
+    const uptimeSeconds = Number(/^uptime_in_seconds:(\d+)/m.exec(info)?.[1])
+    this.#checkedConnection = connection
+    if (runId === undefined || !Number.isSafeInteger(uptimeSeconds)) return
+    const now = Date.now()
+    const uptimeMs = uptimeSeconds * 1000
+    if (this.#runId !== undefined && runId !== this.#runId) {
+      // It restarted, or another server took over (a failover): the keys were lost at some point before now.
+      this.#holdOff(now + this.#ttlMs, 'Redis restarted, or another server took over (its run_id changed)')
+    } else {
+      this.#holdOff(now - uptimeMs + this.#ttlMs + UPTIME_RESOLUTION_MS, `Redis started ${uptimeMs} ms ago`)
+    }
+    this.#runId = runId
+  }
+
+  /** No lock until `until`, or later if an earlier check said so. */
+  #holdOff (until: number, reason: string): void {
+    if (until <= this.#lockableFrom) return
+    this.#lockableFrom = until
+    this.#holdOffReason = reason
+  }
+
+  /** Refuses a lock (503, Retry-After) while leases granted before a Redis restart may still be held. */
+  #refuseBeforeLeasesRanOut (): void {
+    const left = this.#lockableFrom - Date.now()
+    if (left <= 0) return
+    throw retryLater(new TusErrors.LOCK_FAILED(
+      `${this.#holdOffReason} and may have lost the keys of locks still held; locks resume once every lease granted before has run out, in ${left} ms`
+    ), left / 1000)
+  }
+
   async #release (id: string, key: string, token: string): Promise<void> {
     await this.#redis.eval(RELEASE, 2, key, this.#awaitedKey(id), token, this.#channel('released'), id)
   }
@@ -222,6 +308,8 @@ export class RedisLocker implements UploadLocker {
         timeout
       ])
     } catch (error) {
+      // A refusal of the locker's own (its Retry-After says when), not a failure of Redis.
+      if (error instanceof TusErrors.LOCK_FAILED) throw error
       if (gaveUp && running !== undefined) running.then((result) => { late?.(result) }, () => {})
       throw retryLater(new TusErrors.LOCK_FAILED(`Redis ${name}: ${errorMessage(error)}`), RETRY_AFTER_SECONDS)
     } finally {

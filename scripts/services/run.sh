@@ -52,6 +52,11 @@ if ceph_up; then
   export TUS_TEST_S3_SECRET_KEY=testsecretkey
   echo "fastify-tus: S3 (Ceph radosgw) at $TUS_TEST_S3_ENDPOINT"
 fi
+# RedisLocker (default ttl) takes no lock from a redis-server that has been up for less than 11 s: wait for it
+# here, once, after Ceph's start has taken its share of that time.
+if [ -n "${TUS_TEST_REDIS_URL:-}" ]; then
+  REDIS_PORT=$redis_port bash "$here/redis-settled.sh" 11
+fi
 set +e
 "$@"
 status=$?
