@@ -39,10 +39,11 @@ const plugin: FastifyPluginAsync<TusPluginOptions> = async (fastify, rawOptions)
   const options = resolveOptions(rawOptions, { maxParamLength: config.routerOptions?.maxParamLength ?? config.maxParamLength ?? 100 })
   const store = rawOptions.store ?? new FileStore({ directory: options.dir })
   const metrics = new TusMetrics()
-  const locker = measuredLocker(rawOptions.locker ?? new MemoryLocker(), metrics)
+  const inFlight = new InFlightWrites()
+  const locker = inFlight.counting(measuredLocker(rawOptions.locker ?? new MemoryLocker(), metrics))
   const events = new TusEvents()
   const services: Omit<TusServices, 'basePath'> = {
-    options, store, locker, events, metrics, pendingFinals: new PendingFinals(), diskReserve: new DiskReserve(options.dir, options.minFreeSpace), inFlight: new InFlightWrites(), sharedReads: new SharedReads(), log: fastify.log
+    options, store, locker, events, metrics, pendingFinals: new PendingFinals(), diskReserve: new DiskReserve(options.dir, options.minFreeSpace), inFlight, sharedReads: new SharedReads(), log: fastify.log
   }
 
   const decorator: TusDecorator = Object.assign(events, {
@@ -57,7 +58,8 @@ const plugin: FastifyPluginAsync<TusPluginOptions> = async (fastify, rawOptions)
   if (metricsPath !== undefined) {
     fastify.get(metricsPath, async (_request, reply) => await reply.type(METRICS_CONTENT_TYPE).send(metrics.render()))
   }
-  // Before the server waits for its connections: end the bodies being written so their clients let go.
+  // Before the server waits for its connections: end the bodies being written so their clients let go, and wait for
+  // the locks to be released.
   fastify.addHook('preClose', async () => { await services.inFlight.drain(options.closeTimeout) })
   fastify.addHook('onClose', async () => {
     await store.close()

@@ -66,7 +66,7 @@ export interface TusPluginOptions {
   expireCompleted?: boolean
   /** Most partial uploads one `Upload-Concat: final;...` may list, repeats counted. Default 100. */
   maxConcatReferences?: number
-  /** How long `app.close()` waits for in-flight writes to reach a consistent point, in ms. Default 10000. */
+  /** How long `app.close()` waits for in-flight writes to reach a consistent point, and for held locks to be released, in ms. Default 10000. */
   closeTimeout?: number
   /** Where uploads are kept. Default: a FileStore in `dir`. */
   store?: DataStore

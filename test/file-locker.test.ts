@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import { FileLocker, type FileLockerOptions } from '../lib/lockers/file-locker.js'
-import { concurrentPatchRounds, idOf, lockError, randomBytesSeeded, sha256, startChild, tusRequest, type ChildServer } from './helpers.js'
+import { concurrentPatchRounds, createUpload, idOf, lockError, randomBytesSeeded, sha256, startChild, startServer, tusRequest, type ChildServer } from './helpers.js'
 
 const MiB = 1024 * 1024
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
@@ -304,4 +304,24 @@ t.test('fencing with lock files: a process frozen while it copies partials into 
   const download = await tusRequest(`http://127.0.0.1:${b!.port}/files/${id}`)
   t.equal(sha256(download.body), sha256(Buffer.concat(parts)), 'byte-identical')
   t.equal(((await completions(a!))[id] ?? 0) + ((await completions(b!))[id] ?? 0), 1, 'onUploadComplete ran once, on B')
+})
+
+t.test('app.close() resolves once every lock is released: no lock file is left to hold the uploads of a restarted process', async (t) => {
+  const dir = await lockDir(t)
+  const locks = join(dir, '.locks')
+  const server = await startServer(t, { locker: new FileLocker({ directory: locks }) })
+  const urls = [await createUpload(server, { 'Upload-Length': String(8 * MiB) }), await createUpload(server, { 'Upload-Length': String(8 * MiB) })]
+  const bodies = urls.map(() => new PassThrough())
+  const stored = new Promise<void>((resolve) => {
+    const seen = new Set<string>()
+    server.app.tus.on('progress', (upload) => { seen.add(upload.id); if (seen.size === urls.length) resolve() })
+  })
+  const patches = urls.map(async (url, index) => await tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET, 'Content-Length': String(8 * MiB) }, body: bodies[index] })
+    .then((response) => response.status, () => 'closed'))
+  for (const body of bodies) body.write(randomBytesSeeded(MiB, 130))
+  await stored
+  await server.app.close()
+  t.same((await readdir(locks)).filter((name) => name.endsWith('.lock')), [], 'every lock released before close() resolved')
+  for (const body of bodies) body.destroy()
+  await Promise.all(patches)
 })
