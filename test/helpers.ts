@@ -167,8 +167,10 @@ export interface ChildServer {
 
 /** Starts test/fixtures/child-server.ts in its own process on `dir`; killed with SIGKILL at teardown. */
 export async function startChild (t: Teardown, dir: string, env: Record<string, string> = {}): Promise<ChildServer> {
+  // Its stdin is a pipe from this process: the child exits when it closes, so a test process killed without its
+  // teardown (tap's timeout or --bail) leaves no server behind holding the output pipes of whoever ran the tests.
   const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'fixtures', 'child-server.ts'), dir], {
-    stdio: ['ignore', 'pipe', 'inherit'],
+    stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, ...env }
   })
   t.teardown(() => { child.kill('SIGKILL') })
