@@ -6,6 +6,7 @@ import fs, { readlinkSync } from 'node:fs'
 import { mkdtemp, open, readFile, readdir, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { Readable } from 'node:stream'
 import { FileStore } from '../lib/index.js'
 import { contractId } from './store-contract.js'
 
@@ -137,4 +138,31 @@ t.test('an info file cut short by a crash during its creation is no upload (and 
     await t.rejects(store.getInfo(id), { code: 'FST_TUS_NOT_FOUND' }, `${cut} of ${whole.length} characters: not found`)
   }
   await t.rejects(store.create({ id, size: 1, metadata: {} }), { code: 'FST_TUS_ID_TAKEN' })
+})
+
+t.test('an info file edited by hand or overwritten by another tool is a storage error naming what is wrong, never an upload', async (t) => {
+  const edits: Array<[string, (info: Record<string, unknown>) => unknown, RegExp]> = [
+    ['a size that is no number', (info) => ({ ...info, size: 'abc' }), /malformed \(size\)/],
+    ['a negative size', (info) => ({ ...info, size: -5 }), /malformed \(size\)/],
+    ['metadata that is no object of strings', (info) => ({ ...info, metadata: { name: 5 } }), /malformed \(metadata\)/],
+    ['no creation time', (info) => ({ ...info, createdAt: 'yesterday' }), /malformed \(createdAt\)/],
+    ['another upload\'s info', (info) => ({ ...info, id: 'someoneelse' }), /malformed \(another id\)/],
+    ['an array', () => [], /malformed \(not an object\)/],
+    ['null', () => null, /malformed \(not an object\)/],
+    ['a final without parts', (info) => ({ ...info, concat: { type: 'final' } }), /malformed \(concat\)/],
+    ['a length shorter than the data', (info) => ({ ...info, size: 3 }), /holds 10 bytes, more than its length 3/]
+  ]
+  for (const [what, edit, message] of edits) {
+    const id = contractId()
+    const writer = new FileStore({ directory })
+    await writer.create({ id, size: 20, metadata: { name: 'a' } })
+    await writer.write(id, 0, Readable.from([Buffer.alloc(10, 1)]))
+    await writer.close()
+    const path = join(directory, `${id}.json`)
+    fs.writeFileSync(path, JSON.stringify(edit(JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>)))
+    // A fresh store: nothing cached, the file is read as a restarted server reads it.
+    const reader = new FileStore({ directory })
+    await t.rejects(reader.getInfo(id), { code: 'FST_TUS_STORE_FAILED', statusCode: 500, message }, what)
+    await reader.close()
+  }
 })

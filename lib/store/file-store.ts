@@ -570,16 +570,16 @@ export class FileStore implements DataStore {
       if (isNotFound(error)) throw new TusErrors.NOT_FOUND()
       throw error
     }
-    let info: StoredInfo
+    let parsed: unknown
     try {
-      info = JSON.parse(text) as StoredInfo
+      parsed = JSON.parse(text)
     } catch {
       // Only a creation writes an info file in place (every later change replaces it whole, by rename), and
       // no prefix of a JSON object parses: this one is being created, or its creation died before it was
       // acknowledged (a crash). Either way the upload does not exist yet.
       throw new TusErrors.NOT_FOUND()
     }
-    return { info, text }
+    return { info: checkedInfo(parsed, id), text }
   }
 
   /** Replaces the info file atomically (temporary file, fsync, then rename) and resolves with its text. */
@@ -775,7 +775,31 @@ class Appender {
   }
 }
 
+/**
+ * An info file's contents as this store wrote them, or STORE_FAILED (500) naming what is wrong: one edited by hand,
+ * or overwritten by another tool, must not be answered as an upload (a length of "abc" in a header, say).
+ */
+function checkedInfo (value: unknown, id: string): StoredInfo {
+  const info = value as Partial<Record<keyof StoredInfo, unknown>> | null
+  const wrong = (what: string): Error => new TusErrors.STORE_FAILED(`the info file of upload ${id} is malformed (${what})`)
+  if (typeof info !== 'object' || info === null || Array.isArray(info)) throw wrong('not an object')
+  if (info.id !== id) throw wrong('another id')
+  if (info.size !== null && !(Number.isSafeInteger(info.size) && (info.size as number) >= 0)) throw wrong('size')
+  const metadata = info.metadata
+  if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata) || !Object.values(metadata).every((field) => typeof field === 'string')) throw wrong('metadata')
+  if (typeof info.createdAt !== 'string' || Number.isNaN(Date.parse(info.createdAt))) throw wrong('createdAt')
+  const concat = info.concat as Partial<Record<string, unknown>> | undefined
+  if (concat !== undefined && !(concat?.type === 'partial' ||
+    (concat?.type === 'final' && typeof concat.header === 'string' && Array.isArray(concat.parts) && concat.parts.every((part) => typeof part === 'string')))) throw wrong('concat')
+  if (info.directory !== undefined && typeof info.directory !== 'string') throw wrong('directory')
+  return info as StoredInfo
+}
+
 function toUploadInfo (info: StoredInfo, path: string, stats: Pick<Stats, 'size' | 'mtime'> | undefined): UploadInfo {
+  // The store never writes past an upload's length: a longer data file was changed by something else.
+  if (info.size !== null && stats !== undefined && stats.size > info.size) {
+    throw new TusErrors.STORE_FAILED(`the data file of upload ${info.id} holds ${stats.size} bytes, more than its length ${info.size}`)
+  }
   const createdAt = new Date(info.createdAt)
   return {
     id: info.id,
