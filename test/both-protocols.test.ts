@@ -262,6 +262,25 @@ for (const transport of TRANSPORTS) {
         t.same(log, ['hook create deferred', 'event created', `hook complete ${SOURCE.length}`, `event completed ${SOURCE.length}`])
       })
 
+      // With Content-Length only: a body of unknown length is refused only once it has gone beyond the length it
+      // declared, and the declaration stays.
+      if (transport === 'http/1.1' || transport === 'h2c') {
+        t.test('deferred length: an append refused for a body longer than the length it declares leaves the length deferred', async (t) => {
+          const { server } = await recordingServer(t, transport)
+          const created = await dialect.create(transport, server, {})
+          t.equal((await dialect.append(transport, created.url, 0, SOURCE.subarray(0, 10), {})).status, dialect.appended(false))
+          const refused = await dialect.append(transport, created.url, 10, SOURCE.subarray(10, 15), { length: 12 })
+          t.equal(refused.status, dialect.overflow, 'refused before a byte is read')
+          const head = await send(transport, created.url, 'HEAD', { 'Tus-Resumable': '1.0.0' })
+          t.equal(head.headers['upload-length'], undefined, 'no length stored')
+          t.equal(head.headers['upload-defer-length'], '1')
+          t.equal(head.headers['upload-offset'], '10')
+          const last = await dialect.append(transport, created.url, 10, SOURCE.subarray(10, 15), { last: true, length: 15 })
+          t.equal(last.status, dialect.appended(true), 'the right length is declared afterwards')
+          t.equal(sha256(await stored(server, created.url)), sha256(SOURCE.subarray(0, 15)))
+        })
+      }
+
       t.test('bytes beyond the length: refused, nothing stored, the upload kept (no removal behind the terminate hook)', async (t) => {
         const { server, log } = await recordingServer(t, transport, {
           onUploadTerminate: () => { throw Object.assign(new Error('never removed'), { statusCode: 403 }) }

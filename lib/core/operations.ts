@@ -100,8 +100,8 @@ export async function appendToUpload (services: TusServices, request: FastifyReq
     }
     // Refused before the length is declared: a malformed or unsupported Upload-Checksum (400).
     headerChecksum(request)
-    const declared = input.length === undefined ? upload : await declareLength(services, upload, input.length)
     const announced = integerHeader(request, 'Content-Length')
+    const declared = input.length === undefined ? upload : await declareLength(services, upload, input.length, announced ?? 0)
     await services.diskReserve.ensureRoom(id, announced ?? (declared.size === undefined ? 0 : declared.size - declared.offset))
     outcome = await settle(services, request, isComplete(upload), await receive(services, request, declared, input, held))
   } finally {
@@ -161,7 +161,8 @@ export async function removeUpload (services: TusServices, request: FastifyReque
 }
 
 /** creation-defer-length: the length arrives once and never changes afterwards. */
-async function declareLength (services: TusServices, upload: UploadInfo, length: number): Promise<UploadInfo> {
+/** Declares a deferred length, once a body of `announced` bytes fits in it: a refused request leaves the upload as it was. */
+async function declareLength (services: TusServices, upload: UploadInfo, length: number, announced: number): Promise<UploadInfo> {
   const facts = { offset: upload.offset }
   if (upload.size !== undefined) {
     if (upload.size !== length) throw withFacts(new TusErrors.LENGTH_ALREADY_SET(upload.size), facts)
@@ -170,6 +171,7 @@ async function declareLength (services: TusServices, upload: UploadInfo, length:
   const { maxSize } = services.options
   if (length > maxSize) throw withFacts(new TusErrors.MAX_SIZE_EXCEEDED(length, maxSize), facts)
   if (length < upload.offset) throw withFacts(new TusErrors.LENGTH_BELOW_OFFSET(length, upload.offset), facts)
+  ensureRoom(services, { offset: upload.offset, size: length }, announced)
   await services.store.declareLength(upload.id, length)
   return { ...upload, size: length }
 }
