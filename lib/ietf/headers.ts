@@ -9,7 +9,7 @@ import type { DraftVersion } from './versions.js'
  * ignored as a whole, so these readers answer `undefined` for "absent or not of the right type";
  * parameters after `;` are allowed and ignored.
  */
-const SF_INTEGER = /^(0|[1-9][0-9]{0,14})(;.*)?$/
+const SF_INTEGER = /^([0-9]{1,15})(;.*)?$/
 const SF_BOOLEAN = /^\?([01])(;.*)?$/
 
 export function sfInteger (request: FastifyRequest, name: string): number | undefined {
