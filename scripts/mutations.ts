@@ -175,8 +175,8 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'core: a lost lock does not fence the body',
     file: 'lib/core/append.ts',
-    find: 'fenced(source, lockLost)',
-    replace: 'source',
+    find: 'services.store.write(upload.id, upload.offset, whileHeld(source, held), options)',
+    replace: 'services.store.write(upload.id, upload.offset, source, options)',
     tests: ['test/lock-signal.test.ts']
   },
   {
@@ -428,8 +428,8 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'download: a chunk freed as soon as the response took it, before it was sent',
     file: 'lib/wire/download.ts',
-    find: '      if (!response.write(chunk, () => { freeReadChunk(chunk) })) body.pause()',
-    replace: '      const taken = response.write(chunk)\n      freeReadChunk(chunk)\n      if (!taken) body.pause()',
+    find: 'const written = freeChunks ? response.write(chunk, () => { freeReadChunk(chunk) }) : response.write(chunk)',
+    replace: 'const written = response.write(chunk)\n      if (freeChunks) freeReadChunk(chunk)',
     tests: ['test/download.test.ts']
   },
   {
@@ -442,8 +442,8 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'download: the chunks of any store freed',
     file: 'lib/wire/download.ts',
-    find: 'return services.store.readChunksDisposable === true ? freedAsSent(body, reply.raw as unknown as Writable) : body',
-    replace: 'return freedAsSent(body, reply.raw as unknown as Writable)',
+    find: 'sentExactly(body, reply.raw as unknown as Writable, length, services.store.readChunksDisposable === true, (sent) => {',
+    replace: 'sentExactly(body, reply.raw as unknown as Writable, length, true, (sent) => {',
     tests: ['test/disposable-chunks.test.ts']
   },
   {

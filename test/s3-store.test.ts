@@ -600,3 +600,47 @@ t.test('a final concatenated by S3 or streamed carries its own metadata\'s heade
     t.equal(head.ContentDisposition, 'attachment; filename="all.csv"; filename*=UTF-8\'\'all.csv')
   }
 })
+
+/** A real S3Store whose first completions fail, as S3 answering 503 to CompleteMultipartUpload does. */
+class FailingCompletionStore extends S3Store {
+  failures = 1
+  override async flush (id: string, options?: Parameters<S3Store['flush']>[1]): Promise<void> {
+    if (this.failures > 0) {
+      this.failures--
+      throw new Error('CompleteMultipartUpload: 503 Slow Down')
+    }
+    await super.flush(id, options)
+  }
+}
+
+t.test('an upload whose completion failed (every byte in S3, the multipart upload still open) is completed by the next request that reads it, and onUploadComplete runs then, once', async (t) => {
+  t.setTimeout(120_000)
+  const bucket = await testBucket(t)
+  const store = new FailingCompletionStore({ bucket, s3: s3ClientConfig(), prefix: 'uploads/', partSize: 5 * MiB })
+  t.teardown(async () => { await store.close() })
+  const completed: string[] = []
+  const server = await startServer(t, { store, onUploadComplete: (upload) => { completed.push(upload.id) } })
+  const data = randomBytesSeeded(5 * MiB + 10, 140)
+  const readers: Array<[string, (url: string) => Promise<{ status: number }>]> = [
+    ['a tus HEAD', async (url) => await tusRequest(url, { method: 'HEAD' })],
+    ['a draft HEAD (interop 6)', async (url) => await tusRequest(url, { method: 'HEAD', headers: { 'Upload-Draft-Interop-Version': '6' } })],
+    ['a download', async (url) => await tusRequest(url)],
+    ['an empty PATCH at the end', async (url) => await tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': String(data.length), ...OCTET } })]
+  ]
+  for (const [reader, read] of readers) {
+    store.failures = 1
+    completed.length = 0
+    const url = await createUpload(server, { 'Upload-Length': String(data.length) })
+    const last = await tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET }, body: data })
+    t.equal(last.status, 500, `${reader}: the PATCH storing the last byte fails at the completion`)
+    t.same(completed, [], `${reader}: not reported complete`)
+    const answer = await read(url)
+    t.ok(answer.status < 300, `${reader}: ${answer.status}`)
+    t.same(completed, [idOf(url)], `${reader}: completed it, and ran onUploadComplete once`)
+    const download = await tusRequest(url)
+    t.equal(download.status, 200)
+    t.equal(sha256(download.body), sha256(data), `${reader}: byte-identical`)
+    t.equal((await tusRequest(url, { method: 'HEAD' })).status, 200)
+    t.same(completed, [idOf(url)], `${reader}: never again`)
+  }
+})

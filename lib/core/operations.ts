@@ -89,7 +89,8 @@ export async function appendToUpload (services: TusServices, request: FastifyReq
   let outcome: UploadOutcome
   try {
     const held = heldBy(lock)
-    const upload = touched(request, underLock(services, await services.store.getInfo(id, held), admitted))
+    const found = underLock(services, await services.store.getInfo(id, held), admitted)
+    const upload = touched(request, found.completing === true ? await completePending(services, request, found, held) : found)
     if (upload.concat?.type === 'final') throw new TusErrors.FINAL_UPLOAD()
     if (input.offset !== upload.offset) {
       throw withFacts(new TusErrors.OFFSET_MISMATCH(input.offset, upload.offset), { offset: upload.offset, providedOffset: input.offset })
@@ -116,7 +117,9 @@ export async function appendToUpload (services: TusServices, request: FastifyReq
 export async function readStatus (services: TusServices, request: FastifyRequest, id: string): Promise<UploadInfo> {
   const admitted = await admitBeforeLock(services, request, id, 'read')
   const upload = underLock(services, await loadSettled(services, id), admitted)
-  // Without a call (and its promise) for the uploads that are not unfinished finals: a HEAD is mostly such small costs.
+  // Without a call (and its promise) for the uploads that are neither unfinished finals nor completing: a HEAD is
+  // mostly such small costs.
+  if (upload.completing === true) return touched(request, await finishCompletion(services, request, upload))
   return touched(request, isUnfinishedFinal(upload) ? await finishIfFinal(services, request, upload) : upload)
 }
 
@@ -128,7 +131,8 @@ export async function readStatus (services: TusServices, request: FastifyRequest
  */
 export async function readFinished (services: TusServices, request: FastifyRequest, id: string): Promise<UploadInfo> {
   const found = await finishIfFinal(services, request, await loadFor(services, request, id, 'read'))
-  const upload = touched(request, isComplete(found) ? await settledUnlessLockDown(services, found) : found)
+  const settled = isComplete(found) ? await settledUnlessLockDown(services, found) : found
+  const upload = touched(request, settled.completing === true ? await finishCompletion(services, request, settled) : settled)
   if (!isComplete(upload)) throw new TusErrors.NOT_COMPLETE(upload.offset, String(upload.size ?? 'unknown'))
   return upload
 }
@@ -160,8 +164,7 @@ export async function removeUpload (services: TusServices, request: FastifyReque
   }
 }
 
-/** creation-defer-length: the length arrives once and never changes afterwards. */
-/** Declares a deferred length, once a body of `announced` bytes fits in it: a refused request leaves the upload as it was. */
+/** creation-defer-length: declares a deferred length, once a body of `announced` bytes fits in it: a refused request leaves the upload as it was. */
 async function declareLength (services: TusServices, upload: UploadInfo, length: number, announced: number): Promise<UploadInfo> {
   const facts = { offset: upload.offset }
   if (upload.size !== undefined) {
@@ -237,6 +240,35 @@ async function createFinal (
 async function finishIfFinal (services: TusServices, request: FastifyRequest, upload: UploadInfo): Promise<UploadInfo> {
   if (!isUnfinishedFinal(upload)) return upload
   return (await finishFinal(services, request, upload.id, 1))?.upload ?? upload
+}
+
+/**
+ * Completes an upload whose bytes are all stored but whose store did not complete it (its last request failed at
+ * the completion: S3's CompleteMultipartUpload, or a crash), in whichever request reads it next, as finals are:
+ * a client that saw the offset reach the length and stopped would otherwise have an upload never downloadable,
+ * and an app never told of it.
+ */
+async function finishCompletion (services: TusServices, request: FastifyRequest, upload: UploadInfo): Promise<UploadInfo> {
+  const lock = await lockUpload(services, upload.id, { requestRelease: false })
+  let completed: UploadInfo
+  try {
+    const held = heldBy(lock)
+    const current = await services.store.getInfo(upload.id, held)
+    if (current.completing !== true || current.createdAt.getTime() !== upload.createdAt.getTime()) return current
+    completed = await completePending(services, request, current, held)
+  } finally {
+    await lock.release()
+  }
+  if (completed.concat?.type === 'partial') await finishFinalsWaitingOn(services, request, completed.id)
+  return completed
+}
+
+/** The completion of a `completing` upload (its lock held): the store's, then onUploadComplete, once. */
+async function completePending (services: TusServices, request: FastifyRequest, upload: UploadInfo, held: WriteOptions): Promise<UploadInfo> {
+  await services.store.flush(upload.id, held)
+  const { completing: _, ...completed } = upload
+  if (completed.concat?.type !== 'partial') await completeUpload(services, request, completed)
+  return completed
 }
 
 function isUnfinishedFinal (upload: UploadInfo): boolean {

@@ -191,7 +191,8 @@ export class S3Store implements DataStore {
       ...(info.directory === undefined ? {} : { directory: info.directory }),
       offset,
       createdAt: new Date(info.createdAt),
-      modifiedAt
+      modifiedAt,
+      ...(info.completed !== true && info.size !== null && offset === info.size ? { completing: true } : {})
     }
   }
 

@@ -41,6 +41,13 @@ export interface UploadInfo extends NewUpload {
   modifiedAt: Date
   /** Local path of the data file, for stores that keep uploads as local files. */
   path?: string
+  /**
+   * Every byte is stored but the store has not completed the upload (S3: its multipart upload is still open, because
+   * its completion failed, or a crash came between the last part and it): the next request that reads the upload
+   * completes it (`flush`), then runs `onUploadComplete`. A store whose uploads are complete with their last byte
+   * leaves it out.
+   */
+  completing?: boolean
 }
 
 /** The caller's hold of the upload's lock, for the calls made under it. */
