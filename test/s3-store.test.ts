@@ -644,3 +644,15 @@ t.test('an upload whose completion failed (every byte in S3, the multipart uploa
     t.same(completed, [idOf(url)], `${reader}: never again`)
   }
 })
+
+t.test('a missing bucket is a storage error on every route, never "this upload does not exist" (clients would start over)', async (t) => {
+  const server = await startServer(t, { store: newStore(`missing-${Date.now()}`) })
+  const url = `${server.endpoint}${contractId()}`
+  for (const method of ['HEAD', 'GET', 'DELETE']) {
+    const answer = await tusRequest(url, { method })
+    t.equal(answer.status, 500, method)
+  }
+  const patch = await tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET }, body: 'abc' })
+  t.equal(patch.status, 500, 'PATCH')
+  t.equal((await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': '3' } })).status, 500, 'POST')
+})

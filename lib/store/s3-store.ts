@@ -723,12 +723,17 @@ export class S3Store implements DataStore {
     }
   }
 
-  /** Like #send, but resolves with undefined when S3 answers 404 (NoSuchKey, NoSuchUpload, NotFound). */
+  /**
+   * Like #send, but resolves with undefined when S3 answers 404 (NoSuchKey, NoSuchUpload, NotFound), but for a
+   * missing bucket: a store misconfigured, or its bucket deleted, must not tell clients their uploads are gone (they
+   * would start over).
+   */
   async #sendOrNotFound<T> (operation: string, call: (s3: S3Client) => Promise<T>): Promise<T | undefined> {
     try {
       return await call(this.#client)
     } catch (error) {
-      if ((error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return undefined
+      const failure = error as { name?: unknown, $metadata?: { httpStatusCode?: number } }
+      if (failure.$metadata?.httpStatusCode === 404 && failure.name !== 'NoSuchBucket') return undefined
       throw Object.assign(new TusErrors.STORE_FAILED(`S3 ${operation}: ${errorMessage(error)}`), { cause: error })
     }
   }
