@@ -3,7 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises'
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { createServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -163,6 +163,17 @@ export interface ChildServer {
   port: number
   /** The rest of its stdout, line by line (`progress <offset>` lines). */
   lines: AsyncIterableIterator<string>
+}
+
+/** A TCP port free on 127.0.0.1 right now (for a server the test starts as another process). */
+export async function freePort (): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo
+      server.close(() => { resolve(port) })
+    })
+    server.on('error', reject)
+  })
 }
 
 /** Starts test/fixtures/child-server.ts in its own process on `dir`; killed with SIGKILL at teardown. */

@@ -6,11 +6,10 @@ import t from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Upload } from 'tus-js-client'
-import { randomBytesSeeded, rawRequest, sha256, startServer, tusRequest, tusUpload } from './helpers.js'
+import { randomBytesSeeded, rawRequest, sha256, startServer, tusRequest, tusUpload, freePort } from './helpers.js'
 
 const MiB = 1024 * 1024
 const CHUNK = 5 * MiB
@@ -22,17 +21,6 @@ async function readmeNginxConfig (): Promise<string> {
   const block = /```nginx\n([\s\S]*?)```/.exec(readme)
   if (block === null) throw new Error('README.md has no nginx block')
   return block[1]!
-}
-
-async function freePort (): Promise<number> {
-  const server = createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const address = server.address()
-  server.close()
-  await once(server, 'close')
-  if (address === null || typeof address === 'string') throw new Error('no port')
-  return address.port
 }
 
 interface Proxy {

@@ -4,12 +4,11 @@
 import t from 'tap'
 import { execFile } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import { promisify } from 'node:util'
-import { idOf, randomBytesSeeded, sha256, startChild, tusRequest, type ChildServer, type RawResponse } from './helpers.js'
+import { idOf, randomBytesSeeded, sha256, startChild, tusRequest, type ChildServer, type RawResponse, freePort } from './helpers.js'
 import { testBucket, uniqueName } from './services.js'
 
 const run = promisify(execFile)
@@ -19,15 +18,6 @@ const LOCK_TIMEOUT = 2000
 const BOUND = LOCK_TIMEOUT + 1000
 const OUTAGE_MS = 10_000
 const scripts = join(import.meta.dirname, '..', 'scripts', 'services')
-
-async function freePort (): Promise<number> {
-  return await new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => { resolve(port) })
-    })
-  })
-}
 
 function base (server: ChildServer): string {
   return `http://127.0.0.1:${server.port}`

@@ -4,14 +4,14 @@
 import t from 'tap'
 import { execFile } from 'node:child_process'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
-import { connect, createServer } from 'node:net'
+import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import { promisify } from 'node:util'
 import { Redis } from 'ioredis'
 import { RedisLocker } from '../lib/lockers/redis-locker.js'
-import { idOf, randomBytesSeeded, sha256, startChild, tusRequest, type ChildServer, type RawResponse } from './helpers.js'
+import { idOf, randomBytesSeeded, sha256, startChild, tusRequest, type ChildServer, type RawResponse, freePort } from './helpers.js'
 import { uniqueName } from './services.js'
 
 const run = promisify(execFile)
@@ -19,15 +19,6 @@ const MiB = 1024 * 1024
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
 const TTL = 1500
 const scripts = join(import.meta.dirname, '..', 'scripts', 'services')
-
-async function freePort (): Promise<number> {
-  return await new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => { resolve(port) })
-    })
-  })
-}
 
 interface RedisServer { url: string, restart: () => Promise<void> }
 
