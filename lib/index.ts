@@ -14,6 +14,7 @@ import { METRICS_CONTENT_TYPE, TusMetrics, measuredLocker } from './observe/metr
 import { resolveOptions, type TusPluginOptions } from './options.js'
 import { FileStore } from './store/file-store.js'
 import type { DataStore, UploadInfo } from './store/types.js'
+import type { TusRequestUpload } from './types.js'
 
 /** What `app.tus` offers; it is also the typed emitter of the upload events (`app.tus.on('completed', ...)`). */
 export interface TusDecorator extends TusEvents {
@@ -27,9 +28,18 @@ export interface TusDecorator extends TusEvents {
   readonly stats: TusMetrics
 }
 
+// Here, in the entry point, so that its declaration file carries them to every consumer (a declaration in another
+// module reaches only consumers whose compilation happens to include that module).
 declare module 'fastify' {
   interface FastifyInstance {
     tus: TusDecorator
+  }
+  interface FastifyRequest {
+    /**
+     * What this request did to an upload (fastify-tus): set on the tus routes, for tus 1.0.0 and the IETF
+     * draft alike, as soon as the request reaches an upload; null on every other request.
+     */
+    tus: TusRequestUpload | null
   }
 }
 

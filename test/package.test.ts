@@ -129,6 +129,8 @@ await app.register(tus, {
   onUploadComplete: async (upload: UploadInfo, request) => { request.log.info({ id: upload.id, size: upload.size }) }
 })
 app.tus.on('completed', (upload) => { const size: number | undefined = upload.size; console.log(size) })
+// request.tus, declared by the plugin for every request of the app (README: \`request.tus\`).
+app.addHook('onResponse', async (request) => { if (request.tus?.completed === true) request.log.info({ id: request.tus.id }) })
 // @ts-expect-error maxSize is a number
 await app.register(tus, { maxSize: 'big' })
 `)
@@ -149,13 +151,15 @@ await app.register(tus, { maxSize: 'big' })
 import type { S3Store, S3StoreOptions } from 'fastify-tus/s3'
 import type { RedisLocker, RedisLockerOptions } from 'fastify-tus/redis'
 import type { TusPluginOptions } from 'fastify-tus'
-export type Used = [S3Store, S3StoreOptions, RedisLocker, RedisLockerOptions, TusPluginOptions]
+import type { TusCollectorOptions } from 'fastify-tus/prom-client'
+import type { TusdHookName } from 'fastify-tus/tusd-hooks'
+export type Used = [S3Store, S3StoreOptions, RedisLocker, RedisLockerOptions, TusPluginOptions, TusCollectorOptions, TusdHookName]
 `)
   await writeFile(join(consumer, 'tsconfig.node10.json'), JSON.stringify({
     compilerOptions: { ...strict, module: 'commonjs', moduleResolution: 'node10' }, files: ['legacy.cts']
   }))
   await sh(process.execPath, [tsc, '-p', 'tsconfig.node10.json'], consumer)
-  t.pass('moduleResolution node10 resolves the root, /s3 and /redis types (typesVersions)')
+  t.pass('moduleResolution node10 resolves the types of the root and every subpath (typesVersions)')
 })
 
 t.test('the package.json a user sees: truthful engines, metadata, a lock that npm install leaves alone', async (t) => {
