@@ -197,7 +197,7 @@ function parseCli (argv: string[]): Parsed {
       hooksForwardHeaders: (values['hooks-http-forward-headers'] ?? '').split(',').map((name) => name.trim()).filter((name) => name !== ''),
       hooksRetry: parseCount('--hooks-http-retry', values['hooks-http-retry'] ?? '3'),
       hooksBackoffSeconds: parseCount('--hooks-http-backoff', values['hooks-http-backoff'] ?? '1'),
-      healthPath: values['health-path'] === undefined ? undefined : parsePath('--health-path', values['health-path']),
+      healthPath: values['health-path'] === undefined ? undefined : parseHealthPath(values['health-path'], values['metrics-path']),
       hooksEvents: values['hooks-enabled-events'] === undefined ? undefined : usage(() => parseHookEvents(values['hooks-enabled-events'] ?? '')),
       fsync: values['no-fsync'] !== true,
       logLevel: logLevel as LogLevel,
@@ -210,6 +210,12 @@ function parseCount (flag: string, value: string): number {
   const count = /^\d{1,6}$/.test(value) ? Number(value) : NaN
   if (!Number.isSafeInteger(count)) throw new UsageError(`${flag} must be a whole number from 0 to 999999 (got "${value}")`)
   return count
+}
+
+function parseHealthPath (value: string, metricsPath: string | undefined): string {
+  const path = parsePath('--health-path', value)
+  if (metricsPath !== undefined && path === parsePath('--metrics-path', metricsPath)) throw new UsageError(`--health-path and --metrics-path must differ (both "${path}")`)
+  return path
 }
 
 function parseHooksDir (value: string, url: string | undefined): string {

@@ -42,6 +42,7 @@ t.test('bad flags and values exit 2 with a message naming the problem', async (t
     [['--bogus'], /Unknown option '--bogus'/],
     [['--port'], /--port/],
     [['--port', '65536'], /--port must be a whole number from 0 to 65535 \(got "65536"\)/],
+    [['--metrics-path', '/ops', '--health-path', '/ops'], /--health-path and --metrics-path must differ \(both "\/ops"\)/],
     [['--port', 'http'], /--port must be/],
     [['--max-size', '0'], /--max-size must be a positive number of bytes/],
     [['--max-size', '10X'], /--max-size/],
