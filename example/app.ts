@@ -34,7 +34,9 @@ export interface FinishedUpload {
 
 /** Builds (does not start) the example app. */
 export async function buildExampleApp (options: ExampleOptions = {}): Promise<FastifyInstance> {
-  const app = Fastify({ logger: options.logger ?? true })
+  // While closing, fastify-tus answers reads and refuses writes itself (503, Retry-After): Uppy, given a 503 to its
+  // HEAD by Fastify, would take the upload for gone and start it over (README, Guarantees).
+  const app = Fastify({ logger: options.logger ?? true, return503OnClosing: false })
   // Any origin (true reflects it): the example is for trying things out. The same one line as the README.
   await app.register(cors, tusCorsOptions(true))
   await app.register(tus, {

@@ -325,7 +325,9 @@ async function prepareDirectory (dir: string): Promise<void> {
 
 async function serve (options: CliOptions): Promise<void> {
   await prepareDirectory(options.dir)
-  const app = Fastify({ logger: { level: options.logLevel } })
+  // While closing, the plugin answers reads and refuses writes itself (503, Retry-After): a tus client that got a
+  // 503 to its HEAD from Fastify would take its upload for gone and start over.
+  const app = Fastify({ logger: { level: options.logLevel }, return503OnClosing: false })
   const events = options.hooksEvents === undefined ? {} : { events: options.hooksEvents }
   const hooks = options.hooksHttp !== undefined
     ? tusdHttpHooks({

@@ -106,6 +106,7 @@ export const TusErrors = {
   ID_TAKEN: createError<[string]>('FST_TUS_ID_TAKEN', 'Upload id "%s" is already in use', 409),
   LOCKED: createError<[]>('FST_TUS_LOCKED', 'Upload is busy with another request; retry later', 423),
   LOCK_FAILED: createError<[string]>('FST_TUS_LOCK_FAILED', 'Upload lock unavailable: %s', 503),
+  SHUTTING_DOWN: createError('FST_TUS_SHUTTING_DOWN', 'The server is shutting down; retry later (uploads resume where they stopped)', 503),
   HOOK_FAILED: createError<[string]>('FST_TUS_HOOK_FAILED', '%s failed', 500),
   /** A hook returned something it may not: a mistake of the app, said plainly so its developers see it at once. */
   HOOK_RESULT_INVALID: createError<[string, string]>('FST_TUS_HOOK_FAILED', '%s failed: %s', 500),

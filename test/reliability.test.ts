@@ -6,6 +6,8 @@ import { mkdir, mkdtemp, readFile, readdir, readlink, rm, statfs, writeFile } fr
 import { connect, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { PassThrough } from 'node:stream'
+import tusPlugin, { FileStore, type WriteOptions } from '../lib/index.js'
 import { createUpload, idOf, startChild, randomBytesSeeded, sha256, startServer, tusRequest, tusUpload, type TestServer } from './helpers.js'
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
@@ -206,4 +208,52 @@ t.test('a slow handler is not a stalled client: bytes waiting to be read keep th
   const response = await tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET }, body: data })
   t.equal(response.status, 204)
   t.equal(sha256(await readFile(join(server.dir, idOf(url)))), sha256(data))
+})
+
+t.test('while the server closes, reads are answered and writes get 503 with Retry-After on a closed connection (tus and draft): a tus client resumes instead of starting over', async (t) => {
+  let open = (): void => {}
+  const gate = new Promise<void>((resolve) => { open = resolve })
+  /** A real FileStore whose writes end only once the test opens the gate: the close waits for them meanwhile. */
+  class HeldStore extends FileStore {
+    override async write (id: string, offset: number, source: AsyncIterable<Buffer>, options?: WriteOptions): Promise<number> {
+      const written = await super.write(id, offset, source, options)
+      await gate
+      return written
+    }
+  }
+  const server = await startServer(t, {}, async (app, dir) => {
+    await app.register(tusPlugin, { dir, store: new HeldStore({ directory: dir }) })
+  }, { return503OnClosing: false })
+  const busy = await createUpload(server, { 'Upload-Length': '100' })
+  const idle = await createUpload(server, { 'Upload-Length': '100' })
+  // Closing ends this PATCH's body (its connection closes), then waits for its write.
+  const body = new PassThrough()
+  const patched = tusRequest(busy, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET, 'Content-Length': '100' }, body })
+    .then((response) => response.status, () => 'closed')
+  const stored = once(server.app.tus, 'progress')
+  body.write(Buffer.alloc(10, 1))
+  await stored
+  const closed = server.app.close()
+  t.equal(await patched, 'closed', 'the running body is ended by the close')
+
+  const head = await tusRequest(idle, { method: 'HEAD' })
+  t.equal(head.status, 200, 'a HEAD is answered: the client learns its offset')
+  t.equal(head.headers['upload-offset'], '0')
+  const draftHead = await tusRequest(idle, { method: 'HEAD', headers: { 'Upload-Draft-Interop-Version': '6' } })
+  t.ok(draftHead.status < 300, `a draft offset retrieval is answered (${draftHead.status})`)
+  const writes: Array<[string, Promise<{ status: number, headers: Record<string, string | undefined> }>]> = [
+    ['POST', tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': '5' } })],
+    ['PATCH', tusRequest(idle, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET }, body: 'abc' })],
+    ['DELETE', tusRequest(idle, { method: 'DELETE' })],
+    ['draft append', tusRequest(idle, { method: 'PATCH', headers: { 'Upload-Draft-Interop-Version': '6', 'Upload-Offset': '0', 'Upload-Complete': '?0', 'Content-Type': 'application/partial-upload' }, body: 'abc' })]
+  ]
+  for (const [what, answer] of writes) {
+    const response = await answer
+    t.equal(response.status, 503, what)
+    t.equal(response.headers['retry-after'], '1', `${what}: Retry-After`)
+    t.equal(response.headers.connection, 'close', `${what}: its connection closed`)
+  }
+  open()
+  await closed
+  t.same((await readdir(server.dir)).filter((name) => name.endsWith('.json')).length, 2, 'nothing created while closing')
 })

@@ -14,6 +14,8 @@ interface Write {
 export class InFlightWrites {
   readonly #writes = new Set<Write>()
   readonly #held = new Set<Promise<void>>()
+  /** The server is closing (drain was called): no request may begin to store or remove anything. */
+  closing = false
 
   /** Registers an append; call the returned function when it has settled. */
   begin (body: RequestBody | undefined): () => void {
@@ -57,6 +59,7 @@ export class InFlightWrites {
    * every held lock's release.
    */
   async drain (timeoutMs: number): Promise<void> {
+    this.closing = true
     const writes = [...this.#writes]
     if (writes.length === 0 && this.#held.size === 0) return
     for (const write of writes) write.body?.release('shutdown')

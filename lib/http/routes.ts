@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { RequestBody } from '../core/body.js'
 import { hasBody, stringHeader } from '../core/request.js'
 import type { TusServices } from '../core/services.js'
-import { TusErrors, withFacts, type TusHttpError } from '../errors.js'
+import { TusErrors, retryLater, withFacts, type TusHttpError } from '../errors.js'
 import {
   DRAFT_UPLOAD_HANDLERS, INTEROP_HEADER, draftVersionOf, handleDraftAppend, handleDraftCreation, handleDraftDelete,
   handleDraftGet, handleDraftHead, handleDraftOptions, type DraftHandler
@@ -71,6 +71,7 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
     try {
       overrideMethod(request)
       checkVersion(services, request, reply)
+      refuseWritesWhileClosing(services, request)
     } catch (error) {
       done(error as TusHttpError)
       return
@@ -108,6 +109,19 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
     await route(handler, draftHandler)(request, reply)
   })
 }
+
+/**
+ * While the server closes, a request that would store or remove something gets 503 with Retry-After, its connection
+ * closed; reads are answered (with Fastify's `return503OnClosing: false`, else Fastify answers 503 first). A tus
+ * client takes a failed HEAD for an upload that is gone and starts over from byte 0 (tus-js-client does); a failed
+ * PATCH it retries, with a HEAD first.
+ */
+function refuseWritesWhileClosing (services: TusServices, request: FastifyRequest): void {
+  if (!services.inFlight.closing || READS_WHILE_CLOSING.has(request.method)) return
+  throw withFacts(retryLater(new TusErrors.SHUTTING_DOWN(), 1), { headers: { Connection: 'close' } })
+}
+
+const READS_WHILE_CLOSING = new Set(['HEAD', 'GET', 'OPTIONS'])
 
 /** X-HTTP-Method-Override on a POST to an upload: the request's method becomes the one it names. */
 function overrideMethod (request: FastifyRequest): void {
