@@ -7,7 +7,7 @@ import { InFlightWrites } from './core/in-flight.js'
 import type { TusServices } from './core/services.js'
 import { decorateTusRequests } from './http/decorate.js'
 import { tusRoutes } from './http/routes.js'
-import { MemoryLocker } from './lockers/lock.js'
+import { HeldLocks, MemoryLocker } from './lockers/lock.js'
 import { SharedReads } from './lockers/shared-reads.js'
 import { TusEvents } from './observe/events.js'
 import { METRICS_CONTENT_TYPE, TusMetrics, measuredLocker } from './observe/metrics.js'
@@ -49,8 +49,9 @@ const plugin: FastifyPluginAsync<TusPluginOptions> = async (fastify, rawOptions)
   const options = resolveOptions(rawOptions, { maxParamLength: config.routerOptions?.maxParamLength ?? config.maxParamLength ?? 100 })
   const store = rawOptions.store ?? new FileStore({ directory: options.dir })
   const metrics = new TusMetrics()
-  const inFlight = new InFlightWrites()
-  const locker = inFlight.counting(measuredLocker(rawOptions.locker ?? new MemoryLocker(), metrics))
+  const heldLocks = new HeldLocks()
+  const inFlight = new InFlightWrites(heldLocks)
+  const locker = measuredLocker(rawOptions.locker ?? new MemoryLocker(), metrics, heldLocks)
   const events = new TusEvents()
   const services: Omit<TusServices, 'basePath'> = {
     options, store, locker, events, metrics, pendingFinals: new PendingFinals(), diskReserve: new DiskReserve(options.dir, options.minFreeSpace), inFlight, sharedReads: new SharedReads(), log: fastify.log

@@ -1,4 +1,4 @@
-import type { LockOptions, UploadLock, UploadLocker } from '../lockers/lock.js'
+import type { HeldLocks } from '../lockers/lock.js'
 import type { RequestBody } from './body.js'
 
 interface Write {
@@ -13,9 +13,14 @@ interface Write {
  */
 export class InFlightWrites {
   readonly #writes = new Set<Write>()
-  readonly #held = new Set<Promise<void>>()
+  /** The locks given and not yet released (counted by the locker the services use). */
+  readonly #held: HeldLocks
   /** The server is closing (drain was called): no request may begin to store or remove anything. */
   closing = false
+
+  constructor (held: HeldLocks) {
+    this.#held = held
+  }
 
   /** Registers an append; call the returned function when it has settled. */
   begin (body: RequestBody | undefined): () => void {
@@ -28,32 +33,6 @@ export class InFlightWrites {
     }
   }
 
-  /** `locker`, with each lock it gives counted as held until its release has ended. */
-  counting (locker: UploadLocker): UploadLocker {
-    const held = this.#held
-    return {
-      async lock (id: string, options: LockOptions): Promise<UploadLock> {
-        const lock = await locker.lock(id, options)
-        let released = (): void => {}
-        const release = new Promise<void>((resolve) => { released = resolve })
-        held.add(release)
-        return {
-          // Read when asked for: a lease makes its signal only then.
-          get signal () { return lock.signal },
-          ...(lock.soleWriter === undefined ? {} : { soleWriter: lock.soleWriter }),
-          release: async () => {
-            try {
-              await lock.release()
-            } finally {
-              held.delete(release)
-              released()
-            }
-          }
-        }
-      }
-    }
-  }
-
   /**
    * Ends every body being appended (their bytes are kept), then waits up to `timeoutMs` for the writes and for
    * every held lock's release.
@@ -61,14 +40,14 @@ export class InFlightWrites {
   async drain (timeoutMs: number): Promise<void> {
     this.closing = true
     const writes = [...this.#writes]
-    if (writes.length === 0 && this.#held.size === 0) return
+    if (writes.length === 0 && !this.#held.any) return
     for (const write of writes) write.body?.release('shutdown')
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs) })
     const settled = (async () => {
       await Promise.all(writes.map(async (write) => await write.done))
       // Locks taken meanwhile (a request that waited for one of these) are waited for too.
-      while (this.#held.size > 0) await Promise.all([...this.#held])
+      await this.#held.allReleased()
     })()
     await Promise.race([settled, timeout])
     clearTimeout(timer)

@@ -213,6 +213,33 @@ export class Lease {
 }
 
 /**
+ * Counts the locks given and not yet released, so that closing can wait for their release: a cross-process lock
+ * left held by a process that exits keeps its upload from every other process until its ttl.
+ */
+export class HeldLocks {
+  #count = 0
+  #allReleased: (() => void) | undefined
+
+  taken (): void {
+    this.#count++
+  }
+
+  released (): void {
+    if (--this.#count === 0) this.#allReleased?.()
+  }
+
+  get any (): boolean {
+    return this.#count > 0
+  }
+
+  /** Resolves once no lock is held (at once if none is). */
+  async allReleased (): Promise<void> {
+    if (this.#count > 0) await new Promise<void>((resolve) => { this.#allReleased = resolve })
+    this.#allReleased = undefined
+  }
+}
+
+/**
  * A request of this process waiting for a lock held elsewhere (another instance, another process): it tries again
  * when signalled (a release was announced: pub/sub, a lock file removed) or after `ms`, whichever comes first. A
  * signal that came before the wait is not lost.

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify'
-import type { LockOptions, UploadLock, UploadLocker } from '../lockers/lock.js'
+import type { HeldLocks, LockOptions, UploadLock, UploadLocker } from '../lockers/lock.js'
 
 const METHODS = new Set(['OPTIONS', 'POST', 'HEAD', 'GET', 'PATCH', 'DELETE'])
 const ERROR_CODE = /^[A-Z][A-Z0-9_]{0,63}$/
@@ -180,8 +180,9 @@ export function countRequests (instance: FastifyInstance, metrics: TusMetrics): 
  * Wraps a locker so that waiting is measured. A wait is counted when this process already holds or
  * awaits the same upload; time is measured for every acquisition, so a cross-process locker's waits
  * show up in the seconds even when the other holder is elsewhere.
+ * Each lock given is counted in `held` until its release has ended (closing waits for them).
  */
-export function measuredLocker (locker: UploadLocker, metrics: TusMetrics): UploadLocker {
+export function measuredLocker (locker: UploadLocker, metrics: TusMetrics, held?: HeldLocks): UploadLocker {
   const busy = new Map<string, number>()
   return {
     async lock (id: string, options: LockOptions): Promise<UploadLock> {
@@ -199,17 +200,24 @@ export function measuredLocker (locker: UploadLocker, metrics: TusMetrics): Uplo
       } finally {
         metrics.lockWaitSeconds += Number(process.hrtime.bigint() - started) / 1e9
       }
+      held?.taken()
       let released = false
       return {
         // Read when asked for: a lease makes its signal only then.
         get signal () { return lock.signal },
         ...(lock.soleWriter === undefined ? {} : { soleWriter: lock.soleWriter }),
         release: async () => {
-          if (!released) {
-            released = true
-            leave(id)
+          if (released) {
+            await lock.release()
+            return
           }
-          await lock.release()
+          released = true
+          leave(id)
+          try {
+            await lock.release()
+          } finally {
+            held?.released()
+          }
         }
       }
     }
