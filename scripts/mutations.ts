@@ -463,8 +463,8 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'download: an upload that looks complete sent without waiting for its lock',
     file: 'lib/core/operations.ts',
-    find: 'touched(request, isComplete(found) ? await settledUnlessLockDown(services, found) : found)',
-    replace: 'touched(request, found)',
+    find: 'const settled = isComplete(found) ? await settledUnlessLockDown(services, found) : found',
+    replace: 'const settled = found',
     tests: ['test/both-protocols.test.ts']
   },
   {
