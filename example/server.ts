@@ -2,9 +2,14 @@
 import type { AddressInfo } from 'node:net'
 import { buildExampleApp, DEFAULT_UPLOAD_DIR } from './app.js'
 
-const port = Number(process.env.PORT ?? 8080)
+const portText = process.env.PORT ?? '8080'
+const port = Number(portText)
 const host = process.env.HOST ?? '127.0.0.1'
 const dir = process.env.UPLOAD_DIR ?? DEFAULT_UPLOAD_DIR
+if (!/^\d{1,5}$/.test(portText) || port > 65535) {
+  console.error(`fastify-tus example: PORT must be a port number from 0 to 65535 (got "${portText}"): PORT=8081 npm start (PORT=0 picks a free one)`)
+  process.exit(1)
+}
 
 const app = await buildExampleApp({ dir })
 try {

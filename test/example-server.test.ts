@@ -66,6 +66,17 @@ t.test('npm start serves the upload page offline-ready, lists finished uploads a
   t.same(await server.exited, { code: 0, signal: null }, 'SIGTERM: exit 0')
 })
 
+t.test('npm start with a PORT that is no port number says so, without a stack trace', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-example-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const [, ...nodeArgs] = (JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start.split(' ')
+  for (const port of ['abc', '65536', '-1']) {
+    const result = await runProcess(t, process.execPath, nodeArgs, { cwd: root, env: { PORT: port, UPLOAD_DIR: dir } })
+    t.equal(result.code, 1, `PORT=${port}: exit code 1`)
+    t.equal(result.stderr, `fastify-tus example: PORT must be a port number from 0 to 65535 (got "${port}"): PORT=8081 npm start (PORT=0 picks a free one)\n`, `PORT=${port}: one line`)
+  }
+})
+
 t.test('npm start on a busy port says so and how to pick another with PORT, without a stack trace', async (t) => {
   const blocker = createServer()
   await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve))
