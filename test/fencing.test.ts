@@ -6,15 +6,11 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
-import { idOf, randomBytesSeeded, sha256, startChild, tusRequest, type ChildServer } from './helpers.js'
+import { idOf, randomBytesSeeded, sha256, startChild, tusRequest } from './helpers.js'
 import { testBucket, uniqueName } from './services.js'
 
 const MiB = 1024 * 1024
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
-
-function base (server: ChildServer): string {
-  return `http://127.0.0.1:${server.port}`
-}
 
 t.test('a lock holder frozen past the ttl, then resumed, never overwrites the new holder\'s acknowledged bytes', async (t) => {
   t.setTimeout(180_000)
@@ -25,14 +21,14 @@ t.test('a lock holder frozen past the ttl, then resumed, never overwrites the ne
   const [a, b] = await Promise.all([startChild(t, dir, { ...env, TUS_CHILD_PROGRESS: '1' }), startChild(t, dir, env)])
   t.teardown(() => { a!.child.kill('SIGCONT') })
   const size = 12 * MiB
-  const created = await tusRequest(`${base(b!)}/files/`, { method: 'POST', headers: { 'Upload-Length': String(size) } })
+  const created = await tusRequest(`${b!.origin}/files/`, { method: 'POST', headers: { 'Upload-Length': String(size) } })
   t.equal(created.status, 201)
-  const url = `/files/${idOf(new URL(created.headers.location!, base(b!)).href)}`
+  const url = `/files/${idOf(new URL(created.headers.location!, b!.origin).href)}`
 
   // A takes the lock and buffers 3 MiB of a 6 MiB PATCH (a part is 5 MiB: nothing is in S3 yet).
   const stale = randomBytesSeeded(6 * MiB, 100)
   const body = new PassThrough()
-  const patchA = tusRequest(`${base(a!)}${url}`, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET, 'Content-Length': String(stale.length) }, body })
+  const patchA = tusRequest(`${a!.origin}${url}`, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET, 'Content-Length': String(stale.length) }, body })
     .then((response) => response.status, () => 'closed')
   body.write(stale.subarray(0, 3 * MiB))
   for (;;) {
@@ -43,12 +39,12 @@ t.test('a lock holder frozen past the ttl, then resumed, never overwrites the ne
   a!.child.kill('SIGSTOP')
 
   // B's HEAD waits for A's lock to expire (1.5 s), then the client goes on through B.
-  const head = await tusRequest(`${base(b!)}${url}`, { method: 'HEAD' })
+  const head = await tusRequest(`${b!.origin}${url}`, { method: 'HEAD' })
   t.equal(head.status, 200)
   t.equal(head.headers['upload-offset'], '0', 'A stored nothing before it froze')
   const data = randomBytesSeeded(size, 101)
   const acknowledged = 5 * MiB + 1000
-  const patchB = await tusRequest(`${base(b!)}${url}`, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET }, body: data.subarray(0, acknowledged) })
+  const patchB = await tusRequest(`${b!.origin}${url}`, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET }, body: data.subarray(0, acknowledged) })
   t.equal(patchB.status, 204)
   t.equal(patchB.headers['upload-offset'], String(acknowledged), 'B acknowledged a whole part and 1000 bytes more')
 
@@ -58,12 +54,12 @@ t.test('a lock holder frozen past the ttl, then resumed, never overwrites the ne
   const answerA = await patchA
   t.not(answerA, 204, `the stale PATCH on A is not acknowledged (${String(answerA)})`)
 
-  const after = await tusRequest(`${base(b!)}${url}`, { method: 'HEAD' })
+  const after = await tusRequest(`${b!.origin}${url}`, { method: 'HEAD' })
   t.equal(after.headers['upload-offset'], String(acknowledged), 'the offset is still what B acknowledged')
-  const rest = await tusRequest(`${base(a!)}${url}`, { method: 'PATCH', headers: { 'Upload-Offset': String(acknowledged), ...OCTET }, body: data.subarray(acknowledged) })
+  const rest = await tusRequest(`${a!.origin}${url}`, { method: 'PATCH', headers: { 'Upload-Offset': String(acknowledged), ...OCTET }, body: data.subarray(acknowledged) })
   t.equal(rest.status, 204, 'A, awake and fenced no more, takes the rest')
   for (const server of [a!, b!]) {
-    const download = await tusRequest(`${base(server)}${url}`)
+    const download = await tusRequest(`${server.origin}${url}`)
     t.equal(download.status, 200)
     t.equal(sha256(download.body), sha256(data), 'every acknowledged byte is intact')
   }

@@ -161,6 +161,8 @@ export async function backdate (dir: string, id: string, days: number): Promise<
 export interface ChildServer {
   child: ChildProcess
   port: number
+  /** `http://127.0.0.1:<port>` */
+  origin: string
   /** The rest of its stdout, line by line (`progress <offset>` lines). */
   lines: AsyncIterableIterator<string>
 }
@@ -190,7 +192,7 @@ export async function startChild (t: Teardown, dir: string, env: Record<string, 
     const { value, done } = await lines.next()
     if (done === true) throw new Error('the child server exited before listening')
     const match = /^listening (\d+)$/.exec(value)
-    if (match !== null) return { child, port: Number(match[1]), lines }
+    if (match !== null) return { child, port: Number(match[1]), origin: `http://127.0.0.1:${match[1]}`, lines }
   }
 }
 

@@ -19,22 +19,18 @@ async function instances (t: Parameters<typeof testBucket>[0] & { teardown: (fn:
   return await Promise.all(Array.from({ length: count }, async () => await startChild(t, dir, env)))
 }
 
-function base (server: ChildServer): string {
-  return `http://127.0.0.1:${server.port}`
-}
-
 async function completions (server: ChildServer): Promise<Record<string, number>> {
-  return JSON.parse((await tusRequest(`${base(server)}/test/completions`)).body.toString()) as Record<string, number>
+  return JSON.parse((await tusRequest(`${server.origin}/test/completions`)).body.toString()) as Record<string, number>
 }
 
 async function createPartial (server: ChildServer, size: number): Promise<string> {
-  const created = await tusRequest(`${base(server)}/files/`, { method: 'POST', headers: { 'Upload-Length': String(size), 'Upload-Concat': 'partial' } })
+  const created = await tusRequest(`${server.origin}/files/`, { method: 'POST', headers: { 'Upload-Length': String(size), 'Upload-Concat': 'partial' } })
   if (created.status !== 201) throw new Error(`partial creation answered ${created.status}`)
-  return idOf(new URL(created.headers.location!, base(server)).href)
+  return idOf(new URL(created.headers.location!, server.origin).href)
 }
 
 async function patch (server: ChildServer, id: string, offset: number, body: Buffer): Promise<number> {
-  const response = await tusRequest(`${base(server)}/files/${id}`, { method: 'PATCH', headers: { 'Upload-Offset': String(offset), ...OCTET }, body })
+  const response = await tusRequest(`${server.origin}/files/${id}`, { method: 'PATCH', headers: { 'Upload-Offset': String(offset), ...OCTET }, body })
   return response.status
 }
 
@@ -49,19 +45,19 @@ for (const [label, sizes] of [['copied by S3', [5 * MiB + 3, MiB + 7]], ['stream
     const half = Math.floor(sizes[1] / 2)
     t.equal(await patch(a!, second, 0, data[1]!.subarray(0, half)), 204)
 
-    const final = await tusRequest(`${base(b!)}/files/`, {
+    const final = await tusRequest(`${b!.origin}/files/`, {
       method: 'POST', headers: { 'Upload-Concat': `final;/files/${first} /files/${second}`, 'Upload-Metadata': 'filename am9pbmVkLmJpbg==' }
     })
     t.equal(final.status, 201)
-    const finalId = idOf(new URL(final.headers.location!, base(b!)).href)
-    t.equal((await tusRequest(`${base(c!)}/files/${finalId}`)).status, 409, 'not complete while a partial is not')
+    const finalId = idOf(new URL(final.headers.location!, b!.origin).href)
+    t.equal((await tusRequest(`${c!.origin}/files/${finalId}`)).status, 409, 'not complete while a partial is not')
 
     t.equal(await patch(a!, second, half, data[1]!.subarray(half)), 204, 'the last partial completes on A')
-    const download = await tusRequest(`${base(c!)}/files/${finalId}`)
+    const download = await tusRequest(`${c!.origin}/files/${finalId}`)
     t.equal(download.status, 200)
     t.equal(download.headers['content-length'], String(sizes[0] + sizes[1]))
     t.equal(sha256(download.body), sha256(Buffer.concat(data)), 'the final is the partials, byte for byte')
-    const head = await tusRequest(`${base(b!)}/files/${finalId}`, { method: 'HEAD' })
+    const head = await tusRequest(`${b!.origin}/files/${finalId}`, { method: 'HEAD' })
     t.equal(head.status, 200)
     t.equal(head.headers['upload-offset'], String(sizes[0] + sizes[1]))
 
@@ -76,14 +72,14 @@ t.test('a final whose partials complete on another instance after its creator re
   const [a, b] = await instances(t, 2)
   const data = randomBytesSeeded(3000, 80)
   const partial = await createPartial(a!, data.length)
-  const final = await tusRequest(`${base(b!)}/files/`, { method: 'POST', headers: { 'Upload-Concat': `final;/files/${partial}` } })
+  const final = await tusRequest(`${b!.origin}/files/`, { method: 'POST', headers: { 'Upload-Concat': `final;/files/${partial}` } })
   t.equal(final.status, 201)
-  const finalId = idOf(new URL(final.headers.location!, base(b!)).href)
+  const finalId = idOf(new URL(final.headers.location!, b!.origin).href)
   // B, which registered the final, is gone: the waiting list must not have lived in its memory.
   b!.child.kill('SIGKILL')
   t.equal(await patch(a!, partial, 0, data), 204)
   t.same(await completions(a!), { [finalId]: 1 }, 'finished by A when the partial completed')
-  const download = await tusRequest(`${base(a!)}/files/${finalId}`)
+  const download = await tusRequest(`${a!.origin}/files/${finalId}`)
   t.equal(download.status, 200)
   t.equal(sha256(download.body), sha256(data))
 })
@@ -97,18 +93,18 @@ t.test('a final whose waiting record is gone (an instance died before finishing 
   const [a, b, c] = await Promise.all([startChild(t, dir, env), startChild(t, dir, env), startChild(t, dir, env)])
   const data = randomBytesSeeded(4000, 81)
   const partial = await createPartial(a!, data.length)
-  const final = await tusRequest(`${base(b!)}/files/`, { method: 'POST', headers: { 'Upload-Concat': `final;/files/${partial}` } })
-  const finalId = idOf(new URL(final.headers.location!, base(b!)).href)
+  const final = await tusRequest(`${b!.origin}/files/`, { method: 'POST', headers: { 'Upload-Concat': `final;/files/${partial}` } })
+  const finalId = idOf(new URL(final.headers.location!, b!.origin).href)
   // What an instance that crashed between the partial's completion and the final's leaves: no record.
   const client = testS3Client()
   t.teardown(() => { client.destroy() })
   await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: `uploads/${partial}.finals/${finalId}` }))
   t.equal(await patch(a!, partial, 0, data), 204)
   t.same(await completions(a!), {}, 'A did not know of the final')
-  const download = await tusRequest(`${base(c!)}/files/${finalId}`)
+  const download = await tusRequest(`${c!.origin}/files/${finalId}`)
   t.equal(download.status, 200, 'the GET finished it')
   t.equal(sha256(download.body), sha256(data))
-  t.equal((await tusRequest(`${base(b!)}/files/${finalId}`)).status, 200)
+  t.equal((await tusRequest(`${b!.origin}/files/${finalId}`)).status, 200)
   t.same(await completions(c!), { [finalId]: 1 }, 'onUploadComplete ran once, on the instance that finished it')
   t.same(await completions(b!), {})
 })

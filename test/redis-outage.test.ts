@@ -19,10 +19,6 @@ const BOUND = LOCK_TIMEOUT + 1000
 const OUTAGE_MS = 10_000
 const scripts = join(import.meta.dirname, '..', 'scripts', 'services')
 
-function base (server: ChildServer): string {
-  return `http://127.0.0.1:${server.port}`
-}
-
 async function timed (request: Promise<RawResponse>): Promise<RawResponse & { ms: number }> {
   const begin = Date.now()
   const response = await request
@@ -66,17 +62,17 @@ t.test('Redis down for ~10 s: bounded answers (503 + Retry-After), nothing lost,
 
   // A finished upload, and one under way.
   const done = randomBytesSeeded(300_000, 90)
-  const finished = await tusRequest(`${base(a!)}/files/`, { method: 'POST', headers: { 'Upload-Length': String(done.length), ...OCTET }, body: done })
+  const finished = await tusRequest(`${a!.origin}/files/`, { method: 'POST', headers: { 'Upload-Length': String(done.length), ...OCTET }, body: done })
   t.equal(finished.status, 201)
-  const finishedUrl = `/files/${idOf(new URL(finished.headers.location!, base(a!)).href)}`
+  const finishedUrl = `/files/${idOf(new URL(finished.headers.location!, a!.origin).href)}`
   const data = randomBytesSeeded(6 * MiB, 91)
-  const created = await tusRequest(`${base(b!)}/files/`, { method: 'POST', headers: { 'Upload-Length': String(data.length), ...OCTET }, body: data.subarray(0, MiB) })
+  const created = await tusRequest(`${b!.origin}/files/`, { method: 'POST', headers: { 'Upload-Length': String(data.length), ...OCTET }, body: data.subarray(0, MiB) })
   t.equal(created.status, 201)
-  const url = `/files/${idOf(new URL(created.headers.location!, base(b!)).href)}`
+  const url = `/files/${idOf(new URL(created.headers.location!, b!.origin).href)}`
 
   // A PATCH holding the lock when Redis stops: its answer is not held up by the release.
   const body = new PassThrough()
-  const inFlight = tusRequest(`${base(a!)}${url}`, { method: 'PATCH', headers: { 'Upload-Offset': String(MiB), ...OCTET }, body })
+  const inFlight = tusRequest(`${a!.origin}${url}`, { method: 'PATCH', headers: { 'Upload-Offset': String(MiB), ...OCTET }, body })
   body.write(data.subarray(MiB, MiB + 512 * 1024))
   // Its bytes are arriving (the finished upload's own reports are all below 1 MiB): it holds the lock.
   while (Number((await nextLine(a!, /^progress (\d+)$/))[1]) <= MiB);
@@ -97,9 +93,9 @@ t.test('Redis down for ~10 s: bounded answers (503 + Retry-After), nothing lost,
   while (Date.now() - stopped < OUTAGE_MS) {
     const server = servers[round++ % 2]!
     const answers = {
-      HEAD: await timed(tusRequest(`${base(server)}${url}`, { method: 'HEAD' })),
-      POST: await timed(tusRequest(`${base(server)}/files/`, { method: 'POST', headers: { 'Upload-Length': '10' } })),
-      PATCH: await timed(tusRequest(`${base(server)}${url}`, { method: 'PATCH', headers: { 'Upload-Offset': String(2 * MiB), ...OCTET }, body: data.subarray(2 * MiB, 2 * MiB + 1000) }))
+      HEAD: await timed(tusRequest(`${server.origin}${url}`, { method: 'HEAD' })),
+      POST: await timed(tusRequest(`${server.origin}/files/`, { method: 'POST', headers: { 'Upload-Length': '10' } })),
+      PATCH: await timed(tusRequest(`${server.origin}${url}`, { method: 'PATCH', headers: { 'Upload-Offset': String(2 * MiB), ...OCTET }, body: data.subarray(2 * MiB, 2 * MiB + 1000) }))
     }
     for (const [method, answer] of Object.entries(answers)) {
       if (answer.status !== 503 || answer.headers['retry-after'] !== '1' || answer.ms > BOUND) {
@@ -107,7 +103,7 @@ t.test('Redis down for ~10 s: bounded answers (503 + Retry-After), nothing lost,
       }
     }
     // A finished upload is still sent: its download is sent without the lock when the lock service fails.
-    const download = await timed(tusRequest(`${base(server)}${finishedUrl}`))
+    const download = await timed(tusRequest(`${server.origin}${finishedUrl}`))
     if (download.status !== 200 || sha256(download.body) !== sha256(done) || download.ms > BOUND) slow.push(`GET: ${download.status} after ${download.ms} ms`)
   }
   t.same(slow, [], `${round} rounds of HEAD, POST, PATCH, GET during the outage: each 503 + Retry-After: 1 within ${BOUND} ms (GET 200)`)
@@ -118,24 +114,24 @@ t.test('Redis down for ~10 s: bounded answers (503 + Retry-After), nothing lost,
   // outage may still be held, for all they can tell.
   let offset = -1
   for (let attempt = 0; offset < 0 && attempt < 30; attempt++) {
-    const head = await tusRequest(`${base(servers[attempt % 2]!)}${url}`, { method: 'HEAD' })
+    const head = await tusRequest(`${servers[attempt % 2]!.origin}${url}`, { method: 'HEAD' })
     if (head.status === 200) offset = Number(head.headers['upload-offset'])
     else await new Promise((resolve) => setTimeout(resolve, Number(head.headers['retry-after'] ?? '1') * 1000))
   }
   t.equal(offset, 2 * MiB, `the offset is what was acknowledged before the outage (${offset})`)
   for (let chunk = 0; offset < data.length; chunk++) {
     const end = Math.min(data.length, offset + 2 * MiB)
-    const response = await tusRequest(`${base(servers[chunk % 2]!)}${url}`, {
+    const response = await tusRequest(`${servers[chunk % 2]!.origin}${url}`, {
       method: 'PATCH', headers: { 'Upload-Offset': String(offset), ...OCTET }, body: data.subarray(offset, end)
     })
     t.equal(response.status, 204)
     offset = Number(response.headers['upload-offset'])
   }
   for (const server of servers) {
-    const download = await tusRequest(`${base(server)}${url}`)
+    const download = await tusRequest(`${server.origin}${url}`)
     t.equal(download.status, 200)
     t.equal(sha256(download.body), sha256(data), 'byte-identical')
   }
-  const fresh = await tusRequest(`${base(a!)}/files/`, { method: 'POST', headers: { 'Upload-Length': '10' } })
+  const fresh = await tusRequest(`${a!.origin}/files/`, { method: 'POST', headers: { 'Upload-Length': '10' } })
   t.equal(fresh.status, 201, 'uploads are created again')
 })

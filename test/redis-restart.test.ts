@@ -147,10 +147,6 @@ t.test('a server that refuses INFO (a proxy without it) is not checked: locks ar
   t.equal(refused, 1, 'and not again on the same connection')
 })
 
-function base (server: ChildServer): string {
-  return `http://127.0.0.1:${server.port}`
-}
-
 t.test('two instances: Redis restarts empty under a running PATCH; the other instance waits, the upload stays byte-identical', async (t) => {
   t.setTimeout(120_000)
   const redis = await redisServer(t)
@@ -163,14 +159,14 @@ t.test('two instances: Redis restarts empty under a running PATCH; the other ins
   ])
   const size = 16 * MiB
   const data = randomBytesSeeded(size, 120)
-  const created = await tusRequest(`${base(b!)}/files/`, { method: 'POST', headers: { 'Upload-Length': String(size) } })
+  const created = await tusRequest(`${b!.origin}/files/`, { method: 'POST', headers: { 'Upload-Length': String(size) } })
   t.equal(created.status, 201)
-  const id = idOf(new URL(created.headers.location!, base(b!)).href)
+  const id = idOf(new URL(created.headers.location!, b!.origin).href)
   const url = `/files/${id}`
 
   // A streams the client's bytes, slowly, from offset 0 and keeps doing so after the restart.
   const body = new PassThrough()
-  const patchA = tusRequest(`${base(a!)}${url}`, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET }, body })
+  const patchA = tusRequest(`${a!.origin}${url}`, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET }, body })
     .then((response) => response.status, () => 'closed')
   let sent = MiB
   body.write(data.subarray(0, sent))
@@ -201,7 +197,7 @@ t.test('two instances: Redis restarts empty under a running PATCH; the other ins
   const refusals: RawResponse[] = []
   let head: RawResponse
   for (;;) {
-    head = await tusRequest(`${base(b!)}${url}`, { method: 'HEAD' })
+    head = await tusRequest(`${b!.origin}${url}`, { method: 'HEAD' })
     if (head.status !== 503) break
     refusals.push(head)
     await new Promise((resolve) => setTimeout(resolve, 100))
@@ -215,7 +211,7 @@ t.test('two instances: Redis restarts empty under a running PATCH; the other ins
   t.equal(offset, lastStoredByA, `the offset is what A stored before it lost the lock (${offset})`)
 
   // The client resumes through B from the offset B gave.
-  const resumed = await tusRequest(`${base(b!)}${url}`, { method: 'PATCH', headers: { 'Upload-Offset': String(offset), ...OCTET }, body: data.subarray(offset) })
+  const resumed = await tusRequest(`${b!.origin}${url}`, { method: 'PATCH', headers: { 'Upload-Offset': String(offset), ...OCTET }, body: data.subarray(offset) })
   t.equal(resumed.status, 204, `B stores the rest (${resumed.status} ${resumed.text})`)
   t.equal(resumed.headers['upload-offset'], String(size))
   const finalA = await patchA
@@ -223,7 +219,7 @@ t.test('two instances: Redis restarts empty under a running PATCH; the other ins
   t.ok(storedByA.every((stored) => stored <= offset), `A stored nothing after B took the upload (A's last ${storedByA.at(-1) ?? 'none'})`)
   t.equal(sha256(await readFile(join(dir, id))), sha256(data), 'the data file is byte-identical to what the client sent')
   for (const server of [a!, b!]) {
-    const download = await tusRequest(`${base(server)}${url}`)
+    const download = await tusRequest(`${server.origin}${url}`)
     t.equal(download.status, 200)
     t.equal(sha256(download.body), sha256(data), `GET through instance ${server.port} is byte-identical`)
   }
