@@ -11,7 +11,7 @@ import { PassThrough } from 'node:stream'
 import { promisify } from 'node:util'
 import { Redis } from 'ioredis'
 import { RedisLocker } from '../lib/lockers/redis-locker.js'
-import { idOf, randomBytesSeeded, sha256, startChild, tusRequest, type ChildServer, type RawResponse, freePort } from './helpers.js'
+import { idOf, randomBytesSeeded, sha256, startChild, tusRequest, type RawResponse, freePort } from './helpers.js'
 import { uniqueName } from './services.js'
 
 const run = promisify(execFile)
