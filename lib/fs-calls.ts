@@ -9,13 +9,48 @@ import { eachConcurrently } from './each-concurrently.js'
  */
 
 /**
- * A small file's contents as UTF-8: open, read until the end, close, with plain file descriptors (cheaper
- * than a FileHandle, and one call fewer than readFile, which asks for the size first).
+ * Whether a store's cheapest file-system calls (closing a file, the `stat` of a data file whose inode was read
+ * lately) run synchronously on the event loop: a few microseconds there, against 10-30 µs of CPU and two thread
+ * switches for a round trip through libuv's thread pool. A call slower than SLOW_CALL_MS counts as slow; more than
+ * SLOW_CALLS_ALLOWED slow ones among CALL_WINDOW turn them off for good (the thread pool from then on): a few are
+ * the process being preempted on a busy machine; more are a file system that makes such calls wait (the disk, the
+ * network). Opening, reading and writing always go through the thread pool: they may wait for the disk or a journal.
  */
-export async function readSmallFile (path: string): Promise<string> {
-  const fd = await new Promise<number>((resolve, reject) => {
-    fs.open(path, 'r', (error, fd) => { if (error === null) resolve(fd); else reject(error) })
-  })
+export class QuickCalls {
+  #enabled = true
+  #calls = 0
+  #slow = 0
+
+  get enabled (): boolean {
+    return this.#enabled
+  }
+
+  /** `call`, run now and timed. */
+  run<T> (call: () => T): T {
+    const start = performance.now()
+    try {
+      return call()
+    } finally {
+      if (performance.now() - start > SLOW_CALL_MS && ++this.#slow > SLOW_CALLS_ALLOWED) this.#enabled = false
+      if (++this.#calls === CALL_WINDOW) {
+        this.#calls = 0
+        this.#slow = 0
+      }
+    }
+  }
+}
+
+const SLOW_CALL_MS = 1
+const CALL_WINDOW = 1024
+const SLOW_CALLS_ALLOWED = 16
+
+/**
+ * A small file's contents as UTF-8: open, read until the end, close, with plain file descriptors (cheaper
+ * than a FileHandle, and one call fewer than readFile, which asks for the size first); closed on the event loop
+ * while `quick` allows.
+ */
+export async function readSmallFile (path: string, quick?: QuickCalls): Promise<string> {
+  const fd = await openFd(path, 'r')
   try {
     let buffer = Buffer.allocUnsafe(4096)
     let length = 0
@@ -30,15 +65,16 @@ export async function readSmallFile (path: string): Promise<string> {
       buffer = larger
     }
   } finally {
-    await closeFd(fd)
+    await closeFd(fd, quick)
   }
 }
 
-/** Creates `path` (which must not exist) holding `text`, fsynced if `sync`, with plain file descriptors. */
-export async function writeSmallFile (path: string, text: string, sync: boolean): Promise<void> {
-  const fd = await new Promise<number>((resolve, reject) => {
-    fs.open(path, 'wx', (error, fd) => { if (error === null) resolve(fd); else reject(error) })
-  })
+/**
+ * Creates `path` (which must not exist) holding `text`, fsynced if `sync`, with plain file descriptors; closed on
+ * the event loop while `quick` allows.
+ */
+export async function writeSmallFile (path: string, text: string, sync: boolean, quick?: QuickCalls): Promise<void> {
+  const fd = await openFd(path, 'wx')
   try {
     const bytes = Buffer.from(text)
     let written = 0
@@ -53,7 +89,53 @@ export async function writeSmallFile (path: string, text: string, sync: boolean)
     await unlink(path).catch(() => undefined)
     throw error
   }
-  await closeFd(fd)
+  await closeFd(fd, quick)
+}
+
+async function openFd (path: string, flags: string | number): Promise<number> {
+  return await new Promise<number>((resolve, reject) => {
+    fs.open(path, flags, (error, fd) => { if (error === null) resolve(fd); else reject(error) })
+  })
+}
+
+/**
+ * A data file open for the store, as a plain descriptor: opening and closing one costs less than a FileHandle
+ * (an object with a promise and an async wrapper per call), and its close can run on the event loop while
+ * `quick` allows. Closed once: a second close does nothing (the number may be another file's by then).
+ */
+export class DataFile {
+  readonly fd: number
+  #closed = false
+
+  private constructor (fd: number) {
+    this.fd = fd
+  }
+
+  static async open (path: string, flags: string | number): Promise<DataFile> {
+    return new DataFile(await openFd(path, flags))
+  }
+
+  async stat (): Promise<Stats> {
+    return await new Promise((resolve, reject) => { fs.fstat(this.fd, (error, stats) => { if (error === null) resolve(stats); else reject(error) }) })
+  }
+
+  async sync (): Promise<void> {
+    await new Promise<void>((resolve, reject) => { fs.fsync(this.fd, (error) => { if (error === null) resolve(); else reject(error) }) })
+  }
+
+  async datasync (): Promise<void> {
+    await new Promise<void>((resolve, reject) => { fs.fdatasync(this.fd, (error) => { if (error === null) resolve(); else reject(error) }) })
+  }
+
+  async truncate (length: number): Promise<void> {
+    await new Promise<void>((resolve, reject) => { fs.ftruncate(this.fd, length, (error) => { if (error === null) resolve(); else reject(error) }) })
+  }
+
+  async close (quick?: QuickCalls): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    await closeFd(this.fd, quick)
+  }
 }
 
 /** fs.unlink and fs.rename through callbacks: cheaper than fs/promises per call. */
@@ -65,7 +147,11 @@ export async function rename (from: string, to: string): Promise<void> {
   await new Promise<void>((resolve, reject) => { fs.rename(from, to, (error) => { if (error === null) resolve(); else reject(error) }) })
 }
 
-async function closeFd (fd: number): Promise<void> {
+async function closeFd (fd: number, quick?: QuickCalls): Promise<void> {
+  if (quick?.enabled === true) {
+    quick.run(() => { fs.closeSync(fd) })
+    return
+  }
   await new Promise<void>((resolve, reject) => { fs.close(fd, (error) => { if (error === null || error === undefined) resolve(); else reject(error) }) })
 }
 

@@ -421,9 +421,16 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'file store: truncate keeps what it knew of the kept handle',
     file: 'lib/store/file-store.ts',
-    find: '    this.#openFiles.drop(id)\n    const handle = await open(path, \'r+\')',
-    replace: '    const handle = await open(path, \'r+\')',
+    find: '    this.#openFiles.drop(id)\n    const handle = await DataFile.open(path, \'r+\')',
+    replace: '    const handle = await DataFile.open(path, \'r+\')',
     tests: ['test/file-store.test.ts']
+  },
+  {
+    name: 'quick calls: slow synchronous calls never send them back to the thread pool',
+    file: 'lib/fs-calls.ts',
+    find: '++this.#slow > SLOW_CALLS_ALLOWED) this.#enabled = false',
+    replace: '++this.#slow > SLOW_CALLS_ALLOWED) this.#enabled = true',
+    tests: ['test/file-store-stat.test.ts']
   },
   {
     name: 'download: a chunk freed as soon as the response took it, before it was sent',

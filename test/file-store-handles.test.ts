@@ -3,11 +3,12 @@
 // (termination, completion, close, idleness) nor be written through once the path names another file.
 import t from 'tap'
 import fs from 'node:fs'
-import { appendFile, mkdir, mkdtemp, open, readdir, readFile, readlink, rm, type FileHandle } from 'node:fs/promises'
+import { appendFile, mkdir, mkdtemp, readdir, readFile, readlink, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { FileStore } from '../lib/index.js'
 import { OpenFiles } from '../lib/store/open-files.js'
+import { DataFile } from '../lib/fs-calls.js'
 import { contractId } from './store-contract.js'
 
 const directory = await mkdtemp(join(tmpdir(), 'fastify-tus-handles-'))
@@ -96,9 +97,9 @@ t.test('OpenFiles: at most max kept (least recently kept closed first), closed w
   const dir = join(directory, 'unit')
   await mkdir(dir)
   const closed: string[] = []
-  const handles = new Map<string, FileHandle>()
+  const handles = new Map<string, DataFile>()
   for (const name of ['a', 'b', 'c', 'd']) {
-    const handle = await open(join(dir, name), 'a')
+    const handle = await DataFile.open(join(dir, name), 'a')
     const close = handle.close.bind(handle)
     handle.close = async () => { closed.push(name); await close() }
     handles.set(name, handle)
@@ -227,8 +228,8 @@ t.test('not the sole writer (a cross-process lock): every getInfo asks the file,
 })
 
 t.test('close() during a write: no further batch is written, the write fails, nothing is left open', { skip: process.platform !== 'linux' && 'needs /proc/self/fd' }, async (t) => {
-  // The write queue writes through the handle's descriptor with callback fs.writev, which the FileHandle does not
-  // track: close() must stop the writer and wait for its write in flight before it closes the descriptor.
+  // The write queue writes through the data file's descriptor with callback fs.writev: close() must stop the writer
+  // and wait for its write in flight before it closes the descriptor.
   const dir = join(directory, 'close-during-write')
   const store = new FileStore({ directory: dir })
   const id = contractId()

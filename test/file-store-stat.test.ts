@@ -2,9 +2,10 @@
 // eviction), and the data file of a cached upload is statted synchronously unless such stats prove slow.
 import t from 'tap'
 import fs from 'node:fs'
-import { appendFile, mkdtemp, rm } from 'node:fs/promises'
+import { appendFile, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { Readable } from 'node:stream'
 import { FileStore } from '../lib/index.js'
 import { BoundedCache } from '../lib/store/info-cache.js'
 import { contractId } from './store-contract.js'
@@ -66,6 +67,44 @@ t.test('stats that prove slow go back to the thread pool', async (t) => {
   t.equal((await store.getInfo(id)).offset, 3)
   t.same(calls, { sync: 17, async: 1 }, 'through fs.stat now')
 })
+
+t.test('files are closed on the event loop too, and through the thread pool once synchronous calls prove slow', async (t) => {
+  const store = new FileStore({ directory, fsync: false })
+  t.teardown(async () => { await store.close() })
+  const closes = countCloses(t)
+  const first = contractId()
+  await store.create({ id: first, size: 3, metadata: {} })
+  t.equal(await store.write(first, 0, Readable.from([Buffer.from('abc')])), 3)
+  t.same(closes, { sync: 2, async: 0 }, 'the info file after its creation, the data file at completion')
+  const stats = countStats(t, 2)
+  for (let index = 0; index < 17; index++) await store.getInfo(first)
+  t.same(stats, { sync: 17, async: 0 })
+  const second = contractId()
+  await store.create({ id: second, size: 3, metadata: {} })
+  t.equal(await store.write(second, 0, Readable.from([Buffer.from('def')])), 3)
+  t.same(closes, { sync: 2, async: 2 }, 'fs.close now')
+  t.equal(await readFile(join(directory, second), 'utf8'), 'def')
+})
+
+/** Counts fs.closeSync and fs.close calls while the test runs. */
+function countCloses (t: { teardown: (fn: () => unknown) => void }): { sync: number, async: number } {
+  const calls = { sync: 0, async: 0 }
+  const module = fs as unknown as Record<'closeSync' | 'close', (...args: unknown[]) => unknown>
+  const { closeSync, close } = module
+  module.closeSync = (...args) => {
+    calls.sync++
+    return closeSync.call(fs, ...args)
+  }
+  module.close = (...args) => {
+    calls.async++
+    return close.call(fs, ...args)
+  }
+  t.teardown(() => {
+    module.closeSync = closeSync
+    module.close = close
+  })
+  return calls
+}
 
 /** Counts FileStore's fs.statSync and fs.stat calls on data files while the test runs; each statSync takes `delayMs` more. */
 function countStats (t: { teardown: (fn: () => unknown) => void }, delayMs = 0): { sync: number, async: number } {

@@ -1,11 +1,10 @@
 import fs, { createReadStream } from 'node:fs'
-import { mkdir, open, opendir } from 'node:fs/promises'
+import { mkdir, opendir } from 'node:fs/promises'
 import type { Stats } from 'node:fs'
-import type { FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { randomBytes } from 'node:crypto'
-import { isNotFound, isOldFile, readSmallFile, rename, statIfExists, sweepDirectory, unlink, unlinkIfExists, writeSmallFile } from '../fs-calls.js'
+import { DataFile, QuickCalls, isNotFound, isOldFile, readSmallFile, rename, statIfExists, sweepDirectory, unlink, unlinkIfExists, writeSmallFile } from '../fs-calls.js'
 import { TusErrors } from '../errors.js'
 import { isValidDirectory, isValidUploadId } from '../ids.js'
 import { BoundedCache } from './info-cache.js'
@@ -29,14 +28,6 @@ const CACHE_ENTRY_OVERHEAD = 100
 /** Data files kept open between the requests of an upload, at most, and for how long without use. */
 const MAX_OPEN_FILES = 128
 const OPEN_FILE_IDLE_MS = 5000
-/**
- * A synchronous stat slower than SLOW_STAT_MS counts as slow; more than SLOW_STATS_ALLOWED slow ones among
- * STAT_WINDOW turn them off for the store (#statKnown). A few are the process being preempted on a busy
- * machine; more are a file system that makes stat wait (the disk, the network).
- */
-const SLOW_STAT_MS = 1
-const STAT_WINDOW = 1024
-const SLOW_STATS_ALLOWED = 16
 
 interface CachedInfo {
   info: StoredInfo
@@ -109,8 +100,8 @@ export class FileStore implements DataStore {
   readonly directory: string
   /** fs.ReadStream reads each chunk into a buffer of its own and keeps none (DataStore.readChunksDisposable). */
   readonly readChunksDisposable = true
-  /** Handles being written through, with the writer that must settle before one is closed. */
-  readonly #openHandles = new Map<FileHandle, Appender>()
+  /** Data files being written through, with the writer that must settle before one is closed. */
+  readonly #openHandles = new Map<DataFile, Appender>()
   /** Handles kept open between the writes of an upload (only while its info is cached). */
   readonly #openFiles: OpenFiles
   #ready: Promise<void> | undefined
@@ -127,10 +118,8 @@ export class FileStore implements DataStore {
   #changes = 0
   /** Uploads whose data was fsynced by `write` when it stored the last byte, with no write since. */
   readonly #synced = new Set<string>()
-  /** Whether stats of known data files are taken synchronously (#statKnown); stats and slow ones in this window. */
-  #syncStats = true
-  #windowStats = 0
-  #windowSlow = 0
+  /** Whether this store's small file-system calls run on the event loop (stats of known data files, info files, closes). */
+  readonly #quick = new QuickCalls()
 
   constructor (options: FileStoreOptions) {
     this.directory = options.directory
@@ -152,7 +141,7 @@ export class FileStore implements DataStore {
     if (upload.directory !== undefined) await mkdir(join(this.directory, upload.directory), { recursive: true })
     // The data file comes first: an upload exists once its info file does, and then its data file exists too.
     // Kept open for the first PATCH (unless the upload is empty).
-    const data = await open(path, WRITE_IN_PLACE | fs.constants.O_EXCL).catch((error: unknown) => { throw isExists(error) ? new TusErrors.ID_TAKEN(upload.id) : error })
+    const data = await DataFile.open(path, WRITE_IN_PLACE | fs.constants.O_EXCL).catch((error: unknown) => { throw isExists(error) ? new TusErrors.ID_TAKEN(upload.id) : error })
     // Its identity, for the info cache and the kept handle. The sole writer of the upload need not ask: no
     // other process can remove or re-create the file, so the first stat of its path tells (UNSTATED).
     let stats: Stats | undefined
@@ -179,7 +168,7 @@ export class FileStore implements DataStore {
       // Created exclusively at its final name, in one write: 3 calls (4 with fsync) where a temporary file
       // and link() took 5 (6). Exclusive for every sub-directory too (info files all live in the root). Until
       // the write ends a reader finds it empty or cut short, which #readInfo takes for "not created yet".
-      await writeSmallFile(this.#infoPath(upload.id), text, this.#fsync)
+      await writeSmallFile(this.#infoPath(upload.id), text, this.#fsync, this.#quick)
     } catch (error) {
       await data.close()
       await unlink(path).catch(rethrowUnlessNotFound)
@@ -189,7 +178,7 @@ export class FileStore implements DataStore {
     const modifiedAt = stats?.mtime ?? createdAt
     this.#remember(upload.id, file, text)
     if (upload.size !== 0 && !this.#closed) this.#openFiles.keep(upload.id, data, file, 0, modifiedAt)
-    else await data.close()
+    else await data.close(this.#quick)
     return { ...upload, offset: 0, createdAt, modifiedAt, path }
   }
 
@@ -222,19 +211,11 @@ export class FileStore implements DataStore {
    * most likely in the kernel's cache), taken synchronously: 2-3 µs of the event loop's time, against 10-30 µs
    * for a round trip through the thread pool, which is the largest part of a HEAD of an upload no other HEAD
    * is reading. Undefined when the stat must go through the thread pool: the file is missing (the caller
-   * reads again), or synchronous stats proved slow (a file system that makes stat wait: the disk, the
-   * network): then every later stat of this store goes through the thread pool.
+   * reads again), or this store's synchronous calls proved slow (QuickCalls).
    */
   #statKnown (path: string): Stats | undefined {
-    if (!this.#syncStats) return undefined
-    const start = performance.now()
-    const stats = fs.statSync(path, { throwIfNoEntry: false })
-    if (performance.now() - start > SLOW_STAT_MS && ++this.#windowSlow > SLOW_STATS_ALLOWED) this.#syncStats = false
-    if (++this.#windowStats === STAT_WINDOW) {
-      this.#windowStats = 0
-      this.#windowSlow = 0
-    }
-    return stats
+    if (!this.#quick.enabled) return undefined
+    return this.#quick.run(() => fs.statSync(path, { throwIfNoEntry: false }))
   }
 
   /**
@@ -273,7 +254,7 @@ export class FileStore implements DataStore {
     // The data file the request's getInfo found at the path (checked by a stat then): a handle kept open
     // since the creation or the last write is used only if it is open on that very file.
     const file = this.#cachedFile(id)
-    const handle = this.#openFiles.take(id, file) ?? await open(this.#dataPath(id, info.directory), WRITE_IN_PLACE)
+    const handle = this.#openFiles.take(id, file) ?? await DataFile.open(this.#dataPath(id, info.directory), WRITE_IN_PLACE)
     const appender = new Appender(handle, offset, this.#fsync, options)
     this.#openHandles.set(handle, appender)
     let written = 0
@@ -301,7 +282,7 @@ export class FileStore implements DataStore {
     } finally {
       this.#openHandles.delete(handle)
       if (keep) this.#openFiles.keep(id, handle, file!, offset + written, new Date())
-      else await handle.close()
+      else await handle.close(this.#quick)
     }
     return offset + written
   }
@@ -319,11 +300,11 @@ export class FileStore implements DataStore {
       }
       return
     }
-    const handle = await open(await this.#dataPathOf(id), 'r')
+    const handle = await DataFile.open(await this.#dataPathOf(id), 'r')
     try {
       await handle.sync()
     } finally {
-      await handle.close()
+      await handle.close(this.#quick)
     }
   }
 
@@ -333,12 +314,12 @@ export class FileStore implements DataStore {
     this.#synced.delete(id)
     // A kept handle knows the size its last write left: closed, so the next write asks the file again.
     this.#openFiles.drop(id)
-    const handle = await open(path, 'r+')
+    const handle = await DataFile.open(path, 'r+')
     try {
       await handle.truncate(offset)
       if (this.#fsync) await handle.sync()
     } finally {
-      await handle.close()
+      await handle.close(this.#quick)
     }
   }
 
@@ -485,7 +466,7 @@ export class FileStore implements DataStore {
   async #probeInfo (id: string): Promise<unknown> {
     let text: string
     try {
-      text = await readSmallFile(this.#infoPath(id))
+      text = await readSmallFile(this.#infoPath(id), this.#quick)
     } catch (error) {
       if (isNotFound(error)) return MISSING
       throw error
@@ -565,7 +546,7 @@ export class FileStore implements DataStore {
   async #readInfo (id: string): Promise<{ info: StoredInfo, text: string }> {
     let text: string
     try {
-      text = await readSmallFile(this.#infoPath(id))
+      text = await readSmallFile(this.#infoPath(id), this.#quick)
     } catch (error) {
       if (isNotFound(error)) throw new TusErrors.NOT_FOUND()
       throw error
@@ -588,7 +569,7 @@ export class FileStore implements DataStore {
     const temporary = `${target}${this.#temporaryPrefix}${this.#temporaries++}.tmp`
     const text = JSON.stringify(info)
     try {
-      await writeSmallFile(temporary, text, this.#fsync)
+      await writeSmallFile(temporary, text, this.#fsync, this.#quick)
       await rename(temporary, target)
     } catch (error) {
       // A failed write or sync too: no half-written temporary file is left beside the info files.
@@ -623,14 +604,14 @@ const SYNC_STEP = 16 * 1024 * 1024
  * `push` returns a promise settled when the write in progress ends. Every SYNC_STEP bytes it starts an
  * fdatasync in the background (unless the store does not fsync).
  *
- * The writes go through callback `fs.writev` on the handle's descriptor, driven from its callback: no promise
+ * The writes go through callback `fs.writev` on the file's descriptor, driven from its callback: no promise
  * and no async function per batch (a `FileHandle.writev` costs a promise, an async wrapper and a stats array
  * per call, and every chunk of every upload passes here: it was a third of the JavaScript garbage of a large
- * body). Because the FileHandle does not see those writes, whoever closes the handle first calls `abort` and
- * waits for `settled` (FileStore.close), so a descriptor is never closed under a write in flight.
+ * body). Whoever closes the file under a writer first calls `abort` and waits for `settled` (FileStore.close),
+ * so a descriptor is never closed under a write in flight.
  */
 class Appender {
-  readonly #handle: FileHandle
+  readonly #handle: DataFile
   readonly #fd: number
   /** Where the first chunk goes; each batch goes right after what was written. */
   readonly #position: number
@@ -654,7 +635,7 @@ class Appender {
   /** fs.writev's callback, made once. */
   readonly #afterWrite = (error: NodeJS.ErrnoException | null, bytesWritten: number): void => { this.#onWritten(error, bytesWritten) }
 
-  constructor (handle: FileHandle, position: number, fsync: boolean, options: WriteOptions | undefined) {
+  constructor (handle: DataFile, position: number, fsync: boolean, options: WriteOptions | undefined) {
     this.#handle = handle
     this.#position = position
     this.#lockLost = options?.signal

@@ -1,4 +1,4 @@
-import type { FileHandle } from 'node:fs/promises'
+import type { DataFile } from '../fs-calls.js'
 
 /** Which file a handle or a cached info belongs to: a file removed and created again is another one. */
 export interface FileIdentity {
@@ -24,7 +24,7 @@ export interface KnownFile {
 }
 
 interface Entry extends KnownFile {
-  handle: FileHandle
+  handle: DataFile
   timer: NodeJS.Timeout
 }
 
@@ -52,7 +52,7 @@ export class OpenFiles {
   }
 
   /** Takes the kept handle of `id` if it is open on `identity`; a handle on another file is closed. */
-  take (id: string, identity: FileIdentity | undefined): FileHandle | undefined {
+  take (id: string, identity: FileIdentity | undefined): DataFile | undefined {
     const entry = this.#entries.get(id)
     if (entry === undefined) return undefined
     this.#entries.delete(id)
@@ -90,7 +90,7 @@ export class OpenFiles {
    * Keeps `handle` (open on the file `identity`, `size` bytes long after this store's last write at
    * `modifiedAt`) for the next writer of `id`.
    */
-  keep (id: string, handle: FileHandle, identity: FileIdentity, size: number, modifiedAt: Date): void {
+  keep (id: string, handle: DataFile, identity: FileIdentity, size: number, modifiedAt: Date): void {
     if (this.#max === 0) {
       this.#close(handle)
       return
@@ -115,7 +115,7 @@ export class OpenFiles {
     await Promise.allSettled([...this.#closing])
   }
 
-  #close (handle: FileHandle): void {
+  #close (handle: DataFile): void {
     const closing = handle.close().catch(() => undefined).finally(() => { this.#closing.delete(closing) })
     this.#closing.add(closing)
   }
