@@ -379,10 +379,11 @@ async function serve (options: CliOptions): Promise<void> {
     return hooks === undefined ? base : hooks.options(base)
   }
 
+  app.tus.on('expired', (upload) => { app.log.info({ uploadId: upload.id }, 'expired upload removed') })
   const sweep = async (): Promise<void> => {
     try {
       const removed = await app.tus.removeExpired()
-      if (removed.length > 0) app.log.info({ removed: removed.map((upload) => upload.id) }, 'expired uploads removed')
+      if (removed > 0) app.log.info({ removed }, 'expired uploads removed')
     } catch (error) {
       app.log.error({ err: error }, 'removing expired uploads failed')
     }

@@ -13,13 +13,16 @@ import { TusEvents } from './observe/events.js'
 import { METRICS_CONTENT_TYPE, TusMetrics, measuredLocker } from './observe/metrics.js'
 import { resolveOptions, type TusPluginOptions } from './options.js'
 import { FileStore } from './store/file-store.js'
-import type { DataStore, UploadInfo } from './store/types.js'
+import type { DataStore } from './store/types.js'
 import type { TusRequestUpload } from './types.js'
 
 /** What `app.tus` offers; it is also the typed emitter of the upload events (`app.tus.on('completed', ...)`). */
 export interface TusDecorator extends TusEvents {
-  /** Removes every expired upload (never one being written to) and resolves with what it removed. */
-  removeExpired (): Promise<UploadInfo[]>
+  /**
+   * Removes every expired upload (never one being written to) and resolves with how many it removed; each is
+   * emitted as `expired` (`app.tus.on('expired', ...)`).
+   */
+  removeExpired (): Promise<number>
   /** The store the uploads live in. */
   readonly store: DataStore
   /** The plugin's counters and gauges in the Prometheus text format. */

@@ -156,7 +156,8 @@ t.test('defaults: /files on 127.0.0.1, no CORS headers; SIGINT stops it; expired
   await backdate(dir, id, 3)
   const second = startProcess(t, process.execPath, [cli, '--dir', dir, '--port', '0', '--days-to-keep', '1', '--cors-origin', '*'])
   const [, secondEndpoint = ''] = await waitForOutput(second, /tus endpoint at (http:\/\/\S+\/files\/)/)
-  await waitForOutput(second, new RegExp(`"removed":\\["${id}"\\].*"msg":"expired uploads removed"`))
+  await waitForOutput(second, new RegExp(`"uploadId":"${id}".*"msg":"expired upload removed"`))
+  await waitForOutput(second, /"removed":1,.*"msg":"expired uploads removed"/)
   t.notOk(existsSync(join(dir, id)), 'the expired upload was removed by the sweep at start')
   const anyOrigin = await rawRequest(secondEndpoint, {
     method: 'OPTIONS', headers: { Origin: 'http://anywhere.example.test', 'Access-Control-Request-Method': 'POST' }

@@ -91,7 +91,7 @@ t.test('metrics: exact counts after a known sequence, through the route and the 
   // G: expires.
   const g = await createUpload(server, { 'Upload-Length': '5' })
   await backdate(server.dir, idOf(g), 30)
-  t.equal((await server.app.tus.removeExpired()).length, 1)
+  t.equal(await server.app.tus.removeExpired(), 1)
   t.equal((await tusRequest(a, { method: 'HEAD' })).status, 200)
   t.equal((await tusRequest(a)).status, 200)
   t.equal((await tusRequest(server.endpoint, { method: 'OPTIONS' })).status, 204)

@@ -4,7 +4,7 @@ import t from 'tap'
 import { request as httpRequest } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { UploadInfo } from '../lib/index.js'
-import { backdate, startServer, type TestServer } from './helpers.js'
+import { backdate, removeExpired, startServer, type TestServer } from './helpers.js'
 
 interface Answer { status: number, headers: Record<string, string | string[] | undefined> }
 
@@ -62,7 +62,7 @@ t.test('onUploadExpire vetoes one upload, archives others, and a throwing hook k
   const fresh = await upload(server, 'draft', 'fresh', 'not expired')
   for (const id of ids.values()) await backdate(server.dir, id, 30)
 
-  const removed = await server.app.tus.removeExpired()
+  const removed = await removeExpired(server.app)
   t.same(removed.map((info: UploadInfo) => info.metadata.name).sort(), ['draft-archive', 'tus-archive'], 'only what the hook let go')
   t.same([...archived].sort(), [['draft-archive', 'bytes of draft-archive'], ['tus-archive', 'bytes of tus-archive']], 'archived before removal')
   t.same(asked.sort(), ['crash', 'draft-archive', 'draft-keep', 'tus-archive', 'tus-keep'], 'asked about expired uploads only')
@@ -79,7 +79,7 @@ t.test('onUploadExpire vetoes one upload, archives others, and a throwing hook k
 
   // The next sweep asks again.
   keep.delete('tus-keep')
-  const later = await server.app.tus.removeExpired()
+  const later = await removeExpired(server.app)
   t.same(later.map((info) => info.metadata.name), ['tus-keep'])
 })
 

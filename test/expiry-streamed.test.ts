@@ -18,8 +18,7 @@ t.test('many uploads, expired and fresh interleaved: exactly the expired ones re
   for (const id of expired) await backdate(server.dir, id, 1)
   const expiredEvents: string[] = []
   server.app.tus.on('expired', (upload) => { expiredEvents.push(upload.id) })
-  const removed = await server.app.tus.removeExpired()
-  t.same(removed.map((upload) => upload.id).sort(), [...expired].sort(), 'each expired upload reported once')
+  t.equal(await server.app.tus.removeExpired(), expired.length, 'each expired upload counted once')
   t.same(expiredEvents.sort(), [...expired].sort(), 'one event each')
   t.same((await readdir(server.dir)).sort(), fresh.flatMap((id) => [id, `${id}.json`]).sort(), 'the fresh ones are untouched')
 })

@@ -12,7 +12,7 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastif
 import { Upload, type UploadOptions } from 'tus-js-client'
 import { request as undiciRequest } from 'undici'
 import type { Test } from 'tap'
-import tusPlugin, { type DataStore, type FileStore, type TusPluginOptions } from '../lib/index.js'
+import tusPlugin, { type DataStore, type FileStore, type TusPluginOptions, type UploadInfo } from '../lib/index.js'
 import { MemoryLocker, type LockOptions, type UploadLock } from '../lib/lockers/lock.js'
 
 export interface TestServer {
@@ -28,6 +28,23 @@ export interface TestServer {
 interface Teardown { teardown: (fn: () => unknown) => void }
 
 /** Starts Fastify + the plugin on 127.0.0.1 with a fresh upload dir; closes and removes it at teardown. */
+/**
+ * `app.tus.removeExpired()`, with the uploads it removed as its `expired` events named them (in the order removed);
+ * throws unless it resolved with as many.
+ */
+export async function removeExpired (app: FastifyInstance): Promise<UploadInfo[]> {
+  const removed: UploadInfo[] = []
+  const listener = (upload: UploadInfo): void => { removed.push(upload) }
+  app.tus.on('expired', listener)
+  try {
+    const count = await app.tus.removeExpired()
+    if (count !== removed.length) throw new Error(`removeExpired() resolved with ${count}, but ${removed.length} uploads were emitted as expired`)
+  } finally {
+    app.tus.off('expired', listener)
+  }
+  return removed
+}
+
 export async function startServer (
   t: Teardown,
   options: TusPluginOptions = {},

@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { Upload, type UploadOptions } from 'tus-js-client'
 import type { UploadInfo } from '../lib/index.js'
-import { backdate, idOf, randomBytesSeeded, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
+import { backdate, idOf, randomBytesSeeded, removeExpired, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
 
 type Protocol = 'ietf-draft-03' | 'ietf-draft-05'
 type DraftOptions = UploadOptions & { protocol: Protocol }
@@ -584,7 +584,7 @@ t.test('draft uploads share hooks and expiry with tus uploads', async (t) => {
   t.same(created, ['keep.txt'])
 
   await backdate(server.dir, idOf(url), 10)
-  const removed = await server.app.tus.removeExpired()
+  const removed = await removeExpired(server.app)
   t.same(removed.map((upload) => upload.id), [idOf(url)], 'removeExpired removes an expired draft upload')
   t.equal((await draft(6, url, { method: 'HEAD', headers: auth })).status, 404)
 })

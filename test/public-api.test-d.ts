@@ -63,7 +63,7 @@ void new RedisLocker({ redis: undefined as unknown as ConstructorParameters<type
 app.tus.on('completed', (upload) => { const id: string = upload.id; void id })
 // @ts-expect-error no such event
 app.tus.on('finished', () => {})
-const removed: Promise<UploadInfo[]> = app.tus.removeExpired()
+const removed: Promise<number> = app.tus.removeExpired()
 const text: string = app.tus.metrics()
 void removed
 void text

@@ -3,7 +3,7 @@ import t from 'tap'
 import { mkdir, mkdtemp, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
-import { createUpload, idOf, randomBytesSeeded, sha256, startServer, tusRequest, tusUpload } from './helpers.js'
+import { createUpload, idOf, randomBytesSeeded, removeExpired, sha256, startServer, tusRequest, tusUpload } from './helpers.js'
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
 
@@ -90,7 +90,7 @@ t.test('expiry finds and removes uploads in sub-directories', async (t) => {
   const info = JSON.parse(await readFile(infoPath, 'utf8')) as Record<string, unknown>
   await writeFile(infoPath, JSON.stringify({ ...info, createdAt: past.toISOString() }))
   await utimes(join(server.dir, 'tenant-7', id), past, past)
-  const removed = await server.app.tus.removeExpired()
+  const removed = await removeExpired(server.app)
   t.same(removed.map((upload) => [upload.id, upload.directory]), [[id, 'tenant-7']])
   t.same(await readdir(join(server.dir, 'tenant-7')), [])
   t.equal((await tusRequest(url, { method: 'HEAD' })).status, 404)

@@ -10,15 +10,15 @@ const CONCURRENCY = 16
 const DAY_MS = 24 * 60 * 60 * 1000
 
 /**
- * Removes every upload whose retention period has passed and resolves with what it removed. Each
- * upload is re-checked under its lock, so one that a request is still writing to is never removed.
- * The store's listing is consumed as it streams, by CONCURRENCY workers; it is never held whole.
+ * Removes every upload whose retention period has passed and resolves with how many it removed; each is
+ * emitted as `expired`. Each upload is re-checked under its lock, so one that a request is still writing to
+ * is never removed. The store's listing is consumed as it streams, by CONCURRENCY workers, and nothing is kept
+ * per upload removed: memory stays flat however many there are.
  */
-export async function removeExpired (services: TusServices): Promise<UploadInfo[]> {
-  const removed: UploadInfo[] = []
+export async function removeExpired (services: TusServices): Promise<number> {
+  let removed = 0
   await eachConcurrently(services.store.list(), CONCURRENCY, async (id) => {
-    const upload = await removeIfExpired(services, id)
-    if (upload !== undefined) removed.push(upload)
+    if (await removeIfExpired(services, id)) removed++
   })
   await removeAbandoned(services)
   return removed
@@ -38,18 +38,19 @@ async function removeAbandoned (services: TusServices): Promise<void> {
   if (staged + abandoned > 0) services.log.info({ abandoned, staged }, 'fastify-tus: removed what interrupted uploads left behind')
 }
 
-async function removeIfExpired (services: TusServices, id: string): Promise<UploadInfo | undefined> {
+/** Whether it removed the upload `id`. */
+async function removeIfExpired (services: TusServices, id: string): Promise<boolean> {
   const candidate = await services.store.getInfo(id).catch(() => undefined)
-  if (candidate === undefined || !isExpired(services, candidate)) return undefined
+  if (candidate === undefined || !isExpired(services, candidate)) return false
   const lock = await services.locker.lock(id, { timeoutMs: services.options.lockTimeout, requestRelease: false }).catch(() => undefined)
-  if (lock === undefined) return undefined
+  if (lock === undefined) return false
   try {
     const upload = await services.store.getInfo(id).catch(() => undefined)
-    if (upload === undefined || !isExpired(services, upload) || !await mayExpire(services, upload)) return undefined
+    if (upload === undefined || !isExpired(services, upload) || !await mayExpire(services, upload)) return false
     await services.store.terminate(id)
     services.metrics.uploadsExpired++
     notify(services.events, services.log, 'expired', upload)
-    return upload
+    return true
   } finally {
     await lock.release()
   }
