@@ -118,7 +118,7 @@ export class FileStore implements DataStore {
   #changes = 0
   /** Uploads whose data was fsynced by `write` when it stored the last byte, with no write since. */
   readonly #synced = new Set<string>()
-  /** Whether this store's small file-system calls run on the event loop (stats of known data files, info files, closes). */
+  /** Whether this store's cheapest file-system calls run on the event loop (stats of known data files, closes). */
   readonly #quick = new QuickCalls()
 
   constructor (options: FileStoreOptions) {
