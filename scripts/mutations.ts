@@ -309,8 +309,8 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'core: onUploadExpire cannot keep an upload',
     file: 'lib/core/expiry.ts',
-    find: ' || !await mayExpire(services, upload)) return undefined',
-    replace: ') return undefined',
+    find: ' || !await mayExpire(services, upload)) return false',
+    replace: ') return false',
     tests: ['test/expiry-hook.test.ts']
   },
   {
