@@ -14,7 +14,9 @@ import { eachConcurrently } from './each-concurrently.js'
  * switches for a round trip through libuv's thread pool. A call slower than SLOW_CALL_MS counts as slow; more than
  * SLOW_CALLS_ALLOWED slow ones among CALL_WINDOW turn them off for good (the thread pool from then on): a few are
  * the process being preempted on a busy machine; more are a file system that makes such calls wait (the disk, the
- * network). Opening, reading and writing always go through the thread pool: they may wait for the disk or a journal.
+ * network). One call slower than BLOCKING_CALL_MS turns them off at once: the event loop stood still that long (a
+ * network file system flushing a file on close), which no preemption explains. Opening, reading and writing always
+ * go through the thread pool: they may wait for the disk or a journal.
  */
 export class QuickCalls {
   #enabled = true
@@ -31,7 +33,8 @@ export class QuickCalls {
     try {
       return call()
     } finally {
-      if (performance.now() - start > SLOW_CALL_MS && ++this.#slow > SLOW_CALLS_ALLOWED) this.#enabled = false
+      const elapsed = performance.now() - start
+      if (elapsed > BLOCKING_CALL_MS || (elapsed > SLOW_CALL_MS && ++this.#slow > SLOW_CALLS_ALLOWED)) this.#enabled = false
       if (++this.#calls === CALL_WINDOW) {
         this.#calls = 0
         this.#slow = 0
@@ -41,6 +44,7 @@ export class QuickCalls {
 }
 
 const SLOW_CALL_MS = 1
+const BLOCKING_CALL_MS = 20
 const CALL_WINDOW = 1024
 const SLOW_CALLS_ALLOWED = 16
 

@@ -68,6 +68,18 @@ t.test('stats that prove slow go back to the thread pool', async (t) => {
   t.same(calls, { sync: 17, async: 1 }, 'through fs.stat now')
 })
 
+t.test('one synchronous call that blocks the event loop (over 20 ms) sends every later one to the thread pool at once', async (t) => {
+  const store = new FileStore({ directory, fsync: false })
+  t.teardown(async () => { await store.close() })
+  const id = contractId()
+  await store.create({ id, size: 100, metadata: {} })
+  const calls = countStats(t, 25)
+  t.equal((await store.getInfo(id)).offset, 0)
+  t.same(calls, { sync: 1, async: 0 })
+  t.equal((await store.getInfo(id)).offset, 0)
+  t.same(calls, { sync: 1, async: 1 }, 'through fs.stat after one blocking call')
+})
+
 t.test('files are closed on the event loop too, and through the thread pool once synchronous calls prove slow', async (t) => {
   const store = new FileStore({ directory, fsync: false })
   t.teardown(async () => { await store.close() })
