@@ -70,6 +70,9 @@ interface Sample extends Measurement {
   cpuSeconds: number
 }
 
+/** Data directories of workloads with many files (Workload.manyFiles), removed once the run is over. */
+const removeAtEnd: RunningServer[] = []
+
 /** Starts a fresh server, warms it up, runs the workload, reads the peak RSS, verifies what was stored. */
 async function measure (definition: ServerDefinition, workload: Workload, runSizes: Sizes, nodeFlags: string[]): Promise<Sample> {
   const flags = args['cpu-prof'] && definition.script === 'fastify-tus.mjs'
@@ -89,7 +92,8 @@ async function measure (definition: ServerDefinition, workload: Workload, runSiz
     throw new Error(`${definition.name} failed ${workload.id}: ${error instanceof Error ? error.message : String(error)}`, { cause: error })
   } finally {
     await server.stop()
-    await server.removeData()
+    if (workload.manyFiles === true) removeAtEnd.push(server)
+    else await server.removeData()
   }
 }
 
@@ -237,4 +241,8 @@ async function main (): Promise<void> {
   await writeFile(join(DATA_ROOT, `results-${new Date().toISOString().replace(/[:.]/g, '-')}.md`), report)
 }
 
-await main()
+try {
+  await main()
+} finally {
+  for (const server of removeAtEnd) await server.removeData()
+}

@@ -64,6 +64,13 @@ export interface Workload {
   id: string
   title: string
   unit: string
+  /**
+   * It creates thousands of files: its data directories are removed at the end of the run, not after each server.
+   * On ext4, inodes freed within the last minutes make every creation scan past them (ext4's `recently_deleted`),
+   * so removing one server's files slowed the next server's creations: every server of W3 but the first in each
+   * round paid for the one before it (bench/RESULTS.md, session 13).
+   */
+  manyFiles?: boolean
   run (origin: string, sizes: Sizes): Promise<{ measurement: Measurement, uploads: StoredUpload[] }>
 }
 
@@ -252,6 +259,7 @@ export const WORKLOADS: Workload[] = [
     id: 'W3',
     title: 'small uploads (POST + PATCH)',
     unit: 'uploads/s',
+    manyFiles: true,
     async run (origin, sizes) {
       const { smallCount: count, smallSize: size, smallConcurrency: concurrency } = sizes
       const seeds = Array.from({ length: count }, (_, index) => 1000 + index)
