@@ -17,7 +17,7 @@ import { mkdir, writeFile } from 'node:fs/promises'
 import { cpus, loadavg } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { runScale, type ScaleResult } from './scale.js'
+import { expireAll, fillAndProbe, type ScaleFill, type ScaleResult } from './scale.js'
 import { DATA_ROOT, NODE_FLAGS, RunningServer, SERVERS, type ServerDefinition } from './servers.js'
 import { format, median } from './stats.js'
 import { FULL, QUICK, WORKLOADS, verifyStored, warmUp, type Measurement, type Sizes, type Workload } from './workloads.js'
@@ -101,17 +101,33 @@ function flagsText (flags: string[]): string {
   return flags.length === 0 ? "node's default flags" : `\`node ${flags.join(' ')}\``
 }
 
-/** The scale workload (bench/scale.ts) on a fresh server; once per server, not per round (it takes minutes). */
-async function measureScale (definition: ServerDefinition): Promise<ScaleResult & { peakRssMiB: number }> {
-  const flags = args['cpu-prof'] ? [...nodeFlags, '--cpu-prof', `--cpu-prof-dir=${PROFILES}`, `--cpu-prof-name=scale-${Date.now()}.cpuprofile`] : nodeFlags
-  const server = await RunningServer.start(definition, flags)
+/**
+ * The scale workload (bench/scale.ts) on a fresh server for each server, once per server, not per round (it takes
+ * minutes): every server's creations and HEADs first, each server kept running, then every server's removeExpired(),
+ * so that no server creates its uploads right after another removed 100,000 (see bench/scale.ts).
+ */
+async function measureScale (definitions: ServerDefinition[]): Promise<Array<ScaleResult & { peakRssMiB: number }>> {
+  const running: Array<{ server: RunningServer, definition: ServerDefinition, fill?: ScaleFill }> = []
   try {
-    await warmUp(server.origin)
-    const result = await runScale(server, scaleN, (line) => { console.error(`${definition.name}: ${line}`) })
-    return { ...result, peakRssMiB: await server.peakRssMiB() }
+    for (const definition of definitions) {
+      const flags = args['cpu-prof'] ? [...nodeFlags, '--cpu-prof', `--cpu-prof-dir=${PROFILES}`, `--cpu-prof-name=scale-${Date.now()}.cpuprofile`] : nodeFlags
+      const entry: (typeof running)[number] = { server: await RunningServer.start(definition, flags), definition }
+      running.push(entry)
+      await warmUp(entry.server.origin)
+      entry.fill = await fillAndProbe(entry.server, scaleN, (line) => { console.error(`${definition.name}: ${line}`) })
+    }
+    const results: Array<ScaleResult & { peakRssMiB: number }> = []
+    for (const { server, definition, fill } of running) {
+      const result = await expireAll(server, fill!, (line) => { console.error(`${definition.name}: ${line}`) })
+      results.push({ ...result, peakRssMiB: await server.peakRssMiB() })
+      await server.stop()
+    }
+    return results
   } finally {
-    await server.stop()
-    await server.removeData()
+    for (const { server } of running) {
+      await server.stop()
+      await server.removeData()
+    }
   }
 }
 
@@ -229,8 +245,9 @@ async function main (): Promise<void> {
     lines.push('', `Scale: ${scaleN} uploads of 1 KiB in one store (bench/scale.ts), one run per server, ${flagsText(nodeFlags)}:`, '')
     lines.push('| server | created/s | first tenth | last tenth | HEAD one /s | HEAD spread /s | spread / one | removeExpired /s | RSS growth during it | RSS before it | peak RSS |')
     lines.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
-    for (const { definition } of scaleServers) {
-      const result = await measureScale(definition)
+    const results = await measureScale(scaleServers.map(({ definition }) => definition))
+    for (const [index, { definition }] of scaleServers.entries()) {
+      const result = results[index]!
       const tenths = result.createByTenth
       lines.push(`| ${definition.name} | ${format(result.createPerSecond)} | ${format(tenths[0]!)} | ${format(tenths[tenths.length - 1]!)} | ${format(result.headOnePerSecond)} | ${format(result.headSpreadPerSecond)} | ${(result.headSpreadPerSecond / result.headOnePerSecond).toFixed(2)}x | ${format(result.removePerSecond)} | ${format(result.removeRssGrowthMiB)} MiB | ${format(result.rssBeforeRemoveMiB)} MiB | ${format(result.peakRssMiB)} MiB |`)
     }

@@ -9,6 +9,9 @@
  *  3. removeExpired() over all N (their data files' modification times set 30 days back first, untimed),
  *     run inside the server (bench/servers/fastify-tus.mjs, POST /bench/remove-expired): uploads removed
  *     per second and how far the server's RSS rose while it ran.
+ * Steps 1-2 (`fillAndProbe`) and step 3 (`expireAll`) are apart so that bench/run.ts can run every server's
+ * creations before any server's removals: on ext4, inodes freed within the last minutes make each creation scan
+ * past them, and one server's 100,000 removals slowed the next server's creations 3x (bench/RESULTS.md, session 13).
  */
 import { utimes } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -42,7 +45,10 @@ function shuffled<T> (items: T[]): T[] {
   return copy
 }
 
-export async function runScale (server: RunningServer, n: number, log: (line: string) => void): Promise<ScaleResult> {
+/** What steps 1-2 measured, and the uploads step 3 removes. */
+export type ScaleFill = Pick<ScaleResult, 'n' | 'createPerSecond' | 'createByTenth' | 'headOnePerSecond' | 'headSpreadPerSecond'> & { ids: string[] }
+
+export async function fillAndProbe (server: RunningServer, n: number, log: (line: string) => void): Promise<ScaleFill> {
   const body = slice(77, SIZE, 0, SIZE)
   const client = new TusClient(server.origin, 32)
   const uploads: Array<{ path: string, id: string }> = new Array(n)
@@ -81,9 +87,14 @@ export async function runScale (server: RunningServer, n: number, log: (line: st
   const headSpreadPerSecond = median(spreadRates)
   log(`scale n=${n}: HEAD one ${headOnePerSecond.toFixed(0)}/s, spread ${headSpreadPerSecond.toFixed(0)}/s`)
   await client.close()
+  return { n, createPerSecond: n / createSeconds, createByTenth, headOnePerSecond, headSpreadPerSecond, ids: uploads.map((upload) => upload.id) }
+}
+
+export async function expireAll (server: RunningServer, fill: ScaleFill, log: (line: string) => void): Promise<ScaleResult> {
+  const { n, ids } = fill
 
   const past = new Date(Date.now() - 30 * 24 * 3600 * 1000)
-  await inParallel(n, 32, async (index) => { await utimes(join(server.dataDir, uploads[index]!.id), past, past) })
+  await inParallel(n, 32, async (index) => { await utimes(join(server.dataDir, ids[index]!), past, past) })
   const response = await request(`${server.origin}/bench/remove-expired`, { method: 'POST', headersTimeout: 0, bodyTimeout: 0 })
   if (response.statusCode !== 200) throw new Error(`remove-expired: ${response.statusCode} ${await response.body.text()}`)
   const removal = await response.body.json() as { removed: number, seconds: number, rssBeforeMiB: number, rssGrowthMiB: number }
@@ -91,10 +102,10 @@ export async function runScale (server: RunningServer, n: number, log: (line: st
   log(`scale n=${n}: removeExpired() ${removal.removed} in ${removal.seconds.toFixed(2)} s, RSS ${removal.rssBeforeMiB.toFixed(1)} MiB + ${removal.rssGrowthMiB.toFixed(1)} MiB`)
   return {
     n,
-    createPerSecond: n / createSeconds,
-    createByTenth,
-    headOnePerSecond,
-    headSpreadPerSecond,
+    createPerSecond: fill.createPerSecond,
+    createByTenth: fill.createByTenth,
+    headOnePerSecond: fill.headOnePerSecond,
+    headSpreadPerSecond: fill.headSpreadPerSecond,
     removed: removal.removed,
     removePerSecond: removal.removed / removal.seconds,
     removeRssGrowthMiB: removal.rssGrowthMiB,
