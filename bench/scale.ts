@@ -91,7 +91,8 @@ export async function fillAndProbe (server: RunningServer, n: number, log: (line
 }
 
 export async function expireAll (server: RunningServer, fill: ScaleFill, log: (line: string) => void): Promise<ScaleResult> {
-  const { n, ids } = fill
+  const { ids, ...measured } = fill
+  const n = measured.n
 
   const past = new Date(Date.now() - 30 * 24 * 3600 * 1000)
   await inParallel(n, 32, async (index) => { await utimes(join(server.dataDir, ids[index]!), past, past) })
@@ -101,11 +102,7 @@ export async function expireAll (server: RunningServer, fill: ScaleFill, log: (l
   if (removal.removed !== n) throw new Error(`removeExpired() removed ${removal.removed} uploads, expected ${n}`)
   log(`scale n=${n}: removeExpired() ${removal.removed} in ${removal.seconds.toFixed(2)} s, RSS ${removal.rssBeforeMiB.toFixed(1)} MiB + ${removal.rssGrowthMiB.toFixed(1)} MiB`)
   return {
-    n,
-    createPerSecond: fill.createPerSecond,
-    createByTenth: fill.createByTenth,
-    headOnePerSecond: fill.headOnePerSecond,
-    headSpreadPerSecond: fill.headSpreadPerSecond,
+    ...measured,
     removed: removal.removed,
     removePerSecond: removal.removed / removal.seconds,
     removeRssGrowthMiB: removal.rssGrowthMiB,

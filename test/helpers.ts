@@ -27,7 +27,6 @@ export interface TestServer {
 
 interface Teardown { teardown: (fn: () => unknown) => void }
 
-/** Starts Fastify + the plugin on 127.0.0.1 with a fresh upload dir; closes and removes it at teardown. */
 /**
  * `app.tus.removeExpired()`, with the uploads it removed as its `expired` events named them (in the order removed);
  * throws unless it resolved with as many.
@@ -45,6 +44,7 @@ export async function removeExpired (app: FastifyInstance): Promise<UploadInfo[]
   return removed
 }
 
+/** Starts Fastify + the plugin on 127.0.0.1 with a fresh upload dir; closes and removes it at teardown. */
 export async function startServer (
   t: Teardown,
   options: TusPluginOptions = {},
