@@ -41,6 +41,8 @@ for (let run = 0; run < Number(runsText); run++) {
   const server = await RunningServer.start(definition, flags)
   try {
     await warmUp(server.origin)
+    await workload.warm?.(server.origin, FULL)
+    await server.resetPeakRss()
     // PROBE_IDLE_SECONDS: an idle server, as in production between uploads (V8's memory reducer may run).
     await new Promise((resolve) => setTimeout(resolve, Number(process.env.PROBE_IDLE_SECONDS ?? 0) * 1000))
     process.kill(server.pid, 'SIGUSR2')

@@ -81,6 +81,8 @@ async function measure (definition: ServerDefinition, workload: Workload, runSiz
   const server = await RunningServer.start(definition, flags)
   try {
     await warmUp(server.origin)
+    await workload.warm?.(server.origin, runSizes)
+    await server.resetPeakRss()
     const cpuBefore = await server.cpuSeconds()
     const { measurement, uploads } = await workload.run(server.origin, runSizes)
     const cpuSeconds = await server.cpuSeconds() - cpuBefore

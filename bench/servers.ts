@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { connect, createServer, type AddressInfo } from 'node:net'
 import { createInterface } from 'node:readline'
@@ -97,6 +97,11 @@ export class RunningServer {
   }
 
   /** Peak resident set size of the server process so far (VmHWM), in MiB. */
+  /** From now on, peakRssMiB is the peak since this call (Linux: clear_refs 5 sets VmHWM to the RSS of the moment). */
+  async resetPeakRss (): Promise<void> {
+    await writeFile(`/proc/${this.#process.pid!}/clear_refs`, '5')
+  }
+
   async peakRssMiB (): Promise<number> {
     const status = await readFile(`/proc/${this.#process.pid!}/status`, 'utf8')
     const match = /VmHWM:\s+(\d+) kB/.exec(status)
