@@ -245,13 +245,13 @@ async function main (): Promise<void> {
 
   if (runScaleWorkload && scaleN > 0) {
     lines.push('', `Scale: ${scaleN} uploads of 1 KiB in one store (bench/scale.ts), one run per server, ${flagsText(nodeFlags)}:`, '')
-    lines.push('| server | created/s | first tenth | last tenth | HEAD one /s | HEAD spread /s | spread / one | removeExpired /s | RSS growth during it | RSS before it | peak RSS |')
-    lines.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+    lines.push('| server | created/s | first tenth | last tenth | HEAD one /s | HEAD spread /s | spread / one | HEAD unshared /s | spread / unshared | removeExpired /s | RSS growth during it | RSS before it | peak RSS |')
+    lines.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
     const results = await measureScale(scaleServers.map(({ definition }) => definition))
     for (const [index, { definition }] of scaleServers.entries()) {
       const result = results[index]!
       const tenths = result.createByTenth
-      lines.push(`| ${definition.name} | ${format(result.createPerSecond)} | ${format(tenths[0]!)} | ${format(tenths[tenths.length - 1]!)} | ${format(result.headOnePerSecond)} | ${format(result.headSpreadPerSecond)} | ${(result.headSpreadPerSecond / result.headOnePerSecond).toFixed(2)}x | ${format(result.removePerSecond)} | ${format(result.removeRssGrowthMiB)} MiB | ${format(result.rssBeforeRemoveMiB)} MiB | ${format(result.peakRssMiB)} MiB |`)
+      lines.push(`| ${definition.name} | ${format(result.createPerSecond)} | ${format(tenths[0]!)} | ${format(tenths[tenths.length - 1]!)} | ${format(result.headOnePerSecond)} | ${format(result.headSpreadPerSecond)} | ${(result.headSpreadPerSecond / result.headOnePerSecond).toFixed(2)}x | ${format(result.headUnsharedPerSecond)} | ${(result.headSpreadPerSecond / result.headUnsharedPerSecond).toFixed(2)}x | ${format(result.removePerSecond)} | ${format(result.removeRssGrowthMiB)} MiB | ${format(result.rssBeforeRemoveMiB)} MiB | ${format(result.peakRssMiB)} MiB |`)
     }
   }
 

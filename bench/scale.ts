@@ -5,7 +5,10 @@
  *     rate that falls as the directory fills shows as a last tenth slower than the first;
  *  2. HEAD of one upload, 32 at a time, against HEADs spread over all N uploads (each in turn, in a random
  *     order), 32 at a time, alternated in 4 rounds of max(N/4, 10000) HEADs each (medians): an info cache
- *     that thrashes or a per-HEAD read of the info file shows here;
+ *     that thrashes or a per-HEAD read of the info file shows here. HEADs of one upload share their reads
+ *     (lib/lockers/shared-reads.ts: one lock and one store read for all the HEADs that arrive together),
+ *     HEADs of different uploads cannot, so a third kind is the peer that shows what N itself costs: HEADs
+ *     of 64 uploads in turn ("unshared": no two of the 32 at a time are of one upload), same rounds;
  *  3. removeExpired() over all N (their data files' modification times set 30 days back first, untimed),
  *     run inside the server (bench/servers/fastify-tus.mjs, POST /bench/remove-expired): uploads removed
  *     per second and how far the server's RSS rose while it ran.
@@ -29,6 +32,8 @@ export interface ScaleResult {
   createByTenth: number[]
   headOnePerSecond: number
   headSpreadPerSecond: number
+  /** HEADs of 64 uploads in turn: none shares a read, as in the spread, but the uploads are few. */
+  headUnsharedPerSecond: number
   removed: number
   removePerSecond: number
   removeRssGrowthMiB: number
@@ -46,7 +51,7 @@ function shuffled<T> (items: T[]): T[] {
 }
 
 /** What steps 1-2 measured, and the uploads step 3 removes. */
-export type ScaleFill = Pick<ScaleResult, 'n' | 'createPerSecond' | 'createByTenth' | 'headOnePerSecond' | 'headSpreadPerSecond'> & { ids: string[] }
+export type ScaleFill = Pick<ScaleResult, 'n' | 'createPerSecond' | 'createByTenth' | 'headOnePerSecond' | 'headSpreadPerSecond' | 'headUnsharedPerSecond'> & { ids: string[] }
 
 export async function fillAndProbe (server: RunningServer, n: number, log: (line: string) => void): Promise<ScaleFill> {
   const body = slice(77, SIZE, 0, SIZE)
@@ -71,23 +76,27 @@ export async function fillAndProbe (server: RunningServer, n: number, log: (line
     await inParallel(paths.length, 32, async (index) => { await client.head(paths[index]!, SIZE) })
     return paths.length / ((performance.now() - begin) / 1000)
   }
-  // Alternated in 4 rounds of each (one, spread, one, spread, ...), medians reported, so that load drifting on
-  // the machine hits both alike; each round at least 10000 HEADs, spread rounds going on through the order.
+  // Alternated in 4 rounds of each (one, spread, unshared, one, ...), medians reported, so that load drifting on
+  // the machine hits all alike; each round at least 10000 HEADs, spread rounds going on through the order.
   const count = Math.max(Math.ceil(n / 4), 10_000)
   const one = uploads[Math.floor(n / 2)]!.path
   const order = shuffled(uploads.map((upload) => upload.path))
+  const few = order.slice(0, Math.min(64, n))
   let position = 0
   const oneRates: number[] = []
   const spreadRates: number[] = []
+  const unsharedRates: number[] = []
   for (let round = 0; round < 4; round++) {
     oneRates.push(await heads(Array.from({ length: count }, () => one)))
     spreadRates.push(await heads(Array.from({ length: count }, () => order[position++ % n]!)))
+    unsharedRates.push(await heads(Array.from({ length: count }, (_, index) => few[index % few.length]!)))
   }
   const headOnePerSecond = median(oneRates)
   const headSpreadPerSecond = median(spreadRates)
-  log(`scale n=${n}: HEAD one ${headOnePerSecond.toFixed(0)}/s, spread ${headSpreadPerSecond.toFixed(0)}/s`)
+  const headUnsharedPerSecond = median(unsharedRates)
+  log(`scale n=${n}: HEAD one ${headOnePerSecond.toFixed(0)}/s, spread ${headSpreadPerSecond.toFixed(0)}/s, unshared ${headUnsharedPerSecond.toFixed(0)}/s`)
   await client.close()
-  return { n, createPerSecond: n / createSeconds, createByTenth, headOnePerSecond, headSpreadPerSecond, ids: uploads.map((upload) => upload.id) }
+  return { n, createPerSecond: n / createSeconds, createByTenth, headOnePerSecond, headSpreadPerSecond, headUnsharedPerSecond, ids: uploads.map((upload) => upload.id) }
 }
 
 export async function expireAll (server: RunningServer, fill: ScaleFill, log: (line: string) => void): Promise<ScaleResult> {
