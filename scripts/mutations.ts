@@ -217,8 +217,8 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'metrics: the measured locker drops soleWriter',
     file: 'lib/observe/metrics.ts',
-    find: '        ...(lock.soleWriter === undefined ? {} : { soleWriter: lock.soleWriter }),\n',
-    replace: '',
+    find: '    this.soleWriter = lock.soleWriter\n',
+    replace: '    this.soleWriter = undefined\n',
     tests: ['test/sole-writer.test.ts']
   },
   {

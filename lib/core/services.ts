@@ -72,16 +72,16 @@ export interface TusServices {
 }
 
 /**
- * Takes the lock of one upload, waiting at most `lockTimeout` (423 after that). A lock service that is
- * unreachable answers 503 FST_TUS_LOCK_FAILED, which always tells clients when to retry (Retry-After).
+ * What the store is told of a lock hold: its signal (when it can be lost), the hold itself (the lock object), and
+ * whether it is the sole writer. Properties set one by one: a literal with conditional spreads costs ten times as
+ * much, and every request that takes a lock makes one.
  */
-/** What the store is told of a lock hold: its signal (when it can be lost), the hold itself (the lock object), and whether it is the sole writer. */
 export function heldBy (lock: UploadLock): WriteOptions {
-  return {
-    hold: lock,
-    ...(lock.signal === undefined ? {} : { signal: lock.signal }),
-    ...(lock.soleWriter === true ? { soleWriter: true } : {})
-  }
+  const held: WriteOptions = { hold: lock }
+  const signal = lock.signal
+  if (signal !== undefined) held.signal = signal
+  if (lock.soleWriter === true) held.soleWriter = true
+  return held
 }
 
 /**
@@ -101,6 +101,10 @@ async function * untilAborted (source: AsyncIterable<Buffer>, signal: AbortSigna
   }
 }
 
+/**
+ * Takes the lock of one upload, waiting at most `lockTimeout` (423 after that). A lock service that is
+ * unreachable answers 503 FST_TUS_LOCK_FAILED, which always tells clients when to retry (Retry-After).
+ */
 export async function lockUpload (services: TusServices, id: string, options: Omit<LockOptions, 'timeoutMs'> = {}): Promise<UploadLock> {
   try {
     return await services.locker.lock(id, { timeoutMs: services.options.lockTimeout, ...options })

@@ -782,17 +782,19 @@ function toUploadInfo (info: StoredInfo, path: string, stats: Pick<Stats, 'size'
     throw new TusErrors.STORE_FAILED(`the data file of upload ${info.id} holds ${stats.size} bytes, more than its length ${info.size}`)
   }
   const createdAt = new Date(info.createdAt)
-  return {
+  // Properties set one by one: a literal with conditional spreads costs ten times as much, on every read.
+  const upload: UploadInfo = {
     id: info.id,
     size: info.size ?? undefined,
     metadata: info.metadata,
-    ...(info.concat === undefined ? {} : { concat: info.concat }),
-    ...(info.directory === undefined ? {} : { directory: info.directory }),
     offset: stats?.size ?? 0,
     createdAt,
     modifiedAt: stats?.mtime ?? createdAt,
     path
   }
+  if (info.concat !== undefined) upload.concat = info.concat
+  if (info.directory !== undefined) upload.directory = info.directory
+  return upload
 }
 
 function identityOf (stats: Stats): FileIdentity {
