@@ -96,12 +96,12 @@ export class RunningServer {
     return this.#process.pid!
   }
 
-  /** Peak resident set size of the server process so far (VmHWM), in MiB. */
   /** From now on, peakRssMiB is the peak since this call (Linux: clear_refs 5 sets VmHWM to the RSS of the moment). */
   async resetPeakRss (): Promise<void> {
     await writeFile(`/proc/${this.#process.pid!}/clear_refs`, '5')
   }
 
+  /** Peak resident set size of the server process so far (VmHWM), in MiB. */
   async peakRssMiB (): Promise<number> {
     const status = await readFile(`/proc/${this.#process.pid!}/status`, 'utf8')
     const match = /VmHWM:\s+(\d+) kB/.exec(status)

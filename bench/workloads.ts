@@ -74,8 +74,8 @@ export interface Workload {
   /**
    * Untimed requests of the workload's own kind, after the common warm-up: for a workload of short requests, which
    * would otherwise measure a fresh process while V8 is still compiling it (it compiles a function optimised only
-   * after thousands of calls, and a 2-second workload ends before that: W3 ran at 0.62x the limit cold and 0.77x
-   * warm, in one probe each). A server in production runs warm.
+   * after thousands of calls, and a 2-second workload ends before that: in bench/probe.ts, W3 ran at 0.62x the
+   * limit cold and 0.69x warm). A server in production runs warm.
    */
   warm?: (origin: string, sizes: Sizes) => Promise<void>
   run (origin: string, sizes: Sizes): Promise<{ measurement: Measurement, uploads: StoredUpload[] }>
