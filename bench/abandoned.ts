@@ -9,14 +9,17 @@
  * same N uploads (none expired) with this build's dist and with that one, alternated, each a first (cold) and a
  * second (warm) call in a fresh Fastify instance: what the sweep of abandoned files adds to expiry.
  *
- * With --expired (and BENCH_BASE_DIST), instead: app.tus.removeExpired() over N uploads that have all expired (made
- * afresh before each call, their data files set 30 days back), this build against that one, alternated: the
- * scale workload's expiry figure (bench/scale.ts) without HTTP, in one process, each call after a full collection
- * (run node with --expose-gc).
+ * With --expired, instead: app.tus.removeExpired() over N uploads that have all expired (made afresh before each
+ * call, their data files set 30 days back), against the file system's floor: the same store made the same way, its
+ * uploads removed by a loop making only the calls an expiry needs (a synchronous `stat` of the data file, then
+ * `unlink` of the info file and of the data file, through the thread pool, EXPIRY_FLOOR_CONCURRENCY at a time). And
+ * against BENCH_BASE_DIST's build when set. The order rotates each round. The scale workload's expiry figure
+ * (bench/scale.ts) without HTTP, in one process, each call after a full collection (run node with --expose-gc).
  *
- *   npm run build && BENCH_BASE_DIST=<dist/index.js> node --expose-gc --import tsx bench/abandoned.ts [--n 100000] [--rounds 3] [--expired]
+ *   npm run build && [BENCH_BASE_DIST=<dist/index.js>] node --expose-gc --import tsx bench/abandoned.ts [--n 100000] [--rounds 3] [--expired]
  */
-import { mkdir, rm, utimes, writeFile } from 'node:fs/promises'
+import { statSync, unlink } from 'node:fs'
+import { mkdir, opendir, rm, utimes, writeFile } from 'node:fs/promises'
 import { loadavg } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -110,34 +113,63 @@ function countRemoved (removed: unknown): number {
   return typeof removed === 'number' ? removed : (removed as unknown[]).length
 }
 
+/** Uploads the floor's loop removes at once: the same as app.tus.removeExpired() (lib/core/expiry.ts). */
+const EXPIRY_FLOOR_CONCURRENCY = 16
+
+/**
+ * The file system's floor for an expiry over `directory`: the data file's `stat` (its modification time decides),
+ * then the info file's `unlink` and the data file's, nothing else; resolves with how many it removed.
+ */
+async function removeExpiredFloor (directory: string): Promise<number> {
+  const horizon = Date.now() - 5 * DAY_MS
+  const remove = async (path: string): Promise<void> => { await new Promise<void>((resolve, reject) => { unlink(path, (error) => { if (error === null) resolve(); else reject(error) }) }) }
+  const entries = (await opendir(directory, { bufferSize: 128 }))[Symbol.asyncIterator]()
+  let removed = 0
+  await Promise.all(Array.from({ length: EXPIRY_FLOOR_CONCURRENCY }, async () => {
+    for (;;) {
+      const next = await entries.next()
+      if (next.done === true) return
+      const name = next.value.name
+      if (!name.endsWith('.json')) continue
+      const data = join(directory, name.slice(0, -'.json'.length))
+      if (statSync(data).mtimeMs > horizon) continue
+      await remove(join(directory, name))
+      await remove(data)
+      removed++
+    }
+  }))
+  return removed
+}
+
 if (args.expired) {
-  const base = process.env.BENCH_BASE_DIST
-  if (base === undefined) throw new Error('--expired needs BENCH_BASE_DIST')
-  const builds: Record<string, string> = { branch: join(import.meta.dirname, '..', 'dist', 'index.js'), base }
-  const expiry: Record<string, Figure[]> = { branch: [], base: [] }
+  const builds: Record<string, string> = { branch: join(import.meta.dirname, '..', 'dist', 'index.js') }
+  if (process.env.BENCH_BASE_DIST !== undefined) builds.base = process.env.BENCH_BASE_DIST
+  const FLOOR = 'file-system floor (peer)'
+  const entries = [...Object.keys(builds), FLOOR]
+  const expiry: Record<string, Figure[]> = Object.fromEntries(entries.map((entry) => [entry, []]))
   console.log(`load average at the start: ${loads()}`)
   try {
     for (let round = 0; round < rounds; round++) {
-      for (const build of round % 2 === 0 ? ['branch', 'base'] : ['base', 'branch']) {
+      for (const entry of entries.map((_, index) => entries[(index + round) % entries.length]!)) {
         await rm(dir, { recursive: true, force: true })
-        const plugin = await import(builds[build]!) as typeof import('../lib/index.js')
+        const plugin = await import(builds[entry] ?? builds.branch!) as typeof import('../lib/index.js')
         const store = new plugin.FileStore({ directory: dir, fsync: false })
         const app = Fastify()
         await app.register(plugin.default, { dir, store, daysToKeep: 5, expireCompleted: true })
         await app.ready()
         // Made through the app's own store, as the scale workload does over HTTP: its info cache is warm.
         await populate(store, 30)
-        const figure = await measure(async () => countRemoved(await app.tus.removeExpired()))
-        if (figure.result !== n) throw new Error(`${build} removed ${figure.result}, expected ${n}`)
-        expiry[build]!.push(figure)
-        console.log(`round ${round + 1} ${build}: ${(n / figure.seconds).toFixed(0)}/s, CPU ${figure.cpuSeconds.toFixed(2)} s, RSS +${figure.rssGrowthMiB.toFixed(1)} MiB`)
+        const figure = await measure(async () => entry === FLOOR ? await removeExpiredFloor(dir) : countRemoved(await app.tus.removeExpired()))
+        if (figure.result !== n) throw new Error(`${entry} removed ${figure.result}, expected ${n}`)
+        expiry[entry]!.push(figure)
+        console.log(`round ${round + 1} ${entry}: ${(n / figure.seconds).toFixed(0)}/s, CPU ${figure.cpuSeconds.toFixed(2)} s, RSS +${figure.rssGrowthMiB.toFixed(1)} MiB`)
         await app.close()
       }
     }
   } finally {
     await rm(dir, { recursive: true, force: true })
   }
-  console.log(`\napp.tus.removeExpired() over ${n} expired uploads, ${rounds} rounds alternated, medians:\n`)
+  console.log(`\napp.tus.removeExpired() over ${n} expired uploads, ${rounds} rounds in rotating order, medians:\n`)
   printTable('build', expiry)
   console.log(`load average at the end: ${loads()}`)
   process.exit(0)
