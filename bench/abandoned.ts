@@ -18,12 +18,14 @@
  *
  *   npm run build && [BENCH_BASE_DIST=<dist/index.js>] node --expose-gc --import tsx bench/abandoned.ts [--n 100000] [--rounds 3] [--expired]
  */
-import { statSync, unlink } from 'node:fs'
-import { mkdir, opendir, rm, utimes, writeFile } from 'node:fs/promises'
+import { statSync } from 'node:fs'
+import { mkdir, rm, utimes, writeFile } from 'node:fs/promises'
 import { loadavg } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import Fastify from 'fastify'
+import { eachConcurrently } from '../lib/each-concurrently.js'
+import { sweepDirectory, unlink } from '../lib/fs-calls.js'
 import { FileStore } from '../lib/index.js'
 import { DATA_ROOT } from './servers.js'
 import { median } from './stats.js'
@@ -70,15 +72,10 @@ async function leftovers (round: number): Promise<number> {
 
 async function listAndGet (store: FileStore): Promise<number> {
   let seen = 0
-  const ids = store.list()[Symbol.asyncIterator]()
-  await Promise.all(Array.from({ length: 16 }, async () => {
-    for (;;) {
-      const next = await ids.next()
-      if (next.done === true) return
-      await store.getInfo(next.value).catch(() => undefined)
-      seen++
-    }
-  }))
+  await eachConcurrently(store.list(), 16, async (id) => {
+    await store.getInfo(id).catch(() => undefined)
+    seen++
+  })
   return seen
 }
 
@@ -122,23 +119,14 @@ const EXPIRY_FLOOR_CONCURRENCY = 16
  */
 async function removeExpiredFloor (directory: string): Promise<number> {
   const horizon = Date.now() - 5 * DAY_MS
-  const remove = async (path: string): Promise<void> => { await new Promise<void>((resolve, reject) => { unlink(path, (error) => { if (error === null) resolve(); else reject(error) }) }) }
-  const entries = (await opendir(directory, { bufferSize: 128 }))[Symbol.asyncIterator]()
-  let removed = 0
-  await Promise.all(Array.from({ length: EXPIRY_FLOOR_CONCURRENCY }, async () => {
-    for (;;) {
-      const next = await entries.next()
-      if (next.done === true) return
-      const name = next.value.name
-      if (!name.endsWith('.json')) continue
-      const data = join(directory, name.slice(0, -'.json'.length))
-      if (statSync(data).mtimeMs > horizon) continue
-      await remove(join(directory, name))
-      await remove(data)
-      removed++
-    }
-  }))
-  return removed
+  return await sweepDirectory(directory, EXPIRY_FLOOR_CONCURRENCY, async (entry) => {
+    if (!entry.name.endsWith('.json')) return false
+    const data = join(directory, entry.name.slice(0, -'.json'.length))
+    if (statSync(data).mtimeMs > horizon) return false
+    await unlink(join(directory, entry.name))
+    await unlink(data)
+    return true
+  })
 }
 
 if (args.expired) {
