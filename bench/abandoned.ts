@@ -118,7 +118,7 @@ const EXPIRY_FLOOR_CONCURRENCY = 16
  * then the info file's `unlink` and the data file's, nothing else; resolves with how many it removed.
  */
 async function removeExpiredFloor (directory: string): Promise<number> {
-  const horizon = Date.now() - 5 * DAY_MS
+  const horizon = before.getTime()
   return await sweepDirectory(directory, EXPIRY_FLOOR_CONCURRENCY, async (entry) => {
     if (!entry.name.endsWith('.json')) return false
     const data = join(directory, entry.name.slice(0, -'.json'.length))
