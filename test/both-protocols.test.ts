@@ -3,6 +3,7 @@
 // every row must end with the same stored bytes, the same hook calls and the same events.
 import t from 'tap'
 import { createHash } from 'node:crypto'
+import { once } from 'node:events'
 import { watch as watchPath } from 'node:fs'
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, watch } from 'node:fs/promises'
 import { connect as connectTcp, type Socket } from 'node:net'
@@ -12,7 +13,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { FastifyRequest, FastifyServerOptions } from 'fastify'
 import { FileStore, TusErrors, type TusPluginOptions } from '../lib/index.js'
-import { delegatingTo, idOf, randomBytesSeeded, sha256, startServer, WatchedLocker, type TestServer } from './helpers.js'
+import { delegatingTo, idOf, randomBytesSeeded, sha256, signal, startServer, WatchedLocker, type TestServer } from './helpers.js'
 
 type Transport = 'http/1.1' | 'http/1.1 chunked' | 'h2c' | 'h2c streamed'
 const TRANSPORTS: Transport[] = ['http/1.1', 'http/1.1 chunked', 'h2c', 'h2c streamed']
@@ -107,6 +108,10 @@ async function sendHttp2 (url: string, method: string, headers: Record<string, s
 /** How one protocol spells each step; `last` marks the append that ends the upload. */
 interface Dialect {
   name: string
+  /** The header that names the protocol, as every request of it carries. */
+  versioned: Record<string, string>
+  /** The status of an offset retrieval (HEAD). */
+  offsetRetrieved: number
   created: number
   appended: (last: boolean) => number
   /** The status of bytes beyond a known length (tus: 413; the draft: 400 inconsistent-upload-length). */
@@ -126,6 +131,8 @@ const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
 
 const tus: Dialect = {
   name: 'tus 1.0.0',
+  versioned: { 'Tus-Resumable': '1.0.0' },
+  offsetRetrieved: 200,
   created: 201,
   appended: () => 204,
   overflow: 413,
@@ -161,6 +168,8 @@ function draftDialect (version: number): Dialect {
   }
   return {
     name: `draft interop ${version}`,
+    versioned: interop,
+    offsetRetrieved: 204,
     created: 201,
     appended: (last) => version === 3 && !last ? 201 : 204,
     overflow: 400,
@@ -739,5 +748,138 @@ for (const dialect of DIALECTS) {
       const bobs = await store.getInfo(id)
       t.same([bobs.metadata.owner, bobs.offset], ['bob', 0], `${what}: bob's upload untouched`)
     }
+  })
+}
+
+/**
+ * The answers to the requests pipelined on one HTTP/1.1 connection (`methods` in order), once all have come: interim
+ * 1xx answers skipped, bodies read by Content-Length or chunks.
+ */
+async function pipelinedAnswers (socket: Socket, methods: string[]): Promise<Response[]> {
+  let received = Buffer.alloc(0)
+  const answers: Response[] = []
+  const parse = (): void => {
+    for (;;) {
+      const end = received.indexOf('\r\n\r\n')
+      if (end === -1) return
+      const [statusLine = '', ...lines] = received.subarray(0, end).toString('latin1').split('\r\n')
+      const status = Number(statusLine.split(' ')[1])
+      const headers: Record<string, string> = {}
+      for (const line of lines) headers[line.slice(0, line.indexOf(':')).toLowerCase()] = line.slice(line.indexOf(':') + 1).trim()
+      let rest = received.subarray(end + 4)
+      let body = Buffer.alloc(0)
+      if (status >= 200 && methods[answers.length] !== 'HEAD' && status !== 204) {
+        if (headers['transfer-encoding'] === 'chunked') {
+          const chunks: Buffer[] = []
+          for (;;) {
+            const line = rest.indexOf('\r\n')
+            if (line === -1) return
+            const size = parseInt(rest.subarray(0, line).toString('latin1'), 16)
+            if (rest.length < line + 2 + size + 2) return
+            chunks.push(rest.subarray(line + 2, line + 2 + size))
+            rest = rest.subarray(line + 2 + size + 2)
+            if (size === 0) break
+          }
+          body = Buffer.concat(chunks)
+        } else {
+          const length = Number(headers['content-length'] ?? '0')
+          if (rest.length < length) return
+          body = rest.subarray(0, length)
+          rest = rest.subarray(length)
+        }
+      }
+      received = rest
+      if (status >= 200) answers.push({ status, headers, body, interim: [] })
+    }
+  }
+  return await new Promise((resolve, reject) => {
+    socket.on('data', (data: Buffer) => {
+      received = Buffer.concat([received, data])
+      parse()
+      if (answers.length === methods.length) resolve(answers)
+    })
+    socket.on('close', () => { reject(new Error(`the connection closed after ${answers.length} of ${methods.length} answers`)) })
+  })
+}
+
+function requestHead (method: string, url: string, headers: Record<string, string>, length?: number): string {
+  const { pathname, search } = new URL(url)
+  const contentLength = length === undefined ? '' : `Content-Length: ${length}\r\n`
+  return `${method} ${pathname}${search} HTTP/1.1\r\nHost: 127.0.0.1\r\n${headLines(headers)}${contentLength}\r\n`
+}
+
+for (const dialect of DIALECTS) {
+  t.test(`${dialect.name}: requests pipelined behind appends on one connection are handled in order, and see what the appends stored`, async (t) => {
+    // Bodies far beyond what the server reads ahead: the requests after them are read while the appends still store.
+    const half = 2 * 1024 * 1024
+    const first = randomBytesSeeded(half, 21)
+    const second = randomBytesSeeded(half, 22)
+    const server = await startServer(t)
+    const created = await dialect.create('http/1.1', server, { length: 2 * half })
+    t.equal(created.status, dialect.created)
+    const { port } = new URL(created.url)
+    const socket = connectTcp(Number(port), '127.0.0.1')
+    t.teardown(() => { socket.destroy() })
+    await once(socket, 'connect')
+    const methods = ['PATCH', 'HEAD', 'GET', 'PATCH', 'HEAD', 'GET', 'DELETE', 'HEAD']
+    const answers = pipelinedAnswers(socket, methods)
+    socket.write(Buffer.concat([
+      Buffer.from(requestHead('PATCH', created.url, dialect.appendHeaders(0, {}), half)), first,
+      Buffer.from(requestHead('HEAD', created.url, dialect.versioned)),
+      Buffer.from(requestHead('GET', created.url, dialect.versioned)),
+      Buffer.from(requestHead('PATCH', created.url, dialect.appendHeaders(half, { last: true }), half)), second,
+      Buffer.from(requestHead('HEAD', created.url, dialect.versioned)),
+      Buffer.from(requestHead('GET', created.url, dialect.versioned)),
+      Buffer.from(requestHead('DELETE', created.url, dialect.versioned)),
+      Buffer.from(requestHead('HEAD', created.url, dialect.versioned))
+    ]))
+    const [append, offset, unfinished, last, done, download, removal, gone] = await answers
+    t.same([append!.status, append!.headers['upload-offset']], [dialect.appended(false), String(half)], 'the first append stored all its bytes')
+    t.same([offset!.status, offset!.headers['upload-offset']], [dialect.offsetRetrieved, String(half)], 'the HEAD behind it reports them')
+    t.equal(unfinished!.status, dialect.unfinished, 'the GET behind it finds the upload unfinished')
+    t.same([last!.status, last!.headers['upload-offset']], [dialect.appended(true), String(2 * half)])
+    t.same([done!.status, done!.headers['upload-offset']], [dialect.offsetRetrieved, String(2 * half)])
+    t.equal(download!.status, 200, 'the GET behind the completing append downloads the upload')
+    t.equal(sha256(download!.body), sha256(Buffer.concat([first, second])))
+    t.equal(removal!.status, 204)
+    t.equal(gone!.status, 404)
+    t.same(await readdir(server.dir), [], 'the upload was removed after the appends, not during one')
+  })
+
+  t.test(`${dialect.name}: a request of another connection never cuts an append whose body has all arrived`, async (t) => {
+    const locker = new WatchedLocker()
+    const gate = signal()
+    const writing = signal()
+    const store = new FileStore({ directory: await mkdtemp(join(tmpdir(), 'fastify-tus-arrived-')) })
+    t.teardown(async () => { await rm(store.directory, { recursive: true, force: true }) })
+    let append: FastifyRequest['raw'] | undefined
+    const server = await startServer(t, {
+      locker,
+      store: delegatingTo(store, {
+        write: async (id, offset, source, options) => {
+          writing.resolve()
+          await gate.promise
+          return await store.write(id, offset, source, options)
+        }
+      }),
+      auth: (request) => { if (request.method === 'PATCH') append = request.raw }
+    })
+    const created = await dialect.create('http/1.1', server, { length: 200_000 })
+    t.equal(created.status, dialect.created)
+    // Beyond what the server reads ahead (64 KiB), yet small enough to arrive whole while the store waits: the rest
+    // of it waits in node's request stream, read by nobody.
+    const body = randomBytesSeeded(100_000, 23)
+    const appending = dialect.append('http/1.1', created.url, 0, body, {})
+    await writing.promise
+    while (append?.complete !== true) await new Promise((resolve) => setImmediate(resolve))
+    locker.watched = idOf(created.url)
+    const asked = locker.asked.promise
+    const offset = dialect.offsetOf('http/1.1', created.url)
+    await asked
+    gate.resolve()
+    const appended = await appending
+    t.same([appended.status, appended.headers['upload-offset']], [dialect.appended(false), String(body.length)], 'the append was answered, every byte stored')
+    t.same(await offset, { status: dialect.offsetRetrieved, offset: body.length })
+    t.equal(sha256(await readFile(join(store.directory, idOf(created.url)))), sha256(body))
   })
 }

@@ -127,15 +127,24 @@ export class RequestBody implements AsyncIterable<Buffer> {
 
   /**
    * Ends the body where it stands and closes the client's connection: its client is gone or stuck
-   * (`idle`), it holds an upload another request wants (`superseded`), or the server is closing.
+   * (`idle`), it holds an upload another request wants (`superseded`: not once the body is whole, or has all
+   * arrived), or the server is closing.
    */
   release (reason: 'idle' | 'superseded' | 'shutdown'): void {
-    if (reason === 'superseded' && this.#arrived === this.#whole) return
+    if (reason === 'superseded' && (this.#arrived === this.#whole || this.#allArrived())) return
     clearTimeout(this.#idleTimer)
     if (this.#closed || this.#source.readableEnded) return
     this.released = reason
     this.#close()
     this.#source.destroy()
+  }
+
+  /**
+   * Every byte of the body has reached the server, if still to be handed out (node's request stream says `complete`;
+   * a stream an app's preParsing hook put in its place cannot tell): no client is stuck on it, and it soon ends.
+   */
+  #allArrived (): boolean {
+    return (this.#source as Readable & { complete?: unknown }).complete === true
   }
 
   /** Drops whatever a handler left unread and reads the rest, so the connection can serve its next request. */

@@ -88,6 +88,7 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
   }
 
   const route = (handler: TusHandler, draftHandler: DraftHandler) => async (request: FastifyRequest, reply: FastifyReply) => {
+    if (reply.raw.socket === null) await afterEarlierRequests(request, reply)
     const version = draftVersionOf(services, request)
     const scoped = await servicesFor(services, request)
     resolveUploadId(services, request)
@@ -107,6 +108,26 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
     const draftHandler = DRAFT_UPLOAD_HANDLERS[request.method]
     if (handler === undefined || draftHandler === undefined) throw notAllowed(request.method, true)
     await route(handler, draftHandler)(request, reply)
+  })
+}
+
+/**
+ * A request pipelined behind others on its HTTP/1.1 connection is answered after them: node gives its response the
+ * socket only once theirs are sent. It is handled after them too, so that it sees what they did (a HEAD or GET
+ * behind the PATCH it follows reports that PATCH's bytes) and never asks one of them to let go of an upload as if its
+ * client had gone (whose body has all arrived: the request after it was read).
+ */
+async function afterEarlierRequests (request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  const socket = request.raw.socket
+  if (socket.destroyed) return
+  await new Promise<void>((resolve) => {
+    const proceed = (): void => {
+      reply.raw.off('socket', proceed)
+      socket.off('close', proceed)
+      resolve()
+    }
+    reply.raw.once('socket', proceed)
+    socket.once('close', proceed)
   })
 }
 
