@@ -6,6 +6,7 @@ import { PendingFinals } from './core/pending-finals.js'
 import { InFlightWrites } from './core/in-flight.js'
 import type { TusServices } from './core/services.js'
 import { decorateTusRequests } from './http/decorate.js'
+import { pathMatchingOf } from './http/router-options.js'
 import { tusRoutes } from './http/routes.js'
 import { HeldLocks, MemoryLocker } from './lockers/lock.js'
 import { SharedReads } from './lockers/shared-reads.js'
@@ -47,9 +48,7 @@ declare module 'fastify' {
 }
 
 const plugin: FastifyPluginAsync<TusPluginOptions> = async (fastify, rawOptions) => {
-  // Fastify 5 takes router settings in `routerOptions` (the top-level ones are deprecated).
-  const config = fastify.initialConfig
-  const options = resolveOptions(rawOptions, { maxParamLength: config.routerOptions?.maxParamLength ?? config.maxParamLength ?? 100 })
+  const options = resolveOptions(rawOptions, { maxParamLength: pathMatchingOf(fastify).maxParamLength })
   const store = rawOptions.store ?? new FileStore({ directory: options.dir })
   const metrics = new TusMetrics()
   const heldLocks = new HeldLocks()

@@ -159,6 +159,20 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/overflow.test.ts']
   },
   {
+    name: 'core: a creation refused before the upload exists reports an offset',
+    file: 'lib/core/operations.ts',
+    find: 'ensureRoom(services, { size: input.size }, contentLength ?? 0)',
+    replace: 'ensureRoom(services, { offset: 0, size: input.size }, contentLength ?? 0)',
+    tests: ['test/both-protocols.test.ts']
+  },
+  {
+    name: 'core: an append beyond the length no longer reports the offset',
+    file: 'lib/core/append.ts',
+    find: 'const stored = offset === undefined ? {} : { offset }',
+    replace: 'const stored = {}',
+    tests: ['test/both-protocols.test.ts']
+  },
+  {
     name: 'core: the part of an overflowing body within the limit is stored (staged or streamed)',
     file: 'lib/core/append.ts',
     find: '  if (body.exceeded) return \'drop\'\n',

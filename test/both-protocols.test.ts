@@ -290,6 +290,22 @@ for (const transport of TRANSPORTS) {
         })
       }
 
+      // With Content-Length only: a body of unknown length creates the upload before it can go beyond a limit.
+      if (transport === 'http/1.1' || transport === 'h2c') {
+        t.test('a creation announcing a body beyond its length, or beyond maxSize while the length is unknown: refused before the upload exists, no offset', async (t) => {
+          const { server, log } = await recordingServer(t, transport, { maxSize: 20 })
+          const beyondLength = await dialect.create(transport, server, { length: 5, body: SOURCE.subarray(0, 8) })
+          t.equal(beyondLength.status, dialect.overflow)
+          const beyondMaxSize = await dialect.create(transport, server, { body: SOURCE.subarray(0, 21) })
+          t.equal(beyondMaxSize.status, 413)
+          for (const refused of [beyondLength, beyondMaxSize]) {
+            t.equal(refused.headers['upload-offset'], undefined, 'no upload, so no offset')
+            t.equal(refused.headers.location, undefined)
+          }
+          t.same(log, [], 'nothing created')
+        })
+      }
+
       t.test('bytes beyond the length: refused, nothing stored, the upload kept (no removal behind the terminate hook)', async (t) => {
         const { server, log } = await recordingServer(t, transport, {
           onUploadTerminate: () => { throw Object.assign(new Error('never removed'), { statusCode: 403 }) }

@@ -7,7 +7,7 @@ import { connect as connectHttp2 } from 'node:http2'
 import { connect, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyRequest, FastifyServerOptions } from 'fastify'
 import tusPlugin, { TusErrors, type UploadInfo } from '../lib/index.js'
 import { idOf, rawRequest, randomBytesSeeded, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
 
@@ -315,4 +315,118 @@ t.test('Expect: 100-continue: a refused request is answered without a 100, so it
   t.equal((await readFile(join(server.dir, idOf(url.href)))).toString(), 'hello')
   const other = await expectContinue('PUT /elsewhere HTTP/1.1\r\nContent-Type: text/plain\r\n')
   t.match(other.first, /^HTTP\/1\.1 100 Continue/, 'the app\'s other routes get their 100 at once, as before')
+})
+
+/**
+ * One request with `Expect: 100-continue` on a raw socket: its body goes only after a 100. The statuses of every
+ * answer up to the final one, in order, and the final answer's head.
+ */
+async function expectContinueExchange (port: number, head: string, body: string): Promise<{ statuses: number[], head: string }> {
+  const socket = connect(port, '127.0.0.1')
+  try {
+    await once(socket, 'connect')
+    socket.write(`${head}Host: 127.0.0.1\r\nContent-Length: ${Buffer.byteLength(body)}\r\nExpect: 100-continue\r\n\r\n`)
+    const statuses: number[] = []
+    let received = ''
+    for (;;) {
+      const end = received.indexOf('\r\n\r\n')
+      if (end === -1) {
+        received += ((await once(socket, 'data')) as [Buffer])[0].toString('latin1')
+        continue
+      }
+      const answer = received.slice(0, end)
+      received = received.slice(end + 4)
+      const status = Number(/^HTTP\/1\.1 (\d{3}) /.exec(answer)?.[1])
+      statuses.push(status)
+      if (status >= 200) return { statuses, head: answer }
+      if (status === 100) socket.write(body)
+    }
+  } finally {
+    socket.destroy()
+  }
+}
+
+t.test('Expect: 100-continue waits for auth on the routes however the app\'s router reaches them; its other routes get the 100 at once', async (t) => {
+  const auth = (request: FastifyRequest): void => {
+    if (request.headers.authorization !== 'ok') throw Object.assign(new Error('who are you?'), { statusCode: 401 })
+  }
+  const reviews = async (): Promise<string> => 'not tus'
+  interface Setup {
+    name: string
+    /** The creation URL as the app's clients write it, and a route of the app's own, as they write it too. */
+    creation: string
+    elsewhere: string
+    fastifyOptions: FastifyServerOptions
+    setup: (app: FastifyInstance, dir: string) => Promise<void>
+  }
+  const setups: Setup[] = [{
+    name: 'a parametric prefix',
+    creation: '/product/42/images/',
+    elsewhere: '/product/42/reviews',
+    fastifyOptions: {},
+    setup: async (app, dir) => {
+      await app.register(tusPlugin, { dir, auth, prefix: '/product/:pid/images' })
+      app.post('/product/:pid/reviews', reviews)
+    }
+  }, {
+    name: 'under an outer plugin\'s prefix, caseSensitive: false',
+    creation: '/API/Files/',
+    elsewhere: '/API/Reviews',
+    fastifyOptions: { routerOptions: { caseSensitive: false } },
+    setup: async (app, dir) => {
+      await app.register(async (child) => { await child.register(tusPlugin, { dir, auth }) }, { prefix: '/api' })
+      app.post('/api/reviews', reviews)
+    }
+  }, {
+    name: 'ignoreDuplicateSlashes',
+    creation: '//files//',
+    elsewhere: '//reviews',
+    fastifyOptions: { routerOptions: { ignoreDuplicateSlashes: true } },
+    setup: async (app, dir) => {
+      await app.register(tusPlugin, { dir, auth })
+      app.post('/reviews', reviews)
+    }
+  }, {
+    name: 'rewriteUrl',
+    creation: '/legacy/',
+    elsewhere: '/reviews',
+    fastifyOptions: { rewriteUrl: (request) => (request.url ?? '/').replace(/^\/legacy\//, '/files/') },
+    setup: async (app, dir) => {
+      await app.register(tusPlugin, { dir, auth })
+      app.post('/reviews', reviews)
+    }
+  }]
+  for (const { name, creation, elsewhere, fastifyOptions, setup } of setups) {
+    const server = await startServer(t, {}, setup, fastifyOptions)
+    const port = Number(new URL(server.origin).port)
+    const send = async (head: string, body = 'hello'): Promise<{ statuses: number[], head: string }> => await expectContinueExchange(port, head, body)
+    const tusPatch = (path: string, headers = ''): string =>
+      `PATCH ${path} HTTP/1.1\r\nTus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n${headers}`
+    const draftPatch = (path: string, headers = ''): string =>
+      `PATCH ${path} HTTP/1.1\r\nUpload-Draft-Interop-Version: 6\r\nContent-Type: application/partial-upload\r\nUpload-Complete: ?1\r\n${headers}`
+    const tusPost = `POST ${creation} HTTP/1.1\r\nTus-Resumable: 1.0.0\r\nUpload-Length: 10\r\nContent-Type: application/offset+octet-stream\r\n`
+    const draftPost = `POST ${creation} HTTP/1.1\r\nUpload-Draft-Interop-Version: 6\r\nUpload-Complete: ?1\r\n`
+
+    const refusals: Array<[string, string]> = [
+      ['tus PATCH', tusPatch(`${creation}AAAAAAAAAAAAAAAAAAAAA`, 'Upload-Offset: 0\r\n')],
+      ['tus POST with a body', tusPost],
+      ['draft PATCH', draftPatch(`${creation}AAAAAAAAAAAAAAAAAAAAA`, 'Upload-Offset: 0\r\n')],
+      ['draft POST with a body', draftPost]
+    ]
+    for (const [request, head] of refusals) {
+      t.same((await send(head)).statuses, [401], `${name}: a refused ${request} gets its 401 alone, no 100 Continue`)
+    }
+
+    const created = await send(`${tusPost}Authorization: ok\r\n`)
+    t.same(created.statuses, [100, 201], `${name}: an accepted tus POST gets its 100, then 201`)
+    t.match(created.head, /\r\nupload-offset: 5\r\n/i)
+    const id = idOf(/\r\nlocation: (\S+)/i.exec(created.head)![1]!)
+    const appended = await send(draftPatch(`${creation}${id}`, 'Upload-Offset: 5\r\nAuthorization: ok\r\n'))
+    t.same(appended.statuses, [100, 204], `${name}: an accepted draft PATCH gets its 100, then 204`)
+    t.match(appended.head, /\r\nupload-offset: 10\r\n/i)
+    t.equal((await readFile(join(server.dir, id))).toString(), 'hellohello')
+    t.same((await send(`${draftPost}Authorization: ok\r\n`)).statuses, [104, 100, 201], `${name}: an accepted draft POST: 104, its 100, then 201`)
+
+    t.same((await send(`POST ${elsewhere} HTTP/1.1\r\nContent-Type: text/plain\r\n`)).statuses, [100, 200], `${name}: the app's other routes get their 100 at once`)
+  }
 })

@@ -177,7 +177,7 @@ async function storeFailure<T> (services: TusServices, request: FastifyRequest, 
 /** How far an upload may grow: to its length, or to `maxSize` while the length is unknown. */
 function roomOf (services: TusServices, upload: Growth): { limit: number, room: number } {
   const limit = upload.size ?? services.options.maxSize
-  return { limit, room: limit - upload.offset }
+  return { limit, room: limit - (upload.offset ?? 0) }
 }
 
 /** Refuses (413) a request announcing more bytes than the upload has room for, before any is read. */
@@ -186,9 +186,14 @@ export function ensureRoom (services: TusServices, upload: Growth, bytes: number
   if (bytes > room) throw exceeded(upload, limit, upload.offset)
 }
 
-type Growth = Pick<UploadInfo, 'offset' | 'size'>
+/**
+ * An upload's length and offset; a creation checks its body before the upload exists: no offset then, and its
+ * refusal reports none (there is no upload whose offset a client could resume from).
+ */
+type Growth = Pick<UploadInfo, 'size'> & { offset?: number }
 
-function exceeded (upload: Growth, limit: number, offset: number): Error {
-  if (upload.size === undefined) return withFacts(new TusErrors.BODY_BEYOND_MAX_SIZE(limit), { offset, limit: 'max-size' })
-  return withFacts(new TusErrors.LENGTH_EXCEEDED(limit), { offset, limit: 'length' })
+function exceeded (upload: Growth, limit: number, offset: number | undefined): Error {
+  const stored = offset === undefined ? {} : { offset }
+  if (upload.size === undefined) return withFacts(new TusErrors.BODY_BEYOND_MAX_SIZE(limit), { ...stored, limit: 'max-size' })
+  return withFacts(new TusErrors.LENGTH_EXCEEDED(limit), { ...stored, limit: 'length' })
 }

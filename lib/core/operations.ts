@@ -63,7 +63,7 @@ export async function createUpload (services: TusServices, request: FastifyReque
   // Refused before anything is stored: a malformed or unsupported Upload-Checksum (400).
   headerChecksum(request)
   const contentLength = integerHeader(request, 'Content-Length')
-  ensureRoom(services, { offset: 0, size: input.size }, contentLength ?? 0)
+  ensureRoom(services, { size: input.size }, contentLength ?? 0)
   const prepared = await prepareUpload(services, request, {
     id: newUploadId(), size: input.size, metadata: input.metadata, ...(input.concat === undefined ? {} : { concat: input.concat })
   })

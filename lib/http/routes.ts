@@ -1,4 +1,3 @@
-import { Server as HttpServer } from 'node:http'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { RequestBody } from '../core/body.js'
 import { hasBody, stringHeader } from '../core/request.js'
@@ -11,6 +10,7 @@ import {
 import { sendDraftError } from '../ietf/reply.js'
 import type { DraftVersion } from '../ietf/versions.js'
 import { countRequests } from '../observe/metrics.js'
+import { deferContinue } from './continue.js'
 import { resolveUploadId, servicesFor, servicesOf } from './request-options.js'
 import { traceUploads } from './tracing.js'
 import {
@@ -41,7 +41,7 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
     }
     done()
   })
-  deferContinue(instance.server, services.basePath)
+  deferContinue(instance)
   instance.addHook('onSend', (request, _reply, payload, done) => {
     if (request.body instanceof RequestBody) request.body.discardRest()
     done(null, payload)
@@ -173,31 +173,6 @@ function checkVersion (services: TusServices, request: FastifyRequest, reply: Fa
   if (version !== TUS_VERSION) {
     throw withFacts(new TusErrors.UNSUPPORTED_VERSION(version ?? ''), { headers: { 'Tus-Version': TUS_VERSION } })
   }
-}
-
-// The paths under which `100 Continue` waits for the body's first read, per server (several registrations may share one).
-const deferredContinues = new WeakMap<object, string[]>()
-
-/**
- * Node answers `Expect: 100-continue` with `100 Continue` as soon as a request arrives, before any check: a
- * client then sends a body the server will refuse (auth, an unknown upload, a wrong offset). For the tus routes
- * the 100 is sent when the body is first read instead (see the preHandler); every other route of the app
- * gets it at once, as before. HTTP/1.1 servers only (an HTTP/2 server keeps Node's behaviour).
- */
-function deferContinue (server: unknown, basePath: string): void {
-  if (!(server instanceof HttpServer)) return
-  const known = deferredContinues.get(server)
-  if (known !== undefined) {
-    known.push(basePath)
-    return
-  }
-  const paths = [basePath]
-  deferredContinues.set(server, paths)
-  server.on('checkContinue', (request, response) => {
-    const path = (request.url ?? '').split('?')[0] ?? ''
-    if (!paths.some((prefix) => path === prefix || path.startsWith(`${prefix}/`))) response.writeContinue()
-    server.emit('request', request, response)
-  })
 }
 
 function expectsContinue (request: FastifyRequest): boolean {
