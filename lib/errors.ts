@@ -83,6 +83,12 @@ export const TusErrors = {
   ),
   NOT_FOUND: createError<[]>('FST_TUS_NOT_FOUND', 'Upload not found', 404),
   GONE: createError<[]>('FST_TUS_GONE', 'Upload expired', 410),
+  /** A final upload one of whose partials was removed, or replaced by another upload under its id. */
+  PARTIAL_GONE: createError<[string]>(
+    'FST_TUS_PARTIAL_GONE',
+    'A partial upload of this final upload is gone (%s): it can never complete',
+    410
+  ),
   NOT_COMPLETE: createError<[number, string]>(
     'FST_TUS_NOT_COMPLETE',
     'Upload is not complete yet (%s of %s bytes)',

@@ -93,7 +93,7 @@ export type { FileLockerOptions } from './lockers/file-locker.js'
 export type { LockOptions, UploadLock, UploadLocker } from './lockers/lock.js'
 export { FileStore } from './store/file-store.js'
 export type { FileStoreOptions } from './store/file-store.js'
-export type { ByteRange, DataStore, NewUpload, UploadConcat, UploadInfo, UploadMetadata, WriteOptions } from './store/types.js'
+export type { ByteRange, DataStore, NewUpload, PartialIdentity, UploadConcat, UploadInfo, UploadMetadata, WriteOptions } from './store/types.js'
 export type { TusPluginOptions } from './options.js'
 export type {
   FormatError, GenerateUrl, GetUploadIdFromRequest, MaxSizeOf, OnUploadAccess, OnUploadComplete, OnUploadCreate, OnUploadExpire, OnUploadProgress,

@@ -196,9 +196,23 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'core: a final waiting for partials is not recorded',
     file: 'lib/core/finals.ts',
-    find: '      await list.add(finalId, waiting)\n',
+    find: '    await list.add(final.id, waiting)\n',
     replace: '',
     tests: ['test/concatenation.test.ts']
+  },
+  {
+    name: 'core: a final copies an upload created again under its partial\'s id (same length)',
+    file: 'lib/core/finals.ts',
+    find: 'Date.parse(made.createdAt) !== partial.createdAt.getTime() || ',
+    replace: '',
+    tests: ['test/concatenation-gone.test.ts']
+  },
+  {
+    name: 'core: a final whose partial is gone answers the partial\'s 404',
+    file: 'lib/core/finals.ts',
+    find: "throw (error as TusHttpError).code === 'FST_TUS_NOT_FOUND' ? new TusErrors.PARTIAL_GONE(id) : error",
+    replace: 'throw error',
+    tests: ['test/concatenation-gone.test.ts']
   },
   {
     name: 'core: a completed partial runs onUploadComplete',

@@ -1,12 +1,14 @@
 // Concatenation across instances sharing S3 and Redis: a final upload created on one instance is finished by
-// the instance that completes its last partial, and every instance serves it.
+// the instance that completes its last partial, and every instance serves it; one whose partial is gone answers
+// 410 on every instance.
 import t from 'tap'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { idOf, randomBytesSeeded, sha256, startChild, tusRequest, type ChildServer } from './helpers.js'
 import { DeleteObjectCommand } from '@aws-sdk/client-s3'
-import { testBucket, testS3Client, uniqueName } from './services.js'
+import { S3Store } from '../lib/store/s3-store.js'
+import { s3ClientConfig, testBucket, testS3Client, uniqueName } from './services.js'
 
 const MiB = 1024 * 1024
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
@@ -107,4 +109,41 @@ t.test('a final whose waiting record is gone (an instance died before finishing 
   t.equal((await tusRequest(`${b!.origin}/files/${finalId}`)).status, 200)
   t.same(await completions(c!), { [finalId]: 1 }, 'onUploadComplete ran once, on the instance that finished it')
   t.same(await completions(b!), {})
+})
+
+t.test('a final whose partial was terminated, then created again under its id, answers 410 on every instance and copies nothing', async (t) => {
+  t.setTimeout(180_000)
+  const bucket = await testBucket(t)
+  const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-finals-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const env = { TUS_CHILD_BUCKET: bucket, TUS_CHILD_REDIS_PREFIX: `${uniqueName('tus-finals')}:` }
+  const [a, b] = await Promise.all([startChild(t, dir, env), startChild(t, dir, env)])
+  const partial = await createPartial(a!, 1000)
+  t.equal(await patch(a!, partial, 0, randomBytesSeeded(400, 90)), 204)
+  const final = await tusRequest(`${b!.origin}/files/`, { method: 'POST', headers: { 'Upload-Concat': `final;/files/${partial}` } })
+  t.equal(final.status, 201)
+  const finalId = idOf(new URL(final.headers.location!, b!.origin).href)
+  t.equal((await tusRequest(`${a!.origin}/files/${partial}`, { method: 'DELETE' })).status, 204)
+  const gone = `A partial upload of this final upload is gone (${partial}): it can never complete`
+  t.equal((await tusRequest(`${a!.origin}/files/${finalId}`, { method: 'HEAD' })).status, 410)
+
+  // Another upload under the partial's id, complete, with as many bytes: B read the partial when it made the final.
+  const store = new S3Store({ bucket, s3: s3ClientConfig(), prefix: 'uploads/', partSize: 5 * MiB })
+  t.teardown(async () => { await store.close() })
+  await store.create({ id: partial, size: 1000, metadata: {}, concat: { type: 'partial' } })
+  t.equal(await store.write(partial, 0, (async function * () { yield randomBytesSeeded(1000, 91) })()), 1000)
+  await store.flush(partial)
+  for (const server of [a!, b!]) {
+    t.equal((await tusRequest(`${server.origin}/files/${finalId}`, { method: 'HEAD' })).status, 410)
+    const get = await tusRequest(`${server.origin}/files/${finalId}`)
+    t.equal(get.status, 410)
+    t.equal(get.text, gone)
+  }
+  const stored = await store.getInfo(finalId)
+  t.equal(stored.offset, 0, 'nothing copied into the final')
+  t.equal(stored.concat?.type === 'final' ? stored.concat.partials?.length : undefined, 1, 'the partial\'s identity is stored with the final')
+  t.same(await completions(a!), {})
+  t.same(await completions(b!), {})
+  t.equal((await tusRequest(`${b!.origin}/files/${finalId}`, { method: 'DELETE' })).status, 204)
+  t.equal((await tusRequest(`${a!.origin}/files/${finalId}`, { method: 'HEAD' })).status, 404)
 })

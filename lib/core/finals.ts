@@ -1,7 +1,7 @@
 import type { FastifyRequest } from 'fastify'
-import { TusErrors, errorMessage } from '../errors.js'
+import { TusErrors, errorMessage, type TusHttpError } from '../errors.js'
 import type { UploadLock } from '../lockers/lock.js'
-import type { UploadInfo, WriteOptions } from '../store/types.js'
+import type { UploadConcat, UploadInfo, WriteOptions } from '../store/types.js'
 import type { UploadResponse } from '../types.js'
 import { freeReadChunk } from './free-memory.js'
 import { completeUpload } from './lifecycle.js'
@@ -20,7 +20,12 @@ import { isComplete, loadFor } from './uploads.js'
  * The finals waiting for partials are listed where every instance sees them when the store keeps such a
  * record (pending-finals.ts): the request that completes the last partial finishes the final, on whichever
  * instance it runs. Any request that reads a final (HEAD, GET) finishes it too once its partials are complete.
+ *
+ * A final knows each partial by the identity it had when the final was made (`UploadConcat.partials`): one that is
+ * gone, or another upload created since under its id, makes the final one that can never complete (410).
  */
+
+type FinalConcat = UploadConcat & { type: 'final' }
 
 /** After `partialId` completed: completes the finals that were waiting for it and now can be. */
 export async function finishFinalsWaitingOn (services: TusServices, request: FastifyRequest, partialId: string): Promise<void> {
@@ -31,11 +36,14 @@ export async function finishFinalsWaitingOn (services: TusServices, request: Fas
   })
   for (const finalId of finals) {
     await finishFinal(services, request, finalId, services.options.lockTimeout).catch(async (error: unknown) => {
-      if ((error as { code?: unknown }).code === 'FST_TUS_NOT_FOUND') {
+      const { code } = error as TusHttpError
+      if (code === 'FST_TUS_NOT_FOUND') {
         // The final was terminated (or expired) while it waited.
         await waiting.remove(finalId, [partialId]).catch(() => undefined)
         return
       }
+      // Another of its partials is gone: the final can never complete, and its own HEAD and GET say so.
+      if (code === 'FST_TUS_PARTIAL_GONE') return
       request.log.error({ err: error, uploadId: finalId }, `fastify-tus: concatenating a final upload failed: ${errorMessage(error)}`)
     })
   }
@@ -52,7 +60,7 @@ export interface FinalOutcome {
  * Completes a final upload if all its partials are complete (copying what is not copied yet, then
  * running onUploadComplete), or registers it to wait for the rest. Resolves with the final as it is
  * afterwards and the hook's response when this call completed it; undefined when the final stayed
- * busy for `timeoutMs`.
+ * busy for `timeoutMs`. Rejects with PARTIAL_GONE (410) when a partial is gone, and forgets the final.
  */
 export async function finishFinal (
   services: TusServices, request: FastifyRequest, finalId: string, timeoutMs: number
@@ -63,38 +71,51 @@ export async function finishFinal (
     const held = heldBy(lock)
     const final = await services.store.getInfo(finalId, held)
     if (final.concat?.type !== 'final') return { upload: final, completed: false }
-    const parts = final.concat.parts
     const list = waitingFinals(services.store, services.pendingFinals)
     if (isComplete(final)) {
       await forget(list, request, final)
       return { upload: final, completed: false }
     }
-    let waiting = await incompletePartials(services, parts)
-    if (waiting.length > 0) {
-      await list.add(finalId, waiting)
-      // A partial may have completed between the check and the registration, and looked for waiting finals in between.
-      waiting = await incompletePartials(services, parts)
-      if (waiting.length > 0) return { upload: final, completed: false }
-    }
-    let partialLocks = await lockPartials(services, parts, timeoutMs)
-    if (partialLocks.busy.length > 0) {
-      // A partial is still held, by the request completing it, say: that request finishes the final afterwards.
-      // It may have looked for waiting finals just before the registration, hence one more try.
-      await list.add(finalId, partialLocks.busy)
-      partialLocks = await lockPartials(services, parts, 1)
-      if (partialLocks.busy.length > 0) return { upload: final, completed: false }
-    }
-    let completed: UploadInfo
-    try {
-      completed = await copyPartials(services, final, held)
-    } finally {
-      await Promise.all(partialLocks.held.map(async (taken) => { await taken.release() }))
-    }
+    const completed = await concatenateWhenReady(services, final, final.concat, held, list, timeoutMs).catch(async (error: unknown) => {
+      // Nothing can complete it any more: no partial's completion need look for it.
+      if ((error as TusHttpError).code === 'FST_TUS_PARTIAL_GONE') await forget(list, request, final)
+      throw error
+    })
+    if (completed === undefined) return { upload: final, completed: false }
     // Before onUploadComplete: the final is complete whatever the hook does, and nothing waits for it any more.
     await forget(list, request, final)
     return { upload: completed, completed: true, response: await completeUpload(services, request, completed) }
   } finally {
     await lock.release()
+  }
+}
+
+/**
+ * The final with its partials' bytes copied, if they are all complete (the final's lock held); else undefined, the
+ * final recorded as waiting for those that are not.
+ */
+async function concatenateWhenReady (
+  services: TusServices, final: UploadInfo, concat: FinalConcat, held: WriteOptions, list: WaitingFinals, timeoutMs: number
+): Promise<UploadInfo | undefined> {
+  let waiting = await incompletePartials(services, concat)
+  if (waiting.length > 0) {
+    await list.add(final.id, waiting)
+    // A partial may have completed between the check and the registration, and looked for waiting finals in between.
+    waiting = await incompletePartials(services, concat)
+    if (waiting.length > 0) return undefined
+  }
+  let partialLocks = await lockPartials(services, concat.parts, timeoutMs)
+  if (partialLocks.busy.length > 0) {
+    // A partial is still held, by the request completing it, say: that request finishes the final afterwards.
+    // It may have looked for waiting finals just before the registration, hence one more try.
+    await list.add(final.id, partialLocks.busy)
+    partialLocks = await lockPartials(services, concat.parts, 1)
+    if (partialLocks.busy.length > 0) return undefined
+  }
+  try {
+    return await copyPartials(services, final, concat, held)
+  } finally {
+    await Promise.all(partialLocks.held.map(async (taken) => { await taken.release() }))
   }
 }
 
@@ -117,17 +138,47 @@ async function lockPartials (services: TusServices, ids: string[], timeoutMs: nu
   return { held, busy: [] }
 }
 
-/** Removes a complete final from the waiting list; a failure leaves entries that the next look finds complete. */
+/**
+ * Removes a complete final, or one that can never complete, from the waiting list; a failure leaves entries that
+ * the next look finds complete (or broken).
+ */
 async function forget (list: WaitingFinals, request: FastifyRequest, final: UploadInfo): Promise<void> {
   if (final.concat?.type !== 'final') return
   await list.remove(final.id, final.concat.parts).catch((error: unknown) => {
-    request.log.warn({ err: error, uploadId: final.id }, `fastify-tus: forgetting a finished final upload's partials failed: ${errorMessage(error)}`)
+    request.log.warn({ err: error, uploadId: final.id }, `fastify-tus: forgetting a final upload's partials failed: ${errorMessage(error)}`)
   })
 }
 
-async function incompletePartials (services: TusServices, ids: string[]): Promise<string[]> {
-  const partials = await Promise.all([...new Set(ids)].map(async (id) => await services.store.getInfo(id)))
-  return partials.filter((partial) => !isComplete(partial)).map((partial) => partial.id)
+async function incompletePartials (services: TusServices, concat: FinalConcat): Promise<string[]> {
+  const partials = await partialsOf(services, concat)
+  return [...new Set(partials.filter((partial) => !isComplete(partial)).map((partial) => partial.id))]
+}
+
+/**
+ * The final's partials as they stand, one per entry of its `parts`, each still the upload the final was made of;
+ * else PARTIAL_GONE (410), never the partial's own 404, which would read as the final's. Not the same upload: one
+ * created again under the id (onUploadCreate may choose ids: someone else's, maybe, which onUploadAccess checked
+ * only when the final was made), or something other than a partial. A final stored before its partials' identities
+ * were recorded knows them by id alone.
+ */
+async function partialsOf (services: TusServices, concat: FinalConcat): Promise<UploadInfo[]> {
+  const reads = new Map<string, Promise<UploadInfo>>()
+  return await Promise.all(concat.parts.map(async (id, index) => {
+    const read = reads.get(id) ?? services.store.getInfo(id)
+    reads.set(id, read)
+    const partial = await read.catch((error: unknown) => {
+      throw (error as TusHttpError).code === 'FST_TUS_NOT_FOUND' ? new TusErrors.PARTIAL_GONE(id) : error
+    })
+    const made = concat.partials?.[index]
+    const replaced = made !== undefined && (Date.parse(made.createdAt) !== partial.createdAt.getTime() || made.size !== partial.size)
+    if (replaced || partial.concat?.type !== 'partial') throw new TusErrors.PARTIAL_GONE(id)
+    return partial
+  }))
+}
+
+/** A final's Upload-Concat with the identity of each partial it is made of (as `partialUpload` found them). */
+export function withPartials (concat: FinalConcat, partials: UploadInfo[]): FinalConcat {
+  return { ...concat, partials: partials.map((partial) => ({ createdAt: partial.createdAt.toISOString(), size: partial.size ?? 0 })) }
 }
 
 /**
@@ -150,21 +201,26 @@ export async function partialUpload (services: TusServices, request: FastifyRequ
 }
 
 /** Copies the partials' bytes into the final from where the copy stands, then flushes them (the final's lock and the partials' held). */
-async function copyPartials (services: TusServices, final: UploadInfo, held: WriteOptions): Promise<UploadInfo> {
-  if (final.concat?.type !== 'final') return final
+async function copyPartials (services: TusServices, final: UploadInfo, concat: FinalConcat, held: WriteOptions): Promise<UploadInfo> {
+  // Read again under their locks: a partial found complete before they were taken may have been replaced since.
+  const partials = await partialsOf(services, concat)
   // Completes a partial whose completion was cut short (its request failed after storing the last byte).
-  for (const id of new Set(final.concat.parts)) await services.store.flush(id)
-  if (final.offset === 0 && await services.store.concatenate?.(final.id, final.concat.parts) === true) {
+  for (const id of new Set(concat.parts)) await services.store.flush(id)
+  const size = final.size ?? 0
+  if (final.offset === 0 && await services.store.concatenate?.(final.id, concat.parts) === true) {
     await services.store.flush(final.id, held)
-    return { ...final, offset: final.size ?? 0, modifiedAt: new Date() }
+    return { ...final, offset: size, modifiedAt: new Date() }
   }
   let offset = final.offset
   let start = 0
   // The partials' chunks, read for this copy alone, are freed as soon as the final has them (see free-memory.ts).
   const options = services.store.readChunksDisposable === true ? { ...held, reclaim: freeReadChunk } : held
-  for (const id of final.concat.parts) {
-    const partial = await services.store.getInfo(id)
+  for (const partial of partials) {
+    const id = partial.id
     const end = start + partial.offset
+    // Never past the final's length: a final without its partials' identities cannot tell a longer upload
+    // created under a partial's id from the partial.
+    if (end > size) throw new TusErrors.PARTIAL_GONE(id)
     if (offset < end) {
       const source = await services.store.read(id, { start: offset - start, end: partial.offset - 1 })
       offset = await services.store.write(final.id, offset, whileHeld(source, held), options)

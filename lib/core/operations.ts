@@ -6,7 +6,7 @@ import type { UploadResponse } from '../types.js'
 import { appendBody, ensureRoom } from './append.js'
 import { RequestBody } from './body.js'
 import { headerChecksum } from './checksum.js'
-import { finishFinal, finishFinalsWaitingOn, partialUpload } from './finals.js'
+import { finishFinal, finishFinalsWaitingOn, partialUpload, withPartials } from './finals.js'
 import { completeUpload, prepareUpload, storeUpload, terminateUpload } from './lifecycle.js'
 import { hasBody, integerHeader } from './request.js'
 import { heldBy, lockUpload, type TusServices } from './services.js'
@@ -221,7 +221,7 @@ async function createFinal (
   const size = partials.reduce((sum, partial) => sum + (partial.size ?? 0), 0)
   const { maxSize } = services.options
   if (size > maxSize) throw new TusErrors.MAX_SIZE_EXCEEDED(size, maxSize)
-  const prepared = await prepareUpload(services, request, { id: newUploadId(), size, metadata: input.metadata, concat })
+  const prepared = await prepareUpload(services, request, { id: newUploadId(), size, metadata: input.metadata, concat: withPartials(concat, partials) })
   await services.diskReserve.ensureRoom(prepared.id, size)
 
   const lock = await lockUpload(services, prepared.id)
@@ -232,8 +232,13 @@ async function createFinal (
     await lock.release()
   }
   input.onCreated?.(final)
-  const finished = await finishFinal(services, request, final.id, services.options.lockTimeout)
-  return finished ?? { upload: final, completed: false }
+  try {
+    return await finishFinal(services, request, final.id, services.options.lockTimeout) ?? { upload: final, completed: false }
+  } catch (error) {
+    // A partial removed since it was checked: the final exists all the same (its Location is sent); HEAD and GET say why it never completes.
+    if ((error as TusHttpError).code === 'FST_TUS_PARTIAL_GONE') return { upload: final, completed: false }
+    throw error
+  }
 }
 
 /** A final upload is finished by whichever request reads it once its partials are complete (after a restart, too). */

@@ -771,9 +771,17 @@ function checkedInfo (value: unknown, id: string): StoredInfo {
   if (typeof info.createdAt !== 'string' || Number.isNaN(Date.parse(info.createdAt))) throw wrong('createdAt')
   const concat = info.concat as Partial<Record<string, unknown>> | undefined
   if (concat !== undefined && !(concat?.type === 'partial' ||
-    (concat?.type === 'final' && typeof concat.header === 'string' && Array.isArray(concat.parts) && concat.parts.every((part) => typeof part === 'string')))) throw wrong('concat')
+    (concat?.type === 'final' && typeof concat.header === 'string' && Array.isArray(concat.parts) && concat.parts.every((part) => typeof part === 'string') &&
+      (concat.partials === undefined || isPartialIdentities(concat.partials, concat.parts.length))))) throw wrong('concat')
   if (info.directory !== undefined && typeof info.directory !== 'string') throw wrong('directory')
   return info as StoredInfo
+}
+
+/** A final's record of its partials: one identity per part, each as `withPartials` (core/finals.ts) writes it. */
+function isPartialIdentities (value: unknown, parts: number): boolean {
+  return Array.isArray(value) && value.length === parts && value.every((identity: Partial<Record<string, unknown>> | null) =>
+    typeof identity === 'object' && identity !== null && typeof identity.createdAt === 'string' && !Number.isNaN(Date.parse(identity.createdAt)) &&
+    Number.isSafeInteger(identity.size) && (identity.size as number) >= 0)
 }
 
 function toUploadInfo (info: StoredInfo, path: string, stats: Pick<Stats, 'size' | 'mtime'> | undefined): UploadInfo {

@@ -6,7 +6,23 @@ export type UploadMetadata = Record<string, string>
 /** How an upload takes part in the concatenation extension. */
 export type UploadConcat =
   | { type: 'partial' }
-  | { type: 'final', parts: string[], header: string }
+  | {
+    type: 'final'
+    parts: string[]
+    header: string
+    /**
+     * Each of `parts` as it was when the final was created, in the same order: an id names another upload once
+     * its partial is removed and one is created again under it (onUploadCreate may choose ids). Absent from
+     * finals stored before it was recorded, whose partials are known by id alone.
+     */
+    partials?: PartialIdentity[]
+  }
+
+/** Which upload a final's partial was: its creation time (ISO string, as stored) and its length. */
+export interface PartialIdentity {
+  createdAt: string
+  size: number
+}
 
 /** What the protocol layer asks a store to create. */
 export interface NewUpload {
