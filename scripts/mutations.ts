@@ -280,7 +280,7 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'routes: 100 Continue sent before the checks',
     file: 'lib/http/routes.ts',
-    find: '  deferContinue(instance.server, services.basePath)\n',
+    find: '  deferContinue(instance)\n',
     replace: '',
     tests: ['test/security.test.ts']
   },
@@ -498,7 +498,21 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'body: a whole body awaiting its end and trailer cut by a newer request',
     file: 'lib/core/body.ts',
-    find: "    if (reason === 'superseded' && this.#arrived === this.#whole) return\n",
+    find: "    if (reason === 'superseded' && (this.#arrived === this.#whole || this.#allArrived())) return\n",
+    replace: "    if (reason === 'superseded' && this.#allArrived()) return\n",
+    tests: ['test/both-protocols.test.ts']
+  },
+  {
+    name: 'body: a body that has all arrived cut by a request of another connection',
+    file: 'lib/core/body.ts',
+    find: '(this.#arrived === this.#whole || this.#allArrived())',
+    replace: '(this.#arrived === this.#whole)',
+    tests: ['test/both-protocols.test.ts']
+  },
+  {
+    name: 'routes: a pipelined request handled before the answers ahead of it',
+    file: 'lib/http/routes.ts',
+    find: '    if (reply.raw.socket === null) await afterEarlierRequests(request, reply)\n',
     replace: '',
     tests: ['test/both-protocols.test.ts']
   },
