@@ -7,9 +7,9 @@ import type { UploadInfo } from '../store/types.js'
  * lock, one store read, one answer for all of them. Nothing can change the upload while that lock is held, so
  * each answer is the upload as it was when the request joined. A request that will write (`beforeWrite`) closes
  * the read to later joiners: a read that queued for the lock ahead of a write must not answer a request that
- * arrived after it (a HEAD that comes once another client's PATCH has queued reports that PATCH's bytes). Thirty-two clients polling one
- * upload cost a few reads, not thirty-two in a row. The read keeps the lock until the event loop's current turn
- * is over (setImmediate), so the HEADs that arrive in that turn join it too.
+ * arrived after it (a HEAD that comes once another client's PATCH has queued reports that PATCH's bytes).
+ * Thirty-two clients polling one upload cost a few reads, not thirty-two in a row. The read keeps the lock until
+ * the event loop's current turn is over (setImmediate), so the HEADs that arrive in that turn join it too.
  */
 interface SharedRead {
   answer: Promise<UploadInfo>
