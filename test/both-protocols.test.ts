@@ -12,7 +12,7 @@ import { connect as connectHttp2, constants as http2Constants, type IncomingHttp
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { FastifyRequest, FastifyServerOptions } from 'fastify'
-import { FileStore, TusErrors, type TusPluginOptions } from '../lib/index.js'
+import { FileStore, MemoryLocker, TusErrors, type LockOptions, type TusPluginOptions, type UploadLock } from '../lib/index.js'
 import { delegatingTo, idOf, randomBytesSeeded, sha256, signal, startServer, WatchedLocker, type TestServer } from './helpers.js'
 
 type Transport = 'http/1.1' | 'http/1.1 chunked' | 'h2c' | 'h2c streamed'
@@ -897,5 +897,60 @@ for (const dialect of DIALECTS) {
     t.same([appended.status, appended.headers['upload-offset']], [dialect.appended(false), String(body.length)], 'the append was answered, every byte stored')
     t.same(await offset, { status: dialect.offsetRetrieved, offset: body.length })
     t.equal(sha256(await readFile(join(store.directory, idOf(created.url)))), sha256(body))
+  })
+}
+
+for (const dialect of DIALECTS) {
+  t.test(`${dialect.name}: a creation under an id another request holds is refused (409), and never cuts that request`, async (t) => {
+    const query = (request: FastifyRequest): { id?: string } => request.query as { id?: string }
+    const server = await startServer(t, { lockTimeout: 300, onUploadCreate: (upload, request) => ({ id: query(request).id ?? upload.id }) })
+    const id = 'chosen-by-the-app'
+    const chosen = { ...server, endpoint: `${server.endpoint}?id=${id}` }
+    const created = await dialect.create('http/1.1', chosen, { length: 10 })
+    t.equal(created.status, dialect.created)
+    const data = randomBytesSeeded(5, 31)
+    // An append holds the upload: three of its five bytes sent, the rest still to come.
+    const socket = await appendOnSocket(created.url, `${headLines(dialect.appendHeaders(0, {}))}Content-Length: 5\r\n`, data.subarray(0, 3))
+    t.teardown(() => { socket.destroy() })
+    await grown(join(server.dir, id), 3)
+    const answer = answerOn(socket)
+    const again = await dialect.create('http/1.1', chosen, { length: 5 })
+    t.same([again.status, again.headers.location], [409, undefined], 'the id is taken')
+    socket.write(data.subarray(3))
+    const appended = await answer
+    t.same([appended.status, appended.headers['upload-offset']], [dialect.appended(false), '5'], 'the append went on to its end')
+    t.equal(sha256(await readFile(join(server.dir, id))), sha256(data))
+    t.same((await server.app.tus.store.getInfo(id)).size, 10, 'the upload is the first creation\'s')
+  })
+
+  t.test(`${dialect.name}: an append whose lock is lost while it writes answers 503 with Retry-After, and reports the bytes kept`, async (t) => {
+    // A cross-process lock is lost when its holder froze past the lock's ttl: another process may hold it now.
+    let lost = new AbortController()
+    const locker = new (class extends MemoryLocker {
+      override async lock (id: string, options: LockOptions): Promise<UploadLock> {
+        const lock = await super.lock(id, options)
+        const signal = lost.signal
+        return { signal, release: async () => { await lock.release() } }
+      }
+    })()
+    const server = await startServer(t, { locker })
+    const failures: number[] = []
+    server.app.tus.on('failed', (_error, upload) => { failures.push(upload.offset) })
+    const created = await dialect.create('http/1.1', server, { length: 10 })
+    t.equal(created.status, dialect.created)
+    const data = randomBytesSeeded(5, 32)
+    const socket = await appendOnSocket(created.url, `${headLines(dialect.appendHeaders(0, {}))}Content-Length: 5\r\n`, data.subarray(0, 3))
+    t.teardown(() => { socket.destroy() })
+    const path = join(server.dir, idOf(created.url))
+    await grown(path, 3)
+    const answer = answerOn(socket)
+    lost.abort(new TusErrors.LOCK_FAILED('the lock was lost while held'))
+    socket.write(data.subarray(3))
+    const refused = await answer
+    t.same([refused.status, refused.headers['retry-after'], refused.headers['upload-offset']], [503, '1', '3'])
+    t.same(failures, [3], 'the failed event reports the bytes kept')
+    t.equal(sha256(await readFile(path)), sha256(data.subarray(0, 3)), 'nothing written once the lock was lost')
+    lost = new AbortController()
+    t.same(await dialect.offsetOf('http/1.1', created.url), { status: dialect.offsetRetrieved, offset: 3 })
   })
 }

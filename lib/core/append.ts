@@ -1,5 +1,5 @@
 import type { FastifyRequest } from 'fastify'
-import { TusErrors, errorMessage, withFacts } from '../errors.js'
+import { TusErrors, errorMessage, retryLater, withFacts, type TusErrorFacts, type TusHttpError } from '../errors.js'
 import type { UploadInfo, WriteOptions } from '../store/types.js'
 import { BoundedBody, RequestBody } from './body.js'
 import {
@@ -78,7 +78,9 @@ export async function appendBody (
     if (progress.stopped !== undefined) throw withFacts(progress.stopped, { offset })
     if (offset === upload.size) await services.store.flush(upload.id, held)
   } catch (error) {
-    throw uploadFailed(services, request, { ...upload, offset, modifiedAt: new Date() }, error)
+    // A store that failed part-way knows what it kept (storeFailure asked it): the upload stands there.
+    const kept = (error as TusErrorFacts).offset ?? offset
+    throw uploadFailed(services, request, { ...upload, offset: kept, modifiedAt: new Date() }, error)
   } finally {
     settled()
     services.metrics.activeUploads--
@@ -163,13 +165,20 @@ async function checkStreamed (
   return verdict === 'drop' ? { offset: upload.offset } : { offset: upload.offset, refusal: verdict }
 }
 
-/** Runs a storage step; a failure is logged and answered 500 with the offset actually stored. */
+/**
+ * Runs a storage step; a failure is logged and answered 500 with the offset actually stored. A lock lost while held
+ * (the store stopped at its signal: another holder may be writing) is answered as such, 503 with Retry-After: the
+ * client's retry finds the upload where it stands, and the store did not fail.
+ */
 async function storeFailure<T> (services: TusServices, request: FastifyRequest, upload: UploadInfo, step: () => Promise<T>): Promise<T> {
   try {
     return await step()
   } catch (error) {
-    request.log.error({ err: error, uploadId: upload.id }, 'fastify-tus: writing an upload failed')
+    const lockLost = (error as TusHttpError).code === 'FST_TUS_LOCK_FAILED'
+    if (lockLost) request.log.warn({ err: error, uploadId: upload.id }, 'fastify-tus: the upload\'s lock was lost while writing; bytes kept')
+    else request.log.error({ err: error, uploadId: upload.id }, 'fastify-tus: writing an upload failed')
     const offset = await services.store.getInfo(upload.id).then((info) => info.offset, () => upload.offset)
+    if (lockLost) throw withFacts(retryLater(error as TusHttpError, 1), { offset })
     throw withFacts(new TusErrors.STORE_FAILED(errorMessage(error)), { offset })
   }
 }

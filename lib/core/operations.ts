@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify'
 import { TusDraftErrors, TusErrors, withFacts, type TusHttpError } from '../errors.js'
 import { newUploadId } from '../ids.js'
+import type { UploadLock } from '../lockers/lock.js'
 import type { UploadConcat, UploadInfo, UploadMetadata, WriteOptions } from '../store/types.js'
 import type { UploadResponse } from '../types.js'
 import { appendBody, ensureRoom } from './append.js'
@@ -69,7 +70,7 @@ export async function createUpload (services: TusServices, request: FastifyReque
   })
   await services.diskReserve.ensureRoom(prepared.id, prepared.size ?? contentLength ?? 0)
 
-  const lock = await lockUpload(services, prepared.id, { onReleaseRequested: releaseBody(request) })
+  const lock = await lockNewUpload(services, prepared.id, releaseBody(request))
   try {
     const held = heldBy(lock)
     const created = await storeUpload(services, request, prepared, held)
@@ -224,7 +225,7 @@ async function createFinal (
   const prepared = await prepareUpload(services, request, { id: newUploadId(), size, metadata: input.metadata, concat: withPartials(concat, partials) })
   await services.diskReserve.ensureRoom(prepared.id, size)
 
-  const lock = await lockUpload(services, prepared.id)
+  const lock = await lockNewUpload(services, prepared.id)
   let final: UploadInfo
   try {
     final = await storeUpload(services, request, prepared, heldBy(lock))
@@ -278,6 +279,20 @@ async function completePending (services: TusServices, request: FastifyRequest, 
 
 function isUnfinishedFinal (upload: UploadInfo): boolean {
   return upload.concat?.type === 'final' && !isComplete(upload)
+}
+
+/**
+ * The lock of an upload about to be created. onUploadCreate may choose its id, and one held by a request is an upload's
+ * that exists (or is being created or removed): it is taken (409), and that request, maybe another client's, is never
+ * asked to let go of it.
+ */
+async function lockNewUpload (services: TusServices, id: string, onReleaseRequested?: () => void): Promise<UploadLock> {
+  try {
+    return await lockUpload(services, id, { requestRelease: false, ...(onReleaseRequested === undefined ? {} : { onReleaseRequested }) })
+  } catch (error) {
+    if ((error as TusHttpError).code === 'FST_TUS_LOCKED') throw new TusErrors.ID_TAKEN(id)
+    throw error
+  }
 }
 
 /** The lock policy of requests with a body: a newer request on the same upload (its client reconnected) ends this body. */
