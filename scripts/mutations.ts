@@ -510,6 +510,20 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/both-protocols.test.ts']
   },
   {
+    name: 'core: a creation asks the request holding its chosen id to let go',
+    file: 'lib/core/operations.ts',
+    find: 'lockUpload(services, id, { requestRelease: false, ',
+    replace: 'lockUpload(services, id, { ',
+    tests: ['test/both-protocols.test.ts']
+  },
+  {
+    name: 'core: a lock lost mid-append answered as a storage error',
+    file: 'lib/core/append.ts',
+    find: '    if (lockLost) throw withFacts(retryLater(error as TusHttpError, 1), { offset })\n',
+    replace: '',
+    tests: ['test/both-protocols.test.ts']
+  },
+  {
     name: 'routes: a pipelined request handled before the answers ahead of it',
     file: 'lib/http/routes.ts',
     find: '    if (reply.raw.socket === null) await afterEarlierRequests(request, reply)\n',
