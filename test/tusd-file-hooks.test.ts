@@ -31,7 +31,7 @@ process.stdin.setEncoding('utf8').on('data', (chunk) => { input += chunk }).on('
 `
   await writeFile(join(hooks, 'pre-create'), script(`
   if (hook.Event.HTTPRequest.Header['X-Refuse'] !== undefined) {
-    process.stdout.write(JSON.stringify({ RejectUpload: true, HTTPResponse: { StatusCode: 403, Body: 'refused by the hook', Header: { 'X-Hook': 'pre-create' } } }))
+    process.stdout.write(JSON.stringify({ RejectUpload: true, HTTPResponse: { StatusCode: 403, Body: '{"error":"refused by the hook"}', Header: { 'X-Hook': 'pre-create', 'Content-Type': 'application/json' } } }))
   } else {
     process.stdout.write(JSON.stringify({ ChangeFileInfo: { MetaData: { ...hook.Event.Upload.MetaData, checked: 'yes' } } }))
   }`))
@@ -71,14 +71,16 @@ t.test('in an app: both protocols run pre-create (changes, refusals), post-finis
   const draftUrl = new URL(created.headers.location!, server.origin).href
   await fileHooks.idle()
 
-  // Refusals in both protocols: the hook's status, body and header.
+  // Refusals in both protocols: the hook's status, body and headers, its Content-Type too.
   const refusedTus = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': '3', 'X-Refuse': '1' } })
   t.equal(refusedTus.status, 403)
-  t.equal(refusedTus.text, 'refused by the hook')
+  t.equal(refusedTus.text, '{"error":"refused by the hook"}')
   t.equal(refusedTus.headers['x-hook'], 'pre-create')
+  t.equal(refusedTus.headers['content-type'], 'application/json')
   const refusedDraft = await rawRequest(server.endpoint, { method: 'POST', headers: { ...DRAFT, 'Upload-Complete': '?1', 'X-Refuse': '1' }, body: 'abc' })
   t.equal(refusedDraft.status, 403)
-  t.equal(refusedDraft.text, 'refused by the hook')
+  t.equal(refusedDraft.text, '{"error":"refused by the hook"}')
+  t.equal(refusedDraft.headers['content-type'], 'application/json')
 
   // A hook exiting non-zero fails its request (500), in both protocols; nothing is deleted.
   const deleteTus = await tusRequest(url, { method: 'DELETE' })
