@@ -323,7 +323,21 @@ async function prepareDirectory (dir: string): Promise<void> {
   })
 }
 
+/**
+ * Checks --hooks-dir at start: each hook missing there is no hook, so a typo would run the server with none,
+ * letting through what a pre-create hook was there to refuse. A path that is no directory is a bad value (exit 2).
+ */
+async function checkHooksDirectory (dir: string): Promise<void> {
+  const existing = await stat(dir).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') throw new UsageError(`--hooks-dir must be a directory, but ${dir} does not exist`)
+    if (error.code === 'ENOTDIR') throw new UsageError(`--hooks-dir must be a directory, but a part of ${dir} is a file`)
+    throw new Error(`cannot use --hooks-dir ${dir}: ${error.message}`)
+  })
+  if (!existing.isDirectory()) throw new UsageError(`--hooks-dir must be a directory, but ${dir} is not one`)
+}
+
 async function serve (options: CliOptions): Promise<void> {
+  if (options.hooksDir !== undefined) await checkHooksDirectory(options.hooksDir)
   await prepareDirectory(options.dir)
   // While closing, the plugin answers reads and refuses writes itself (503, Retry-After): a tus client that got a
   // 503 to its HEAD from Fastify would take its upload for gone and start over.

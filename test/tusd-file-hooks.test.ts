@@ -117,6 +117,24 @@ t.test('the CLI: --hooks-dir (and FASTIFY_TUS_HOOKS_DIR); not with --hooks-http'
   t.equal(both.code, 2)
   t.match(both.stderr, /--hooks-dir and --hooks-http/)
 
+  // A --hooks-dir that is no directory is refused at start: running without the hooks would let through what
+  // they refuse (the directory's pre-create refuses X-Refuse). The variable is checked as the flag is.
+  const uploads = join(dir, 'never-created')
+  for (const [args, env, message] of [
+    [['--hooks-dir', `${hooks}-typo`], {}, `--hooks-dir must be a directory, but ${hooks}-typo does not exist`],
+    [[], { FASTIFY_TUS_HOOKS_DIR: join(hooks, 'pre-create') }, `--hooks-dir must be a directory, but ${join(hooks, 'pre-create')} is not one`],
+    [['--hooks-dir', join(hooks, 'pre-create', 'below')], {}, `--hooks-dir must be a directory, but a part of ${join(hooks, 'pre-create', 'below')} is a file`]
+  ] as const) {
+    const refused = startProcess(t, process.execPath, [cli, '--dir', uploads, '--port', '0', '--log-level', 'silent', ...args], { env })
+    // A server that starts would run until killed: fail at once rather than at the test's timeout.
+    const listening = await waitForOutput(refused, /tus endpoint at/).then(() => true, () => false)
+    if (listening) refused.child.kill('SIGTERM')
+    t.notOk(listening, 'never started listening')
+    t.equal((await refused.exited).code, 2, `${message}: exit code 2`)
+    t.equal(refused.stderr(), `fastify-tus: ${message}\nRun "fastify-tus --help" for the options.\n`)
+  }
+  t.notOk(existsSync(uploads), 'refused before --dir is created')
+
   const server = startProcess(t, process.execPath, [cli, '--dir', dir, '--port', '0', '--log-level', 'silent'], { env: { FASTIFY_TUS_HOOKS_DIR: hooks } })
   const [, endpoint = ''] = await waitForOutput(server, /tus endpoint at (http:\/\/127\.0\.0\.1:\d+\/files\/)/)
   const url = await tusUpload(Buffer.from('cli'), { endpoint, metadata: { filename: 'c.txt' } })
