@@ -19,7 +19,8 @@ ENV NODE_ENV=production \
     FASTIFY_TUS_DIR=/data \
     FASTIFY_TUS_HOST=0.0.0.0 \
     FASTIFY_TUS_PORT=1080 \
-    FASTIFY_TUS_HEALTH_PATH=/healthz
+    FASTIFY_TUS_HEALTH_PATH=/healthz \
+    FASTIFY_TUS_HEALTH_FILE=/tmp/fastify-tus-health
 COPY --from=build /tmp/fastify-tus-*.tgz /tmp/
 # A global install of the packed package: its dependencies and its peer fastify, nothing of the build.
 RUN npm install --global --no-audit --no-fund /tmp/fastify-tus-*.tgz \
@@ -29,6 +30,8 @@ USER node
 WORKDIR /data
 VOLUME /data
 EXPOSE 1080
-HEALTHCHECK CMD ["node", "-e", "fetch('http://127.0.0.1:' + process.env.FASTIFY_TUS_PORT + process.env.FASTIFY_TUS_HEALTH_PATH).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+# The health route's URL as the server bound it (flags after the image name, such as --port, win over the ENV
+# above and the health check sees only the ENV): the server writes it to FASTIFY_TUS_HEALTH_FILE once listening.
+HEALTHCHECK CMD ["node", "-e", "require('node:fs/promises').readFile(process.env.FASTIFY_TUS_HEALTH_FILE, 'utf8').then(fetch).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # SIGTERM (docker stop) closes the server gracefully: every byte received is kept.
 ENTRYPOINT ["fastify-tus"]

@@ -4,7 +4,7 @@
 // A plain `#!/usr/bin/env node`: `env -S` (to pass node flags) does not exist in BusyBox, so the CLI
 // would not start on Alpine; node flags go through NODE_OPTIONS.
 import { constants } from 'node:fs'
-import { access, mkdir, stat } from 'node:fs/promises'
+import { access, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import type { AddressInfo } from 'node:net'
 import { resolve } from 'node:path'
@@ -65,6 +65,9 @@ Options:
   --log-level <level>       ${LOG_LEVELS.join(', ')} (default: info)
   --health-path <path>      GET on this path answers 200 only while the upload directory is writable,
                             else 503, e.g. /healthz (default: off)
+  --health-file <file>      once listening, write the URL of --health-path to this file (removed at
+                            shutdown): a container's health check reads it, since it does not see the
+                            flags the server was given (default: off)
   -h, --help                show this help and exit
   -v, --version             show the version and exit
 ${SCALE_HELP}
@@ -104,6 +107,7 @@ interface CliOptions {
   hooksRetry: number
   hooksBackoffSeconds: number
   healthPath: string | undefined
+  healthFile: string | undefined
   fsync: boolean
   logLevel: LogLevel
   scale: ScaleOptions
@@ -131,6 +135,7 @@ const CLI_OPTIONS = {
   'hooks-http-retry': { type: 'string' },
   'hooks-http-backoff': { type: 'string' },
   'health-path': { type: 'string' },
+  'health-file': { type: 'string' },
   'no-fsync': { type: 'boolean' },
   'expire-completed': { type: 'boolean' },
   'log-level': { type: 'string' },
@@ -198,6 +203,7 @@ function parseCli (argv: string[]): Parsed {
       hooksRetry: parseCount('--hooks-http-retry', values['hooks-http-retry'] ?? '3'),
       hooksBackoffSeconds: parseCount('--hooks-http-backoff', values['hooks-http-backoff'] ?? '1'),
       healthPath: values['health-path'] === undefined ? undefined : parseHealthPath(values['health-path'], values['metrics-path']),
+      healthFile: values['health-file'] === undefined ? undefined : parseHealthFile(values['health-file'], values['health-path']),
       hooksEvents: values['hooks-enabled-events'] === undefined ? undefined : usage(() => parseHookEvents(values['hooks-enabled-events'] ?? '')),
       fsync: values['no-fsync'] !== true,
       logLevel: logLevel as LogLevel,
@@ -216,6 +222,11 @@ function parseHealthPath (value: string, metricsPath: string | undefined): strin
   const path = parsePath('--health-path', value)
   if (metricsPath !== undefined && path === parsePath('--metrics-path', metricsPath)) throw new UsageError(`--health-path and --metrics-path must differ (both "${path}")`)
   return path
+}
+
+function parseHealthFile (value: string, healthPath: string | undefined): string {
+  if (healthPath === undefined) throw new UsageError('--health-file needs --health-path (the URL it holds)')
+  return resolve(nonEmpty('--health-file', value))
 }
 
 function parseHooksDir (value: string, url: string | undefined): string {
@@ -323,8 +334,27 @@ async function prepareDirectory (dir: string): Promise<void> {
   })
 }
 
+/**
+ * Checks --hooks-dir at start: each hook missing there is no hook, so a typo would run the server with none,
+ * letting through what a pre-create hook was there to refuse. A path that is no directory is a bad value (exit 2).
+ */
+async function checkHooksDirectory (dir: string): Promise<void> {
+  const existing = await stat(dir).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') throw new UsageError(`--hooks-dir must be a directory, but ${dir} does not exist`)
+    if (error.code === 'ENOTDIR') throw new UsageError(`--hooks-dir must be a directory, but a part of ${dir} is a file`)
+    throw new Error(`cannot use --hooks-dir ${dir}: ${error.message}`)
+  })
+  if (!existing.isDirectory()) throw new UsageError(`--hooks-dir must be a directory, but ${dir} is not one`)
+}
+
 async function serve (options: CliOptions): Promise<void> {
+  if (options.hooksDir !== undefined) await checkHooksDirectory(options.hooksDir)
   await prepareDirectory(options.dir)
+  // Emptied before anything else: a URL left by an earlier run must not vouch for this one, and an unwritable
+  // file fails the start (exit 1) rather than every health check after it.
+  if (options.healthFile !== undefined) {
+    await writeFile(options.healthFile, '').catch((error: Error) => { throw new Error(`cannot write --health-file: ${error.message}`) })
+  }
   // While closing, the plugin answers reads and refuses writes itself (503, Retry-After): a tus client that got a
   // 503 to its HEAD from Fastify would take its upload for gone and start over.
   const app = Fastify({ logger: { level: options.logLevel }, return503OnClosing: false })
@@ -348,6 +378,7 @@ async function serve (options: CliOptions): Promise<void> {
   app.addHook('onClose', async () => { clearInterval(sweepTimer) })
   // After the requests: their post-finish and post-terminate hooks still reach the receiver.
   app.addHook('onClose', async () => { await hooks?.idle() })
+  app.addHook('onClose', async () => { if (options.healthFile !== undefined) await rm(options.healthFile, { force: true }) })
   try {
     const scale = await scaleServices(app, options.scale)
     await app.register(tus, withHooks({
@@ -412,8 +443,22 @@ async function serve (options: CliOptions): Promise<void> {
   const { port } = app.server.address() as AddressInfo
   const host = options.host.includes(':') ? `[${options.host}]` : options.host
   const endpoint = `http://${host}:${port}${options.prefix.replace(/\/+$/, '')}/`
+  // Before the line that says the server runs: whoever waits for it may probe at once.
+  if (options.healthFile !== undefined && options.healthPath !== undefined) await writeHealthFile(options.healthFile, app.server.address() as AddressInfo, options.healthPath)
   process.stdout.write(`fastify-tus ${packageVersion()}: tus endpoint at ${endpoint} (uploads in ${describeStorage(options.scale, options.dir)})\n`)
   void sweep()
+}
+
+/**
+ * The URL of the health route as the server bound it, for a probe on the same machine (an unspecified address is
+ * reached through loopback). Renamed into place, so a probe never reads half of it.
+ */
+async function writeHealthFile (file: string, bound: AddressInfo, path: string): Promise<void> {
+  const address = bound.address === '0.0.0.0' ? '127.0.0.1' : bound.address === '::' ? '::1' : bound.address
+  const host = bound.family === 'IPv6' ? `[${address}]` : address
+  const written = `${file}.${process.pid}.tmp`
+  await writeFile(written, `http://${host}:${bound.port}${path}`)
+  await rename(written, file)
 }
 
 async function main (argv: string[]): Promise<void> {

@@ -16,12 +16,13 @@ export const TUS_ALLOWED_METHODS: readonly string[] = Object.freeze(['POST', 'HE
 
 /**
  * The request headers tus 1.0 and IETF-draft clients send (tus-js-client, Uppy, the browsers' draft clients),
- * plus `Authorization` for apps with an `auth` hook and `X-HTTP-Method-Override` / `X-Requested-With`.
+ * plus `Authorization` for apps with an `auth` hook, `X-HTTP-Method-Override` / `X-Requested-With`, and
+ * `X-Request-ID` (tus-js-client's `addRequestId`; tusd allows it too).
  */
 export const TUS_ALLOWED_HEADERS: readonly string[] = Object.freeze([
   'Tus-Resumable', 'Upload-Offset', 'Upload-Length', 'Upload-Metadata', 'Upload-Defer-Length', 'Upload-Concat',
   'Upload-Checksum', 'Upload-Complete', 'Upload-Incomplete', 'Upload-Draft-Interop-Version',
-  'Content-Type', 'Content-Disposition', 'Authorization', 'X-HTTP-Method-Override', 'X-Requested-With'
+  'Content-Type', 'Content-Disposition', 'Authorization', 'X-HTTP-Method-Override', 'X-Requested-With', 'X-Request-ID'
 ])
 
 /** A CORS preflight: an OPTIONS naming the method the browser wants to send. */

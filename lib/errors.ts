@@ -1,135 +1,146 @@
-import createError from '@fastify/error'
+import createError, { type FastifyErrorConstructor } from '@fastify/error'
 import type { FastifyError } from 'fastify'
+
+/**
+ * The type of each of our error classes, spelled with the name imported from @fastify/error. Left to inference,
+ * the declarations would say `createError.FastifyErrorConstructor`: a namespace reached through the default import,
+ * which consumers resolving with "bundler" or "node10" see as the `default` value, so every error there was `any`.
+ */
+export type TusErrorConstructor<Args extends unknown[]> = FastifyErrorConstructor<{ code: string }, Args>
+
+function tusError<Args extends unknown[] = []> (code: string, message: string, statusCode?: number): TusErrorConstructor<Args> {
+  return createError<Args>(code, message, statusCode)
+}
 
 /**
  * Every error the plugin answers with. Each has a stable `code` (FST_TUS_*), the HTTP `statusCode` it is
  * answered with and a short message that becomes the plain-text response body.
  */
 export const TusErrors = {
-  INVALID_OPTION: createError<[string]>('FST_TUS_INVALID_OPTION', 'fastify-tus: %s'),
-  UNSUPPORTED_VERSION: createError<[string]>(
+  INVALID_OPTION: tusError<[string]>('FST_TUS_INVALID_OPTION', 'fastify-tus: %s'),
+  UNSUPPORTED_VERSION: tusError<[string]>(
     'FST_TUS_UNSUPPORTED_VERSION',
     'Unsupported or missing Tus-Resumable header (got "%s"); this server speaks 1.0.0',
     412
   ),
-  INVALID_HEADER: createError<[string, string]>('FST_TUS_INVALID_HEADER', 'Invalid %s header: %s', 400),
-  MISSING_LENGTH: createError<[]>(
+  INVALID_HEADER: tusError<[string, string]>('FST_TUS_INVALID_HEADER', 'Invalid %s header: %s', 400),
+  MISSING_LENGTH: tusError<[]>(
     'FST_TUS_MISSING_LENGTH',
     'Upload-Length or Upload-Defer-Length: 1 is required',
     400
   ),
-  AMBIGUOUS_LENGTH: createError<[]>(
+  AMBIGUOUS_LENGTH: tusError<[]>(
     'FST_TUS_AMBIGUOUS_LENGTH',
     'Upload-Length and Upload-Defer-Length must not be sent together',
     400
   ),
-  LENGTH_ALREADY_SET: createError<[number]>(
+  LENGTH_ALREADY_SET: tusError<[number]>(
     'FST_TUS_LENGTH_ALREADY_SET',
     'Upload-Length is already set to %s and cannot change',
     400
   ),
-  LENGTH_BELOW_OFFSET: createError<[number, number]>(
+  LENGTH_BELOW_OFFSET: tusError<[number, number]>(
     'FST_TUS_LENGTH_BELOW_OFFSET',
     'Upload-Length %s is smaller than the current offset %s',
     400
   ),
-  INVALID_METADATA: createError<[string]>('FST_TUS_INVALID_METADATA', 'Invalid Upload-Metadata: %s', 400),
-  MAX_SIZE_EXCEEDED: createError<[number, number]>(
+  INVALID_METADATA: tusError<[string]>('FST_TUS_INVALID_METADATA', 'Invalid Upload-Metadata: %s', 400),
+  MAX_SIZE_EXCEEDED: tusError<[number, number]>(
     'FST_TUS_MAX_SIZE_EXCEEDED',
     'Upload-Length %s exceeds the maximum upload size of %s bytes',
     413
   ),
   /** A body of an upload whose length is still unknown went beyond maxSize. */
-  BODY_BEYOND_MAX_SIZE: createError<[number]>(
+  BODY_BEYOND_MAX_SIZE: tusError<[number]>(
     'FST_TUS_MAX_SIZE_EXCEEDED',
     'The request body goes beyond the maximum upload size of %s bytes',
     413
   ),
-  LENGTH_EXCEEDED: createError<[number]>(
+  LENGTH_EXCEEDED: tusError<[number]>(
     'FST_TUS_LENGTH_EXCEEDED',
     'The request body goes beyond the upload length of %s bytes',
     413
   ),
-  UNSUPPORTED_MEDIA_TYPE: createError<[string]>(
+  UNSUPPORTED_MEDIA_TYPE: tusError<[string]>(
     'FST_TUS_UNSUPPORTED_MEDIA_TYPE',
     'Content-Type must be application/offset+octet-stream (got "%s")',
     415
   ),
-  OFFSET_MISMATCH: createError<[number, number]>(
+  OFFSET_MISMATCH: tusError<[number, number]>(
     'FST_TUS_OFFSET_MISMATCH',
     'Upload-Offset %s does not match the current offset %s',
     409
   ),
-  CHECKSUM_UNSUPPORTED: createError<[string, string]>(
+  CHECKSUM_UNSUPPORTED: tusError<[string, string]>(
     'FST_TUS_CHECKSUM_UNSUPPORTED',
     'Unsupported checksum algorithm "%s" (supported: %s)',
     400
   ),
-  CHECKSUM_MISMATCH: createError<[string]>(
+  CHECKSUM_MISMATCH: tusError<[string]>(
     'FST_TUS_CHECKSUM_MISMATCH',
     'Checksum Mismatch: the %s digest of the received bytes differs from Upload-Checksum; nothing was stored',
     460
   ),
-  INVALID_CONCAT: createError<[string]>('FST_TUS_INVALID_CONCAT', 'Invalid Upload-Concat: %s', 400),
-  FINAL_UPLOAD: createError<[]>(
+  INVALID_CONCAT: tusError<[string]>('FST_TUS_INVALID_CONCAT', 'Invalid Upload-Concat: %s', 400),
+  FINAL_UPLOAD: tusError<[]>(
     'FST_TUS_FINAL_UPLOAD',
     'A final (concatenated) upload cannot be patched; its bytes come from its partial uploads',
     403
   ),
-  INSUFFICIENT_STORAGE: createError<[number]>(
+  INSUFFICIENT_STORAGE: tusError<[number]>(
     'FST_TUS_INSUFFICIENT_STORAGE',
     'Not enough storage for an upload of %s bytes; try again later',
     507
   ),
-  NOT_FOUND: createError<[]>('FST_TUS_NOT_FOUND', 'Upload not found', 404),
-  GONE: createError<[]>('FST_TUS_GONE', 'Upload expired', 410),
+  NOT_FOUND: tusError<[]>('FST_TUS_NOT_FOUND', 'Upload not found', 404),
+  GONE: tusError<[]>('FST_TUS_GONE', 'Upload expired', 410),
   /** A final upload one of whose partials was removed, or replaced by another upload under its id. */
-  PARTIAL_GONE: createError<[string]>(
+  PARTIAL_GONE: tusError<[string]>(
     'FST_TUS_PARTIAL_GONE',
     'A partial upload of this final upload is gone (%s): it can never complete',
     410
   ),
-  NOT_COMPLETE: createError<[number, string]>(
+  NOT_COMPLETE: tusError<[number, string]>(
     'FST_TUS_NOT_COMPLETE',
     'Upload is not complete yet (%s of %s bytes)',
     409
   ),
-  RANGE_NOT_SATISFIABLE: createError<[string, number]>(
+  RANGE_NOT_SATISFIABLE: tusError<[string, number]>(
     'FST_TUS_RANGE_NOT_SATISFIABLE',
     'Range "%s" cannot be satisfied for %s bytes',
     416
   ),
-  METHOD_NOT_ALLOWED: createError<[string]>(
+  METHOD_NOT_ALLOWED: tusError<[string]>(
     'FST_TUS_METHOD_NOT_ALLOWED',
     'Method %s is not allowed here',
     405
   ),
-  UPLOAD_COMPLETE: createError<[number]>(
+  UPLOAD_COMPLETE: tusError<[number]>(
     'FST_TUS_UPLOAD_COMPLETE',
     'The upload is already complete (%s bytes); nothing more can be appended',
     413
   ),
-  ID_TAKEN: createError<[string]>('FST_TUS_ID_TAKEN', 'Upload id "%s" is already in use', 409),
-  LOCKED: createError<[]>('FST_TUS_LOCKED', 'Upload is busy with another request; retry later', 423),
-  LOCK_FAILED: createError<[string]>('FST_TUS_LOCK_FAILED', 'Upload lock unavailable: %s', 503),
-  SHUTTING_DOWN: createError('FST_TUS_SHUTTING_DOWN', 'The server is shutting down; retry later (uploads resume where they stopped)', 503),
-  HOOK_FAILED: createError<[string]>('FST_TUS_HOOK_FAILED', '%s failed', 500),
+  ID_TAKEN: tusError<[string]>('FST_TUS_ID_TAKEN', 'Upload id "%s" is already in use', 409),
+  LOCKED: tusError<[]>('FST_TUS_LOCKED', 'Upload is busy with another request; retry later', 423),
+  LOCK_FAILED: tusError<[string]>('FST_TUS_LOCK_FAILED', 'Upload lock unavailable: %s', 503),
+  SHUTTING_DOWN: tusError('FST_TUS_SHUTTING_DOWN', 'The server is shutting down; retry later (uploads resume where they stopped)', 503),
+  HOOK_FAILED: tusError<[string]>('FST_TUS_HOOK_FAILED', '%s failed', 500),
   /** A hook returned something it may not: a mistake of the app, said plainly so its developers see it at once. */
-  HOOK_RESULT_INVALID: createError<[string, string]>('FST_TUS_HOOK_FAILED', '%s failed: %s', 500),
-  STORE_FAILED: createError<[string]>('FST_TUS_STORE_FAILED', 'Storage error: %s', 500)
+  HOOK_RESULT_INVALID: tusError<[string, string]>('FST_TUS_HOOK_FAILED', '%s failed: %s', 500),
+  STORE_FAILED: tusError<[string]>('FST_TUS_STORE_FAILED', 'Storage error: %s', 500)
 } as const
 
 /**
  * The errors only draft requests get. Stable codes, like TusErrors; the message is the problem's `detail`.
  */
 export const TusDraftErrors = {
-  UNSUPPORTED_INTEROP_VERSION: createError<[string, string]>(
+  UNSUPPORTED_INTEROP_VERSION: tusError<[string, string]>(
     'FST_TUS_DRAFT_UNSUPPORTED_VERSION',
     'Unsupported Upload-Draft-Interop-Version "%s"; this server speaks interop versions %s',
     400
   ),
-  INCONSISTENT_LENGTH: createError<[string]>('FST_TUS_DRAFT_INCONSISTENT_LENGTH', 'Inconsistent upload length: %s', 400),
-  PARTIAL_UPLOAD_TYPE: createError<[string]>(
+  INCONSISTENT_LENGTH: tusError<[string]>('FST_TUS_DRAFT_INCONSISTENT_LENGTH', 'Inconsistent upload length: %s', 400),
+  PARTIAL_UPLOAD_TYPE: tusError<[string]>(
     'FST_TUS_DRAFT_PARTIAL_UPLOAD_TYPE',
     'An append must be Content-Type: application/partial-upload (got "%s")',
     415

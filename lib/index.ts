@@ -86,7 +86,7 @@ export const tusPlugin = fp(plugin, { fastify: '5.x', name: 'fastify-tus' })
 export default tusPlugin
 
 export { TusDraftErrors, TusErrors } from './errors.js'
-export type { TusErrorFacts, TusHttpError } from './errors.js'
+export type { TusErrorConstructor, TusErrorFacts, TusHttpError } from './errors.js'
 export { MemoryLocker } from './lockers/lock.js'
 export { FileLocker } from './lockers/file-locker.js'
 export type { FileLockerOptions } from './lockers/file-locker.js'

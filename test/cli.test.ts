@@ -27,7 +27,8 @@ async function ensureBuilt (): Promise<void> {
 await ensureBuilt()
 
 const FLAGS = ['--dir', '--port', '--host', '--prefix', '--max-size', '--days-to-keep', '--expiry-interval', '--cors-origin',
-  '--metrics-path', '--relative-location', '--log-level', '--min-free-space', '--idle-timeout', '--no-fsync', '--expire-completed', '--help', '--version']
+  '--metrics-path', '--relative-location', '--log-level', '--min-free-space', '--idle-timeout', '--no-fsync', '--expire-completed',
+  '--health-path', '--health-file', '--help', '--version']
 
 t.test('--help documents every flag and exits 0', async (t) => {
   const result = await runProcess(t, process.execPath, [cli, '--help'])
@@ -43,6 +44,7 @@ t.test('bad flags and values exit 2 with a message naming the problem', async (t
     [['--port'], /--port/],
     [['--port', '65536'], /--port must be a whole number from 0 to 65535 \(got "65536"\)/],
     [['--metrics-path', '/ops', '--health-path', '/ops'], /--health-path and --metrics-path must differ \(both "\/ops"\)/],
+    [['--health-file', join(tmpdir(), 'fastify-tus-health-never-written')], /--health-file needs --health-path/],
     [['--port', 'http'], /--port must be/],
     [['--max-size', '0'], /--max-size must be a positive number of bytes/],
     [['--max-size', '10X'], /--max-size/],
@@ -214,6 +216,32 @@ t.test('--min-free-space refuses uploads the disk cannot take with 507', async (
   const refused = await tusRequest(endpoint, { method: 'POST', headers: { 'Upload-Length': '1' } })
   t.equal(refused.status, 507)
   t.match(refused.text, /Not enough storage/)
+})
+
+t.test('--health-file: the health URL as bound, loopback for an unspecified host; emptied at start, removed at exit', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-cli-health-file-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const file = join(dir, 'health')
+  for (const [host, loopback] of [['0.0.0.0', '127.0.0.1'], ['::', '[::1]']] as const) {
+    // An earlier run's URL, left by a crash: it must not vouch for this server.
+    await writeFile(file, 'http://127.0.0.1:9/healthz')
+    const server = startProcess(t, process.execPath, [cli, '--dir', join(dir, 'uploads'), '--host', host, '--port', '0',
+      '--health-path', '/healthz', '--health-file', file, '--log-level', 'silent'])
+    const [, port = ''] = await waitForOutput(server, /tus endpoint at http:\/\/\S+:(\d+)\/files\//)
+    const url = await readFile(file, 'utf8')
+    t.equal(url, `http://${loopback}:${port}/healthz`, `--host ${host}: reached through ${loopback}`)
+    const health = await rawRequest(url)
+    t.equal(health.status, 200)
+    server.child.kill('SIGTERM')
+    t.equal((await server.exited).code, 0)
+    t.notOk(existsSync(file), 'removed at shutdown')
+  }
+
+  const unwritable = await runProcess(t, process.execPath, [cli, '--dir', join(dir, 'uploads'), '--port', '0',
+    '--health-path', '/healthz', '--health-file', join(dir, 'missing', 'health'), '--log-level', 'silent'])
+  t.equal(unwritable.code, 1, 'a file that cannot be written fails the start')
+  t.match(unwritable.stderr, /^fastify-tus: cannot write --health-file: ENOENT/)
+  t.equal(unwritable.stdout, '', 'never started listening')
 })
 
 t.test('--no-fsync serves uploads byte for byte (only what reaches the disk when changes)', async (t) => {

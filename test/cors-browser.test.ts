@@ -45,10 +45,11 @@ import { Uppy, Tus } from '/vendor/uppy.min.mjs'
 window.uploads = {}
 const fileOf = async (name) => new File([await (await fetch('/blob/' + name)).blob()], name, { type: 'application/octet-stream' })
 
-// tus-js-client with its default settings: only the endpoint, metadata and callbacks.
-window.tusStart = async (endpoint, name) => {
+// tus-js-client with its default settings: only the endpoint, metadata and callbacks (and \`options\` a test adds).
+window.tusStart = async (endpoint, name, options = {}) => {
   const state = window.uploads[name] = { progress: 0, url: null, done: false, error: null, terminated: false }
   const upload = new tus.Upload(await fileOf(name), {
+    ...options,
     endpoint,
     metadata: { filename: name, filetype: 'application/octet-stream' },
     onProgress: (sent) => { state.progress = sent },
@@ -168,9 +169,12 @@ async function serverOffset (url: string): Promise<number> {
   return Number(head.headers['upload-offset'])
 }
 
-interface Seen { method: string, url: string, offset: string | undefined, status?: number }
+interface Seen { method: string, url: string, offset: string | undefined, requestId: string | undefined, status?: number }
 
-/** Every scenario against one server: tus-js-client and Uppy, each uploading with a resume and terminating. */
+/**
+ * Every scenario against one server: tus-js-client and Uppy, each uploading with a resume and terminating; and
+ * tus-js-client with addRequestId.
+ */
 async function crossOriginScenarios (t: TapTest,
   page: Page, cdp: CDPSession, server: TusServer, label: string, seen: Seen[]): Promise<void> {
   for (const client of ['tus', 'uppy'] as const) {
@@ -219,6 +223,19 @@ async function crossOriginScenarios (t: TapTest,
     t.equal(head.status, 404, `${label}/${client}: the terminated upload is gone`)
     t.notOk(existsSync(join(server.dir, new URL(goneUrl).pathname.split('/').pop() ?? '')), `${label}/${client}: its file is removed`)
   }
+
+  // 3. tus-js-client's addRequestId: an X-Request-ID on every request, which each preflight must allow.
+  const traced = `${label}-tus-request-id.bin`
+  const tracedBytes = randomBytesSeeded(64 * 1024, traced.length)
+  blobs.set(traced, tracedBytes)
+  const mark = seen.length
+  await page.evaluate(([endpoint, key]) => (globalThis as PageGlobals).tusStart(endpoint, key, { addRequestId: true }), [server.endpoint, traced] as const)
+  const done = await waitFor(page, traced, 'done')
+  const sent = seen.slice(mark).filter((request) => request.method === 'POST' || request.method === 'PATCH')
+  t.same(sent.map((request) => [request.method, request.status, request.requestId !== undefined]), [['POST', 201, true], ['PATCH', 204, true]],
+    `${label}/tus addRequestId: POST and PATCH sent with X-Request-ID, answered cross-origin`)
+  t.equal(sha256(await readFile(join(server.dir, new URL(done.url ?? '').pathname.split('/').pop() ?? ''))), sha256(tracedBytes),
+    `${label}/tus addRequestId: the bytes on disk match (sha256)`)
 }
 
 t.test('cross-origin uploads, resumes and terminations in Chromium: README recipe, example app, CLI', async (t) => {
@@ -243,7 +260,7 @@ t.test('cross-origin uploads, resumes and terminations in Chromium: README recip
   const seen: Seen[] = []
   page.on('request', (request) => {
     if (request.url().startsWith(pageOrigin)) return
-    seen.push({ method: request.method(), url: request.url(), offset: request.headers()['upload-offset'] })
+    seen.push({ method: request.method(), url: request.url(), offset: request.headers()['upload-offset'], requestId: request.headers()['x-request-id'] })
   })
   page.on('response', (response) => {
     const entry = seen.findLast((request) => request.url === response.url() && request.method === response.request().method() && request.status === undefined)

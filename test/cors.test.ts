@@ -35,7 +35,7 @@ t.test('a preflight for each tus method is answered 204 with the methods and hea
       headers: {
         Origin: ALLOWED,
         'Access-Control-Request-Method': method,
-        'Access-Control-Request-Headers': 'authorization,content-type,tus-resumable,upload-length,upload-metadata,upload-offset'
+        'Access-Control-Request-Headers': 'authorization,content-type,tus-resumable,upload-length,upload-metadata,upload-offset,x-request-id'
       }
     })
     t.equal(preflight.status, 204, `${method} preflight: 204`)
@@ -43,7 +43,8 @@ t.test('a preflight for each tus method is answered 204 with the methods and hea
     const methods = (preflight.headers['access-control-allow-methods'] ?? '').split(/\s*,\s*/)
     t.ok(methods.includes(method), `${method} is allowed (${preflight.headers['access-control-allow-methods']})`)
     const headers = (preflight.headers['access-control-allow-headers'] ?? '').toLowerCase().split(/\s*,\s*/)
-    for (const header of ['authorization', 'content-type', 'tus-resumable', 'upload-length', 'upload-metadata', 'upload-offset']) {
+    // x-request-id: tus-js-client's addRequestId.
+    for (const header of ['authorization', 'content-type', 'tus-resumable', 'upload-length', 'upload-metadata', 'upload-offset', 'x-request-id']) {
       t.ok(headers.includes(header), `${method} preflight allows ${header}`)
     }
     t.equal(preflight.headers['access-control-max-age'], '86400')

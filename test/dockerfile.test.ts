@@ -1,6 +1,7 @@
 // The Dockerfile, checked without Docker: its final stage runs the package's bin as a non-root user that owns the
 // /data volume, and its command line (ENTRYPOINT, CMD, ENV) run with Node serves uploads into the directory the
-// volume stands for, answers its HEALTHCHECK, and closes on SIGTERM (docker stop) with exit 0.
+// volume stands for, answers its HEALTHCHECK (also with flags added after the image name), and closes on SIGTERM
+// (docker stop) with exit 0.
 import { execFile } from 'node:child_process'
 import { existsSync, readdirSync, statSync } from 'node:fs'
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises'
@@ -83,16 +84,22 @@ t.test('the final stage: a non-root user owning the /data volume, the package bi
   }
 })
 
-t.test('the image\'s command line, run with Node: uploads into the volume, healthy, SIGTERM exits 0', async (t) => {
+t.test('the image\'s command line, run with Node: uploads into the volume, healthy with flags after the image name, SIGTERM exits 0', async (t) => {
   await ensureBuilt()
   const data = await mkdtemp(join(tmpdir(), 'fastify-tus-docker-'))
-  t.teardown(async () => { await rm(data, { recursive: true, force: true }) })
+  const scratch = await mkdtemp(join(tmpdir(), 'fastify-tus-docker-tmp-'))
+  t.teardown(async () => { await rm(data, { recursive: true, force: true }); await rm(scratch, { recursive: true, force: true }) })
   const env = envOf(final)
-  // The container's /data is the temporary directory; a free port on loopback instead of 0.0.0.0:1080.
-  const processEnv = { ...env, FASTIFY_TUS_DIR: data, FASTIFY_TUS_HOST: '127.0.0.1', FASTIFY_TUS_PORT: '0' }
+  // The container's /data and /tmp are temporary directories; loopback instead of 0.0.0.0. The image's port
+  // stays in the environment: the server is told another one, and another health path, after the image name
+  // (`docker run ... fastify-tus --port 0 --health-path /live`), which the health check must follow.
+  t.ok(env.FASTIFY_TUS_HEALTH_FILE?.startsWith('/tmp/'), 'the health file is in the container\'s /tmp, which the user can write')
+  const healthFile = join(scratch, 'fastify-tus-health')
+  const processEnv = { ...env, FASTIFY_TUS_DIR: data, FASTIFY_TUS_HOST: '127.0.0.1', FASTIFY_TUS_HEALTH_FILE: healthFile }
   const [bin = '', ...args] = [...execForm(one('ENTRYPOINT')), ...(final.some(({ keyword }) => keyword === 'CMD') ? execForm(one('CMD')) : [])]
-  const server = startProcess(t, process.execPath, [join(root, pkg.bin[bin]!), ...args], { env: processEnv, cwd: data })
+  const server = startProcess(t, process.execPath, [join(root, pkg.bin[bin]!), ...args, '--port', '0', '--health-path', '/live'], { env: processEnv, cwd: data })
   const [, endpoint = '', port = ''] = await waitForOutput(server, /tus endpoint at (http:\/\/127\.0\.0\.1:(\d+)\/files\/)/)
+  t.not(port, env.FASTIFY_TUS_PORT, 'not the image\'s port')
 
   const bytes = randomBytesSeeded(3 * 1024 * 1024, 21)
   const url = await tusUpload(bytes, { endpoint, chunkSize: 1024 * 1024 })
@@ -101,17 +108,19 @@ t.test('the image\'s command line, run with Node: uploads into the volume, healt
   t.equal(sha256(await readFile(join(data, id))), sha256(bytes))
   t.equal(sha256((await rawRequest(url)).body), sha256(bytes))
 
-  // The HEALTHCHECK, as Docker runs it inside the container (its port: the one the server took).
+  // The HEALTHCHECK, as Docker runs it inside the container: with the image's environment only.
   const health = one('HEALTHCHECK')
   t.ok(health.startsWith('CMD '), 'HEALTHCHECK CMD')
   const [probe = '', ...probeArgs] = execForm(health.slice('CMD '.length))
   t.equal(probe, 'node')
-  const healthy = await runProcess(t, process.execPath, probeArgs, { env: { ...processEnv, FASTIFY_TUS_PORT: port } })
+  t.equal(await readFile(healthFile, 'utf8'), `http://127.0.0.1:${port}/live`, 'the server wrote where it listens')
+  const healthy = await runProcess(t, process.execPath, probeArgs, { env: processEnv })
   t.equal(healthy.code, 0, 'healthy')
 
   server.child.kill('SIGTERM')
   const exit = await server.exited
   t.equal(exit.code, 0, 'docker stop: a graceful exit')
-  const unhealthy = await runProcess(t, process.execPath, probeArgs, { env: { ...processEnv, FASTIFY_TUS_PORT: port } })
+  t.notOk(existsSync(healthFile), 'the health file is removed at shutdown')
+  const unhealthy = await runProcess(t, process.execPath, probeArgs, { env: processEnv })
   t.equal(unhealthy.code, 1, 'unhealthy once stopped')
 })

@@ -1,7 +1,8 @@
 // The package as a new user meets it: packed from a clean copy of the tree (no dist/, no build by hand: the
 // `prepare` script must build), installed from the tarball into a scratch consumer project next to fastify,
 // run through `npx fastify-tus`, imported as ESM, require()d as CommonJS, and type-checked by a strict
-// consumer (module nodenext, and node10 for the subpaths' typesVersions) using the root, /s3 and /redis.
+// consumer (module nodenext, and node10 for the subpaths' typesVersions) using the root, /s3 and /redis, and whose
+// error classes stay typed under nodenext, bundler and node10 without skipLibCheck.
 // npm works offline-first from the local cache (the versions this repository's lock pins).
 import { execFile } from 'node:child_process'
 import { cp, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises'
@@ -61,12 +62,12 @@ t.test('packed from a clean tree, the package installs, runs through npx, import
   t.ok((cliMode & 0o111) !== 0, `dist/cli.js is executable in the tarball (mode ${cliMode.toString(8)})`)
   const tarball = join(work, pack.filename)
 
-  // 3. A consumer project: the tarball, fastify, the optional peers (for the /s3 and /redis types) and node types.
+  // 3. A consumer project: the tarball, fastify, the optional peers (for the /s3, /redis and /prom-client types) and node types.
   const consumer = join(work, 'consumer')
   await mkdir(consumer)
   await writeFile(join(consumer, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', private: true, type: 'module' }))
   await sh('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error', tarball,
-    pinned('fastify'), pinned('@aws-sdk/client-s3'), pinned('ioredis'), pinned('@types/node')], consumer)
+    pinned('fastify'), pinned('@aws-sdk/client-s3'), pinned('ioredis'), pinned('prom-client'), pinned('@types/node')], consumer)
   const installed = JSON.parse(await readFile(join(consumer, 'node_modules', 'fastify-tus', 'package.json'), 'utf8')) as { version: string }
   t.equal(installed.version, manifest.version, 'the tarball is installed')
   t.equal((await readFile(join(consumer, 'node_modules', 'fastify-tus', 'dist', 'cli.js'), 'utf8')).split('\n')[0], '#!/usr/bin/env node',
@@ -160,6 +161,34 @@ export type Used = [S3Store, S3StoreOptions, RedisLocker, RedisLockerOptions, Tu
   }))
   await sh(process.execPath, [tsc, '-p', 'tsconfig.node10.json'], consumer)
   t.pass('moduleResolution node10 resolves the types of the root and every subpath (typesVersions)')
+
+  // The error classes are typed under every resolution a consumer may use, with skipLibCheck: false: declarations
+  // that reached @fastify/error's types through its default import once made them `any` under bundler and node10
+  // (the @ts-expect-error lines are then unused) and failed to compile there without skipLibCheck.
+  await writeFile(join(consumer, 'errors.ts'), `
+import { TusDraftErrors, TusErrors } from 'fastify-tus'
+import type { S3StoreOptions } from 'fastify-tus/s3'
+import type { RedisLockerOptions } from 'fastify-tus/redis'
+import type { TusCollectorOptions } from 'fastify-tus/prom-client'
+import type { TusdHookName } from 'fastify-tus/tusd-hooks'
+export type Used = [S3StoreOptions, RedisLockerOptions, TusCollectorOptions, TusdHookName]
+export const code: string = new TusErrors.INVALID_HEADER('Upload-Length', 'x').code
+// @ts-expect-error an error is not a number
+export const notFound: number = new TusErrors.NOT_FOUND()
+// @ts-expect-error an error is not a number
+export const inconsistent: number = new TusDraftErrors.INCONSISTENT_LENGTH('x')
+// @ts-expect-error INVALID_HEADER takes two strings
+export const wrong = new TusErrors.INVALID_HEADER(1)
+`)
+  // esModuleInterop, as most projects have it: without it, fastify's own types fail (pino default-imports thread-stream).
+  for (const [moduleResolution, module] of [['nodenext', 'nodenext'], ['bundler', 'esnext'], ['node10', 'commonjs']] as const) {
+    const config = `tsconfig.errors-${moduleResolution}.json`
+    await writeFile(join(consumer, config), JSON.stringify({
+      compilerOptions: { ...strict, skipLibCheck: false, esModuleInterop: true, module, moduleResolution }, files: ['errors.ts']
+    }))
+    await sh(process.execPath, [tsc, '-p', config], consumer)
+    t.pass(`moduleResolution ${moduleResolution}, skipLibCheck false: the errors are typed and the declarations compile`)
+  }
 })
 
 t.test('the package.json a user sees: truthful engines, metadata, a lock that npm install leaves alone', async (t) => {

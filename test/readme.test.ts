@@ -99,6 +99,17 @@ t.test('every ts block of the README type-checks in a strict ESM consumer', asyn
   t.same(output.split('\n').filter((line) => /error TS/.test(line) && !/^block-\d+\.ts\(/.test(line)), [], 'no error elsewhere')
 })
 
+t.test('every package a ts block imports is one the README tells the app to install', async (t) => {
+  // The consumer project above reaches this repository's node_modules, where npm hoists our own dependencies:
+  // a snippet importing one of them (@fastify/cors) compiles there, and fails for an app that did not install it.
+  const installed = new Set([...readme.matchAll(/\bnpm (?:install|i) ([^`\n#]+)/g)].flatMap((match) => (match[1] ?? '').trim().split(/\s+/)))
+  const imported = new Set(blocks('ts').flatMap((block) => [...block.code.matchAll(/^import .* from '([^'.][^']*)'$/gm)]
+    .map((match) => (match[1] ?? '').split('/').slice(0, (match[1] ?? '').startsWith('@') ? 2 : 1).join('/'))))
+  const missing = [...imported].filter((name) => !name.startsWith('node:') && !installed.has(name))
+  t.ok(imported.has('@fastify/cors'), 'the CORS recipe is among the blocks')
+  t.same(missing, [], `each is named in an npm install line (${[...installed].join(' ')})`)
+})
+
 t.test('the CORS recipe runs as written: preflight, discovery without Origin, and an upload from the allowed origin', async (t) => {
   const recipe = blocks('ts').find((block) => block.code.includes('tusCorsOptions('))
   if (recipe === undefined) throw new Error('the README has no CORS recipe')

@@ -31,7 +31,7 @@ process.stdin.setEncoding('utf8').on('data', (chunk) => { input += chunk }).on('
 `
   await writeFile(join(hooks, 'pre-create'), script(`
   if (hook.Event.HTTPRequest.Header['X-Refuse'] !== undefined) {
-    process.stdout.write(JSON.stringify({ RejectUpload: true, HTTPResponse: { StatusCode: 403, Body: 'refused by the hook', Header: { 'X-Hook': 'pre-create' } } }))
+    process.stdout.write(JSON.stringify({ RejectUpload: true, HTTPResponse: { StatusCode: 403, Body: '{"error":"refused by the hook"}', Header: { 'X-Hook': 'pre-create', 'Content-Type': 'application/json' } } }))
   } else {
     process.stdout.write(JSON.stringify({ ChangeFileInfo: { MetaData: { ...hook.Event.Upload.MetaData, checked: 'yes' } } }))
   }`))
@@ -71,14 +71,16 @@ t.test('in an app: both protocols run pre-create (changes, refusals), post-finis
   const draftUrl = new URL(created.headers.location!, server.origin).href
   await fileHooks.idle()
 
-  // Refusals in both protocols: the hook's status, body and header.
+  // Refusals in both protocols: the hook's status, body and headers, its Content-Type too.
   const refusedTus = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': '3', 'X-Refuse': '1' } })
   t.equal(refusedTus.status, 403)
-  t.equal(refusedTus.text, 'refused by the hook')
+  t.equal(refusedTus.text, '{"error":"refused by the hook"}')
   t.equal(refusedTus.headers['x-hook'], 'pre-create')
+  t.equal(refusedTus.headers['content-type'], 'application/json')
   const refusedDraft = await rawRequest(server.endpoint, { method: 'POST', headers: { ...DRAFT, 'Upload-Complete': '?1', 'X-Refuse': '1' }, body: 'abc' })
   t.equal(refusedDraft.status, 403)
-  t.equal(refusedDraft.text, 'refused by the hook')
+  t.equal(refusedDraft.text, '{"error":"refused by the hook"}')
+  t.equal(refusedDraft.headers['content-type'], 'application/json')
 
   // A hook exiting non-zero fails its request (500), in both protocols; nothing is deleted.
   const deleteTus = await tusRequest(url, { method: 'DELETE' })
@@ -114,6 +116,24 @@ t.test('the CLI: --hooks-dir (and FASTIFY_TUS_HOOKS_DIR); not with --hooks-http'
   const both = await runProcess(t, process.execPath, [cli, '--dir', dir, '--hooks-dir', hooks, '--hooks-http', 'http://127.0.0.1:9/'])
   t.equal(both.code, 2)
   t.match(both.stderr, /--hooks-dir and --hooks-http/)
+
+  // A --hooks-dir that is no directory is refused at start: running without the hooks would let through what
+  // they refuse (the directory's pre-create refuses X-Refuse). The variable is checked as the flag is.
+  const uploads = join(dir, 'never-created')
+  for (const [args, env, message] of [
+    [['--hooks-dir', `${hooks}-typo`], {}, `--hooks-dir must be a directory, but ${hooks}-typo does not exist`],
+    [[], { FASTIFY_TUS_HOOKS_DIR: join(hooks, 'pre-create') }, `--hooks-dir must be a directory, but ${join(hooks, 'pre-create')} is not one`],
+    [['--hooks-dir', join(hooks, 'pre-create', 'below')], {}, `--hooks-dir must be a directory, but a part of ${join(hooks, 'pre-create', 'below')} is a file`]
+  ] as const) {
+    const refused = startProcess(t, process.execPath, [cli, '--dir', uploads, '--port', '0', '--log-level', 'silent', ...args], { env })
+    // A server that starts would run until killed: fail at once rather than at the test's timeout.
+    const listening = await waitForOutput(refused, /tus endpoint at/).then(() => true, () => false)
+    if (listening) refused.child.kill('SIGTERM')
+    t.notOk(listening, 'never started listening')
+    t.equal((await refused.exited).code, 2, `${message}: exit code 2`)
+    t.equal(refused.stderr(), `fastify-tus: ${message}\nRun "fastify-tus --help" for the options.\n`)
+  }
+  t.notOk(existsSync(uploads), 'refused before --dir is created')
 
   const server = startProcess(t, process.execPath, [cli, '--dir', dir, '--port', '0', '--log-level', 'silent'], { env: { FASTIFY_TUS_HOOKS_DIR: hooks } })
   const [, endpoint = ''] = await waitForOutput(server, /tus endpoint at (http:\/\/127\.0\.0\.1:\d+\/files\/)/)

@@ -38,9 +38,11 @@ async function receiver (t: { teardown: (fn: () => unknown) => void }, tag: stri
     }
     if (hook.Type === 'pre-finish') return { HTTPResponse: { StatusCode: 200, Header: { 'X-Processed': Upload.ID }, Body: `stored ${Upload.Offset} bytes` } }
     if (hook.Type === 'pre-terminate' && name === 'keep.txt') {
-      return { RejectTermination: true, HTTPResponse: { StatusCode: 409, Body: 'kept by policy' } }
+      return { RejectTermination: true, HTTPResponse: { StatusCode: 409, Body: '{"error":"kept by policy"}', Header: { 'Content-Type': 'application/json' } } }
     }
-    if (hook.Type === 'post-receive' && name === 'stop.bin') return { StopUpload: true, HTTPResponse: { StatusCode: 400, Body: 'project gone' } }
+    if (hook.Type === 'post-receive' && name === 'stop.bin') {
+      return { StopUpload: true, HTTPResponse: { StatusCode: 400, Body: '<p>project gone</p>', Header: { 'content-type': 'text/html' } } }
+    }
     return {}
   }
   const server = createServer((request, response) => {
@@ -113,11 +115,12 @@ for (const dialect of DIALECTS) {
     const h = dialect.headers
     const create = async (length: number, filename: string): Promise<HttpAnswer> => await send(server.endpoint, 'POST', { ...h, ...dialect.create(length, filename) })
 
-    // Refused: the receiver's status, body and headers; nothing stored.
+    // Refused: the receiver's status, body and headers (its Content-Type too, as tusd sends it); nothing stored.
     const refused = await create(5, 'setup.exe')
     t.equal(refused.status, 403)
-    t.match(refused.body, 'no executables')
+    t.equal(refused.body, '{"message":"no executables"}')
     t.equal(refused.headers['x-hook'], 'refused')
+    t.equal(refused.headers['content-type'], 'application/json')
     const preCreate = hooksReceiver.received[0]!
     t.equal(preCreate.Type, 'pre-create')
     t.same(preCreate.Event.Upload, {
@@ -155,7 +158,8 @@ for (const dialect of DIALECTS) {
     const keptId = String(kept).split('/').pop()!
     const keep = await send(`${server.endpoint}${keptId}`, 'DELETE', h)
     t.equal(keep.status, 409)
-    t.match(keep.body, 'kept by policy')
+    t.equal(keep.body, '{"error":"kept by policy"}')
+    t.equal(keep.headers['content-type'], 'application/json')
     t.equal((await send(`${server.endpoint}${keptId}`, 'HEAD', h)).status, dialect.headStatus, 'still there')
     t.equal((await send(url, 'DELETE', h)).status, 204)
     t.equal((await hooksReceiver.waitFor('post-terminate', id)).Type, 'post-terminate')
@@ -169,7 +173,8 @@ for (const dialect of DIALECTS) {
     const offset = Number((await send(`${server.endpoint}${stop}`, 'HEAD', h)).headers['upload-offset'])
     const stopped = await send(`${server.endpoint}${stop}`, 'PATCH', { ...h, ...dialect.append(offset, false) }, 'def')
     t.equal(stopped.status, 400)
-    t.match(stopped.body, 'project gone')
+    t.equal(stopped.body, '<p>project gone</p>')
+    t.equal(stopped.headers['content-type'], 'text/html', 'the receiver\'s header, whatever its case')
     t.equal(stopped.headers['upload-offset'], String(offset), 'nothing of the stopped request is stored')
   })
 }
@@ -218,6 +223,7 @@ t.test('a receiver that recovers within the retries answers the hook', async (t)
   const refused = await send(server.endpoint, 'POST', { 'Tus-Resumable': '1.0.0', 'Upload-Length': '1' })
   t.equal(refused.status, 429)
   t.equal(refused.body, 'slow down')
+  t.equal(refused.headers['content-type'], 'text/plain; charset=utf-8', 'no Content-Type from the receiver: plain text')
   t.equal(tries, 3, 'two 500s retried (3 retries by default)')
 })
 
@@ -234,6 +240,8 @@ t.test('the CLI: --hooks-http refuses and renames creations through the receiver
   })
   t.equal(refused.status, 403)
   t.equal(refused.headers['x-hook'], 'refused')
+  t.equal(refused.headers['content-type'], 'application/json')
+  t.equal(refused.body, '{"message":"no executables"}')
   t.same(hooksReceiver.forwarded, ['Bearer alice'], 'the client\'s Authorization forwarded to the receiver')
   const renamed = await send(endpoint, 'POST', { 'Tus-Resumable': '1.0.0', 'Upload-Length': '3', 'Upload-Metadata': `filename ${b64('draft.txt')}` })
   t.equal(renamed.status, 201)

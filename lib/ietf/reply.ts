@@ -6,7 +6,6 @@ import { completeHeaderValue } from './headers.js'
 import { uploadLimit } from './handlers.js'
 import type { DraftVersion } from './versions.js'
 
-const TEXT = 'text/plain; charset=utf-8'
 const PROBLEM_BASE = 'https://iana.org/assignments/http-problem-types#'
 
 /** A problem type (RFC 9457) of the draft, with its extension members. */
@@ -44,17 +43,18 @@ function draftProblem (error: TusHttpError, version: DraftVersion): { status?: n
 /**
  * The error answer of a draft request: no Tus-Resumable; the interop version echoed; `Upload-Offset` (and
  * the complete flag, ?0) when the upload's standing is known; `Upload-Limit` with a 413; a problem-details
- * body where the version defines the problem type, else the short plain-text body of every other error.
+ * body where the version defines the problem type (whatever Content-Type the error names: the body is the
+ * problem document), else the short plain-text body of every other error, or its message in its own Content-Type.
  * `version` is undefined when the request named one the server does not accept.
  */
 export function sendDraftError (
   services: TusServices, error: TusHttpError, request: FastifyRequest, reply: FastifyReply, version: DraftVersion | undefined
 ): void {
-  const { status: ownStatus, message } = prepareErrorReply(error, request, reply)
+  const { status: ownStatus, message, body: plainBody, contentType } = prepareErrorReply(error, request, reply)
   reply.removeHeader('Tus-Resumable')
   const format = services.options.formatError
   const plain = (status: number): void => {
-    sendErrorBody(format, error, request, reply, { protocol: 'ietf-draft', status, message, body: message, contentType: TEXT })
+    sendErrorBody(format, error, request, reply, { protocol: 'ietf-draft', status, message, body: plainBody, contentType })
   }
   if (version === undefined) {
     plain(ownStatus)

@@ -4,14 +4,15 @@ import type { FormatError } from '../types.js'
 import { prepareErrorReply, sendErrorBody } from '../wire/response.js'
 import { TUS_VERSION } from './headers.js'
 
-const TEXT = 'text/plain; charset=utf-8'
-
-/** The tus answer to an error: its status, `Upload-Offset` when the upload's standing is known, a short plain-text body. */
+/**
+ * The tus answer to an error: its status, `Upload-Offset` when the upload's standing is known, a short plain-text
+ * body (or the error's message in the Content-Type the error names).
+ */
 export function sendTusError (error: TusHttpError, request: FastifyRequest, reply: FastifyReply, format?: FormatError): void {
-  const { status, message } = prepareErrorReply(error, request, reply)
+  const { status, message, body, contentType } = prepareErrorReply(error, request, reply)
   if (error.offset !== undefined) reply.header('Upload-Offset', String(error.offset))
   // 460 has no reason phrase in Node; the checksum extension names it. HTTP/2 has no reason phrases (Node warns).
   if (status === 460 && request.raw.httpVersionMajor < 2) reply.raw.statusMessage = 'Checksum Mismatch'
   reply.header('Tus-Resumable', TUS_VERSION)
-  sendErrorBody(format, error, request, reply, { protocol: 'tus', status, message, body: message, contentType: TEXT })
+  sendErrorBody(format, error, request, reply, { protocol: 'tus', status, message, body, contentType })
 }

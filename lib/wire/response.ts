@@ -13,18 +13,32 @@ export async function sendUploadResponse (reply: FastifyReply, status: number, r
   await reply.code(response.status ?? bodyStatus).send(response.body)
 }
 
+const TEXT = 'text/plain; charset=utf-8'
+
 /**
  * What every protocol does first with an error: its status, its own headers, and the text a client may
- * read. Errors of our own and client errors say what was wrong; unexpected server errors are logged and
- * their message, which may hold internals, is never sent.
+ * read, with the body and Content-Type that carry it. Errors of our own and client errors say what was wrong; unexpected server errors
+ * are logged and their message, which may hold internals, is never sent.
  */
-export function prepareErrorReply (error: TusHttpError, request: FastifyRequest, reply: FastifyReply): { status: number, message: string } {
+export function prepareErrorReply (
+  error: TusHttpError, request: FastifyRequest, reply: FastifyReply
+): { status: number, message: string, body: string | Buffer, contentType: string } {
   const status = errorStatus(error)
   const message = publicMessage(error)
   if (message !== error.message) request.log.error({ err: error }, 'fastify-tus: unexpected error')
   if (error.headers !== undefined) reply.headers(error.headers)
   reply.code(status)
-  return { status, message }
+  // An error that names its own Content-Type carries a message in that type (a tusd hook receiver's refusal,
+  // often JSON); labelled text/plain, its client would not parse it. Sent as bytes, so the type goes out as named
+  // (a string would gain a charset parameter). A message replaced by ours is ours: text.
+  const own = message === error.message ? ownContentType(error) : undefined
+  if (own !== undefined) return { status, message, body: Buffer.from(message), contentType: own }
+  return { status, message, body: message, contentType: TEXT }
+}
+
+function ownContentType (error: TusHttpError): string | undefined {
+  const entry = Object.entries(error.headers ?? {}).find(([name]) => name.toLowerCase() === 'content-type')
+  return entry?.[1]
 }
 
 /**
