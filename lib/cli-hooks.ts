@@ -1,8 +1,9 @@
 import { execFile } from 'node:child_process'
-import { constants as fsConstants } from 'node:fs'
+import { constants as fsConstants, statSync } from 'node:fs'
 import { access } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
+import { TusErrors } from './errors.js'
 import type { TusDecorator } from './index.js'
 import type { TusPluginOptions } from './options.js'
 import type { NewUpload, UploadInfo } from './store/types.js'
@@ -264,7 +265,7 @@ function hookAnswer (type: TusdHookName, text: string): TusdHookResponse {
 }
 
 export interface TusdFileHooksConfig {
-  /** tusd's `-hooks-dir`: each hook is the executable named after it here (`pre-create`, `post-finish` ...); a missing one is no hook. */
+  /** tusd's `-hooks-dir`: each hook is the executable named after it here (`pre-create`, `post-finish` ...); a missing one is no hook. It must exist (INVALID_OPTION otherwise). */
   directory: string
   /** The hooks run. Default: tusd's (pre-create, post-create, post-receive, post-terminate, post-finish). */
   events?: readonly TusdHookName[]
@@ -280,6 +281,11 @@ export interface TusdFileHooksConfig {
  * a timeout or output that is no JSON object fails the hook, as a failing HTTP receiver does.
  */
 export function tusdFileHooks (config: TusdFileHooksConfig): TusdHooks {
+  // Checked once, here: a mistyped directory would run no hook at all (a pre-create meant to refuse uploads skipped),
+  // where a missing file in it is only a hook not wanted.
+  if (statSync(config.directory, { throwIfNoEntry: false })?.isDirectory() !== true) {
+    throw new TusErrors.INVALID_OPTION(`tusdFileHooks: directory must be an existing directory (got ${JSON.stringify(config.directory)})`)
+  }
   const timeoutMs = config.timeoutMs ?? 15_000
   const send: HookSender = async (type, event) => {
     const file = join(config.directory, type)

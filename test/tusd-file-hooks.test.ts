@@ -150,3 +150,13 @@ t.test('the CLI: --hooks-dir (and FASTIFY_TUS_HOOKS_DIR); not with --hooks-http'
   t.equal(finished.Event.Upload.ID, idOf(url))
   t.equal(finished.Event.Upload.Storage?.Path, join(dir, idOf(url)))
 })
+
+t.test('in an app: a directory that is not one is refused when the hooks are made, never a server without its hooks', async (t) => {
+  const { hooks } = await hookDir(t)
+  for (const directory of [join(hooks, 'missing'), join(hooks, 'pre-create')]) {
+    t.throws(() => tusdFileHooks({ directory }), {
+      code: 'FST_TUS_INVALID_OPTION',
+      message: `fastify-tus: tusdFileHooks: directory must be an existing directory (got ${JSON.stringify(directory)})`
+    })
+  }
+})
