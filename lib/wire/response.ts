@@ -17,8 +17,8 @@ const TEXT = 'text/plain; charset=utf-8'
 
 /**
  * What every protocol does first with an error: its status, its own headers, and the text a client may
- * read, with the body and Content-Type that carry it. Errors of our own and client errors say what was wrong; unexpected server errors
- * are logged and their message, which may hold internals, is never sent.
+ * read, with the body and Content-Type that carry it. Errors of our own and client errors say what was wrong;
+ * unexpected server errors are logged and their message, which may hold internals, is never sent.
  */
 export function prepareErrorReply (
   error: TusHttpError, request: FastifyRequest, reply: FastifyReply
