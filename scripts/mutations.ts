@@ -564,6 +564,20 @@ export const MUTATIONS: Mutation[] = [
     find: "    if ((error as TusHttpError).code === 'FST_TUS_LOCK_FAILED') return found\n",
     replace: '',
     tests: ['test/download.test.ts']
+  },
+  {
+    name: 's3-store: ids read back from keys by their last segment, not by stripping the prefix',
+    file: 'lib/store/s3-store.ts',
+    find: 'const rest = key.slice(this.prefix.length)',
+    replace: "const rest = key.slice(key.lastIndexOf('/') + 1)",
+    tests: ['test/s3-store.test.ts']
+  },
+  {
+    name: 's3-store: an incomplete-part object of another multipart upload is counted',
+    file: 'lib/store/s3-store.ts',
+    find: ' && isPartOf(incomplete.Metadata, info.uploadId)) {',
+    replace: ') {',
+    tests: ['test/s3-store.test.ts']
   }
 ]
 /* eslint-enable no-template-curly-in-string */

@@ -656,3 +656,197 @@ t.test('a missing bucket is a storage error on every route, never "this upload d
   t.equal(patch.status, 500, 'PATCH')
   t.equal((await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': '3' } })).status, 500, 'POST')
 })
+
+/** Every multipart upload in the bucket, as `key` (sorted). */
+async function multipartKeys (bucket: string): Promise<string[]> {
+  return ((await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }))).Uploads ?? []).map(({ Key }) => Key!).sort()
+}
+
+const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
+const DAY_MS = 24 * 60 * 60 * 1000
+
+for (const prefix of ['tus-', '']) {
+  t.test(`removeExpired() with the prefix '${prefix}': live uploads started before the retention keep every byte; only what no upload refers to goes`, async (t) => {
+    t.setTimeout(120_000)
+    const bucket = await testBucket(t)
+    const store = new S3Store({ bucket, s3: s3ClientConfig(), prefix, partSize: 5 * MiB })
+    t.teardown(async () => { await store.close() })
+    // A retention of 3 s: the live uploads are written every 2 s, but their multipart uploads are older than the
+    // retention when the sweep runs (S3 dates have whole seconds).
+    const server = await startServer(t, { store, daysToKeep: 3000 / DAY_MS })
+    const data = randomBytesSeeded(4000, 61)
+    const root = contractId()
+    const nested = contractId()
+    await store.create({ id: root, size: data.length, metadata: {} })
+    await store.create({ id: nested, size: data.length, metadata: {}, directory: 'team-a' })
+    // No info object refers to these: creates that crashed before writing it.
+    const abandoned = [`${prefix}${contractId()}`, `${prefix}team-b/${contractId()}`]
+    for (const Key of abandoned) await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key }))
+    // Keys under the prefix that are none of the store's: someone else's, never touched.
+    const foreign = `${prefix}not.ours/${contractId()}`
+    await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: foreign }))
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: `${foreign}.part`, Body: 'x', ContentLength: 1 }))
+    for (const offset of [0, 1000, 2000]) {
+      if (offset > 0) await sleep(2000)
+      for (const id of [root, nested]) {
+        const patched = await tusRequest(`${server.endpoint}${id}`, { method: 'PATCH', headers: { ...OCTET, 'Upload-Offset': String(offset) }, body: data.subarray(offset, offset + 1000) })
+        t.equal(patched.status, 204, `at ${offset}: written within the retention, not expired`)
+      }
+    }
+    t.same(await removeExpired(server.app), [])
+    t.same(await multipartKeys(bucket), [`${prefix}${root}`, foreign, `${prefix}team-a/${nested}`].sort(), 'the live and the foreign multipart uploads stand, the abandoned ones are aborted')
+    t.ok((await keys(bucket)).includes(`${foreign}.part`), 'a foreign object is not touched')
+    for (const id of [root, nested]) {
+      const url = `${server.endpoint}${id}`
+      const head = await tusRequest(url, { method: 'HEAD' })
+      t.equal(head.status, 200)
+      t.equal(head.headers['upload-offset'], '3000')
+      const rest = await tusRequest(url, { method: 'PATCH', headers: { ...OCTET, 'Upload-Offset': '3000' }, body: data.subarray(3000) })
+      t.equal(rest.status, 204)
+      t.equal(rest.headers['upload-offset'], String(data.length))
+      const download = await tusRequest(url)
+      t.equal(download.status, 200)
+      t.equal(sha256(download.body), sha256(data), `${id}: every byte`)
+    }
+    t.same(await keys(bucket), [`${prefix}${root}`, `${prefix}${root}.info`, `${prefix}${nested}.info`, `${foreign}.part`, `${prefix}team-a/${nested}`].sort())
+  })
+}
+
+/**
+ * S3 client settings that fail one request, the `plan.in`-th from when it is set (then unset), no retries: what S3
+ * sees of a process that dies there, since the store's calls after it never come.
+ */
+function crashingConfig (plan: { in?: number }): S3ClientConfig {
+  const plain = new S3Client(s3ClientConfig())
+  t.teardown(() => { plain.destroy() })
+  const inner = plain.config.requestHandler as unknown as { handle: Handle }
+  const handle: Handle = async (request, options) => {
+    if (plan.in !== undefined && --plan.in === 0) {
+      plan.in = undefined
+      throw new Error('injected crash')
+    }
+    return await inner.handle(request, options)
+  }
+  return { ...s3ClientConfig(), maxAttempts: 1, requestHandler: { handle } as unknown as S3ClientConfig['requestHandler'] }
+}
+
+t.test('a DELETE that dies at any S3 call: a retried DELETE or removeExpired() finishes it, and the id starts afresh', async (t) => {
+  t.setTimeout(300_000)
+  const bucket = await testBucket(t)
+  const plan: { in?: number } = {}
+  const crashing = new S3Store({ bucket, s3: crashingConfig(plan), prefix: 'uploads/', partSize: 5 * MiB })
+  t.teardown(async () => { await crashing.close() })
+  const dying = await startServer(t, { store: crashing })
+  // Another instance, choosing the ids of new uploads (onUploadCreate), as the old upload's client re-uploading.
+  let reuse = ''
+  const other = newStore(bucket)
+  const retrying = await startServer(t, { store: other, onUploadCreate: () => ({ id: reuse }) })
+  let sweeps = 0
+  for (let step = 1; ; step++) {
+    const id = contractId()
+    await crashing.create({ id, size: 100_000, metadata: {} })
+    await crashing.write(id, 0, bytes(randomBytesSeeded(4000, 70 + step)))
+    await crashing.addPendingFinal(`final-${id}`, [id])
+    t.same((await keys(bucket)).filter((key) => key.includes(id)), [`uploads/${id}.finals/final-${id}`, `uploads/${id}.info`, `uploads/${id}.part`])
+    plan.in = step
+    const deleted = await tusRequest(`${dying.endpoint}${id}`, { method: 'DELETE' })
+    if (deleted.status === 204) {
+      plan.in = undefined
+      t.ok(step > 8, `every S3 call of the DELETE was failed once (${step - 1})`)
+      t.same((await keys(bucket)).filter((key) => key.includes(id)), [])
+      break
+    }
+    t.equal(deleted.status, 500, `step ${step}: the failed DELETE`)
+    const retried = await tusRequest(`${retrying.endpoint}${id}`, { method: 'DELETE' })
+    if (retried.status === 404) {
+      // Only once the multipart upload is aborted: the upload is gone, its info object is removed once as old
+      // as the retention (here: any age).
+      t.same((await keys(bucket)).filter((key) => key.includes(id)), [`uploads/${id}.info`], `step ${step}: only the info object is left`)
+      t.equal(await other.removeAbandoned(new Date(Date.now() + 60_000)), 1)
+      sweeps++
+    } else {
+      t.equal(retried.status, 204, `step ${step}: the retried DELETE`)
+    }
+    t.same((await keys(bucket)).filter((key) => key.includes(id)), [], `step ${step}: no object of the upload is left`)
+    t.same((await multipartKeys(bucket)).filter((key) => key.includes(id)), [], `step ${step}: no multipart upload of it is left`)
+    reuse = id
+    const url = await createUpload(retrying, { 'Upload-Length': '10' })
+    t.equal(idOf(url), id)
+    const head = await tusRequest(url, { method: 'HEAD' })
+    t.equal(head.headers['upload-offset'], '0', `step ${step}: the new upload under the same id starts at 0`)
+    const patched = await tusRequest(url, { method: 'PATCH', headers: { ...OCTET, 'Upload-Offset': '0' }, body: '0123456789' })
+    t.equal(patched.status, 204)
+    t.equal(sha256((await tusRequest(url)).body), sha256('0123456789'), `step ${step}: exactly its bytes`)
+  }
+  t.equal(sweeps, 1, 'one S3 call leaves the upload gone but its info object there: the info object\'s removal')
+})
+
+t.test('an incomplete-part object of another multipart upload under the same id is not counted; removeExpired() sweeps it', async (t) => {
+  t.setTimeout(120_000)
+  const bucket = await testBucket(t)
+  const store = newStore(bucket)
+  const id = contractId()
+  await store.create({ id, size: 100_000, metadata: {} })
+  await store.write(id, 0, bytes(randomBytesSeeded(4000, 81)))
+  const leftover = await client.send(new GetObjectCommand({ Bucket: bucket, Key: `uploads/${id}.part` }))
+  const leftoverBytes = Buffer.from(await leftover.Body!.transformToByteArray())
+  t.equal(leftoverBytes.length, 4000)
+  await store.terminate(id)
+  // What a termination that died before removing it leaves (any version): the object of the old upload.
+  await client.send(new PutObjectCommand({ Bucket: bucket, Key: `uploads/${id}.part`, Body: leftoverBytes, ContentLength: 4000, Metadata: leftover.Metadata }))
+  t.ok(leftover.Metadata?.['tus-upload-id'], 'the object names its multipart upload')
+  const server = await startServer(t, { store, daysToKeep: 2000 / DAY_MS, onUploadCreate: () => ({ id }) })
+  const url = await createUpload(server, { 'Upload-Length': '10' })
+  t.equal((await tusRequest(url, { method: 'HEAD' })).headers['upload-offset'], '0', 'the new upload starts at 0')
+  const patched = await tusRequest(url, { method: 'PATCH', headers: { ...OCTET, 'Upload-Offset': '0' }, body: '0123456789' })
+  t.equal(patched.status, 204)
+  t.equal(patched.headers['upload-offset'], '10')
+  t.equal(sha256((await tusRequest(url)).body), sha256('0123456789'))
+  t.same(await removeExpired(server.app), [])
+  t.ok((await keys(bucket)).includes(`uploads/${id}.part`), 'within the retention it is kept')
+  await sleep(2500)
+  t.same(await removeExpired(server.app), [])
+  t.same(await keys(bucket), [`uploads/${id}`, `uploads/${id}.info`], 'once older than the retention it is removed; the upload stays')
+  t.equal(sha256((await tusRequest(url)).body), sha256('0123456789'))
+
+  // Objects written before the multipart upload was recorded in them count as they did.
+  const legacy = contractId()
+  const data = randomBytesSeeded(5000, 82)
+  await store.create({ id: legacy, size: data.length, metadata: {} })
+  await store.write(legacy, 0, bytes(data.subarray(0, 1000)))
+  await client.send(new PutObjectCommand({
+    Bucket: bucket, Key: `uploads/${legacy}.part`, Body: data.subarray(0, 1000), ContentLength: 1000, Metadata: { 'tus-part-number': '1' }
+  }))
+  t.equal((await store.getInfo(legacy)).offset, 1000)
+  await store.write(legacy, 1000, bytes(data.subarray(1000)))
+  await store.flush(legacy)
+  const object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: `uploads/${legacy}` }))
+  t.equal(sha256(Buffer.from(await object.Body!.transformToByteArray())), sha256(data))
+})
+
+t.test('completing an empty upload that dies at any S3 call leaves it complete or completable, never gone', async (t) => {
+  t.setTimeout(120_000)
+  const bucket = await testBucket(t)
+  const plan: { in?: number } = {}
+  const crashing = new S3Store({ bucket, s3: crashingConfig(plan), prefix: 'uploads/', partSize: 5 * MiB })
+  t.teardown(async () => { await crashing.close() })
+  const other = newStore(bucket)
+  for (let step = 1; ; step++) {
+    const id = contractId()
+    await crashing.create({ id, size: 0, metadata: {} })
+    plan.in = step
+    const failed = await crashing.flush(id).then(() => false, () => true)
+    plan.in = undefined
+    const info = await other.getInfo(id)
+    t.equal(info.offset, 0, `step ${step}: the upload is still there`)
+    await other.flush(id)
+    const object = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: `uploads/${id}` }))
+    t.equal(object.ContentLength, 0)
+    t.same((await multipartKeys(bucket)).filter((key) => key.includes(id)), [], `step ${step}: no multipart upload left`)
+    t.same((await keys(bucket)).filter((key) => key.includes(id)), [`uploads/${id}`, `uploads/${id}.info`])
+    if (!failed) {
+      t.ok(step > 3, 'every S3 call of the completion was failed once')
+      break
+    }
+  }
+})

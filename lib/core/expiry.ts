@@ -27,7 +27,8 @@ export async function removeExpired (services: TusServices): Promise<number> {
 /**
  * What crashes and failures left behind that no upload refers to, once as old as an expired upload: the store's
  * (FileStore: torn info files, data files without an info file, temporary info files; S3Store: multipart
- * uploads without an info object) and the core's staged bodies (any store). Nothing when uploads never expire.
+ * uploads without an info object, what an interrupted termination left) and the core's staged bodies (any
+ * store). Nothing when uploads never expire.
  */
 async function removeAbandoned (services: TusServices): Promise<void> {
   const { daysToKeep, dir } = services.options

@@ -33,6 +33,11 @@ const INCOMPLETE_SUFFIX = '.part'
 const PENDING_FINALS_SUFFIX = '.finals/'
 /** User metadata on the incomplete-part object: the part number its bytes will become. */
 const PART_NUMBER = 'tus-part-number'
+/**
+ * User metadata on the incomplete-part object: the multipart upload (UploadId) its bytes belong to. A termination
+ * that crashed can leave the object of an upload behind; a later upload under the same id must not count it.
+ */
+const PART_UPLOAD_ID = 'tus-upload-id'
 /** Info objects of unfinished uploads kept in memory (#state): about 1 KiB each. */
 const INFO_CACHE_ENTRIES = 10_000
 /** States kept for the rest of a lock hold (#held): about 1 KiB plus 100 bytes a part each. */
@@ -47,7 +52,11 @@ export interface S3StoreOptions {
    * Swift need; an S3-compatible store without wildcard DNS also needs `forcePathStyle: true`.
    */
   s3: S3ClientConfig
-  /** Prefix of every object key, e.g. `uploads/`. Default ''. */
+  /**
+   * Prefix of every object key, e.g. `uploads/` or `tus-`; with '' the keys start with the upload ids. Default ''.
+   * No other writer's keys may start with it that look like the store's (`<id>`, `<id>.info`, `<dir>/<id>`...):
+   * removeExpired() removes those that no upload refers to.
+   */
   prefix?: string
   /**
    * Bytes per multipart part (S3: at least 5 MiB). A PATCH's bytes are buffered in memory by whole parts, so
@@ -78,6 +87,12 @@ interface StoredPart {
   Size: number
   LastModified: Date | undefined
 }
+
+/** One of the store's own keys read back (#parseKey), the inverse of the functions that build them. */
+type StoreKey =
+  | { kind: 'data', id: string, directory: string | undefined }
+  | { kind: 'info' | 'incomplete', id: string }
+  | { kind: 'pending-final', partialId: string, finalId: string }
 
 /** An upload as S3 holds it right now. */
 interface UploadState {
@@ -295,7 +310,7 @@ export class S3Store implements DataStore {
         Key: this.#incompleteKey(id),
         Body: remainder,
         ContentLength: remainder.length,
-        Metadata: { [PART_NUMBER]: String(partNumber) }
+        Metadata: { [PART_NUMBER]: String(partNumber), [PART_UPLOAD_ID]: info.uploadId }
       }), sendOptions), options?.signal)
     } else if (remainder.length === 0 && carried > 0) {
       // Its bytes went into a part; its part number already marks it stale, this only tidies up.
@@ -327,11 +342,12 @@ export class S3Store implements DataStore {
     }
     const dataKey = this.#dataKey(id, info.directory)
     if (parts.length === 0) {
-      // S3 cannot complete a multipart upload without parts: an empty upload is a plain empty object.
-      await this.#abort(dataKey, info.uploadId)
+      // S3 cannot complete a multipart upload without parts: an empty upload is a plain empty object. It is written
+      // before the abort: a multipart upload gone and no object would be a removed upload (404) to every reader.
       await this.#send('PutObject', async (s3) => await s3.send(new PutObjectCommand({
         Bucket: this.bucket, Key: dataKey, Body: '', ContentLength: 0, ...objectHeaders(id, info.metadata)
       })))
+      await this.#abort(dataKey, info.uploadId)
     } else {
       signal?.throwIfAborted()
       await this.#send('CompleteMultipartUpload', async (s3, sendOptions) => await s3.send(new CompleteMultipartUploadCommand({
@@ -387,11 +403,10 @@ export class S3Store implements DataStore {
   }
 
   async listPendingFinals (partialId: string): Promise<string[]> {
-    const prefix = this.#pendingFinalsPrefix(partialId)
     const finals: string[] = []
-    for await (const key of this.#keys(prefix)) {
-      const finalId = key.slice(prefix.length)
-      if (isValidUploadId(finalId)) finals.push(finalId)
+    for await (const object of this.#objects(this.#pendingFinalsPrefix(partialId))) {
+      const key = this.#parseKey(object.key)
+      if (key?.kind === 'pending-final' && key.partialId === partialId) finals.push(key.finalId)
     }
     return finals
   }
@@ -418,51 +433,80 @@ export class S3Store implements DataStore {
   }
 
   async terminate (id: string): Promise<void> {
-    const info = await this.#readInfo(id).catch((error: unknown) => {
-      if ((error as { code?: unknown }).code === 'FST_TUS_NOT_FOUND') return undefined
-      throw error
-    })
+    const info = await this.#infoIfAny(id)
     this.#infoCache.delete(id)
     this.#held.delete(id)
     if (info === undefined) return
     const dataKey = this.#dataKey(id, info.body.directory)
-    // The multipart upload goes first: once it is aborted the upload is gone (getInfo: 404), and if aborting
-    // fails the info object is still there, so the termination can be retried and nothing is left unreferenced.
-    await this.#abort(dataKey, info.body.uploadId)
-    await this.#delete(this.#infoKey(id))
-    // Any other multipart upload of this key: a create that crashed (or raced) before writing its info, or a part
-    // that landed while the abort above ran (S3 then keeps a second upload alive).
-    for await (const upload of this.#multipartUploads(dataKey)) {
-      if (upload.key === dataKey) await this.#abort(upload.key, upload.uploadId)
-    }
-    await this.#delete(dataKey)
+    // The info object goes last: until then the upload is found (getInfo), so a termination that fails or dies
+    // half-way is finished by a DELETE retried or by removeExpired(), and a cached info object stays right (it is
+    // trusted while its multipart upload exists). The objects named after the id go first: an upload created
+    // later under the same id must meet none of them.
     await this.#delete(this.#incompleteKey(id))
     // The records of finals waiting for this partial: they can never complete now.
-    for await (const key of this.#keys(this.#pendingFinalsPrefix(id))) await this.#delete(key)
+    for await (const { key } of this.#objects(this.#pendingFinalsPrefix(id))) await this.#delete(key)
+    await this.#delete(dataKey)
+    // Any other multipart upload of this key: a create that crashed (or raced) before writing its info.
+    for await (const upload of this.#multipartUploads(dataKey)) {
+      if (upload.key === dataKey && upload.uploadId !== info.body.uploadId) await this.#abort(upload.key, upload.uploadId)
+    }
+    // From here the upload is gone (getInfo: 404). A crash before the info object's removal leaves that object,
+    // and a part landing while the abort runs keeps its multipart upload alive: removeAbandoned removes both.
+    await this.#abort(dataKey, info.body.uploadId)
+    await this.#delete(this.#infoKey(id))
   }
 
   /**
-   * Aborts the multipart uploads under the prefix that no upload refers to (no info object, or an info object
-   * naming another multipart upload) and that were started before `before`: what a crash between
-   * CreateMultipartUpload and the info object, or an interrupted termination, leaves behind (S3 bills their
-   * parts until aborted). A bucket lifecycle rule (AbortIncompleteMultipartUpload) is the safety net.
+   * Removes, once last changed (or started) before `before`, what no upload refers to: multipart uploads that no info
+   * object names (a create that crashed before writing it, a part that landed while a termination aborted), and what a
+   * termination that died half-way leaves: incomplete-part objects and pending-final records of an id without an
+   * upload (or of another multipart upload, or of a completed one), and info objects whose upload is gone (no
+   * multipart upload, no data object). Only keys that parse as the store's own (#parseKey): anything else that
+   * shares the prefix is left alone. S3 has no conditional DeleteObject everywhere, so each is checked right before
+   * it is removed; a bucket lifecycle rule (AbortIncompleteMultipartUpload) is the safety net for the rest.
    */
   async removeAbandoned (before: Date): Promise<number> {
     let removed = 0
     for await (const upload of this.#multipartUploads(this.prefix)) {
       if (upload.initiated === undefined || upload.initiated >= before) continue
-      const id = upload.key.slice(upload.key.lastIndexOf('/') + 1)
-      const info = isValidUploadId(id) && upload.key.startsWith(this.prefix)
-        ? await this.#readInfo(id).catch((error: unknown) => {
-          if ((error as { code?: unknown }).code === 'FST_TUS_NOT_FOUND') return undefined
-          throw error
-        })
-        : undefined
-      if (info !== undefined && info.body.uploadId === upload.uploadId && this.#dataKey(id, info.body.directory) === upload.key) continue
+      const key = this.#parseKey(upload.key)
+      if (key?.kind !== 'data') continue
+      const info = await this.#infoIfAny(key.id)
+      if (info !== undefined && info.body.uploadId === upload.uploadId && info.body.directory === key.directory) continue
       await this.#abort(upload.key, upload.uploadId)
       removed++
     }
+    for await (const object of this.#objects(this.prefix)) {
+      if (object.lastModified === undefined || object.lastModified >= before) continue
+      const key = this.#parseKey(object.key)
+      const abandoned = key?.kind === 'incomplete'
+        ? await this.#incompleteAbandoned(key.id, before)
+        : key?.kind === 'pending-final'
+          ? await this.#infoIfAny(key.partialId) === undefined
+          : key?.kind === 'info' && await this.#infoAbandoned(key.id, before)
+      if (!abandoned) continue
+      await this.#delete(object.key)
+      removed++
+    }
     return removed
+  }
+
+  /** Whether `<id>.part` is old and counts for no upload: no info object, a completed upload, another multipart upload. */
+  async #incompleteAbandoned (id: string, before: Date): Promise<boolean> {
+    const info = await this.#infoIfAny(id)
+    const incomplete = await this.#head(this.#incompleteKey(id))
+    if (incomplete?.LastModified === undefined || incomplete.LastModified >= before) return false
+    return info === undefined || info.body.completed === true || !isPartOf(incomplete.Metadata, info.body.uploadId)
+  }
+
+  /** Whether `<id>.info` is old and describes an upload that is gone: unfinished, no multipart upload, no data object. */
+  async #infoAbandoned (id: string, before: Date): Promise<boolean> {
+    const info = await this.#infoIfAny(id)
+    if (info === undefined || info.lastModified >= before || info.body.completed === true) return false
+    if (info.body.directory !== undefined && !isValidDirectory(info.body.directory)) return false
+    const dataKey = this.#dataKey(id, info.body.directory)
+    // In this order: a completion between the two calls has its data object in place before ListParts answers 404.
+    return await this.#listParts(dataKey, info.body.uploadId) === undefined && await this.#head(dataKey) === undefined
   }
 
   async * list (): AsyncIterable<string> {
@@ -475,9 +519,8 @@ export class S3Store implements DataStore {
         ...(token === undefined ? {} : { ContinuationToken: token })
       })))
       for (const { Key } of page.Contents ?? []) {
-        if (Key === undefined || !Key.endsWith(INFO_SUFFIX)) continue
-        const id = Key.slice(this.prefix.length, -INFO_SUFFIX.length)
-        if (isValidUploadId(id)) yield id
+        const key = Key === undefined ? undefined : this.#parseKey(Key)
+        if (key?.kind === 'info') yield key.id
       }
       token = page.IsTruncated === true ? page.NextContinuationToken : undefined
     } while (token !== undefined)
@@ -488,8 +531,8 @@ export class S3Store implements DataStore {
     this.#client.destroy()
   }
 
-  /** Every key under `prefix`, all pages. */
-  async * #keys (prefix: string): AsyncIterable<string> {
+  /** Every object under `prefix`, all pages. */
+  async * #objects (prefix: string): AsyncIterable<{ key: string, lastModified: Date | undefined }> {
     let token: string | undefined
     do {
       const page = await this.#send('ListObjectsV2', async (s3) => await s3.send(new ListObjectsV2Command({
@@ -497,7 +540,7 @@ export class S3Store implements DataStore {
         Prefix: prefix,
         ...(token === undefined ? {} : { ContinuationToken: token })
       })))
-      for (const { Key } of page.Contents ?? []) if (Key !== undefined) yield Key
+      for (const { Key, LastModified } of page.Contents ?? []) if (Key !== undefined) yield { key: Key, lastModified: LastModified }
       token = page.IsTruncated === true ? page.NextContinuationToken : undefined
     } while (token !== undefined)
   }
@@ -589,8 +632,9 @@ export class S3Store implements DataStore {
     }
     let incompleteSize = 0
     const incomplete = await this.#head(this.#incompleteKey(id))
-    // An incomplete part whose number is taken already went into that part (a crash came before its removal).
-    if (incomplete !== undefined && incomplete.Metadata?.[PART_NUMBER] === String(parts.length + 1)) {
+    // An incomplete part whose number is taken already went into that part (a crash came before its removal); one
+    // of another multipart upload is what a termination that died left of an earlier upload with this id.
+    if (incomplete !== undefined && incomplete.Metadata?.[PART_NUMBER] === String(parts.length + 1) && isPartOf(incomplete.Metadata, info.uploadId)) {
       incompleteSize = incomplete.ContentLength ?? 0
       offset += incompleteSize
       if (incomplete.LastModified !== undefined && incomplete.LastModified > modifiedAt) modifiedAt = incomplete.LastModified
@@ -649,6 +693,14 @@ export class S3Store implements DataStore {
     if (object === undefined) throw new TusErrors.NOT_FOUND()
     const body = JSON.parse(await object.Body!.transformToString()) as InfoObject
     return { body, lastModified: object.LastModified ?? new Date(body.createdAt) }
+  }
+
+  /** `<id>.info` and when it was written, or undefined when there is none. */
+  async #infoIfAny (id: string): Promise<{ body: InfoObject, lastModified: Date } | undefined> {
+    return await this.#readInfo(id).catch((error: unknown) => {
+      if ((error as { code?: unknown }).code === 'FST_TUS_NOT_FOUND') return undefined
+      throw error
+    })
   }
 
   /** Writes `<id>.info`; with `ifAbsent`, only if there is none (S3 answers 412 otherwise). */
@@ -710,6 +762,32 @@ export class S3Store implements DataStore {
     // Validated by onUploadCreate already; checked again because info objects are read back from S3.
     if (!isValidDirectory(directory)) throw new TusErrors.STORE_FAILED(`invalid directory recorded for upload ${id}`)
     return `${this.prefix}${directory}/${id}`
+  }
+
+  /**
+   * The inverse of the key functions above: which of the store's keys `key` is, or undefined for any other key
+   * (not under the prefix, or not of their form), which the store never touches. Ids and directories have no dots,
+   * so the suffixes cannot occur inside them.
+   */
+  #parseKey (key: string): StoreKey | undefined {
+    if (!key.startsWith(this.prefix)) return undefined
+    const rest = key.slice(this.prefix.length)
+    const finals = rest.indexOf(PENDING_FINALS_SUFFIX)
+    if (finals !== -1) {
+      const partialId = rest.slice(0, finals)
+      const finalId = rest.slice(finals + PENDING_FINALS_SUFFIX.length)
+      return isValidUploadId(partialId) && isValidUploadId(finalId) ? { kind: 'pending-final', partialId, finalId } : undefined
+    }
+    for (const [suffix, kind] of [[INFO_SUFFIX, 'info'], [INCOMPLETE_SUFFIX, 'incomplete']] as const) {
+      if (!rest.endsWith(suffix)) continue
+      const id = rest.slice(0, -suffix.length)
+      return isValidUploadId(id) ? { kind, id } : undefined
+    }
+    const slash = rest.lastIndexOf('/')
+    const id = rest.slice(slash + 1)
+    const directory = slash === -1 ? undefined : rest.slice(0, slash)
+    if (!isValidUploadId(id) || (directory !== undefined && !isValidDirectory(directory))) return undefined
+    return { kind: 'data', id, directory }
   }
 
   /** Runs one S3 call; its failure becomes FST_TUS_STORE_FAILED naming the operation (the S3 error is the cause). */
@@ -810,6 +888,17 @@ class PartBuffer {
  */
 function objectHeaders (id: string, metadata: UploadMetadata): { ContentType: string, ContentDisposition: string } {
   return { ContentType: contentType(metadata), ContentDisposition: contentDisposition(metadata, id) }
+}
+
+/**
+ * Whether an incomplete-part object with this metadata holds bytes of multipart upload `uploadId`. One written
+ * before the upload's id was recorded in it names none and counts, as it did then: in-progress uploads keep their
+ * bytes across the update, and only an earlier upload's leftover from a termination that died before the update
+ * can still be taken for a new one's.
+ */
+function isPartOf (metadata: Record<string, string> | undefined, uploadId: string): boolean {
+  const named = metadata?.[PART_UPLOAD_ID]
+  return named === undefined || named === uploadId
 }
 
 function assertSafeId (id: string): void {

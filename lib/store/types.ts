@@ -150,7 +150,8 @@ export interface DataStore {
   /**
    * Optional: removes what failures left behind that no upload refers to any more, if it was started (or last
    * modified) before `before` (S3: multipart uploads without an info object, from a crashed create or an
-   * interrupted termination; FileStore: torn info files, data files without an info file, temporary info files).
+   * interrupted termination, and what such a termination leaves of the upload's other objects; FileStore: torn
+   * info files, data files without an info file, temporary info files).
    * Never a valid upload, never anything newer than `before`: it may run while requests do. `removeExpired()`
    * calls it with its retention horizon. Resolves with how many it removed.
    */
