@@ -3,7 +3,7 @@ import t from 'tap'
 import { connect } from 'node:net'
 import { once } from 'node:events'
 import type { UploadInfo } from '../lib/index.js'
-import { backdate, createUpload, idOf, rawRequest, startServer, tusRequest, tusUpload, randomBytesSeeded } from './helpers.js'
+import { backdate, createUpload, idOf, rawRequest, send, startServer, tusRequest, tusUpload, randomBytesSeeded } from './helpers.js'
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
 const patch = async (url: string, offset: number, body: string) =>
@@ -158,6 +158,30 @@ tus_lock_wait_seconds_total X
 # TYPE tus_lock_timeouts_total counter
 tus_lock_timeouts_total 0
 `)
+})
+
+t.test('metrics: every answer >= 400 is one error, an auth that refuses by replying too', async (t) => {
+  const server = await startServer(t, {
+    auth: async (request, reply) => {
+      if (request.headers['x-deny'] === 'reply') await reply.code(403).send('forbidden')
+      if (request.headers['x-deny'] === 'throw') throw Object.assign(new Error('no'), { statusCode: 403 })
+    }
+  })
+  const errors = () => server.app.tus.metrics().split('\n').filter((line) => line.startsWith('tus_errors_total{')).join('\n')
+  const url = await createUpload(server, { 'Upload-Length': '3' })
+  t.equal((await tusRequest(url, { method: 'HEAD', headers: { 'x-deny': 'throw' } })).status, 403)
+  t.equal(errors(), 'tus_errors_total{code="HTTP_403"} 1', 'a thrown refusal once, not again when its answer is sent')
+  t.equal((await tusRequest(url, { method: 'HEAD', headers: { 'x-deny': 'reply' } })).status, 403)
+  t.equal((await send(url, 'HEAD', { 'Upload-Draft-Interop-Version': '6', 'x-deny': 'reply' })).status, 403)
+  t.equal(errors(), 'tus_errors_total{code="HTTP_403"} 3', 'a refusal by reply, in both protocols')
+  t.equal((await tusRequest(`${server.endpoint}nope`, { method: 'HEAD' })).status, 404)
+  t.equal((await send(`${server.endpoint}nope`, 'HEAD', { 'Upload-Draft-Interop-Version': '6' })).status, 404)
+  t.equal((await patch(url, 1, 'x')).status, 409)
+  t.equal(errors(), [
+    'tus_errors_total{code="FST_TUS_NOT_FOUND"} 2',
+    'tus_errors_total{code="FST_TUS_OFFSET_MISMATCH"} 1',
+    'tus_errors_total{code="HTTP_403"} 3'
+  ].join('\n'), 'an error with a code, by its code and once')
 })
 
 t.test('metrics: no route unless metricsPath is set', async (t) => {

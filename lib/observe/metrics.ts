@@ -79,7 +79,7 @@ export class TusMetrics {
     this.requests.set(key, (this.requests.get(key) ?? 0) + 1)
   }
 
-  /** By the error's `code`; a code-less error (a hook's refusal) by its status, `HTTP_403`. */
+  /** By the error's `code`; a code-less error or answer (a hook's refusal) by its status, `HTTP_403`. */
   countError (code: unknown, statusCode: unknown): void {
     const key = typeof code === 'string' && ERROR_CODE.test(code)
       ? code
@@ -161,13 +161,19 @@ export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
 export function countRequests (instance: FastifyInstance, metrics: TusMetrics): void {
   // onSend, not onResponse: the status is final here, and a scrape that follows the response counts it.
   // Callbacks, not promises: these run on every request.
+  // A request whose error onError has counted: onSend must not count its answer again.
+  const errored = new WeakSet<object>()
   instance.addHook('onSend', (request, reply, payload, done) => {
-    metrics.countRequest(request.method, reply.statusCode)
+    const status = reply.statusCode
+    metrics.countRequest(request.method, status)
+    // An answer >= 400 that no error passed onError for (an `auth` that refused by replying) is still an error.
+    if (status >= 400 && !errored.has(request)) metrics.countError(undefined, status)
     done(null, payload)
   })
-  instance.addHook('onError', (_request, _reply, error, done) => {
+  instance.addHook('onError', (request, _reply, error, done) => {
     const { code, statusCode } = error as { code?: unknown, statusCode?: unknown }
     metrics.countError(code, statusCode)
+    errored.add(request)
     done()
   })
   instance.addHook('onResponse', (request, reply, done) => {
