@@ -42,12 +42,12 @@ async function removeAbandoned (services: TusServices): Promise<void> {
 /** Whether it removed the upload `id`. */
 async function removeIfExpired (services: TusServices, id: string): Promise<boolean> {
   const candidate = await services.store.getInfo(id).catch(() => undefined)
-  if (candidate === undefined || !isExpired(services, candidate)) return false
+  if (candidate === undefined || !await hasExpired(services, candidate)) return false
   const lock = await services.locker.lock(id, { timeoutMs: services.options.lockTimeout, requestRelease: false }).catch(() => undefined)
   if (lock === undefined) return false
   try {
     const upload = await services.store.getInfo(id).catch(() => undefined)
-    if (upload === undefined || !isExpired(services, upload) || !await mayExpire(services, upload)) return false
+    if (upload === undefined || !await hasExpired(services, upload) || !await mayExpire(services, upload)) return false
     await services.store.terminate(id)
     services.metrics.uploadsExpired++
     notify(services.events, services.log, 'expired', upload)
@@ -55,6 +55,11 @@ async function removeIfExpired (services: TusServices, id: string): Promise<bool
   } finally {
     await lock.release()
   }
+}
+
+/** isExpired, false when a partial of an unfinished final cannot be read now: the next sweep decides. */
+async function hasExpired (services: TusServices, upload: UploadInfo): Promise<boolean> {
+  return await Promise.resolve(isExpired(services, upload)).catch(() => false)
 }
 
 /** onUploadExpire's answer: false or a throw keeps the upload (a throw is logged). */

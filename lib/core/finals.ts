@@ -1,11 +1,12 @@
 import type { FastifyRequest } from 'fastify'
 import { TusErrors, errorMessage, type TusHttpError } from '../errors.js'
 import type { UploadLock } from '../lockers/lock.js'
-import type { UploadConcat, UploadInfo, WriteOptions } from '../store/types.js'
+import type { UploadInfo, WriteOptions } from '../store/types.js'
 import type { UploadResponse } from '../types.js'
 import { freeReadChunk } from './free-memory.js'
 import { completeUpload } from './lifecycle.js'
 import { waitingFinals, type WaitingFinals } from './pending-finals.js'
+import { partialsOf, type FinalConcat } from './partials.js'
 import { heldBy, whileHeld, type TusServices } from './services.js'
 import { isComplete, loadFor } from './uploads.js'
 
@@ -24,8 +25,6 @@ import { isComplete, loadFor } from './uploads.js'
  * A final knows each partial by the identity it had when the final was made (`UploadConcat.partials`): one that is
  * gone, or another upload created since under its id, makes the final one that can never complete (410).
  */
-
-type FinalConcat = UploadConcat & { type: 'final' }
 
 /** After `partialId` completed: completes the finals that were waiting for it and now can be. */
 export async function finishFinalsWaitingOn (services: TusServices, request: FastifyRequest, partialId: string): Promise<void> {
@@ -152,28 +151,6 @@ async function forget (list: WaitingFinals, request: FastifyRequest, final: Uplo
 async function incompletePartials (services: TusServices, concat: FinalConcat): Promise<string[]> {
   const partials = await partialsOf(services, concat)
   return [...new Set(partials.filter((partial) => !isComplete(partial)).map((partial) => partial.id))]
-}
-
-/**
- * The final's partials as they stand, one per entry of its `parts`, each still the upload the final was made of;
- * else PARTIAL_GONE (410), never the partial's own 404, which would read as the final's. Not the same upload: one
- * created again under the id (onUploadCreate may choose ids: someone else's, maybe, which onUploadAccess checked
- * only when the final was made), or something other than a partial. A final stored before its partials' identities
- * were recorded knows them by id alone.
- */
-async function partialsOf (services: TusServices, concat: FinalConcat): Promise<UploadInfo[]> {
-  const reads = new Map<string, Promise<UploadInfo>>()
-  return await Promise.all(concat.parts.map(async (id, index) => {
-    const read = reads.get(id) ?? services.store.getInfo(id)
-    reads.set(id, read)
-    const partial = await read.catch((error: unknown) => {
-      throw (error as TusHttpError).code === 'FST_TUS_NOT_FOUND' ? new TusErrors.PARTIAL_GONE(id) : error
-    })
-    const made = concat.partials?.[index]
-    const replaced = made !== undefined && (Date.parse(made.createdAt) !== partial.createdAt.getTime() || made.size !== partial.size)
-    if (replaced || partial.concat?.type !== 'partial') throw new TusErrors.PARTIAL_GONE(id)
-    return partial
-  }))
 }
 
 /** A final's Upload-Concat with the identity of each partial it is made of (as `partialUpload` found them). */

@@ -90,7 +90,7 @@ export async function appendToUpload (services: TusServices, request: FastifyReq
   let outcome: UploadOutcome
   try {
     const held = heldBy(lock)
-    const found = underLock(services, await services.store.getInfo(id, held), admitted)
+    const found = await underLock(services, await services.store.getInfo(id, held), admitted)
     const upload = touched(request, found.completing === true ? await completePending(services, request, found, held) : found)
     if (upload.concat?.type === 'final') throw new TusErrors.FINAL_UPLOAD()
     if (input.offset !== upload.offset) {
@@ -117,9 +117,10 @@ export async function appendToUpload (services: TusServices, request: FastifyReq
 /** Offset retrieval: the upload once no request writes to it. A final whose partials are all complete is finished first. */
 export async function readStatus (services: TusServices, request: FastifyRequest, id: string): Promise<UploadInfo> {
   const admitted = await admitBeforeLock(services, request, id, 'read')
-  const upload = underLock(services, await loadSettled(services, id), admitted)
+  const checked = underLock(services, await loadSettled(services, id), admitted)
   // Without a call (and its promise) for the uploads that are neither unfinished finals nor completing: a HEAD is
   // mostly such small costs.
+  const upload = checked instanceof Promise ? await checked : checked
   if (upload.completing === true) return touched(request, await finishCompletion(services, request, upload))
   return touched(request, isUnfinishedFinal(upload) ? await finishIfFinal(services, request, upload) : upload)
 }
@@ -145,7 +146,7 @@ export async function readFinished (services: TusServices, request: FastifyReque
  */
 async function settledUnlessLockDown (services: TusServices, found: UploadInfo): Promise<UploadInfo> {
   try {
-    return underLock(services, await loadSettled(services, found.id, { requestRelease: false }), found)
+    return await underLock(services, await loadSettled(services, found.id, { requestRelease: false }), found)
   } catch (error) {
     if ((error as TusHttpError).code === 'FST_TUS_LOCK_FAILED') return found
     throw error
@@ -158,7 +159,7 @@ export async function removeUpload (services: TusServices, request: FastifyReque
   services.sharedReads.beforeWrite(id)
   const lock = await lockUpload(services, id)
   try {
-    await terminateUpload(services, request, underLock(services, await services.store.getInfo(id), admitted))
+    await terminateUpload(services, request, await underLock(services, await services.store.getInfo(id), admitted))
     services.diskReserve.track(undefined, id)
   } finally {
     await lock.release()

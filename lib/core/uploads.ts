@@ -4,6 +4,7 @@ import type { LockOptions } from '../lockers/lock.js'
 import type { UploadInfo } from '../store/types.js'
 import type { UploadAction } from '../types.js'
 import { checkAccess } from './lifecycle.js'
+import { latestPartialWrite } from './partials.js'
 import { lockUpload, type TusServices } from './services.js'
 
 const DAY_MS = 24 * 60 * 60 * 1000
@@ -12,16 +13,25 @@ export function isComplete (upload: UploadInfo): boolean {
   return upload.size !== undefined && upload.offset === upload.size
 }
 
-/** When `upload` expires, or undefined when it never does (no retention, or a complete upload, kept by default). */
-export function expiresAt (services: TusServices, upload: UploadInfo): Date | undefined {
+/**
+ * When `upload` expires, or undefined when it never does (no retention, or a complete upload, kept by default):
+ * `daysToKeep` after its last write. An unfinished final's last write is the latest among it and its partials: it
+ * can still complete while a partial is written to, and must not be lost before the partial it waits for. A promise
+ * only for such a final, whose partials are read (at most `maxConcatReferences`); every other upload, the common
+ * case, is decided from its own info, without a store call or a promise.
+ */
+export function expiresAt (services: TusServices, upload: UploadInfo): Date | undefined | Promise<Date | undefined> {
   const { daysToKeep, expireCompleted } = services.options
   if (!Number.isFinite(daysToKeep) || (!expireCompleted && isComplete(upload))) return undefined
-  return new Date(upload.modifiedAt.getTime() + services.options.daysToKeep * DAY_MS)
+  const after = (lastWrite: number): Date => new Date(lastWrite + daysToKeep * DAY_MS)
+  if (upload.concat?.type !== 'final' || isComplete(upload)) return after(upload.modifiedAt.getTime())
+  return latestPartialWrite(services, upload.concat).then((partialWrite) => after(Math.max(upload.modifiedAt.getTime(), partialWrite)))
 }
 
-export function isExpired (services: TusServices, upload: UploadInfo, now = Date.now()): boolean {
+export function isExpired (services: TusServices, upload: UploadInfo, now = Date.now()): boolean | Promise<boolean> {
+  const passed = (expiry: Date | undefined): boolean => expiry !== undefined && expiry.getTime() <= now
   const expiry = expiresAt(services, upload)
-  return expiry !== undefined && expiry.getTime() <= now
+  return expiry instanceof Promise ? expiry.then(passed) : passed(expiry)
 }
 
 /**
@@ -50,16 +60,21 @@ export async function admitBeforeLock (services: TusServices, request: FastifyRe
 /**
  * The upload as read under its lock: 404 when it is no longer the one admitted (removed and created again under the
  * same id, which onUploadCreate may choose, while the request waited: someone else's, maybe); 410 when expired.
+ * A promise only for an unfinished final (expiresAt).
  */
-export function underLock (services: TusServices, upload: UploadInfo, admitted: UploadInfo | undefined): UploadInfo {
+export function underLock (services: TusServices, upload: UploadInfo, admitted: UploadInfo | undefined): UploadInfo | Promise<UploadInfo> {
   if (admitted !== undefined && admitted.createdAt.getTime() !== upload.createdAt.getTime()) throw new TusErrors.NOT_FOUND()
   return unexpired(services, upload)
 }
 
-/** `upload`, unless it has expired (410). */
-function unexpired (services: TusServices, upload: UploadInfo): UploadInfo {
-  if (isExpired(services, upload)) throw new TusErrors.GONE()
-  return upload
+/** `upload`, unless it has expired (410); a promise only for an unfinished final (expiresAt). */
+function unexpired (services: TusServices, upload: UploadInfo): UploadInfo | Promise<UploadInfo> {
+  const gone = (expired: boolean): UploadInfo => {
+    if (expired) throw new TusErrors.GONE()
+    return upload
+  }
+  const expired = isExpired(services, upload)
+  return typeof expired === 'boolean' ? gone(expired) : expired.then(gone)
 }
 
 /**

@@ -62,7 +62,8 @@ export const handleDraftCreation: DraftHandler = async (services, version, reque
     },
     ...progressInterims(request, reply, version)
   })
-  setUploadHeaders(services, version, reply, outcome.upload)
+  const expiry = expiresAt(services, outcome.upload)
+  setUploadHeaders(services, version, reply, outcome.upload, expiry instanceof Promise ? await expiry : expiry)
   await sendUploadResponse(reply, 201, outcome.response)
 }
 
@@ -82,7 +83,8 @@ export const handleDraftAppend: DraftHandler = async (services, version, request
   const outcome = await appendToUpload(services, request, id, {
     offset, length: declaredLength(request, complete, offset), completes: complete, ...progressInterims(request, reply, version)
   })
-  setUploadHeaders(services, version, reply, outcome.upload)
+  const expiry = expiresAt(services, outcome.upload)
+  setUploadHeaders(services, version, reply, outcome.upload, expiry instanceof Promise ? await expiry : expiry)
   // -01 acknowledged an append that leaves the upload incomplete with 201 (and Upload-Incomplete: ?1).
   const status = version.completeHeader === 'Upload-Incomplete' && !isComplete(outcome.upload) ? 201 : 204
   await sendUploadResponse(reply, status, outcome.response)
@@ -93,7 +95,8 @@ export const handleDraftHead: DraftHandler = async (services, version, request, 
   const forbidden = hasAnyHeader(request, ['Upload-Offset', version.completeHeader, 'Upload-Length'])
   if (forbidden !== undefined) throw new TusErrors.INVALID_HEADER(forbidden, 'not allowed on offset retrieval')
   const upload = await readStatus(services, request, uploadIdOf(request))
-  setStatusHeaders(services, version, reply, upload)
+  const expiry = expiresAt(services, upload)
+  setStatusHeaders(services, version, reply, upload, expiry instanceof Promise ? await expiry : expiry)
   await reply.code(204).send()
 }
 
@@ -108,7 +111,8 @@ export const handleDraftGet: DraftHandler = async (services, version, request, r
     return
   }
   const upload = await readStatus(services, request, id)
-  setStatusHeaders(services, version, reply, upload)
+  const expiry = expiresAt(services, upload)
+  setStatusHeaders(services, version, reply, upload, expiry instanceof Promise ? await expiry : expiry)
   if (isComplete(upload)) await sendDownload(services, request, reply, upload)
   else await reply.code(204).send()
 }
@@ -164,28 +168,31 @@ function progressInterims (request: FastifyRequest, reply: FastifyReply, version
   }
 }
 
-/** `Upload-Limit` (a Structured Fields dictionary) for this version, or undefined where it has none. */
-export function uploadLimit (services: TusServices, version: DraftVersion, upload?: UploadInfo): string | undefined {
+/**
+ * `Upload-Limit` (a Structured Fields dictionary) for this version, or undefined where it has none; for an upload
+ * when `upload` is given, with its `expiry` (expiresAt).
+ */
+export function uploadLimit (services: TusServices, version: DraftVersion, upload?: { expiry: Date | undefined }): string | undefined {
   if (version.uploadLimit === 'none') return undefined
   const parts = [`max-size=${services.options.maxSize}`, 'min-size=0']
   if (upload === undefined) {
     if (Number.isFinite(services.options.daysToKeep)) parts.push(`${version.uploadLimit}=${Math.floor(services.options.daysToKeep * 86_400)}`)
   } else {
-    const expiry = expiresAt(services, upload)
+    const { expiry } = upload
     if (expiry !== undefined) parts.push(`${version.uploadLimit}=${Math.max(0, Math.floor((expiry.getTime() - Date.now()) / 1000))}`)
   }
   return parts.join(', ')
 }
 
-function setUploadHeaders (services: TusServices, version: DraftVersion, reply: FastifyReply, upload: UploadInfo): void {
+function setUploadHeaders (services: TusServices, version: DraftVersion, reply: FastifyReply, upload: UploadInfo, expiry: Date | undefined): void {
   const [name, value] = completeHeaderValue(version, isComplete(upload))
   reply.header('Upload-Draft-Interop-Version', String(version.interop)).header('Upload-Offset', String(upload.offset)).header(name, value)
-  const limit = uploadLimit(services, version, upload)
+  const limit = uploadLimit(services, version, { expiry })
   if (limit !== undefined) reply.header('Upload-Limit', limit)
 }
 
-function setStatusHeaders (services: TusServices, version: DraftVersion, reply: FastifyReply, upload: UploadInfo): void {
-  setUploadHeaders(services, version, reply, upload)
+function setStatusHeaders (services: TusServices, version: DraftVersion, reply: FastifyReply, upload: UploadInfo, expiry: Date | undefined): void {
+  setUploadHeaders(services, version, reply, upload, expiry)
   if (upload.size !== undefined) reply.header('Upload-Length', String(upload.size))
   reply.header('Cache-Control', 'no-store')
 }

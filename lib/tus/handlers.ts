@@ -7,7 +7,7 @@ import { expiresAt, isComplete } from '../core/uploads.js'
 import { TusErrors } from '../errors.js'
 import { isValidUploadId } from '../ids.js'
 import { parseMetadata, serializeMetadata } from '../metadata.js'
-import type { UploadConcat, UploadInfo } from '../store/types.js'
+import type { UploadConcat } from '../store/types.js'
 import { sendDownload } from '../wire/download.js'
 import { collectionPath, idFromSegment, uploadIdOf, uploadLocation } from '../wire/location.js'
 import { sendUploadResponse } from '../wire/response.js'
@@ -55,7 +55,8 @@ export const handleHead: TusHandler = async (services, request, reply) => {
   if (upload.size === undefined) reply.header('Upload-Defer-Length', '1')
   else reply.header('Upload-Length', String(upload.size))
   if (Object.keys(upload.metadata).length > 0) reply.header('Upload-Metadata', serializeMetadata(upload.metadata))
-  setExpires(services, reply, upload)
+  const expiry = expiresAt(services, upload)
+  setExpires(reply, expiry instanceof Promise ? await expiry : expiry)
   await reply.code(200).send()
 }
 
@@ -85,12 +86,12 @@ export const handleDelete: TusHandler = async (services, request, reply) => {
 export const TUS_UPLOAD_HANDLERS: Readonly<Record<string, TusHandler>> = { PATCH: handlePatch, DELETE: handleDelete, HEAD: handleHead, GET: handleGet }
 
 async function sendOutcome (services: TusServices, reply: FastifyReply, status: number, outcome: UploadOutcome): Promise<void> {
-  setExpires(services, reply, outcome.upload)
+  const expiry = expiresAt(services, outcome.upload)
+  setExpires(reply, expiry instanceof Promise ? await expiry : expiry)
   await sendUploadResponse(reply, status, outcome.response)
 }
 
-function setExpires (services: TusServices, reply: FastifyReply, upload: UploadInfo): void {
-  const expiry = expiresAt(services, upload)
+function setExpires (reply: FastifyReply, expiry: Date | undefined): void {
   if (expiry !== undefined) reply.header('Upload-Expires', expiry.toUTCString())
 }
 
