@@ -954,3 +954,97 @@ for (const dialect of DIALECTS) {
     t.same(await dialect.offsetOf('http/1.1', created.url), { status: dialect.offsetRetrieved, offset: 3 })
   })
 }
+
+/** The count of requests that stored bytes and then failed, from the metrics text. */
+function failuresCounted (server: TestServer): number {
+  return Number(/^tus_upload_failures_total (\d+)$/m.exec(server.app.tus.metrics())?.[1])
+}
+
+for (const dialect of DIALECTS.filter((each) => each !== tus)) {
+  for (const transport of TRANSPORTS) {
+    const streamed = transport === 'http/1.1 chunked' || transport === 'h2c streamed'
+    t.test(`${dialect.name} over ${transport}: a request completing the upload with a body short of its length is refused, nothing of it kept`, async (t) => {
+      const { server, log } = await recordingServer(t, transport)
+      const failed: number[] = []
+      server.app.tus.on('failed', (_error, upload) => { failed.push(upload.offset) })
+      const created = await dialect.create(transport, server, { length: 100, body: SOURCE.subarray(0, 10) })
+      t.equal(created.headers['upload-offset'], '10')
+      const short = await dialect.append(transport, created.url, 10, SOURCE.subarray(10, 50), { last: true })
+      t.equal(short.status, 400)
+      t.equal(short.headers['upload-offset'], '10', 'the offset before the request')
+      t.equal(sha256(await stored(server, created.url)), sha256(SOURCE.subarray(0, 10)), 'nothing of the body on disk')
+      t.same(await dialect.offsetOf(transport, created.url), { status: 204, offset: 10 })
+      // With Content-Length the length is refused before a byte is read: nothing stored, nothing failed.
+      t.same(failed, streamed ? [10] : [], 'failed, with the offset as it stands')
+      t.equal(failuresCounted(server), streamed ? 1 : 0)
+
+      const rest = await dialect.append(transport, created.url, 10, SOURCE.subarray(10, 100), { last: true })
+      t.equal(rest.status, dialect.appended(true), 'the upload goes on')
+      t.equal(sha256(await stored(server, created.url)), sha256(SOURCE.subarray(0, 100)))
+      t.same(log, ['hook create 100', 'event created', 'hook complete 100', 'event completed 100'])
+    })
+
+    t.test(`${dialect.name} over ${transport}: a creation completing the upload with a body short of its length keeps nothing of it`, async (t) => {
+      const { server, log } = await recordingServer(t, transport)
+      const failed: number[] = []
+      server.app.tus.on('failed', (_error, upload) => { failed.push(upload.offset) })
+      const created = await dialect.create(transport, server, { length: 100, body: SOURCE.subarray(0, 40), last: true })
+      t.equal(created.status, 400)
+      if (!streamed) {
+        t.same(log, [], 'refused before the upload exists')
+        return
+      }
+      t.equal(created.headers['upload-offset'], '0')
+      t.equal((await stored(server, created.url)).length, 0, 'nothing of the body on disk')
+      t.same(failed, [0])
+      t.equal(failuresCounted(server), 1)
+      const rest = await dialect.append(transport, created.url, 0, SOURCE.subarray(0, 100), { last: true })
+      t.equal(rest.status, dialect.appended(true), 'the upload goes on')
+      t.equal(sha256(await stored(server, created.url)), sha256(SOURCE.subarray(0, 100)))
+      t.same(log, ['hook create 100', 'event created', 'hook complete 100', 'event completed 100'])
+    })
+  }
+}
+
+for (const dialect of DIALECTS) {
+  t.test(`${dialect.name}: progress reports a checksummed body once committed, never bytes dropped`, async (t) => {
+    const hooked: number[] = []
+    const { server } = await recordingServer(t, 'http/1.1', { onUploadProgress: (upload) => { hooked.push(upload.offset) } })
+    const emitted: number[] = []
+    server.app.tus.on('progress', (upload) => { emitted.push(upload.offset) })
+    const failed: number[] = []
+    server.app.tus.on('failed', (_error, upload) => { failed.push(upload.offset) })
+    /** The offsets reported since the last call, the hook's and the event's alike. */
+    const reported = (): number[] => {
+      t.same(emitted, hooked, 'the event reports what the hook saw')
+      const offsets = [...hooked]
+      hooked.length = 0
+      emitted.length = 0
+      return offsets
+    }
+    const body = SOURCE.subarray(0, 1000)
+    const checksum = (bytes: Buffer): Record<string, string> => ({ 'Upload-Checksum': `sha1 ${createHash('sha1').update(bytes).digest('base64')}` })
+    const created = await dialect.create('http/1.1', server, { length: body.length })
+
+    const socket = await appendOnSocket(created.url, `${headLines({ ...dialect.appendHeaders(0, {}), ...checksum(body) })}Content-Length: 1000\r\n`, body.subarray(0, 400))
+    t.equal(await firstHalfIn(server, created.url, 0), 'staged')
+    socket.destroy()
+    // An empty append waits for the upload's lock, so it answers after the cut request is done.
+    t.equal((await dialect.append('http/1.1', created.url, 0, Buffer.alloc(0), {})).headers['upload-offset'], '0', 'nothing of the cut body kept')
+    t.same(reported(), [0], 'cut short: only the report before the first byte')
+
+    const mismatch = await send('http/1.1', created.url, 'PATCH', { ...dialect.appendHeaders(0, {}), ...checksum(Buffer.from('other')) }, body.subarray(0, 500))
+    t.equal(mismatch.status, 460)
+    t.same(reported(), [0], 'a mismatch: only the report before the first byte')
+    t.same(failed, [0])
+    t.ok(mismatch.interim.every((headers) => headers['upload-offset'] === undefined || headers['upload-offset'] === '0'), 'no 104 counts the refused bytes')
+
+    const first = await send('http/1.1', created.url, 'PATCH', { ...dialect.appendHeaders(0, {}), ...checksum(body.subarray(0, 400)) }, body.subarray(0, 400))
+    t.equal(first.status, dialect.appended(false))
+    t.same(reported(), [0, 400], 'committed: reported')
+    if (dialect.name.startsWith('draft') && Number(dialect.versioned['Upload-Draft-Interop-Version']) >= 5) {
+      t.equal(first.interim.at(-1)?.['upload-offset'], '400', 'the last 104 says the same')
+    }
+    t.equal(sha256(await stored(server, created.url)), sha256(body.subarray(0, 400)))
+  })
+}

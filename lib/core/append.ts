@@ -1,5 +1,5 @@
 import type { FastifyRequest } from 'fastify'
-import { TusErrors, errorMessage, retryLater, withFacts, type TusErrorFacts, type TusHttpError } from '../errors.js'
+import { TusDraftErrors, TusErrors, errorMessage, retryLater, withFacts, type TusErrorFacts, type TusHttpError } from '../errors.js'
 import type { UploadInfo, WriteOptions } from '../store/types.js'
 import { BoundedBody, RequestBody } from './body.js'
 import {
@@ -24,10 +24,11 @@ import { noteBytes } from './touched.js'
  * Every other body streams straight into the store. A chunked one (no Content-Length) may still bring a trailer
  * checksum nobody announced, or go beyond the limit: it is checked once it has ended, and cut off again (the
  * store's `truncate`) when it fails, so that nothing of it stays, as if it had been staged. With a store that
- * cannot cut, every chunked body is staged.
+ * cannot cut, every chunked body is staged. A body that arrives whole but short of a known length while the request
+ * says it completes the upload (`input.completes`) is refused the same way, nothing of it kept.
  */
 export async function appendBody (
-  services: TusServices, request: FastifyRequest, upload: UploadInfo, onProgress?: (upload: UploadInfo) => void, held?: WriteOptions
+  services: TusServices, request: FastifyRequest, upload: UploadInfo, input: AppendInput, held?: WriteOptions
 ): Promise<UploadInfo> {
   const declared = integerHeader(request, 'Content-Length')
   ensureRoom(services, upload, declared ?? 0)
@@ -37,7 +38,7 @@ export async function appendBody (
   const requestBody = request.body instanceof RequestBody ? request.body : undefined
   if (upload.size !== undefined) requestBody?.wholeAt(room)
   const body = new BoundedBody(requestBody, room)
-  const progress = new ProgressTracker(services, request, upload, onProgress)
+  const progress = new ProgressTracker(services, request, upload, input.onProgress)
   let offset = upload.offset
   // Bytes streamed straight to the store are counted as the store takes them; staged ones once committed.
   let counted = 0
@@ -50,9 +51,9 @@ export async function appendBody (
   try {
     const chunked = declared === undefined && body.present
     const staging = expected !== undefined || (chunked && (announcesChecksumTrailer(request) || services.store.truncate === undefined))
-    const staged = staging ? await storeFailure(services, request, upload, async () => await stageBody(services, progress.track(body), expected, requestBody?.reclaim)) : undefined
+    const staged = staging ? await storeFailure(services, request, upload, async () => await stageBody(services, progress.stage(body), expected, requestBody?.reclaim)) : undefined
     try {
-      const source = staged === undefined ? progress.track(body, count) : await verifiedSource(request, staged, expected, body, progress, upload)
+      const source = staged === undefined ? progress.track(body, count) : await verifiedSource(request, staged, expected, body, progress, upload, input.completes)
       if (source !== undefined) {
         // Chunks are freed as the store is done with them: the request body's (RequestBody.reclaim), or a staged body's
         // as read back from its file, which nothing else reads.
@@ -60,7 +61,7 @@ export async function appendBody (
         const options = reclaim === undefined ? held : { ...held, reclaim }
         offset = await storeFailure(services, request, upload, async () => await services.store.write(upload.id, upload.offset, whileHeld(source, held), options))
         if (staged === undefined && chunked) {
-          const checked = await checkStreamed(services, request, upload, offset, body, progress, held)
+          const checked = await checkStreamed(services, request, upload, offset, body, progress, input.completes, held)
           offset = checked.offset
           if (checked.refusal !== undefined) throw checked.refusal
         }
@@ -80,6 +81,8 @@ export async function appendBody (
   } catch (error) {
     // A store that failed part-way knows what it kept (storeFailure asked it): the upload stands there.
     const kept = (error as TusErrorFacts).offset ?? offset
+    // Reports may have counted bytes that were then cut off again: a progress listener is left with the truth.
+    await progress.finish(kept)
     throw uploadFailed(services, request, { ...upload, offset: kept, modifiedAt: new Date() }, error)
   } finally {
     settled()
@@ -88,6 +91,14 @@ export async function appendBody (
     noteBytes(request, { ...upload, offset, modifiedAt: new Date() }, offset - upload.offset)
   }
   return { ...upload, offset, modifiedAt: new Date() }
+}
+
+/** What the request says besides its body. */
+export interface AppendInput {
+  /** The protocol's own progress reporting (the draft's 104s). */
+  onProgress?: ((upload: UploadInfo) => void) | undefined
+  /** The request says it ends the upload; undefined when its protocol has no way to say. */
+  completes?: boolean | undefined
 }
 
 interface Staged {
@@ -108,12 +119,19 @@ async function stageBody (
  * Whether an appended body may stay, one rule for staged and streamed bodies: 'keep' when it carries no checksum
  * (header or trailer) or its checksum verifies; 'drop' when it went beyond the limit or a checksummed body was cut
  * short; else the refusal to answer with, nothing of it kept either: 400 for a malformed or unsupported trailer,
- * 460 for a mismatch. `digestOf` computes the body's digest for the checksum it carries.
+ * 460 for a mismatch, 400 for a body that arrived whole short of the known length while the request `completes` the
+ * upload. `digestOf` computes the body's digest for the checksum it carries.
  */
 async function verdictOn (
   request: FastifyRequest, expected: ExpectedChecksum | undefined, body: BoundedBody, progress: ProgressTracker,
-  upload: UploadInfo, digestOf: (checksum: ExpectedChecksum) => Promise<Buffer>
+  upload: UploadInfo, completes: boolean | undefined, digestOf: (checksum: ExpectedChecksum) => Promise<Buffer>
 ): Promise<'keep' | 'drop' | Error> {
+  // A body cut short, or stopped by the progress hook, is no claim about the length: its bytes stay, resumable.
+  const whole = (): 'keep' | Error => {
+    const end = upload.offset + body.received
+    if (completes !== true || upload.size === undefined || end === upload.size || body.cutShort || progress.stopped !== undefined) return 'keep'
+    return withFacts(new TusDraftErrors.INCONSISTENT_LENGTH(`the request completes the upload but its body ends at ${end} of ${upload.size} bytes`), { offset: upload.offset })
+  }
   let checksum = expected
   if (checksum === undefined && !body.aborted) {
     try {
@@ -124,18 +142,18 @@ async function verdictOn (
   }
   if (body.exceeded) return 'drop'
   // A body cut short before the trailer it announced is dropped: it was sent to be committed only once checked.
-  if (checksum === undefined) return body.aborted && announcesChecksumTrailer(request) ? 'drop' : 'keep'
+  if (checksum === undefined) return body.aborted && announcesChecksumTrailer(request) ? 'drop' : whole()
   if (body.aborted || progress.stopped !== undefined) return 'drop'
-  if ((await digestOf(checksum)).equals(checksum.digest)) return 'keep'
+  if ((await digestOf(checksum)).equals(checksum.digest)) return whole()
   return withFacts(new TusErrors.CHECKSUM_MISMATCH(checksum.algorithm), { offset: upload.offset })
 }
 
 /** What of a staged body may be committed (verdictOn): all of it, or nothing (undefined); throws a refusal. */
 async function verifiedSource (
   request: FastifyRequest, staged: Staged, expected: ExpectedChecksum | undefined, body: BoundedBody,
-  progress: ProgressTracker, upload: UploadInfo
+  progress: ProgressTracker, upload: UploadInfo, completes: boolean | undefined
 ): Promise<AsyncIterable<Buffer> | undefined> {
-  const verdict = await verdictOn(request, expected, body, progress, upload, async (checksum) =>
+  const verdict = await verdictOn(request, expected, body, progress, upload, completes, async (checksum) =>
     staged.running?.digest() ?? await staged.chunk.digest(runningChecksum(checksum.algorithm)))
   if (verdict instanceof Error) throw verdict
   return verdict === 'keep' ? staged.chunk.read() : undefined
@@ -148,9 +166,9 @@ async function verifiedSource (
  */
 async function checkStreamed (
   services: TusServices, request: FastifyRequest, upload: UploadInfo, offset: number, body: BoundedBody,
-  progress: ProgressTracker, held: WriteOptions | undefined
+  progress: ProgressTracker, completes: boolean | undefined, held: WriteOptions | undefined
 ): Promise<{ offset: number, refusal?: Error }> {
-  const verdict = await verdictOn(request, undefined, body, progress, upload, async (checksum) => await storeFailure(services, request, upload, async () => {
+  const verdict = await verdictOn(request, undefined, body, progress, upload, completes, async (checksum) => await storeFailure(services, request, upload, async () => {
     const running = runningChecksum(checksum.algorithm)
     if (offset > upload.offset) {
       for await (const chunk of await services.store.read(upload.id, { start: upload.offset, end: offset - 1 })) {

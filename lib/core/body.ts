@@ -182,6 +182,11 @@ export class BoundedBody {
     return this.#body?.aborted ?? false
   }
 
+  /** The body ended before the client finished it: its client went away, or the server released it. */
+  get cutShort (): boolean {
+    return this.#body !== undefined && cutShort(this.#body)
+  }
+
   /** The body's chunks as they arrive, before the limit (see `admit`). */
   chunks (): AsyncIterable<Buffer> | Iterable<Buffer> {
     return this.#body ?? []
@@ -202,4 +207,9 @@ export class BoundedBody {
     this.received += room
     return chunk.subarray(0, room)
   }
+}
+
+/** A body that ended before its client finished it: the bytes that did arrive are kept, the upload resumable. */
+export function cutShort (body: RequestBody): boolean {
+  return body.aborted || body.released !== undefined
 }

@@ -90,9 +90,22 @@ export class ProgressTracker {
    * own promise and one `then`; a report (at most one per progressInterval) goes through the hook's promise.
    */
   track (body: BoundedBody, onChunk?: (bytes: number) => void): AsyncIterable<Buffer> {
+    return this.#chunks(body, onChunk, true)
+  }
+
+  /**
+   * The body's chunks within its limit, for staging: only the report before the first byte. Staged bytes are not
+   * the upload's until committed (and may never be): `finish` reports them then.
+   */
+  stage (body: BoundedBody): AsyncIterable<Buffer> {
+    return this.#chunks(body, undefined, false)
+  }
+
+  #chunks (body: BoundedBody, onChunk: ((bytes: number) => void) | undefined, stored: boolean): AsyncIterable<Buffer> {
     const source = body.chunks()
     const chunks: Iterator<Buffer> | AsyncIterator<Buffer> = Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : source[Symbol.iterator]()
-    const reporting = this.#upload.offset !== this.#upload.size
+    const open = this.#upload.offset !== this.#upload.size
+    const reporting = open && stored
     const interval = this.#services.options.progressInterval
     const end: IteratorResult<Buffer> = { value: undefined, done: true }
     let started = false
@@ -133,7 +146,7 @@ export class ProgressTracker {
         if (ended) return Promise.resolve(end)
         if (!started) {
           started = true
-          if (reporting) return this.#report().then(proceed)
+          if (open) return this.#report().then(proceed)
           return read()
         }
         const go = taken()
@@ -144,10 +157,14 @@ export class ProgressTracker {
     return { [Symbol.asyncIterator]: () => iterator }
   }
 
-  /** The report after the request's last byte, unless that byte completed the upload (completion follows). */
+  /**
+   * The report of where the upload stands once the request is done with it, unless the last report said so already
+   * or the upload is complete (completion follows): bytes committed from staging, or counted and then cut off again.
+   */
   async finish (offset: number): Promise<void> {
-    if (this.stopped !== undefined || offset === this.#upload.size || this.#stored === this.#reported) return
-    this.#stored = offset - this.#upload.offset
+    const stored = offset - this.#upload.offset
+    if (this.stopped !== undefined || offset === this.#upload.size || stored === this.#reported) return
+    this.#stored = stored
     await this.#report()
   }
 

@@ -5,7 +5,7 @@ import type { UploadLock } from '../lockers/lock.js'
 import type { UploadConcat, UploadInfo, UploadMetadata, WriteOptions } from '../store/types.js'
 import type { UploadResponse } from '../types.js'
 import { appendBody, ensureRoom } from './append.js'
-import { RequestBody } from './body.js'
+import { cutShort, RequestBody } from './body.js'
 import { headerChecksum } from './checksum.js'
 import { finishFinal, finishFinalsWaitingOn, partialUpload, withPartials } from './finals.js'
 import { completeUpload, prepareUpload, storeUpload, terminateUpload } from './lifecycle.js'
@@ -190,13 +190,14 @@ async function receive (
   services: TusServices, request: FastifyRequest, upload: UploadInfo, input: ProgressListener & { completes?: boolean | undefined }, held?: WriteOptions
 ): Promise<UploadInfo> {
   const withBody = hasBody(request)
-  let result = withBody ? await appendBody(services, request, upload, input.onProgress, held) : upload
+  let result = withBody ? await appendBody(services, request, upload, input, held) : upload
   services.diskReserve.track(result)
-  if (input.completes === true && !cutShort(request)) {
+  if (input.completes === true && !bodyCutShort(request)) {
     if (result.size === undefined) {
       await services.store.declareLength(result.id, result.offset)
       result = { ...result, size: result.offset }
     } else if (result.offset !== result.size) {
+      // Only without a body: appendBody refuses (and drops) a whole body that ends short of a known length.
       throw withFacts(new TusDraftErrors.INCONSISTENT_LENGTH(`the request completes the upload but ${result.offset} of ${result.size} bytes are stored`), { offset: result.offset })
     }
   }
@@ -303,6 +304,6 @@ function releaseBody (request: FastifyRequest): () => void {
   }
 }
 
-function cutShort (request: FastifyRequest): boolean {
-  return request.body instanceof RequestBody && (request.body.aborted || request.body.released !== undefined)
+function bodyCutShort (request: FastifyRequest): boolean {
+  return request.body instanceof RequestBody && cutShort(request.body)
 }
