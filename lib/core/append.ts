@@ -51,7 +51,7 @@ export async function appendBody (
   try {
     const chunked = declared === undefined && body.present
     const staging = expected !== undefined || (chunked && (announcesChecksumTrailer(request) || services.store.truncate === undefined))
-    const staged = staging ? await storeFailure(services, request, upload, async () => await stageBody(services, progress.stage(body), expected, requestBody?.reclaim)) : undefined
+    const staged = staging ? await storeFailure(services, request, upload, async () => await stageBody(services, progress.track(body), expected, requestBody?.reclaim)) : undefined
     try {
       const source = staged === undefined ? progress.track(body, count) : await verifiedSource(request, staged, expected, body, progress, upload, input.completes)
       if (source !== undefined) {

@@ -90,22 +90,9 @@ export class ProgressTracker {
    * own promise and one `then`; a report (at most one per progressInterval) goes through the hook's promise.
    */
   track (body: BoundedBody, onChunk?: (bytes: number) => void): AsyncIterable<Buffer> {
-    return this.#chunks(body, onChunk, true)
-  }
-
-  /**
-   * The body's chunks within its limit, for staging: only the report before the first byte. Staged bytes are not
-   * the upload's until committed (and may never be): `finish` reports them then.
-   */
-  stage (body: BoundedBody): AsyncIterable<Buffer> {
-    return this.#chunks(body, undefined, false)
-  }
-
-  #chunks (body: BoundedBody, onChunk: ((bytes: number) => void) | undefined, stored: boolean): AsyncIterable<Buffer> {
     const source = body.chunks()
     const chunks: Iterator<Buffer> | AsyncIterator<Buffer> = Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : source[Symbol.iterator]()
-    const open = this.#upload.offset !== this.#upload.size
-    const reporting = open && stored
+    const reporting = this.#upload.offset !== this.#upload.size
     const interval = this.#services.options.progressInterval
     const end: IteratorResult<Buffer> = { value: undefined, done: true }
     let started = false
@@ -146,7 +133,7 @@ export class ProgressTracker {
         if (ended) return Promise.resolve(end)
         if (!started) {
           started = true
-          if (open) return this.#report().then(proceed)
+          if (reporting) return this.#report().then(proceed)
           return read()
         }
         const go = taken()
