@@ -23,9 +23,10 @@ set +e
 bash scripts/services/run.sh "${coverage[@]}" npx tap "$@" 2>&1 | tee .tap-output.log
 status=${PIPESTATUS[0]}
 # The mutation check (scripts/mutations.ts): hand-made bugs in the core rules that the tests must catch.
-# It runs the narrowest test files of each on a copy of the tree; it starts its own redis-server.
+# It runs the narrowest test files of each on a copy of the tree, with radosgw from run.sh (the S3 store's mutations)
+# and a redis-server of its own, settled before the first lock (run.sh's has just started).
 mutations=0
-[ $# -eq 0 ] && { node --import tsx scripts/mutations.ts; mutations=$?; }
+[ $# -eq 0 ] && { bash scripts/services/run.sh env -u TUS_TEST_REDIS_URL node --import tsx scripts/mutations.ts; mutations=$?; }
 set -e
 if [ "$status" -eq 0 ] && [ "$mutations" -ne 0 ]; then
   echo "fastify-tus: the tests pass but the mutation check failed (a mutation survived or its find text is gone)" >&2
