@@ -209,14 +209,14 @@ export const MUTATIONS: Mutation[] = [
   },
   {
     name: 'core: a final copies an upload created again under its partial\'s id (same length)',
-    file: 'lib/core/finals.ts',
+    file: 'lib/core/partials.ts',
     find: 'Date.parse(made.createdAt) !== partial.createdAt.getTime() || ',
     replace: '',
     tests: ['test/concatenation-gone.test.ts']
   },
   {
     name: 'core: a final whose partial is gone answers the partial\'s 404',
-    file: 'lib/core/finals.ts',
+    file: 'lib/core/partials.ts',
     find: "throw (error as TusHttpError).code === 'FST_TUS_NOT_FOUND' ? new TusErrors.PARTIAL_GONE(id) : error",
     replace: 'throw error',
     tests: ['test/concatenation-gone.test.ts']
