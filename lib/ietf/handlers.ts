@@ -62,8 +62,7 @@ export const handleDraftCreation: DraftHandler = async (services, version, reque
     },
     ...progressInterims(request, reply, version)
   })
-  const expiry = expiresAt(services, outcome.upload)
-  setUploadHeaders(services, version, reply, outcome.upload, expiry instanceof Promise ? await expiry : expiry)
+  setUploadHeaders(services, version, reply, outcome.upload, await expiresAt(services, outcome.upload))
   await sendUploadResponse(reply, 201, outcome.response)
 }
 
@@ -83,8 +82,7 @@ export const handleDraftAppend: DraftHandler = async (services, version, request
   const outcome = await appendToUpload(services, request, id, {
     offset, length: declaredLength(request, complete, offset), completes: complete, ...progressInterims(request, reply, version)
   })
-  const expiry = expiresAt(services, outcome.upload)
-  setUploadHeaders(services, version, reply, outcome.upload, expiry instanceof Promise ? await expiry : expiry)
+  setUploadHeaders(services, version, reply, outcome.upload, await expiresAt(services, outcome.upload))
   // -01 acknowledged an append that leaves the upload incomplete with 201 (and Upload-Incomplete: ?1).
   const status = version.completeHeader === 'Upload-Incomplete' && !isComplete(outcome.upload) ? 201 : 204
   await sendUploadResponse(reply, status, outcome.response)
@@ -95,8 +93,7 @@ export const handleDraftHead: DraftHandler = async (services, version, request, 
   const forbidden = hasAnyHeader(request, ['Upload-Offset', version.completeHeader, 'Upload-Length'])
   if (forbidden !== undefined) throw new TusErrors.INVALID_HEADER(forbidden, 'not allowed on offset retrieval')
   const upload = await readStatus(services, request, uploadIdOf(request))
-  const expiry = expiresAt(services, upload)
-  setStatusHeaders(services, version, reply, upload, expiry instanceof Promise ? await expiry : expiry)
+  setStatusHeaders(services, version, reply, upload, await expiresAt(services, upload))
   await reply.code(204).send()
 }
 
@@ -111,8 +108,7 @@ export const handleDraftGet: DraftHandler = async (services, version, request, r
     return
   }
   const upload = await readStatus(services, request, id)
-  const expiry = expiresAt(services, upload)
-  setStatusHeaders(services, version, reply, upload, expiry instanceof Promise ? await expiry : expiry)
+  setStatusHeaders(services, version, reply, upload, await expiresAt(services, upload))
   if (isComplete(upload)) await sendDownload(services, request, reply, upload)
   else await reply.code(204).send()
 }

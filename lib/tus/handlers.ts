@@ -55,8 +55,7 @@ export const handleHead: TusHandler = async (services, request, reply) => {
   if (upload.size === undefined) reply.header('Upload-Defer-Length', '1')
   else reply.header('Upload-Length', String(upload.size))
   if (Object.keys(upload.metadata).length > 0) reply.header('Upload-Metadata', serializeMetadata(upload.metadata))
-  const expiry = expiresAt(services, upload)
-  setExpires(reply, expiry instanceof Promise ? await expiry : expiry)
+  setExpires(reply, await expiresAt(services, upload))
   await reply.code(200).send()
 }
 
@@ -86,8 +85,7 @@ export const handleDelete: TusHandler = async (services, request, reply) => {
 export const TUS_UPLOAD_HANDLERS: Readonly<Record<string, TusHandler>> = { PATCH: handlePatch, DELETE: handleDelete, HEAD: handleHead, GET: handleGet }
 
 async function sendOutcome (services: TusServices, reply: FastifyReply, status: number, outcome: UploadOutcome): Promise<void> {
-  const expiry = expiresAt(services, outcome.upload)
-  setExpires(reply, expiry instanceof Promise ? await expiry : expiry)
+  setExpires(reply, await expiresAt(services, outcome.upload))
   await sendUploadResponse(reply, status, outcome.response)
 }
 
