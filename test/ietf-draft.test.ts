@@ -143,6 +143,19 @@ for (const [protocol, interop] of CLIENT_MODES) {
     t.ok(heads.length >= 2 && heads.every((value) => value === String(interop)), 'resumption asked HEAD with the interop version')
     t.equal(completed.length, 1)
   })
+
+  t.test(`tus-js-client ${protocol}: parallelUploads go through concatenation, one completion for the whole file`, async (t) => {
+    const { server, completed } = await recordingServer(t)
+    const data = randomBytesSeeded(200_000, interop + 20)
+    const url = await clientUpload(data, { endpoint: server.endpoint, protocol, parallelUploads: 3, metadata: { filename: 'parallel.bin' } })
+    t.equal(sha256(await stored(server, url)), sha256(data), 'the final upload is the file, byte-identical')
+    t.same(completed.map((upload) => [upload.id, upload.size, upload.metadata.filename]), [[idOf(url), data.length, 'parallel.bin']],
+      'onUploadComplete once, for the final: never for a partial')
+    const head = await draft(interop, url, { method: 'HEAD' })
+    t.equal(head.status, 204)
+    t.equal(head.headers['upload-offset'], String(data.length))
+    t.equal(head.headers['upload-complete'], '?1')
+  })
 }
 
 const ALL_VERSIONS = [3, 4, 5, 6, 7, 8, 9]
@@ -245,6 +258,42 @@ t.test('an empty append with ?1 completes an upload of deferred length', async (
   t.equal(done.headers['upload-complete'], '?1')
   t.equal(completed.length, 1)
   t.equal(completed[0]?.size, 3)
+})
+
+t.test('Upload-Concat on draft creations: partials and a final, as over tus; a final takes no length and no body', async (t) => {
+  for (const version of ALL_VERSIONS) {
+    const { server, completed } = await recordingServer(t)
+    const a = await create(server, version, false, 'hello ', { 'Upload-Concat': 'partial', 'Upload-Length': '6' })
+    t.equal(a.response.status, 201, `v${version}: partial created`)
+    const b = await create(server, version, false, undefined, { 'Upload-Concat': 'partial' })
+    const appended = await append(version, b.url, 0, true, 'world')
+    t.equal(appended.status, 204)
+    t.equal(pick(appended.headers, version === 3 ? 'upload-incomplete' : 'upload-complete'), version === 3 ? '?0' : '?1')
+    t.equal(completed.length, 0, 'a partial never completes on its own')
+    const tusHead = await tusRequest(a.url, { method: 'HEAD' })
+    t.equal(tusHead.headers['upload-concat'], 'partial', 'a partial upload, as tus sees it')
+
+    // tus-js-client's final: Upload-Concat and the interop version, no complete flag, no length.
+    const final = await draft(version, server.endpoint, { method: 'POST', headers: { 'Upload-Concat': `final;${new URL(a.url).pathname} ${new URL(b.url).pathname}` } })
+    t.equal(final.status, 201, 'final created')
+    t.equal(final.headers['upload-offset'], '11')
+    t.equal(pick(final.headers, version === 3 ? 'upload-incomplete' : 'upload-complete'), version === 3 ? '?0' : '?1')
+    const url = new URL(final.headers.location!, server.origin).href
+    t.equal((await stored(server, url)).toString(), 'hello world', 'the final holds its partials\' bytes')
+    t.same(completed.map((upload) => upload.id), [idOf(url)], 'completion once, for the final')
+
+    const refs = `final;${new URL(a.url).pathname}`
+    const lengthy = await draft(version, server.endpoint, { method: 'POST', headers: { 'Upload-Concat': refs, 'Upload-Length': '6' } })
+    t.equal(lengthy.status, 400, 'a final with Upload-Length is refused, as over tus')
+    t.equal(lengthy.text, 'Invalid Upload-Concat: a final upload takes its length from its partials: send no Upload-Length')
+    const bodied = await draft(version, server.endpoint, { method: 'POST', headers: { 'Upload-Concat': refs }, body: 'x' })
+    t.equal(bodied.status, 400, 'a final with a body is refused')
+    t.equal(bodied.interim.length, 0, 'refused before anything exists: no 104')
+    const plain = await create(server, version, true, 'plain')
+    const notPartial = await draft(version, server.endpoint, { method: 'POST', headers: { 'Upload-Concat': `final;${new URL(plain.url).pathname}` } })
+    t.equal(notPartial.status, 400, 'a final of an upload that is no partial is refused')
+    t.equal(completed.length, 2, 'no further completion')
+  }
 })
 
 t.test('offset mismatch: 409 with the current offset, problem details from interop 6, nothing written', async (t) => {

@@ -7,6 +7,7 @@ import { TusDraftErrors, TusErrors } from '../errors.js'
 import { parseMetadata } from '../metadata.js'
 import type { UploadInfo } from '../store/types.js'
 import { sendDownload } from '../wire/download.js'
+import { parseConcat } from '../wire/concat.js'
 import { uploadIdOf, uploadLocation } from '../wire/location.js'
 import { sendUploadResponse } from '../wire/response.js'
 import { completeFlag, completeHeaderValue, hasAnyHeader, representationMetadata, sfInteger } from './headers.js'
@@ -43,16 +44,21 @@ export function draftVersionOf (services: TusServices, request: FastifyRequest):
 
 /** POST to the creation endpoint: a new upload, with none, some or all of its bytes (I-C-*). */
 export const handleDraftCreation: DraftHandler = async (services, version, request, reply) => {
+  // tus-js-client's parallel uploads in a draft mode: partials with `Upload-Concat: partial`, then a final with
+  // `Upload-Concat: final;<urls>` and no complete flag (its bytes and length are its partials').
+  const concat = parseConcat(services, request)
+  const final = concat?.type === 'final'
   const complete = completeFlag(request, version)
-  if (complete === undefined) throw new TusErrors.INVALID_HEADER(version.completeHeader, 'missing, or not ?0 / ?1')
+  if (complete === undefined && !final) throw new TusErrors.INVALID_HEADER(version.completeHeader, 'missing, or not ?0 / ?1')
   if (request.headers['upload-offset'] !== undefined) throw new TusErrors.INVALID_HEADER('Upload-Offset', 'not allowed on a creation request')
   // tus-js-client in draft mode still sends Upload-Metadata; the draft's own headers win over it.
   const header = stringHeader(request, 'upload-metadata')
   const metadata = { ...(header === undefined ? {} : parseMetadata(header, services.options.maxMetadataSize)), ...representationMetadata(request) }
   const outcome = await createUpload(services, request, {
-    size: declaredLength(request, complete, 0),
+    size: final ? sfInteger(request, 'Upload-Length') : declaredLength(request, complete ?? false, 0),
     metadata,
-    completes: complete,
+    concat,
+    completes: final ? undefined : complete,
     onCreated: (upload) => {
       const location = uploadLocation(services, request, upload.id)
       reply.header('Location', location)
