@@ -451,6 +451,27 @@ t.test('malformed draft requests: 400 or 415 naming the header', async (t) => {
   t.equal((await stored(server, v5.url)).toString(), 'abcde')
 })
 
+t.test('state headers on HEAD and DELETE: 400 up to interop 6 (-01 to -05), no reason to refuse from interop 7 (-06 on)', async (t) => {
+  const server = await startServer(t)
+  for (const version of ALL_VERSIONS) {
+    const { url } = await create(server, version, false, 'abc', { 'Upload-Length': '10' })
+    const state = { 'Upload-Offset': '3', 'Upload-Length': '10', ...COMPLETE(version, false) }
+    const head = await draft(version, url, { method: 'HEAD', headers: state })
+    const deleted = await draft(version, url, { method: 'DELETE', headers: state })
+    if (version <= 6) {
+      t.equal(head.status, 400, `v${version}: HEAD refused`)
+      t.equal(deleted.status, 400, `v${version}: DELETE refused`)
+      t.equal((await stored(server, url)).toString(), 'abc', 'the upload is kept')
+    } else {
+      t.equal(head.status, 204, `v${version}: HEAD answered`)
+      t.equal(head.headers['upload-offset'], '3')
+      t.equal(head.headers['upload-length'], '10')
+      t.equal(deleted.status, 204, `v${version}: DELETE cancels`)
+      t.equal((await draft(version, url, { method: 'HEAD' })).status, 404, 'and the upload is gone')
+    }
+  }
+})
+
 t.test('DELETE cancels: 204, the onUploadTerminate hook runs, then 404', async (t) => {
   const terminated: string[] = []
   const server = await startServer(t, { onUploadTerminate: (upload) => { terminated.push(upload.id) } })

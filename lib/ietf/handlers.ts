@@ -96,7 +96,7 @@ export const handleDraftAppend: DraftHandler = async (services, version, request
 
 /** HEAD on an upload: offset retrieval (I-H-*). */
 export const handleDraftHead: DraftHandler = async (services, version, request, reply) => {
-  const forbidden = hasAnyHeader(request, ['Upload-Offset', version.completeHeader, 'Upload-Length'])
+  const forbidden = version.refusesStateHeaders ? hasAnyHeader(request, ['Upload-Offset', version.completeHeader, 'Upload-Length']) : undefined
   if (forbidden !== undefined) throw new TusErrors.INVALID_HEADER(forbidden, 'not allowed on offset retrieval')
   const upload = await readStatus(services, request, uploadIdOf(request))
   setStatusHeaders(services, version, reply, upload, await expiresAt(services, upload))
@@ -121,7 +121,7 @@ export const handleDraftGet: DraftHandler = async (services, version, request, r
 
 /** DELETE on an upload: cancellation. Interrupts a running append to it first. */
 export const handleDraftDelete: DraftHandler = async (services, version, request, reply) => {
-  const forbidden = hasAnyHeader(request, ['Upload-Offset', version.completeHeader])
+  const forbidden = version.refusesStateHeaders ? hasAnyHeader(request, ['Upload-Offset', version.completeHeader]) : undefined
   if (forbidden !== undefined) throw new TusErrors.INVALID_HEADER(forbidden, 'not allowed on cancellation')
   await removeUpload(services, request, uploadIdOf(request))
   await reply.code(204).header('Upload-Draft-Interop-Version', String(version.interop)).send()
