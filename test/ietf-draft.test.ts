@@ -402,6 +402,26 @@ t.test('limits: 413 with Upload-Limit beyond maxSize; OPTIONS announces Upload-L
   t.match((await draft(8, forever.endpoint, { method: 'OPTIONS' })).headers['upload-limit'], /^max-size=\d+, min-size=0$/, 'no max-age when uploads never expire')
 })
 
+t.test('Upload-Limit stays a Structured Fields dictionary: limits beyond 15 digits are announced as the largest Integer', async (t) => {
+  const largest = '999999999999999'
+  const server = await startServer(t, { maxSize: Number.MAX_SAFE_INTEGER })
+  const options = await draft(8, server.endpoint, { method: 'OPTIONS' })
+  t.equal(options.headers['upload-limit'], `max-size=${largest}, min-size=0, max-age=432000`)
+  const { response, url } = await create(server, 6, false, 'abc')
+  t.equal(response.interim[0]?.headers['upload-limit'], `max-size=${largest}, min-size=0, expires=432000`, 'the 104')
+  t.match(response.headers['upload-limit'], new RegExp(`^max-size=${largest}, min-size=0, expires=43[12]\\d{3}$`), 'the 201')
+  t.match(pick((await draft(8, url, { method: 'HEAD' })).headers, 'upload-limit'), new RegExp(`^max-size=${largest}, min-size=0, max-age=43[12]\\d{3}$`))
+  const uploaded = await append(6, url, 3, true, 'de')
+  t.equal(uploaded.status, 204, 'and the upload goes on as before')
+  t.equal((await stored(server, url)).toString(), 'abcde')
+
+  // A retention past what a Date holds: the upload never expires, and max-age says the largest Integer, never NaN.
+  const ages = await startServer(t, { daysToKeep: 2e11 })
+  t.equal((await draft(8, ages.endpoint, { method: 'OPTIONS' })).headers['upload-limit'], `max-size=128849018880, min-size=0, max-age=${largest}`)
+  const aged = await create(ages, 8, false, 'abc')
+  t.equal(aged.response.headers['upload-limit'], `max-size=128849018880, min-size=0, max-age=${largest}`)
+})
+
 t.test('dispatch: unsupported interop versions get 400 and no 104; no header means tus 1.0.0', async (t) => {
   const server = await startServer(t, { ietfDraftVersions: [5, 6] })
   for (const value of ['2', '8', 'abc', '6.0', '']) {
