@@ -143,6 +143,19 @@ for (const [protocol, interop] of CLIENT_MODES) {
     t.ok(heads.length >= 2 && heads.every((value) => value === String(interop)), 'resumption asked HEAD with the interop version')
     t.equal(completed.length, 1)
   })
+
+  t.test(`tus-js-client ${protocol}: parallelUploads go through concatenation, one completion for the whole file`, async (t) => {
+    const { server, completed } = await recordingServer(t)
+    const data = randomBytesSeeded(200_000, interop + 20)
+    const url = await clientUpload(data, { endpoint: server.endpoint, protocol, parallelUploads: 3, metadata: { filename: 'parallel.bin' } })
+    t.equal(sha256(await stored(server, url)), sha256(data), 'the final upload is the file, byte-identical')
+    t.same(completed.map((upload) => [upload.id, upload.size, upload.metadata.filename]), [[idOf(url), data.length, 'parallel.bin']],
+      'onUploadComplete once, for the final: never for a partial')
+    const head = await draft(interop, url, { method: 'HEAD' })
+    t.equal(head.status, 204)
+    t.equal(head.headers['upload-offset'], String(data.length))
+    t.equal(head.headers['upload-complete'], '?1')
+  })
 }
 
 const ALL_VERSIONS = [3, 4, 5, 6, 7, 8, 9]
@@ -245,6 +258,42 @@ t.test('an empty append with ?1 completes an upload of deferred length', async (
   t.equal(done.headers['upload-complete'], '?1')
   t.equal(completed.length, 1)
   t.equal(completed[0]?.size, 3)
+})
+
+t.test('Upload-Concat on draft creations: partials and a final, as over tus; a final takes no length and no body', async (t) => {
+  for (const version of ALL_VERSIONS) {
+    const { server, completed } = await recordingServer(t)
+    const a = await create(server, version, false, 'hello ', { 'Upload-Concat': 'partial', 'Upload-Length': '6' })
+    t.equal(a.response.status, 201, `v${version}: partial created`)
+    const b = await create(server, version, false, undefined, { 'Upload-Concat': 'partial' })
+    const appended = await append(version, b.url, 0, true, 'world')
+    t.equal(appended.status, 204)
+    t.equal(pick(appended.headers, version === 3 ? 'upload-incomplete' : 'upload-complete'), version === 3 ? '?0' : '?1')
+    t.equal(completed.length, 0, 'a partial never completes on its own')
+    const tusHead = await tusRequest(a.url, { method: 'HEAD' })
+    t.equal(tusHead.headers['upload-concat'], 'partial', 'a partial upload, as tus sees it')
+
+    // tus-js-client's final: Upload-Concat and the interop version, no complete flag, no length.
+    const final = await draft(version, server.endpoint, { method: 'POST', headers: { 'Upload-Concat': `final;${new URL(a.url).pathname} ${new URL(b.url).pathname}` } })
+    t.equal(final.status, 201, 'final created')
+    t.equal(final.headers['upload-offset'], '11')
+    t.equal(pick(final.headers, version === 3 ? 'upload-incomplete' : 'upload-complete'), version === 3 ? '?0' : '?1')
+    const url = new URL(final.headers.location!, server.origin).href
+    t.equal((await stored(server, url)).toString(), 'hello world', 'the final holds its partials\' bytes')
+    t.same(completed.map((upload) => upload.id), [idOf(url)], 'completion once, for the final')
+
+    const refs = `final;${new URL(a.url).pathname}`
+    const lengthy = await draft(version, server.endpoint, { method: 'POST', headers: { 'Upload-Concat': refs, 'Upload-Length': '6' } })
+    t.equal(lengthy.status, 400, 'a final with Upload-Length is refused, as over tus')
+    t.equal(lengthy.text, 'Invalid Upload-Concat: a final upload takes its length from its partials: send no Upload-Length')
+    const bodied = await draft(version, server.endpoint, { method: 'POST', headers: { 'Upload-Concat': refs }, body: 'x' })
+    t.equal(bodied.status, 400, 'a final with a body is refused')
+    t.equal(bodied.interim.length, 0, 'refused before anything exists: no 104')
+    const plain = await create(server, version, true, 'plain')
+    const notPartial = await draft(version, server.endpoint, { method: 'POST', headers: { 'Upload-Concat': `final;${new URL(plain.url).pathname}` } })
+    t.equal(notPartial.status, 400, 'a final of an upload that is no partial is refused')
+    t.equal(completed.length, 2, 'no further completion')
+  }
 })
 
 t.test('offset mismatch: 409 with the current offset, problem details from interop 6, nothing written', async (t) => {
@@ -353,6 +402,26 @@ t.test('limits: 413 with Upload-Limit beyond maxSize; OPTIONS announces Upload-L
   t.match((await draft(8, forever.endpoint, { method: 'OPTIONS' })).headers['upload-limit'], /^max-size=\d+, min-size=0$/, 'no max-age when uploads never expire')
 })
 
+t.test('Upload-Limit stays a Structured Fields dictionary: limits beyond 15 digits are announced as the largest Integer', async (t) => {
+  const largest = '999999999999999'
+  const server = await startServer(t, { maxSize: Number.MAX_SAFE_INTEGER })
+  const options = await draft(8, server.endpoint, { method: 'OPTIONS' })
+  t.equal(options.headers['upload-limit'], `max-size=${largest}, min-size=0, max-age=432000`)
+  const { response, url } = await create(server, 6, false, 'abc')
+  t.equal(response.interim[0]?.headers['upload-limit'], `max-size=${largest}, min-size=0, expires=432000`, 'the 104')
+  t.match(response.headers['upload-limit'], new RegExp(`^max-size=${largest}, min-size=0, expires=43[12]\\d{3}$`), 'the 201')
+  t.match(pick((await draft(8, url, { method: 'HEAD' })).headers, 'upload-limit'), new RegExp(`^max-size=${largest}, min-size=0, max-age=43[12]\\d{3}$`))
+  const uploaded = await append(6, url, 3, true, 'de')
+  t.equal(uploaded.status, 204, 'and the upload goes on as before')
+  t.equal((await stored(server, url)).toString(), 'abcde')
+
+  // A retention past what a Date holds: the upload never expires, and max-age says the largest Integer, never NaN.
+  const ages = await startServer(t, { daysToKeep: 2e11 })
+  t.equal((await draft(8, ages.endpoint, { method: 'OPTIONS' })).headers['upload-limit'], `max-size=128849018880, min-size=0, max-age=${largest}`)
+  const aged = await create(ages, 8, false, 'abc')
+  t.equal(aged.response.headers['upload-limit'], `max-size=128849018880, min-size=0, max-age=${largest}`)
+})
+
 t.test('dispatch: unsupported interop versions get 400 and no 104; no header means tus 1.0.0', async (t) => {
   const server = await startServer(t, { ietfDraftVersions: [5, 6] })
   for (const value of ['2', '8', 'abc', '6.0', '']) {
@@ -400,6 +469,27 @@ t.test('malformed draft requests: 400 or 415 naming the header', async (t) => {
   t.equal(loose.headers['upload-offset'], '5')
   t.equal(loose.headers['upload-complete'], '?0')
   t.equal((await stored(server, v5.url)).toString(), 'abcde')
+})
+
+t.test('state headers on HEAD and DELETE: 400 up to interop 6 (-01 to -05), no reason to refuse from interop 7 (-06 on)', async (t) => {
+  const server = await startServer(t)
+  for (const version of ALL_VERSIONS) {
+    const { url } = await create(server, version, false, 'abc', { 'Upload-Length': '10' })
+    const state = { 'Upload-Offset': '3', 'Upload-Length': '10', ...COMPLETE(version, false) }
+    const head = await draft(version, url, { method: 'HEAD', headers: state })
+    const deleted = await draft(version, url, { method: 'DELETE', headers: state })
+    if (version <= 6) {
+      t.equal(head.status, 400, `v${version}: HEAD refused`)
+      t.equal(deleted.status, 400, `v${version}: DELETE refused`)
+      t.equal((await stored(server, url)).toString(), 'abc', 'the upload is kept')
+    } else {
+      t.equal(head.status, 204, `v${version}: HEAD answered`)
+      t.equal(head.headers['upload-offset'], '3')
+      t.equal(head.headers['upload-length'], '10')
+      t.equal(deleted.status, 204, `v${version}: DELETE cancels`)
+      t.equal((await draft(version, url, { method: 'HEAD' })).status, 404, 'and the upload is gone')
+    }
+  }
 })
 
 t.test('DELETE cancels: 204, the onUploadTerminate hook runs, then 404', async (t) => {

@@ -217,6 +217,7 @@ async function createFinal (
   services: TusServices, request: FastifyRequest, input: CreateRequest, concat: UploadConcat & { type: 'final' }
 ): Promise<UploadOutcome> {
   if (hasBody(request)) throw new TusErrors.INVALID_CONCAT('a final upload cannot carry a body')
+  if (input.size !== undefined) throw new TusErrors.INVALID_CONCAT('a final upload takes its length from its partials: send no Upload-Length')
   // One small partial listed many times would make a large final from a few bytes sent.
   const { maxConcatReferences } = services.options
   if (concat.parts.length > maxConcatReferences) throw new TusErrors.INVALID_CONCAT(`a final upload may list at most ${maxConcatReferences} partial uploads`)

@@ -7,6 +7,7 @@ import { TusDraftErrors, TusErrors } from '../errors.js'
 import { parseMetadata } from '../metadata.js'
 import type { UploadInfo } from '../store/types.js'
 import { sendDownload } from '../wire/download.js'
+import { parseConcat } from '../wire/concat.js'
 import { uploadIdOf, uploadLocation } from '../wire/location.js'
 import { sendUploadResponse } from '../wire/response.js'
 import { completeFlag, completeHeaderValue, hasAnyHeader, representationMetadata, sfInteger } from './headers.js'
@@ -43,16 +44,21 @@ export function draftVersionOf (services: TusServices, request: FastifyRequest):
 
 /** POST to the creation endpoint: a new upload, with none, some or all of its bytes (I-C-*). */
 export const handleDraftCreation: DraftHandler = async (services, version, request, reply) => {
+  // tus-js-client's parallel uploads in a draft mode: partials with `Upload-Concat: partial`, then a final with
+  // `Upload-Concat: final;<urls>` and no complete flag (its bytes and length are its partials').
+  const concat = parseConcat(services, request)
+  const final = concat?.type === 'final'
   const complete = completeFlag(request, version)
-  if (complete === undefined) throw new TusErrors.INVALID_HEADER(version.completeHeader, 'missing, or not ?0 / ?1')
+  if (complete === undefined && !final) throw new TusErrors.INVALID_HEADER(version.completeHeader, 'missing, or not ?0 / ?1')
   if (request.headers['upload-offset'] !== undefined) throw new TusErrors.INVALID_HEADER('Upload-Offset', 'not allowed on a creation request')
   // tus-js-client in draft mode still sends Upload-Metadata; the draft's own headers win over it.
   const header = stringHeader(request, 'upload-metadata')
   const metadata = { ...(header === undefined ? {} : parseMetadata(header, services.options.maxMetadataSize)), ...representationMetadata(request) }
   const outcome = await createUpload(services, request, {
-    size: declaredLength(request, complete, 0),
+    size: final ? sfInteger(request, 'Upload-Length') : declaredLength(request, complete ?? false, 0),
     metadata,
-    completes: complete,
+    concat,
+    completes: final ? undefined : complete,
     onCreated: (upload) => {
       const location = uploadLocation(services, request, upload.id)
       reply.header('Location', location)
@@ -90,7 +96,7 @@ export const handleDraftAppend: DraftHandler = async (services, version, request
 
 /** HEAD on an upload: offset retrieval (I-H-*). */
 export const handleDraftHead: DraftHandler = async (services, version, request, reply) => {
-  const forbidden = hasAnyHeader(request, ['Upload-Offset', version.completeHeader, 'Upload-Length'])
+  const forbidden = version.refusesStateHeaders ? hasAnyHeader(request, ['Upload-Offset', version.completeHeader, 'Upload-Length']) : undefined
   if (forbidden !== undefined) throw new TusErrors.INVALID_HEADER(forbidden, 'not allowed on offset retrieval')
   const upload = await readStatus(services, request, uploadIdOf(request))
   setStatusHeaders(services, version, reply, upload, await expiresAt(services, upload))
@@ -115,7 +121,7 @@ export const handleDraftGet: DraftHandler = async (services, version, request, r
 
 /** DELETE on an upload: cancellation. Interrupts a running append to it first. */
 export const handleDraftDelete: DraftHandler = async (services, version, request, reply) => {
-  const forbidden = hasAnyHeader(request, ['Upload-Offset', version.completeHeader])
+  const forbidden = version.refusesStateHeaders ? hasAnyHeader(request, ['Upload-Offset', version.completeHeader]) : undefined
   if (forbidden !== undefined) throw new TusErrors.INVALID_HEADER(forbidden, 'not allowed on cancellation')
   await removeUpload(services, request, uploadIdOf(request))
   await reply.code(204).header('Upload-Draft-Interop-Version', String(version.interop)).send()
@@ -170,14 +176,26 @@ function progressInterims (request: FastifyRequest, reply: FastifyReply, version
  */
 export function uploadLimit (services: TusServices, version: DraftVersion, upload?: { expiry: Date | undefined }): string | undefined {
   if (version.uploadLimit === 'none') return undefined
-  const parts = [`max-size=${services.options.maxSize}`, 'min-size=0']
+  const parts = [`max-size=${sfInteger15(services.options.maxSize)}`, 'min-size=0']
   if (upload === undefined) {
-    if (Number.isFinite(services.options.daysToKeep)) parts.push(`${version.uploadLimit}=${Math.floor(services.options.daysToKeep * 86_400)}`)
+    if (Number.isFinite(services.options.daysToKeep)) parts.push(`${version.uploadLimit}=${sfInteger15(Math.floor(services.options.daysToKeep * 86_400))}`)
   } else {
     const { expiry } = upload
-    if (expiry !== undefined) parts.push(`${version.uploadLimit}=${Math.max(0, Math.floor((expiry.getTime() - Date.now()) / 1000))}`)
+    if (expiry !== undefined) parts.push(`${version.uploadLimit}=${sfInteger15(Math.max(0, Math.floor((expiry.getTime() - Date.now()) / 1000)))}`)
   }
   return parts.join(', ')
+}
+
+/** The largest Structured Fields Integer (RFC 9651 §3.3.1: at most 15 digits). */
+const SF_MAX_INTEGER = 999_999_999_999_999
+
+/**
+ * A limit as a Structured Fields Integer: one beyond its range (a `maxSize` of Number.MAX_SAFE_INTEGER, a retention
+ * of ages, past what a Date holds) is announced as the largest one, a limit no upload ever reaches. Written as it
+ * is, it would make the whole `Upload-Limit` field unparseable.
+ */
+function sfInteger15 (value: number): number {
+  return Number.isNaN(value) ? SF_MAX_INTEGER : Math.min(value, SF_MAX_INTEGER)
 }
 
 function setUploadHeaders (services: TusServices, version: DraftVersion, reply: FastifyReply, upload: UploadInfo, expiry: Date | undefined): void {

@@ -34,6 +34,12 @@ export interface DraftVersion {
   completedUploadProblem: boolean
   /** GET on the upload resource is offset retrieval too (the editor's copy of -12, still interop 8, and -12). */
   getRetrievesOffset: boolean
+  /**
+   * -01 to -05: offset retrieval (HEAD) must carry no `Upload-Offset`, complete flag or `Upload-Length`, and
+   * cancellation (DELETE) no `Upload-Offset` or complete flag, else 400. -06 dropped both rules: from interop 7
+   * such headers are no reason to refuse the request.
+   */
+  refusesStateHeaders: boolean
 }
 
 const v = (interop: number, drafts: string, rules: Omit<DraftVersion, 'interop' | 'drafts'>): DraftVersion => ({ ...rules, interop, drafts })
@@ -46,7 +52,8 @@ const V3 = v(3, '-01', {
   uploadLimit: 'none',
   problemTypes: false,
   completedUploadProblem: false,
-  getRetrievesOffset: false
+  getRetrievesOffset: false,
+  refusesStateHeaders: true
 })
 const V4 = v(4, '-02', { ...V3, completeHeader: 'Upload-Complete' })
 const V5 = v(5, '-03', { ...V4, progressInterim: true })
@@ -58,7 +65,7 @@ const V6 = v(6, '-04, -05', {
   problemTypes: true,
   completedUploadProblem: true
 })
-const V7 = v(7, '-06 to -08', { ...V6, uploadLimit: 'max-age' })
+const V7 = v(7, '-06 to -08', { ...V6, uploadLimit: 'max-age', refusesStateHeaders: false })
 // The latest editor's text, still at interop 8, describes GET on the upload resource as offset retrieval.
 const V8 = v(8, '-09 to -11', { ...V7, getRetrievesOffset: true })
 const V9 = v(9, '-12', { ...V8, completedUploadProblem: false })

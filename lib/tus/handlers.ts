@@ -5,11 +5,10 @@ import { hasBody, integerHeader, mediaType, stringHeader } from '../core/request
 import type { TusServices } from '../core/services.js'
 import { expiresAt, isComplete } from '../core/uploads.js'
 import { TusErrors } from '../errors.js'
-import { isValidUploadId } from '../ids.js'
 import { parseMetadata, serializeMetadata } from '../metadata.js'
-import type { UploadConcat } from '../store/types.js'
 import { sendDownload } from '../wire/download.js'
-import { collectionPath, idFromSegment, uploadIdOf, uploadLocation } from '../wire/location.js'
+import { parseConcat } from '../wire/concat.js'
+import { uploadIdOf, uploadLocation } from '../wire/location.js'
 import { sendUploadResponse } from '../wire/response.js'
 import { EXTENSIONS, OCTET_STREAM, TUS_VERSION } from './headers.js'
 
@@ -112,29 +111,4 @@ function finalLength (request: FastifyRequest): undefined {
     throw new TusErrors.INVALID_CONCAT('a final upload takes its length from its partials: send no Upload-Length')
   }
   return undefined
-}
-
-/** The Upload-Concat header of a creation request: partial, final (with its partial ids) or none. */
-export function parseConcat (services: TusServices, request: FastifyRequest): UploadConcat | undefined {
-  const header = stringHeader(request, 'upload-concat')
-  if (header === undefined) return undefined
-  const value = header.trim()
-  if (value === 'partial') return { type: 'partial' }
-  if (!value.startsWith('final;')) throw new TusErrors.INVALID_CONCAT('expected "partial" or "final;<url> <url> ..."')
-  const references = value.slice('final;'.length).split(/[ \t]+/).filter((reference) => reference !== '')
-  if (references.length === 0) throw new TusErrors.INVALID_CONCAT('a final upload needs at least one partial upload URL')
-  const basePath = collectionPath(services, request)
-  const collection = `http://upload.invalid${basePath}/`
-  const parts = references.map((reference) => {
-    let path: string
-    try {
-      path = new URL(reference, collection).pathname
-    } catch {
-      throw new TusErrors.INVALID_CONCAT(`"${reference.slice(0, 200)}" is not a URL`)
-    }
-    const id = path.startsWith(`${basePath}/`) ? idFromSegment(services, request, path.slice(basePath.length + 1)) : ''
-    if (!isValidUploadId(id)) throw new TusErrors.INVALID_CONCAT(`"${reference.slice(0, 200)}" is not an upload of this endpoint`)
-    return id
-  })
-  return { type: 'final', parts, header }
 }
