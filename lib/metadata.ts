@@ -5,8 +5,10 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
 // Printable ASCII without space and comma: the separators of the header's grammar.
 const KEY = /^[\x21-\x2b\x2d-\x7e]+$/
 const utf8 = new TextDecoder('utf-8', { fatal: true })
-// type/subtype with optional parameters, no control characters: safe to send back as Content-Type.
-const MEDIA_TYPE = /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(\s*;\s*[A-Za-z0-9!#$&^_.+-]+=("[\x20\x21\x23-\x7e]*"|[A-Za-z0-9!#$&^_.+-]+))*$/
+// type/subtype with optional parameters, no control characters: safe to send back as Content-Type. The whitespace
+// around a parameter's `;` is RFC 9110's OWS, spaces and tabs only: `\s` let line breaks and U+2028 through, which
+// Node refuses in a header (every download of the upload failed), and U+00A0, sent as a stray byte.
+const MEDIA_TYPE = /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}([ \t]*;[ \t]*[A-Za-z0-9!#$&^_.+-]+=("[\x20\x21\x23-\x7e]*"|[A-Za-z0-9!#$&^_.+-]+))*$/
 
 /**
  * Parses `Upload-Metadata` strictly: comma-separated `key [base64value]` pairs, unique keys, standard

@@ -1,15 +1,16 @@
 import t from 'tap'
 import { createHash } from 'node:crypto'
-import { appendFile, truncate } from 'node:fs/promises'
+import { appendFile, readFile, truncate } from 'node:fs/promises'
 import { Agent, request as httpRequest } from 'node:http'
 import { connect as connectHttp2 } from 'node:http2'
 import type { Socket } from 'node:net'
+import { join } from 'node:path'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { FastifyServerOptions } from 'fastify'
 import tusPlugin, { FileStore, MemoryLocker, type LockOptions, type UploadLock, type UploadLocker } from '../lib/index.js'
 import { retryLater, TusErrors } from '../lib/errors.js'
-import { createUpload, idOf, randomBytesSeeded, sha256, startServer, tusRequest } from './helpers.js'
+import { createUpload, idOf, randomBytesSeeded, rawRequest, sha256, startServer, tusRequest } from './helpers.js'
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
 
@@ -56,6 +57,34 @@ t.test('hostile filenames and types are never reflected raw into headers', async
   t.equal(response.headers['content-disposition'],
     'attachment; filename=".._.._etc_pass_wdSet-Cookie: a=b _n_.txt"; ' +
     "filename*=UTF-8''.._.._etc_pass%22wdSet-Cookie%3A%20a%3Db%20%C3%BCn%C3%AF.txt")
+})
+
+/** The download of `url` through tus and the draft versions whose GET is a download (6) or offset retrieval (9). */
+const DOWNLOADERS: Array<[string, Record<string, string>]> = [
+  ['tus', { 'Tus-Resumable': '1.0.0' }], ['draft 6', { 'Upload-Draft-Interop-Version': '6' }], ['draft 9', { 'Upload-Draft-Interop-Version': '9' }]
+]
+
+t.test('a filetype whose parameters follow a line break (or U+2028, U+00A0) is no media type: served as octet-stream, in every protocol', async (t) => {
+  const data = randomBytesSeeded(3000, 8)
+  const server = await startServer(t)
+  // Named by their escapes: a raw U+2028 in an assertion's name would end its TAP line.
+  for (const [label, filetype] of [['CR LF', 'text/plain\r\n;charset=utf-8'], ['LF', 'text/html\n;a=b'], ['U+2028', 'text/plain\u2028;a=b'], ['U+00A0', 'text/plain\u00a0;a=b']] as const) {
+    const created = await tusRequest(server.endpoint, {
+      method: 'POST', headers: { 'Upload-Length': String(data.length), 'Upload-Metadata': metadata({ filetype }), ...OCTET }, body: data
+    })
+    t.equal(created.status, 201)
+    t.equal(sha256(await readFile(join(server.dir, idOf(created.headers.location!)))), sha256(data), 'stored whole')
+    for (const [name, headers] of DOWNLOADERS) {
+      const response = await rawRequest(created.headers.location!, { headers })
+      t.equal(response.status, 200, `${name}: a filetype with ${label} downloads`)
+      t.equal(response.headers['content-type'], 'application/octet-stream')
+      t.equal(sha256(response.body), sha256(data))
+    }
+  }
+  const tab = await tusRequest(server.endpoint, {
+    method: 'POST', headers: { 'Upload-Length': '1', 'Upload-Metadata': metadata({ filetype: 'text/plain;\tcharset=utf-8' }), ...OCTET }, body: 'x'
+  })
+  t.equal((await tusRequest(tab.headers.location!)).headers['content-type'], 'text/plain;\tcharset=utf-8', 'spaces and tabs around ";" are still allowed')
 })
 
 t.test('without metadata the id names the download and the type is octet-stream', async (t) => {
