@@ -59,11 +59,17 @@ export function contentType (metadata: UploadMetadata): string {
   return type !== undefined && MEDIA_TYPE.test(type) ? type : 'application/octet-stream'
 }
 
-/** A file name as a client sent it, made harmless: no path separators, no control characters. */
+/**
+ * A file name as a client sent it, made harmless: no path separators, no control characters, and well-formed
+ * UTF-16 (a lone surrogate, which a name cut in the middle of an emoji ends with, becomes U+FFFD: it has no UTF-8
+ * form, so `filename*` could not be written and every download of the upload would fail).
+ */
 export function cleanFilename (raw: string): string {
   // eslint-disable-next-line no-control-regex -- control characters are what is removed
-  return raw.replace(/[\\/]/g, '_').replace(/[\x00-\x1f\x7f]/g, '')
+  return raw.replace(/[\\/]/g, '_').replace(/[\x00-\x1f\x7f]/g, '').replace(LONE_SURROGATE, '\ufffd')
 }
+
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g
 
 /** RFC 6266: an ASCII fallback name plus the exact UTF-8 name in RFC 5987 encoding. */
 export function contentDisposition (metadata: UploadMetadata, id: string): string {

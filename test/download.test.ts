@@ -10,7 +10,7 @@ import { pipeline } from 'node:stream/promises'
 import type { FastifyServerOptions } from 'fastify'
 import tusPlugin, { FileStore, MemoryLocker, type LockOptions, type UploadLock, type UploadLocker } from '../lib/index.js'
 import { retryLater, TusErrors } from '../lib/errors.js'
-import { createUpload, idOf, randomBytesSeeded, rawRequest, sha256, startServer, tusRequest } from './helpers.js'
+import { createUpload, idOf, randomBytesSeeded, rawRequest, send, sha256, startServer, tusRequest } from './helpers.js'
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
 
@@ -85,6 +85,47 @@ t.test('a filetype whose parameters follow a line break (or U+2028, U+00A0) is n
     method: 'POST', headers: { 'Upload-Length': '1', 'Upload-Metadata': metadata({ filetype: 'text/plain;\tcharset=utf-8' }), ...OCTET }, body: 'x'
   })
   t.equal((await tusRequest(tab.headers.location!)).headers['content-type'], 'text/plain;\tcharset=utf-8', 'spaces and tabs around ";" are still allowed')
+})
+
+t.test('a file name cut in the middle of an emoji never breaks its download: the draft cuts before it, U+FFFD for a lone half from elsewhere', async (t) => {
+  const data = Buffer.from(randomBytesSeeded(1000, 9).toString('hex'))
+  // A name an app's onUploadCreate cut in half of a surrogate pair (tus metadata itself is strict UTF-8).
+  const server = await startServer(t, {
+    onUploadCreate: (upload) => upload.metadata.cut === undefined ? undefined : { metadata: { filename: 'report\ud83d.txt' } }
+  })
+  const long = 'a'.repeat(254)
+  for (const version of [3, 6, 9]) {
+    const complete: Record<string, string> = version === 3 ? { 'Upload-Incomplete': '?0' } : { 'Upload-Complete': '?1' }
+    const headers = {
+      'Upload-Draft-Interop-Version': String(version),
+      ...complete,
+      'Content-Type': 'text/plain',
+      'Content-Disposition': `attachment; filename*=UTF-8''${long}%F0%9F%98%80.txt`,
+      'Content-Length': String(data.length)
+    }
+    const created = await send(server.endpoint, 'POST', headers, data.toString())
+    t.equal(created.status, 201, `draft ${version} creation`)
+    const url = new URL(created.headers.location!, server.origin).href
+    t.equal(sha256(await readFile(join(server.dir, idOf(url)))), sha256(data), 'stored whole')
+    const head = await tusRequest(url, { method: 'HEAD' })
+    t.equal(head.headers['upload-metadata'], `filetype ${Buffer.from('text/plain').toString('base64')},filename ${Buffer.from(long).toString('base64')}`, 'the name stops before the emoji it could not hold')
+    for (const [name, headers] of DOWNLOADERS) {
+      const response = await rawRequest(url, { headers })
+      t.equal(response.status, 200, `draft ${version} upload, ${name} download`)
+      t.equal(response.headers['content-disposition'], `attachment; filename="${long}"; filename*=UTF-8''${long}`)
+      t.equal(sha256(response.body), sha256(data))
+    }
+  }
+  const created = await tusRequest(server.endpoint, {
+    method: 'POST', headers: { 'Upload-Length': String(data.length), 'Upload-Metadata': 'cut', ...OCTET }, body: data
+  })
+  t.equal(created.status, 201)
+  for (const [name, headers] of DOWNLOADERS) {
+    const response = await rawRequest(created.headers.location!, { headers })
+    t.equal(response.status, 200, `${name}: a lone surrogate from onUploadCreate`)
+    t.equal(response.headers['content-disposition'], 'attachment; filename="report_.txt"; filename*=UTF-8\'\'report%EF%BF%BD.txt')
+    t.equal(sha256(response.body), sha256(data))
+  }
 })
 
 t.test('without metadata the id names the download and the type is octet-stream', async (t) => {
