@@ -1,6 +1,6 @@
 import t from 'tap'
 import { createHash } from 'node:crypto'
-import { appendFile, readFile, truncate } from 'node:fs/promises'
+import { appendFile, readFile, stat, truncate, utimes } from 'node:fs/promises'
 import { Agent, request as httpRequest } from 'node:http'
 import { connect as connectHttp2 } from 'node:http2'
 import type { Socket } from 'node:net'
@@ -164,6 +164,54 @@ t.test('Range requests get 206 with the right bytes; unsatisfiable ones 416', as
     t.equal(response.status, 200, `${range} is ignored`)
     t.equal(response.body.length, 1000)
   }
+})
+
+t.test('If-Range: a range only of the bytes the client has part of; an upload replaced under its URL comes whole (tus, drafts)', async (t) => {
+  // An app that names uploads itself (onUploadCreate) can remove one and make another under the same URL.
+  const server = await startServer(t, { onUploadCreate: (upload) => ({ id: upload.metadata.slot ?? upload.id }) })
+  const slot = `slot ${Buffer.from('report').toString('base64')}`
+  const path = join(server.dir, 'report')
+  const put = async (data: Buffer, daysOld: number): Promise<string> => {
+    const created = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': String(data.length), 'Upload-Metadata': slot, ...OCTET }, body: data })
+    t.equal(created.status, 201)
+    if (daysOld !== 0) await utimes(path, new Date(Date.now() - daysOld * 86_400_000), new Date(Date.now() - daysOld * 86_400_000))
+    t.equal(sha256(await readFile(path)), sha256(data), 'stored whole')
+    return created.headers.location!
+  }
+  const first = randomBytesSeeded(5000, 10)
+  const url = await put(first, 2)
+  const lastModified = (await tusRequest(url)).headers['last-modified']!
+  t.equal(lastModified, (await stat(path)).mtime.toUTCString(), 'Last-Modified is the data file\'s')
+  for (const [name, headers] of DOWNLOADERS) {
+    const resumed = await rawRequest(url, { headers: { ...headers, Range: 'bytes=1000-', 'If-Range': lastModified } })
+    t.equal(resumed.status, 206, `${name}: If-Range with the Last-Modified sent: the range`)
+    t.equal(resumed.headers['content-range'], 'bytes 1000-4999/5000')
+    t.equal(sha256(resumed.body), sha256(first.subarray(1000)))
+    for (const validator of ['"an-etag"', 'W/"an-etag"', new Date(Date.now() - 86_400_000).toUTCString()]) {
+      const whole = await rawRequest(url, { headers: { ...headers, Range: 'bytes=1000-', 'If-Range': validator } })
+      t.equal(whole.status, 200, `${name}: If-Range ${validator} names other bytes: the whole upload`)
+      t.equal(whole.headers['content-range'], undefined)
+      t.equal(sha256(whole.body), sha256(first))
+    }
+  }
+
+  t.equal((await tusRequest(url, { method: 'DELETE' })).status, 204)
+  const second = randomBytesSeeded(5000, 11)
+  t.equal(await put(second, 1), url, 'the same URL')
+  for (const [name, headers] of DOWNLOADERS) {
+    const resumed = await rawRequest(url, { headers: { ...headers, Range: 'bytes=1000-', 'If-Range': lastModified } })
+    t.equal(resumed.status, 200, `${name}: a download of the removed upload resumed: the new one whole`)
+    t.equal(sha256(resumed.body), sha256(second))
+  }
+
+  // A Last-Modified less than a second before now is weak (RFC 9110 8.8.2.2): it cannot say the bytes are the same
+  // (one a clock ahead is the case that needs no timing).
+  t.equal((await tusRequest(url, { method: 'DELETE' })).status, 204)
+  await put(first, -1)
+  const fresh = (await tusRequest(url)).headers['last-modified']!
+  const weak = await tusRequest(url, { headers: { Range: 'bytes=1000-', 'If-Range': fresh } })
+  t.equal(weak.status, 200, 'a Last-Modified not a second in the past: the whole upload')
+  t.equal(sha256(weak.body), sha256(first))
 })
 
 t.test('GET of an unfinished upload is 409; of an unknown or invalid id 404', async (t) => {
