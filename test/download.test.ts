@@ -250,9 +250,11 @@ async function verbatim (origin: string, method: string, path: string): Promise<
  * the server has writes queued behind a full socket (`queued` resolves): every chunk is then sent long after the
  * response took it, which is when a chunk freed too early would show.
  */
-async function slowGet (url: string, headers: Record<string, string>, queued: () => Promise<void>): Promise<{ status: number, sha256: string, bytes: number }> {
+async function slowGet (
+  url: string, headers: Record<string, string>, queued: () => Promise<void>, agent: Agent | false = false
+): Promise<{ status: number, sha256: string, bytes: number }> {
   return await new Promise((resolve, reject) => {
-    const request = httpRequest(url, { headers, agent: false }, (response) => {
+    const request = httpRequest(url, { headers, agent }, (response) => {
       response.pause()
       const hash = createHash('sha256')
       let bytes = 0
@@ -288,6 +290,35 @@ for (const [name, headers] of [['tus', {}], ['draft interop 6', { 'Upload-Draft-
     const range = await slowGet(url, { ...headers, Range: 'bytes=1000-20000000' }, async () => { await writesQueued(sockets) })
     t.equal(range.status, 206)
     t.equal(range.sha256, sha256(LARGE.subarray(1000, 20_000_001)))
+  })
+}
+
+for (const [name, headers] of [['tus', {}], ['draft interop 6', { 'Upload-Draft-Interop-Version': '6' }], ['draft interop 9', { 'Upload-Draft-Interop-Version': '9' }]] as const) {
+  t.test(`${name}: a download running when the server begins to close is sent whole, and the close ends with it`, async (t) => {
+    const server = await startServer(t, {}, undefined, { return503OnClosing: false })
+    const created = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': String(LARGE.length), ...OCTET }, body: LARGE })
+    const url = created.headers.location!
+    t.equal(sha256(await readFile(join(server.dir, idOf(url)))), sha256(LARGE), 'stored whole')
+    const sockets = new Set<Socket>()
+    server.app.server.on('connection', (socket: Socket) => { sockets.add(socket) })
+    // As a browser does, the client keeps its connection for a next request: its response said keep-alive.
+    const agent = new Agent({ keepAlive: true })
+    t.teardown(() => { agent.destroy() })
+    let closing: Promise<void> | undefined
+    const download = await slowGet(url, headers, async () => {
+      await writesQueued(sockets)
+      closing = server.app.close()
+    }, agent)
+    t.equal(download.status, 200)
+    t.equal(download.sha256, sha256(LARGE), 'every byte as stored')
+    // Before, the close went on waiting for the kept-alive connection: for the client, or Fastify's 72 s timeout.
+    let timer: NodeJS.Timeout | undefined
+    const outcome = await Promise.race([
+      closing!.then(() => 'closed'),
+      new Promise<string>((resolve) => { timer = setTimeout(() => { resolve('still closing 10 s after the last byte') }, 10_000) })
+    ])
+    clearTimeout(timer)
+    t.equal(outcome, 'closed', 'app.close() ended once the download was sent')
   })
 }
 
