@@ -5,8 +5,10 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
 // Printable ASCII without space and comma: the separators of the header's grammar.
 const KEY = /^[\x21-\x2b\x2d-\x7e]+$/
 const utf8 = new TextDecoder('utf-8', { fatal: true })
-// type/subtype with optional parameters, no control characters: safe to send back as Content-Type.
-const MEDIA_TYPE = /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(\s*;\s*[A-Za-z0-9!#$&^_.+-]+=("[\x20\x21\x23-\x7e]*"|[A-Za-z0-9!#$&^_.+-]+))*$/
+// type/subtype with optional parameters, no control characters: safe to send back as Content-Type. The whitespace
+// around a parameter's `;` is RFC 9110's OWS, spaces and tabs only: `\s` let line breaks and U+2028 through, which
+// Node refuses in a header (every download of the upload failed), and U+00A0, sent as a stray byte.
+const MEDIA_TYPE = /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}([ \t]*;[ \t]*[A-Za-z0-9!#$&^_.+-]+=("[\x20\x21\x23-\x7e]*"|[A-Za-z0-9!#$&^_.+-]+))*$/
 
 /**
  * Parses `Upload-Metadata` strictly: comma-separated `key [base64value]` pairs, unique keys, standard
@@ -57,11 +59,17 @@ export function contentType (metadata: UploadMetadata): string {
   return type !== undefined && MEDIA_TYPE.test(type) ? type : 'application/octet-stream'
 }
 
-/** A file name as a client sent it, made harmless: no path separators, no control characters. */
+/**
+ * A file name as a client sent it, made harmless: no path separators, no control characters, and well-formed
+ * UTF-16 (a lone surrogate, which a name cut in the middle of an emoji ends with, becomes U+FFFD: it has no UTF-8
+ * form, so `filename*` could not be written and every download of the upload would fail).
+ */
 export function cleanFilename (raw: string): string {
   // eslint-disable-next-line no-control-regex -- control characters are what is removed
-  return raw.replace(/[\\/]/g, '_').replace(/[\x00-\x1f\x7f]/g, '')
+  return raw.replace(/[\\/]/g, '_').replace(/[\x00-\x1f\x7f]/g, '').replace(LONE_SURROGATE, '\ufffd')
 }
+
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g
 
 /** RFC 6266: an ASCII fallback name plus the exact UTF-8 name in RFC 5987 encoding. */
 export function contentDisposition (metadata: UploadMetadata, id: string): string {

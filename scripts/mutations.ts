@@ -475,6 +475,20 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/file-store-stat.test.ts']
   },
   {
+    name: 'download: If-Range ignored (a resumed download spliced from two uploads)',
+    file: 'lib/wire/download.ts',
+    find: "rangeHeader === undefined || !ifRangeHolds(stringHeader(request, 'if-range'), upload.modifiedAt, lastModified)",
+    replace: 'rangeHeader === undefined',
+    tests: ['test/download.test.ts']
+  },
+  {
+    name: 'routes: a download ending while the server closes leaves its kept-alive connection open',
+    file: 'lib/http/routes.ts',
+    find: '    if (services.inFlight.closing) closeIdleConnections(instance.server)\n',
+    replace: '',
+    tests: ['test/download.test.ts']
+  },
+  {
     name: 'download: a chunk freed as soon as the response took it, before it was sent',
     file: 'lib/wire/download.ts',
     find: 'const written = freeChunks ? response.write(chunk, () => { freeReadChunk(chunk) }) : response.write(chunk)',

@@ -1,15 +1,16 @@
 import t from 'tap'
 import { createHash } from 'node:crypto'
-import { appendFile, truncate } from 'node:fs/promises'
+import { appendFile, readFile, stat, truncate, utimes } from 'node:fs/promises'
 import { Agent, request as httpRequest } from 'node:http'
 import { connect as connectHttp2 } from 'node:http2'
 import type { Socket } from 'node:net'
+import { join } from 'node:path'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { FastifyServerOptions } from 'fastify'
 import tusPlugin, { FileStore, MemoryLocker, type LockOptions, type UploadLock, type UploadLocker } from '../lib/index.js'
 import { retryLater, TusErrors } from '../lib/errors.js'
-import { createUpload, idOf, randomBytesSeeded, sha256, startServer, tusRequest } from './helpers.js'
+import { createUpload, idOf, randomBytesSeeded, rawRequest, send, sha256, startServer, tusRequest } from './helpers.js'
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
 
@@ -58,6 +59,75 @@ t.test('hostile filenames and types are never reflected raw into headers', async
     "filename*=UTF-8''.._.._etc_pass%22wdSet-Cookie%3A%20a%3Db%20%C3%BCn%C3%AF.txt")
 })
 
+/** The download of `url` through tus and the draft versions whose GET is a download (6) or offset retrieval (9). */
+const DOWNLOADERS: Array<[string, Record<string, string>]> = [
+  ['tus', { 'Tus-Resumable': '1.0.0' }], ['draft 6', { 'Upload-Draft-Interop-Version': '6' }], ['draft 9', { 'Upload-Draft-Interop-Version': '9' }]
+]
+
+t.test('a filetype whose parameters follow a line break (or U+2028, U+00A0) is no media type: served as octet-stream, in every protocol', async (t) => {
+  const data = randomBytesSeeded(3000, 8)
+  const server = await startServer(t)
+  // Named by their escapes: a raw U+2028 in an assertion's name would end its TAP line.
+  for (const [label, filetype] of [['CR LF', 'text/plain\r\n;charset=utf-8'], ['LF', 'text/html\n;a=b'], ['U+2028', 'text/plain\u2028;a=b'], ['U+00A0', 'text/plain\u00a0;a=b']] as const) {
+    const created = await tusRequest(server.endpoint, {
+      method: 'POST', headers: { 'Upload-Length': String(data.length), 'Upload-Metadata': metadata({ filetype }), ...OCTET }, body: data
+    })
+    t.equal(created.status, 201)
+    t.equal(sha256(await readFile(join(server.dir, idOf(created.headers.location!)))), sha256(data), 'stored whole')
+    for (const [name, headers] of DOWNLOADERS) {
+      const response = await rawRequest(created.headers.location!, { headers })
+      t.equal(response.status, 200, `${name}: a filetype with ${label} downloads`)
+      t.equal(response.headers['content-type'], 'application/octet-stream')
+      t.equal(sha256(response.body), sha256(data))
+    }
+  }
+  const tab = await tusRequest(server.endpoint, {
+    method: 'POST', headers: { 'Upload-Length': '1', 'Upload-Metadata': metadata({ filetype: 'text/plain;\tcharset=utf-8' }), ...OCTET }, body: 'x'
+  })
+  t.equal((await tusRequest(tab.headers.location!)).headers['content-type'], 'text/plain;\tcharset=utf-8', 'spaces and tabs around ";" are still allowed')
+})
+
+t.test('a file name cut in the middle of an emoji never breaks its download: the draft cuts before it, U+FFFD for a lone half from elsewhere', async (t) => {
+  const data = Buffer.from(randomBytesSeeded(1000, 9).toString('hex'))
+  // A name an app's onUploadCreate cut in half of a surrogate pair (tus metadata itself is strict UTF-8).
+  const server = await startServer(t, {
+    onUploadCreate: (upload) => upload.metadata.cut === undefined ? undefined : { metadata: { filename: 'report\ud83d.txt' } }
+  })
+  const long = 'a'.repeat(254)
+  for (const version of [3, 6, 9]) {
+    const complete: Record<string, string> = version === 3 ? { 'Upload-Incomplete': '?0' } : { 'Upload-Complete': '?1' }
+    const headers = {
+      'Upload-Draft-Interop-Version': String(version),
+      ...complete,
+      'Content-Type': 'text/plain',
+      'Content-Disposition': `attachment; filename*=UTF-8''${long}%F0%9F%98%80.txt`,
+      'Content-Length': String(data.length)
+    }
+    const created = await send(server.endpoint, 'POST', headers, data.toString())
+    t.equal(created.status, 201, `draft ${version} creation`)
+    const url = new URL(created.headers.location!, server.origin).href
+    t.equal(sha256(await readFile(join(server.dir, idOf(url)))), sha256(data), 'stored whole')
+    const head = await tusRequest(url, { method: 'HEAD' })
+    t.equal(head.headers['upload-metadata'], `filetype ${Buffer.from('text/plain').toString('base64')},filename ${Buffer.from(long).toString('base64')}`, 'the name stops before the emoji it could not hold')
+    for (const [name, headers] of DOWNLOADERS) {
+      const response = await rawRequest(url, { headers })
+      t.equal(response.status, 200, `draft ${version} upload, ${name} download`)
+      t.equal(response.headers['content-disposition'], `attachment; filename="${long}"; filename*=UTF-8''${long}`)
+      t.equal(sha256(response.body), sha256(data))
+    }
+  }
+  const created = await tusRequest(server.endpoint, {
+    method: 'POST', headers: { 'Upload-Length': String(data.length), 'Upload-Metadata': 'cut', ...OCTET }, body: data
+  })
+  t.equal(created.status, 201)
+  for (const [name, headers] of DOWNLOADERS) {
+    const response = await rawRequest(created.headers.location!, { headers })
+    t.equal(response.status, 200, `${name}: a lone surrogate from onUploadCreate`)
+    t.equal(response.headers['content-disposition'], 'attachment; filename="report_.txt"; filename*=UTF-8\'\'report%EF%BF%BD.txt')
+    t.equal(sha256(response.body), sha256(data))
+  }
+})
+
 t.test('without metadata the id names the download and the type is octet-stream', async (t) => {
   const { url } = await finishedUpload(t, Buffer.from('abc'))
   const response = await tusRequest(url)
@@ -96,6 +166,54 @@ t.test('Range requests get 206 with the right bytes; unsatisfiable ones 416', as
   }
 })
 
+t.test('If-Range: a range only of the bytes the client has part of; an upload replaced under its URL comes whole (tus, drafts)', async (t) => {
+  // An app that names uploads itself (onUploadCreate) can remove one and make another under the same URL.
+  const server = await startServer(t, { onUploadCreate: (upload) => ({ id: upload.metadata.slot ?? upload.id }) })
+  const slot = `slot ${Buffer.from('report').toString('base64')}`
+  const path = join(server.dir, 'report')
+  const put = async (data: Buffer, daysOld: number): Promise<string> => {
+    const created = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': String(data.length), 'Upload-Metadata': slot, ...OCTET }, body: data })
+    t.equal(created.status, 201)
+    if (daysOld !== 0) await utimes(path, new Date(Date.now() - daysOld * 86_400_000), new Date(Date.now() - daysOld * 86_400_000))
+    t.equal(sha256(await readFile(path)), sha256(data), 'stored whole')
+    return created.headers.location!
+  }
+  const first = randomBytesSeeded(5000, 10)
+  const url = await put(first, 2)
+  const lastModified = (await tusRequest(url)).headers['last-modified']!
+  t.equal(lastModified, (await stat(path)).mtime.toUTCString(), 'Last-Modified is the data file\'s')
+  for (const [name, headers] of DOWNLOADERS) {
+    const resumed = await rawRequest(url, { headers: { ...headers, Range: 'bytes=1000-', 'If-Range': lastModified } })
+    t.equal(resumed.status, 206, `${name}: If-Range with the Last-Modified sent: the range`)
+    t.equal(resumed.headers['content-range'], 'bytes 1000-4999/5000')
+    t.equal(sha256(resumed.body), sha256(first.subarray(1000)))
+    for (const validator of ['"an-etag"', 'W/"an-etag"', new Date(Date.now() - 86_400_000).toUTCString()]) {
+      const whole = await rawRequest(url, { headers: { ...headers, Range: 'bytes=1000-', 'If-Range': validator } })
+      t.equal(whole.status, 200, `${name}: If-Range ${validator} names other bytes: the whole upload`)
+      t.equal(whole.headers['content-range'], undefined)
+      t.equal(sha256(whole.body), sha256(first))
+    }
+  }
+
+  t.equal((await tusRequest(url, { method: 'DELETE' })).status, 204)
+  const second = randomBytesSeeded(5000, 11)
+  t.equal(await put(second, 1), url, 'the same URL')
+  for (const [name, headers] of DOWNLOADERS) {
+    const resumed = await rawRequest(url, { headers: { ...headers, Range: 'bytes=1000-', 'If-Range': lastModified } })
+    t.equal(resumed.status, 200, `${name}: a download of the removed upload resumed: the new one whole`)
+    t.equal(sha256(resumed.body), sha256(second))
+  }
+
+  // A Last-Modified less than a second before now is weak (RFC 9110 8.8.2.2): it cannot say the bytes are the same
+  // (one a clock ahead is the case that needs no timing).
+  t.equal((await tusRequest(url, { method: 'DELETE' })).status, 204)
+  await put(first, -1)
+  const fresh = (await tusRequest(url)).headers['last-modified']!
+  const weak = await tusRequest(url, { headers: { Range: 'bytes=1000-', 'If-Range': fresh } })
+  t.equal(weak.status, 200, 'a Last-Modified not a second in the past: the whole upload')
+  t.equal(sha256(weak.body), sha256(first))
+})
+
 t.test('GET of an unfinished upload is 409; of an unknown or invalid id 404', async (t) => {
   const server = await startServer(t)
   const url = await createUpload(server, { 'Upload-Length': '10' })
@@ -132,9 +250,11 @@ async function verbatim (origin: string, method: string, path: string): Promise<
  * the server has writes queued behind a full socket (`queued` resolves): every chunk is then sent long after the
  * response took it, which is when a chunk freed too early would show.
  */
-async function slowGet (url: string, headers: Record<string, string>, queued: () => Promise<void>): Promise<{ status: number, sha256: string, bytes: number }> {
+async function slowGet (
+  url: string, headers: Record<string, string>, queued: () => Promise<void>, agent: Agent | false = false
+): Promise<{ status: number, sha256: string, bytes: number }> {
   return await new Promise((resolve, reject) => {
-    const request = httpRequest(url, { headers, agent: false }, (response) => {
+    const request = httpRequest(url, { headers, agent }, (response) => {
       response.pause()
       const hash = createHash('sha256')
       let bytes = 0
@@ -170,6 +290,35 @@ for (const [name, headers] of [['tus', {}], ['draft interop 6', { 'Upload-Draft-
     const range = await slowGet(url, { ...headers, Range: 'bytes=1000-20000000' }, async () => { await writesQueued(sockets) })
     t.equal(range.status, 206)
     t.equal(range.sha256, sha256(LARGE.subarray(1000, 20_000_001)))
+  })
+}
+
+for (const [name, headers] of [['tus', {}], ['draft interop 6', { 'Upload-Draft-Interop-Version': '6' }], ['draft interop 9', { 'Upload-Draft-Interop-Version': '9' }]] as const) {
+  t.test(`${name}: a download running when the server begins to close is sent whole, and the close ends with it`, async (t) => {
+    const server = await startServer(t, {}, undefined, { return503OnClosing: false })
+    const created = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': String(LARGE.length), ...OCTET }, body: LARGE })
+    const url = created.headers.location!
+    t.equal(sha256(await readFile(join(server.dir, idOf(url)))), sha256(LARGE), 'stored whole')
+    const sockets = new Set<Socket>()
+    server.app.server.on('connection', (socket: Socket) => { sockets.add(socket) })
+    // As a browser does, the client keeps its connection for a next request: its response said keep-alive.
+    const agent = new Agent({ keepAlive: true })
+    t.teardown(() => { agent.destroy() })
+    let closing: Promise<void> | undefined
+    const download = await slowGet(url, headers, async () => {
+      await writesQueued(sockets)
+      closing = server.app.close()
+    }, agent)
+    t.equal(download.status, 200)
+    t.equal(download.sha256, sha256(LARGE), 'every byte as stored')
+    // Before, the close went on waiting for the kept-alive connection: for the client, or Fastify's 72 s timeout.
+    let timer: NodeJS.Timeout | undefined
+    const outcome = await Promise.race([
+      closing!.then(() => 'closed'),
+      new Promise<string>((resolve) => { timer = setTimeout(() => { resolve('still closing 10 s after the last byte') }, 10_000) })
+    ])
+    clearTimeout(timer)
+    t.equal(outcome, 'closed', 'app.close() ended once the download was sent')
   })
 }
 

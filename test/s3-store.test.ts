@@ -560,6 +560,9 @@ t.test('completed objects carry Content-Type and Content-Disposition from the me
       disposition: 'attachment; filename="r_sum_ _1__x.pdf"; filename*=UTF-8\'\'r%C3%A9sum%C3%A9%20%221%22_x.pdf'
     },
     { metadata: { filename: 'a.txt', filetype: 'text/plain\r\nX-Evil: 1' }, size: 100, type: 'application/octet-stream', disposition: 'attachment; filename="a.txt"; filename*=UTF-8\'\'a.txt' },
+    // A line break before a parameter, and half an emoji (a name cut short): the object is made all the same.
+    { metadata: { filename: 'b.txt', filetype: 'text/plain\r\n;a=b' }, size: 100, type: 'application/octet-stream', disposition: 'attachment; filename="b.txt"; filename*=UTF-8\'\'b.txt' },
+    { metadata: { filename: 'c\ud83d.txt', filetype: 'text/plain; charset=utf-8' }, size: 100, type: 'text/plain; charset=utf-8', disposition: 'attachment; filename="c_.txt"; filename*=UTF-8\'\'c%EF%BF%BD.txt' },
     { metadata: { filetype: 'image/png' }, size: 0, type: 'image/png', disposition: '' }
   ]
   for (const { metadata, size, type, disposition } of cases) {

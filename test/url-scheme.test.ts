@@ -1,6 +1,7 @@
 // Upload URLs under a parametric prefix (`/product/:pid/images`) carry the parameters' values, not `:pid`; and
 // generateUrl builds the Location; through tus 1.0.0 and the IETF draft (interop 6).
 import t from 'tap'
+import { request as httpRequest } from 'node:http'
 import tusPlugin, { type UploadUrlParts } from '../lib/index.js'
 import { send, startServer } from './helpers.js'
 
@@ -51,6 +52,34 @@ for (const dialect of DIALECTS) {
     t.equal(created.headers.location, `https://uploads.example.com/api/acme/files/${id}?from=POST`)
     const appended = await send(`${server.origin}/api/acme/files/${id}`, 'PATCH', dialect.append, 'xyz')
     t.equal(appended.status, 204)
+  })
+}
+
+/** A creation over node:http, with the Location of a 104 (the draft's) if one came first. */
+async function createWithInterim (url: string, headers: Record<string, string>): Promise<{ status: number, location?: string, interim?: string, body: string }> {
+  return await new Promise((resolve, reject) => {
+    let interim: string | undefined
+    const request = httpRequest(url, { method: 'POST', headers, agent: false }, (response) => {
+      let body = ''
+      response.on('data', (chunk: Buffer) => { body += chunk.toString() })
+      response.on('end', () => { resolve({ status: response.statusCode!, location: response.headers.location, interim, body }) })
+    })
+    request.on('information', (info) => { interim = info.headers.location as string | undefined })
+    request.on('error', reject)
+    request.end()
+  })
+}
+
+for (const dialect of DIALECTS) {
+  t.test(`${dialect.name}: non-ASCII text in generateUrl's answer goes out percent-encoded, the same in every answer`, async (t) => {
+    const server = await startServer(t, { generateUrl: (_request, { path, id }) => `${path}/${id}?shop=caf\u00e9+\u20ac` })
+    const created = await createWithInterim(server.endpoint, dialect.create)
+    t.equal(created.status, 201, created.body)
+    t.match(created.location, /^\/files\/[A-Za-z0-9_-]{21}\?shop=caf%C3%A9\+%E2%82%AC$/, 'UTF-8, percent-encoded, as a browser sends it')
+    if (dialect.name !== 'tus 1.0.0') t.equal(created.interim, created.location, 'the 104 names the same URL')
+    const url = new URL(created.location!, server.origin).href
+    t.equal((await send(url, 'PATCH', dialect.append, 'abc')).status, 204, 'the URL routes back to the upload')
+    t.equal((await send(url, 'GET', {})).body, 'abc')
   })
 }
 
@@ -116,7 +145,7 @@ t.test('tus concatenation under a parametric prefix: the final names its partial
 })
 
 t.test('generateUrl that throws or returns no URL is a 500 naming it', async (t) => {
-  for (const generateUrl of [() => { throw new Error('signing service down') }, () => 'bad\r\nurl']) {
+  for (const generateUrl of [() => { throw new Error('signing service down') }, () => 'bad\r\nurl', () => 'bad\turl', () => '/files/half-\ud83d']) {
     const server = await startServer(t, { generateUrl })
     const created = await send(server.endpoint, 'POST', { 'Tus-Resumable': '1.0.0', 'Upload-Length': '1' })
     t.equal(created.status, 500)

@@ -62,6 +62,13 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
     sendDraftError(servicesOf(services, request), error, request, reply, version)
   })
   countRequests(instance, services.metrics)
+  // A response that ends while the server closes (a download begun before: its headers promised keep-alive) leaves
+  // its connection open and idle once sent; node's server.close() closed the idle ones only when it began, so the
+  // close waited for the client, or for Fastify's keepAliveTimeout (72 s), long after the last byte was sent.
+  instance.addHook('onResponse', (_request, _reply, done) => {
+    if (services.inFlight.closing) closeIdleConnections(instance.server)
+    done()
+  })
   instance.setNotFoundHandler(async () => { throw new TusErrors.NOT_FOUND() })
 
   // First of all hooks: the method a tunnelled request (X-HTTP-Method-Override, T-G-8) stands for becomes its
@@ -143,6 +150,12 @@ function refuseWritesWhileClosing (services: TusServices, request: FastifyReques
 }
 
 const READS_WHILE_CLOSING = new Set(['HEAD', 'GET', 'OPTIONS'])
+
+/** Ends the server's kept-alive connections that wait for no response (HTTP/1.1; an HTTP/2 server has no such call). */
+function closeIdleConnections (server: FastifyInstance['server']): void {
+  const close = (server as { closeIdleConnections?: () => void }).closeIdleConnections
+  if (typeof close === 'function') close.call(server)
+}
 
 /** X-HTTP-Method-Override on a POST to an upload: the request's method becomes the one it names. */
 function overrideMethod (request: FastifyRequest): void {

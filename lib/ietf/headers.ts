@@ -87,6 +87,8 @@ export function dispositionFilename (header: string): string | undefined {
   }
   name ??= parameters.get('filename')
   if (name === undefined) return undefined
-  const clean = cleanFilename(name).trim().slice(0, MAX_FILENAME)
+  let clean = cleanFilename(name).trim().slice(0, MAX_FILENAME)
+  // Never half of a character: a cut between the two halves of a surrogate pair (an emoji) drops the first.
+  if (/[\ud800-\udbff]$/.test(clean)) clean = clean.slice(0, -1)
   return clean === '' || clean === '.' || clean === '..' ? undefined : clean
 }

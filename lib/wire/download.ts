@@ -13,15 +13,18 @@ export { cleanFilename, contentDisposition } from '../metadata.js'
 /** Sends a finished upload (see readFinished), whole or one byte range (206). The same download for every protocol. */
 export async function sendDownload (services: TusServices, request: FastifyRequest, reply: FastifyReply, upload: UploadInfo): Promise<void> {
   const size = upload.offset
+  const lastModified = upload.modifiedAt.toUTCString()
   const rangeHeader = stringHeader(request, 'range')
-  const range = rangeHeader === undefined ? undefined : parseRange(rangeHeader, size)
+  const range = rangeHeader === undefined || !ifRangeHolds(stringHeader(request, 'if-range'), upload.modifiedAt, lastModified)
+    ? undefined
+    : parseRange(rangeHeader, size)
 
   reply
     .header('Content-Type', contentType(upload.metadata))
     .header('Content-Disposition', contentDisposition(upload.metadata, upload.id))
     .header('X-Content-Type-Options', 'nosniff')
     .header('Accept-Ranges', 'bytes')
-    .header('Last-Modified', upload.modifiedAt.toUTCString())
+    .header('Last-Modified', lastModified)
   if (range === undefined) {
     reply.code(200).header('Content-Length', String(size))
     await reply.send(size === 0 ? '' : await bytesOf(services, request, reply, upload.id, size))
@@ -80,6 +83,20 @@ function sentExactly (body: Readable, response: Writable, length: number, freeCh
     return destination
   }
   return body
+}
+
+/**
+ * Whether a `Range` may be served (RFC 9110 13.1.5): always without `If-Range`; with it, only when it names the
+ * representation the client already has part of, else the whole body is sent. A resumed download whose URL now
+ * holds other bytes (an upload removed and made again under the same id, which onUploadCreate may choose) would
+ * otherwise get the new file's tail to append to the old one's head. No ETag is sent, so an entity tag never
+ * matches; a date matches only exactly our Last-Modified, and only once it is strong (at least a second old).
+ */
+function ifRangeHolds (header: string | undefined, modifiedAt: Date, lastModified: string): boolean {
+  if (header === undefined) return true
+  const value = header.trim()
+  if (value.startsWith('"') || value.startsWith('W/')) return false
+  return value === lastModified && Date.now() - modifiedAt.getTime() >= 1000
 }
 
 /**
