@@ -41,8 +41,8 @@ Options:
   --expiry-interval <s>     seconds between two sweeps removing expired uploads (default: 3600)
   --min-free-space <bytes>  refuse new uploads (507) that would leave less free disk than this; bytes
                             or K, M, G, T (default: 0, no check)
-  --idle-timeout <s>        end a request body that brings no byte for this many seconds; its bytes
-                            are kept (default: 60)
+  --idle-timeout <s>        end a request body that brings no byte for this many seconds (its bytes
+                            are kept), and cut a download whose client takes none (default: 60)
   --cors-origin <origin>    allow browser uploads from this origin, e.g. https://app.example.com; repeat
                             it for several, or "*" for any origin (default: none, same-origin only)
   --metrics-path <path>     serve Prometheus metrics with GET on this path, e.g. /metrics (default: off)

@@ -52,7 +52,10 @@ export interface TusPluginOptions {
   maxMetadataSize?: number
   /** How long a request waits for another request on the same upload to finish, in ms. Default 3000. */
   lockTimeout?: number
-  /** A request body that brings no byte for this long (ms) is ended, its bytes kept. Default 60000. */
+  /**
+   * A request body that brings no byte for this long (ms) is ended, its bytes kept; a download whose client takes no
+   * byte for this long is cut. Default 60000.
+   */
   idleTimeout?: number
   /**
    * Bytes that must stay free on the filesystem of `dir`: a creation that would leave less is refused

@@ -1,9 +1,10 @@
 import t from 'tap'
 import { createHash } from 'node:crypto'
+import { once } from 'node:events'
 import { appendFile, readFile, stat, truncate, utimes } from 'node:fs/promises'
 import { Agent, request as httpRequest } from 'node:http'
 import { connect as connectHttp2 } from 'node:http2'
-import type { Socket } from 'node:net'
+import { connect as connectTcp, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -458,3 +459,34 @@ t.test('while the lock service is down, finished uploads still download (tus, dr
   t.equal(head.status, 503)
   t.equal(head.headers['retry-after'], '1')
 })
+
+for (const [name, headers] of [['tus', { 'Tus-Resumable': '1.0.0' }], ['draft interop 6', { 'Upload-Draft-Interop-Version': '6' }], ['draft interop 9', { 'Upload-Draft-Interop-Version': '9' }]] as const) {
+  t.test(`${name}: a download whose client takes no byte for idleTimeout is cut, and the upload stays whole`, async (t) => {
+    const data = randomBytesSeeded(32 * 1024 * 1024, 7)
+    let stalled: () => void = () => undefined
+    const stallLogged = new Promise<void>((resolve) => { stalled = resolve })
+    const server = await startServer(t, { idleTimeout: 300 }, undefined, {
+      logger: { level: 'warn', stream: { write: (line: string) => { if (line.includes('took no byte for idleTimeout')) stalled() } } }
+    })
+    const created = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': String(data.length), ...OCTET }, body: data })
+    t.equal(created.status, 201)
+    const path = new URL(created.headers.location!).pathname
+
+    const socket = connectTcp(Number(new URL(server.origin).port), '127.0.0.1')
+    socket.pause()
+    const closed = once(socket, 'close')
+    const head = Object.entries(headers).map(([key, value]) => `${key}: ${value}\r\n`).join('')
+    socket.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n${head}\r\n`)
+    await stallLogged
+    let received = 0
+    socket.on('data', (chunk: Buffer) => { received += chunk.length })
+    socket.on('error', () => undefined)
+    socket.resume()
+    await closed
+    t.ok(received < data.length, `the response was cut (${received} of ${data.length} bytes and its head)`)
+
+    const whole = await rawRequest(`${server.origin}${path}`, { headers })
+    t.equal(whole.status, 200)
+    t.equal(sha256(whole.body), sha256(data), 'the upload is still whole')
+  })
+}

@@ -4,6 +4,8 @@ import {
   AbortMultipartUploadCommand, CreateMultipartUploadCommand, GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command,
   ListPartsCommand, PutObjectCommand, S3Client, type S3ClientConfig
 } from '@aws-sdk/client-s3'
+import { once } from 'node:events'
+import { connect } from 'node:net'
 import { S3Store } from '../lib/store/s3-store.js'
 import { randomBytesSeeded, removeExpired, sha256, startServer, tusRequest, tusUpload, createUpload, idOf } from './helpers.js'
 import { s3ClientConfig, testBucket, testS3Client } from './services.js'
@@ -852,4 +854,31 @@ t.test('completing an empty upload that dies at any S3 call leaves it complete o
       break
     }
   }
+})
+
+t.test('downloads whose clients take no byte are cut after idleTimeout: they never keep the S3 client\'s sockets from other requests', async (t) => {
+  t.setTimeout(120_000)
+  const bucket = await testBucket(t)
+  const server = await startServer(t, { store: newStore(bucket), idleTimeout: 500 })
+  const data = randomBytesSeeded(16 * MiB, 23)
+  const created = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': String(data.length), ...OCTET }, body: data })
+  t.equal(created.status, 201)
+  const path = new URL(created.headers.location!).pathname
+  // More downloads than the AWS SDK's 50 pooled sockets, each reading its head and then nothing.
+  const port = Number(new URL(server.origin).port)
+  const stalled = await Promise.all(Array.from({ length: 52 }, async () => {
+    const socket = connect(port, '127.0.0.1')
+    socket.on('error', () => undefined)
+    await once(socket, 'connect')
+    socket.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n\r\n`)
+    await once(socket, 'data')
+    socket.pause()
+    return socket
+  }))
+  t.teardown(() => { for (const socket of stalled) socket.destroy() })
+  const other = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': '3', ...OCTET }, body: 'abc' })
+  t.equal(other.status, 201, 'a creation is answered once the stalled downloads are cut')
+  const whole = await tusRequest(`${server.origin}${path}`)
+  t.equal(whole.status, 200)
+  t.equal(sha256(whole.body), sha256(data))
 })

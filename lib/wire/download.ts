@@ -41,9 +41,24 @@ export async function sendDownload (services: TusServices, request: FastifyReque
 /** The store's stream of the `length` bytes to send, checked and freed as it is sent (see sentExactly). */
 async function bytesOf (services: TusServices, request: FastifyRequest, reply: FastifyReply, id: string, length: number, range?: ByteRange): Promise<Readable> {
   const body = await services.store.read(id, range)
-  return sentExactly(body, reply.raw as unknown as Writable, length, services.store.readChunksDisposable === true, (sent) => {
-    request.log.error({ uploadId: id, expected: length, sent }, 'fastify-tus: a download did not match its length (the data file changed outside the plugin?); its response was cut')
+  return sentExactly(body, reply.raw as unknown as Writable, length, {
+    freeChunks: services.store.readChunksDisposable === true,
+    idleTimeout: services.options.idleTimeout,
+    onMismatch: (sent) => {
+      request.log.error({ uploadId: id, expected: length, sent }, 'fastify-tus: a download did not match its length (the data file changed outside the plugin?); its response was cut')
+    },
+    onStalled: (sent) => {
+      request.log.warn({ uploadId: id, expected: length, sent }, 'fastify-tus: a download\'s client took no byte for idleTimeout; its response was cut')
+    }
   })
+}
+
+interface SendOptions {
+  freeChunks: boolean
+  /** ms the response may take no byte before it is cut. */
+  idleTimeout: number
+  onMismatch: (sent: number) => void
+  onStalled: (sent: number) => void
 }
 
 /**
@@ -54,31 +69,45 @@ async function bytesOf (services: TusServices, request: FastifyRequest, reply: F
  * the client sees and retries. With `freeChunks`, each chunk is freed once the response has written it: each chunk
  * of a download is a new buffer outside the heap, like a body's (see free-memory.ts); left to V8, a 1 GiB download
  * cost 34-36 full collections in a Fastify app, and 1.5x the CPU of a plain pipe.
+ * A client that takes no byte for `idleTimeout` has its response cut too, as a body that brings none is ended: until
+ * then the download holds what its store reads with (a file descriptor; with S3Store one of its client's pooled
+ * sockets, so that 50 clients that never read stopped every other request to S3).
  * Piped anywhere else (an onSend hook replaced the payload: a compression, say, which changes the length anyway)
  * it is piped as usual: it cannot know when another reader is done with a chunk.
  */
-function sentExactly (body: Readable, response: Writable, length: number, freeChunks: boolean, onMismatch: (sent: number) => void): Readable {
+function sentExactly (body: Readable, response: Writable, length: number, options: SendOptions): Readable {
+  const { freeChunks, idleTimeout, onMismatch, onStalled } = options
   const pipe = body.pipe.bind(body)
-  body.pipe = <T extends NodeJS.WritableStream>(destination: T, options?: { end?: boolean }): T => {
-    if (destination !== response as unknown) return pipe(destination, options)
+  body.pipe = <T extends NodeJS.WritableStream>(destination: T, pipeOptions?: { end?: boolean }): T => {
+    if (destination !== response as unknown) return pipe(destination, pipeOptions)
     let sent = 0
-    const cut = (): void => {
-      onMismatch(sent)
+    let stall: NodeJS.Timeout | undefined
+    const cut = (report: (sent: number) => void): void => {
+      report(sent)
       response.destroy(new Error(`a download of ${length} bytes ended after ${sent}`))
       body.destroy()
     }
-    const resume = (): void => { body.resume() }
+    const resume = (): void => {
+      clearTimeout(stall)
+      stall = undefined
+      body.resume()
+    }
     body.on('data', (chunk: Buffer) => {
       sent += chunk.length
-      if (sent > length) { cut(); return }
+      if (sent > length) { cut(onMismatch); return }
       const written = freeChunks ? response.write(chunk, () => { freeReadChunk(chunk) }) : response.write(chunk)
-      if (!written) body.pause()
+      if (written) return
+      body.pause()
+      stall ??= setTimeout(() => { cut(onStalled) }, idleTimeout).unref()
     })
     response.on('drain', resume)
-    body.once('close', () => { response.off('drain', resume) })
+    body.once('close', () => {
+      clearTimeout(stall)
+      response.off('drain', resume)
+    })
     body.once('end', () => {
-      if (sent !== length) cut()
-      else if (options?.end !== false) response.end()
+      if (sent !== length) cut(onMismatch)
+      else if (pipeOptions?.end !== false) response.end()
     })
     return destination
   }
