@@ -482,6 +482,13 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/download.test.ts']
   },
   {
+    name: 'download: a client that takes no byte is waited for forever (it holds the store\'s stream)',
+    file: 'lib/wire/download.ts',
+    find: 'stall ??= setTimeout(() => { cut(onStalled) }, idleTimeout).unref()',
+    replace: 'stall ??= setTimeout(() => undefined, idleTimeout).unref()',
+    tests: ['test/download.test.ts']
+  },
+  {
     name: 'routes: a download ending while the server closes leaves its kept-alive connection open',
     file: 'lib/http/routes.ts',
     find: '    if (services.inFlight.closing) closeIdleConnections(instance.server)\n',
