@@ -299,6 +299,45 @@ t.test('a part that fails while later ones land: the upload resumes after the la
   t.equal(await multipartUploads(bucket), 0)
 })
 
+t.test('onStored: only bytes S3 holds, as the run of completed parts grows (parts land out of order), then the incomplete part', async (t) => {
+  t.setTimeout(180_000)
+  const bucket = await testBucket(t)
+  // Part 1 lands only after parts 2 and 3: until then S3 holds nothing this write can count.
+  const landed = new Map<number, () => void>()
+  const after = (n: number): Promise<void> => new Promise((resolve) => { landed.set(n, resolve) })
+  const later = Promise.all([after(2), after(3)])
+  const gated = new S3Store({
+    bucket,
+    prefix: 'uploads/',
+    partSize: 5 * MiB,
+    partsInFlight: 4,
+    s3: gatedConfig(async (partNumber, send) => {
+      if (partNumber === 1) await later
+      const result = await send()
+      landed.get(partNumber)?.()
+      return result
+    })
+  })
+  t.teardown(async () => { await gated.close() })
+  const other = newStore(bucket)
+  const data = randomBytesSeeded(3 * 5 * MiB + MiB, 43)
+  const id = contractId()
+  await gated.create({ id, size: data.length + 100, metadata: {} })
+  const acknowledged: number[] = []
+  const seen: Array<Promise<number>> = []
+  const written = await gated.write(id, 0, chunked(data), {
+    onStored: (offset) => {
+      acknowledged.push(offset)
+      seen.push(other.getInfo(id).then((upload) => upload.offset))
+    }
+  })
+  t.equal(written, data.length)
+  t.same(acknowledged, [3 * 5 * MiB, data.length], 'the three parts once part 1 closed the run, then the incomplete part')
+  const offsets = await Promise.all(seen)
+  t.ok(offsets.every((offset, i) => offset >= acknowledged[i]!), `another instance saw at least each acknowledged offset (${offsets.join(', ')})`)
+  t.equal((await other.getInfo(id)).offset, data.length)
+})
+
 /** S3 client settings that log every request the SDK sends as `METHOD key` (a path's last segment, `?` and the query's names). */
 function countingConfig (log: string[]): S3ClientConfig {
   const plain = new S3Client(s3ClientConfig())

@@ -58,12 +58,17 @@ export async function appendBody (
         // Chunks are freed as the store is done with them: the request body's (RequestBody.reclaim), or a staged body's
         // as read back from its file, which nothing else reads.
         const reclaim = staged === undefined ? requestBody?.reclaim : freeReadChunk
-        const options = reclaim === undefined ? held : { ...held, reclaim }
+        // Bytes the store holds are acknowledged as they land (the draft's 104s), unless they may yet be cut off
+        // again: a chunked body streamed straight in is checked only once it has ended (checkStreamed), a staged one
+        // before it is committed.
+        const stored = staged !== undefined || !chunked ? progress.stored : undefined
+        const options = reclaim === undefined && stored === undefined ? held : { ...held, ...(reclaim === undefined ? {} : { reclaim }), ...(stored === undefined ? {} : { onStored: stored }) }
         offset = await storeFailure(services, request, upload, async () => await services.store.write(upload.id, upload.offset, whileHeld(source, held), options))
         if (staged === undefined && chunked) {
           const checked = await checkStreamed(services, request, upload, offset, body, progress, input.completes, held)
           offset = checked.offset
           if (checked.refusal !== undefined) throw checked.refusal
+          progress.stored(offset)
         }
       }
     } finally {

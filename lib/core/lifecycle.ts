@@ -61,6 +61,11 @@ export async function storeUpload (services: TusServices, request: FastifyReques
  * Calls onUploadProgress (and emits `progress`) as the bytes of one request are stored. `track` wraps
  * the body: when the hook stops the upload the body simply ends, so the store keeps what it wrote, and
  * `stopped` holds the error to answer with.
+ *
+ * The protocol's own reports (`onProgress`: the draft's 104s, whose `Upload-Offset` acknowledges bytes a client may
+ * then free) carry only what the store said it holds (`stored`, given to it as WriteOptions.onStored): never bytes
+ * still queued or buffered in memory, which a crash or a failing backend loses, nor bytes that may yet be dropped
+ * (a staged body, or a chunked one checked once it has ended: their writes get no `stored`).
  */
 export class ProgressTracker {
   stopped: Error | undefined
@@ -68,6 +73,8 @@ export class ProgressTracker {
   readonly #request: FastifyRequest
   readonly #upload: UploadInfo
   readonly #onProgress: ((upload: UploadInfo) => void) | undefined
+  /** The upload's offset as the store last said it holds it (WriteOptions.onStored). */
+  #acknowledged: number
   #stored = 0
   #reported = 0
   #lastReport = 0
@@ -78,6 +85,12 @@ export class ProgressTracker {
     this.#request = request
     this.#upload = upload
     this.#onProgress = onProgress
+    this.#acknowledged = upload.offset
+  }
+
+  /** The store holds the upload up to `offset` (WriteOptions.onStored). */
+  readonly stored = (offset: number): void => {
+    if (offset > this.#acknowledged) this.#acknowledged = offset
   }
 
   /**
@@ -147,12 +160,18 @@ export class ProgressTracker {
   /**
    * The report of where the upload stands once the request is done with it, unless the last report said so already
    * or the upload is complete (completion follows): bytes committed from staging, or counted and then cut off again.
+   * When the last report said so, the protocol's own report still follows the store's acknowledgement (`stored`).
    */
   async finish (offset: number): Promise<void> {
     const stored = offset - this.#upload.offset
-    if (this.stopped !== undefined || offset === this.#upload.size || stored === this.#reported) return
-    this.#stored = stored
-    await this.#report()
+    if (this.stopped !== undefined || offset === this.#upload.size) return
+    if (stored !== this.#reported) {
+      this.#stored = stored
+      await this.#report()
+    } else {
+      // The hook heard of these bytes as they arrived; the protocol's report acknowledges them once stored.
+      this.#onProgress?.({ ...this.#upload, offset: Math.min(offset, this.#acknowledged), modifiedAt: new Date() })
+    }
   }
 
   async #report (): Promise<boolean> {
@@ -169,7 +188,7 @@ export class ProgressTracker {
       }
     }
     notify(this.#services.events, this.#request.log, 'progress', upload, this.#request)
-    this.#onProgress?.(upload)
+    this.#onProgress?.(upload.offset <= this.#acknowledged ? upload : { ...upload, offset: this.#acknowledged })
     return true
   }
 }

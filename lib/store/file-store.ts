@@ -632,6 +632,8 @@ class Appender {
   #batch: Buffer[] = []
   /** Told of each chunk once it is written (WriteOptions.reclaim). */
   readonly #reclaim: ((chunk: Buffer) => void) | undefined
+  /** Told the offset the data file has reached after each write (WriteOptions.onStored). */
+  readonly #onStored: ((offset: number) => void) | undefined
   /** fs.writev's callback, made once. */
   readonly #afterWrite = (error: NodeJS.ErrnoException | null, bytesWritten: number): void => { this.#onWritten(error, bytesWritten) }
 
@@ -640,6 +642,7 @@ class Appender {
     this.#position = position
     this.#lockLost = options?.signal
     this.#reclaim = options?.reclaim
+    this.#onStored = options?.onStored
     this.#fd = handle.fd
     this.#unsynced = fsync ? 0 : undefined
   }
@@ -712,6 +715,8 @@ class Appender {
       return
     }
     this.#written += bytesWritten
+    // In the file now: a process that dies keeps it (the offset is the file's size).
+    this.#onStored?.(this.#position + this.#written)
     if (this.#unsynced !== undefined) {
       this.#unsynced += bytesWritten
       if (this.#unsynced >= SYNC_STEP && this.#syncing === undefined) this.#startSync()

@@ -241,11 +241,27 @@ export class S3Store implements DataStore {
     const failures: unknown[] = []
     const strays = new Set(state.strays)
     const uploaded: StoredPart[] = []
+    // What S3 holds as the parts complete (they may complete out of order): the parts before this write and the run
+    // of this write's parts that follows them without a gap, or the offset this write started at (its carried
+    // incomplete part is in S3 until the part holding its bytes completes). For WriteOptions.onStored.
+    const finished = new Map<number, number>()
+    let nextInRun = state.parts.length + 1
+    let inRun = state.offset - state.incompleteSize
+    const stored = (number: number, length: number): void => {
+      finished.set(number, length)
+      while (finished.has(nextInRun)) {
+        inRun += finished.get(nextInRun)!
+        finished.delete(nextInRun++)
+      }
+      if (inRun > state.offset) options?.onStored?.(inRun)
+    }
     const start = (number: number, body: Buffer): void => {
+      const length = body.length
       const upload: Promise<void> = this.#uploadPart(info, number, body, options?.signal).then(
         (part) => {
           strays.delete(number)
           uploaded.push(part)
+          stored(number, length)
           if (body.length === this.partSize && body.byteOffset === 0 && body.buffer.byteLength === body.length && this.#spareParts.length < 2 * this.partsInFlight) {
             this.#spareParts.push(body)
           }
@@ -312,6 +328,7 @@ export class S3Store implements DataStore {
         ContentLength: remainder.length,
         Metadata: { [PART_NUMBER]: String(partNumber), [PART_UPLOAD_ID]: info.uploadId }
       }), sendOptions), options?.signal)
+      options?.onStored?.(offset + received)
     } else if (remainder.length === 0 && carried > 0) {
       // Its bytes went into a part; its part number already marks it stale, this only tidies up.
       await this.#delete(this.#incompleteKey(id))

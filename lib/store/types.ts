@@ -91,6 +91,13 @@ export interface WriteOptions {
    * to its backend, or copied), and never reads that chunk again; the caller may then free its memory at once.
    */
   reclaim?: (chunk: Buffer) => void
+  /**
+   * `write` only: a store calls it as bytes reach its backend, with the upload's offset as `getInfo` would report it
+   * if this process died now (never more: bytes still queued or buffered in memory do not count). The core
+   * acknowledges only such bytes to a client while the body arrives (the draft's 104 `Upload-Offset`, which lets a
+   * client free them). A store that never calls it gets no such acknowledgement before its write returns.
+   */
+  onStored?: (offset: number) => void
 }
 
 /** An inclusive byte range, as in HTTP Range. */
