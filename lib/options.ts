@@ -120,9 +120,9 @@ export function resolveOptions (options: TusPluginOptions, router: RouterLimits)
     metricsPath: optionalPath('metricsPath', options.metricsPath),
     relativeLocation: boolean('relativeLocation', options.relativeLocation ?? false),
     maxMetadataSize: positiveInteger('maxMetadataSize', options.maxMetadataSize ?? 4096),
-    lockTimeout: positiveInteger('lockTimeout', options.lockTimeout ?? 3000),
-    idleTimeout: positiveInteger('idleTimeout', options.idleTimeout ?? 60_000),
-    closeTimeout: positiveInteger('closeTimeout', options.closeTimeout ?? 10_000),
+    lockTimeout: timeout('lockTimeout', options.lockTimeout ?? 3000),
+    idleTimeout: timeout('idleTimeout', options.idleTimeout ?? 60_000),
+    closeTimeout: timeout('closeTimeout', options.closeTimeout ?? 10_000),
     minFreeSpace: nonNegativeInteger('minFreeSpace', options.minFreeSpace ?? 0),
     expireCompleted: boolean('expireCompleted', options.expireCompleted ?? false),
     maxConcatReferences: positiveInteger('maxConcatReferences', options.maxConcatReferences ?? 100),
@@ -136,6 +136,18 @@ function positiveInteger (name: string, value: unknown): number {
     throw new TusErrors.INVALID_OPTION(`${name} must be a positive integer (got ${String(value)})`)
   }
   return value
+}
+
+/** The longest delay a Node.js timer takes: a longer one fires after 1 ms (with a TimeoutOverflowWarning). */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1
+
+/** A delay in ms that becomes a timer: a positive integer a timer can wait for. */
+function timeout (name: string, value: unknown): number {
+  const ms = positiveInteger(name, value)
+  if (ms > MAX_TIMEOUT_MS) {
+    throw new TusErrors.INVALID_OPTION(`${name} must be at most ${MAX_TIMEOUT_MS} ms (about 24.8 days), the longest a Node.js timer waits (got ${ms})`)
+  }
+  return ms
 }
 
 function nonNegativeInteger (name: string, value: unknown): number {

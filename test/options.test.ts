@@ -1,0 +1,49 @@
+// Options that look valid but could not work are refused at registration (FST_TUS_INVALID_OPTION), never at the
+// first request: what the first requests would have met is checked through tus 1.0.0 and the draft.
+import t, { type Test } from 'tap'
+import { once } from 'node:events'
+import { request as httpRequest } from 'node:http'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import Fastify from 'fastify'
+import tusPlugin, { type TusPluginOptions } from '../lib/index.js'
+import { createUpload, idOf, sha256, startServer } from './helpers.js'
+
+async function refused (t: Test, options: Record<string, unknown>, message: RegExp): Promise<void> {
+  const app = Fastify()
+  await t.rejects(async () => { await app.register(tusPlugin, options as TusPluginOptions).ready() }, { code: 'FST_TUS_INVALID_OPTION', message }, JSON.stringify(options))
+  await app.close()
+}
+
+/** A PATCH (tus, or a draft append) whose body comes in two halves `pauseMs` apart; resolves with its status. */
+async function pausingPatch (url: string, headers: Record<string, string>, body: Buffer, pauseMs: number): Promise<number> {
+  const request = httpRequest(url, { method: 'PATCH', headers: { ...headers, 'Content-Length': String(body.length) }, agent: false })
+  const answered = once(request, 'response') as Promise<[{ statusCode: number, resume: () => void }]>
+  request.on('error', () => {})
+  request.write(body.subarray(0, body.length / 2))
+  await new Promise((resolve) => setTimeout(resolve, pauseMs))
+  request.end(body.subarray(body.length / 2))
+  const [response] = await answered
+  response.resume()
+  return response.statusCode
+}
+
+const DRAFT_APPEND = { 'Upload-Draft-Interop-Version': '6', 'Upload-Complete': '?1', 'Content-Type': 'application/partial-upload' }
+const TUS_APPEND = { 'Tus-Resumable': '1.0.0', 'Content-Type': 'application/offset+octet-stream' }
+
+t.test('timeouts a Node.js timer cannot wait for (beyond 2^31-1 ms, which it turns into 1 ms) are refused', async (t) => {
+  for (const name of ['idleTimeout', 'lockTimeout', 'closeTimeout']) {
+    await refused(t, { [name]: 2 ** 31 }, new RegExp(`${name} must be at most 2147483647 ms`))
+    await refused(t, { [name]: Number.MAX_SAFE_INTEGER }, new RegExp(`${name} must be at most 2147483647 ms`))
+  }
+})
+
+t.test('the longest timeouts a timer takes work: a body pausing for a moment is stored whole (tus and draft)', async (t) => {
+  const server = await startServer(t, { idleTimeout: 2 ** 31 - 1, lockTimeout: 2 ** 31 - 1, closeTimeout: 2 ** 31 - 1 })
+  const body = Buffer.from('0123456789abcdefghij')
+  for (const [protocol, headers] of [['tus', TUS_APPEND], ['draft', DRAFT_APPEND]] as const) {
+    const url = await createUpload(server, { 'Upload-Length': String(body.length) })
+    t.equal(await pausingPatch(url, { ...headers, 'Upload-Offset': '0' }, body, 100), 204, `${protocol}: the append is answered`)
+    t.equal(sha256(await readFile(join(server.dir, idOf(url)))), sha256(body), `${protocol}: every byte stored`)
+  }
+})
