@@ -21,7 +21,7 @@ export interface TusPluginOptions {
    * request gives each request its own (see MaxSizeOf).
    */
   maxSize?: number | MaxSizeOf
-  /** Uploads expire this many days after their last write (fractions allowed). Default 5; `Infinity` never. */
+  /** Uploads expire this many days after their last write (fractions allowed, at most 1000000). Default 5; `Infinity` never. */
   daysToKeep?: number
   auth?: TusAuthHook
   /**
@@ -66,7 +66,7 @@ export interface TusPluginOptions {
   expireCompleted?: boolean
   /** Most partial uploads one `Upload-Concat: final;...` may list, repeats counted. Default 100. */
   maxConcatReferences?: number
-  /** How long `app.close()` waits for in-flight writes to reach a consistent point, and for held locks to be released, in ms. Default 10000. */
+  /** How long `app.close()` waits for in-flight writes to reach a consistent point, and for held locks to be released, in ms (at most 2^31 - 1, as for every timeout). Default 10000. */
   closeTimeout?: number
   /** Where uploads are kept. Default: a FileStore in `dir`. */
   store?: DataStore
@@ -105,7 +105,7 @@ export function resolveOptions (options: TusPluginOptions, router: RouterLimits)
     dir: resolve(dir),
     maxSize: typeof options.maxSize === 'function' ? DEFAULT_MAX_SIZE : positiveInteger('maxSize', options.maxSize ?? DEFAULT_MAX_SIZE),
     maxSizeOf: typeof options.maxSize === 'function' ? options.maxSize : undefined,
-    daysToKeep: positiveNumber('daysToKeep', options.daysToKeep ?? 5),
+    daysToKeep: retentionDays('daysToKeep', options.daysToKeep ?? 5),
     auth: optionalFunction('auth', options.auth),
     formatError: optionalFunction('formatError', options.formatError),
     onUploadAccess: optionalFunction('onUploadAccess', options.onUploadAccess),
@@ -165,9 +165,15 @@ function optionalPath (name: string, value: unknown): string | undefined {
   return value
 }
 
-function positiveNumber (name: string, value: unknown): number {
-  if (typeof value !== 'number' || Number.isNaN(value) || value <= 0) {
-    throw new TusErrors.INVALID_OPTION(`${name} must be a positive number of days or Infinity (got ${String(value)})`)
+/**
+ * The longest finite retention: an upload's expiry must be a date an HTTP-date can say (a 4-digit year). Beyond
+ * JavaScript's last date, Upload-Expires read "Invalid Date" and the draft's Upload-Limit `max-age=NaN`.
+ */
+const MAX_DAYS_TO_KEEP = 1_000_000
+
+function retentionDays (name: string, value: unknown): number {
+  if (typeof value !== 'number' || Number.isNaN(value) || value <= 0 || (Number.isFinite(value) && value > MAX_DAYS_TO_KEEP)) {
+    throw new TusErrors.INVALID_OPTION(`${name} must be a positive number of days up to ${MAX_DAYS_TO_KEEP} (about 2700 years), or Infinity for never (got ${String(value)})`)
   }
   return value
 }

@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import Fastify from 'fastify'
 import tusPlugin, { type TusPluginOptions } from '../lib/index.js'
-import { createUpload, idOf, sha256, startServer } from './helpers.js'
+import { createUpload, idOf, sha256, startServer, tusRequest } from './helpers.js'
 
 async function refused (t: Test, options: Record<string, unknown>, message: RegExp): Promise<void> {
   const app = Fastify()
@@ -45,5 +45,23 @@ t.test('the longest timeouts a timer takes work: a body pausing for a moment is 
     const url = await createUpload(server, { 'Upload-Length': String(body.length) })
     t.equal(await pausingPatch(url, { ...headers, 'Upload-Offset': '0' }, body, 100), 204, `${protocol}: the append is answered`)
     t.equal(sha256(await readFile(join(server.dir, idOf(url)))), sha256(body), `${protocol}: every byte stored`)
+  }
+})
+
+t.test('a daysToKeep whose expiry is no date is refused; the longest accepted gives valid expiry headers (tus and draft)', async (t) => {
+  await refused(t, { daysToKeep: 1e9 }, /daysToKeep must be a positive number of days up to 1000000/)
+  await refused(t, { daysToKeep: 1e300 }, /daysToKeep must be a positive number of days up to 1000000/)
+  await refused(t, { daysToKeep: Number.MAX_VALUE }, /daysToKeep/)
+  const server = await startServer(t, { daysToKeep: 1_000_000 })
+  const url = await createUpload(server, { 'Upload-Length': '5' })
+  const head = await tusRequest(url, { method: 'HEAD' })
+  t.equal(head.status, 200)
+  const expires = head.headers['upload-expires'] ?? ''
+  t.match(expires, /^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/, `Upload-Expires is an HTTP-date (${expires})`)
+  t.ok(Date.parse(expires) > Date.now() + 999_999 * 86_400_000, 'a million days from now')
+  for (const [interop, key] of [['6', 'expires'], ['7', 'max-age'], ['9', 'max-age']] as const) {
+    const draft = await tusRequest(url, { method: 'HEAD', headers: { 'Upload-Draft-Interop-Version': interop } })
+    t.equal(draft.status, 204, `interop ${interop}`)
+    t.match(draft.headers['upload-limit'], new RegExp(`, ${key}=\\d{11}$`), `interop ${interop}: ${key} in whole seconds (${draft.headers['upload-limit']})`)
   }
 })
