@@ -75,6 +75,9 @@ const plugin: FastifyPluginAsync<TusPluginOptions> = async (fastify, rawOptions)
   // the locks to be released.
   fastify.addHook('preClose', async () => { await services.inFlight.drain(options.closeTimeout) })
   fastify.addHook('onClose', async () => {
+    // Requests admitted before the close may have begun writing since preClose (after a hook or a lock wait): their
+    // bodies are ended too, and their writes and locks settle before the store and the locker close under them.
+    await services.inFlight.drain(options.closeTimeout)
     await store.close()
     await rawOptions.locker?.close?.()
   })
