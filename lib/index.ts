@@ -12,7 +12,7 @@ import { HeldLocks, MemoryLocker } from './lockers/lock.js'
 import { SharedReads } from './lockers/shared-reads.js'
 import { TusEvents } from './observe/events.js'
 import { METRICS_CONTENT_TYPE, TusMetrics, measuredLocker } from './observe/metrics.js'
-import { resolveOptions, type TusPluginOptions } from './options.js'
+import { prepareDirectory, resolveOptions, type TusPluginOptions } from './options.js'
 import { FileStore } from './store/file-store.js'
 import type { DataStore } from './store/types.js'
 import type { TusRequestUpload } from './types.js'
@@ -49,6 +49,7 @@ declare module 'fastify' {
 
 const plugin: FastifyPluginAsync<TusPluginOptions> = async (fastify, rawOptions) => {
   const options = resolveOptions(rawOptions, { maxParamLength: pathMatchingOf(fastify).maxParamLength })
+  if (rawOptions.store === undefined) await prepareDirectory(options.dir)
   const store = rawOptions.store ?? new FileStore({ directory: options.dir })
   const metrics = new TusMetrics()
   const heldLocks = new HeldLocks()

@@ -1,3 +1,5 @@
+import { constants } from 'node:fs'
+import { access, mkdir, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import type { ResolvedOptions } from './core/services.js'
@@ -129,6 +131,29 @@ export function resolveOptions (options: TusPluginOptions, router: RouterLimits)
     maxIdLength: Math.min(MAX_ID_LENGTH, router.maxParamLength),
     ietfDraftVersions: draftVersions(options.ietfDraftVersions ?? DEFAULT_DRAFT_VERSIONS)
   }
+}
+
+/**
+ * The default file store's `dir`: created when missing, and it must be a directory this process can write to. A file
+ * there, a path through a file, or one that cannot be created or written is refused at registration, where it
+ * used to be accepted and then fail every creation (500).
+ */
+export async function prepareDirectory (dir: string): Promise<void> {
+  const refuse = (problem: string): never => { throw new TusErrors.INVALID_OPTION(`dir ${JSON.stringify(dir)} ${problem}`) }
+  const existing = await stat(dir).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return undefined
+    if (error.code === 'ENOTDIR') return refuse('must be a directory, but a part of its path is a file')
+    return refuse(`cannot be used: ${error.message}`)
+  })
+  if (existing === undefined) {
+    await mkdir(dir, { recursive: true }).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOTDIR' || error.code === 'EEXIST') refuse('must be a directory, but a part of its path is a file')
+      refuse(`cannot be created: ${error.message}`)
+    })
+  } else if (!existing.isDirectory()) {
+    refuse('must be a directory, but it is a file')
+  }
+  await access(dir, constants.W_OK | constants.X_OK).catch((error: Error) => refuse(`cannot be written to: ${error.message}`))
 }
 
 function positiveInteger (name: string, value: unknown): number {

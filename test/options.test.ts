@@ -3,7 +3,8 @@
 import t, { type Test } from 'tap'
 import { once } from 'node:events'
 import { request as httpRequest } from 'node:http'
-import { readFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Fastify from 'fastify'
 import tusPlugin, { type TusPluginOptions } from '../lib/index.js'
@@ -63,5 +64,27 @@ t.test('a daysToKeep whose expiry is no date is refused; the longest accepted gi
     const draft = await tusRequest(url, { method: 'HEAD', headers: { 'Upload-Draft-Interop-Version': interop } })
     t.equal(draft.status, 204, `interop ${interop}`)
     t.match(draft.headers['upload-limit'], new RegExp(`, ${key}=\\d{11}$`), `interop ${interop}: ${key} in whole seconds (${draft.headers['upload-limit']})`)
+  }
+})
+
+t.test('a dir that is a file, or goes through one, is refused at registration; a missing one is created then', async (t) => {
+  const base = await mkdtemp(join(tmpdir(), 'fastify-tus-options-'))
+  t.teardown(async () => { await rm(base, { recursive: true, force: true }) })
+  await writeFile(join(base, 'file'), 'not a directory')
+  await refused(t, { dir: join(base, 'file') }, /dir ".*\/file" must be a directory, but it is a file/)
+  await refused(t, { dir: join(base, 'file', 'uploads') }, /dir ".*\/file\/uploads" must be a directory, but a part of its path is a file/)
+  t.equal(await readFile(join(base, 'file'), 'utf8'), 'not a directory', 'the file is left as it was')
+
+  const dir = join(base, 'new', 'uploads')
+  const app = Fastify()
+  await app.register(tusPlugin, { dir }).ready()
+  t.ok((await stat(dir)).isDirectory(), 'created at registration')
+  await app.close()
+  const server = await startServer(t, { dir })
+  const body = Buffer.from('hello')
+  for (const [protocol, headers] of [['tus', TUS_APPEND], ['draft', DRAFT_APPEND]] as const) {
+    const url = await createUpload(server, { 'Upload-Length': String(body.length) })
+    t.equal(await pausingPatch(url, { ...headers, 'Upload-Offset': '0' }, body, 0), 204, `${protocol}: stored there`)
+    t.equal(sha256(await readFile(join(dir, idOf(url)))), sha256(body), `${protocol}: every byte in the new directory`)
   }
 })
