@@ -106,3 +106,40 @@ t.test('formatError must be a function', async (t) => {
   // @ts-expect-error a string is no formatter
   await t.rejects(startServer(t, { formatError: 'json' }), /formatError/)
 })
+
+t.test('a hook\'s code-less refusal reaches formatError with the string code it is typed with, HTTP_<status> (tus and draft)', async (t) => {
+  const codes: unknown[] = []
+  // A formatter that relies on the types: `error.code` is a string.
+  const formatError: FormatError = (error, _request, answer) => {
+    codes.push(error.code)
+    return { contentType: 'application/json', body: JSON.stringify({ code: error.code.toLowerCase(), message: answer.message, status: answer.status }) }
+  }
+  const refusal = (message: string, statusCode: number): Error => Object.assign(new Error(message), { statusCode })
+  const thrown = refusal('Log in first', 401)
+  const server = await startServer(t, {
+    formatError,
+    auth: (request) => { if (request.headers.authorization === undefined) throw thrown },
+    onUploadCreate: (upload) => { if (upload.metadata.big !== undefined) throw refusal('Not enough space left', 413) },
+    onUploadAccess: (upload, action) => { if (action === 'terminate') throw refusal('Not yours', 403) }
+  })
+  const url = await createUpload(server, { 'Upload-Length': '5', Authorization: 'Bearer a' })
+  const cases: Array<[string, string, Record<string, string>, number, string]> = [
+    ['auth', server.endpoint, { 'Upload-Length': '5' }, 401, 'Log in first'],
+    ['onUploadCreate', server.endpoint, { 'Upload-Length': '5', 'Upload-Metadata': 'big', Authorization: 'Bearer a' }, 413, 'Not enough space left'],
+    ['onUploadAccess', url, { Authorization: 'Bearer a' }, 403, 'Not yours']
+  ]
+  for (const [protocol, extra] of [['tus', {}], ['draft', { 'Upload-Complete': '?0' }]] as const) {
+    for (const [hook, target, headers, status, message] of cases) {
+      const method = hook === 'onUploadAccess' ? 'DELETE' : 'POST'
+      const response = protocol === 'tus'
+        ? await tusRequest(target, { method, headers })
+        : await rawRequest(target, { method, headers: { ...DRAFT, ...(method === 'POST' ? extra : {}), ...headers } })
+      t.equal(response.status, status, `${protocol} ${hook}: status`)
+      t.match(response.headers['content-type'], /^application\/json/, `${protocol} ${hook}: the app's format`)
+      t.same(JSON.parse(response.text), { code: `http_${status}`, message, status }, `${protocol} ${hook}: its body`)
+    }
+  }
+  t.same(codes, ['HTTP_401', 'HTTP_413', 'HTTP_403', 'HTTP_401', 'HTTP_413', 'HTTP_403'])
+  t.equal((thrown as Error & { code?: unknown }).code, undefined, 'the error the hook threw is left as it was')
+  t.equal((await tusRequest(url, { method: 'HEAD', headers: { Authorization: 'Bearer a' } })).status, 200, 'the upload is still there')
+})

@@ -51,11 +51,23 @@ export function sendErrorBody (
   let chosen: TusErrorBody | undefined
   if (format !== undefined) {
     try {
-      chosen = format(error, request, answer)
+      chosen = format(coded(error, answer.status), request, answer)
     } catch (formatError) {
       request.log.error({ err: formatError }, 'fastify-tus: formatError failed; the default error body is sent')
     }
   }
   const { body, contentType } = chosen ?? answer
   void reply.type(contentType).send(body)
+}
+
+/**
+ * The error as `formatError` is typed to get it, with a string `code`. A code-less one (a hook's refusal, thrown as
+ * `Object.assign(new Error(...), { statusCode: 403 })`) is named by its status, `HTTP_403`, as `tus_errors_total`
+ * names it; the object the hook threw is left as it is (the formatter sees it through a view).
+ */
+function coded (error: TusHttpError, status: number): TusHttpError {
+  if (typeof error === 'object' && error !== null && typeof error.code === 'string') return error
+  const code = `HTTP_${status}`
+  if (typeof error !== 'object' || error === null) return Object.assign(new Error(String(error)), { code, statusCode: status }) as TusHttpError
+  return Object.assign(Object.create(error) as TusHttpError, { code })
 }
