@@ -98,6 +98,8 @@ export function resolveOptions (options: TusPluginOptions, router: RouterLimits)
   if (typeof prefix !== 'string' || !/^(\/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*\/?$/.test(prefix)) {
     throw new TusErrors.INVALID_OPTION(`prefix must be a path such as "/files" (got ${JSON.stringify(prefix)})`)
   }
+  implementing('store', 'a DataStore', options.store, STORE_CALLS)
+  implementing('locker', 'an UploadLocker', options.locker, LOCKER_CALLS)
   const dir = options.dir ?? join(tmpdir(), 'fastify-tus')
   if (typeof dir !== 'string' || dir === '') {
     throw new TusErrors.INVALID_OPTION('dir must be a non-empty string')
@@ -154,6 +156,25 @@ export async function prepareDirectory (dir: string): Promise<void> {
     refuse('must be a directory, but it is a file')
   }
   await access(dir, constants.W_OK | constants.X_OK).catch((error: Error) => refuse(`cannot be written to: ${error.message}`))
+}
+
+/** What the plugin calls on a store and a locker of the app's (the optional calls are checked only when present). */
+const STORE_CALLS = ['create', 'getInfo', 'write', 'flush', 'declareLength', 'read', 'terminate', 'list', 'close']
+const LOCKER_CALLS = ['lock']
+
+/**
+ * A store or a locker given as an option must have the calls the plugin makes (and its optional `close`, when it has
+ * one, must be a function): one without them was accepted, then failed every request (500) and `app.close()`.
+ */
+function implementing (name: string, kind: string, value: unknown, calls: string[]): void {
+  if (value === undefined || value === null) return
+  if (typeof value !== 'object' && typeof value !== 'function') throw new TusErrors.INVALID_OPTION(`${name} must be ${kind} (got ${typeof value})`)
+  const target = value as Record<string, unknown>
+  const missing = calls.filter((call) => typeof target[call] !== 'function')
+  if (name === 'locker' && target.close !== undefined && typeof target.close !== 'function') missing.push('close')
+  if (missing.length > 0) {
+    throw new TusErrors.INVALID_OPTION(`${name} must be ${kind}, but its ${missing.join(', ')} ${missing.length === 1 ? 'is not a function' : 'are not functions'}`)
+  }
 }
 
 function positiveInteger (name: string, value: unknown): number {

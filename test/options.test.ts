@@ -7,8 +7,8 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Fastify from 'fastify'
-import tusPlugin, { type TusPluginOptions } from '../lib/index.js'
-import { createUpload, idOf, sha256, startServer, tusRequest } from './helpers.js'
+import tusPlugin, { FileStore, MemoryLocker, type TusPluginOptions } from '../lib/index.js'
+import { createUpload, delegatingTo, idOf, sha256, startServer, tusRequest } from './helpers.js'
 
 async function refused (t: Test, options: Record<string, unknown>, message: RegExp): Promise<void> {
   const app = Fastify()
@@ -86,5 +86,27 @@ t.test('a dir that is a file, or goes through one, is refused at registration; a
     const url = await createUpload(server, { 'Upload-Length': String(body.length) })
     t.equal(await pausingPatch(url, { ...headers, 'Upload-Offset': '0' }, body, 0), 204, `${protocol}: stored there`)
     t.equal(sha256(await readFile(join(dir, idOf(url)))), sha256(body), `${protocol}: every byte in the new directory`)
+  }
+})
+
+t.test('a store or a locker without the calls the plugin makes is refused at registration', async (t) => {
+  await refused(t, { store: {} }, /store must be a DataStore, but its create, getInfo, write, flush, declareLength, read, terminate, list, close are not functions/)
+  await refused(t, { store: 'files' }, /store must be a DataStore \(got string\)/)
+  const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-options-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const { close: _close, ...noClose } = delegatingTo(new FileStore({ directory: dir }))
+  await refused(t, { store: noClose }, /store must be a DataStore, but its close is not a function/)
+  await refused(t, { locker: {} }, /locker must be an UploadLocker, but its lock is not a function/)
+  await refused(t, { locker: { lock: async () => await Promise.reject(new Error('no')), close: 'later' } }, /locker must be an UploadLocker, but its close is not a function/)
+
+  // What passes: a store of the app's own with the required calls only, and a locker without close; an upload over
+  // tus and the draft goes through them.
+  const locker = new MemoryLocker()
+  const server = await startServer(t, { dir, store: delegatingTo(new FileStore({ directory: dir })), locker: { lock: locker.lock.bind(locker) } })
+  const body = Buffer.from('hello')
+  for (const [protocol, headers] of [['tus', TUS_APPEND], ['draft', DRAFT_APPEND]] as const) {
+    const url = await createUpload(server, { 'Upload-Length': String(body.length) })
+    t.equal(await pausingPatch(url, { ...headers, 'Upload-Offset': '0' }, body, 0), 204, `${protocol}: stored`)
+    t.equal(sha256(await readFile(join(dir, idOf(url)))), sha256(body), `${protocol}: every byte`)
   }
 })
