@@ -98,6 +98,7 @@ export function resolveOptions (options: TusPluginOptions, router: RouterLimits)
   if (typeof prefix !== 'string' || !/^(\/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*\/?$/.test(prefix)) {
     throw new TusErrors.INVALID_OPTION(`prefix must be a path such as "/files" (got ${JSON.stringify(prefix)})`)
   }
+  notEncoded('prefix', prefix)
   implementing('store', 'a DataStore', options.store, STORE_CALLS)
   implementing('locker', 'an UploadLocker', options.locker, LOCKER_CALLS)
   const dir = options.dir ?? join(tmpdir(), 'fastify-tus')
@@ -208,6 +209,7 @@ function optionalPath (name: string, value: unknown): string | undefined {
   if (typeof value !== 'string' || !/^(\/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+$/.test(value)) {
     throw new TusErrors.INVALID_OPTION(`${name} must be a path such as "/metrics" (got ${JSON.stringify(value)})`)
   }
+  notEncoded(name, value)
   return value
 }
 
@@ -216,6 +218,16 @@ function optionalPath (name: string, value: unknown): string | undefined {
  * JavaScript's last date, Upload-Expires read "Invalid Date" and the draft's Upload-Limit `max-age=NaN`.
  */
 const MAX_DAYS_TO_KEEP = 1_000_000
+
+/**
+ * A route path with a `%`: Fastify's router matches the decoded path of a request, so a route registered as "/a%20b"
+ * is never reached (404 for every request; "/a%zz" 400), whatever the client sends.
+ */
+function notEncoded (name: string, path: string): void {
+  if (path.includes('%')) {
+    throw new TusErrors.INVALID_OPTION(`${name} cannot hold "%": the router matches decoded paths, so ${JSON.stringify(path)} would never be reached`)
+  }
+}
 
 function retentionDays (name: string, value: unknown): number {
   if (typeof value !== 'number' || Number.isNaN(value) || value <= 0 || (Number.isFinite(value) && value > MAX_DAYS_TO_KEEP)) {

@@ -110,3 +110,23 @@ t.test('a store or a locker without the calls the plugin makes is refused at reg
     t.equal(sha256(await readFile(join(dir, idOf(url)))), sha256(body), `${protocol}: every byte`)
   }
 })
+
+t.test('a prefix or metricsPath with "%" (which the router, matching decoded paths, never reaches) is refused', async (t) => {
+  for (const prefix of ['/a%20b', '/caf%C3%A9', '/a%2Fb', '/a%zz']) {
+    await refused(t, { prefix }, new RegExp(`prefix cannot hold "%": the router matches decoded paths, so "${prefix}" would never be reached`))
+  }
+  await refused(t, { metricsPath: '/tus%20metrics' }, /metricsPath cannot hold "%"/)
+  // The characters a prefix may hold reach their routes (tus and draft), ":" naming a parameter.
+  const body = Buffer.from('hello')
+  for (const prefix of ["/a;b,c'd/~e", '/tenants/:tenant/files']) {
+    const server = await startServer(t, { prefix, metricsPath: '/m;x' })
+    const endpoint = `${server.origin}${prefix.replace(':tenant', 't1')}/`
+    for (const [protocol, headers] of [['tus', TUS_APPEND], ['draft', DRAFT_APPEND]] as const) {
+      const url = await createUpload({ ...server, endpoint }, { 'Upload-Length': String(body.length) })
+      t.ok(url.startsWith(endpoint), `${prefix}: the upload lives under it (${url})`)
+      t.equal(await pausingPatch(url, { ...headers, 'Upload-Offset': '0' }, body, 0), 204, `${prefix} ${protocol}: stored`)
+      t.equal(sha256(await readFile(join(server.dir, idOf(url)))), sha256(body), `${prefix} ${protocol}: every byte`)
+    }
+    t.equal((await tusRequest(`${server.origin}/m;x`)).status, 200, 'the metrics route is reached')
+  }
+})
