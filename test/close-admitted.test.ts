@@ -1,14 +1,16 @@
 // app.close() while a request admitted before it (its auth still running) is about to write: its body is ended as
 // those already writing are, so the close neither waits for its client nor closes the store under it; the bytes
 // stored are the ones the upload reports, and the client resumes after a restart (tus 1.0.0 and the draft).
+// An expiry sweep running when the close begins stops there: the close waits for the removal under way, and nothing
+// is removed once the store and the locker are closed.
 import t from 'tap'
 import { once } from 'node:events'
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import tusPlugin from '../lib/index.js'
-import { createUpload, idOf, randomBytesSeeded, sha256, signal, startServer, tusRequest } from './helpers.js'
+import { backdate, createUpload, idOf, randomBytesSeeded, rawRequest, removeExpired, sha256, signal, startServer, tusRequest } from './helpers.js'
 
 const PROTOCOLS = [
   ['tus 1.0.0', 'Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n', { 'Tus-Resumable': '1.0.0' }],
@@ -80,3 +82,52 @@ for (const [protocol, patchHeaders, headHeaders] of PROTOCOLS) {
     t.equal(sha256(await readFile(join(dir, idOf(url)))), sha256(data), 'and the upload ends byte-identical')
   })
 }
+
+t.test('removeExpired() racing app.close(): the removal under way ends before the close, nothing is removed after it', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-close-sweep-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const inHook = signal()
+  const gate = signal()
+  const server = await startServer(t, { dir }, async (app) => {
+    // The hook lets its upload go once the close has begun: this preClose hook runs first, and the plugin's own (which
+    // waits for the sweep) is under way by the time its setImmediate fires.
+    app.addHook('preClose', (done) => {
+      done()
+      setImmediate(gate.resolve)
+    })
+    await app.register(tusPlugin, {
+      dir,
+      daysToKeep: 1,
+      onUploadExpire: async () => {
+        inHook.resolve()
+        await gate.promise
+      }
+    })
+  }, { return503OnClosing: false })
+  const ids: string[] = []
+  for (let i = 0; i < 40; i++) {
+    const headers: Record<string, string> = i % 2 === 0 ? { 'Upload-Length': '10' } : { 'Upload-Draft-Interop-Version': '6', 'Upload-Complete': '?0' }
+    const created = await (i % 2 === 0 ? tusRequest : rawRequest)(server.endpoint, { method: 'POST', headers })
+    t.equal(created.status, 201)
+    ids.push(idOf(new URL(created.headers.location!, server.origin).href))
+  }
+  for (const id of ids) await backdate(dir, id, 3)
+
+  const expired: string[] = []
+  server.app.tus.on('expired', (upload) => { expired.push(upload.id) })
+  const sweeping = server.app.tus.removeExpired()
+  await inHook.promise
+  await server.app.close()
+  const atClose = expired.length
+  // The sweep checks 16 uploads at a time: those whose hook was running when the close began are removed before it.
+  t.ok(atClose >= 1 && atClose <= 16, `the removals under way when the close began ended before it (${atClose})`)
+  t.equal(await sweeping, atClose, 'the sweep resolves with what it removed')
+  t.equal(expired.length, atClose, 'no upload was removed after app.close() resolved')
+  const names = new Set(await readdir(dir))
+  const left = ids.filter((id) => names.has(`${id}.json`))
+  t.equal(left.length, ids.length - atClose, 'every other upload is still there')
+  t.ok(left.every((id) => names.has(id)), 'each whole: its info file and its data file')
+
+  const again = await startServer(t, { dir, daysToKeep: 1 })
+  t.equal((await removeExpired(again.app)).length, left.length, 'the next sweep removes them')
+})

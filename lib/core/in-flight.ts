@@ -25,7 +25,8 @@ export class InFlightWrites {
   }
 
   /**
-   * Registers an append; call the returned function when it has settled. One that begins while the server closes (its
+   * Registers an append (or, without a body, other work the close must wait for: an expiry sweep); call the returned
+   * function when it has settled. One that begins while the server closes (its
    * request was admitted before the close, and waited for a hook or a lock meanwhile) has its body ended at once,
    * as drain ends those running: nothing else would, and the server's close would wait for its client to finish.
    */
