@@ -143,3 +143,28 @@ t.test('a hook\'s code-less refusal reaches formatError with the string code it 
   t.equal((thrown as Error & { code?: unknown }).code, undefined, 'the error the hook threw is left as it was')
   t.equal((await tusRequest(url, { method: 'HEAD', headers: { Authorization: 'Bearer a' } })).status, 200, 'the upload is still there')
 })
+
+t.test('a formatError returning no { body, contentType } keeps the answer: its status, headers and the default body (tus and draft)', async (t) => {
+  const returned: unknown[] = [123, 'oops', {}, { body: 5, contentType: 'text/plain' }, { body: { a: 1 }, contentType: 'application/json' }, { body: 'x' }, { body: 'x', contentType: 'text/plain\r\nX-Injected: 1' }]
+  for (const value of returned) {
+    const server = await startServer(t, { formatError: () => value as never })
+    const url = await createUpload(server, { 'Upload-Length': '10' })
+    const tus = await tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': '3', 'Content-Type': 'application/offset+octet-stream' }, body: 'abc' })
+    t.equal(tus.status, 409, `tus, ${JSON.stringify(value)}: still the 409`)
+    t.equal(tus.headers['upload-offset'], '0', 'with the offset to resume from')
+    t.equal(tus.headers['content-type'], 'text/plain; charset=utf-8')
+    t.match(tus.text, /^Upload-Offset mismatch|offset/i, `the default body (${tus.text})`)
+    t.equal(tus.headers['x-injected'], undefined)
+    const draft = await rawRequest(url, {
+      method: 'PATCH',
+      headers: { ...DRAFT, 'Upload-Offset': '3', 'Upload-Complete': '?0', 'Content-Type': 'application/partial-upload' },
+      body: 'abc'
+    })
+    t.equal(draft.status, 409, `draft, ${JSON.stringify(value)}: still the 409`)
+    t.equal(draft.headers['upload-offset'], '0')
+    t.match(draft.headers['content-type'], /^application\/problem\+json/, 'the draft\'s problem details')
+    t.match(JSON.parse(draft.text), { type: /mismatching-upload-offset/, 'expected-offset': 0, 'provided-offset': 3 })
+    const missing = await tusRequest(`${server.endpoint}nope`, { method: 'HEAD' })
+    t.equal(missing.status, 404, 'a 404 stays a 404')
+  }
+})

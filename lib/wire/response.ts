@@ -48,7 +48,7 @@ function ownContentType (error: TusHttpError): string | undefined {
 export function sendErrorBody (
   format: FormatError | undefined, error: TusHttpError, request: FastifyRequest, reply: FastifyReply, answer: TusErrorAnswer
 ): void {
-  let chosen: TusErrorBody | undefined
+  let chosen: TusErrorBody | undefined | null
   if (format !== undefined) {
     try {
       chosen = format(coded(error, answer.status), request, answer)
@@ -56,8 +56,21 @@ export function sendErrorBody (
       request.log.error({ err: formatError }, 'fastify-tus: formatError failed; the default error body is sent')
     }
   }
+  if (chosen !== undefined && chosen !== null && !isErrorBody(chosen)) {
+    // Sent as it is, it would change the answer: Fastify's own 500 for a body it cannot send (a client told 500 for a 409
+    // that carries the offset to resume from), or its error JSON for a missing Content-Type.
+    request.log.error({ returned: chosen }, 'fastify-tus: formatError returned no { body: string | Buffer, contentType: string }; the default error body is sent')
+    chosen = undefined
+  }
   const { body, contentType } = chosen ?? answer
   void reply.type(contentType).send(body)
+}
+
+/** What `formatError` may return: a string or Buffer body and a Content-Type that is a valid header value. */
+function isErrorBody (value: unknown): value is TusErrorBody {
+  if (typeof value !== 'object' || value === null) return false
+  const { body, contentType } = value as Partial<TusErrorBody>
+  return (typeof body === 'string' || Buffer.isBuffer(body)) && typeof contentType === 'string' && /^[\t\x20-\x7e\x80-\xff]+$/.test(contentType)
 }
 
 /**
