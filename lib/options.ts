@@ -120,8 +120,8 @@ export function resolveOptions (options: TusPluginOptions, router: RouterLimits)
     onUploadComplete: optionalFunction('onUploadComplete', options.onUploadComplete),
     onUploadTerminate: optionalFunction('onUploadTerminate', options.onUploadTerminate),
     onUploadExpire: optionalFunction('onUploadExpire', options.onUploadExpire),
-    generateUrl: optionalFunction('generateUrl', options.generateUrl),
-    getUploadIdFromRequest: optionalFunction('getUploadIdFromRequest', options.getUploadIdFromRequest),
+    generateUrl: synchronousFunction('generateUrl', options.generateUrl),
+    getUploadIdFromRequest: synchronousFunction('getUploadIdFromRequest', options.getUploadIdFromRequest),
     metricsPath: optionalPath('metricsPath', options.metricsPath),
     relativeLocation: boolean('relativeLocation', options.relativeLocation ?? false),
     maxMetadataSize: positiveInteger('maxMetadataSize', options.maxMetadataSize ?? 4096),
@@ -246,6 +246,18 @@ function optionalFunction<F> (name: string, value: F | undefined): F | undefined
     throw new TusErrors.INVALID_OPTION(`${name} must be a function`)
   }
   return value
+}
+
+/**
+ * A function whose answer is used as it returns (a URL, an id): an `async` one answers a promise, which no request could
+ * use (every creation 500 with an orphan upload left to expire, every upload URL 404).
+ */
+function synchronousFunction<F> (name: string, value: F | undefined): F | undefined {
+  const fn = optionalFunction(name, value)
+  if (fn !== undefined && (fn as { constructor?: { name?: unknown } }).constructor?.name === 'AsyncFunction') {
+    throw new TusErrors.INVALID_OPTION(`${name} must be synchronous: its answer is used as it returns, never awaited`)
+  }
+  return fn
 }
 
 function draftVersions (value: unknown): number[] {

@@ -130,3 +130,21 @@ t.test('a prefix or metricsPath with "%" (which the router, matching decoded pat
     t.equal((await tusRequest(`${server.origin}/m;x`)).status, 200, 'the metrics route is reached')
   }
 })
+
+t.test('an async generateUrl or getUploadIdFromRequest (its promise never a URL or an id) is refused at registration', async (t) => {
+  await refused(t, { generateUrl: async () => 'http://127.0.0.1/files/x' }, /generateUrl must be synchronous: its answer is used as it returns, never awaited/)
+  await refused(t, { getUploadIdFromRequest: async (_request: unknown, last: string) => last }, /getUploadIdFromRequest must be synchronous/)
+  // Synchronous ones, as the README's pair: upload URLs that end in `<base64url id>.up`, reached over tus and the draft.
+  const server = await startServer(t, {
+    generateUrl: (_request, { path, id }) => `${path}/${Buffer.from(id).toString('base64url')}.up`,
+    getUploadIdFromRequest: (_request, lastPath) => lastPath.endsWith('.up') ? Buffer.from(lastPath.slice(0, -3), 'base64url').toString() : undefined
+  })
+  const body = Buffer.from('hello')
+  for (const [protocol, headers] of [['tus', TUS_APPEND], ['draft', DRAFT_APPEND]] as const) {
+    const url = await createUpload(server, { 'Upload-Length': String(body.length) })
+    t.match(url, /\.up$/)
+    t.equal(await pausingPatch(url, { ...headers, 'Upload-Offset': '0' }, body, 0), 204, `${protocol}: stored`)
+    const id = Buffer.from(new URL(url).pathname.split('/').pop()!.slice(0, -3), 'base64url').toString()
+    t.equal(sha256(await readFile(join(server.dir, id))), sha256(body), `${protocol}: every byte`)
+  }
+})
