@@ -7,7 +7,7 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Fastify from 'fastify'
-import tusPlugin, { FileStore, MemoryLocker, type TusPluginOptions } from '../lib/index.js'
+import tusPlugin, { FileLocker, FileStore, MemoryLocker, type TusPluginOptions } from '../lib/index.js'
 import { createUpload, delegatingTo, idOf, sha256, startServer, tusRequest } from './helpers.js'
 
 async function refused (t: Test, options: Record<string, unknown>, message: RegExp): Promise<void> {
@@ -146,5 +146,21 @@ t.test('an async generateUrl or getUploadIdFromRequest (its promise never a URL 
     t.equal(await pausingPatch(url, { ...headers, 'Upload-Offset': '0' }, body, 0), 204, `${protocol}: stored`)
     const id = Buffer.from(new URL(url).pathname.split('/').pop()!.slice(0, -3), 'base64url').toString()
     t.equal(sha256(await readFile(join(server.dir, id))), sha256(body), `${protocol}: every byte`)
+  }
+})
+
+t.test('a locker delay a timer cannot wait for is refused; the longest one holds its lock through an append (tus and draft)', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-options-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const directory = join(dir, '.locks')
+  for (const options of [{ ttlMs: 2 ** 33 }, { ttlMs: 2 ** 31 + 1000 }, { retryMs: 2 ** 31 }]) {
+    t.throws(() => new FileLocker({ directory, ...options }), { code: 'FST_TUS_INVALID_OPTION', message: /FileLocker (ttlMs|retryMs) must be at most 2147483647 ms/ }, JSON.stringify(options))
+  }
+  const server = await startServer(t, { dir, locker: new FileLocker({ directory, ttlMs: 2 ** 31 - 1 }) })
+  const body = Buffer.alloc(100_000, 7)
+  for (const [protocol, headers] of [['tus', TUS_APPEND], ['draft', DRAFT_APPEND]] as const) {
+    const url = await createUpload(server, { 'Upload-Length': String(body.length) })
+    t.equal(await pausingPatch(url, { ...headers, 'Upload-Offset': '0' }, body, 50), 204, `${protocol}: the append keeps its lock`)
+    t.equal(sha256(await readFile(join(dir, idOf(url)))), sha256(body), `${protocol}: every byte`)
   }
 })
