@@ -2,11 +2,13 @@
 // first request: what the first requests would have met is checked through tus 1.0.0 and the draft.
 import t, { type Test } from 'tap'
 import { once } from 'node:events'
-import { request as httpRequest } from 'node:http'
+import { createServer, request as httpRequest } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Fastify from 'fastify'
+import { tusdFileHooks, tusdHttpHooks } from '../lib/cli-hooks.js'
 import tusPlugin, { FileLocker, FileStore, MemoryLocker, type TusPluginOptions } from '../lib/index.js'
 import { createUpload, delegatingTo, idOf, sha256, startServer, tusRequest } from './helpers.js'
 
@@ -163,4 +165,37 @@ t.test('a locker delay a timer cannot wait for is refused; the longest one holds
     t.equal(await pausingPatch(url, { ...headers, 'Upload-Offset': '0' }, body, 50), 204, `${protocol}: the append keeps its lock`)
     t.equal(sha256(await readFile(join(dir, idOf(url)))), sha256(body), `${protocol}: every byte`)
   }
+})
+
+t.test('tusd hooks: a timeoutMs of 0, or one a timer cannot wait for, is refused; the longest works (tus and draft)', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-options-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  for (const timeoutMs of [0, -1, 1.5, 2 ** 31, Number.MAX_SAFE_INTEGER]) {
+    t.throws(() => tusdHttpHooks({ url: 'http://127.0.0.1:9/hook', timeoutMs }), { code: 'FST_TUS_INVALID_OPTION', message: /tusdHttpHooks: timeoutMs must be a positive integer of ms up to 2147483647/ }, `http ${timeoutMs}`)
+    t.throws(() => tusdFileHooks({ directory: dir, timeoutMs }), { code: 'FST_TUS_INVALID_OPTION', message: /tusdFileHooks: timeoutMs must be a positive integer of ms up to 2147483647/ }, `file ${timeoutMs}`)
+  }
+  // A receiver that takes a moment: with the longest timeout, each pre-create hook is answered.
+  const types: string[] = []
+  const receiver = createServer((request, response) => {
+    let text = ''
+    request.on('data', (chunk: Buffer) => { text += chunk.toString() })
+    request.on('end', () => {
+      types.push((JSON.parse(text) as { Type: string }).Type)
+      setTimeout(() => { response.setHeader('Content-Type', 'application/json').end('{}') }, 20)
+    })
+  })
+  receiver.listen(0, '127.0.0.1')
+  await once(receiver, 'listening')
+  t.teardown(() => { receiver.close() })
+  const hooks = tusdHttpHooks({ url: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`, timeoutMs: 2 ** 31 - 1, events: ['pre-create'] })
+  const server = await startServer(t, { dir }, async (app) => {
+    await app.register(tusPlugin, hooks.options({ dir }))
+    hooks.attach(app.tus, app.log)
+  })
+  const creations: Array<Record<string, string>> = [{ 'Tus-Resumable': '1.0.0', 'Upload-Length': '5' }, { 'Upload-Draft-Interop-Version': '6', 'Upload-Complete': '?0' }]
+  for (const headers of creations) {
+    const created = await tusRequest(server.endpoint, { method: 'POST', headers })
+    t.equal(created.status, 201, `created after the hook (${JSON.stringify(headers)})`)
+  }
+  t.same(types, ['pre-create', 'pre-create'])
 })
