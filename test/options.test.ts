@@ -199,3 +199,23 @@ t.test('tusd hooks: a timeoutMs of 0, or one a timer cannot wait for, is refused
   }
   t.same(types, ['pre-create', 'pre-create'])
 })
+
+t.test('the largest maxSize still gives the draft a valid Upload-Limit: Structured Fields integers have at most 15 digits', async (t) => {
+  const sfInteger = /^\d{1,15}$/
+  for (const maxSize of [Number.MAX_SAFE_INTEGER, () => Number.MAX_SAFE_INTEGER]) {
+    const server = await startServer(t, { maxSize })
+    const url = await createUpload(server, { 'Upload-Length': '5' })
+    t.equal((await tusRequest(server.endpoint, { method: 'OPTIONS' })).headers['tus-max-size'], String(Number.MAX_SAFE_INTEGER), 'tus announces it as it is')
+    for (const interop of ['6', '7', '9']) {
+      for (const [what, response] of [
+        ['OPTIONS', await tusRequest(server.endpoint, { method: 'OPTIONS', headers: { 'Upload-Draft-Interop-Version': interop } })],
+        ['HEAD', await tusRequest(url, { method: 'HEAD', headers: { 'Upload-Draft-Interop-Version': interop } })]
+      ] as const) {
+        const limit = response.headers['upload-limit'] ?? ''
+        const members = Object.fromEntries(limit.split(', ').map((member) => member.split('=') as [string, string]))
+        t.ok(Object.values(members).every((value) => sfInteger.test(value)), `interop ${interop} ${what}: every member an sf-integer (${limit})`)
+        t.equal(members['max-size'], '999999999999999', `interop ${interop} ${what}: max-size is the largest one`)
+      }
+    }
+  }
+})

@@ -164,13 +164,19 @@ function progressInterims (request: FastifyRequest, reply: FastifyReply, version
   }
 }
 
+/** The largest Structured Fields integer (RFC 8941, 3.3.1: at most 15 decimal digits). */
+const MAX_SF_INTEGER = 999_999_999_999_999
+
 /**
  * `Upload-Limit` (a Structured Fields dictionary) for this version, or undefined where it has none; for an upload
  * when `upload` is given, with its `expiry` (expiresAt).
  */
 export function uploadLimit (services: TusServices, version: DraftVersion, upload?: { expiry: Date | undefined }): string | undefined {
   if (version.uploadLimit === 'none') return undefined
-  const parts = [`max-size=${services.options.maxSize}`, 'min-size=0']
+  // A Structured Fields integer has at most 15 digits (RFC 8941, 3.3.1): a larger maxSize (a user's "no limit",
+  // Number.MAX_SAFE_INTEGER) made the whole header invalid, so a client dropped every limit in it. What is announced
+  // then is the largest integer the header can carry (888 TiB): beyond any upload a client makes.
+  const parts = [`max-size=${Math.min(services.options.maxSize, MAX_SF_INTEGER)}`, 'min-size=0']
   if (upload === undefined) {
     if (Number.isFinite(services.options.daysToKeep)) parts.push(`${version.uploadLimit}=${Math.floor(services.options.daysToKeep * 86_400)}`)
   } else {
