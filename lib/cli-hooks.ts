@@ -122,14 +122,26 @@ type HookSender = (type: TusdHookName, event: TusdHookRequest['Event']) => Promi
  * The plugin options and event listeners that send tusd's hooks to `config.url`. `options(base)` wraps the
  * hooks of `base` (each runs first); `attach(app.tus, log)` sends the non-blocking hooks.
  */
+/**
+ * How long a hook may take, in ms: a positive integer a timer can wait for. 0 or a longer one made every hook request
+ * fail at once (an AbortSignal of 1 ms), or a hook program never be killed (execFile's 0: no limit).
+ */
+function hookTimeout (hooks: string, value: number | undefined): number {
+  const ms = value ?? 15_000
+  if (!Number.isSafeInteger(ms) || ms <= 0 || ms > 2 ** 31 - 1) {
+    throw new TusErrors.INVALID_OPTION(`${hooks}: timeoutMs must be a positive integer of ms up to 2147483647, the longest a Node.js timer waits (got ${String(value)})`)
+  }
+  return ms
+}
+
 export function tusdHttpHooks (config: TusdHooksConfig): TusdHooks {
   const url = new URL(config.url)
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`the hook URL must start with http:// or https:// (got "${config.url}")`)
-  const timeoutMs = config.timeoutMs ?? 15_000
+  const timeoutMs = hookTimeout('tusdHttpHooks', config.timeoutMs)
   const retries = config.retries ?? 3
   const backoffMs = config.backoffMs ?? 1000
   if (!Number.isSafeInteger(retries) || retries < 0) throw new TypeError(`retries must be a non-negative integer (got ${retries})`)
-  if (!Number.isSafeInteger(backoffMs) || backoffMs < 0) throw new TypeError(`backoffMs must be a non-negative integer (got ${backoffMs})`)
+  if (!Number.isSafeInteger(backoffMs) || backoffMs < 0 || backoffMs > 2 ** 31 - 1) throw new TypeError(`backoffMs must be a non-negative integer up to 2147483647 (got ${backoffMs})`)
   const send = async (type: TusdHookName, event: TusdHookRequest['Event']): Promise<TusdHookResponse> => {
     const body: TusdHookRequest = { Type: type, Event: event }
     const headers = new Headers()
@@ -286,7 +298,7 @@ export function tusdFileHooks (config: TusdFileHooksConfig): TusdHooks {
   if (statSync(config.directory, { throwIfNoEntry: false })?.isDirectory() !== true) {
     throw new TusErrors.INVALID_OPTION(`tusdFileHooks: directory must be an existing directory (got ${JSON.stringify(config.directory)})`)
   }
-  const timeoutMs = config.timeoutMs ?? 15_000
+  const timeoutMs = hookTimeout('tusdFileHooks', config.timeoutMs)
   const send: HookSender = async (type, event) => {
     const file = join(config.directory, type)
     try {

@@ -12,7 +12,7 @@ import { HeldLocks, MemoryLocker } from './lockers/lock.js'
 import { SharedReads } from './lockers/shared-reads.js'
 import { TusEvents } from './observe/events.js'
 import { METRICS_CONTENT_TYPE, TusMetrics, measuredLocker } from './observe/metrics.js'
-import { resolveOptions, type TusPluginOptions } from './options.js'
+import { prepareDirectory, resolveOptions, type TusPluginOptions } from './options.js'
 import { FileStore } from './store/file-store.js'
 import type { DataStore } from './store/types.js'
 import type { TusRequestUpload } from './types.js'
@@ -49,6 +49,7 @@ declare module 'fastify' {
 
 const plugin: FastifyPluginAsync<TusPluginOptions> = async (fastify, rawOptions) => {
   const options = resolveOptions(rawOptions, { maxParamLength: pathMatchingOf(fastify).maxParamLength })
+  if (rawOptions.store === undefined) await prepareDirectory(options.dir)
   const store = rawOptions.store ?? new FileStore({ directory: options.dir })
   const metrics = new TusMetrics()
   const heldLocks = new HeldLocks()
@@ -75,6 +76,9 @@ const plugin: FastifyPluginAsync<TusPluginOptions> = async (fastify, rawOptions)
   // the locks to be released.
   fastify.addHook('preClose', async () => { await services.inFlight.drain(options.closeTimeout) })
   fastify.addHook('onClose', async () => {
+    // Requests admitted before the close may have begun writing since preClose (after a hook or a lock wait): their
+    // bodies are ended too, and their writes and locks settle before the store and the locker close under them.
+    await services.inFlight.drain(options.closeTimeout)
     await store.close()
     await rawOptions.locker?.close?.()
   })

@@ -1,3 +1,5 @@
+import { constants } from 'node:fs'
+import { access, mkdir, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import type { ResolvedOptions } from './core/services.js'
@@ -21,7 +23,7 @@ export interface TusPluginOptions {
    * request gives each request its own (see MaxSizeOf).
    */
   maxSize?: number | MaxSizeOf
-  /** Uploads expire this many days after their last write (fractions allowed). Default 5; `Infinity` never. */
+  /** Uploads expire this many days after their last write (fractions allowed, at most 1000000). Default 5; `Infinity` never. */
   daysToKeep?: number
   auth?: TusAuthHook
   /**
@@ -69,7 +71,7 @@ export interface TusPluginOptions {
   expireCompleted?: boolean
   /** Most partial uploads one `Upload-Concat: final;...` may list, repeats counted. Default 100. */
   maxConcatReferences?: number
-  /** How long `app.close()` waits for in-flight writes to reach a consistent point, and for held locks to be released, in ms. Default 10000. */
+  /** How long `app.close()` waits for in-flight writes to reach a consistent point, and for held locks to be released, in ms (at most 2^31 - 1, as for every timeout). Default 10000. */
   closeTimeout?: number
   /** Where uploads are kept. Default: a FileStore in `dir`. */
   store?: DataStore
@@ -99,6 +101,9 @@ export function resolveOptions (options: TusPluginOptions, router: RouterLimits)
   if (typeof prefix !== 'string' || !/^(\/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*\/?$/.test(prefix)) {
     throw new TusErrors.INVALID_OPTION(`prefix must be a path such as "/files" (got ${JSON.stringify(prefix)})`)
   }
+  notEncoded('prefix', prefix)
+  implementing('store', 'a DataStore', options.store, STORE_CALLS)
+  implementing('locker', 'an UploadLocker', options.locker, LOCKER_CALLS)
   const dir = options.dir ?? join(tmpdir(), 'fastify-tus')
   if (typeof dir !== 'string' || dir === '') {
     throw new TusErrors.INVALID_OPTION('dir must be a non-empty string')
@@ -108,7 +113,7 @@ export function resolveOptions (options: TusPluginOptions, router: RouterLimits)
     dir: resolve(dir),
     maxSize: typeof options.maxSize === 'function' ? DEFAULT_MAX_SIZE : positiveInteger('maxSize', options.maxSize ?? DEFAULT_MAX_SIZE),
     maxSizeOf: typeof options.maxSize === 'function' ? options.maxSize : undefined,
-    daysToKeep: positiveNumber('daysToKeep', options.daysToKeep ?? 5),
+    daysToKeep: retentionDays('daysToKeep', options.daysToKeep ?? 5),
     auth: optionalFunction('auth', options.auth),
     formatError: optionalFunction('formatError', options.formatError),
     onUploadAccess: optionalFunction('onUploadAccess', options.onUploadAccess),
@@ -118,14 +123,14 @@ export function resolveOptions (options: TusPluginOptions, router: RouterLimits)
     onUploadComplete: optionalFunction('onUploadComplete', options.onUploadComplete),
     onUploadTerminate: optionalFunction('onUploadTerminate', options.onUploadTerminate),
     onUploadExpire: optionalFunction('onUploadExpire', options.onUploadExpire),
-    generateUrl: optionalFunction('generateUrl', options.generateUrl),
-    getUploadIdFromRequest: optionalFunction('getUploadIdFromRequest', options.getUploadIdFromRequest),
+    generateUrl: synchronousFunction('generateUrl', options.generateUrl),
+    getUploadIdFromRequest: synchronousFunction('getUploadIdFromRequest', options.getUploadIdFromRequest),
     metricsPath: optionalPath('metricsPath', options.metricsPath),
     relativeLocation: boolean('relativeLocation', options.relativeLocation ?? false),
     maxMetadataSize: positiveInteger('maxMetadataSize', options.maxMetadataSize ?? 4096),
-    lockTimeout: positiveInteger('lockTimeout', options.lockTimeout ?? 3000),
-    idleTimeout: positiveInteger('idleTimeout', options.idleTimeout ?? 60_000),
-    closeTimeout: positiveInteger('closeTimeout', options.closeTimeout ?? 10_000),
+    lockTimeout: timeout('lockTimeout', options.lockTimeout ?? 3000),
+    idleTimeout: timeout('idleTimeout', options.idleTimeout ?? 60_000),
+    closeTimeout: timeout('closeTimeout', options.closeTimeout ?? 10_000),
     minFreeSpace: nonNegativeInteger('minFreeSpace', options.minFreeSpace ?? 0),
     expireCompleted: boolean('expireCompleted', options.expireCompleted ?? false),
     maxConcatReferences: positiveInteger('maxConcatReferences', options.maxConcatReferences ?? 100),
@@ -134,11 +139,65 @@ export function resolveOptions (options: TusPluginOptions, router: RouterLimits)
   }
 }
 
+/**
+ * The default file store's `dir`: created when missing, and it must be a directory this process can write to. A file
+ * there, a path through a file, or one that cannot be created or written is refused at registration, where it
+ * used to be accepted and then fail every creation (500).
+ */
+export async function prepareDirectory (dir: string): Promise<void> {
+  const refuse = (problem: string): never => { throw new TusErrors.INVALID_OPTION(`dir ${JSON.stringify(dir)} ${problem}`) }
+  const existing = await stat(dir).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return undefined
+    if (error.code === 'ENOTDIR') return refuse('must be a directory, but a part of its path is a file')
+    return refuse(`cannot be used: ${error.message}`)
+  })
+  if (existing === undefined) {
+    await mkdir(dir, { recursive: true }).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOTDIR' || error.code === 'EEXIST') refuse('must be a directory, but a part of its path is a file')
+      refuse(`cannot be created: ${error.message}`)
+    })
+  } else if (!existing.isDirectory()) {
+    refuse('must be a directory, but it is a file')
+  }
+  await access(dir, constants.W_OK | constants.X_OK).catch((error: Error) => refuse(`cannot be written to: ${error.message}`))
+}
+
+/** What the plugin calls on a store and a locker of the app's (the optional calls are checked only when present). */
+const STORE_CALLS = ['create', 'getInfo', 'write', 'flush', 'declareLength', 'read', 'terminate', 'list', 'close']
+const LOCKER_CALLS = ['lock']
+
+/**
+ * A store or a locker given as an option must have the calls the plugin makes (and its optional `close`, when it has
+ * one, must be a function): one without them was accepted, then failed every request (500) and `app.close()`.
+ */
+function implementing (name: string, kind: string, value: unknown, calls: string[]): void {
+  if (value === undefined || value === null) return
+  if (typeof value !== 'object' && typeof value !== 'function') throw new TusErrors.INVALID_OPTION(`${name} must be ${kind} (got ${typeof value})`)
+  const target = value as Record<string, unknown>
+  const missing = calls.filter((call) => typeof target[call] !== 'function')
+  if (name === 'locker' && target.close !== undefined && typeof target.close !== 'function') missing.push('close')
+  if (missing.length > 0) {
+    throw new TusErrors.INVALID_OPTION(`${name} must be ${kind}, but its ${missing.join(', ')} ${missing.length === 1 ? 'is not a function' : 'are not functions'}`)
+  }
+}
+
 function positiveInteger (name: string, value: unknown): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
     throw new TusErrors.INVALID_OPTION(`${name} must be a positive integer (got ${String(value)})`)
   }
   return value
+}
+
+/** The longest delay a Node.js timer takes: a longer one fires after 1 ms (with a TimeoutOverflowWarning). */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1
+
+/** A delay in ms that becomes a timer: a positive integer a timer can wait for. */
+function timeout (name: string, value: unknown): number {
+  const ms = positiveInteger(name, value)
+  if (ms > MAX_TIMEOUT_MS) {
+    throw new TusErrors.INVALID_OPTION(`${name} must be at most ${MAX_TIMEOUT_MS} ms (about 24.8 days), the longest a Node.js timer waits (got ${ms})`)
+  }
+  return ms
 }
 
 function nonNegativeInteger (name: string, value: unknown): number {
@@ -153,12 +212,29 @@ function optionalPath (name: string, value: unknown): string | undefined {
   if (typeof value !== 'string' || !/^(\/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+$/.test(value)) {
     throw new TusErrors.INVALID_OPTION(`${name} must be a path such as "/metrics" (got ${JSON.stringify(value)})`)
   }
+  notEncoded(name, value)
   return value
 }
 
-function positiveNumber (name: string, value: unknown): number {
-  if (typeof value !== 'number' || Number.isNaN(value) || value <= 0) {
-    throw new TusErrors.INVALID_OPTION(`${name} must be a positive number of days or Infinity (got ${String(value)})`)
+/**
+ * The longest finite retention: an upload's expiry must be a date an HTTP-date can say (a 4-digit year). Beyond
+ * JavaScript's last date, Upload-Expires read "Invalid Date" and the draft's Upload-Limit `max-age=NaN`.
+ */
+const MAX_DAYS_TO_KEEP = 1_000_000
+
+/**
+ * A route path with a `%`: Fastify's router matches the decoded path of a request, so a route registered as "/a%20b"
+ * is never reached (404 for every request; "/a%zz" 400), whatever the client sends.
+ */
+function notEncoded (name: string, path: string): void {
+  if (path.includes('%')) {
+    throw new TusErrors.INVALID_OPTION(`${name} cannot hold "%": the router matches decoded paths, so ${JSON.stringify(path)} would never be reached`)
+  }
+}
+
+function retentionDays (name: string, value: unknown): number {
+  if (typeof value !== 'number' || Number.isNaN(value) || value <= 0 || (Number.isFinite(value) && value > MAX_DAYS_TO_KEEP)) {
+    throw new TusErrors.INVALID_OPTION(`${name} must be a positive number of days up to ${MAX_DAYS_TO_KEEP} (about 2700 years), or Infinity for never (got ${String(value)})`)
   }
   return value
 }
@@ -173,6 +249,18 @@ function optionalFunction<F> (name: string, value: F | undefined): F | undefined
     throw new TusErrors.INVALID_OPTION(`${name} must be a function`)
   }
   return value
+}
+
+/**
+ * A function whose answer is used as it returns (a URL, an id): an `async` one answers a promise, which no request could
+ * use (every creation 500 with an orphan upload left to expire, every upload URL 404).
+ */
+function synchronousFunction<F> (name: string, value: F | undefined): F | undefined {
+  const fn = optionalFunction(name, value)
+  if (fn !== undefined && (fn as { constructor?: { name?: unknown } }).constructor?.name === 'AsyncFunction') {
+    throw new TusErrors.INVALID_OPTION(`${name} must be synchronous: its answer is used as it returns, never awaited`)
+  }
+  return fn
 }
 
 function draftVersions (value: unknown): number[] {

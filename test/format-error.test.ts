@@ -106,3 +106,65 @@ t.test('formatError must be a function', async (t) => {
   // @ts-expect-error a string is no formatter
   await t.rejects(startServer(t, { formatError: 'json' }), /formatError/)
 })
+
+t.test('a hook\'s code-less refusal reaches formatError with the string code it is typed with, HTTP_<status> (tus and draft)', async (t) => {
+  const codes: unknown[] = []
+  // A formatter that relies on the types: `error.code` is a string.
+  const formatError: FormatError = (error, _request, answer) => {
+    codes.push(error.code)
+    return { contentType: 'application/json', body: JSON.stringify({ code: error.code.toLowerCase(), message: answer.message, status: answer.status }) }
+  }
+  const refusal = (message: string, statusCode: number): Error => Object.assign(new Error(message), { statusCode })
+  const thrown = refusal('Log in first', 401)
+  const server = await startServer(t, {
+    formatError,
+    auth: (request) => { if (request.headers.authorization === undefined) throw thrown },
+    onUploadCreate: (upload) => { if (upload.metadata.big !== undefined) throw refusal('Not enough space left', 413) },
+    onUploadAccess: (upload, action) => { if (action === 'terminate') throw refusal('Not yours', 403) }
+  })
+  const url = await createUpload(server, { 'Upload-Length': '5', Authorization: 'Bearer a' })
+  const cases: Array<[string, string, Record<string, string>, number, string]> = [
+    ['auth', server.endpoint, { 'Upload-Length': '5' }, 401, 'Log in first'],
+    ['onUploadCreate', server.endpoint, { 'Upload-Length': '5', 'Upload-Metadata': 'big', Authorization: 'Bearer a' }, 413, 'Not enough space left'],
+    ['onUploadAccess', url, { Authorization: 'Bearer a' }, 403, 'Not yours']
+  ]
+  for (const [protocol, extra] of [['tus', {}], ['draft', { 'Upload-Complete': '?0' }]] as const) {
+    for (const [hook, target, headers, status, message] of cases) {
+      const method = hook === 'onUploadAccess' ? 'DELETE' : 'POST'
+      const response = protocol === 'tus'
+        ? await tusRequest(target, { method, headers })
+        : await rawRequest(target, { method, headers: { ...DRAFT, ...(method === 'POST' ? extra : {}), ...headers } })
+      t.equal(response.status, status, `${protocol} ${hook}: status`)
+      t.match(response.headers['content-type'], /^application\/json/, `${protocol} ${hook}: the app's format`)
+      t.same(JSON.parse(response.text), { code: `http_${status}`, message, status }, `${protocol} ${hook}: its body`)
+    }
+  }
+  t.same(codes, ['HTTP_401', 'HTTP_413', 'HTTP_403', 'HTTP_401', 'HTTP_413', 'HTTP_403'])
+  t.equal((thrown as Error & { code?: unknown }).code, undefined, 'the error the hook threw is left as it was')
+  t.equal((await tusRequest(url, { method: 'HEAD', headers: { Authorization: 'Bearer a' } })).status, 200, 'the upload is still there')
+})
+
+t.test('a formatError returning no { body, contentType } keeps the answer: its status, headers and the default body (tus and draft)', async (t) => {
+  const returned: unknown[] = [123, 'oops', {}, { body: 5, contentType: 'text/plain' }, { body: { a: 1 }, contentType: 'application/json' }, { body: 'x' }, { body: 'x', contentType: 'text/plain\r\nX-Injected: 1' }]
+  for (const value of returned) {
+    const server = await startServer(t, { formatError: () => value as never })
+    const url = await createUpload(server, { 'Upload-Length': '10' })
+    const tus = await tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': '3', 'Content-Type': 'application/offset+octet-stream' }, body: 'abc' })
+    t.equal(tus.status, 409, `tus, ${JSON.stringify(value)}: still the 409`)
+    t.equal(tus.headers['upload-offset'], '0', 'with the offset to resume from')
+    t.equal(tus.headers['content-type'], 'text/plain; charset=utf-8')
+    t.match(tus.text, /^Upload-Offset mismatch|offset/i, `the default body (${tus.text})`)
+    t.equal(tus.headers['x-injected'], undefined)
+    const draft = await rawRequest(url, {
+      method: 'PATCH',
+      headers: { ...DRAFT, 'Upload-Offset': '3', 'Upload-Complete': '?0', 'Content-Type': 'application/partial-upload' },
+      body: 'abc'
+    })
+    t.equal(draft.status, 409, `draft, ${JSON.stringify(value)}: still the 409`)
+    t.equal(draft.headers['upload-offset'], '0')
+    t.match(draft.headers['content-type'], /^application\/problem\+json/, 'the draft\'s problem details')
+    t.match(JSON.parse(draft.text), { type: /mismatching-upload-offset/, 'expected-offset': 0, 'provided-offset': 3 })
+    const missing = await tusRequest(`${server.endpoint}nope`, { method: 'HEAD' })
+    t.equal(missing.status, 404, 'a 404 stays a 404')
+  }
+})

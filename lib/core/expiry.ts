@@ -17,10 +17,17 @@ const DAY_MS = 24 * 60 * 60 * 1000
  */
 export async function removeExpired (services: TusServices): Promise<number> {
   let removed = 0
-  await eachConcurrently(services.store.list(), CONCURRENCY, async (id) => {
-    if (await removeIfExpired(services, id)) removed++
-  })
-  await removeAbandoned(services)
+  // A sweep is work in flight too: the server's close waits for the removal under way (not for the rest of the
+  // listing, which stops), so that no store or lock call comes after the store and the locker are closed.
+  const settled = services.inFlight.begin(undefined)
+  try {
+    await eachConcurrently(services.store.list(), CONCURRENCY, async (id) => {
+      if (await removeIfExpired(services, id)) removed++
+    })
+    if (!services.inFlight.closing) await removeAbandoned(services)
+  } finally {
+    settled()
+  }
   return removed
 }
 
@@ -41,11 +48,13 @@ async function removeAbandoned (services: TusServices): Promise<void> {
 
 /** Whether it removed the upload `id`. */
 async function removeIfExpired (services: TusServices, id: string): Promise<boolean> {
+  if (services.inFlight.closing) return false
   const candidate = await services.store.getInfo(id).catch(() => undefined)
   if (candidate === undefined || !await hasExpired(services, candidate)) return false
   const lock = await services.locker.lock(id, { timeoutMs: services.options.lockTimeout, requestRelease: false }).catch(() => undefined)
   if (lock === undefined) return false
   try {
+    if (services.inFlight.closing) return false
     const upload = await services.store.getInfo(id).catch(() => undefined)
     if (upload === undefined || !await hasExpired(services, upload) || !await mayExpire(services, upload)) return false
     await services.store.terminate(id)

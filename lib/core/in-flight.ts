@@ -17,16 +17,24 @@ export class InFlightWrites {
   readonly #held: HeldLocks
   /** The server is closing (drain was called): no request may begin to store or remove anything. */
   closing = false
+  /** When the close stops waiting (set by the first drain). */
+  #deadline: number | undefined
 
   constructor (held: HeldLocks) {
     this.#held = held
   }
 
-  /** Registers an append; call the returned function when it has settled. */
+  /**
+   * Registers an append (or, without a body, other work the close must wait for: an expiry sweep); call the returned
+   * function when it has settled. One that begins while the server closes (its
+   * request was admitted before the close, and waited for a hook or a lock meanwhile) has its body ended at once,
+   * as drain ends those running: nothing else would, and the server's close would wait for its client to finish.
+   */
   begin (body: RequestBody | undefined): () => void {
     let settle = (): void => {}
     const write: Write = { body, done: new Promise<void>((resolve) => { settle = resolve }) }
     this.#writes.add(write)
+    if (this.closing) body?.release('shutdown')
     return () => {
       this.#writes.delete(write)
       settle()
@@ -39,11 +47,13 @@ export class InFlightWrites {
    */
   async drain (timeoutMs: number): Promise<void> {
     this.closing = true
+    // One close has one budget: a second drain (before the store closes) waits only for what is left of it.
+    this.#deadline ??= Date.now() + timeoutMs
     const writes = [...this.#writes]
     if (writes.length === 0 && !this.#held.any) return
     for (const write of writes) write.body?.release('shutdown')
     let timer: NodeJS.Timeout | undefined
-    const timeout = new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs) })
+    const timeout = new Promise<void>((resolve) => { timer = setTimeout(resolve, Math.max(0, this.#deadline! - Date.now())) })
     const settled = (async () => {
       await Promise.all(writes.map(async (write) => await write.done))
       // Locks taken meanwhile (a request that waited for one of these) are waited for too.

@@ -283,10 +283,20 @@ export function removeFrom<T> (map: Map<string, Set<T>>, id: string, item: T): v
   if (set.size === 0) map.delete(id)
 }
 
-/** A locker option that must be a positive integer, refused with a message naming the locker and the option. */
+/** The longest delay a Node.js timer takes: a longer one fires after 1 ms (with a TimeoutOverflowWarning). */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+/**
+ * A locker option in ms (every one is a timer's delay: a lease, a retry, a command's bound): a positive integer a
+ * timer can wait for, refused with a message naming the locker and the option. A longer ttl made every lease expire
+ * after 1 ms: each lock lost as soon as taken, each append cut.
+ */
 export function positiveInteger (locker: string, name: string, value: number): number {
   if (!Number.isSafeInteger(value) || value <= 0) {
     throw new TusErrors.INVALID_OPTION(`${locker} ${name} must be a positive integer (got ${String(value)})`)
+  }
+  if (value > MAX_TIMER_MS) {
+    throw new TusErrors.INVALID_OPTION(`${locker} ${name} must be at most ${MAX_TIMER_MS} ms (about 24.8 days), the longest a Node.js timer waits (got ${value})`)
   }
   return value
 }

@@ -48,14 +48,39 @@ function ownContentType (error: TusHttpError): string | undefined {
 export function sendErrorBody (
   format: FormatError | undefined, error: TusHttpError, request: FastifyRequest, reply: FastifyReply, answer: TusErrorAnswer
 ): void {
-  let chosen: TusErrorBody | undefined
+  let chosen: TusErrorBody | undefined | null
   if (format !== undefined) {
     try {
-      chosen = format(error, request, answer)
+      chosen = format(coded(error, answer.status), request, answer)
     } catch (formatError) {
       request.log.error({ err: formatError }, 'fastify-tus: formatError failed; the default error body is sent')
     }
   }
+  if (chosen !== undefined && chosen !== null && !isErrorBody(chosen)) {
+    // Sent as it is, it would change the answer: Fastify's own 500 for a body it cannot send (a client told 500 for a 409
+    // that carries the offset to resume from), or its error JSON for a missing Content-Type.
+    request.log.error({ returned: chosen }, 'fastify-tus: formatError returned no { body: string | Buffer, contentType: string }; the default error body is sent')
+    chosen = undefined
+  }
   const { body, contentType } = chosen ?? answer
   void reply.type(contentType).send(body)
+}
+
+/** What `formatError` may return: a string or Buffer body and a Content-Type that is a valid header value. */
+function isErrorBody (value: unknown): value is TusErrorBody {
+  if (typeof value !== 'object' || value === null) return false
+  const { body, contentType } = value as Partial<TusErrorBody>
+  return (typeof body === 'string' || Buffer.isBuffer(body)) && typeof contentType === 'string' && /^[\t\x20-\x7e\x80-\xff]+$/.test(contentType)
+}
+
+/**
+ * The error as `formatError` is typed to get it, with a string `code`. A code-less one (a hook's refusal, thrown as
+ * `Object.assign(new Error(...), { statusCode: 403 })`) is named by its status, `HTTP_403`, as `tus_errors_total`
+ * names it; the object the hook threw is left as it is (the formatter sees it through a view).
+ */
+function coded (error: TusHttpError, status: number): TusHttpError {
+  if (typeof error === 'object' && error !== null && typeof error.code === 'string') return error
+  const code = `HTTP_${status}`
+  if (typeof error !== 'object' || error === null) return Object.assign(new Error(String(error)), { code, statusCode: status }) as TusHttpError
+  return Object.assign(Object.create(error) as TusHttpError, { code })
 }
