@@ -176,27 +176,21 @@ function progressInterims (request: FastifyRequest, reply: FastifyReply, version
  */
 export function uploadLimit (services: TusServices, version: DraftVersion, upload?: { expiry: Date | undefined }): string | undefined {
   if (version.uploadLimit === 'none') return undefined
-  const parts = [`max-size=${sfInteger15(services.options.maxSize)}`, 'min-size=0']
+  // A maxSize beyond a Structured Fields Integer's 15 digits (Number.MAX_SAFE_INTEGER for "no limit") is announced as
+  // the largest one, a limit no upload reaches: written as it is, it would make the whole field unparseable. The
+  // retention needs no such care: options cap it at 1,000,000 days (11 digits of seconds).
+  const parts = [`max-size=${Math.min(services.options.maxSize, SF_MAX_INTEGER)}`, 'min-size=0']
   if (upload === undefined) {
-    if (Number.isFinite(services.options.daysToKeep)) parts.push(`${version.uploadLimit}=${sfInteger15(Math.floor(services.options.daysToKeep * 86_400))}`)
+    if (Number.isFinite(services.options.daysToKeep)) parts.push(`${version.uploadLimit}=${Math.floor(services.options.daysToKeep * 86_400)}`)
   } else {
     const { expiry } = upload
-    if (expiry !== undefined) parts.push(`${version.uploadLimit}=${sfInteger15(Math.max(0, Math.floor((expiry.getTime() - Date.now()) / 1000)))}`)
+    if (expiry !== undefined) parts.push(`${version.uploadLimit}=${Math.max(0, Math.floor((expiry.getTime() - Date.now()) / 1000))}`)
   }
   return parts.join(', ')
 }
 
 /** The largest Structured Fields Integer (RFC 9651 §3.3.1: at most 15 digits). */
 const SF_MAX_INTEGER = 999_999_999_999_999
-
-/**
- * A limit as a Structured Fields Integer: one beyond its range (a `maxSize` of Number.MAX_SAFE_INTEGER, a retention
- * of ages, past what a Date holds) is announced as the largest one, a limit no upload ever reaches. Written as it
- * is, it would make the whole `Upload-Limit` field unparseable.
- */
-function sfInteger15 (value: number): number {
-  return Number.isNaN(value) ? SF_MAX_INTEGER : Math.min(value, SF_MAX_INTEGER)
-}
 
 function setUploadHeaders (services: TusServices, version: DraftVersion, reply: FastifyReply, upload: UploadInfo, expiry: Date | undefined): void {
   const [name, value] = completeHeaderValue(version, isComplete(upload))
