@@ -96,9 +96,9 @@ export async function writeSmallFile (path: string, text: string, sync: boolean,
   await closeFd(fd, quick)
 }
 
-async function openFd (path: string, flags: string | number): Promise<number> {
+async function openFd (path: string, flags: string | number, mode?: number): Promise<number> {
   return await new Promise<number>((resolve, reject) => {
-    fs.open(path, flags, (error, fd) => { if (error === null) resolve(fd); else reject(error) })
+    fs.open(path, flags, mode, (error, fd) => { if (error === null) resolve(fd); else reject(error) })
   })
 }
 
@@ -115,8 +115,18 @@ export class DataFile {
     this.fd = fd
   }
 
-  static async open (path: string, flags: string | number): Promise<DataFile> {
-    return new DataFile(await openFd(path, flags))
+  /** `mode`: the permissions of a file it creates (the process's umask applies); 0o666 when not given. */
+  static async open (path: string, flags: string | number, mode?: number): Promise<DataFile> {
+    return new DataFile(await openFd(path, flags, mode))
+  }
+
+  /** Sets the file's permissions: on the event loop while `quick` allows (a change of the inode, no data). */
+  async chmod (mode: number, quick?: QuickCalls): Promise<void> {
+    if (quick?.enabled === true) {
+      quick.run(() => { fs.fchmodSync(this.fd, mode) })
+      return
+    }
+    await new Promise<void>((resolve, reject) => { fs.fchmod(this.fd, mode, (error) => { if (error === null) resolve(); else reject(error) }) })
   }
 
   async stat (): Promise<Stats> {

@@ -482,6 +482,20 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/download.test.ts']
   },
   {
+    name: 'file store: a full data file still marked pending reads as complete (a crash skips onUploadComplete)',
+    file: 'lib/store/file-store.ts',
+    find: 'if (stats?.mode !== undefined && (stats.mode & PENDING_COMPLETION) !== 0 && stats.size === info.size) upload.completing = true',
+    replace: '',
+    tests: ['test/file-store.test.ts', 'test/reliability.test.ts']
+  },
+  {
+    name: 'file store: a completion that leaves the pending mark (onUploadComplete again on every read)',
+    file: 'lib/store/file-store.ts',
+    find: 'if (this.#marks !== undefined) await handle.chmod(this.#marks.completed, this.#quick)',
+    replace: '',
+    tests: ['test/file-store.test.ts', 'test/reliability.test.ts']
+  },
+  {
     name: 'download: a client that takes no byte is waited for forever (it holds the store\'s stream)',
     file: 'lib/wire/download.ts',
     find: 'stall ??= setTimeout(() => { cut(onStalled) }, idleTimeout).unref()',

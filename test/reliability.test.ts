@@ -2,7 +2,7 @@
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdir, mkdtemp, readFile, readdir, readlink, rm, statfs, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, statfs, writeFile } from 'node:fs/promises'
 import { connect, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -131,6 +131,40 @@ t.test('kill -9 during a large PATCH: after a restart HEAD equals the durable by
   await tusUpload(data, { endpoint: `http://127.0.0.1:${second.port}/files/`, uploadUrl: url, chunkSize: 2 * 1024 * 1024 })
   t.equal(sha256(await readFile(join(dir, id))), sha256(data))
 })
+
+for (const [name, headers] of [['tus', { 'Tus-Resumable': '1.0.0' }], ['draft interop 6', { 'Upload-Draft-Interop-Version': '6' }], ['draft interop 9', { 'Upload-Draft-Interop-Version': '9' }]] as const) {
+  t.test(`${name}: kill -9 between an upload's last byte and its completion: the next request completes it, onUploadComplete runs once`, async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-crash-'))
+    t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+    const data = randomBytesSeeded(300_000, 29)
+    const first = await startChild(t, dir, { TUS_CHILD_HOLD_AT_END: '1' })
+    const created = await tusRequest(`${first.origin}/files/`, { method: 'POST', headers: { 'Upload-Length': String(data.length) } })
+    const id = idOf(new URL(created.headers.location!).href)
+    tusRequest(`${first.origin}/files/${id}`, { method: 'PATCH', headers: { ...OCTET, 'Upload-Offset': '0' }, body: data }).catch(() => undefined)
+    for (;;) {
+      const { value, done } = await first.lines.next()
+      if (done === true || value === 'at-end') break
+    }
+    first.child.kill('SIGKILL')
+    await once(first.child, 'exit')
+    t.equal(sha256(await readFile(join(dir, id))), sha256(data), 'every byte was in the data file')
+
+    const second = await startChild(t, dir)
+    const url = `${second.origin}/files/${id}`
+    const head = await tusRequest(url, { method: 'HEAD', headers })
+    t.equal(head.status, name === 'tus' ? 200 : 204)
+    t.equal(head.headers['upload-offset'], String(data.length))
+    if (name !== 'tus') t.equal(head.headers['upload-complete'], '?1')
+    const completions = async (): Promise<unknown> => JSON.parse((await tusRequest(`${second.origin}/test/completions`)).body.toString())
+    t.same(await completions(), { [id]: 1 }, 'the request that read it completed it: onUploadComplete ran')
+    t.equal((await tusRequest(url, { method: 'HEAD', headers })).status, name === 'tus' ? 200 : 204)
+    const download = await tusRequest(url)
+    t.equal(download.status, 200)
+    t.equal(sha256(download.body), sha256(data))
+    t.same(await completions(), { [id]: 1 }, 'once')
+    t.equal((await stat(join(dir, id))).mode & 0o100, 0, 'the data file is marked complete')
+  })
+}
 
 t.test('disk full: 500 with a clear message, offset = bytes kept, other uploads served, resumes once space is free', async (t) => {
   if (process.getuid?.() !== 0) {

@@ -120,6 +120,8 @@ export class FileStore implements DataStore {
   readonly #synced = new Set<string>()
   /** Whether this store's cheapest file-system calls run on the event loop (stats of known data files, closes). */
   readonly #quick = new QuickCalls()
+  /** The permissions that mark a data file's completion, once #ensureDirectory found this file system keeps them. */
+  #marks: CompletionMarks | undefined
 
   constructor (options: FileStoreOptions) {
     this.directory = options.directory
@@ -141,7 +143,8 @@ export class FileStore implements DataStore {
     if (upload.directory !== undefined) await mkdir(join(this.directory, upload.directory), { recursive: true })
     // The data file comes first: an upload exists once its info file does, and then its data file exists too.
     // Kept open for the first PATCH (unless the upload is empty).
-    const data = await DataFile.open(path, WRITE_IN_PLACE | fs.constants.O_EXCL).catch((error: unknown) => { throw isExists(error) ? new TusErrors.ID_TAKEN(upload.id) : error })
+    const data = await DataFile.open(path, WRITE_IN_PLACE | fs.constants.O_EXCL, this.#marks === undefined ? undefined : DATA_FILE_MODE)
+      .catch((error: unknown) => { throw isExists(error) ? new TusErrors.ID_TAKEN(upload.id) : error })
     // Its identity, for the info cache and the kept handle. The sole writer of the upload need not ask: no
     // other process can remove or re-create the file, so the first stat of its path tells (UNSTATED).
     let stats: Stats | undefined
@@ -200,7 +203,7 @@ export class FileStore implements DataStore {
       if (stats !== undefined && (sameFile(stats, cached.file) || this.#adopt(id, cached.file, stats))) {
         this.#cache.get(id)
         this.#openFiles.saw(id, stats.size, stats.mtime)
-        return toUploadInfo(cached.info, path, stats)
+        return await this.#confirmed(toUploadInfo(cached.info, path, stats))
       }
     }
     return await this.#fill(id)
@@ -245,7 +248,18 @@ export class FileStore implements DataStore {
     } else {
       this.#cache.delete(id)
     }
-    return toUploadInfo(info, path, stats)
+    return await this.#confirmed(toUploadInfo(info, path, stats))
+  }
+
+  /**
+   * An upload whose data file reads as pending completion (see CompletionMarks) is `completing` only where this file
+   * system keeps the mark: where it shows every file executable, the mark says nothing.
+   */
+  async #confirmed (upload: UploadInfo): Promise<UploadInfo> {
+    if (upload.completing !== true) return upload
+    await this.#ensureDirectory().catch(() => undefined)
+    if (this.#marks === undefined) delete upload.completing
+    return upload
   }
 
   async write (id: string, offset: number, source: AsyncIterable<Buffer>, options?: WriteOptions): Promise<number> {
@@ -270,10 +284,10 @@ export class FileStore implements DataStore {
         // What arrived before a failing source is stored too (and a write error wins over the source's).
         written = await appender.finish()
       }
-      // The last byte: fsync now, on the open handle, so that flush() need not open the file again.
+      // The last byte: the file completed now, on the open handle, so that flush() need not open it again.
       const complete = info.size !== null && offset + written === info.size
-      if (this.#fsync && complete) {
-        await handle.sync()
+      if (complete) {
+        await this.#complete(handle)
         this.#synced.add(id)
       }
       // Kept for the next PATCH of an unfinished upload, while the info it was checked with is cached.
@@ -288,13 +302,15 @@ export class FileStore implements DataStore {
   }
 
   async flush (id: string): Promise<void> {
-    if (this.#synced.delete(id) || !this.#fsync) return
+    if (this.#synced.delete(id)) return
+    await this.#ensureDirectory()
+    if (!this.#fsync && this.#marks === undefined) return
     const file = this.#cachedFile(id)
     const known = this.#openFiles.known(id)
     const kept = this.#openFiles.take(id, file)
     if (kept !== undefined && known !== undefined) {
       try {
-        await kept.sync()
+        await this.#complete(kept)
       } finally {
         this.#openFiles.keep(id, kept, file!, known.size, known.modifiedAt)
       }
@@ -302,10 +318,21 @@ export class FileStore implements DataStore {
     }
     const handle = await DataFile.open(await this.#dataPathOf(id), 'r')
     try {
-      await handle.sync()
+      await this.#complete(handle)
     } finally {
       await handle.close(this.#quick)
     }
+  }
+
+  /**
+   * A data file holding every byte of its upload: its pending-completion mark cleared, then (with fsync) the data and
+   * the mark made durable by one fsync, before the completion is reported. A crash before that leaves the mark, and the
+   * next request that reads the upload completes it (`completing`): onUploadComplete is never skipped.
+   */
+  async #complete (handle: DataFile): Promise<void> {
+    await this.#ensureDirectory()
+    if (this.#marks !== undefined) await handle.chmod(this.#marks.completed, this.#quick)
+    if (this.#fsync) await handle.sync()
   }
 
   async truncate (id: string, offset: number, options?: WriteOptions): Promise<void> {
@@ -521,7 +548,10 @@ export class FileStore implements DataStore {
   }
 
   #ensureDirectory (): Promise<void> {
-    this.#ready ??= mkdir(this.directory, { recursive: true }).then(() => undefined)
+    this.#ready ??= (async () => {
+      await mkdir(this.directory, { recursive: true })
+      this.#marks = await completionMarks(join(this.directory, `mode-probe${INFO_SUFFIX}${this.#temporaryPrefix}${this.#temporaries++}.tmp`))
+    })()
     return this.#ready
   }
 
@@ -587,6 +617,46 @@ export class FileStore implements DataStore {
  * acknowledged (O_APPEND would put it there, and Linux appends even a positioned write on such a descriptor).
  */
 const WRITE_IN_PLACE = fs.constants.O_WRONLY | fs.constants.O_CREAT
+
+/**
+ * A data file is created with its owner's execute permission (PENDING_COMPLETION, kept by any usual umask), and loses
+ * it when its upload is completed (`#complete`, before the fsync that makes the data durable). A data file that holds
+ * every byte of its upload and still has it was cut off between its last byte and its completion (a crash, a failed
+ * fsync): its upload reads as `completing`, and the next request that reads it completes it and runs onUploadComplete.
+ * Data files without it (those written before this mark, or where the umask takes it away) read as complete once
+ * full, as they always did. The permissions are this process's umask applied to DATA_FILE_MODE.
+ */
+interface CompletionMarks {
+  completed: number
+}
+const PENDING_COMPLETION = fs.constants.S_IXUSR
+const DATA_FILE_MODE = 0o766
+
+/**
+ * The marks this file system keeps, tried on a file of its own at `probe` (removed again): none where a new file
+ * shows no owner execute permission (the umask took it), or where clearing it does not stick (a file system that
+ * shows every file executable, such as FAT or some network mounts); completion is then not marked.
+ */
+async function completionMarks (probe: string): Promise<CompletionMarks | undefined> {
+  let file: DataFile
+  try {
+    file = await DataFile.open(probe, WRITE_IN_PLACE | fs.constants.O_EXCL, DATA_FILE_MODE)
+  } catch {
+    return undefined
+  }
+  try {
+    const pending = (await file.stat()).mode & 0o7777
+    if ((pending & PENDING_COMPLETION) === 0) return undefined
+    const completed = pending & ~PENDING_COMPLETION
+    await file.chmod(completed)
+    return ((await file.stat()).mode & 0o7777) === completed ? { completed } : undefined
+  } catch {
+    return undefined
+  } finally {
+    await file.close()
+    await unlink(probe).catch(() => undefined)
+  }
+}
 
 /** Bytes that may wait for the disk per upload while the next chunks are read (bounded memory). */
 const MAX_QUEUED = 64 * 1024
@@ -789,7 +859,7 @@ function isPartialIdentities (value: unknown, parts: number): boolean {
     Number.isSafeInteger(identity.size) && (identity.size as number) >= 0)
 }
 
-function toUploadInfo (info: StoredInfo, path: string, stats: Pick<Stats, 'size' | 'mtime'> | undefined): UploadInfo {
+function toUploadInfo (info: StoredInfo, path: string, stats: Pick<Stats, 'size' | 'mtime'> & { mode?: number } | undefined): UploadInfo {
   // The store never writes past an upload's length: a longer data file was changed by something else.
   if (info.size !== null && stats !== undefined && stats.size > info.size) {
     throw new TusErrors.STORE_FAILED(`the data file of upload ${info.id} holds ${stats.size} bytes, more than its length ${info.size}`)
@@ -807,6 +877,7 @@ function toUploadInfo (info: StoredInfo, path: string, stats: Pick<Stats, 'size'
   }
   if (info.concat !== undefined) upload.concat = info.concat
   if (info.directory !== undefined) upload.directory = info.directory
+  if (stats?.mode !== undefined && (stats.mode & PENDING_COMPLETION) !== 0 && stats.size === info.size) upload.completing = true
   return upload
 }
 
