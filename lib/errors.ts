@@ -193,6 +193,14 @@ const INTERNAL_DETAIL: Readonly<Record<string, string>> = {
   FST_TUS_LOCK_FAILED: 'Upload lock unavailable; retry later'
 }
 
+/**
+ * The code of an error that has none (a hook's refusal, `Object.assign(new Error(...), { statusCode: 403 })`): its
+ * status, `HTTP_403`, as `formatError` gets it and `tus_errors_total` counts it.
+ */
+export function statusErrorCode (status: number): string {
+  return `HTTP_${status}`
+}
+
 /** The text a client may read about an error: the message of our own errors and of 4xx ones; a fixed phrase for the rest. */
 export function publicMessage (error: TusHttpError): string {
   const internal = error.code === undefined ? undefined : INTERNAL_DETAIL[error.code]

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify'
+import { statusErrorCode } from '../errors.js'
 import type { HeldLocks, LockOptions, UploadLock, UploadLocker } from '../lockers/lock.js'
 
 const METHODS = new Set(['OPTIONS', 'POST', 'HEAD', 'GET', 'PATCH', 'DELETE'])
@@ -83,7 +84,7 @@ export class TusMetrics {
   countError (code: unknown, statusCode: unknown): void {
     const key = typeof code === 'string' && ERROR_CODE.test(code)
       ? code
-      : typeof statusCode === 'number' && Number.isInteger(statusCode) && statusCode >= 400 && statusCode <= 599 ? `HTTP_${statusCode}` : 'OTHER'
+      : typeof statusCode === 'number' && Number.isInteger(statusCode) && statusCode >= 400 && statusCode <= 599 ? statusErrorCode(statusCode) : 'OTHER'
     this.errors.set(key, (this.errors.get(key) ?? 0) + 1)
   }
 

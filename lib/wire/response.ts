@@ -1,5 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { errorStatus, publicMessage, type TusHttpError } from '../errors.js'
+import { errorStatus, publicMessage, statusErrorCode, type TusHttpError } from '../errors.js'
 import type { FormatError, TusErrorAnswer, TusErrorBody, UploadResponse } from '../types.js'
 
 /** Sends the final answer of a request that stored bytes: `status`, or what onUploadComplete asked for. */
@@ -80,7 +80,7 @@ function isErrorBody (value: unknown): value is TusErrorBody {
  */
 function coded (error: TusHttpError, status: number): TusHttpError {
   if (typeof error === 'object' && error !== null && typeof error.code === 'string') return error
-  const code = `HTTP_${status}`
+  const code = statusErrorCode(status)
   if (typeof error !== 'object' || error === null) return Object.assign(new Error(String(error)), { code, statusCode: status }) as TusHttpError
   return Object.assign(Object.create(error) as TusHttpError, { code })
 }
