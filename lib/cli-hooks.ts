@@ -4,6 +4,7 @@ import { access } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import { TusErrors } from './errors.js'
+import { MAX_TIMER_MS } from './lockers/lock.js'
 import type { TusDecorator } from './index.js'
 import type { TusPluginOptions } from './options.js'
 import type { NewUpload, UploadInfo } from './store/types.js'
@@ -128,8 +129,8 @@ type HookSender = (type: TusdHookName, event: TusdHookRequest['Event']) => Promi
  */
 function hookTimeout (hooks: string, value: number | undefined): number {
   const ms = value ?? 15_000
-  if (!Number.isSafeInteger(ms) || ms <= 0 || ms > 2 ** 31 - 1) {
-    throw new TusErrors.INVALID_OPTION(`${hooks}: timeoutMs must be a positive integer of ms up to 2147483647, the longest a Node.js timer waits (got ${String(value)})`)
+  if (!Number.isSafeInteger(ms) || ms <= 0 || ms > MAX_TIMER_MS) {
+    throw new TusErrors.INVALID_OPTION(`${hooks}: timeoutMs must be a positive integer of ms up to ${MAX_TIMER_MS}, the longest a Node.js timer waits (got ${String(value)})`)
   }
   return ms
 }
@@ -141,7 +142,7 @@ export function tusdHttpHooks (config: TusdHooksConfig): TusdHooks {
   const retries = config.retries ?? 3
   const backoffMs = config.backoffMs ?? 1000
   if (!Number.isSafeInteger(retries) || retries < 0) throw new TypeError(`retries must be a non-negative integer (got ${retries})`)
-  if (!Number.isSafeInteger(backoffMs) || backoffMs < 0 || backoffMs > 2 ** 31 - 1) throw new TypeError(`backoffMs must be a non-negative integer up to 2147483647 (got ${backoffMs})`)
+  if (!Number.isSafeInteger(backoffMs) || backoffMs < 0 || backoffMs > MAX_TIMER_MS) throw new TypeError(`backoffMs must be a non-negative integer up to ${MAX_TIMER_MS} (got ${backoffMs})`)
   const send = async (type: TusdHookName, event: TusdHookRequest['Event']): Promise<TusdHookResponse> => {
     const body: TusdHookRequest = { Type: type, Event: event }
     const headers = new Headers()

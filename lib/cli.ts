@@ -17,6 +17,7 @@ import { parseHookEvents, tusdFileHooks, tusdHttpHooks, type TusdHookName } from
 import { SCALE_FLAGS, SCALE_HELP, describeStorage, parseScale, scaleServices, type ScaleOptions } from './cli-scale.js'
 import { tusCorsOptions } from './cors.js'
 import tus, { FileStore, type TusPluginOptions } from './index.js'
+import { MAX_TIMER_MS } from './lockers/lock.js'
 
 const USAGE_EXIT = 2
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
@@ -286,7 +287,7 @@ function parseDays (value: string): number {
 function parseSeconds (flag: string, value: string): number {
   const seconds = /^\d+$/.test(value) ? Number(value) : NaN
   // setInterval takes at most 2^31-1 ms.
-  if (!(seconds >= 1 && seconds * 1000 <= 2 ** 31 - 1)) {
+  if (!(seconds >= 1 && seconds * 1000 <= MAX_TIMER_MS)) {
     throw new UsageError(`${flag} must be a whole number of seconds from 1 to 2147483 (got "${value}")`)
   }
   return seconds

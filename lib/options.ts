@@ -6,7 +6,7 @@ import type { ResolvedOptions } from './core/services.js'
 import { TusErrors } from './errors.js'
 import { MAX_ID_LENGTH } from './ids.js'
 import { DEFAULT_DRAFT_VERSIONS, DRAFT_VERSIONS } from './ietf/versions.js'
-import type { UploadLocker } from './lockers/lock.js'
+import { MAX_TIMER_MS, type UploadLocker } from './lockers/lock.js'
 import type { DataStore } from './store/types.js'
 import type {
   GenerateUrl, GetUploadIdFromRequest, MaxSizeOf, OnUploadAccess, OnUploadComplete, OnUploadCreate, OnUploadExpire, OnUploadProgress,
@@ -188,14 +188,11 @@ function positiveInteger (name: string, value: unknown): number {
   return value
 }
 
-/** The longest delay a Node.js timer takes: a longer one fires after 1 ms (with a TimeoutOverflowWarning). */
-const MAX_TIMEOUT_MS = 2 ** 31 - 1
-
 /** A delay in ms that becomes a timer: a positive integer a timer can wait for. */
 function timeout (name: string, value: unknown): number {
   const ms = positiveInteger(name, value)
-  if (ms > MAX_TIMEOUT_MS) {
-    throw new TusErrors.INVALID_OPTION(`${name} must be at most ${MAX_TIMEOUT_MS} ms (about 24.8 days), the longest a Node.js timer waits (got ${ms})`)
+  if (ms > MAX_TIMER_MS) {
+    throw new TusErrors.INVALID_OPTION(`${name} must be at most ${MAX_TIMER_MS} ms (about 24.8 days), the longest a Node.js timer waits (got ${ms})`)
   }
   return ms
 }

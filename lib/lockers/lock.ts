@@ -283,8 +283,11 @@ export function removeFrom<T> (map: Map<string, Set<T>>, id: string, item: T): v
   if (set.size === 0) map.delete(id)
 }
 
-/** The longest delay a Node.js timer takes: a longer one fires after 1 ms (with a TimeoutOverflowWarning). */
-const MAX_TIMER_MS = 2 ** 31 - 1
+/**
+ * The longest delay a Node.js timer takes: a longer one fires after 1 ms (with a TimeoutOverflowWarning). Every option
+ * that becomes a timer's delay (the plugin's, the lockers', the hooks') is bounded by it.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1
 
 /**
  * A locker option in ms (every one is a timer's delay: a lease, a retry, a command's bound): a positive integer a
