@@ -23,7 +23,7 @@ const { values: args } = parseArgs({
 })
 const count = Number(args.count)
 const SIZE = 16 * 1024
-const SYSCALLS = 'openat,open,close,fstat,newfstatat,statx,stat,lstat,link,linkat,unlink,unlinkat,rename,renameat,renameat2,write,writev,pwrite64,pwritev,read,pread64,preadv,fsync,fdatasync,symlink,symlinkat,mkdir,mkdirat'
+const SYSCALLS = 'openat,open,close,fstat,newfstatat,statx,stat,lstat,link,linkat,unlink,unlinkat,rename,renameat,renameat2,write,writev,pwrite64,pwritev,read,pread64,preadv,fsync,fdatasync,symlink,symlinkat,mkdir,mkdirat,fchmod,chmod,fchmodat'
 
 await mkdir(DATA_ROOT, { recursive: true })
 console.log('| server | file-system calls per upload | by call |')
