@@ -41,7 +41,7 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'file-store: flush does nothing',
     file: 'lib/store/file-store.ts',
-    find: 'if (this.#synced.delete(id) || !this.#fsync) return',
+    find: 'if (this.#synced.delete(id)) return',
     replace: 'return',
     tests: ['test/file-store-append.test.ts']
   },
@@ -519,15 +519,15 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'download: chunks freed whoever reads them',
     file: 'lib/wire/download.ts',
-    find: '    if (destination !== response as unknown) return pipe(destination, options)\n',
+    find: '    if (destination !== response as unknown) return pipe(destination, pipeOptions)\n',
     replace: '',
     tests: ['test/download.test.ts']
   },
   {
     name: 'download: the chunks of any store freed',
     file: 'lib/wire/download.ts',
-    find: 'sentExactly(body, reply.raw as unknown as Writable, length, services.store.readChunksDisposable === true, (sent) => {',
-    replace: 'sentExactly(body, reply.raw as unknown as Writable, length, true, (sent) => {',
+    find: 'freeChunks: services.store.readChunksDisposable === true,',
+    replace: 'freeChunks: true,',
     tests: ['test/disposable-chunks.test.ts']
   },
   {
