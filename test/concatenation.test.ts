@@ -88,6 +88,8 @@ t.test('bad final creations are 400 with what was wrong, and create nothing', as
     ['final;http://[bad', {}, /not a URL|not an upload/],
     ['whole', {}, /expected "partial"/],
     [`final;${a}`, { 'Upload-Length': '3' }, /send no Upload-Length/],
+    [`final;${a}`, { 'Upload-Length': 'three' }, /Upload-Length/],
+    [`final;${a}`, { 'Upload-Defer-Length': '1' }, /send no Upload-Defer-Length/],
     [`final;${a}`, { ...OCTET }, /cannot carry a body/, 'abc']
   ]
   for (const [concat, headers, message, body] of cases) {

@@ -62,7 +62,7 @@ export async function appendBody (
         // again: a chunked body streamed straight in is checked only once it has ended (checkStreamed), a staged one
         // before it is committed.
         const stored = staged !== undefined || !chunked ? progress.stored : undefined
-        const options = reclaim === undefined && stored === undefined ? held : { ...held, ...(reclaim === undefined ? {} : { reclaim }), ...(stored === undefined ? {} : { onStored: stored }) }
+        const options = writeOptions(held, reclaim, stored)
         offset = await storeFailure(services, request, upload, async () => await services.store.write(upload.id, upload.offset, whileHeld(source, held), options))
         if (staged === undefined && chunked) {
           const checked = await checkStreamed(services, request, upload, offset, body, progress, input.completes, held)
@@ -228,4 +228,13 @@ function exceeded (upload: Growth, limit: number, offset: number | undefined): E
   const stored = offset === undefined ? {} : { offset }
   if (upload.size === undefined) return withFacts(new TusErrors.BODY_BEYOND_MAX_SIZE(limit), { ...stored, limit: 'max-size' })
   return withFacts(new TusErrors.LENGTH_EXCEEDED(limit), { ...stored, limit: 'length' })
+}
+
+/** The lock hold's write options, with what this write adds to them (the hold's own object when it adds nothing). */
+function writeOptions (held: WriteOptions | undefined, reclaim: WriteOptions['reclaim'], onStored: WriteOptions['onStored']): WriteOptions | undefined {
+  if (reclaim === undefined && onStored === undefined) return held
+  const options: WriteOptions = { ...held }
+  if (reclaim !== undefined) options.reclaim = reclaim
+  if (onStored !== undefined) options.onStored = onStored
+  return options
 }

@@ -106,9 +106,10 @@ function creationLength (request: FastifyRequest): number | undefined {
   return length
 }
 
-function finalLength (request: FastifyRequest): undefined {
-  if (request.headers['upload-length'] !== undefined || request.headers['upload-defer-length'] !== undefined) {
-    throw new TusErrors.INVALID_CONCAT('a final upload takes its length from its partials: send no Upload-Length')
+/** A final's Upload-Length, for the core to refuse (a final takes its length from its partials); tus's deferral too. */
+function finalLength (request: FastifyRequest): number | undefined {
+  if (request.headers['upload-defer-length'] !== undefined) {
+    throw new TusErrors.INVALID_CONCAT('a final upload takes its length from its partials: send no Upload-Defer-Length')
   }
-  return undefined
+  return integerHeader(request, 'Upload-Length')
 }
