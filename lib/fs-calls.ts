@@ -12,30 +12,53 @@ import { eachConcurrently } from './each-concurrently.js'
  * Whether a store's cheapest file-system calls (closing a file, the `stat` of a data file whose inode was read
  * lately) run synchronously on the event loop: a few microseconds there, against 10-30 µs of CPU and two thread
  * switches for a round trip through libuv's thread pool. A call slower than SLOW_CALL_MS counts as slow; more than
- * SLOW_CALLS_ALLOWED slow ones among CALL_WINDOW turn them off for good (the thread pool from then on): a few are
- * the process being preempted on a busy machine; more are a file system that makes such calls wait (the disk, the
- * network). One call slower than BLOCKING_CALL_MS turns them off at once: the event loop stood still that long (a
- * network file system flushing a file on close), which no preemption explains. Opening, reading and writing always
- * go through the thread pool: they may wait for the disk or a journal.
+ * SLOW_CALLS_ALLOWED slow ones among CALL_WINDOW turn them off (the thread pool from then on): a few are the process
+ * being preempted on a busy machine; more are a file system that makes such calls wait (the disk, the network). One
+ * call slower than BLOCKING_CALL_MS turns them off at once: the event loop stood still that long (a network file
+ * system flushing a file on close). Opening, reading and writing always go through the thread pool: they may wait
+ * for the disk or a journal.
+ *
+ * Off is not for good: a process that was only descheduled (a machine loaded for a while, a container throttled at
+ * its CPU quota) looks the same from here, and would otherwise pay the thread pool for the rest of its life. They are
+ * tried again after FIRST_OFF_MS, then after twice as long each time they prove slow again at once, up to MAX_OFF_MS:
+ * a file system that is slow stalls the event loop once in so long at most. A full window of quick calls after a
+ * retry starts the doubling over.
  */
 export class QuickCalls {
-  #enabled = true
+  readonly #now: () => number
+  /** When the calls may run synchronously again (0: they do now). */
+  #offUntil = 0
+  #offFor = FIRST_OFF_MS
   #calls = 0
   #slow = 0
 
+  /** `now`: a clock in milliseconds (performance.now), for tests. */
+  constructor (now: () => number = () => performance.now()) {
+    this.#now = now
+  }
+
   get enabled (): boolean {
-    return this.#enabled
+    if (this.#offUntil === 0) return true
+    if (this.#now() < this.#offUntil) return false
+    this.#offUntil = 0
+    return true
   }
 
   /** `call`, run now and timed. */
   run<T> (call: () => T): T {
-    const start = performance.now()
+    const start = this.#now()
     try {
       return call()
     } finally {
-      const elapsed = performance.now() - start
-      if (elapsed > BLOCKING_CALL_MS || (elapsed > SLOW_CALL_MS && ++this.#slow > SLOW_CALLS_ALLOWED)) this.#enabled = false
-      if (++this.#calls === CALL_WINDOW) {
+      const end = this.#now()
+      const elapsed = end - start
+      if (elapsed > BLOCKING_CALL_MS || (elapsed > SLOW_CALL_MS && ++this.#slow > SLOW_CALLS_ALLOWED)) {
+        this.#offUntil = end + this.#offFor
+        this.#offFor = Math.min(this.#offFor * 2, MAX_OFF_MS)
+        this.#calls = 0
+        this.#slow = 0
+      } else if (++this.#calls === CALL_WINDOW) {
+        this.#offFor = FIRST_OFF_MS
         this.#calls = 0
         this.#slow = 0
       }
@@ -47,6 +70,8 @@ const SLOW_CALL_MS = 1
 const BLOCKING_CALL_MS = 20
 const CALL_WINDOW = 1024
 const SLOW_CALLS_ALLOWED = 16
+const FIRST_OFF_MS = 10_000
+const MAX_OFF_MS = 20 * 60_000
 
 /**
  * A small file's contents as UTF-8: open, read until the end, close, with plain file descriptors (cheaper
