@@ -442,6 +442,38 @@ t.test('dispatch: unsupported interop versions get 400 and no 104; no header mea
   await t.rejects(startServer(t, { ietfDraftVersions: [2] }), /ietfDraftVersions: 2 is not a known interop version/)
 })
 
+t.test('Upload-Draft-Interop-Version is an Integer item: leading zeros and parameters name the same version', async (t) => {
+  const server = await startServer(t)
+  for (const version of [3, 4, 5, 6, 7, 8, 9]) {
+    for (const spelled of [`0${version}`, `00${version}`, `${version};x=1`]) {
+      const body = randomBytesSeeded(64, version)
+      const created = await draftRequest(server.endpoint, {
+        method: 'POST', headers: { 'Upload-Draft-Interop-Version': spelled, ...COMPLETE(version, false), 'Upload-Length': '64' }, body: body.subarray(0, 20)
+      })
+      t.equal(created.status, 201, `"${spelled}": created`)
+      t.equal(created.headers['upload-draft-interop-version'], String(version), `"${spelled}": answered as interop ${version}`)
+      t.equal(created.interim[0]?.headers['upload-draft-interop-version'], String(version), `"${spelled}": its 104 names interop ${version}`)
+      const url = new URL(created.headers.location!, server.origin).href
+      const appended = await draftRequest(url, {
+        method: 'PATCH',
+        headers: { 'Upload-Draft-Interop-Version': spelled, 'Upload-Offset': '20', ...COMPLETE(version, true), ...APPEND_TYPE(version) },
+        body: body.subarray(20)
+      })
+      t.equal(appended.status, 204, `"${spelled}": appended, complete`)
+      t.equal(appended.headers[version === 3 ? 'upload-incomplete' : 'upload-complete'], version === 3 ? '?0' : '?1')
+      const head = await draftRequest(url, { method: 'HEAD', headers: { 'Upload-Draft-Interop-Version': spelled } })
+      t.equal(head.status, 204)
+      t.equal(head.headers['upload-offset'], '64')
+      t.equal(sha256(await stored(server, url)), sha256(body), `"${spelled}": the bytes on disk`)
+    }
+  }
+  for (const value of ['-6', '6.0', '0x6', '6 6', '1234567890123456']) {
+    const refused = await draftRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Draft-Interop-Version': value, 'Upload-Complete': '?1' }, body: 'abc' })
+    t.equal(refused.status, 400, `"${value}" is no Integer of a known version`)
+    t.equal(refused.interim.length, 0)
+  }
+})
+
 t.test('malformed draft requests: 400 or 415 naming the header', async (t) => {
   const server = await startServer(t)
   const noComplete = await draft(6, server.endpoint, { method: 'POST', body: 'abc' })
