@@ -337,9 +337,26 @@ t.test('appends to a completed upload are refused and change nothing', async (t)
         t.equal(refused.text, 'The upload is already complete (4 bytes); nothing more can be appended')
       }
     }
+    // A client that lost the answer to its completing request and sends it again, from an older offset: a 409 that
+    // says where the upload stands, complete (never "?0, resume at 4": a completing append there is refused).
+    const late = await append(version, url, 2, true, 'ne')
+    t.equal(late.status, 409, `v${version}: a wrong offset on a complete upload`)
+    t.equal(late.headers['upload-offset'], '4')
+    t.equal(pick(late.headers, version === 3 ? 'upload-incomplete' : 'upload-complete'), version === 3 ? '?0' : '?1', `v${version}: said complete`)
+    if (version >= 6) t.equal(JSON.parse(late.text).type, 'https://iana.org/assignments/http-problem-types#mismatching-upload-offset')
+    const head = await draft(version, url, { method: 'HEAD' })
+    t.equal(pick(head.headers, version === 3 ? 'upload-incomplete' : 'upload-complete'), version === 3 ? '?0' : '?1', 'as HEAD says')
     t.equal((await stored(server, url)).toString(), 'done')
     t.equal(completed.length, 1, 'completion hook not run again')
   }
+  // tus 1.0.0 has no complete flag: the same request is a 409 with the offset, as it always was.
+  const { server } = await recordingServer(t)
+  const { url } = await create(server, 8, true, 'done')
+  const tus = await tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': '2', 'Content-Type': 'application/offset+octet-stream' }, body: 'ne' })
+  t.equal(tus.status, 409)
+  t.equal(tus.headers['upload-offset'], '4')
+  t.equal(tus.headers['upload-complete'], undefined)
+  t.equal((await stored(server, url)).toString(), 'done')
 })
 
 t.test('inconsistent lengths: 400 inconsistent-upload-length, nothing stored beyond the length', async (t) => {

@@ -94,7 +94,10 @@ export async function appendToUpload (services: TusServices, request: FastifyReq
     const upload = touched(request, found.completing === true ? await completePending(services, request, found, held) : found)
     if (upload.concat?.type === 'final') throw new TusErrors.FINAL_UPLOAD()
     if (input.offset !== upload.offset) {
-      throw withFacts(new TusErrors.OFFSET_MISMATCH(input.offset, upload.offset), { offset: upload.offset, providedOffset: input.offset })
+      // Whether the upload is complete too: a client that lost the answer to its completing request must not be told
+      // to resume it.
+      const facts = { offset: upload.offset, providedOffset: input.offset, ...(isComplete(upload) ? { uploadComplete: true } : {}) }
+      throw withFacts(new TusErrors.OFFSET_MISMATCH(input.offset, upload.offset), facts)
     }
     if (isComplete(upload) && (hasBody(request) || input.completes !== undefined)) {
       // A finished upload is never modified; an empty request of a protocol that cannot say more is a no-op.
