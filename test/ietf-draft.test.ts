@@ -1,10 +1,12 @@
 // The IETF "Resumable Uploads for HTTP" draft on the tus routes: real tus-js-client uploads in both of its
 // draft modes, and raw node:http / node:net requests for each rule and interop version (104s included).
 import t from 'tap'
-import { readFile } from 'node:fs/promises'
+import { createReadStream } from 'node:fs'
+import { readFile, rm, writeFile } from 'node:fs/promises'
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
 import { connect as connectHttp2 } from 'node:http2'
 import { connect } from 'node:net'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { Upload, type UploadOptions } from 'tus-js-client'
@@ -109,6 +111,27 @@ for (const [protocol, interop] of CLIENT_MODES) {
     const download = await tusRequest(chunked)
     t.equal(download.status, 200)
     t.equal(sha256(download.body), sha256(data), 'GET downloads a draft upload')
+  })
+
+  t.test(`tus-js-client ${protocol}: a file stream of known size sends its last chunk with ?0, and reaching the length completes the upload`, async (t) => {
+    // tus-js-client 4.x marks a chunk ?1 only when its source says it is done; a stream does not know that before its
+    // 'end' event, after the last chunk was read. The client stops once the offset reaches the size and never sends a
+    // completing request: for interop 5 and 6 (its modes) the length reached must complete the upload.
+    const flags: string[] = []
+    const { server, completed } = await recordingServer(t, {
+      auth: (request) => { if (request.method === 'PATCH') flags.push(String(request.headers['upload-complete'])) }
+    })
+    const data = randomBytesSeeded(300_000, interop + 10)
+    const path = join(tmpdir(), `fastify-tus-source-${process.pid}-${interop}.bin`)
+    await writeFile(path, data)
+    t.teardown(async () => { await rm(path, { force: true }) })
+    const url = await clientUpload(createReadStream(path), { endpoint: server.endpoint, protocol, chunkSize: 100_000, uploadSize: data.length })
+    t.same(flags, ['?0', '?0', '?0'], 'three chunks, the last one too with Upload-Complete: ?0')
+    t.equal(sha256(await stored(server, url)), sha256(data), 'stored byte-identical')
+    t.same(completed.map((upload) => upload.id), [idOf(url)], 'completed once')
+    const head = await draft(interop, url, { method: 'HEAD' })
+    t.equal(head.headers['upload-complete'], '?1')
+    t.equal(sha256((await tusRequest(url)).body), sha256(data), 'downloadable')
   })
 
   t.test(`tus-js-client ${protocol}: abort after the first chunk, resume from HEAD`, async (t) => {
