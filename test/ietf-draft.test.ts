@@ -9,6 +9,7 @@ import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
+import { createRequire } from 'node:module'
 import { Upload, type UploadOptions } from 'tus-js-client'
 import type { UploadInfo } from '../lib/index.js'
 import { backdate, idOf, randomBytesSeeded, removeExpired, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
@@ -86,6 +87,11 @@ async function recordingServer (t: Parameters<typeof startServer>[0], options: P
   return { server, completed }
 }
 
+// tus-js-client's browser build (what Uppy and web apps run), its requests through the Node HTTP stack of its Node build.
+const require = createRequire(import.meta.url)
+const BrowserUpload = (require('tus-js-client/lib.es5/browser/index.js') as { Upload: typeof Upload }).Upload
+const NodeHttpStack = (require('tus-js-client/lib.es5/node/httpStack.js') as { default: new () => NonNullable<UploadOptions['httpStack']> }).default
+
 const CLIENT_MODES: Array<[Protocol, number]> = [['ietf-draft-03', 5], ['ietf-draft-05', 6]]
 
 for (const [protocol, interop] of CLIENT_MODES) {
@@ -132,6 +138,41 @@ for (const [protocol, interop] of CLIENT_MODES) {
     const head = await draft(interop, url, { method: 'HEAD' })
     t.equal(head.headers['upload-complete'], '?1')
     t.equal(sha256((await tusRequest(url)).body), sha256(data), 'downloadable')
+  })
+
+  t.test(`tus-js-client ${protocol} (browser build): a ReadableStream of unknown length ends with an empty PATCH that carries only Upload-Length`, async (t) => {
+    // Its browser StreamSource (a stream reader, as apps recording a camera hand it) marks no chunk done: the data goes
+    // with ?0, then an empty PATCH with the length and no Upload-Complete at all ends the upload.
+    const requests: string[] = []
+    const { server, completed } = await recordingServer(t, {
+      auth: (request) => { if (request.method === 'PATCH') requests.push(`${String(request.headers['upload-complete'])} ${String(request.headers['upload-length'])}`) }
+    })
+    const data = randomBytesSeeded(250_000, interop + 20)
+    const stream = new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        controller.enqueue(new Uint8Array(data.subarray(0, 120_000)))
+        controller.enqueue(new Uint8Array(data.subarray(120_000)))
+        controller.close()
+      }
+    })
+    const url = await new Promise<string>((resolve, reject) => {
+      const options: DraftOptions = {
+        endpoint: server.endpoint,
+        protocol,
+        chunkSize: 100_000,
+        uploadLengthDeferred: true,
+        retryDelays: null,
+        httpStack: new NodeHttpStack(),
+        onSuccess: () => { resolve(upload.url!) },
+        onError: reject
+      }
+      const upload = new BrowserUpload(stream.getReader() as unknown as Buffer, options)
+      upload.start()
+    })
+    t.same(requests, ['?0 undefined', '?0 undefined', '?0 undefined', 'undefined 250000'], 'the last PATCH: no body, no complete flag')
+    t.equal(sha256(await stored(server, url)), sha256(data), 'stored byte-identical')
+    t.same(completed.map((upload) => upload.id), [idOf(url)], 'completed once')
+    t.equal((await draft(interop, url, { method: 'HEAD' })).headers['upload-complete'], '?1')
   })
 
   t.test(`tus-js-client ${protocol}: abort after the first chunk, resume from HEAD`, async (t) => {
@@ -281,6 +322,38 @@ t.test('an empty append with ?1 completes an upload of deferred length', async (
   t.equal(done.headers['upload-complete'], '?1')
   t.equal(completed.length, 1)
   t.equal(completed[0]?.size, 3)
+})
+
+t.test('an empty append without a complete flag reads as ?0 in every version; one with a body needs the flag from interop 6', async (t) => {
+  for (const version of ALL_VERSIONS) {
+    const { server, completed } = await recordingServer(t)
+    const data = randomBytesSeeded(40, version + 30)
+    const { url } = await create(server, version, false, data.subarray(0, 25))
+    const flagless = { 'Upload-Offset': '25', ...APPEND_TYPE(version) }
+    const withBody = await draft(version, url, { method: 'PATCH', headers: flagless, body: data.subarray(25) })
+    t.equal(withBody.status, version >= 6 ? 400 : version === 3 ? 201 : 204, `v${version}: a body without the flag (before interop 6: ?0)`)
+    if (version < 6) continue
+    t.equal(withBody.text, 'Invalid Upload-Complete header: missing, or not ?0 / ?1')
+    const noop = await draft(version, url, { method: 'PATCH', headers: flagless })
+    t.equal(noop.status, 204, `v${version}: an empty one stores nothing and completes nothing`)
+    t.equal(noop.headers['upload-complete'], '?0')
+    t.equal(noop.headers['upload-offset'], '25')
+    t.equal((await append(version, url, 25, false, data.subarray(25))).status, 204)
+    const last = await draft(version, url, { method: 'PATCH', headers: { 'Upload-Offset': '40', 'Upload-Length': '40', ...APPEND_TYPE(version) } })
+    t.equal(last.status, 204, `v${version}: an empty one that declares the length reached`)
+    t.equal(last.headers['upload-complete'], '?1')
+    t.equal(sha256(await stored(server, url)), sha256(data))
+    t.same(completed.map((upload) => upload.id), [idOf(url)], 'completed once')
+  }
+  // tus 1.0.0: the same last request of a deferred length.
+  const { server, completed } = await recordingServer(t)
+  const created = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Defer-Length': '1' } })
+  const url = new URL(created.headers.location!, server.origin).href
+  const octet = { 'Content-Type': 'application/offset+octet-stream' }
+  t.equal((await tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...octet }, body: 'abc' })).status, 204)
+  t.equal((await tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': '3', 'Upload-Length': '3', ...octet } })).status, 204)
+  t.equal((await stored(server, url)).toString(), 'abc')
+  t.equal(completed.length, 1)
 })
 
 t.test('Upload-Concat on draft creations: partials and a final, as over tus; a final takes no length and no body', async (t) => {

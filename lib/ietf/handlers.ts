@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { appendToUpload, createUpload, readFinished, readStatus, removeUpload, type ProgressListener } from '../core/operations.js'
-import { integerHeader, mediaType, stringHeader } from '../core/request.js'
+import { hasBody, integerHeader, mediaType, stringHeader } from '../core/request.js'
 import type { TusServices } from '../core/services.js'
 import { expiresAt, isComplete } from '../core/uploads.js'
 import { TusDraftErrors, TusErrors } from '../errors.js'
@@ -82,7 +82,9 @@ export const handleDraftAppend: DraftHandler = async (services, version, request
   if (offset === undefined) throw new TusErrors.INVALID_HEADER('Upload-Offset', 'missing, or not a non-negative integer')
   let complete = completeFlag(request, version)
   if (complete === undefined) {
-    if (version.appendNeedsComplete) throw new TusErrors.INVALID_HEADER(version.completeHeader, 'missing, or not ?0 / ?1')
+    // An empty append without it is read as ?0 in every version: it stores nothing, and tus-js-client's last PATCH of
+    // a stream of unknown length (its length in Upload-Length, no body) carries none in its ietf-draft-05 mode too.
+    if (version.appendNeedsComplete && hasBody(request)) throw new TusErrors.INVALID_HEADER(version.completeHeader, 'missing, or not ?0 / ?1')
     complete = false
   }
   const outcome = await appendToUpload(services, request, id, {
