@@ -627,6 +627,13 @@ export const MUTATIONS: Mutation[] = [
     find: ', ...(isComplete(upload) ? { uploadComplete: true } : {}) }',
     replace: ' }',
     tests: ['test/ietf-draft.test.ts']
+  },
+  {
+    name: 'declareLength: a streamed completing body records its length before it stands',
+    file: 'lib/core/operations.ts',
+    find: '  if (completes && bodySize === undefined) return { declared, unrecorded: true }\n',
+    replace: '',
+    tests: ['test/ietf-draft.test.ts']
   }
 ]
 /* eslint-enable no-template-curly-in-string */

@@ -2,7 +2,7 @@
 // draft modes, and raw node:http / node:net requests for each rule and interop version (104s included).
 import t from 'tap'
 import { createReadStream } from 'node:fs'
-import { readFile, rm, writeFile } from 'node:fs/promises'
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
 import { connect as connectHttp2 } from 'node:http2'
 import { connect } from 'node:net'
@@ -489,6 +489,62 @@ t.test('inconsistent lengths: 400 inconsistent-upload-length, nothing stored bey
   const below = await append(5, short.url, 5, false, '', { 'Upload-Length': '3' })
   t.equal(below.status, 400, 'v5: plain-text body, same rule')
   t.match(below.headers['content-type'], /^text\/plain/)
+})
+
+/** A request over a raw socket with exactly these header lines and no body framing at all (no Content-Length, no Transfer-Encoding). */
+async function bodiless (url: string, method: string, headers: Record<string, string>): Promise<{ status: number, text: string, interim: number }> {
+  const { port, pathname } = new URL(url)
+  const socket = connect(Number(port), '127.0.0.1')
+  const lines = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('')
+  // Written, not ended: Connection: close has the server close the socket once it has answered.
+  socket.write(`${method} ${pathname} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n${lines}\r\n`)
+  let received = ''
+  socket.on('data', (chunk: Buffer) => { received += chunk.toString('latin1') })
+  await new Promise((resolve, reject) => { socket.on('close', resolve).on('error', reject) })
+  const parts = received.split('\r\n\r\n')
+  const final = parts.findIndex((part) => /^HTTP\/1\.1 [2-5]/.test(part))
+  return { status: Number(parts[final]!.slice(9, 12)), text: parts.slice(final + 1).join('\r\n\r\n'), interim: final }
+}
+
+t.test('a completing request whose Upload-Length is not where its content ends is refused, the length left unrecorded', async (t) => {
+  for (const version of ALL_VERSIONS) {
+    const { server, completed } = await recordingServer(t)
+    const { url } = await create(server, version, false, 'hello')
+    const headers = { 'Upload-Draft-Interop-Version': String(version), 'Upload-Offset': '5', 'Upload-Length': '10', ...COMPLETE(version, true), ...APPEND_TYPE(version) }
+    // No content at all (no Content-Length either, as HTTP/2 clients send it), then a streamed body that ends short.
+    const empty = await bodiless(url, 'PATCH', headers)
+    t.equal(empty.status, 400, `v${version}: no content ends the upload at 5, not 10`)
+    if (version >= 6) t.equal(JSON.parse(empty.text).type, 'https://iana.org/assignments/http-problem-types#inconsistent-upload-length')
+    const streamed = await append(version, url, 5, true, Readable.from([Buffer.from('!'), Buffer.from('!')]), { 'Upload-Length': '10' })
+    t.equal(streamed.status, 400, `v${version}: a streamed body ending at 7, not 10`)
+    t.equal(streamed.headers['upload-offset'], '5')
+    const head = await draft(version, url, { method: 'HEAD' })
+    t.equal(head.headers['upload-length'], undefined, 'no length recorded by the refused requests')
+    t.equal(head.headers['upload-offset'], '5')
+    t.equal((await stored(server, url)).toString(), 'hello', 'nothing of them stored')
+    // The client's real last bytes (streamed, with the length they end at) complete the upload.
+    const last = await append(version, url, 5, true, Readable.from([Buffer.from(' world')]), { 'Upload-Length': '11' })
+    t.equal(last.status, 204, `v${version}: completed`)
+    t.equal(sha256(await stored(server, url)), sha256('hello world'))
+    t.same(completed.map((upload) => [upload.id, upload.size]), [[idOf(url), 11]], 'completed once, at its length')
+    const done = await draft(version, url, { method: 'HEAD' })
+    t.equal(done.headers['upload-length'], '11')
+    t.equal(pick(done.headers, version === 3 ? 'upload-incomplete' : 'upload-complete'), version === 3 ? '?0' : '?1')
+
+    // A creation that says so is refused before the upload exists: no 104, nothing left behind.
+    const before = (await readdir(server.dir)).length
+    const creation = await bodiless(server.endpoint, 'POST', { 'Upload-Draft-Interop-Version': String(version), 'Upload-Length': '3', ...COMPLETE(version, true) })
+    t.equal(creation.status, 400, `v${version}: a creation without content that declares 3 bytes`)
+    t.equal(creation.interim, 0, 'no 104')
+    t.equal((await readdir(server.dir)).length, before, 'no upload created')
+  }
+  // tus 1.0.0 has no completing request: the same empty PATCH declares the length, as it always did.
+  const server = await startServer(t)
+  const created = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Defer-Length': '1' } })
+  const url = new URL(created.headers.location!, server.origin).href
+  const tus = await bodiless(url, 'PATCH', { 'Tus-Resumable': '1.0.0', 'Upload-Offset': '0', 'Upload-Length': '10', 'Content-Type': 'application/offset+octet-stream' })
+  t.equal(tus.status, 204)
+  t.equal((await tusRequest(url, { method: 'HEAD' })).headers['upload-length'], '10')
 })
 
 t.test('limits: 413 with Upload-Limit beyond maxSize; OPTIONS announces Upload-Limit and Accept-Patch', async (t) => {
