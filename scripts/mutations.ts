@@ -620,6 +620,20 @@ export const MUTATIONS: Mutation[] = [
     find: ' && isPartOf(incomplete.Metadata, info.uploadId)) {',
     replace: ') {',
     tests: ['test/s3-store.test.ts']
+  },
+  {
+    name: 'offset mismatch: a complete upload not said complete (the draft 409 says ?0)',
+    file: 'lib/core/operations.ts',
+    find: ', ...(isComplete(upload) ? { uploadComplete: true } : {}) }',
+    replace: ' }',
+    tests: ['test/ietf-draft.test.ts']
+  },
+  {
+    name: 'declareLength: a streamed completing body records its length before it stands',
+    file: 'lib/core/operations.ts',
+    find: '  if (completes && bodySize === undefined) return { declared, unrecorded: true }\n',
+    replace: '',
+    tests: ['test/ietf-draft.test.ts']
   }
 ]
 /* eslint-enable no-template-curly-in-string */

@@ -25,6 +25,8 @@ interface Response {
   body: Buffer
   /** 1xx interim responses before the final one. */
   interim: Array<Record<string, string>>
+  /** The reason phrase of the status line (HTTP/1.1), where the request helper reads it. */
+  reason?: string
 }
 
 function flatten (headers: IncomingHttpHeaders | Http2Headers): Record<string, string> {
@@ -408,7 +410,9 @@ async function sendChunked (
     request.on('response', (response) => {
       const chunks: Buffer[] = []
       response.on('data', (chunk: Buffer) => chunks.push(chunk))
-      response.on('end', () => { resolve({ status: response.statusCode!, headers: flatten(response.headers), body: Buffer.concat(chunks), interim: [] }) })
+      response.on('end', () => {
+        resolve({ status: response.statusCode!, reason: response.statusMessage!, headers: flatten(response.headers), body: Buffer.concat(chunks), interim: [] })
+      })
     })
     const [first, second] = halves(body)
     request.write(first)
@@ -524,6 +528,7 @@ for (const dialect of DIALECTS) {
       })
       t.equal(went, announce ? 'staged' : 'upload', `${how}: ${announce ? 'staged until checked' : 'streamed into the upload'}`)
       t.equal(mismatch.status, 460, `${how}: the last byte changed is a mismatch`)
+      t.equal(mismatch.reason, 'Checksum Mismatch', `${how}: the checksum extension's reason phrase, whichever protocol answers`)
       t.equal(mismatch.headers['upload-offset'], '10')
       const malformed = await sendChunked(created.url, 'PATCH', headers, rest, { trailers: { 'Upload-Checksum': 'sha1' }, announce })
       t.equal(malformed.status, 400, `${how}: a malformed trailer`)

@@ -1,12 +1,15 @@
 // The IETF "Resumable Uploads for HTTP" draft on the tus routes: real tus-js-client uploads in both of its
 // draft modes, and raw node:http / node:net requests for each rule and interop version (104s included).
 import t from 'tap'
-import { readFile } from 'node:fs/promises'
+import { createReadStream } from 'node:fs'
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
 import { connect as connectHttp2 } from 'node:http2'
 import { connect } from 'node:net'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
+import { createRequire } from 'node:module'
 import { Upload, type UploadOptions } from 'tus-js-client'
 import type { UploadInfo } from '../lib/index.js'
 import { backdate, idOf, randomBytesSeeded, removeExpired, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
@@ -84,6 +87,11 @@ async function recordingServer (t: Parameters<typeof startServer>[0], options: P
   return { server, completed }
 }
 
+// tus-js-client's browser build (what Uppy and web apps run), its requests through the Node HTTP stack of its Node build.
+const require = createRequire(import.meta.url)
+const BrowserUpload = (require('tus-js-client/lib.es5/browser/index.js') as { Upload: typeof Upload }).Upload
+const NodeHttpStack = (require('tus-js-client/lib.es5/node/httpStack.js') as { default: new () => NonNullable<UploadOptions['httpStack']> }).default
+
 const CLIENT_MODES: Array<[Protocol, number]> = [['ietf-draft-03', 5], ['ietf-draft-05', 6]]
 
 for (const [protocol, interop] of CLIENT_MODES) {
@@ -109,6 +117,62 @@ for (const [protocol, interop] of CLIENT_MODES) {
     const download = await tusRequest(chunked)
     t.equal(download.status, 200)
     t.equal(sha256(download.body), sha256(data), 'GET downloads a draft upload')
+  })
+
+  t.test(`tus-js-client ${protocol}: a file stream of known size sends its last chunk with ?0, and reaching the length completes the upload`, async (t) => {
+    // tus-js-client 4.x marks a chunk ?1 only when its source says it is done; a stream does not know that before its
+    // 'end' event, after the last chunk was read. The client stops once the offset reaches the size and never sends a
+    // completing request: for interop 5 and 6 (its modes) the length reached must complete the upload.
+    const flags: string[] = []
+    const { server, completed } = await recordingServer(t, {
+      auth: (request) => { if (request.method === 'PATCH') flags.push(String(request.headers['upload-complete'])) }
+    })
+    const data = randomBytesSeeded(300_000, interop + 10)
+    const path = join(tmpdir(), `fastify-tus-source-${process.pid}-${interop}.bin`)
+    await writeFile(path, data)
+    t.teardown(async () => { await rm(path, { force: true }) })
+    const url = await clientUpload(createReadStream(path), { endpoint: server.endpoint, protocol, chunkSize: 100_000, uploadSize: data.length })
+    t.same(flags, ['?0', '?0', '?0'], 'three chunks, the last one too with Upload-Complete: ?0')
+    t.equal(sha256(await stored(server, url)), sha256(data), 'stored byte-identical')
+    t.same(completed.map((upload) => upload.id), [idOf(url)], 'completed once')
+    const head = await draft(interop, url, { method: 'HEAD' })
+    t.equal(head.headers['upload-complete'], '?1')
+    t.equal(sha256((await tusRequest(url)).body), sha256(data), 'downloadable')
+  })
+
+  t.test(`tus-js-client ${protocol} (browser build): a ReadableStream of unknown length ends with an empty PATCH that carries only Upload-Length`, async (t) => {
+    // Its browser StreamSource (a stream reader, as apps recording a camera hand it) marks no chunk done: the data goes
+    // with ?0, then an empty PATCH with the length and no Upload-Complete at all ends the upload.
+    const requests: string[] = []
+    const { server, completed } = await recordingServer(t, {
+      auth: (request) => { if (request.method === 'PATCH') requests.push(`${String(request.headers['upload-complete'])} ${String(request.headers['upload-length'])}`) }
+    })
+    const data = randomBytesSeeded(250_000, interop + 20)
+    const stream = new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        controller.enqueue(new Uint8Array(data.subarray(0, 120_000)))
+        controller.enqueue(new Uint8Array(data.subarray(120_000)))
+        controller.close()
+      }
+    })
+    const url = await new Promise<string>((resolve, reject) => {
+      const options: DraftOptions = {
+        endpoint: server.endpoint,
+        protocol,
+        chunkSize: 100_000,
+        uploadLengthDeferred: true,
+        retryDelays: null,
+        httpStack: new NodeHttpStack(),
+        onSuccess: () => { resolve(upload.url!) },
+        onError: reject
+      }
+      const upload = new BrowserUpload(stream.getReader() as unknown as Buffer, options)
+      upload.start()
+    })
+    t.same(requests, ['?0 undefined', '?0 undefined', '?0 undefined', 'undefined 250000'], 'the last PATCH: no body, no complete flag')
+    t.equal(sha256(await stored(server, url)), sha256(data), 'stored byte-identical')
+    t.same(completed.map((upload) => upload.id), [idOf(url)], 'completed once')
+    t.equal((await draft(interop, url, { method: 'HEAD' })).headers['upload-complete'], '?1')
   })
 
   t.test(`tus-js-client ${protocol}: abort after the first chunk, resume from HEAD`, async (t) => {
@@ -260,6 +324,38 @@ t.test('an empty append with ?1 completes an upload of deferred length', async (
   t.equal(completed[0]?.size, 3)
 })
 
+t.test('an empty append without a complete flag reads as ?0 in every version; one with a body needs the flag from interop 6', async (t) => {
+  for (const version of ALL_VERSIONS) {
+    const { server, completed } = await recordingServer(t)
+    const data = randomBytesSeeded(40, version + 30)
+    const { url } = await create(server, version, false, data.subarray(0, 25))
+    const flagless = { 'Upload-Offset': '25', ...APPEND_TYPE(version) }
+    const withBody = await draft(version, url, { method: 'PATCH', headers: flagless, body: data.subarray(25) })
+    t.equal(withBody.status, version >= 6 ? 400 : version === 3 ? 201 : 204, `v${version}: a body without the flag (before interop 6: ?0)`)
+    if (version < 6) continue
+    t.equal(withBody.text, 'Invalid Upload-Complete header: missing, or not ?0 / ?1')
+    const noop = await draft(version, url, { method: 'PATCH', headers: flagless })
+    t.equal(noop.status, 204, `v${version}: an empty one stores nothing and completes nothing`)
+    t.equal(noop.headers['upload-complete'], '?0')
+    t.equal(noop.headers['upload-offset'], '25')
+    t.equal((await append(version, url, 25, false, data.subarray(25))).status, 204)
+    const last = await draft(version, url, { method: 'PATCH', headers: { 'Upload-Offset': '40', 'Upload-Length': '40', ...APPEND_TYPE(version) } })
+    t.equal(last.status, 204, `v${version}: an empty one that declares the length reached`)
+    t.equal(last.headers['upload-complete'], '?1')
+    t.equal(sha256(await stored(server, url)), sha256(data))
+    t.same(completed.map((upload) => upload.id), [idOf(url)], 'completed once')
+  }
+  // tus 1.0.0: the same last request of a deferred length.
+  const { server, completed } = await recordingServer(t)
+  const created = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Defer-Length': '1' } })
+  const url = new URL(created.headers.location!, server.origin).href
+  const octet = { 'Content-Type': 'application/offset+octet-stream' }
+  t.equal((await tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...octet }, body: 'abc' })).status, 204)
+  t.equal((await tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': '3', 'Upload-Length': '3', ...octet } })).status, 204)
+  t.equal((await stored(server, url)).toString(), 'abc')
+  t.equal(completed.length, 1)
+})
+
 t.test('Upload-Concat on draft creations: partials and a final, as over tus; a final takes no length and no body', async (t) => {
   for (const version of ALL_VERSIONS) {
     const { server, completed } = await recordingServer(t)
@@ -337,9 +433,26 @@ t.test('appends to a completed upload are refused and change nothing', async (t)
         t.equal(refused.text, 'The upload is already complete (4 bytes); nothing more can be appended')
       }
     }
+    // A client that lost the answer to its completing request and sends it again, from an older offset: a 409 that
+    // says where the upload stands, complete (never "?0, resume at 4": a completing append there is refused).
+    const late = await append(version, url, 2, true, 'ne')
+    t.equal(late.status, 409, `v${version}: a wrong offset on a complete upload`)
+    t.equal(late.headers['upload-offset'], '4')
+    t.equal(pick(late.headers, version === 3 ? 'upload-incomplete' : 'upload-complete'), version === 3 ? '?0' : '?1', `v${version}: said complete`)
+    if (version >= 6) t.equal(JSON.parse(late.text).type, 'https://iana.org/assignments/http-problem-types#mismatching-upload-offset')
+    const head = await draft(version, url, { method: 'HEAD' })
+    t.equal(pick(head.headers, version === 3 ? 'upload-incomplete' : 'upload-complete'), version === 3 ? '?0' : '?1', 'as HEAD says')
     t.equal((await stored(server, url)).toString(), 'done')
     t.equal(completed.length, 1, 'completion hook not run again')
   }
+  // tus 1.0.0 has no complete flag: the same request is a 409 with the offset, as it always was.
+  const { server } = await recordingServer(t)
+  const { url } = await create(server, 8, true, 'done')
+  const tus = await tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': '2', 'Content-Type': 'application/offset+octet-stream' }, body: 'ne' })
+  t.equal(tus.status, 409)
+  t.equal(tus.headers['upload-offset'], '4')
+  t.equal(tus.headers['upload-complete'], undefined)
+  t.equal((await stored(server, url)).toString(), 'done')
 })
 
 t.test('inconsistent lengths: 400 inconsistent-upload-length, nothing stored beyond the length', async (t) => {
@@ -376,6 +489,62 @@ t.test('inconsistent lengths: 400 inconsistent-upload-length, nothing stored bey
   const below = await append(5, short.url, 5, false, '', { 'Upload-Length': '3' })
   t.equal(below.status, 400, 'v5: plain-text body, same rule')
   t.match(below.headers['content-type'], /^text\/plain/)
+})
+
+/** A request over a raw socket with exactly these header lines and no body framing at all (no Content-Length, no Transfer-Encoding). */
+async function bodiless (url: string, method: string, headers: Record<string, string>): Promise<{ status: number, text: string, interim: number }> {
+  const { port, pathname } = new URL(url)
+  const socket = connect(Number(port), '127.0.0.1')
+  const lines = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('')
+  // Written, not ended: Connection: close has the server close the socket once it has answered.
+  socket.write(`${method} ${pathname} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n${lines}\r\n`)
+  let received = ''
+  socket.on('data', (chunk: Buffer) => { received += chunk.toString('latin1') })
+  await new Promise((resolve, reject) => { socket.on('close', resolve).on('error', reject) })
+  const parts = received.split('\r\n\r\n')
+  const final = parts.findIndex((part) => /^HTTP\/1\.1 [2-5]/.test(part))
+  return { status: Number(parts[final]!.slice(9, 12)), text: parts.slice(final + 1).join('\r\n\r\n'), interim: final }
+}
+
+t.test('a completing request whose Upload-Length is not where its content ends is refused, the length left unrecorded', async (t) => {
+  for (const version of ALL_VERSIONS) {
+    const { server, completed } = await recordingServer(t)
+    const { url } = await create(server, version, false, 'hello')
+    const headers = { 'Upload-Draft-Interop-Version': String(version), 'Upload-Offset': '5', 'Upload-Length': '10', ...COMPLETE(version, true), ...APPEND_TYPE(version) }
+    // No content at all (no Content-Length either, as HTTP/2 clients send it), then a streamed body that ends short.
+    const empty = await bodiless(url, 'PATCH', headers)
+    t.equal(empty.status, 400, `v${version}: no content ends the upload at 5, not 10`)
+    if (version >= 6) t.equal(JSON.parse(empty.text).type, 'https://iana.org/assignments/http-problem-types#inconsistent-upload-length')
+    const streamed = await append(version, url, 5, true, Readable.from([Buffer.from('!'), Buffer.from('!')]), { 'Upload-Length': '10' })
+    t.equal(streamed.status, 400, `v${version}: a streamed body ending at 7, not 10`)
+    t.equal(streamed.headers['upload-offset'], '5')
+    const head = await draft(version, url, { method: 'HEAD' })
+    t.equal(head.headers['upload-length'], undefined, 'no length recorded by the refused requests')
+    t.equal(head.headers['upload-offset'], '5')
+    t.equal((await stored(server, url)).toString(), 'hello', 'nothing of them stored')
+    // The client's real last bytes (streamed, with the length they end at) complete the upload.
+    const last = await append(version, url, 5, true, Readable.from([Buffer.from(' world')]), { 'Upload-Length': '11' })
+    t.equal(last.status, 204, `v${version}: completed`)
+    t.equal(sha256(await stored(server, url)), sha256('hello world'))
+    t.same(completed.map((upload) => [upload.id, upload.size]), [[idOf(url), 11]], 'completed once, at its length')
+    const done = await draft(version, url, { method: 'HEAD' })
+    t.equal(done.headers['upload-length'], '11')
+    t.equal(pick(done.headers, version === 3 ? 'upload-incomplete' : 'upload-complete'), version === 3 ? '?0' : '?1')
+
+    // A creation that says so is refused before the upload exists: no 104, nothing left behind.
+    const before = (await readdir(server.dir)).length
+    const creation = await bodiless(server.endpoint, 'POST', { 'Upload-Draft-Interop-Version': String(version), 'Upload-Length': '3', ...COMPLETE(version, true) })
+    t.equal(creation.status, 400, `v${version}: a creation without content that declares 3 bytes`)
+    t.equal(creation.interim, 0, 'no 104')
+    t.equal((await readdir(server.dir)).length, before, 'no upload created')
+  }
+  // tus 1.0.0 has no completing request: the same empty PATCH declares the length, as it always did.
+  const server = await startServer(t)
+  const created = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Defer-Length': '1' } })
+  const url = new URL(created.headers.location!, server.origin).href
+  const tus = await bodiless(url, 'PATCH', { 'Tus-Resumable': '1.0.0', 'Upload-Offset': '0', 'Upload-Length': '10', 'Content-Type': 'application/offset+octet-stream' })
+  t.equal(tus.status, 204)
+  t.equal((await tusRequest(url, { method: 'HEAD' })).headers['upload-length'], '10')
 })
 
 t.test('limits: 413 with Upload-Limit beyond maxSize; OPTIONS announces Upload-Limit and Accept-Patch', async (t) => {
@@ -440,6 +609,38 @@ t.test('dispatch: unsupported interop versions get 400 and no 104; no header mea
   const ignored = await draft(6, tusOnly.endpoint, { method: 'POST', headers: { 'Upload-Complete': '?1' }, body: 'abc' })
   t.equal(ignored.status, 412, 'ietfDraftVersions: [] turns the draft off: the header is ignored')
   await t.rejects(startServer(t, { ietfDraftVersions: [2] }), /ietfDraftVersions: 2 is not a known interop version/)
+})
+
+t.test('Upload-Draft-Interop-Version is an Integer item: leading zeros and parameters name the same version', async (t) => {
+  const server = await startServer(t)
+  for (const version of [3, 4, 5, 6, 7, 8, 9]) {
+    for (const spelled of [`0${version}`, `00${version}`, `${version};x=1`]) {
+      const body = randomBytesSeeded(64, version)
+      const created = await draftRequest(server.endpoint, {
+        method: 'POST', headers: { 'Upload-Draft-Interop-Version': spelled, ...COMPLETE(version, false), 'Upload-Length': '64' }, body: body.subarray(0, 20)
+      })
+      t.equal(created.status, 201, `"${spelled}": created`)
+      t.equal(created.headers['upload-draft-interop-version'], String(version), `"${spelled}": answered as interop ${version}`)
+      t.equal(created.interim[0]?.headers['upload-draft-interop-version'], String(version), `"${spelled}": its 104 names interop ${version}`)
+      const url = new URL(created.headers.location!, server.origin).href
+      const appended = await draftRequest(url, {
+        method: 'PATCH',
+        headers: { 'Upload-Draft-Interop-Version': spelled, 'Upload-Offset': '20', ...COMPLETE(version, true), ...APPEND_TYPE(version) },
+        body: body.subarray(20)
+      })
+      t.equal(appended.status, 204, `"${spelled}": appended, complete`)
+      t.equal(appended.headers[version === 3 ? 'upload-incomplete' : 'upload-complete'], version === 3 ? '?0' : '?1')
+      const head = await draftRequest(url, { method: 'HEAD', headers: { 'Upload-Draft-Interop-Version': spelled } })
+      t.equal(head.status, 204)
+      t.equal(head.headers['upload-offset'], '64')
+      t.equal(sha256(await stored(server, url)), sha256(body), `"${spelled}": the bytes on disk`)
+    }
+  }
+  for (const value of ['-6', '6.0', '0x6', '6 6', '1234567890123456']) {
+    const refused = await draftRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Draft-Interop-Version': value, 'Upload-Complete': '?1' }, body: 'abc' })
+    t.equal(refused.status, 400, `"${value}" is no Integer of a known version`)
+    t.equal(refused.interim.length, 0)
+  }
 })
 
 t.test('malformed draft requests: 400 or 415 naming the header', async (t) => {

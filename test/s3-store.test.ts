@@ -6,6 +6,7 @@ import {
 } from '@aws-sdk/client-s3'
 import { once } from 'node:events'
 import { connect } from 'node:net'
+import { Readable } from 'node:stream'
 import { S3Store } from '../lib/store/s3-store.js'
 import { randomBytesSeeded, removeExpired, sha256, startServer, tusRequest, tusUpload, createUpload, idOf } from './helpers.js'
 import { s3ClientConfig, testBucket, testS3Client } from './services.js'
@@ -525,6 +526,33 @@ t.test('through the plugin: tus-js-client upload, HEAD, GET whole and ranged, DE
   t.same(expired.map(({ id }) => id), [idOf(partial)])
   t.equal(await multipartUploads(bucket), 0)
   t.same(await keys(bucket), [])
+})
+
+t.test('a draft append that completes an upload of unknown length, streamed, with its Upload-Length: recorded once its body stands, then completed once', async (t) => {
+  const bucket = await testBucket(t)
+  const completed: string[] = []
+  const server = await startServer(t, { store: newStore(bucket), onUploadComplete: (upload) => { completed.push(upload.id) } })
+  const draft = { 'Upload-Draft-Interop-Version': '8', 'Content-Type': 'application/partial-upload' }
+  const created = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Draft-Interop-Version': '8', 'Upload-Complete': '?0' }, body: 'hello' })
+  const url = new URL(created.headers.location!, server.origin).href
+  // Refused: the streamed body ends at 7, not at the 10 it declares. The length stays unknown.
+  const short = await tusRequest(url, {
+    method: 'PATCH', headers: { ...draft, 'Upload-Offset': '5', 'Upload-Complete': '?1', 'Upload-Length': '10' }, body: Readable.from([Buffer.from('!!')])
+  })
+  t.equal(short.status, 400)
+  const head = await tusRequest(url, { method: 'HEAD', headers: { 'Upload-Draft-Interop-Version': '8' } })
+  t.equal(head.headers['upload-length'], undefined)
+  t.equal(head.headers['upload-offset'], '5')
+  const last = await tusRequest(url, {
+    method: 'PATCH', headers: { ...draft, 'Upload-Offset': '5', 'Upload-Complete': '?1', 'Upload-Length': '11' }, body: Readable.from([Buffer.from(' world')])
+  })
+  t.equal(last.status, 204)
+  t.equal(last.headers['upload-complete'], '?1')
+  t.equal(await multipartUploads(bucket), 0, 'the multipart upload completed')
+  t.equal((await tusRequest(url)).text, 'hello world')
+  t.same(completed, [idOf(url)], 'onUploadComplete once')
+  t.equal((await tusRequest(url, { method: 'HEAD', headers: { 'Upload-Draft-Interop-Version': '8' } })).headers['upload-complete'], '?1')
+  t.same(completed, [idOf(url)], 'and not again when read')
 })
 
 t.test('concatenation: S3 copies complete partials itself (UploadPartCopy), or the plugin streams them when it cannot', async (t) => {

@@ -82,7 +82,8 @@ export async function appendBody (
     if (body.exceeded) throw exceeded(upload, limit, offset)
     await progress.finish(offset)
     if (progress.stopped !== undefined) throw withFacts(progress.stopped, { offset })
-    if (offset === upload.size) await services.store.flush(upload.id, held)
+    // Not before a length still to be recorded is (receive): a store completes an upload only at a length it knows.
+    if (offset === upload.size && input.lengthUnrecorded !== true) await services.store.flush(upload.id, held)
   } catch (error) {
     // A store that failed part-way knows what it kept (storeFailure asked it): the upload stands there.
     const kept = (error as TusErrorFacts).offset ?? offset
@@ -104,6 +105,8 @@ export interface AppendInput {
   onProgress?: ((upload: UploadInfo) => void) | undefined
   /** The request says it ends the upload; undefined when its protocol has no way to say. */
   completes?: boolean | undefined
+  /** `upload.size` is a length this request declares, not yet recorded in the store (the caller records it, then flushes). */
+  lengthUnrecorded?: boolean | undefined
 }
 
 interface Staged {

@@ -64,6 +64,12 @@ export async function createUpload (services: TusServices, request: FastifyReque
   // Refused before anything is stored: a malformed or unsupported Upload-Checksum (400).
   headerChecksum(request)
   const contentLength = integerHeader(request, 'Content-Length')
+  // A creation that completes the upload at a length it declares, with a body whose size is known: both agree, or
+  // it is refused before the upload exists (no upload left behind, no 104).
+  const bodySize = hasBody(request) ? contentLength : 0
+  if (input.completes === true && input.size !== undefined && bodySize !== undefined && bodySize !== input.size) {
+    throw new TusDraftErrors.INCONSISTENT_LENGTH(`the request completes the upload at ${bodySize} but declares a length of ${input.size}`)
+  }
   ensureRoom(services, { size: input.size }, contentLength ?? 0)
   const prepared = await prepareUpload(services, request, {
     id: newUploadId(), size: input.size, metadata: input.metadata, ...(input.concat === undefined ? {} : { concat: input.concat })
@@ -94,7 +100,10 @@ export async function appendToUpload (services: TusServices, request: FastifyReq
     const upload = touched(request, found.completing === true ? await completePending(services, request, found, held) : found)
     if (upload.concat?.type === 'final') throw new TusErrors.FINAL_UPLOAD()
     if (input.offset !== upload.offset) {
-      throw withFacts(new TusErrors.OFFSET_MISMATCH(input.offset, upload.offset), { offset: upload.offset, providedOffset: input.offset })
+      // Whether the upload is complete too: a client that lost the answer to its completing request must not be told
+      // to resume it.
+      const facts = { offset: upload.offset, providedOffset: input.offset, ...(isComplete(upload) ? { uploadComplete: true } : {}) }
+      throw withFacts(new TusErrors.OFFSET_MISMATCH(input.offset, upload.offset), facts)
     }
     if (isComplete(upload) && (hasBody(request) || input.completes !== undefined)) {
       // A finished upload is never modified; an empty request of a protocol that cannot say more is a no-op.
@@ -103,9 +112,9 @@ export async function appendToUpload (services: TusServices, request: FastifyReq
     // Refused before the length is declared: a malformed or unsupported Upload-Checksum (400).
     headerChecksum(request)
     const announced = integerHeader(request, 'Content-Length')
-    const declared = input.length === undefined ? upload : await declareLength(services, upload, input.length, announced ?? 0)
+    const { declared, unrecorded } = input.length === undefined ? { declared: upload, unrecorded: false } : await declareLength(services, request, upload, input.length, input.completes === true, announced)
     await services.diskReserve.ensureRoom(id, announced ?? (declared.size === undefined ? 0 : declared.size - declared.offset))
-    outcome = await settle(services, request, isComplete(upload), await receive(services, request, declared, input, held))
+    outcome = await settle(services, request, isComplete(upload), await receive(services, request, declared, { ...input, lengthUnrecorded: unrecorded }, held))
   } finally {
     await lock.release()
   }
@@ -166,19 +175,32 @@ export async function removeUpload (services: TusServices, request: FastifyReque
   }
 }
 
-/** creation-defer-length: declares a deferred length, once a body of `announced` bytes fits in it: a refused request leaves the upload as it was. */
-async function declareLength (services: TusServices, upload: UploadInfo, length: number, announced: number): Promise<UploadInfo> {
+/**
+ * creation-defer-length: declares a deferred length, once a body of `announced` bytes fits in it: a refused request
+ * leaves the upload as it was. A request that `completes` the upload ends it at that length: one whose body's size is
+ * known (none, or Content-Length) and ends elsewhere is refused before anything; a streamed one's length is recorded
+ * (receive) only once its body stands, so that one refused for ending short of it leaves the length unknown, as it was.
+ */
+async function declareLength (
+  services: TusServices, request: FastifyRequest, upload: UploadInfo, length: number, completes: boolean, announced: number | undefined
+): Promise<{ declared: UploadInfo, unrecorded: boolean }> {
   const facts = { offset: upload.offset }
+  const bodySize = hasBody(request) ? announced : 0
+  if (completes && bodySize !== undefined && upload.offset + bodySize !== length) {
+    throw withFacts(new TusDraftErrors.INCONSISTENT_LENGTH(`the request completes the upload at ${upload.offset + bodySize} but declares a length of ${length}`), facts)
+  }
   if (upload.size !== undefined) {
     if (upload.size !== length) throw withFacts(new TusErrors.LENGTH_ALREADY_SET(upload.size), facts)
-    return upload
+    return { declared: upload, unrecorded: false }
   }
   const { maxSize } = services.options
   if (length > maxSize) throw withFacts(new TusErrors.MAX_SIZE_EXCEEDED(length, maxSize), facts)
   if (length < upload.offset) throw withFacts(new TusErrors.LENGTH_BELOW_OFFSET(length, upload.offset), facts)
-  ensureRoom(services, { offset: upload.offset, size: length }, announced)
+  ensureRoom(services, { offset: upload.offset, size: length }, announced ?? 0)
+  const declared = { ...upload, size: length }
+  if (completes && bodySize === undefined) return { declared, unrecorded: true }
   await services.store.declareLength(upload.id, length)
-  return { ...upload, size: length }
+  return { declared, unrecorded: false }
 }
 
 /**
@@ -187,10 +209,13 @@ async function declareLength (services: TusServices, upload: UploadInfo, length:
  * incomplete and resumable. Bytes reach the disk (flush) before the upload counts as complete.
  */
 async function receive (
-  services: TusServices, request: FastifyRequest, upload: UploadInfo, input: ProgressListener & { completes?: boolean | undefined }, held?: WriteOptions
+  services: TusServices, request: FastifyRequest, upload: UploadInfo,
+  input: ProgressListener & { completes?: boolean | undefined, lengthUnrecorded?: boolean | undefined }, held?: WriteOptions
 ): Promise<UploadInfo> {
   const withBody = hasBody(request)
   let result = withBody ? await appendBody(services, request, upload, input, held) : upload
+  // The length a streamed completing body declared, recorded once the body stands (declareLength).
+  if (input.lengthUnrecorded === true) await services.store.declareLength(upload.id, upload.size!)
   services.diskReserve.track(result)
   if (input.completes === true && !bodyCutShort(request)) {
     if (result.size === undefined) {
@@ -202,7 +227,7 @@ async function receive (
     }
   }
   // appendBody flushes when its bytes reach a length it knew; a length known only now, or no body, needs it here.
-  if (isComplete(result) && (!withBody || upload.size === undefined)) await services.store.flush(result.id, held)
+  if (isComplete(result) && (!withBody || upload.size === undefined || input.lengthUnrecorded === true)) await services.store.flush(result.id, held)
   return result
 }
 

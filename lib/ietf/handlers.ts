@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { appendToUpload, createUpload, readFinished, readStatus, removeUpload, type ProgressListener } from '../core/operations.js'
-import { integerHeader, mediaType, stringHeader } from '../core/request.js'
+import { hasBody, integerHeader, mediaType, stringHeader } from '../core/request.js'
 import type { TusServices } from '../core/services.js'
 import { expiresAt, isComplete } from '../core/uploads.js'
 import { TusDraftErrors, TusErrors } from '../errors.js'
@@ -10,7 +10,7 @@ import { sendDownload } from '../wire/download.js'
 import { parseConcat } from '../wire/concat.js'
 import { uploadIdOf, uploadLocation } from '../wire/location.js'
 import { sendUploadResponse } from '../wire/response.js'
-import { completeFlag, completeHeaderValue, hasAnyHeader, representationMetadata, sfInteger } from './headers.js'
+import { completeFlag, completeHeaderValue, hasAnyHeader, representationMetadata, sfInteger, sfIntegerValue } from './headers.js'
 import { sendInterim } from './interim.js'
 import { DRAFT_VERSIONS, type DraftVersion } from './versions.js'
 
@@ -25,7 +25,6 @@ export type DraftHandler = (services: TusServices, version: DraftVersion, reques
 
 export const INTEROP_HEADER = 'upload-draft-interop-version'
 export const PARTIAL_UPLOAD = 'application/partial-upload'
-const INTEROP_VALUE = /^(0|[1-9][0-9]{0,14})$/
 
 /**
  * Which protocol a request speaks: undefined for tus 1.0.0 (no `Upload-Draft-Interop-Version`, or the
@@ -35,8 +34,9 @@ export function draftVersionOf (services: TusServices, request: FastifyRequest):
   const accepted = services.options.ietfDraftVersions
   const header = stringHeader(request, INTEROP_HEADER)
   if (header === undefined || accepted.length === 0) return undefined
+  // An sf-integer Item like the draft's other numbers: `06` is 6 (I-V-1).
   const value = header.trim()
-  const interop = INTEROP_VALUE.test(value) ? Number(value) : undefined
+  const interop = sfIntegerValue(value)
   const version = interop !== undefined && accepted.includes(interop) ? DRAFT_VERSIONS.get(interop) : undefined
   if (version === undefined) throw new TusDraftErrors.UNSUPPORTED_INTEROP_VERSION(value.slice(0, 32), accepted.join(', '))
   return version
@@ -82,7 +82,9 @@ export const handleDraftAppend: DraftHandler = async (services, version, request
   if (offset === undefined) throw new TusErrors.INVALID_HEADER('Upload-Offset', 'missing, or not a non-negative integer')
   let complete = completeFlag(request, version)
   if (complete === undefined) {
-    if (version.appendNeedsComplete) throw new TusErrors.INVALID_HEADER(version.completeHeader, 'missing, or not ?0 / ?1')
+    // An empty append without it is read as ?0 in every version: it stores nothing, and tus-js-client's last PATCH of
+    // a stream of unknown length (its length in Upload-Length, no body) carries none in its ietf-draft-05 mode too.
+    if (version.appendNeedsComplete && hasBody(request)) throw new TusErrors.INVALID_HEADER(version.completeHeader, 'missing, or not ?0 / ?1')
     complete = false
   }
   const outcome = await appendToUpload(services, request, id, {

@@ -13,7 +13,15 @@ const SF_INTEGER = /^([0-9]{1,15})(;.*)?$/
 const SF_BOOLEAN = /^\?([01])(;.*)?$/
 
 export function sfInteger (request: FastifyRequest, name: string): number | undefined {
-  const match = SF_INTEGER.exec(stringHeader(request, name)?.trim() ?? '')
+  return sfIntegerValue(stringHeader(request, name) ?? '')
+}
+
+/**
+ * A field value read as a non-negative sf-integer Item: at most 15 digits, leading zeros allowed (`06` is 6, RFC 9651
+ * §4.2.4), parameters ignored; undefined for anything else.
+ */
+export function sfIntegerValue (value: string): number | undefined {
+  const match = SF_INTEGER.exec(value.trim())
   return match === null ? undefined : Number(match[1])
 }
 

@@ -25,9 +25,7 @@ const LENGTH_CODES = new Set(['FST_TUS_LENGTH_ALREADY_SET', 'FST_TUS_LENGTH_BELO
  * (I-A-7, I-A-8), where tus answers 413 for the latter two.
  */
 function draftProblem (error: TusHttpError, version: DraftVersion): { status?: number, problem?: DraftProblem } {
-  if (error.uploadComplete === true) return { status: 400, problem: version.completedUploadProblem ? COMPLETED_UPLOAD : INCONSISTENT_LENGTH }
-  if (error.code === 'FST_TUS_LENGTH_EXCEEDED' && error.limit === 'length') return { status: 400, problem: INCONSISTENT_LENGTH }
-  if (error.code !== undefined && LENGTH_CODES.has(error.code)) return { problem: INCONSISTENT_LENGTH }
+  // First: the wrong offset of an append to a complete upload is a 409 like any other (its complete flag says ?1).
   if (error.code === 'FST_TUS_OFFSET_MISMATCH' && error.offset !== undefined && error.providedOffset !== undefined) {
     return {
       problem: {
@@ -37,12 +35,15 @@ function draftProblem (error: TusHttpError, version: DraftVersion): { status?: n
       }
     }
   }
+  if (error.uploadComplete === true) return { status: 400, problem: version.completedUploadProblem ? COMPLETED_UPLOAD : INCONSISTENT_LENGTH }
+  if (error.code === 'FST_TUS_LENGTH_EXCEEDED' && error.limit === 'length') return { status: 400, problem: INCONSISTENT_LENGTH }
+  if (error.code !== undefined && LENGTH_CODES.has(error.code)) return { problem: INCONSISTENT_LENGTH }
   return {}
 }
 
 /**
  * The error answer of a draft request: no Tus-Resumable; the interop version echoed; `Upload-Offset` (and
- * the complete flag, ?0) when the upload's standing is known; `Upload-Limit` with a 413; a problem-details
+ * with a 409 the complete flag) when the upload's standing is known; `Upload-Limit` with a 413; a problem-details
  * body where the version defines the problem type (whatever Content-Type the error names: the body is the
  * problem document), else the short plain-text body of every other error, or its message in its own Content-Type.
  * `version` is undefined when the request named one the server does not accept.
@@ -63,7 +64,8 @@ export function sendDraftError (
   const { status = ownStatus, problem } = draftProblem(error, version)
   reply.code(status).header('Upload-Draft-Interop-Version', String(version.interop))
   if (error.offset !== undefined) reply.header('Upload-Offset', String(error.offset))
-  if (problem?.type === 'mismatching-upload-offset') reply.header(...completeHeaderValue(version, false))
+  // The upload's completeness as it stands: ?0 (resume at Upload-Offset) only if it is not complete.
+  if (problem?.type === 'mismatching-upload-offset') reply.header(...completeHeaderValue(version, error.uploadComplete === true))
   const limit = status === 413 ? uploadLimit(services, version) : undefined
   if (limit !== undefined) reply.header('Upload-Limit', limit)
   if (problem !== undefined && version.problemTypes) {

@@ -17,8 +17,9 @@ export interface DraftVersion {
   /** From -04 (interop 6) appends must be `Content-Type: application/partial-upload`; before, any type. */
   appendNeedsPartialUploadType: boolean
   /**
-   * From -04 on an append must say whether it completes the upload; before (and tus-js-client's empty
-   * last PATCH of a deferred-length upload) a missing header means "not complete".
+   * From -04 on an append with a body must say whether it completes the upload (else 400); before, and on an empty
+   * append in every version (tus-js-client's last PATCH of a deferred-length stream carries none), a missing
+   * header means "not complete".
    */
   appendNeedsComplete: boolean
   /** From -03 (interop 5) a 104 may repeat to report progress (`Upload-Offset`). */

@@ -11,8 +11,6 @@ import { TUS_VERSION } from './headers.js'
 export function sendTusError (error: TusHttpError, request: FastifyRequest, reply: FastifyReply, format?: FormatError): void {
   const { status, message, body, contentType } = prepareErrorReply(error, request, reply)
   if (error.offset !== undefined) reply.header('Upload-Offset', String(error.offset))
-  // 460 has no reason phrase in Node; the checksum extension names it. HTTP/2 has no reason phrases (Node warns).
-  if (status === 460 && request.raw.httpVersionMajor < 2) reply.raw.statusMessage = 'Checksum Mismatch'
   reply.header('Tus-Resumable', TUS_VERSION)
   sendErrorBody(format, error, request, reply, { protocol: 'tus', status, message, body, contentType })
 }

@@ -63,6 +63,9 @@ export function sendErrorBody (
     chosen = undefined
   }
   const { body, contentType } = chosen ?? answer
+  // 460 has no reason phrase in Node ("unknown"); the checksum extension names it, whichever protocol answers.
+  // HTTP/2 has no reason phrases (Node warns).
+  if (answer.status === 460 && request.raw.httpVersionMajor < 2) reply.raw.statusMessage = 'Checksum Mismatch'
   void reply.type(contentType).send(body)
 }
 
