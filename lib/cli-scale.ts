@@ -27,7 +27,7 @@ export const SCALE_HELP = `
 Several instances (S3 for the uploads, Redis for the lock; each flag also reads the variable named):
   --s3-bucket <name>        keep uploads in this S3 bucket (must exist) instead of --dir   [FASTIFY_TUS_S3_BUCKET]
   --s3-endpoint <url>       an S3-compatible endpoint (Ceph, MinIO...); path-style requests  [FASTIFY_TUS_S3_ENDPOINT]
-  --s3-region <region>      the bucket's region (default: AWS_REGION, else us-east-1)       [FASTIFY_TUS_S3_REGION]
+  --s3-region <region>      the bucket's region (default: AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1) [FASTIFY_TUS_S3_REGION]
   --s3-prefix <prefix>      prefix of every object key, e.g. tus/ (default: none)          [FASTIFY_TUS_S3_PREFIX]
   --s3-part-size <bytes>    multipart part size, 5M to 5G; K, M, G suffixes (default: 8M)    [FASTIFY_TUS_S3_PART_SIZE]
   --s3-parts-in-flight <n>  parts a PATCH uploads at once, 1 to 64 (default: 4)             [FASTIFY_TUS_S3_PARTS_IN_FLIGHT]

@@ -36,6 +36,8 @@ t.test('--help documents the scale-out flags and their variables', async (t) => 
   t.equal(result.code, 0)
   for (const flag of SCALE_FLAGS) t.match(result.stdout, new RegExp(`^ +${flag}\\b.*\\[FASTIFY_TUS_[A-Z0-9_]+\\]$`, 'm'), `documents ${flag}`)
   t.match(result.stdout, /AWS_ACCESS_KEY_ID/)
+  // Every source of the region, in the order the CLI reads them (as the README's table has them).
+  t.match(result.stdout, /--s3-region .*default: AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1/, 'the region falls back to AWS_DEFAULT_REGION')
 })
 
 t.test('bad scale-out flags and variables exit 2 saying what is wrong', async (t) => {

@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import cors from '@fastify/cors'
 import t from 'tap'
 import tus, { TUS_ALLOWED_HEADERS, TUS_ALLOWED_METHODS, TUS_EXPOSED_HEADERS, TusErrors, tusCorsOptions } from '../lib/index.js'
-import { rawRequest, randomBytesSeeded, sha256, startServer, tusRequest, tusUpload } from './helpers.js'
+import { idOf, rawRequest, randomBytesSeeded, sha256, startServer, tusRequest, tusUpload } from './helpers.js'
 
 const ALLOWED = 'http://app.example.test'
 
@@ -80,7 +80,7 @@ t.test('actual requests and errors carry the CORS answer and expose every tus he
   const server = await recipeServer(t)
   const bytes = randomBytesSeeded(100_000, 3)
   const url = await tusUpload(bytes, { endpoint: server.endpoint, headers: { Origin: ALLOWED, Authorization: 'Bearer ok' } })
-  t.equal(sha256(await readFile(join(server.dir, url.split('/').pop() ?? ''))), sha256(bytes), 'the bytes on disk match')
+  t.equal(sha256(await readFile(join(server.dir, idOf(url)))), sha256(bytes), 'the bytes on disk match')
   const head = await tusRequest(url, { method: 'HEAD', headers: { Origin: ALLOWED, Authorization: 'Bearer ok' } })
   t.equal(head.status, 200)
   t.equal(head.headers['upload-offset'], String(bytes.length))
@@ -114,6 +114,46 @@ t.test('options merge over the defaults; "*" answers any origin', async (t) => {
   t.equal(preflight.headers['access-control-allow-origin'], '*')
   t.match(preflight.headers['access-control-allow-headers'], /, X-Trace$/)
   t.equal(preflight.headers['access-control-max-age'], '60')
+})
+
+t.test('credentials (the README\'s tusCorsOptions(true, { credentials: true })): cookie-authenticated uploads from a page on another origin', async (t) => {
+  // A page sending cookies (XHR withCredentials, fetch credentials: 'include') reads an answer only if it names
+  // its origin (never "*") and allows credentials: on preflights, discovery, successes and refusals alike.
+  const page = 'http://pages.example.test'
+  const server = await startServer(t, {}, async (app, dir) => {
+    await app.register(cors, tusCorsOptions(true, { credentials: true }))
+    await app.register(tus, {
+      dir,
+      auth: async (request) => {
+        if (!/(?:^|; )sid=ok(?:;|$)/.test(request.headers.cookie ?? '')) throw Object.assign(new Error('Log in first'), { statusCode: 401 })
+      }
+    })
+  })
+  const credentialed = (headers: Record<string, string | undefined>, what: string): void => {
+    t.equal(headers['access-control-allow-origin'], page, `${what}: the page's origin, not "*"`)
+    t.equal(headers['access-control-allow-credentials'], 'true', `${what}: credentials allowed`)
+  }
+  const preflight = await rawRequest(`${server.endpoint}some-id`, {
+    method: 'OPTIONS', headers: { Origin: page, 'Access-Control-Request-Method': 'PATCH', 'Access-Control-Request-Headers': 'tus-resumable,upload-offset,content-type' }
+  })
+  t.equal(preflight.status, 204)
+  credentialed(preflight.headers, 'preflight')
+  const discovery = await rawRequest(server.endpoint, { method: 'OPTIONS', headers: { Origin: page, Cookie: 'sid=ok' } })
+  t.equal(discovery.status, 204)
+  t.equal(discovery.headers['tus-version'], '1.0.0', 'discovery answered by the plugin')
+  credentialed(discovery.headers, 'discovery')
+  const refused = await tusRequest(server.endpoint, { method: 'POST', headers: { Origin: page, 'Upload-Length': '10' } })
+  t.equal(refused.status, 401, 'no cookie: refused by auth')
+  credentialed(refused.headers, 'the refusal (so the page can tell the user to log in)')
+
+  const bytes = randomBytesSeeded(100_000, 21)
+  const url = await tusUpload(bytes, { endpoint: server.endpoint, headers: { Origin: page, Cookie: 'sid=ok' } })
+  const head = await tusRequest(url, { method: 'HEAD', headers: { Origin: page, Cookie: 'sid=ok' } })
+  t.equal(head.status, 200)
+  t.equal(head.headers['upload-offset'], String(bytes.length))
+  credentialed(head.headers, 'HEAD')
+  t.match(head.headers['access-control-expose-headers'], /\bUpload-Offset\b/)
+  t.equal(sha256(await readFile(join(server.dir, idOf(url)))), sha256(bytes), 'stored byte-identical')
 })
 
 t.test('TUS_EXPOSED_HEADERS is the literal list of the response headers tus and draft clients read', async (t) => {
