@@ -287,7 +287,7 @@ export class FileStore implements DataStore {
       // The last byte: the file completed now, on the open handle, so that flush() need not open it again.
       const complete = info.size !== null && offset + written === info.size
       if (complete) {
-        await this.#complete(handle)
+        await this.#complete(handle, options)
         this.#synced.add(id)
       }
       // Kept for the next PATCH of an unfinished upload, while the info it was checked with is cached.
@@ -301,7 +301,7 @@ export class FileStore implements DataStore {
     return offset + written
   }
 
-  async flush (id: string): Promise<void> {
+  async flush (id: string, options?: WriteOptions): Promise<void> {
     if (this.#synced.delete(id)) return
     await this.#ensureDirectory()
     if (!this.#fsync && this.#marks === undefined) return
@@ -310,7 +310,7 @@ export class FileStore implements DataStore {
     const kept = this.#openFiles.take(id, file)
     if (kept !== undefined && known !== undefined) {
       try {
-        await this.#complete(kept)
+        await this.#complete(kept, options)
       } finally {
         this.#openFiles.keep(id, kept, file!, known.size, known.modifiedAt)
       }
@@ -318,7 +318,7 @@ export class FileStore implements DataStore {
     }
     const handle = await DataFile.open(await this.#dataPathOf(id), 'r')
     try {
-      await this.#complete(handle)
+      await this.#complete(handle, options)
     } finally {
       await handle.close(this.#quick)
     }
@@ -328,10 +328,20 @@ export class FileStore implements DataStore {
    * A data file holding every byte of its upload: its pending-completion mark cleared, then (with fsync) the data and
    * the mark made durable by one fsync, before the completion is reported. A crash before that leaves the mark, and the
    * next request that reads the upload completes it (`completing`): onUploadComplete is never skipped.
+   *
+   * Clearing the mark is what completes the upload, for every process sharing the directory: whoever clears it runs
+   * onUploadComplete. So it is cleared only while the caller's lock holds (its signal, read right before): a holder
+   * that froze past its lease between the last byte and this point finds the lock lost and leaves the mark, and the
+   * request that holds the lock now (a HEAD on another process, which found the upload `completing`) completes it,
+   * once. A holder that cleared the mark before it froze completes it itself, and the others see it complete. Without
+   * marks the others never complete such an upload (it reads complete), so the holder does, whatever its lock.
    */
-  async #complete (handle: DataFile): Promise<void> {
+  async #complete (handle: DataFile, options: WriteOptions | undefined): Promise<void> {
     await this.#ensureDirectory()
-    if (this.#marks !== undefined) await handle.chmod(this.#marks.completed, this.#quick)
+    if (this.#marks !== undefined) {
+      options?.signal?.throwIfAborted()
+      await handle.chmod(this.#marks.completed, this.#quick)
+    }
     if (this.#fsync) await handle.sync()
   }
 
