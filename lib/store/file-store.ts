@@ -1,5 +1,5 @@
 import fs, { createReadStream } from 'node:fs'
-import { mkdir, opendir } from 'node:fs/promises'
+import { mkdir, opendir, readdir, rm, rmdir, writeFile } from 'node:fs/promises'
 import type { Stats } from 'node:fs'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
@@ -12,6 +12,11 @@ import { OpenFiles, UNSTATED, sameFile, type FileIdentity } from './open-files.j
 import type { ByteRange, DataStore, NewUpload, StoredInfo, UploadInfo, WriteOptions } from './types.js'
 
 const INFO_SUFFIX = '.json'
+/**
+ * The directory of the records of final uploads waiting for partials: `<dir>/.finals/<partial id>/<final id>`, empty
+ * files. Its name is no upload id nor directory (those have no dot), so no upload can collide with it.
+ */
+const FINALS_DIRECTORY = '.finals'
 /**
  * A temporary info file of #writeInfo: `<id>.json` + the store's prefix (`.` and 12 hex digits, then `-`) + a
  * counter + `.tmp`. The group is the id.
@@ -382,10 +387,60 @@ export class FileStore implements DataStore {
       // The info file goes first so that the upload vanishes at once, even if removing the data fails.
       await unlink(this.#infoPath(id)).catch(rethrowUnlessNotFound)
       await unlink(path).catch(rethrowUnlessNotFound)
+      // A partial's records of the finals waiting for it: none of them can complete any more.
+      await rm(this.#finalsOf(id), { recursive: true, force: true })
     } finally {
       // Also after: a HEAD may have cached the upload while it was being removed.
       this.#forget(id)
     }
+  }
+
+  /**
+   * The finals waiting for partials (concatenation-unfinished) are recorded in the directory, as empty files
+   * `.finals/<partial id>/<final id>`, so that every process sharing it sees them: the request that completes a
+   * final's last partial finishes the final, in whichever process it runs (and after a restart).
+   */
+  async addPendingFinal (finalId: string, partialIds: string[]): Promise<void> {
+    assertSafeId(finalId)
+    for (const partialId of new Set(partialIds)) {
+      assertSafeId(partialId)
+      const directory = this.#finalsOf(partialId)
+      // The removal of another final's record may take the partial's directory away in between: made again.
+      for (let attempt = 1; ; attempt++) {
+        await mkdir(directory, { recursive: true })
+        try {
+          await writeFile(join(directory, finalId), '')
+          break
+        } catch (error) {
+          if (!isNotFound(error) || attempt === 3) throw error
+        }
+      }
+    }
+  }
+
+  async listPendingFinals (partialId: string): Promise<string[]> {
+    assertSafeId(partialId)
+    try {
+      return (await readdir(this.#finalsOf(partialId))).filter((name) => isValidUploadId(name))
+    } catch (error) {
+      if (isNotFound(error)) return []
+      throw error
+    }
+  }
+
+  async removePendingFinal (finalId: string, partialIds: string[]): Promise<void> {
+    assertSafeId(finalId)
+    for (const partialId of new Set(partialIds)) {
+      assertSafeId(partialId)
+      const directory = this.#finalsOf(partialId)
+      await unlink(join(directory, finalId)).catch(rethrowUnlessNotFound)
+      // The partial's directory once it records no final (another record, or none at all, leaves it as it is).
+      await rmdir(directory).catch(() => undefined)
+    }
+  }
+
+  #finalsOf (partialId: string): string {
+    return join(this.directory, FINALS_DIRECTORY, partialId)
   }
 
   /** Streams the directory (never the whole listing in memory), so it is cheap to start on any number of uploads. */
