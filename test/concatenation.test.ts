@@ -126,7 +126,7 @@ t.test('concatenation-unfinished: a final created before its partials finish com
   t.equal(sha256(await readFile(join(server.dir, idOf(url)))), sha256('first-second'))
 })
 
-t.test('a final whose partials completed while no process waited for it is finished by HEAD', async (t) => {
+t.test('a final whose last partial completes after a restart is finished by that request (its record is in the directory)', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-concat-'))
   t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
   const first = await startServer(t, { dir })
@@ -136,11 +136,26 @@ t.test('a final whose partials completed while no process waited for it is finis
   const second = await startServer(t, { dir })
   const seen = completions(second)
   await append(a.replace(first.origin, second.origin), 0, 'abc')
-  t.same(seen, [], 'the restarted server did not know the final was waiting')
+  t.equal(seen.length, 1, 'the restarted server found the waiting final and finished it')
+  t.equal((await readFile(join(dir, idOf(url)))).toString(), 'abc')
   const head = await tusRequest(url.replace(first.origin, second.origin), { method: 'HEAD' })
   t.equal(head.headers['upload-offset'], '3')
+  t.equal(seen.length, 1, 'once')
+})
+
+t.test('a final whose partials completed while nothing recorded it waiting is finished by HEAD', async (t) => {
+  const server = await startServer(t)
+  const seen = completions(server)
+  const a = await partial(server, 'abc', false)
+  const url = new URL((await final(server, `final;${a}`)).headers.location!, server.origin).href
+  // As if the record were lost (a process died between the final's creation and the record).
+  await rm(join(server.dir, '.finals'), { recursive: true, force: true })
+  await append(a, 0, 'abc')
+  t.same(seen, [], 'nothing knew the final was waiting')
+  const head = await tusRequest(url, { method: 'HEAD' })
+  t.equal(head.headers['upload-offset'], '3')
   t.equal(seen.length, 1)
-  t.equal((await readFile(join(dir, idOf(url)))).toString(), 'abc')
+  t.equal((await readFile(join(server.dir, idOf(url)))).toString(), 'abc')
 })
 
 t.test('an interrupted concatenation resumes where it stopped and completes byte-identical', async (t) => {

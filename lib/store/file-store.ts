@@ -1,5 +1,5 @@
 import fs, { createReadStream } from 'node:fs'
-import { mkdir, opendir } from 'node:fs/promises'
+import { mkdir, opendir, readdir, rm, rmdir, writeFile } from 'node:fs/promises'
 import type { Stats } from 'node:fs'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
@@ -12,6 +12,11 @@ import { OpenFiles, UNSTATED, sameFile, type FileIdentity } from './open-files.j
 import type { ByteRange, DataStore, NewUpload, StoredInfo, UploadInfo, WriteOptions } from './types.js'
 
 const INFO_SUFFIX = '.json'
+/**
+ * The directory of the records of final uploads waiting for partials: `<dir>/.finals/<partial id>/<final id>`, empty
+ * files. Its name is no upload id nor directory (those have no dot), so no upload can collide with it.
+ */
+const FINALS_DIRECTORY = '.finals'
 /**
  * A temporary info file of #writeInfo: `<id>.json` + the store's prefix (`.` and 12 hex digits, then `-`) + a
  * counter + `.tmp`. The group is the id.
@@ -287,7 +292,7 @@ export class FileStore implements DataStore {
       // The last byte: the file completed now, on the open handle, so that flush() need not open it again.
       const complete = info.size !== null && offset + written === info.size
       if (complete) {
-        await this.#complete(handle)
+        await this.#complete(handle, options)
         this.#synced.add(id)
       }
       // Kept for the next PATCH of an unfinished upload, while the info it was checked with is cached.
@@ -301,7 +306,7 @@ export class FileStore implements DataStore {
     return offset + written
   }
 
-  async flush (id: string): Promise<void> {
+  async flush (id: string, options?: WriteOptions): Promise<void> {
     if (this.#synced.delete(id)) return
     await this.#ensureDirectory()
     if (!this.#fsync && this.#marks === undefined) return
@@ -310,7 +315,7 @@ export class FileStore implements DataStore {
     const kept = this.#openFiles.take(id, file)
     if (kept !== undefined && known !== undefined) {
       try {
-        await this.#complete(kept)
+        await this.#complete(kept, options)
       } finally {
         this.#openFiles.keep(id, kept, file!, known.size, known.modifiedAt)
       }
@@ -318,7 +323,7 @@ export class FileStore implements DataStore {
     }
     const handle = await DataFile.open(await this.#dataPathOf(id), 'r')
     try {
-      await this.#complete(handle)
+      await this.#complete(handle, options)
     } finally {
       await handle.close(this.#quick)
     }
@@ -328,10 +333,20 @@ export class FileStore implements DataStore {
    * A data file holding every byte of its upload: its pending-completion mark cleared, then (with fsync) the data and
    * the mark made durable by one fsync, before the completion is reported. A crash before that leaves the mark, and the
    * next request that reads the upload completes it (`completing`): onUploadComplete is never skipped.
+   *
+   * Clearing the mark is what completes the upload, for every process sharing the directory: whoever clears it runs
+   * onUploadComplete. So it is cleared only while the caller's lock holds (its signal, read right before): a holder
+   * that froze past its lease between the last byte and this point finds the lock lost and leaves the mark, and the
+   * request that holds the lock now (a HEAD on another process, which found the upload `completing`) completes it,
+   * once. A holder that cleared the mark before it froze completes it itself, and the others see it complete. Without
+   * marks the others never complete such an upload (it reads complete), so the holder does, whatever its lock.
    */
-  async #complete (handle: DataFile): Promise<void> {
+  async #complete (handle: DataFile, options: WriteOptions | undefined): Promise<void> {
     await this.#ensureDirectory()
-    if (this.#marks !== undefined) await handle.chmod(this.#marks.completed, this.#quick)
+    if (this.#marks !== undefined) {
+      options?.signal?.throwIfAborted()
+      await handle.chmod(this.#marks.completed, this.#quick)
+    }
     if (this.#fsync) await handle.sync()
   }
 
@@ -372,10 +387,60 @@ export class FileStore implements DataStore {
       // The info file goes first so that the upload vanishes at once, even if removing the data fails.
       await unlink(this.#infoPath(id)).catch(rethrowUnlessNotFound)
       await unlink(path).catch(rethrowUnlessNotFound)
+      // A partial's records of the finals waiting for it: none of them can complete any more.
+      await rm(this.#finalsOf(id), { recursive: true, force: true })
     } finally {
       // Also after: a HEAD may have cached the upload while it was being removed.
       this.#forget(id)
     }
+  }
+
+  /**
+   * The finals waiting for partials (concatenation-unfinished) are recorded in the directory, as empty files
+   * `.finals/<partial id>/<final id>`, so that every process sharing it sees them: the request that completes a
+   * final's last partial finishes the final, in whichever process it runs (and after a restart).
+   */
+  async addPendingFinal (finalId: string, partialIds: string[]): Promise<void> {
+    assertSafeId(finalId)
+    for (const partialId of new Set(partialIds)) {
+      assertSafeId(partialId)
+      const directory = this.#finalsOf(partialId)
+      // The removal of another final's record may take the partial's directory away in between: made again.
+      for (let attempt = 1; ; attempt++) {
+        await mkdir(directory, { recursive: true })
+        try {
+          await writeFile(join(directory, finalId), '')
+          break
+        } catch (error) {
+          if (!isNotFound(error) || attempt === 3) throw error
+        }
+      }
+    }
+  }
+
+  async listPendingFinals (partialId: string): Promise<string[]> {
+    assertSafeId(partialId)
+    try {
+      return (await readdir(this.#finalsOf(partialId))).filter((name) => isValidUploadId(name))
+    } catch (error) {
+      if (isNotFound(error)) return []
+      throw error
+    }
+  }
+
+  async removePendingFinal (finalId: string, partialIds: string[]): Promise<void> {
+    assertSafeId(finalId)
+    for (const partialId of new Set(partialIds)) {
+      assertSafeId(partialId)
+      const directory = this.#finalsOf(partialId)
+      await unlink(join(directory, finalId)).catch(rethrowUnlessNotFound)
+      // The partial's directory once it records no final (another record, or none at all, leaves it as it is).
+      await rmdir(directory).catch(() => undefined)
+    }
+  }
+
+  #finalsOf (partialId: string): string {
+    return join(this.directory, FINALS_DIRECTORY, partialId)
   }
 
   /** Streams the directory (never the whole listing in memory), so it is cheap to start on any number of uploads. */
