@@ -381,14 +381,16 @@ export class FileStore implements DataStore {
   }
 
   async terminate (id: string): Promise<void> {
-    const path = await this.#dataPathOf(id).catch(() => this.#dataPath(id, undefined))
+    const info = await this.#info(id).catch(() => undefined)
+    const path = this.#dataPath(id, info?.directory)
     this.#forget(id)
     try {
       // The info file goes first so that the upload vanishes at once, even if removing the data fails.
       await unlink(this.#infoPath(id)).catch(rethrowUnlessNotFound)
       await unlink(path).catch(rethrowUnlessNotFound)
-      // A partial's records of the finals waiting for it: none of them can complete any more.
-      await rm(this.#finalsOf(id), { recursive: true, force: true })
+      // A partial's records of the finals waiting for it (none of them can complete any more): only a partial's, or
+      // an upload's whose info is already gone, so that removing other uploads (expiry) costs no call more.
+      if (info === undefined || info.concat?.type === 'partial') await rm(this.#finalsOf(id), { recursive: true, force: true })
     } finally {
       // Also after: a HEAD may have cached the upload while it was being removed.
       this.#forget(id)
