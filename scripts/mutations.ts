@@ -463,9 +463,23 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'quick calls: slow synchronous calls never send them back to the thread pool',
     file: 'lib/fs-calls.ts',
-    find: '++this.#slow > SLOW_CALLS_ALLOWED)) this.#enabled = false',
-    replace: '++this.#slow > SLOW_CALLS_ALLOWED)) this.#enabled = true',
-    tests: ['test/file-store-stat.test.ts']
+    find: '        this.#offUntil = end + this.#offFor\n',
+    replace: '',
+    tests: ['test/file-store-stat.test.ts', 'test/quick-calls.test.ts']
+  },
+  {
+    name: 'quick calls: once off, never tried again',
+    file: 'lib/fs-calls.ts',
+    find: '    this.#offUntil = 0\n    return true',
+    replace: '    return false',
+    tests: ['test/quick-calls.test.ts']
+  },
+  {
+    name: 'quick calls: off for the same time however often they prove slow',
+    file: 'lib/fs-calls.ts',
+    find: 'this.#offFor = Math.min(this.#offFor * 2, MAX_OFF_MS)',
+    replace: 'this.#offFor = Math.min(this.#offFor, MAX_OFF_MS)',
+    tests: ['test/quick-calls.test.ts']
   },
   {
     name: 'quick calls: one call that blocked the event loop only counts as slow',
