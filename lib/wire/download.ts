@@ -10,32 +10,51 @@ import type { ByteRange, UploadInfo } from '../store/types.js'
 // The file name and type rules live in the bottom layer, where the stores use them too (S3 object headers).
 export { cleanFilename, contentDisposition } from '../metadata.js'
 
-/** Sends a finished upload (see readFinished), whole or one byte range (206). The same download for every protocol. */
-export async function sendDownload (services: TusServices, request: FastifyRequest, reply: FastifyReply, upload: UploadInfo): Promise<void> {
+/**
+ * Sends a finished upload (see readFinished), whole or one byte range (206). The same download for every protocol;
+ * `setHeaders` adds a protocol's own headers (the draft's offset retrieval). No header is set before the store has
+ * opened the bytes, and those set are taken back if the bytes fail before the first is sent: an error answer carries
+ * the error's headers only, never a file's name, type or length. `Cache-Control: no-store`, as on HEAD: a download
+ * is someone's file, which no cache (a CDN or proxy in front of the app) may keep and serve to another; an app's
+ * `onSend` hook may set another.
+ */
+export async function sendDownload (
+  services: TusServices, request: FastifyRequest, reply: FastifyReply, upload: UploadInfo, setHeaders?: (reply: FastifyReply) => void
+): Promise<void> {
   const size = upload.offset
   const lastModified = upload.modifiedAt.toUTCString()
   const rangeHeader = stringHeader(request, 'range')
   const range = rangeHeader === undefined || !ifRangeHolds(stringHeader(request, 'if-range'), upload.modifiedAt, lastModified)
     ? undefined
     : parseRange(rangeHeader, size)
-
+  const length = range === undefined ? size : range.end - range.start + 1
+  const body = length === 0 ? '' : await bytesOf(services, request, reply, upload.id, length, range)
+  const before = new Set(Object.keys(reply.getHeaders()))
+  setHeaders?.(reply)
   reply
     .header('Content-Type', contentType(upload.metadata))
     .header('Content-Disposition', contentDisposition(upload.metadata, upload.id))
     .header('X-Content-Type-Options', 'nosniff')
     .header('Accept-Ranges', 'bytes')
     .header('Last-Modified', lastModified)
-  if (range === undefined) {
-    reply.code(200).header('Content-Length', String(size))
-    await reply.send(size === 0 ? '' : await bytesOf(services, request, reply, upload.id, size))
-    return
-  }
-  const length = range.end - range.start + 1
-  reply
-    .code(206)
-    .header('Content-Range', `bytes ${range.start}-${range.end}/${size}`)
+    .header('Cache-Control', 'no-store')
     .header('Content-Length', String(length))
-  await reply.send(await bytesOf(services, request, reply, upload.id, length, range))
+  if (range !== undefined) reply.header('Content-Range', `bytes ${range.start}-${range.end}/${size}`)
+  if (typeof body !== 'string') withdrawnOnEarlyError(body, reply, before)
+  await reply.code(range === undefined ? 200 : 206).send(body)
+}
+
+/**
+ * Takes back the headers set since `before` when `body` fails before the response's headers are sent (a read
+ * error on its first bytes): Fastify has copied them onto the response, where its error answer would keep them.
+ */
+function withdrawnOnEarlyError (body: Readable, reply: FastifyReply, before: ReadonlySet<string>): void {
+  body.once('error', () => {
+    if (reply.raw.headersSent) return
+    for (const name of Object.keys(reply.getHeaders())) {
+      if (!before.has(name)) reply.removeHeader(name)
+    }
+  })
 }
 
 /** The store's stream of the `length` bytes to send, checked and freed as it is sent (see sentExactly). */

@@ -1,0 +1,104 @@
+import t from 'tap'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { Readable } from 'node:stream'
+import tusPlugin, { FileStore } from '../lib/index.js'
+import { idOf, randomBytesSeeded, rawRequest, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
+
+const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
+// filename "report.pdf", filetype application/pdf
+const METADATA = 'filename cmVwb3J0LnBkZg==,filetype YXBwbGljYXRpb24vcGRm'
+
+/** Every protocol's download: tus, a draft version whose GET is the tus download (3, 6), one whose GET is offset retrieval (9). */
+const DOWNLOADERS: Array<[string, Record<string, string>]> = [
+  ['tus', {}], ['draft 3', { 'Upload-Draft-Interop-Version': '3' }], ['draft 6', { 'Upload-Draft-Interop-Version': '6' }],
+  ['draft 9', { 'Upload-Draft-Interop-Version': '9' }]
+]
+
+/** The headers only a download sends: none of them may be on an error answer. */
+const DOWNLOAD_HEADERS = [
+  'content-disposition', 'content-range', 'accept-ranges', 'last-modified', 'x-content-type-options', 'cache-control',
+  'upload-offset', 'upload-complete', 'upload-length', 'upload-limit'
+]
+
+async function finished (server: TestServer, data: Buffer): Promise<string> {
+  const created = await tusRequest(server.endpoint, {
+    method: 'POST', headers: { 'Upload-Length': String(data.length), 'Upload-Metadata': METADATA, ...OCTET }, body: data
+  })
+  if (created.status !== 201) throw new Error(created.text)
+  return new URL(created.headers.location!, server.origin).href
+}
+
+t.test('every download, whole or a range, of any size, is Cache-Control: no-store (tus, drafts); an onSend hook may set another', async (t) => {
+  const server = await startServer(t)
+  const data = randomBytesSeeded(70_000, 21)
+  const url = await finished(server, data)
+  const empty = await finished(server, Buffer.alloc(0))
+  for (const [name, headers] of DOWNLOADERS) {
+    const whole = await rawRequest(url, { headers })
+    t.equal(whole.status, 200, `${name}: whole`)
+    t.equal(whole.headers['cache-control'], 'no-store', `${name}: a whole download is kept by no cache`)
+    t.equal(sha256(whole.body), sha256(data))
+    const part = await rawRequest(url, { headers: { ...headers, Range: 'bytes=100-199' } })
+    t.equal(part.status, 206, `${name}: a range`)
+    t.equal(part.headers['cache-control'], 'no-store', `${name}: a range is kept by no cache`)
+    t.equal(sha256(part.body), sha256(data.subarray(100, 200)))
+    const nothing = await rawRequest(empty, { headers })
+    t.equal(nothing.status, 200, `${name}: an empty upload`)
+    t.equal(nothing.headers['cache-control'], 'no-store', `${name}: an empty upload's download is kept by no cache`)
+  }
+
+  const overridden = await startServer(t, {}, async (app, dir) => {
+    app.addHook('onSend', async (request, reply) => {
+      if (request.method === 'GET') reply.header('Cache-Control', 'private, max-age=60')
+    })
+    await app.register(tusPlugin, { dir })
+  })
+  const own = await finished(overridden, data)
+  for (const [name, headers] of DOWNLOADERS) {
+    const response = await rawRequest(own, { headers })
+    t.equal(response.status, 200)
+    t.equal(response.headers['cache-control'], 'private, max-age=60', `${name}: the app's onSend hook sets its own`)
+    t.equal(sha256(response.body), sha256(data))
+  }
+})
+
+/** A FileStore whose reads fail as a disk does: a throw when opening, or a stream that fails before its first byte. */
+class FailingReadStore extends FileStore {
+  failure: 'open' | 'first read' | undefined
+  override async read (id: string, range?: { start: number, end: number }): ReturnType<FileStore['read']> {
+    if (this.failure === 'open') throw Object.assign(new Error('EIO: i/o error, open'), { code: 'EIO' })
+    if (this.failure === 'first read') {
+      return new Readable({ read () { this.destroy(Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' })) } })
+    }
+    return await super.read(id, range)
+  }
+}
+
+t.test('a download whose store fails to read answers 500 with the error\'s headers only, never the file\'s (tus, drafts)', async (t) => {
+  let store: FailingReadStore | undefined
+  const server = await startServer(t, {}, async (app, dir) => {
+    store = new FailingReadStore({ directory: dir })
+    await app.register(tusPlugin, { dir, store })
+  }, { logger: false })
+  const data = randomBytesSeeded(40_000, 22)
+  const url = await finished(server, data)
+  for (const failure of ['open', 'first read'] as const) {
+    store!.failure = failure
+    for (const [name, headers] of DOWNLOADERS) {
+      for (const range of [{}, { Range: 'bytes=10-' }] as Array<Record<string, string>>) {
+        const what = `${name}, ${failure}${range.Range === undefined ? '' : ', a range'}`
+        const response = await rawRequest(url, { headers: { ...headers, ...range } })
+        t.equal(response.status, 500, what)
+        t.same(DOWNLOAD_HEADERS.filter((header) => response.headers[header] !== undefined), [], `${what}: no download header`)
+        t.equal(response.headers['content-type'], 'text/plain; charset=utf-8', `${what}: the error's type`)
+        t.equal(response.headers['content-length'], String(response.body.length), `${what}: the error's length`)
+      }
+    }
+  }
+  store!.failure = undefined
+  t.equal(sha256(await readFile(join(server.dir, idOf(url)))), sha256(data), 'the upload is untouched')
+  const whole = await rawRequest(url)
+  t.equal(whole.status, 200)
+  t.equal(sha256(whole.body), sha256(data), 'and downloads once the store reads again')
+})
