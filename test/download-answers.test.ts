@@ -1,5 +1,6 @@
 import t from 'tap'
-import { readFile } from 'node:fs/promises'
+import fs from 'node:fs'
+import { readFile, readdir, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import tusPlugin, { FileStore } from '../lib/index.js'
@@ -101,4 +102,54 @@ t.test('a download whose store fails to read answers 500 with the error\'s heade
   const whole = await rawRequest(url)
   t.equal(whole.status, 200)
   t.equal(sha256(whole.body), sha256(data), 'and downloads once the store reads again')
+})
+
+/** A FileStore that removes the upload (as a DELETE that took the lock once the download had read it) before reading it. */
+class RemovedBeforeReadStore extends FileStore {
+  override async read (id: string, range?: { start: number, end: number }): ReturnType<FileStore['read']> {
+    await this.terminate(id)
+    return await super.read(id, range)
+  }
+}
+
+t.test('a download whose upload a DELETE removes once it was read answers 404, without the file\'s headers (tus, drafts)', async (t) => {
+  const server = await startServer(t, {}, async (app, dir) => {
+    await app.register(tusPlugin, { dir, store: new RemovedBeforeReadStore({ directory: dir }) })
+  })
+  const data = randomBytesSeeded(10_000, 23)
+  for (const [name, headers] of DOWNLOADERS) {
+    const url = await finished(server, data)
+    const response = await rawRequest(url, { headers })
+    t.equal(response.status, 404, `${name}: the upload is gone`)
+    t.same(DOWNLOAD_HEADERS.filter((header) => response.headers[header] !== undefined), [], `${name}: no download header`)
+  }
+  t.same(await readdir(server.dir), [], 'every upload is removed')
+})
+
+t.test('a GET or HEAD whose upload a DELETE (elsewhere) removes between its info and its data file answers 404, not 409 or offset 0', async (t) => {
+  const data = randomBytesSeeded(10_000, 24)
+  const requests: Array<[string, string, Record<string, string>]> = [
+    ...DOWNLOADERS.map(([name, headers]): [string, string, Record<string, string>] => [`GET ${name}`, 'GET', headers]),
+    ['HEAD tus', 'HEAD', { 'Tus-Resumable': '1.0.0' }], ['HEAD draft 9', 'HEAD', { 'Upload-Draft-Interop-Version': '9' }]
+  ]
+  for (const [name, method, headers] of requests) {
+    const first = await startServer(t)
+    const id = idOf(await finished(first, data))
+    // Another process (or this one restarted): a store that has read nothing of the upload yet.
+    const other = await startServer(t, { dir: first.dir })
+    const path = join(first.dir, id)
+    // The termination (info file first, then data file) runs right after the request read the info file, when it
+    // goes for the data file.
+    const stat = fs.stat
+    t.teardown(() => { fs.stat = stat })
+    fs.stat = ((file: fs.PathLike, ...rest: unknown[]) => {
+      if (file !== path) return (stat as (...args: unknown[]) => void)(file, ...rest)
+      fs.stat = stat
+      void unlink(`${path}.json`).then(async () => { await unlink(path) }).then(() => { (stat as (...args: unknown[]) => void)(file, ...rest) })
+    }) as typeof fs.stat
+    const response = await rawRequest(`${other.endpoint}${id}`, { method, headers })
+    t.equal(fs.stat, stat, `${name}: the request met the termination`)
+    t.equal(response.status, 404, `${name}: the upload is gone`)
+    t.equal(response.headers['upload-offset'], undefined, `${name}: no offset`)
+  }
 })
