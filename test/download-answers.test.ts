@@ -153,3 +153,77 @@ t.test('a GET or HEAD whose upload a DELETE (elsewhere) removes between its info
     t.equal(response.headers['upload-offset'], undefined, `${name}: no offset`)
   }
 })
+
+t.test('a strong ETag, and If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since, If-Range honour it (RFC 9110; tus, drafts)', async (t) => {
+  // An app that names uploads itself (onUploadCreate) can remove one and make another under the same URL.
+  const server = await startServer(t, { onUploadCreate: (upload) => ({ id: upload.metadata.slot ?? upload.id }) })
+  const slot = `slot ${Buffer.from('report').toString('base64')}`
+  const put = async (data: Buffer): Promise<string> => {
+    const created = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': String(data.length), 'Upload-Metadata': slot, ...OCTET }, body: data })
+    t.equal(created.status, 201)
+    t.equal(sha256(await readFile(join(server.dir, 'report'))), sha256(data), 'stored whole')
+    return new URL(created.headers.location!, server.origin).href
+  }
+  const first = randomBytesSeeded(6000, 25)
+  const url = await put(first)
+  const plain = await rawRequest(url)
+  const etag = plain.headers.etag!
+  const lastModified = plain.headers['last-modified']!
+  t.match(etag, /^"[^"]+"$/, 'a strong entity tag')
+  const before = new Date(Date.parse(lastModified) - 10_000).toUTCString()
+  const after = new Date(Date.parse(lastModified) + 10_000).toUTCString()
+  for (const [name, headers] of DOWNLOADERS) {
+    const whole = await rawRequest(url, { headers })
+    t.equal(whole.headers.etag, etag, `${name}: the same tag`)
+    const cases: Array<[string, Record<string, string>, number]> = [
+      ['If-None-Match the tag', { 'If-None-Match': etag }, 304],
+      ['If-None-Match its weak form', { 'If-None-Match': `"x", W/${etag}` }, 304],
+      ['If-None-Match *', { 'If-None-Match': '*' }, 304],
+      ['If-None-Match another tag', { 'If-None-Match': '"x"' }, 200],
+      ['If-Modified-Since Last-Modified', { 'If-Modified-Since': lastModified }, 304],
+      ['If-Modified-Since an earlier date', { 'If-Modified-Since': before }, 200],
+      ['If-None-Match another tag wins over If-Modified-Since', { 'If-None-Match': '"x"', 'If-Modified-Since': after }, 200],
+      ['If-Match the tag', { 'If-Match': `"x", ${etag}` }, 200],
+      ['If-Match *', { 'If-Match': '*' }, 200],
+      ['If-Match another tag', { 'If-Match': '"x"' }, 412],
+      ['If-Match the weak form', { 'If-Match': `W/${etag}` }, 412],
+      ['If-Unmodified-Since Last-Modified', { 'If-Unmodified-Since': lastModified }, 200],
+      ['If-Unmodified-Since an earlier date', { 'If-Unmodified-Since': before }, 412],
+      ['If-Match the tag wins over If-Unmodified-Since', { 'If-Match': etag, 'If-Unmodified-Since': before }, 200],
+      ['a date that does not parse is ignored', { 'If-Modified-Since': 'yesterday', 'If-Unmodified-Since': 'soon' }, 200]
+    ]
+    for (const [what, conditions, status] of cases) {
+      const response = await rawRequest(url, { headers: { ...headers, ...conditions } })
+      t.equal(response.status, status, `${name}: ${what}`)
+      if (status === 200) t.equal(sha256(response.body), sha256(first), `${name}: ${what}: the bytes`)
+      if (status === 304) {
+        t.equal(response.body.length, 0, `${name}: ${what}: no body`)
+        t.equal(response.headers.etag, etag, `${name}: ${what}: the tag`)
+        t.equal(response.headers['cache-control'], 'no-store')
+        t.equal(response.headers['content-disposition'], undefined)
+      }
+      if (status === 412) t.equal(response.headers['content-disposition'], undefined, `${name}: ${what}: no download header`)
+    }
+    const resumed = await rawRequest(url, { headers: { ...headers, Range: 'bytes=1000-', 'If-Range': etag } })
+    t.equal(resumed.status, 206, `${name}: If-Range with the tag: the range`)
+    t.equal(sha256(resumed.body), sha256(first.subarray(1000)))
+    const weak = await rawRequest(url, { headers: { ...headers, Range: 'bytes=1000-', 'If-Range': `W/${etag}` } })
+    t.equal(weak.status, 200, `${name}: If-Range with a weak tag: the whole upload`)
+    t.equal(sha256(weak.body), sha256(first))
+  }
+
+  t.equal((await tusRequest(url, { method: 'DELETE' })).status, 204)
+  const second = randomBytesSeeded(6000, 26)
+  t.equal(await put(second), url, 'the same URL holds other bytes of the same length')
+  for (const [name, headers] of DOWNLOADERS) {
+    const response = await rawRequest(url, { headers })
+    t.not(response.headers.etag, etag, `${name}: another tag`)
+    const resumed = await rawRequest(url, { headers: { ...headers, Range: 'bytes=1000-', 'If-Range': etag } })
+    t.equal(resumed.status, 200, `${name}: a download of the removed upload resumed: the new one whole`)
+    t.equal(sha256(resumed.body), sha256(second))
+    t.equal((await rawRequest(url, { headers: { ...headers, 'If-Match': etag } })).status, 412, `${name}: If-Match the removed upload's tag`)
+    const fresh = await rawRequest(url, { headers: { ...headers, 'If-None-Match': etag } })
+    t.equal(fresh.status, 200, `${name}: If-None-Match the removed upload's tag: the new one`)
+    t.equal(sha256(fresh.body), sha256(second))
+  }
+})
