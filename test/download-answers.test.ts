@@ -227,3 +227,45 @@ t.test('a strong ETag, and If-Match, If-None-Match, If-Modified-Since, If-Unmodi
     t.equal(sha256(fresh.body), sha256(second))
   }
 })
+
+/** A FileStore under which, when a download opens an upload, the upload is removed and made again (same id, other bytes). */
+class RecreatedBeforeReadStore extends FileStore {
+  replacement: Buffer | undefined
+  override async read (id: string, range?: { start: number, end: number }): ReturnType<FileStore['read']> {
+    const replacement = this.replacement
+    if (replacement !== undefined) {
+      this.replacement = undefined
+      await this.terminate(id)
+      await this.create({ id, size: replacement.length, metadata: { slot: id, filename: 'someone-elses.pdf' } })
+      await this.write(id, 0, Readable.from([replacement]))
+    }
+    return await super.read(id, range)
+  }
+}
+
+t.test('a download whose upload is made again under its id (other bytes) once it was read answers 404, never the new bytes (tus, drafts)', async (t) => {
+  let store: RecreatedBeforeReadStore | undefined
+  const server = await startServer(t, {}, async (app, dir) => {
+    store = new RecreatedBeforeReadStore({ directory: dir })
+    await app.register(tusPlugin, { dir, store, onUploadCreate: (upload) => ({ id: upload.metadata.slot ?? upload.id }) })
+  })
+  const data = randomBytesSeeded(8000, 27)
+  const other = randomBytesSeeded(8000, 28)
+  for (const [name, headers] of DOWNLOADERS) {
+    for (const range of [{}, { Range: 'bytes=100-' }] as Array<Record<string, string>>) {
+      const what = `${name}${range.Range === undefined ? '' : ', a range'}`
+      const created = await tusRequest(server.endpoint, {
+        method: 'POST', headers: { 'Upload-Length': String(data.length), 'Upload-Metadata': `slot ${Buffer.from('report').toString('base64')}`, ...OCTET }, body: data
+      })
+      t.equal(created.status, 201)
+      store!.replacement = other
+      const response = await rawRequest(new URL(created.headers.location!, server.origin).href, { headers: { ...headers, ...range } })
+      t.equal(store!.replacement, undefined, `${what}: made again under the download`)
+      t.equal(response.status, 404, `${what}: the upload read is gone`)
+      t.not(sha256(response.body), sha256(other), `${what}: none of the new upload's bytes`)
+      t.same(DOWNLOAD_HEADERS.filter((header) => response.headers[header] !== undefined), [], `${what}: no download header`)
+      t.equal(sha256(await readFile(join(server.dir, 'report'))), sha256(other), `${what}: the new upload is stored whole`)
+      t.equal((await tusRequest(created.headers.location!, { method: 'DELETE' })).status, 204)
+    }
+  }
+})

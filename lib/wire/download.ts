@@ -1,6 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Readable, Writable } from 'node:stream'
 import { freeReadChunk } from '../core/free-memory.js'
+import { openFinished } from '../core/operations.js'
 import { stringHeader } from '../core/request.js'
 import type { TusServices } from '../core/services.js'
 import { TusErrors, withFacts } from '../errors.js'
@@ -35,7 +36,7 @@ export async function sendDownload (
     ? undefined
     : parseRange(rangeHeader, size)
   const length = range === undefined ? size : range.end - range.start + 1
-  const body = length === 0 ? '' : await bytesOf(services, request, reply, upload.id, length, range)
+  const body = length === 0 ? '' : await bytesOf(services, request, reply, upload, length, range)
   const before = new Set(Object.keys(reply.getHeaders()))
   setHeaders?.(reply)
   reply
@@ -66,8 +67,9 @@ function withdrawnOnEarlyError (body: Readable, reply: FastifyReply, before: Rea
 }
 
 /** The store's stream of the `length` bytes to send, checked and freed as it is sent (see sentExactly). */
-async function bytesOf (services: TusServices, request: FastifyRequest, reply: FastifyReply, id: string, length: number, range?: ByteRange): Promise<Readable> {
-  const body = await services.store.read(id, range)
+async function bytesOf (services: TusServices, request: FastifyRequest, reply: FastifyReply, upload: UploadInfo, length: number, range?: ByteRange): Promise<Readable> {
+  const id = upload.id
+  const body = await openFinished(services, upload, range)
   return sentExactly(body, reply.raw as unknown as Writable, length, {
     freeChunks: services.store.readChunksDisposable === true,
     idleTimeout: services.options.idleTimeout,
