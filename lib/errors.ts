@@ -110,6 +110,11 @@ export const TusErrors = {
     'Range "%s" cannot be satisfied for %s bytes',
     416
   ),
+  PRECONDITION_FAILED: tusError<[string]>(
+    'FST_TUS_PRECONDITION_FAILED',
+    'The upload does not meet %s',
+    412
+  ),
   METHOD_NOT_ALLOWED: tusError<[string]>(
     'FST_TUS_METHOD_NOT_ALLOWED',
     'Method %s is not allowed here',

@@ -1,14 +1,14 @@
 // S3Store against a real S3-compatible server (Ceph radosgw, started by scripts/services/run.sh).
 import t from 'tap'
 import {
-  AbortMultipartUploadCommand, CreateMultipartUploadCommand, GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command,
+  AbortMultipartUploadCommand, CreateMultipartUploadCommand, DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command,
   ListPartsCommand, PutObjectCommand, S3Client, type S3ClientConfig
 } from '@aws-sdk/client-s3'
 import { once } from 'node:events'
 import { connect } from 'node:net'
 import { Readable } from 'node:stream'
 import { S3Store } from '../lib/store/s3-store.js'
-import { randomBytesSeeded, removeExpired, sha256, startServer, tusRequest, tusUpload, createUpload, idOf } from './helpers.js'
+import { randomBytesSeeded, rawRequest, removeExpired, sha256, startServer, tusRequest, tusUpload, createUpload, idOf } from './helpers.js'
 import { s3ClientConfig, testBucket, testS3Client } from './services.js'
 import { contractId, storeContract } from './store-contract.js'
 
@@ -465,6 +465,29 @@ t.test('a multipart upload aborted behind the store\'s back: the upload is gone 
   const uploads = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }))
   await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: uploads.Uploads![0]!.Key, UploadId: uploads.Uploads![0]!.UploadId }))
   await t.rejects(store.getInfo(id), { code: 'FST_TUS_NOT_FOUND' })
+})
+
+/** An S3Store whose upload a termination is removing (data object first, info object last) when a download reads it. */
+class RemovedUnderReadStore extends S3Store {
+  override async read (id: string, range?: { start: number, end: number }): ReturnType<S3Store['read']> {
+    await client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: `${this.prefix}${id}` }))
+    return await super.read(id, range)
+  }
+}
+
+t.test('a download whose upload a DELETE is removing once it was read answers 404 without the file\'s headers, not 500 (tus, drafts)', async (t) => {
+  const bucket = await testBucket(t)
+  const store = new RemovedUnderReadStore({ bucket, s3: s3ClientConfig(), prefix: 'uploads/' })
+  t.teardown(async () => { await store.close() })
+  const server = await startServer(t, { store })
+  const data = randomBytesSeeded(1000, 31)
+  for (const [name, headers] of [['tus', { 'Tus-Resumable': '1.0.0' }], ['draft 6', { 'Upload-Draft-Interop-Version': '6' }], ['draft 9', { 'Upload-Draft-Interop-Version': '9' }]] as const) {
+    const created = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': String(data.length), 'Upload-Metadata': 'filename YS5iaW4=', ...OCTET }, body: data })
+    t.equal(created.status, 201)
+    const response = await rawRequest(created.headers.location!, { headers })
+    t.equal(response.status, 404, `${name}: the upload is gone`)
+    t.equal(response.headers['content-disposition'], undefined, `${name}: no download header`)
+  }
 })
 
 t.test('S3 unreachable or a missing bucket: FST_TUS_STORE_FAILED naming the S3 operation', async (t) => {

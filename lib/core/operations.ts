@@ -1,8 +1,9 @@
 import type { FastifyRequest } from 'fastify'
+import type { Readable } from 'node:stream'
 import { TusDraftErrors, TusErrors, withFacts, type TusHttpError } from '../errors.js'
 import { newUploadId } from '../ids.js'
 import type { UploadLock } from '../lockers/lock.js'
-import type { UploadConcat, UploadInfo, UploadMetadata, WriteOptions } from '../store/types.js'
+import type { ByteRange, UploadConcat, UploadInfo, UploadMetadata, WriteOptions } from '../store/types.js'
 import type { UploadResponse } from '../types.js'
 import { appendBody, ensureRoom } from './append.js'
 import { cutShort, RequestBody } from './body.js'
@@ -146,6 +147,27 @@ export async function readFinished (services: TusServices, request: FastifyReque
   const upload = touched(request, settled.completing === true ? await finishCompletion(services, request, settled) : settled)
   if (!isComplete(upload)) throw new TusErrors.NOT_COMPLETE(upload.offset, String(upload.size ?? 'unknown'))
   return upload
+}
+
+/**
+ * The bytes of a finished upload as readFinished read it, whole or a range, once the store has opened them: 404 when
+ * the upload is by then removed, or removed and made again under the same id (which onUploadCreate may choose). A
+ * download holds no lock once its upload is read, and the bytes opened then may be another upload's, someone
+ * else's maybe, under this one's name and length.
+ */
+export async function openFinished (services: TusServices, upload: UploadInfo, range?: ByteRange): Promise<Readable> {
+  const body = await services.store.read(upload.id, range)
+  // Any other failure to read it again leaves the bytes to the download's own check (a data file another tool made
+  // longer or shorter is cut there).
+  const now = await services.store.getInfo(upload.id).catch((error: TusHttpError) => {
+    if (error.code === 'FST_TUS_NOT_FOUND') return undefined
+    return upload
+  })
+  if (now === undefined || now.createdAt.getTime() !== upload.createdAt.getTime()) {
+    body.destroy()
+    throw new TusErrors.NOT_FOUND()
+  }
+  return body
 }
 
 /**

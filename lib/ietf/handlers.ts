@@ -116,9 +116,13 @@ export const handleDraftGet: DraftHandler = async (services, version, request, r
     return
   }
   const upload = await readStatus(services, request, id)
-  setStatusHeaders(services, version, reply, upload, await expiresAt(services, upload))
-  if (isComplete(upload)) await sendDownload(services, request, reply, upload)
-  else await reply.code(204).send()
+  const expiry = await expiresAt(services, upload)
+  if (isComplete(upload)) {
+    await sendDownload(services, request, reply, upload, (reply) => { setStatusHeaders(services, version, reply, upload, expiry) })
+    return
+  }
+  setStatusHeaders(services, version, reply, upload, expiry)
+  await reply.code(204).send()
 }
 
 /** DELETE on an upload: cancellation. Interrupts a running append to it first. */

@@ -245,6 +245,10 @@ export class FileStore implements DataStore {
     const { info, text } = await this.#readInfo(id)
     const path = this.#dataPath(id, info.directory)
     const stats = await statIfExists(path)
+    // No data file while the info file was there: removed meanwhile (a termination unlinks the info file first), or
+    // by something else (the info file is still there). Read as an empty upload, a removed one was answered 409 (a
+    // download) or offset 0 (a HEAD, whose client would start over) instead of 404.
+    if (stats === undefined && await statIfExists(this.#infoPath(id)) === undefined) throw new TusErrors.NOT_FOUND()
     // A data file born after the info was written belongs to an upload re-created under the same id
     // (elsewhere) since the read (file times are coarse: one re-created within a few milliseconds of the
     // first creation passes for it); a length declared or an upload removed here meanwhile makes it stale.
@@ -377,7 +381,16 @@ export class FileStore implements DataStore {
   }
 
   async read (id: string, range?: ByteRange): Promise<Readable> {
-    return createReadStream(await this.#dataPathOf(id), range === undefined ? {} : { start: range.start, end: range.end })
+    // Opened before it is returned, so that a data file removed meanwhile (a termination that took the lock once a
+    // download had read its upload) is a 404 the caller can still answer, not a stream that fails once sent.
+    const path = await this.#dataPathOf(id)
+    const fd = await new Promise<number>((resolve, reject) => {
+      fs.open(path, 'r', (error, fd) => {
+        if (error === null) resolve(fd)
+        else reject(isNotFound(error) ? new TusErrors.NOT_FOUND() : error)
+      })
+    })
+    return createReadStream(path, range === undefined ? { fd } : { fd, start: range.start, end: range.end })
   }
 
   async terminate (id: string): Promise<void> {

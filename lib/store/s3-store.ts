@@ -440,11 +440,14 @@ export class S3Store implements DataStore {
 
   async read (id: string, range?: ByteRange): Promise<Readable> {
     const info = await this.#readInfo(id)
-    const object = await this.#send('GetObject', async (s3) => await s3.send(new GetObjectCommand({
+    // No data object while its info object is there: a termination (which removes the info object last) is removing
+    // the upload, under a download that read it just before: 404, as the upload is by the time it is answered.
+    const object = await this.#sendOrNotFound('GetObject', async (s3) => await s3.send(new GetObjectCommand({
       Bucket: this.bucket,
       Key: this.#dataKey(id, info.body.directory),
       ...(range === undefined ? {} : { Range: `bytes=${range.start}-${range.end}` })
     })))
+    if (object === undefined) throw new TusErrors.NOT_FOUND()
     if (!(object.Body instanceof Readable)) throw new TusErrors.STORE_FAILED('S3 GetObject returned no stream')
     return object.Body
   }

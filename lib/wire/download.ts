@@ -1,6 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Readable, Writable } from 'node:stream'
 import { freeReadChunk } from '../core/free-memory.js'
+import { openFinished } from '../core/operations.js'
 import { stringHeader } from '../core/request.js'
 import type { TusServices } from '../core/services.js'
 import { TusErrors, withFacts } from '../errors.js'
@@ -10,37 +11,65 @@ import type { ByteRange, UploadInfo } from '../store/types.js'
 // The file name and type rules live in the bottom layer, where the stores use them too (S3 object headers).
 export { cleanFilename, contentDisposition } from '../metadata.js'
 
-/** Sends a finished upload (see readFinished), whole or one byte range (206). The same download for every protocol. */
-export async function sendDownload (services: TusServices, request: FastifyRequest, reply: FastifyReply, upload: UploadInfo): Promise<void> {
+/**
+ * Sends a finished upload (see readFinished), whole or one byte range (206), or 304 / 412 as its conditional headers
+ * ask (preconditionsHold). The same download for every protocol;
+ * `setHeaders` adds a protocol's own headers (the draft's offset retrieval). No header is set before the store has
+ * opened the bytes, and those set are taken back if the bytes fail before the first is sent: an error answer carries
+ * the error's headers only, never a file's name, type or length. `Cache-Control: no-store`, as on HEAD: a download
+ * is someone's file, which no cache (a CDN or proxy in front of the app) may keep and serve to another; an app's
+ * `onSend` hook may set another.
+ */
+export async function sendDownload (
+  services: TusServices, request: FastifyRequest, reply: FastifyReply, upload: UploadInfo, setHeaders?: (reply: FastifyReply) => void
+): Promise<void> {
   const size = upload.offset
   const lastModified = upload.modifiedAt.toUTCString()
+  const etag = entityTag(upload)
+  if (!preconditionsHold(request, etag, upload.modifiedAt)) {
+    setHeaders?.(reply)
+    await reply.code(304).header('ETag', etag).header('Last-Modified', lastModified).header('Cache-Control', 'no-store').send()
+    return
+  }
   const rangeHeader = stringHeader(request, 'range')
-  const range = rangeHeader === undefined || !ifRangeHolds(stringHeader(request, 'if-range'), upload.modifiedAt, lastModified)
+  const range = rangeHeader === undefined || !ifRangeHolds(stringHeader(request, 'if-range'), etag, upload.modifiedAt, lastModified)
     ? undefined
     : parseRange(rangeHeader, size)
-
+  const length = range === undefined ? size : range.end - range.start + 1
+  const body = length === 0 ? '' : await bytesOf(services, request, reply, upload, length, range)
+  const before = new Set(Object.keys(reply.getHeaders()))
+  setHeaders?.(reply)
   reply
     .header('Content-Type', contentType(upload.metadata))
     .header('Content-Disposition', contentDisposition(upload.metadata, upload.id))
     .header('X-Content-Type-Options', 'nosniff')
     .header('Accept-Ranges', 'bytes')
     .header('Last-Modified', lastModified)
-  if (range === undefined) {
-    reply.code(200).header('Content-Length', String(size))
-    await reply.send(size === 0 ? '' : await bytesOf(services, request, reply, upload.id, size))
-    return
-  }
-  const length = range.end - range.start + 1
-  reply
-    .code(206)
-    .header('Content-Range', `bytes ${range.start}-${range.end}/${size}`)
+    .header('ETag', etag)
+    .header('Cache-Control', 'no-store')
     .header('Content-Length', String(length))
-  await reply.send(await bytesOf(services, request, reply, upload.id, length, range))
+  if (range !== undefined) reply.header('Content-Range', `bytes ${range.start}-${range.end}/${size}`)
+  if (typeof body !== 'string') withdrawnOnEarlyError(body, reply, before)
+  await reply.code(range === undefined ? 200 : 206).send(body)
+}
+
+/**
+ * Takes back the headers set since `before` when `body` fails before the response's headers are sent (a read
+ * error on its first bytes): Fastify has copied them onto the response, where its error answer would keep them.
+ */
+function withdrawnOnEarlyError (body: Readable, reply: FastifyReply, before: ReadonlySet<string>): void {
+  body.once('error', () => {
+    if (reply.raw.headersSent) return
+    for (const name of Object.keys(reply.getHeaders())) {
+      if (!before.has(name)) reply.removeHeader(name)
+    }
+  })
 }
 
 /** The store's stream of the `length` bytes to send, checked and freed as it is sent (see sentExactly). */
-async function bytesOf (services: TusServices, request: FastifyRequest, reply: FastifyReply, id: string, length: number, range?: ByteRange): Promise<Readable> {
-  const body = await services.store.read(id, range)
+async function bytesOf (services: TusServices, request: FastifyRequest, reply: FastifyReply, upload: UploadInfo, length: number, range?: ByteRange): Promise<Readable> {
+  const id = upload.id
+  const body = await openFinished(services, upload, range)
   return sentExactly(body, reply.raw as unknown as Writable, length, {
     freeChunks: services.store.readChunksDisposable === true,
     idleTimeout: services.options.idleTimeout,
@@ -115,16 +144,67 @@ function sentExactly (body: Readable, response: Writable, length: number, option
 }
 
 /**
+ * The upload's strong entity tag: its creation time and length. A finished upload's bytes never change (appends are
+ * refused; a final is made once), and one removed and made again under the same id (which onUploadCreate may
+ * choose) has another creation time, so the tag names these very bytes. Unlike its modification time, the same in
+ * every instance and with every store (S3Store's differs between the instance that wrote the last byte and others).
+ */
+function entityTag (upload: UploadInfo): string {
+  return `"${upload.createdAt.getTime().toString(36)}-${upload.offset.toString(36)}"`
+}
+
+/**
+ * RFC 9110 13.2.2, for a GET: false when the answer is 304 (If-None-Match names the upload's tag, or, without it,
+ * If-Modified-Since is not older than Last-Modified); throws 412 when If-Match names no tag of it (strong
+ * comparison, or `*`) or, without If-Match, it was modified after If-Unmodified-Since. Dates compare to the second,
+ * as Last-Modified is sent; one that does not parse is ignored, as the RFC asks.
+ */
+function preconditionsHold (request: FastifyRequest, etag: string, modifiedAt: Date): boolean {
+  const modified = Math.floor(modifiedAt.getTime() / 1000) * 1000
+  const ifMatch = stringHeader(request, 'if-match')
+  if (ifMatch !== undefined) {
+    if (!tagListMatches(ifMatch, etag, false)) throw new TusErrors.PRECONDITION_FAILED('If-Match')
+  } else {
+    const since = httpDate(stringHeader(request, 'if-unmodified-since'))
+    if (since !== undefined && modified > since) throw new TusErrors.PRECONDITION_FAILED('If-Unmodified-Since')
+  }
+  const ifNoneMatch = stringHeader(request, 'if-none-match')
+  if (ifNoneMatch !== undefined) return !tagListMatches(ifNoneMatch, etag, true)
+  const since = httpDate(stringHeader(request, 'if-modified-since'))
+  return since === undefined || modified > since
+}
+
+/** Whether a list of entity tags (or `*`) names `etag`: weakly, a `W/` tag of the same opaque value matches too. */
+function tagListMatches (header: string, etag: string, weak: boolean): boolean {
+  if (header.trim() === '*') return true
+  return header.split(',').some((member) => {
+    let tag = member.trim()
+    if (tag.startsWith('W/')) {
+      if (!weak) return false
+      tag = tag.slice(2)
+    }
+    return tag === etag
+  })
+}
+
+/** An HTTP date as ms since the epoch; undefined when absent or not a date. */
+function httpDate (header: string | undefined): number | undefined {
+  if (header === undefined) return undefined
+  const time = Date.parse(header)
+  return Number.isNaN(time) ? undefined : time
+}
+
+/**
  * Whether a `Range` may be served (RFC 9110 13.1.5): always without `If-Range`; with it, only when it names the
  * representation the client already has part of, else the whole body is sent. A resumed download whose URL now
  * holds other bytes (an upload removed and made again under the same id, which onUploadCreate may choose) would
- * otherwise get the new file's tail to append to the old one's head. No ETag is sent, so an entity tag never
- * matches; a date matches only exactly our Last-Modified, and only once it is strong (at least a second old).
+ * otherwise get the new file's tail to append to the old one's head. An entity tag matches when it is exactly our
+ * (strong) ETag; a date only when it is exactly our Last-Modified, and only once it is strong (at least a second old).
  */
-function ifRangeHolds (header: string | undefined, modifiedAt: Date, lastModified: string): boolean {
+function ifRangeHolds (header: string | undefined, etag: string, modifiedAt: Date, lastModified: string): boolean {
   if (header === undefined) return true
   const value = header.trim()
-  if (value.startsWith('"') || value.startsWith('W/')) return false
+  if (value.startsWith('"') || value.startsWith('W/')) return value === etag
   return value === lastModified && Date.now() - modifiedAt.getTime() >= 1000
 }
 
