@@ -491,7 +491,7 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'download: If-Range ignored (a resumed download spliced from two uploads)',
     file: 'lib/wire/download.ts',
-    find: "rangeHeader === undefined || !ifRangeHolds(stringHeader(request, 'if-range'), upload.modifiedAt, lastModified)",
+    find: "rangeHeader === undefined || !ifRangeHolds(stringHeader(request, 'if-range'), etag, upload.modifiedAt, lastModified)",
     replace: 'rangeHeader === undefined',
     tests: ['test/download.test.ts']
   },
