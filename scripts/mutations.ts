@@ -496,6 +496,20 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/download.test.ts']
   },
   {
+    name: 'download: no Cache-Control (a shared cache may keep one user\'s file for another)',
+    file: 'lib/wire/download.ts',
+    find: "    .header('ETag', etag)\n    .header('Cache-Control', 'no-store')\n",
+    replace: "    .header('ETag', etag)\n",
+    tests: ['test/download-answers.test.ts']
+  },
+  {
+    name: 'file store: an upload removed between its info read and its data stat reads as empty (409, offset 0)',
+    file: 'lib/store/file-store.ts',
+    find: 'if (stats === undefined && await statIfExists(this.#infoPath(id)) === undefined) throw new TusErrors.NOT_FOUND()',
+    replace: '',
+    tests: ['test/download-answers.test.ts']
+  },
+  {
     name: 'file store: a full data file still marked pending reads as complete (a crash skips onUploadComplete)',
     file: 'lib/store/file-store.ts',
     find: 'if (stats?.mode !== undefined && (stats.mode & PENDING_COMPLETION) !== 0 && stats.size === info.size) upload.completing = true',
