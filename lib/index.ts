@@ -1,4 +1,4 @@
-import type { FastifyPluginAsync } from 'fastify'
+import type { FastifyPluginAsync, RegisterOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import { DiskReserve } from './core/capacity.js'
 import { removeExpired } from './core/expiry.js'
@@ -82,7 +82,10 @@ const plugin: FastifyPluginAsync<TusPluginOptions> = async (fastify, rawOptions)
     await store.close()
     await rawOptions.locker?.close?.()
   })
-  await fastify.register(tusRoutes, { prefix: options.prefix, services })
+  // Fastify applies its own register options to the plugins it encapsulates only: this one is not, so they are
+  // given to the routes' context (logLevel: 'warn' quiets the tus routes).
+  const { logLevel, logSerializers } = rawOptions as RegisterOptions
+  await fastify.register(tusRoutes, { prefix: options.prefix, services, ...(logLevel === undefined ? {} : { logLevel }), ...(logSerializers === undefined ? {} : { logSerializers }) })
 }
 
 /** The fastify-tus plugin: `app.register(tusPlugin, options)`. */
