@@ -1,7 +1,8 @@
 import { constants } from 'node:fs'
-import { access, mkdir, stat } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
+import { access, mkdir, open, stat, unlink } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import type { ResolvedOptions } from './core/services.js'
 import { TusErrors } from './errors.js'
 import { MAX_ID_LENGTH } from './ids.js'
@@ -228,14 +229,47 @@ export async function prepareDirectory (dir: string): Promise<void> {
     return refuse(`cannot be used: ${error.message}`)
   })
   if (existing === undefined) {
-    await mkdir(dir, { recursive: true }).catch((error: NodeJS.ErrnoException) => {
-      if (error.code === 'ENOTDIR' || error.code === 'EEXIST') refuse('must be a directory, but a part of its path is a file')
-      refuse(`cannot be created: ${error.message}`)
-    })
+    await makeDirectory(dir, refuse)
   } else if (!existing.isDirectory()) {
     refuse('must be a directory, but it is a file')
   }
   await access(dir, constants.W_OK | constants.X_OK).catch((error: Error) => refuse(`cannot be written to: ${error.message}`))
+  // access() answers for the permission bits only, which root passes everywhere: a file is made and removed, as the
+  // store will (a filesystem that takes no file, such as /sys, failed every creation with 500).
+  const probe = join(dir, `.fastify-tus-probe-${process.pid}-${randomBytes(6).toString('hex')}`)
+  const file = await open(probe, 'wx').catch((error: Error) => refuse(`cannot be written to: ${error.message}`))
+  await file.close()
+  await unlink(probe)
+}
+
+/**
+ * mkdir -p, one directory at a time. Node's own (`recursive: true`) never returns where a directory cannot be made
+ * although its parent exists (`/proc/self/uploads`: ENOENT): it tries again forever, spinning a thread of libuv's
+ * pool, and the registration waited for Fastify's plugin timeout.
+ */
+async function makeDirectory (dir: string, refuse: (problem: string) => never): Promise<void> {
+  const missing: string[] = []
+  for (let path = dir; ; path = dirname(path)) {
+    const found = await stat(path).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return undefined
+      if (error.code === 'ENOTDIR') return refuse('must be a directory, but a part of its path is a file')
+      return refuse(`cannot be created: ${error.message}`)
+    })
+    if (found !== undefined) {
+      if (!found.isDirectory()) refuse('must be a directory, but a part of its path is a file')
+      break
+    }
+    missing.unshift(path)
+    if (dirname(path) === path) break
+  }
+  for (const path of missing) {
+    await mkdir(path).catch(async (error: NodeJS.ErrnoException) => {
+      // Made meanwhile by another process (several instances starting on one volume): fine if it is a directory.
+      if (error.code === 'EEXIST' && (await stat(path).catch(() => undefined))?.isDirectory() === true) return
+      if (error.code === 'ENOTDIR' || error.code === 'EEXIST') refuse('must be a directory, but a part of its path is a file')
+      refuse(`cannot be created: ${error.message}`)
+    })
+  }
 }
 
 /** What the plugin calls on a store and a locker of the app's (the optional calls are checked only when present). */
