@@ -11,12 +11,14 @@ export function refuseUnknownKeys (
 ): void {
   for (const key of Object.keys(options)) {
     if (known.includes(key)) continue
-    const hint = Object.hasOwn(elsewhere, key) ? elsewhere[key] : nearest(key, known)
+    const near = nearestName(key, known)
+    const hint = Object.hasOwn(elsewhere, key) ? elsewhere[key] : near === undefined ? undefined : `did you mean ${JSON.stringify(near)}?`
     throw new TusErrors.INVALID_OPTION(`${owner} has no option ${JSON.stringify(key)}${hint === undefined ? '' : ` (${hint})`}`)
   }
 }
 
-function nearest (key: string, known: readonly string[]): string | undefined {
+/** The known name nearest to `key`, when one is near enough to be what was meant. */
+export function nearestName (key: string, known: readonly string[]): string | undefined {
   const lower = key.toLowerCase()
   let best: { name: string, distance: number } | undefined
   for (const name of known) {
@@ -25,7 +27,7 @@ function nearest (key: string, known: readonly string[]): string | undefined {
   }
   // Near: a case slip, or a few letters off for a name long enough that this is no coincidence.
   if (best === undefined || best.distance > Math.min(3, Math.max(2, Math.floor(best.name.length / 3)))) return undefined
-  return `did you mean ${JSON.stringify(best.name)}?`
+  return best.name
 }
 
 /** Levenshtein distance, a transposition of two neighbours counted as one edit (optimal string alignment). */
