@@ -107,3 +107,40 @@ t.test('a refusal of a concatenation reference by onUploadAccess, whatever its s
   }
   t.equal(await readFile(join(server.dir, idOf(partial)), 'utf8'), 'ab', 'the partial is untouched')
 })
+
+t.test('a refusing hook written as a predicate that returns false fails closed (500 saying how to refuse), in tus and the draft', async (t) => {
+  // Before, its false refused nothing: every request without credentials, and every user on every upload, was let in.
+  const owner = Buffer.from('alice').toString('base64')
+  const server = await startServer(t, {
+    auth: (request) => (request.headers.authorization === 'Bearer ok') as unknown as undefined,
+    onUploadAccess: (upload, _action, request) => (upload.metadata.owner === request.headers['x-user']) as unknown as undefined,
+    onUploadTerminate: () => false as unknown as undefined,
+    onUploadProgress: (_upload, request) => (request.headers['x-stop'] === undefined) as unknown as undefined
+  })
+  const alice = { Authorization: 'Bearer ok', 'X-User': 'alice' }
+  const url = await createUpload(server, { ...alice, 'Upload-Length': '10', 'Upload-Metadata': `owner ${owner}` })
+  const first = await tusRequest(url, { method: 'PATCH', headers: { ...alice, 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream' }, body: 'hello' })
+  t.equal(first.status, 204, 'the owner appends (the progress hook returned true)')
+  const refusal = (hook: string): string => `${hook} failed: it returned false, which refuses nothing: throw to refuse (an error with a statusCode, e.g. 403)`
+  for (const [protocol, headers] of [['tus', TUS], ['draft', DRAFT]] as const) {
+    const draft = protocol === 'draft'
+    const anonymous = await tusRequest(server.endpoint, { method: 'POST', headers: { ...headers, ...(draft ? { 'Upload-Complete': '?0' } : {}), 'Upload-Length': '3', 'Content-Length': '0' } })
+    t.equal(anonymous.status, 500, `${protocol}: auth's false refuses a request without credentials`)
+    t.match(anonymous.text, refusal('auth'), `${protocol}: auth's false, said`)
+    const mallory = await tusRequest(url, { method: 'HEAD', headers: { ...headers, Authorization: 'Bearer ok', 'X-User': 'mallory' } })
+    t.equal(mallory.status, 500, `${protocol}: onUploadAccess's false refuses another user`)
+    const deleted = await tusRequest(url, { method: 'DELETE', headers: { ...headers, ...alice } })
+    t.equal(deleted.status, 500, `${protocol}: onUploadTerminate's false refuses the termination`)
+    t.match(deleted.text, refusal('onUploadTerminate'), `${protocol}: onUploadTerminate's false, said`)
+    const more = await tusRequest(url, {
+      method: 'PATCH',
+      headers: draft
+        ? { ...headers, ...alice, 'X-Stop': '1', 'Upload-Offset': '5', 'Upload-Complete': '?0', 'Content-Type': 'application/partial-upload' }
+        : { ...alice, 'X-Stop': '1', 'Upload-Offset': '5', 'Content-Type': 'application/offset+octet-stream' },
+      body: 'world'
+    })
+    t.equal(more.status, 500, `${protocol}: onUploadProgress's false stops the append`)
+    t.match(more.text, refusal('onUploadProgress'), `${protocol}: onUploadProgress's false, said`)
+  }
+  t.equal(await readFile(join(server.dir, idOf(url)), 'utf8'), 'hello', 'the upload holds what its owner stored, nothing more')
+})

@@ -181,7 +181,7 @@ export class ProgressTracker {
     const hook = this.#services.options.onUploadProgress
     if (hook !== undefined) {
       try {
-        await hook(upload, this.#request)
+        refuseFalse('onUploadProgress', await hook(upload, this.#request))
       } catch (error) {
         this.stopped = hookError('onUploadProgress', error, this.#request)
         return false
@@ -227,7 +227,7 @@ export async function checkAccess (services: TusServices, request: FastifyReques
   const hook = services.options.onUploadAccess
   if (hook === undefined) return
   try {
-    await hook(upload, action, request)
+    refuseFalse('onUploadAccess', await hook(upload, action, request))
   } catch (error) {
     throw hookError('onUploadAccess', error, request)
   }
@@ -239,7 +239,7 @@ export async function terminateUpload (services: TusServices, request: FastifyRe
   const hook = services.options.onUploadTerminate
   if (hook !== undefined) {
     try {
-      await hook(upload, request)
+      refuseFalse('onUploadTerminate', await hook(upload, request))
     } catch (error) {
       throw hookError('onUploadTerminate', error, request)
     }
@@ -271,6 +271,17 @@ export function hookError (name: string, error: unknown, request: FastifyRequest
   if (status !== undefined) return error instanceof Error ? error : refusalOf(error as Record<string, unknown>, status)
   request.log.error({ err: error }, `fastify-tus: ${name} failed`)
   return new TusErrors.HOOK_FAILED(name)
+}
+
+/**
+ * A hook that refuses by throwing, written as a predicate (`(upload, action, request) => upload.metadata.owner ===
+ * request.user.id`): its `false` refused nothing, so every user was let in (TypeScript accepts a function returning
+ * a boolean where one returning void is expected). Failed closed: `500 <hook> failed: ...` saying how to refuse.
+ */
+export function refuseFalse (name: string, returned: unknown): void {
+  if (returned === false) {
+    throw new TusErrors.HOOK_RESULT_INVALID(name, 'it returned false, which refuses nothing: throw to refuse (an error with a statusCode, e.g. 403)')
+  }
 }
 
 function refusalOf (thrown: Record<string, unknown>, statusCode: number): Error {

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { RequestBody } from '../core/body.js'
-import { hookError } from '../core/lifecycle.js'
+import { hookError, refuseFalse } from '../core/lifecycle.js'
 import { hasBody, stringHeader } from '../core/request.js'
 import type { TusServices } from '../core/services.js'
 import { TusErrors, retryLater, withFacts, type TusHttpError } from '../errors.js'
@@ -91,7 +91,8 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
     instance.addHook('onRequest', async (request, reply) => {
       if (request.method === 'OPTIONS') return
       try {
-        await auth(request, reply)
+        const returned: unknown = await auth(request, reply)
+        if (!reply.sent) refuseFalse('auth', returned)
       } catch (error) {
         throw hookError('auth', error, request)
       }
