@@ -3,7 +3,7 @@ import importX from 'eslint-plugin-import-x'
 import { createTypeScriptImportResolver } from 'eslint-import-resolver-typescript'
 
 // The layers of lib/, bottom to top (ARCHITECTURE.md): each may import only from the layers below it.
-const LEAVES = ['lib/errors.ts', 'lib/types.ts', 'lib/ids.ts', 'lib/metadata.ts', 'lib/each-concurrently.ts', 'lib/fs-calls.ts', 'lib/store/types.ts', 'lib/ietf/versions.ts']
+const LEAVES = ['lib/errors.ts', 'lib/types.ts', 'lib/ids.ts', 'lib/metadata.ts', 'lib/known-keys.ts', 'lib/each-concurrently.ts', 'lib/fs-calls.ts', 'lib/store/types.ts', 'lib/ietf/versions.ts']
 const SERVICES = ['lib/store', 'lib/lockers', 'lib/observe']
 const TOP = ['lib/index.ts', 'lib/options.ts', 'lib/cli.ts', 'lib/cli-hooks.ts', 'lib/cli-env.ts', 'lib/cli-health.ts', 'lib/cli-scale.ts', 'lib/cors.ts']
 const DRAFT = { path: 'lib/ietf', except: ['./versions.ts'] }

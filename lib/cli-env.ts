@@ -5,6 +5,8 @@
  * variable.
  */
 
+import { nearestName } from './known-keys.js'
+
 export interface CliOptionSpec {
   type: 'string' | 'boolean'
   multiple?: boolean
@@ -16,6 +18,20 @@ const NOT_FROM_ENV = new Set(['help', 'version'])
 /** The environment variable of a flag: `max-size` -> `FASTIFY_TUS_MAX_SIZE`. */
 export function envName (flag: string): string {
   return PREFIX + flag.toUpperCase().replaceAll('-', '_')
+}
+
+/**
+ * The variables named like ours that are none of ours (`FASTIFY_TUS_MAXSIZE`): each a warning to log, since the
+ * setting meant is off. Warned, not refused: scripts of this project and others may set their own under the prefix.
+ */
+export function unknownEnvVariables (options: Readonly<Record<string, CliOptionSpec>>, env: NodeJS.ProcessEnv): string[] {
+  const known = Object.keys(options).filter((flag) => !NOT_FROM_ENV.has(flag)).map(envName)
+  // Compared without the prefix they share, which would make any two names look alike.
+  const suffixes = known.map((name) => name.slice(PREFIX.length))
+  return Object.keys(env).filter((name) => name.startsWith(PREFIX) && !known.includes(name)).map((name) => {
+    const near = nearestName(name.slice(PREFIX.length), suffixes)
+    return `${name} is no variable of fastify-tus and is ignored${near === undefined ? '' : ` (did you mean ${PREFIX}${near}?)`}`
+  })
 }
 
 /** The arguments the environment adds before `argv`'s own; throws on a boolean variable that is not one. */

@@ -4,6 +4,7 @@ import { access } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import { TusErrors } from './errors.js'
+import { refuseUnknownKeys } from './known-keys.js'
 import { MAX_TIMER_MS } from './lockers/lock.js'
 import type { TusDecorator } from './index.js'
 import type { TusPluginOptions } from './options.js'
@@ -136,6 +137,9 @@ function hookTimeout (hooks: string, value: number | undefined): number {
 }
 
 export function tusdHttpHooks (config: TusdHooksConfig): TusdHooks {
+  refuseUnknownKeys('tusdHttpHooks', config, Object.keys({
+    url: true, events: true, timeoutMs: true, dir: true, forwardHeaders: true, retries: true, backoffMs: true
+  } satisfies Record<keyof TusdHooksConfig, true>))
   const url = new URL(config.url)
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`the hook URL must start with http:// or https:// (got "${config.url}")`)
   const timeoutMs = hookTimeout('tusdHttpHooks', config.timeoutMs)
@@ -294,6 +298,7 @@ export interface TusdFileHooksConfig {
  * a timeout or output that is no JSON object fails the hook, as a failing HTTP receiver does.
  */
 export function tusdFileHooks (config: TusdFileHooksConfig): TusdHooks {
+  refuseUnknownKeys('tusdFileHooks', config, Object.keys({ directory: true, events: true, timeoutMs: true, dir: true } satisfies Record<keyof TusdFileHooksConfig, true>))
   // Checked once, here: a mistyped directory would run no hook at all (a pre-create meant to refuse uploads skipped),
   // where a missing file in it is only a hook not wanted.
   if (statSync(config.directory, { throwIfNoEntry: false })?.isDirectory() !== true) {

@@ -11,7 +11,7 @@ import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import cors from '@fastify/cors'
 import Fastify from 'fastify'
-import { envArguments, type CliOptionSpec } from './cli-env.js'
+import { envArguments, unknownEnvVariables, type CliOptionSpec } from './cli-env.js'
 import { healthRoute } from './cli-health.js'
 import { parseHookEvents, tusdFileHooks, tusdHttpHooks, type TusdHookName } from './cli-hooks.js'
 import { SCALE_FLAGS, SCALE_HELP, describeStorage, parseScale, scaleServices, type ScaleOptions } from './cli-scale.js'
@@ -359,6 +359,7 @@ async function serve (options: CliOptions): Promise<void> {
   // While closing, the plugin answers reads and refuses writes itself (503, Retry-After): a tus client that got a
   // 503 to its HEAD from Fastify would take its upload for gone and start over.
   const app = Fastify({ logger: { level: options.logLevel }, return503OnClosing: false })
+  for (const warning of unknownEnvVariables(CLI_OPTIONS, process.env)) app.log.warn(`fastify-tus: ${warning}`)
   const events = options.hooksEvents === undefined ? {} : { events: options.hooksEvents }
   const hooks = options.hooksHttp !== undefined
     ? tusdHttpHooks({

@@ -1,4 +1,5 @@
 import createError, { type FastifyErrorConstructor } from '@fastify/error'
+import { STATUS_CODES } from 'node:http'
 import type { FastifyError } from 'fastify'
 
 /**
@@ -189,7 +190,17 @@ export function retryLater<E extends Error> (error: E, seconds: number): E & Tus
 
 /** The status an error is answered with: its own when it is an HTTP error status, else 500. */
 export function errorStatus (error: TusHttpError): number {
-  return error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 600 ? error.statusCode : 500
+  return refusalStatus(error) ?? 500
+}
+
+/**
+ * The HTTP error status a thrown value carries as its `statusCode`: an integer from 400 to 599, nothing else (a
+ * string, 401.5, a 302 or an object without one carry none).
+ */
+export function refusalStatus (error: unknown): number | undefined {
+  if (typeof error !== 'object' || error === null) return undefined
+  const status = (error as { statusCode?: unknown }).statusCode
+  return typeof status === 'number' && Number.isInteger(status) && status >= 400 && status <= 599 ? status : undefined
 }
 
 // Errors whose messages carry what a store or lock service said (paths, hosts): logged, never sent.
@@ -210,7 +221,11 @@ export function statusErrorCode (status: number): string {
 export function publicMessage (error: TusHttpError): string {
   const internal = error.code === undefined ? undefined : INTERNAL_DETAIL[error.code]
   if (internal !== undefined) return internal
-  if (errorStatus(error) < 500 || (error.code?.startsWith('FST_TUS_') ?? false)) return error.message
+  const status = errorStatus(error)
+  if (status < 500 || (error.code?.startsWith('FST_TUS_') ?? false)) {
+    // A refusal thrown without a message (`Object.assign(new Error(), { statusCode: 403 })`) says its status.
+    return typeof error.message === 'string' && error.message !== '' ? error.message : STATUS_CODES[status] ?? `Error ${status}`
+  }
   return 'Internal server error'
 }
 

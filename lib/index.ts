@@ -1,10 +1,11 @@
-import type { FastifyPluginAsync } from 'fastify'
+import type { FastifyInstance, FastifyPluginAsync, RegisterOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import { DiskReserve } from './core/capacity.js'
 import { removeExpired } from './core/expiry.js'
 import { PendingFinals } from './core/pending-finals.js'
 import { InFlightWrites } from './core/in-flight.js'
 import type { TusServices } from './core/services.js'
+import { TusErrors } from './errors.js'
 import { decorateTusRequests } from './http/decorate.js'
 import { pathMatchingOf } from './http/router-options.js'
 import { tusRoutes } from './http/routes.js'
@@ -41,13 +42,16 @@ declare module 'fastify' {
   interface FastifyRequest {
     /**
      * What this request did to an upload (fastify-tus): set on the tus routes, for tus 1.0.0 and the IETF
-     * draft alike, as soon as the request reaches an upload; null on every other request.
+     * draft alike, as soon as the request reaches an upload; null on every other request of the context the plugin is
+     * registered in and of its children (the whole app when registered on it). Undefined on a route outside that
+     * context: Fastify lets a plugin decorate only its own context.
      */
     tus: TusRequestUpload | null
   }
 }
 
 const plugin: FastifyPluginAsync<TusPluginOptions> = async (fastify, rawOptions) => {
+  refuseTakenNames(fastify)
   const options = resolveOptions(rawOptions, { maxParamLength: pathMatchingOf(fastify).maxParamLength })
   if (rawOptions.store === undefined) await prepareDirectory(options.dir)
   const store = rawOptions.store ?? new FileStore({ directory: options.dir })
@@ -82,7 +86,25 @@ const plugin: FastifyPluginAsync<TusPluginOptions> = async (fastify, rawOptions)
     await store.close()
     await rawOptions.locker?.close?.()
   })
-  await fastify.register(tusRoutes, { prefix: options.prefix, services })
+  // Fastify applies its own register options to the plugins it encapsulates only: this one is not, so they are
+  // given to the routes' context (logLevel: 'warn' quiets the tus routes).
+  const { logLevel, logSerializers } = rawOptions as RegisterOptions
+  await fastify.register(tusRoutes, { prefix: options.prefix, services, ...(logLevel === undefined ? {} : { logLevel }), ...(logSerializers === undefined ? {} : { logSerializers }) })
+}
+
+/**
+ * `app.tus` and `request.tus` are the plugin's: Fastify's own answer to a second registration in one context (or in a
+ * child of one that has it), or to an app that decorates requests with `tus`, named the decorator only.
+ */
+function refuseTakenNames (fastify: FastifyInstance): void {
+  if (fastify.hasDecorator('tus')) {
+    throw new TusErrors.INVALID_OPTION('the plugin is already registered in this context or a parent of it (app.tus is taken): to serve ' +
+      'several endpoints, register each in a context of its own, with its own prefix and dir, e.g. ' +
+      'app.register(async (scope) => { await scope.register(tus, { prefix: \'/other\', dir: \'./other\' }) })')
+  }
+  if (fastify.hasRequestDecorator('tus')) {
+    throw new TusErrors.INVALID_OPTION('requests are already decorated with "tus" by the app, and request.tus is the plugin\'s (what a request did to an upload): rename the app\'s decoration')
+  }
 }
 
 /** The fastify-tus plugin: `app.register(tusPlugin, options)`. */

@@ -1,10 +1,12 @@
 import { constants } from 'node:fs'
-import { access, mkdir, stat } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
+import { access, mkdir, open, stat, unlink } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import type { ResolvedOptions } from './core/services.js'
 import { TusErrors } from './errors.js'
 import { MAX_ID_LENGTH } from './ids.js'
+import { refuseUnknownKeys } from './known-keys.js'
 import { DEFAULT_DRAFT_VERSIONS, DRAFT_VERSIONS } from './ietf/versions.js'
 import { MAX_TIMER_MS, type UploadLocker } from './lockers/lock.js'
 import type { DataStore } from './store/types.js'
@@ -86,6 +88,79 @@ export interface TusPluginOptions {
 
 export const DEFAULT_MAX_SIZE = 128_849_018_880
 
+/** Every option of the plugin (the compiler checks that none of TusPluginOptions is missing). */
+const PLUGIN_OPTIONS = Object.keys({
+  prefix: true,
+  dir: true,
+  maxSize: true,
+  daysToKeep: true,
+  auth: true,
+  formatError: true,
+  onUploadAccess: true,
+  onUploadCreate: true,
+  onUploadProgress: true,
+  progressInterval: true,
+  onUploadComplete: true,
+  onUploadTerminate: true,
+  onUploadExpire: true,
+  metricsPath: true,
+  relativeLocation: true,
+  generateUrl: true,
+  getUploadIdFromRequest: true,
+  maxMetadataSize: true,
+  lockTimeout: true,
+  idleTimeout: true,
+  minFreeSpace: true,
+  expireCompleted: true,
+  maxConcatReferences: true,
+  closeTimeout: true,
+  store: true,
+  locker: true,
+  ietfDraftVersions: true
+} satisfies Record<keyof TusPluginOptions, true>)
+
+/**
+ * The options Fastify's `register` reads besides `prefix` (its RegisterOptions): they reach the plugin in the same
+ * object. The plugin applies them to its routes.
+ */
+export const REGISTER_OPTIONS = ['logLevel', 'logSerializers'] as const
+
+const FILE_STORE = 'an option of FileStore: `store: new FileStore({ directory, ... })`'
+const S3_STORE = 'an option of S3Store (fastify-tus/s3): `store: new S3Store({ ... })`'
+const LOCKER = 'an option of FileLocker and RedisLocker: `locker: new FileLocker({ ... })`'
+const CORS = 'CORS is @fastify/cors\'s: see the README\'s "CORS for browsers" (tusCorsOptions)'
+
+/** Where keys that are not options of the plugin belong: a store's or a locker's, or another server's name for one of ours. */
+const OPTIONS_ELSEWHERE: Readonly<Record<string, string>> = {
+  directory: 'the file store\'s directory is the plugin\'s `dir`',
+  cacheSize: FILE_STORE,
+  cacheBytes: FILE_STORE,
+  fsync: FILE_STORE,
+  bucket: S3_STORE,
+  s3: S3_STORE,
+  partSize: S3_STORE,
+  partsInFlight: S3_STORE,
+  redis: LOCKER,
+  ttlMs: LOCKER,
+  retryMs: LOCKER,
+  commandTimeoutMs: LOCKER,
+  // @tus/server's names
+  path: 'did you mean "prefix"?',
+  datastore: 'did you mean "store"?',
+  namingFunction: 'onUploadCreate may return { id }',
+  onUploadFinish: 'did you mean "onUploadComplete"?',
+  onIncomingRequest: 'did you mean "auth"?',
+  onResponseError: 'did you mean "formatError"?',
+  getFileIdFromRequest: 'did you mean "getUploadIdFromRequest"?',
+  lockDrainTimeout: 'did you mean "lockTimeout"?',
+  postReceiveInterval: 'did you mean "progressInterval"?',
+  disableTerminationForFinishedUploads: 'onUploadTerminate may refuse a termination',
+  allowedOrigins: CORS,
+  allowedHeaders: CORS,
+  allowedCredentials: CORS,
+  exposedHeaders: CORS
+}
+
 /** Validates the options once, at register time, and fills in the defaults. */
 /** What the plugin learns from the Fastify instance it is registered on. */
 export interface RouterLimits {
@@ -97,6 +172,8 @@ export function resolveOptions (options: TusPluginOptions, router: RouterLimits)
   if ('respectForwardedHeaders' in options) {
     throw new TusErrors.INVALID_OPTION('respectForwardedHeaders was removed: Location follows Fastify\'s trustProxy (set it to the proxies you trust)')
   }
+  // A misspelt option (`maxsize`, `onUploadCreated`) would leave the limit or the hook the app meant silently off.
+  refuseUnknownKeys('the plugin', options, [...PLUGIN_OPTIONS, ...REGISTER_OPTIONS], OPTIONS_ELSEWHERE)
   const prefix = options.prefix ?? '/files'
   if (typeof prefix !== 'string' || !/^(\/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*\/?$/.test(prefix)) {
     throw new TusErrors.INVALID_OPTION(`prefix must be a path such as "/files" (got ${JSON.stringify(prefix)})`)
@@ -152,14 +229,47 @@ export async function prepareDirectory (dir: string): Promise<void> {
     return refuse(`cannot be used: ${error.message}`)
   })
   if (existing === undefined) {
-    await mkdir(dir, { recursive: true }).catch((error: NodeJS.ErrnoException) => {
-      if (error.code === 'ENOTDIR' || error.code === 'EEXIST') refuse('must be a directory, but a part of its path is a file')
-      refuse(`cannot be created: ${error.message}`)
-    })
+    await makeDirectory(dir, refuse)
   } else if (!existing.isDirectory()) {
     refuse('must be a directory, but it is a file')
   }
   await access(dir, constants.W_OK | constants.X_OK).catch((error: Error) => refuse(`cannot be written to: ${error.message}`))
+  // access() answers for the permission bits only, which root passes everywhere: a file is made and removed, as the
+  // store will (a filesystem that takes no file, such as /sys, failed every creation with 500).
+  const probe = join(dir, `.fastify-tus-probe-${process.pid}-${randomBytes(6).toString('hex')}`)
+  const file = await open(probe, 'wx').catch((error: Error) => refuse(`cannot be written to: ${error.message}`))
+  await file.close()
+  await unlink(probe)
+}
+
+/**
+ * mkdir -p, one directory at a time. Node's own (`recursive: true`) never returns where a directory cannot be made
+ * although its parent exists (`/proc/self/uploads`: ENOENT): it tries again forever, spinning a thread of libuv's
+ * pool, and the registration waited for Fastify's plugin timeout.
+ */
+async function makeDirectory (dir: string, refuse: (problem: string) => never): Promise<void> {
+  const missing: string[] = []
+  for (let path = dir; ; path = dirname(path)) {
+    const found = await stat(path).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return undefined
+      if (error.code === 'ENOTDIR') return refuse('must be a directory, but a part of its path is a file')
+      return refuse(`cannot be created: ${error.message}`)
+    })
+    if (found !== undefined) {
+      if (!found.isDirectory()) refuse('must be a directory, but a part of its path is a file')
+      break
+    }
+    missing.unshift(path)
+    if (dirname(path) === path) break
+  }
+  for (const path of missing) {
+    await mkdir(path).catch(async (error: NodeJS.ErrnoException) => {
+      // Made meanwhile by another process (several instances starting on one volume): fine if it is a directory.
+      if (error.code === 'EEXIST' && (await stat(path).catch(() => undefined))?.isDirectory() === true) return
+      if (error.code === 'ENOTDIR' || error.code === 'EEXIST') refuse('must be a directory, but a part of its path is a file')
+      refuse(`cannot be created: ${error.message}`)
+    })
+  }
 }
 
 /** What the plugin calls on a store and a locker of the app's (the optional calls are checked only when present). */

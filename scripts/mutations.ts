@@ -264,9 +264,23 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/security.test.ts']
   },
   {
+    name: 'core: a refusing hook that returns false refuses nothing',
+    file: 'lib/core/lifecycle.ts',
+    find: '  if (returned === false) {',
+    replace: '  if (returned === "never") {',
+    tests: ['test/hook-refusals.test.ts']
+  },
+  {
+    name: 'options: unknown keys accepted (a misspelt limit or hook silently off)',
+    file: 'lib/known-keys.ts',
+    find: '    if (known.includes(key)) continue',
+    replace: '    continue',
+    tests: ['test/option-keys.test.ts']
+  },
+  {
     name: 'core: onUploadAccess not consulted',
     file: 'lib/core/lifecycle.ts',
-    find: '    await hook(upload, action, request)\n',
+    find: "    refuseFalse('onUploadAccess', await hook(upload, action, request))\n",
     replace: '',
     tests: ['test/security.test.ts']
   },

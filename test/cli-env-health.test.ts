@@ -5,7 +5,7 @@ import { mkdir, mkdtemp, readdir, rename, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Fastify from 'fastify'
-import { envArguments, envName } from '../lib/cli-env.js'
+import { envArguments, envName, unknownEnvVariables } from '../lib/cli-env.js'
 import { healthRoute } from '../lib/cli-health.js'
 import { rawRequest, tusRequest } from './helpers.js'
 import { startProcess, waitForOutput } from './process.js'
@@ -69,6 +69,23 @@ t.test('a bad variable is a usage error (exit 2)', async (t) => {
     t.equal((await running.exited).code, 2)
     t.match(running.stderr(), message)
   }
+})
+
+t.test('a misspelt FASTIFY_TUS_* variable, whose setting is off, is warned about at start, naming the one meant', async (t) => {
+  const root = await tempDir(t)
+  const server = startProcess(t, process.execPath, ['--import', 'tsx', cli], {
+    env: { FASTIFY_TUS_DIR: join(root, 'uploads'), FASTIFY_TUS_PORT: '0', FASTIFY_TUS_MAXSIZE: '1K', FASTIFY_TUS_LOG_LEVEL: 'warn' }
+  })
+  const [line = ''] = await waitForOutput(server, /^.*FASTIFY_TUS_MAXSIZE.*$/m)
+  t.match(JSON.parse(line) as unknown, { level: 40, msg: 'fastify-tus: FASTIFY_TUS_MAXSIZE is no variable of fastify-tus and is ignored (did you mean FASTIFY_TUS_MAX_SIZE?)' })
+  const [, endpoint = ''] = await waitForOutput(server, /tus endpoint at (http:\/\/127\.0\.0\.1:\d+\/files\/)/)
+  const options = await tusRequest(endpoint, { method: 'OPTIONS' })
+  t.equal(options.headers['tus-max-size'], '128849018880', 'the limit meant is off: the warning says why')
+  const options2 = { 'max-size': { type: 'string' }, help: { type: 'boolean' } } as const
+  t.same(unknownEnvVariables(options2, { FASTIFY_TUS_MAX_SIZE: '1', FASTIFY_TUS_HELP: '1', FASTIFY_TUS_OTHER: 'x', PATH: '/bin' }), [
+    'FASTIFY_TUS_HELP is no variable of fastify-tus and is ignored',
+    'FASTIFY_TUS_OTHER is no variable of fastify-tus and is ignored'
+  ])
 })
 
 t.test('envArguments: names, booleans, lists, and flags that win', async (t) => {

@@ -1,6 +1,7 @@
 // Options that look valid but could not work are refused at registration (FST_TUS_INVALID_OPTION), never at the
 // first request: what the first requests would have met is checked through tus 1.0.0 and the draft.
 import t, { type Test } from 'tap'
+import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { createServer, request as httpRequest } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -218,4 +219,20 @@ t.test('the largest maxSize still gives the draft a valid Upload-Limit: Structur
       }
     }
   }
+})
+
+t.test('a dir where no directory can be made, or no file written, is refused at once, not at the plugin timeout', async (t) => {
+  const started = Date.now()
+  for (const [dir, message] of [
+    // mkdir -p there never returned (Node's recursive mkdir retries ENOENT forever, spinning a libuv thread).
+    [`/proc/self/fastify-tus-${randomBytes(4).toString('hex')}`, /^fastify-tus: dir "\/proc\/self\/fastify-tus-[0-9a-f]+" cannot be created: ENOENT/],
+    [`/proc/self/fastify-tus-${randomBytes(4).toString('hex')}/uploads`, /cannot be created: ENOENT/],
+    // Its permission bits let root write, the filesystem does not (every creation answered 500).
+    ['/sys/kernel', /^fastify-tus: dir "\/sys\/kernel" cannot be written to/]
+  ] as const) {
+    const app = Fastify({ pluginTimeout: 60_000 })
+    await t.rejects(async () => { await app.register(tusPlugin, { dir }).ready() }, { code: 'FST_TUS_INVALID_OPTION', message }, dir)
+    await app.close()
+  }
+  t.ok(Date.now() - started < 5000, 'refused at once')
 })

@@ -1,5 +1,5 @@
 import type { FastifyRequest } from 'fastify'
-import { TusErrors, withFacts } from '../errors.js'
+import { TusErrors, refusalStatus, withFacts } from '../errors.js'
 import { isValidDirectory, isValidUploadId } from '../ids.js'
 import { isMetadataKey } from '../metadata.js'
 import { notify } from '../observe/events.js'
@@ -11,9 +11,9 @@ import { noteCompleted, noteCreated, noteTerminated, touchUpload } from './touch
 
 /**
  * The lifecycle hooks and the one place each of them runs. The operations (lib/core/operations.ts), which
- * every protocol (tus 1.0 and the IETF draft) goes through, call these functions, so every hook sees every upload the same way. One rule for errors:
- * an error with a 4xx `statusCode` reaches the client as thrown (status and message); any other error is
- * logged and answered 500 FST_TUS_HOOK_FAILED naming the hook. Stored bytes are never removed by a hook error.
+ * every protocol (tus 1.0 and the IETF draft) goes through, call these functions, so every hook sees every upload the same way. One rule for errors
+ * (`hookError`, which `auth` and a `maxSize` function go through too): an error or an object with an HTTP error
+ * `statusCode` reaches the client with it; any other error is logged and answered 500 FST_TUS_HOOK_FAILED naming the hook. Stored bytes are never removed by a hook error.
  */
 
 const MAX_RESPONSE_BODY = 64 * 1024
@@ -181,7 +181,7 @@ export class ProgressTracker {
     const hook = this.#services.options.onUploadProgress
     if (hook !== undefined) {
       try {
-        await hook(upload, this.#request)
+        refuseFalse('onUploadProgress', await hook(upload, this.#request))
       } catch (error) {
         this.stopped = hookError('onUploadProgress', error, this.#request)
         return false
@@ -227,7 +227,7 @@ export async function checkAccess (services: TusServices, request: FastifyReques
   const hook = services.options.onUploadAccess
   if (hook === undefined) return
   try {
-    await hook(upload, action, request)
+    refuseFalse('onUploadAccess', await hook(upload, action, request))
   } catch (error) {
     throw hookError('onUploadAccess', error, request)
   }
@@ -239,7 +239,7 @@ export async function terminateUpload (services: TusServices, request: FastifyRe
   const hook = services.options.onUploadTerminate
   if (hook !== undefined) {
     try {
-      await hook(upload, request)
+      refuseFalse('onUploadTerminate', await hook(upload, request))
     } catch (error) {
       throw hookError('onUploadTerminate', error, request)
     }
@@ -259,15 +259,38 @@ export function uploadFailed (services: TusServices, request: FastifyRequest, up
 }
 
 /**
- * An error with an HTTP error status (a 403 refusal, a 503 with Retry-After for back-pressure, a 507 quota) as
- * thrown, its headers included; anything else logged and wrapped as FST_TUS_HOOK_FAILED (500) naming the hook. The
+ * What a hook's throw is answered with, the one rule for every hook that may refuse a request (`auth`, a `maxSize`
+ * function, the lifecycle hooks, the tusd hooks through them), in every protocol: an error with an HTTP error status
+ * (a 401 or 403 refusal, a 503 with Retry-After for back-pressure, a 507 quota) as thrown, its headers included; a
+ * plain object with one (`throw { statusCode: 401, message }`) as an Error saying the same; anything else (no status,
+ * one that is no integer from 400 to 599) logged and wrapped as FST_TUS_HOOK_FAILED (500) naming the hook. The
  * message of what the hook threw stays in the log: a crash can tell internals (hosts, queries) no client may read.
  */
-function hookError (name: string, error: unknown, request: FastifyRequest): Error {
-  const status = (error as { statusCode?: unknown } | undefined)?.statusCode
-  if (error instanceof Error && typeof status === 'number' && status >= 400 && status < 600) return error
+export function hookError (name: string, error: unknown, request: FastifyRequest): Error {
+  const status = refusalStatus(error)
+  if (status !== undefined) return error instanceof Error ? error : refusalOf(error as Record<string, unknown>, status)
   request.log.error({ err: error }, `fastify-tus: ${name} failed`)
   return new TusErrors.HOOK_FAILED(name)
+}
+
+/**
+ * A hook that refuses by throwing, written as a predicate (`(upload, action, request) => upload.metadata.owner ===
+ * request.user.id`): its `false` refused nothing, so every user was let in (TypeScript accepts a function returning
+ * a boolean where one returning void is expected). Failed closed: `500 <hook> failed: ...` saying how to refuse.
+ */
+export function refuseFalse (name: string, returned: unknown): void {
+  if (returned === false) {
+    throw new TusErrors.HOOK_RESULT_INVALID(name, 'it returned false, which refuses nothing: throw to refuse (an error with a statusCode, e.g. 403)')
+  }
+}
+
+function refusalOf (thrown: Record<string, unknown>, statusCode: number): Error {
+  const { message, code, headers } = thrown
+  const refusal: Error & { statusCode: number, code?: string, headers?: Record<string, string> } =
+    Object.assign(new Error(typeof message === 'string' ? message : ''), { statusCode })
+  if (typeof code === 'string') refusal.code = code
+  if (typeof headers === 'object' && headers !== null) refusal.headers = headers as Record<string, string>
+  return refusal
 }
 
 function isMetadata (value: unknown): value is UploadMetadata {

@@ -1,4 +1,5 @@
 import type { FastifyRequest } from 'fastify'
+import { hookError } from '../core/lifecycle.js'
 import type { TusServices } from '../core/services.js'
 import { TusErrors } from '../errors.js'
 import { idFromSegment } from '../wire/location.js'
@@ -21,10 +22,7 @@ export async function servicesFor (services: TusServices, request: FastifyReques
   try {
     maxSize = await maxSizeOf(request)
   } catch (error) {
-    const status = (error as { statusCode?: unknown } | undefined)?.statusCode
-    if (error instanceof Error && typeof status === 'number' && status >= 400 && status < 500) throw error
-    request.log.error({ err: error }, 'fastify-tus: maxSize failed')
-    throw new TusErrors.HOOK_FAILED('maxSize')
+    throw hookError('maxSize', error, request)
   }
   if (typeof maxSize !== 'number' || !Number.isSafeInteger(maxSize) || maxSize <= 0) {
     throw new TusErrors.HOOK_RESULT_INVALID('maxSize', 'it must return a positive integer')

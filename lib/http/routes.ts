@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { RequestBody } from '../core/body.js'
+import { hookError, refuseFalse } from '../core/lifecycle.js'
 import { hasBody, stringHeader } from '../core/request.js'
 import type { TusServices } from '../core/services.js'
 import { TusErrors, retryLater, withFacts, type TusHttpError } from '../errors.js'
@@ -89,7 +90,12 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
   if (auth !== undefined) {
     instance.addHook('onRequest', async (request, reply) => {
       if (request.method === 'OPTIONS') return
-      await auth(request, reply)
+      try {
+        const returned: unknown = await auth(request, reply)
+        if (!reply.sent) refuseFalse('auth', returned)
+      } catch (error) {
+        throw hookError('auth', error, request)
+      }
       if (reply.sent) return reply
     })
   }

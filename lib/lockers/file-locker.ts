@@ -2,6 +2,7 @@ import { watch, type FSWatcher } from 'node:fs'
 import { link, mkdir, stat, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { TusErrors, errorMessage, retryLater } from '../errors.js'
+import { refuseUnknownKeys } from '../known-keys.js'
 import { readSmallFile, rename, unlink, writeSmallFile } from '../fs-calls.js'
 import { isValidUploadId } from '../ids.js'
 import { HolderTokens, Lease, RetryWaiter, addTo, positiveInteger, removeFrom, type LockOptions, type UploadLock, type UploadLocker } from './lock.js'
@@ -48,6 +49,7 @@ export class FileLocker implements UploadLocker {
   #watcher: FSWatcher | undefined
 
   constructor (options: FileLockerOptions) {
+    refuseUnknownKeys('FileLocker', options, Object.keys({ directory: true, ttlMs: true, retryMs: true } satisfies Record<keyof FileLockerOptions, true>))
     if (typeof options.directory !== 'string' || options.directory === '') throw new TusErrors.INVALID_OPTION('FileLocker directory must be a non-empty string')
     this.directory = options.directory
     this.#ttlMs = positiveInteger('FileLocker', 'ttlMs', options.ttlMs ?? 10_000)

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis'
 import { TusErrors, errorMessage, retryLater } from '../errors.js'
+import { refuseUnknownKeys } from '../known-keys.js'
 import { HolderTokens, Lease, RetryWaiter, addTo, positiveInteger, removeFrom, type LockOptions, type UploadLock, type UploadLocker } from './lock.js'
 
 export interface RedisLockerOptions {
@@ -91,6 +92,7 @@ export class RedisLocker implements UploadLocker {
   readonly #onConnectionClosed = (): void => { this.#connection++ }
 
   constructor (options: RedisLockerOptions) {
+    refuseUnknownKeys('RedisLocker', options, Object.keys({ redis: true, prefix: true, ttlMs: true, retryMs: true, commandTimeoutMs: true } satisfies Record<keyof RedisLockerOptions, true>))
     this.#redis = options.redis
     this.#prefix = options.prefix ?? 'fastify-tus:'
     this.#ttlMs = positiveInteger('RedisLocker', 'ttlMs', options.ttlMs ?? 10_000)

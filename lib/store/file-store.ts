@@ -6,6 +6,7 @@ import type { Readable } from 'node:stream'
 import { randomBytes } from 'node:crypto'
 import { DataFile, QuickCalls, isNotFound, isOldFile, readSmallFile, rename, statIfExists, sweepDirectory, unlink, unlinkIfExists, writeSmallFile } from '../fs-calls.js'
 import { TusErrors } from '../errors.js'
+import { refuseUnknownKeys } from '../known-keys.js'
 import { isValidDirectory, isValidUploadId } from '../ids.js'
 import { BoundedCache } from './info-cache.js'
 import { OpenFiles, UNSTATED, sameFile, type FileIdentity } from './open-files.js'
@@ -101,6 +102,8 @@ export interface FileStoreOptions {
  * temporary file, fsync, rename). Info files all live in the root, so ids are unique across sub-directories
  * and any request finds an upload by its id alone.
  */
+const FILE_STORE_OPTIONS = Object.keys({ directory: true, cacheSize: true, cacheBytes: true, fsync: true } satisfies Record<keyof FileStoreOptions, true>)
+
 export class FileStore implements DataStore {
   readonly directory: string
   /** fs.ReadStream reads each chunk into a buffer of its own and keeps none (DataStore.readChunksDisposable). */
@@ -129,6 +132,8 @@ export class FileStore implements DataStore {
   #marks: CompletionMarks | undefined
 
   constructor (options: FileStoreOptions) {
+    refuseUnknownKeys('FileStore', options, FILE_STORE_OPTIONS, { dir: 'did you mean "directory"?' })
+    if (typeof options.directory !== 'string' || options.directory === '') throw new TusErrors.INVALID_OPTION('FileStore directory must be a non-empty string')
     this.directory = options.directory
     const cacheSize = options.cacheSize ?? Number.POSITIVE_INFINITY
     const cacheBytes = options.cacheBytes ?? DEFAULT_CACHE_BYTES

@@ -16,6 +16,7 @@ import {
   type S3ClientConfig
 } from '@aws-sdk/client-s3'
 import { TusErrors, errorMessage } from '../errors.js'
+import { refuseUnknownKeys } from '../known-keys.js'
 import { isValidDirectory, isValidUploadId } from '../ids.js'
 import { contentDisposition, contentType } from '../metadata.js'
 import type { ByteRange, DataStore, NewUpload, StoredInfo, UploadInfo, UploadMetadata, WriteOptions } from './types.js'
@@ -143,6 +144,7 @@ export class S3Store implements DataStore {
   readonly #spareParts: Buffer[] = []
 
   constructor (options: S3StoreOptions) {
+    refuseUnknownKeys('S3Store', options, Object.keys({ bucket: true, s3: true, prefix: true, partSize: true, partsInFlight: true } satisfies Record<keyof S3StoreOptions, true>))
     if (typeof options.bucket !== 'string' || options.bucket === '') throw new TusErrors.INVALID_OPTION('S3Store bucket must be a non-empty string')
     this.bucket = options.bucket
     this.prefix = options.prefix ?? ''
