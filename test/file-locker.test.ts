@@ -1,9 +1,10 @@
 // FileLocker: lock files with leases for several processes on one host, no lock service. The unit tests use
 // several lockers on one directory, as several processes would; the last tests use real processes.
 import t from 'tap'
-import { mkdtemp, readFile, readdir, rm, stat, utimes } from 'node:fs/promises'
+import { link, mkdtemp, readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { spawn } from 'node:child_process'
 import { PassThrough } from 'node:stream'
 import { FileLocker, type FileLockerOptions } from '../lib/lockers/file-locker.js'
 import { concurrentPatchRounds, createUpload, idOf, lockError, randomBytesSeeded, sha256, startChild, startServer, tusRequest, type ChildServer } from './helpers.js'
@@ -132,7 +133,44 @@ t.test('a lock whose lease ran out is taken over; the old holder\'s signal is ab
   const refused = await lockError(a!.lock('u', { timeoutMs: 200, requestRelease: false }))
   t.equal(refused.code, 'FST_TUS_LOCKED', 'the new holder still holds it')
   await current.release()
-  t.same((await readdir(dir)).filter((name) => name.endsWith('.lock') || name.endsWith('.expired')), [])
+  t.same(await readdir(dir), [], 'no lock file, no claim left')
+})
+
+t.test('lockers taking over expired locks at once: never two holders of one lock', async (t) => {
+  t.setTimeout(120_000)
+  // 100 rounds of 12 expired lock files, each taken over by 4 lockers at once (in a process of their own, see the
+  // fixture). Lockers that moved a lock file aside to check it, before the claims, let two hold one lock 5-30 times.
+  const dir = await lockDir(t)
+  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'fixtures', 'takeover-stress.ts'), dir, '100', '4', '12'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  t.teardown(() => { child.kill('SIGKILL') })
+  let output = ''
+  child.stdout.setEncoding('utf8').on('data', (text: string) => { output += text })
+  const exit = await new Promise((resolve) => child.on('close', resolve))
+  t.equal(exit, 0, 'the stress ran')
+  const { held, doubles, left } = JSON.parse(output) as { held: number, doubles: number, left: string[] }
+  t.equal(doubles, 0, 'no lock held by two at once')
+  t.equal(held, 100 * 12 * 4, 'every locker had every lock')
+  t.same(left, [], 'no lock file, no claim left')
+})
+
+t.test('a claim left by a taker that died does not block the lock: passed once unchanged for the ttl', async (t) => {
+  const dir = await lockDir(t)
+  const [a] = lockers(t, dir, 1, { ttlMs: 400, retryMs: 20 })
+  const path = join(dir, 'u.lock')
+  await writeFile(path, 'dead-holder.1')
+  const past = new Date(Date.now() - 60_000)
+  await utimes(path, past, past)
+  // What a taker that died between its claim and the removal leaves: the expired lock, and a claim on it.
+  await link(path, `${path}.dead-holder.1.claim`)
+  const begin = Date.now()
+  const refused = await lockError(a!.lock('u', { timeoutMs: 150, requestRelease: false }))
+  t.equal(refused.code, 'FST_TUS_LOCKED', 'a fresh claim: someone is taking it over')
+  const lock = await a!.lock('u', { timeoutMs: 5000, requestRelease: false })
+  t.ok(Date.now() - begin >= 350, `taken once the claim was unchanged for the ttl (${Date.now() - begin} ms)`)
+  t.equal(await readFile(path, 'utf8') !== 'dead-holder.1', true, 'its own lock file')
+  t.same(await readdir(dir), ['u.lock'], 'the claims are gone')
+  await lock.release()
+  t.same(await readdir(dir), [])
 })
 
 t.test('invalid options are refused at construction', async (t) => {

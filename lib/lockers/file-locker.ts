@@ -1,16 +1,16 @@
-import { watch, type FSWatcher } from 'node:fs'
+import { watch, type FSWatcher, type Stats } from 'node:fs'
 import { link, mkdir, stat, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { TusErrors, errorMessage, retryLater } from '../errors.js'
 import { refuseUnknownKeys } from '../known-keys.js'
-import { readSmallFile, rename, unlink, writeSmallFile } from '../fs-calls.js'
+import { readSmallFile, statIfExists, unlink, unlinkIfExists, writeSmallFile } from '../fs-calls.js'
 import { isValidUploadId } from '../ids.js'
 import { HolderTokens, Lease, RetryWaiter, addTo, positiveInteger, removeFrom, type LockOptions, type UploadLock, type UploadLocker } from './lock.js'
 
 export interface FileLockerOptions {
   /**
    * Directory of the lock files, shared by every process that serves the uploads (on one host, or a file
-   * system whose rename and exclusive create are atomic); created if missing. E.g. `<uploads>/.locks`.
+   * system with atomic hard links and exclusive create); created if missing. E.g. `<uploads>/.locks`.
    */
   directory: string
   /**
@@ -30,11 +30,20 @@ interface Holder {
   token: string
 }
 
+/** A claim on an expired lock file (FileLocker#claim): its name, level, and when it was made (before the link). */
+interface Claim {
+  base: string
+  level: number
+  at: number
+  name: string
+}
+
 /**
  * Serialises the requests on one upload across the processes of one host without a lock service, like tusd's
  * filelocker: `<id>.lock` created exclusively (`wx`) holds the holder's token, and its modification time is the
- * lease, renewed every ttl/3. A lock not renewed for `ttlMs` (its process died or froze) is taken over: moved
- * aside by rename (atomic: one taker wins), checked to be the one seen expired, then created anew. A waiting
+ * lease, renewed every ttl/3. A lock not renewed for `ttlMs` (its process died or froze) is taken over: claimed by a
+ * hard link named after the token seen expired (one taker wins), checked to be that very file, removed, then created
+ * anew; nobody ever moves another's lock file. A waiting
  * request asks the holder to finish by touching `<id>.release`; processes hear it, and releases, through
  * fs.watch. The lock's signal is aborted when the lease may have run out, as with RedisLocker.
  */
@@ -99,29 +108,84 @@ export class FileLocker implements UploadLocker {
   async #take (path: string, token: string): Promise<boolean> {
     if (await failure(async () => await createExclusive(path, token))) return true
     let seen: string
-    let modified: number
+    let seenStats: Stats
     try {
       seen = await readSmallFile(path)
-      modified = (await stat(path)).mtimeMs
+      seenStats = await stat(path)
     } catch (error) {
       if (code(error) === 'ENOENT') return false // released meanwhile: the next attempt comes at once
       throw lockFailed(error)
     }
-    if (modified + this.#ttlMs > Date.now()) return false
-    // Expired. Only one taker's rename succeeds; it then checks that it moved the lock it saw expire, not a
-    // fresh one created in between (which it puts back).
-    const aside = `${path}.${token}.expired`
-    try {
-      await rename(path, aside)
-    } catch (error) {
-      if (code(error) === 'ENOENT') return false
-      throw lockFailed(error)
+    if (!this.#expired(seenStats)) return false
+    return await failure(async () => await this.#takeOver(path, token, seen, seenStats))
+  }
+
+  /**
+   * Takes over the lock file that held `seen` and was seen expired (`seenStats`). No one moves a lock file that may
+   * be another's: its one remover is whoever claims it (#claim), and removes it only if it is still that file, still
+   * expired, and the claim is young enough that no one can have claimed it after this taker (half the ttl).
+   */
+  async #takeOver (path: string, token: string, seen: string, seenStats: Stats): Promise<boolean> {
+    const claim = await this.#claim(path, seen, true)
+    if (claim === undefined) return false
+    // The claim keeps the claimed file's inode alive: a file at path with its number is that file.
+    const current = await statIfExists(path)
+    if (current !== undefined && current.ino === seenStats.ino && current.dev === seenStats.dev) {
+      const young = Date.now() - claim.at < this.#ttlMs / 2
+      if (!this.#expired(current) || !young) {
+        // Renewed meanwhile (its holder woke up): it holds it still. Or this taker stalled: a claim that old is
+        // left as it is (another taker may have claimed past it), to run out.
+        if (young) await unlink(claim.name).catch(() => {})
+        return false
+      }
+      await unlinkIfExists(path)
+    } else if (current !== undefined) {
+      // Already replaced (only if this taker stalled past its claim): the claimed file is gone for good.
+      await this.#dropClaims(claim)
+      return false
     }
-    const moved = await readSmallFile(aside).catch(() => undefined)
-    if (moved !== seen) await link(aside, path).catch(() => {})
-    await unlink(aside).catch(() => {})
-    if (moved !== seen) return false
-    return await failure(async () => await createExclusive(path, token))
+    const created = await createExclusive(path, token)
+    await this.#dropClaims(claim)
+    return created
+  }
+
+  /**
+   * Claims the lock file at `path` that holds `holder`, as the one process that may remove it: a hard link to it
+   * named after its holder (created atomically, by one claimant only), checked to hold `holder` (else the file at
+   * path was replaced meanwhile: undefined). A claim whose claimant stalled or died (its inode unchanged for the
+   * ttl: a link sets the ctime) is passed by the next level's name when `walk`: never removed while its file may
+   * still be at path, so that no one claims that file again at a level already passed.
+   */
+  async #claim (path: string, holder: string, walk: boolean): Promise<Claim | undefined> {
+    const base = `${path}.${/^[\w-]{1,64}\.[a-z0-9]{1,16}$/.test(holder) ? holder : '-'}.claim`
+    for (let level = 0; ; level++) {
+      const name = level === 0 ? base : `${base}${level}`
+      const at = Date.now()
+      try {
+        await link(path, name)
+      } catch (error) {
+        if (code(error) === 'ENOENT') return undefined // released meanwhile
+        if (code(error) !== 'EEXIST') throw error
+        if (!walk) return undefined
+        const other = await statIfExists(name)
+        if (other === undefined || other.ctimeMs + this.#ttlMs > Date.now()) return undefined // being taken over
+        continue
+      }
+      const claim = { base, level, at, name }
+      if (await readSmallFile(name).catch(() => undefined) === holder) return claim
+      // Another lock file than the one seen: that one is gone for good, and so are its claims' uses.
+      await this.#dropClaims(claim)
+      return undefined
+    }
+  }
+
+  /** Removes a claim and those of the levels below it: once the claimed file is gone from path, none is of use. */
+  async #dropClaims (claim: Claim): Promise<void> {
+    for (let level = claim.level; level >= 0; level--) await unlink(level === 0 ? claim.base : `${claim.base}${level}`).catch(() => {})
+  }
+
+  #expired (stats: Stats): boolean {
+    return stats.mtimeMs + this.#ttlMs <= Date.now()
   }
 
   #hold (id: string, path: string, token: string, onReleaseRequested: (() => void) | undefined, takenAt: number): UploadLock {
@@ -141,7 +205,17 @@ export class FileLocker implements UploadLocker {
     return lease.lock(async () => {
       removeFrom(this.#holders, id, holder)
       try {
-        if (await readSmallFile(path) === token) await unlink(path)
+        if (lease.current) {
+          // No one takes over a lock whose lease runs by its margin: the file holding the token is this holder's.
+          if (await readSmallFile(path) === token && lease.current) await unlink(path)
+        } else {
+          // Perhaps being taken over: removed only through a claim, as a taker would (#takeOver).
+          const claim = await this.#claim(path, token, false)
+          if (claim !== undefined && Date.now() - claim.at < this.#ttlMs / 2) {
+            await unlinkIfExists(path)
+            await this.#dropClaims(claim)
+          }
+        }
       } catch {
         // Gone already, or unreadable: a lock left behind expires after ttlMs.
       }

@@ -175,6 +175,14 @@ export class Lease {
     return this.#lost.signal
   }
 
+  /**
+   * Whether the lease still runs by a margin: not lost, and its last renewal (or the take) is recent enough that
+   * the lock cannot look expired to another process for at least the margin. Checked without a signal.
+   */
+  get current (): boolean {
+    return !this.#gone && Date.now() < this.#validUntil - this.#margin
+  }
+
   /** The held lock: its release, once whatever the caller does, stops the renewals and then runs `release`. */
   lock (release: () => Promise<void>): UploadLock {
     const lease = this
