@@ -161,13 +161,13 @@ const OPTIONS_ELSEWHERE: Readonly<Record<string, string>> = {
   exposedHeaders: CORS
 }
 
-/** Validates the options once, at register time, and fills in the defaults. */
 /** What the plugin learns from the Fastify instance it is registered on. */
 export interface RouterLimits {
   /** Fastify's `maxParamLength`: ids longer than this cannot be routed. */
   maxParamLength: number
 }
 
+/** Validates the options once, at register time, and fills in the defaults. */
 export function resolveOptions (options: TusPluginOptions, router: RouterLimits): ResolvedOptions {
   if ('respectForwardedHeaders' in options) {
     throw new TusErrors.INVALID_OPTION('respectForwardedHeaders was removed: Location follows Fastify\'s trustProxy (set it to the proxies you trust)')

@@ -95,6 +95,8 @@ export interface FileStoreOptions {
   fsync?: boolean
 }
 
+const FILE_STORE_OPTIONS = Object.keys({ directory: true, cacheSize: true, cacheBytes: true, fsync: true } satisfies Record<keyof FileStoreOptions, true>)
+
 /**
  * Keeps each upload as two files: the data file `<id>` (or `<directory>/<id>` when onUploadCreate chose a
  * sub-directory), appended to in place, and the info file `<id>.json` in the root: created exclusively in
@@ -102,8 +104,6 @@ export interface FileStoreOptions {
  * temporary file, fsync, rename). Info files all live in the root, so ids are unique across sub-directories
  * and any request finds an upload by its id alone.
  */
-const FILE_STORE_OPTIONS = Object.keys({ directory: true, cacheSize: true, cacheBytes: true, fsync: true } satisfies Record<keyof FileStoreOptions, true>)
-
 export class FileStore implements DataStore {
   readonly directory: string
   /** fs.ReadStream reads each chunk into a buffer of its own and keeps none (DataStore.readChunksDisposable). */
