@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 majors=("$@")
 [ ${#majors[@]} -eq 0 ] && majors=(22 24)
-cache="${FASTIFY_TUS_NODE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fastify-tus/node}"
+cache="${TUS_TEST_NODE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fastify-tus/node}"
 subset=(test/node-version.test.ts test/smoke.test.ts test/creation.test.ts test/patch.test.ts test/checksum.test.ts
   test/ietf-draft.test.ts test/cors.test.ts test/cli.test.ts test/tus-js-client.test.ts test/free-memory.test.ts test/file-store.test.ts)
 
@@ -33,7 +33,7 @@ for major in "${majors[@]}"; do
   "$node" -e "const m = require('./dist/index.js'); const { RedisLocker } = require('./dist/lockers/redis-locker.js'); if (typeof m.default !== 'function' || typeof RedisLocker !== 'function') process.exit(1)"
   [ "$("$node" dist/cli.js --version)" = "$(node -p 'require("./package.json").version')" ]
   # tap starts each test file with the node running it (process.execPath).
-  if ! FASTIFY_TUS_EXPECT_NODE="$major" PATH="$(dirname "$node"):$PATH" "$node" node_modules/tap/dist/esm/run.mjs "${subset[@]}"; then
+  if ! TUS_TEST_EXPECT_NODE="$major" PATH="$(dirname "$node"):$PATH" "$node" node_modules/tap/dist/esm/run.mjs "${subset[@]}"; then
     echo "other-nodes: FAILED on Node.js $version" >&2
     status=1
   fi

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { promisify } from 'node:util'
 import t from 'tap'
+import { childEnv } from './process.js'
 
 const root = join(import.meta.dirname, '..')
 const run = promisify(execFile)
@@ -17,12 +18,10 @@ const manifest = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) 
 const lock = JSON.parse(await readFile(join(root, 'package-lock.json'), 'utf8')) as { packages: Record<string, { version: string }> }
 const pinned = (name: string): string => `${name}@${lock.packages[`node_modules/${name}`]?.version ?? 'latest'}`
 const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc')
-// A child npm must not inherit the npm_* settings of an `npm test` around us (prefix, package, script...).
-const cleanEnv = Object.fromEntries(Object.entries(process.env).filter(([name]) => !/^npm_/i.test(name)))
 
 async function sh (command: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = {}): Promise<{ stdout: string, stderr: string }> {
   try {
-    return await run(command, args, { cwd, env: { ...cleanEnv, ...env }, maxBuffer: 64 * 1024 * 1024 })
+    return await run(command, args, { cwd, env: { ...childEnv, ...env }, maxBuffer: 64 * 1024 * 1024 })
   } catch (error) {
     const failed = error as Error & { stdout?: string, stderr?: string }
     throw new Error(`${command} ${args.join(' ')} failed in ${cwd}: ${failed.message}\n${failed.stdout ?? ''}\n${failed.stderr ?? ''}`)
@@ -144,7 +143,7 @@ await app.register(tus, { maxSize: 'big' })
     compilerOptions: { ...strict, skipLibCheck: false, module: 'nodenext', moduleResolution: 'nodenext' },
     files: ['node_modules/fastify-tus/dist/index.d.ts', 'node_modules/fastify-tus/dist/store/s3-store.d.ts', 'node_modules/fastify-tus/dist/lockers/redis-locker.d.ts']
   }))
-  const declarations = await run(process.execPath, [tsc, '-p', 'tsconfig.declarations.json'], { cwd: consumer, env: cleanEnv }).then(
+  const declarations = await run(process.execPath, [tsc, '-p', 'tsconfig.declarations.json'], { cwd: consumer, env: childEnv }).then(
     () => '', (error: { stdout?: string }) => error.stdout ?? 'failed')
   t.same(declarations.split('\n').filter((line) => line.startsWith('node_modules/fastify-tus/')), [], 'no error in the package\'s own declarations')
 

@@ -15,12 +15,20 @@ export interface RunningProcess {
 
 interface Teardown { teardown: (fn: () => unknown) => void }
 
+/**
+ * The environment of every child process of the tests: this one's without the CLI's variables (FASTIFY_TUS_*: a
+ * FASTIFY_TUS_PORT or FASTIFY_TUS_DIR of the shell that runs the suite would configure the servers under test, and the
+ * CLI warns of the names it does not know) and without npm's (a child npm must not inherit the npm_* settings of an
+ * `npm test` around us: prefix, package, script...).
+ */
+export const childEnv: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([name]) => !/^(npm_|FASTIFY_TUS_)/i.test(name)))
+
 /** Spawns a process; killed at teardown if it is still running. */
 export function startProcess (
   t: Teardown, command: string, args: string[], options: { env?: NodeJS.ProcessEnv, cwd?: string, group?: boolean } = {}
 ): RunningProcess {
   // group: the process leads a process group that teardown kills whole (npx runs the CLI as its child).
-  const child = spawn(command, args, { env: { ...process.env, ...options.env }, cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: options.group === true })
+  const child = spawn(command, args, { env: { ...childEnv, ...options.env }, cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: options.group === true })
   let out = ''
   let err = ''
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => { out += chunk })
