@@ -766,9 +766,10 @@ for (const prefix of ['tus-', '']) {
     const bucket = await testBucket(t)
     const store = new S3Store({ bucket, s3: s3ClientConfig(), prefix, partSize: 5 * MiB })
     t.teardown(async () => { await store.close() })
-    // A retention of 3 s: the live uploads are written every 2 s, but their multipart uploads are older than the
-    // retention when the sweep runs (S3 dates have whole seconds).
-    const server = await startServer(t, { store, daysToKeep: 3000 / DAY_MS })
+    // A retention of 4 s: the live uploads are written every 2 s and swept 2 s after their last write, but their
+    // multipart uploads are 6 s old by then. S3 dates have whole seconds: a write can look up to 1 s older than it
+    // is, which leaves 1 s for a request on a loaded machine (a retention of 3 s left none: PATCHes found expired).
+    const server = await startServer(t, { store, daysToKeep: 4000 / DAY_MS })
     const data = randomBytesSeeded(4000, 61)
     const root = contractId()
     const nested = contractId()
@@ -788,6 +789,7 @@ for (const prefix of ['tus-', '']) {
         t.equal(patched.status, 204, `at ${offset}: written within the retention, not expired`)
       }
     }
+    await sleep(2000)
     t.same(await removeExpired(server.app), [])
     t.same(await multipartKeys(bucket), [`${prefix}${root}`, foreign, `${prefix}team-a/${nested}`].sort(), 'the live and the foreign multipart uploads stand, the abandoned ones are aborted')
     t.ok((await keys(bucket)).includes(`${foreign}.part`), 'a foreign object is not touched')
