@@ -26,22 +26,40 @@ status=${PIPESTATUS[0]}
 # It runs the narrowest test files of each on a copy of the tree, with radosgw from run.sh (the S3 store's mutations)
 # and a redis-server of its own, settled before the first lock (run.sh's has just started).
 mutations=0
-[ $# -eq 0 ] && { bash scripts/services/run.sh env -u TUS_TEST_REDIS_URL node --import tsx scripts/mutations.ts; mutations=$?; }
+[ $# -eq 0 ] && {
+  bash scripts/services/run.sh env -u TUS_TEST_REDIS_URL node --import tsx scripts/mutations.ts 2>&1 | tee .mutations-output.log
+  mutations=${PIPESTATUS[0]}
+}
 set -e
 if [ "$status" -eq 0 ] && [ "$mutations" -ne 0 ]; then
   echo "fastify-tus: the tests pass but the mutation check failed (a mutation survived or its find text is gone)" >&2
   status=$mutations
 fi
 # Node.js 22 and 24 (installed from the npm registry into a cache): a fast subset, about a minute each.
+other_nodes=0
 if [ $# -eq 0 ] && ! bash scripts/other-nodes.sh 22 24; then
-  echo "fastify-tus: the subset failed on another Node.js version (see above)" >&2
+  other_nodes=1
   if [ "$status" -eq 0 ]; then status=1; fi
 fi
-# A plain closing line: "N passed, N failed".
-summary=$(grep -Eo '# \{ total: [0-9]+, pass: [0-9]+' .tap-output.log | tail -1 || true)
+# The closing lines name what failed, so that the end of a long log is enough: the tap summary ("N passed,
+# N failed") with each failed test file and its failed subtests, the mutation summary, the other Node.js versions.
+# -a: a test's output may hold bytes that make grep call the log binary.
+echo
+echo "fastify-tus: summary"
+summary=$(grep -aEo '# \{ total: [0-9]+, pass: [0-9]+' .tap-output.log | tail -1 || true)
 if [ -n "$summary" ]; then
   total=$(sed -E 's/.*total: ([0-9]+).*/\1/' <<<"$summary")
   pass=$(sed -E 's/.*pass: ([0-9]+).*/\1/' <<<"$summary")
-  echo "$pass passed, $((total - pass)) failed"
+  echo "  tap: $pass passed, $((total - pass)) failed"
+else
+  echo "  tap: no summary (the run stopped early; see above)"
+fi
+LC_ALL=C awk '/^# Subtest: /{file=substr($0, 12)} /^    not ok /{print "    " file ": " substr($0, 5)} /^not ok /{print "    " $0}' \
+  .tap-output.log | head -40
+grep -aE '^Lines|ERROR: Coverage' .tap-output.log | sed 's/^/  /' || true
+if [ $# -eq 0 ]; then
+  grep -aE 'mutations killed|^mutations: ' .mutations-output.log | sed 's/^/  /' || true
+  if [ "$mutations" -ne 0 ]; then echo "  the mutation check failed (exit $mutations)"; fi
+  if [ "$other_nodes" -ne 0 ]; then echo "  the subset failed on another Node.js version (see \"other-nodes: FAILED\" above)"; fi
 fi
 exit "$status"
