@@ -265,11 +265,12 @@ t.test('Redis unreachable with ioredis\'s default options (offline queue, 20 ret
     t.equal(error.code, 'FST_TUS_LOCK_FAILED')
     t.equal(error.statusCode, 503)
     t.equal(error.headers?.['Retry-After'], '1')
-    t.ok(elapsed >= Math.max(timeoutMs, 300) - 20 && elapsed < Math.max(timeoutMs, 300) + 500, `answered after ${elapsed} ms (wait ${timeoutMs} ms, command bound 300 ms)`)
+    // Unbounded, ioredis's 20 retries would take about 10 s; the upper margin is for a loaded machine.
+    t.ok(elapsed >= Math.max(timeoutMs, 300) - 20 && elapsed < Math.max(timeoutMs, 300) + 1500, `answered after ${elapsed} ms (wait ${timeoutMs} ms, command bound 300 ms)`)
   }
   const begin = Date.now()
   await locker.close()
-  t.ok(Date.now() - begin < 500, 'close does not wait for Redis')
+  t.ok(Date.now() - begin < 1500, `close does not wait for Redis's retries (${Date.now() - begin} ms)`)
 })
 
 t.test('an attempt that answers only after the lock gave up is given back: the upload is not locked for a ttl', async (t) => {
@@ -307,12 +308,15 @@ t.test('a lock\'s signal is aborted when it is lost: taken by another holder, or
   await taken.release()
   await current.release()
 
-  const quiet = await a!.locker.lock('v', { timeoutMs: 1000 })
+  // A ttl of 2 s: the lease ends at most 1.5 s after the last renewal (the margin is a quarter), which leaves timers
+  // half a second to run late on a loaded machine.
+  const [e] = instances(t, 1, { ttlMs: 2000 })
+  const quiet = await e!.locker.lock('v', { timeoutMs: 1000 })
   const began = Date.now()
-  a!.redis.disconnect() // no renewal can succeed now: the lock may expire any time after its ttl
+  e!.redis.disconnect() // no renewal can succeed now: the lock may expire any time after its ttl
   await new Promise((resolve) => quiet.signal!.addEventListener('abort', resolve))
   const after = Date.now() - began
-  t.ok(after < 400, `aborted before the ttl could run out (${after} ms)`)
+  t.ok(after < 2000, `aborted before the ttl could run out (${after} ms)`)
   await quiet.release()
 
   // A signal read for the first time only after the lease was lost is aborted already, with the same reason.
