@@ -56,13 +56,20 @@ t.test('lock release: a client that reconnects ends its own stuck PATCH and resu
 t.test('423 only when the holder cannot let go within lockTimeout', async (t) => {
   let unblock = (): void => {}
   const blocked = new Promise<void>((resolve) => { unblock = resolve })
+  let blocking = (): void => {}
+  const isBlocking = new Promise<void>((resolve) => { blocking = resolve })
   const server = await startServer(t, {
     lockTimeout: 200,
-    onUploadProgress: async (upload) => { if (upload.metadata.block !== undefined) await blocked }
+    onUploadProgress: async (upload) => {
+      if (upload.metadata.block === undefined) return
+      blocking()
+      await blocked
+    }
   })
   const url = await createUpload(server, { 'Upload-Length': '10', 'Upload-Metadata': 'block' })
   const first = tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET }, body: '01234' })
   // The progress hook blocks inside the PATCH, which holds the lock; a DELETE cannot have it.
+  await isBlocking
   const refused = await tusRequest(url, { method: 'DELETE' })
   t.equal(refused.status, 423)
   t.match(refused.text, /busy/)
