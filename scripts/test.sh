@@ -58,7 +58,7 @@ LC_ALL=C awk '/^# Subtest: /{file=substr($0, 12)} /^    not ok /{print "    " fi
   .tap-output.log | head -40
 grep -aE '^Lines|ERROR: Coverage' .tap-output.log | sed 's/^/  /' || true
 if [ $# -eq 0 ]; then
-  grep -aE 'mutations killed|^mutations: ' .mutations-output.log | sed 's/^/  /' || true
+  grep -aE 'mutations killed|^mutations: the unmutated' .mutations-output.log | sed 's/^/  /' || true
   if [ "$mutations" -ne 0 ]; then echo "  the mutation check failed (exit $mutations)"; fi
   if [ "$other_nodes" -ne 0 ]; then echo "  the subset failed on another Node.js version (see \"other-nodes: FAILED\" above)"; fi
 fi
