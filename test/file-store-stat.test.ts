@@ -93,9 +93,11 @@ t.test('files are closed on the event loop too, and through the thread pool once
   await store.create({ id: first, size: 3, metadata: {} })
   t.equal(await store.write(first, 0, Readable.from([Buffer.from('abc')])), 3)
   t.same(closes, { sync: 2, async: 0 }, 'the info file after its creation, the data file at completion')
+  // As above: the 17th slow stat at the latest (sooner if the machine preempts a busy wait) turns synchronous calls off.
   const stats = countStats(t, 2)
   for (let index = 0; index < 17; index++) await store.getInfo(first)
-  t.same(stats, { sync: 17, async: 0 })
+  t.ok(stats.sync >= 1 && stats.sync <= 17, `${stats.sync} synchronous`)
+  t.equal(stats.sync + stats.async, 17)
   const second = contractId()
   await store.create({ id: second, size: 3, metadata: {} })
   t.equal(await store.write(second, 0, Readable.from([Buffer.from('def')])), 3)
