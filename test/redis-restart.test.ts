@@ -69,7 +69,8 @@ t.test('after a restart that lost the keys, no instance locks until the leases f
   // A server up for longer than the ttl at the first connection: no hold-off.
   let begin = Date.now()
   const held = await a.locker.lock('u', { timeoutMs: 1000 })
-  // A hold-off would last the ttl (1.5 s): the margin below it is for a loaded machine.
+  // A hold-off would refuse this lock (it lasts the ttl, 1.5 s, beyond the 1 s wait); the bound below that is for a
+  // loaded machine.
   t.ok(Date.now() - begin < 1000, `taken at once on a server up for long (${Date.now() - begin} ms)`)
   const lost = new Promise<number>((resolve) => { held.signal!.addEventListener('abort', () => { resolve(Date.now()) }) })
   await (await b.locker.lock('other', { timeoutMs: 1000 })).release()
