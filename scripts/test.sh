@@ -51,8 +51,9 @@ if [ -n "$summary" ]; then
 else
   echo "  tap: no summary (the run stopped early; see above)"
 fi
-LC_ALL=C awk '/^# Subtest: /{file=substr($0, 12)} /^    not ok /{print "    " file ": " substr($0, 5)} /^not ok /{print "    " $0}' \
-  .tap-output.log | head -40
+# At most 40 lines, counted in awk: a `| head` would end awk with SIGPIPE, and pipefail would end this script there.
+LC_ALL=C awk '/^# Subtest: /{file=substr($0, 12)} /^    not ok /&&n++<40{print "    " file ": " substr($0, 5)} /^not ok /&&n++<40{print "    " $0}' \
+  .tap-output.log
 grep -aE '^Lines|ERROR: Coverage' .tap-output.log | sed 's/^/  /' || true
 if [ $# -eq 0 ]; then
   grep -aE 'mutations killed|^mutations: the unmutated' .mutations-output.log | sed 's/^/  /' || true
