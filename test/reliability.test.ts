@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import tusPlugin, { FileStore, type WriteOptions } from '../lib/index.js'
-import { createUpload, idOf, startChild, randomBytesSeeded, sha256, startServer, tusRequest, tusUpload, type TestServer } from './helpers.js'
+import { createUpload, idOf, startChild, randomBytesSeeded, sha256, signal, startServer, tusRequest, tusUpload, type TestServer } from './helpers.js'
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
 
@@ -54,26 +54,24 @@ t.test('lock release: a client that reconnects ends its own stuck PATCH and resu
 })
 
 t.test('423 only when the holder cannot let go within lockTimeout', async (t) => {
-  let unblock = (): void => {}
-  const blocked = new Promise<void>((resolve) => { unblock = resolve })
-  let blocking = (): void => {}
-  const isBlocking = new Promise<void>((resolve) => { blocking = resolve })
+  const blocking = signal()
+  const unblocked = signal()
   const server = await startServer(t, {
     lockTimeout: 200,
     onUploadProgress: async (upload) => {
       if (upload.metadata.block === undefined) return
-      blocking()
-      await blocked
+      blocking.resolve()
+      await unblocked.promise
     }
   })
   const url = await createUpload(server, { 'Upload-Length': '10', 'Upload-Metadata': 'block' })
   const first = tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET }, body: '01234' })
   // The progress hook blocks inside the PATCH, which holds the lock; a DELETE cannot have it.
-  await isBlocking
+  await blocking.promise
   const refused = await tusRequest(url, { method: 'DELETE' })
   t.equal(refused.status, 423)
   t.match(refused.text, /busy/)
-  unblock()
+  unblocked.resolve()
   await first
   t.equal((await tusRequest(url, { method: 'HEAD' })).status, 200, 'the upload is still there')
 })
