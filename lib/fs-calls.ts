@@ -134,7 +134,16 @@ async function openFd (path: string, flags: string | number, mode?: number): Pro
  */
 export class DataFile {
   readonly fd: number
+  /**
+   * Bytes written through this descriptor since its last background flush began (counted by whoever writes, when
+   * its store fsyncs): across the requests of an upload, while the descriptor is kept open between them.
+   */
+  unflushed = 0
   #closed = false
+  /** The background flush in flight (`flushInBackground`). */
+  #flushing: Promise<void> | undefined
+  /** Why a background flush failed: thrown by `sync`, `flushesDone` and `checkFlushes` from then on. */
+  #flushFailure: { error: unknown } | undefined
 
   private constructor (fd: number) {
     this.fd = fd
@@ -158,21 +167,52 @@ export class DataFile {
     return await new Promise((resolve, reject) => { fs.fstat(this.fd, (error, stats) => { if (error === null) resolve(stats); else reject(error) }) })
   }
 
+  /** fsync, once a background flush has ended: fails as that flush did (data it did not write may be lost). */
   async sync (): Promise<void> {
+    await this.flushesDone()
     await new Promise<void>((resolve, reject) => { fs.fsync(this.fd, (error) => { if (error === null) resolve(); else reject(error) }) })
   }
 
-  async datasync (): Promise<void> {
-    await new Promise<void>((resolve, reject) => { fs.fdatasync(this.fd, (error) => { if (error === null) resolve(); else reject(error) }) })
+  /**
+   * Starts an fdatasync that no one awaits, unless one is in flight, and counts `unflushed` from 0 again: the disk
+   * then writes what the file received while more arrives (through this request or the next of its upload), instead
+   * of all of it at the fsync that completes it. `sync`, `flushesDone` and `close` wait for it.
+   */
+  flushInBackground (): void {
+    if (this.#flushing !== undefined) return
+    this.unflushed = 0
+    this.#flushing = new Promise<void>((resolve) => {
+      fs.fdatasync(this.fd, (error) => {
+        if (error !== null) this.#flushFailure ??= { error }
+        this.#flushing = undefined
+        resolve()
+      })
+    })
+  }
+
+  /** Throws why a background flush failed, if one did. */
+  checkFlushes (): void {
+    if (this.#flushFailure !== undefined) throw this.#flushFailure.error
+  }
+
+  /** Waits for the background flush in flight, then throws why one failed, if one did. */
+  async flushesDone (): Promise<void> {
+    await this.#flushing
+    this.checkFlushes()
   }
 
   async truncate (length: number): Promise<void> {
     await new Promise<void>((resolve, reject) => { fs.ftruncate(this.fd, length, (error) => { if (error === null) resolve(); else reject(error) }) })
   }
 
+  /**
+   * Closes the descriptor once no background flush uses it (its number could otherwise be another file's by the
+   * time the flush runs); `flushesDone` first, for a caller that must know whether they all succeeded.
+   */
   async close (quick?: QuickCalls): Promise<void> {
     if (this.#closed) return
     this.#closed = true
+    if (this.#flushing !== undefined) await this.#flushing
     await closeFd(this.fd, quick)
   }
 }

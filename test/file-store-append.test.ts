@@ -141,6 +141,51 @@ t.test('fsync (the default): the info file at creation, the data while it arrive
   t.throws(() => new FileStore({ directory, fsync: 'yes' as unknown as boolean }), { message: 'fsync must be a boolean' })
 })
 
+t.test('fsync: an upload sent as 1 MiB writes is flushed while it arrives, as one sent whole is (the descriptor kept between them counts its bytes)', async (t) => {
+  const dir = join(directory, 'small-writes-fsync')
+  const own = new FileStore({ directory: dir })
+  t.teardown(async () => { await own.close() })
+  const chunk = 1024 * 1024
+  const data = randomBytesSeeded(40 * chunk + 3, 16)
+  const id = contractId()
+  const { result, datasync, synced } = await countSyncs(async () => {
+    await own.create({ id, size: data.length, metadata: {} })
+    let offset = 0
+    while (offset < data.length) offset = await own.write(id, offset, cut(data.subarray(offset, offset + chunk), [64 * 1024]))
+    await own.flush(id)
+    return offset
+  })
+  t.equal(result, data.length)
+  t.equal(sha256(await readFile(join(dir, id))), sha256(data), 'bytes intact')
+  t.ok(datasync >= 2, `40 MiB in 1 MiB writes flushed every 16 MiB while they arrived (${datasync} fdatasync; none before: each write alone is below the step)`)
+  t.same(synced, [`${id}.json`, id], 'the info file at creation, the data file at its last byte')
+})
+
+t.test('fsync: a background flush that fails fails the write after it, and the completing one: no completion over data the disk may have lost', async (t) => {
+  const dir = join(directory, 'failed-flush')
+  const own = new FileStore({ directory: dir })
+  t.teardown(async () => { await own.close() })
+  const chunk = 1024 * 1024
+  const data = randomBytesSeeded(17 * chunk, 17)
+  const id = contractId()
+  await own.create({ id, size: data.length, metadata: {} })
+  const { fdatasync } = fs
+  let flushes = 0
+  fs.fdatasync = ((_fd: number, callback: (error: NodeJS.ErrnoException | null) => void) => {
+    flushes++
+    setImmediate(() => { callback(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' })) })
+  }) as typeof fs.fdatasync
+  t.teardown(() => { fs.fdatasync = fdatasync })
+  let offset = 0
+  for (let index = 0; index < 16; index++) offset = await own.write(id, offset, cut(data.subarray(offset, offset + chunk), [64 * 1024]))
+  t.equal(flushes, 1, 'the 16th MiB began a flush in the background; its write was answered without waiting for it')
+  await t.rejects(own.write(id, offset, cut(data.subarray(offset), [64 * 1024])), { code: 'EIO' }, 'the completing write fails as the flush did')
+  fs.fdatasync = fdatasync
+  // What arrived before the failure was known is kept: all of it, when the completion's fsync was the first to see it.
+  const stored = (await own.getInfo(id)).offset
+  t.equal(sha256(await readFile(join(dir, id))), sha256(data.subarray(0, stored)), `the ${stored} bytes kept are the upload's`)
+})
+
 t.test('deferred length: flush fsyncs the data written before the length was known', async (t) => {
   const dir = join(directory, 'deferred-fsync')
   const own = new FileStore({ directory: dir })

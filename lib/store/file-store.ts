@@ -307,6 +307,8 @@ export class FileStore implements DataStore {
       // Kept for the next PATCH of an unfinished upload, while the info it was checked with is cached.
       const now = this.#cachedFile(id)
       keep = !complete && !this.#closed && file !== undefined && now !== undefined && sameFile(now, file)
+      // Its background flush then goes on beside the next requests; a descriptor closed now must tell how it ended.
+      if (!keep && !complete) await handle.flushesDone()
     } finally {
       this.#openHandles.delete(handle)
       if (keep) this.#openFiles.keep(id, handle, file!, offset + written, new Date())
@@ -746,9 +748,11 @@ async function completionMarks (probe: string): Promise<CompletionMarks | undefi
 /** Bytes that may wait for the disk per upload while the next chunks are read (bounded memory). */
 const MAX_QUEUED = 64 * 1024
 /**
- * Bytes after which a large write starts flushing what it wrote (fdatasync) while it goes on receiving.
- * Without it the kernel keeps a whole upload in the page cache and the fsync on completion writes all of
- * it at once, after the last byte: receiving and writing to disk one after the other instead of together.
+ * Bytes after which an upload's data file starts flushing what it received (fdatasync) while more arrives, in the
+ * same request or the next (the descriptor is kept between the requests of an upload). Without it the kernel keeps a
+ * whole upload in the page cache and the fsync on completion writes all of it at once, after the last byte:
+ * receiving and writing to disk one after the other instead of together. An upload sent as many small PATCHes (a
+ * client's chunk size) is flushed as one sent whole is.
  */
 const SYNC_STEP = 16 * 1024 * 1024
 
@@ -756,8 +760,9 @@ const SYNC_STEP = 16 * 1024 * 1024
  * Writes chunks to an open file from `position` on while the next ones are read: the chunks that arrive during one write go
  * out together in the next (one writev), so a fast body costs a thread-pool round trip per batch rather than
  * per chunk, and reading the socket overlaps writing the file. At most MAX_QUEUED bytes wait; beyond that
- * `push` returns a promise settled when the write in progress ends. Every SYNC_STEP bytes it starts an
- * fdatasync in the background (unless the store does not fsync).
+ * `push` returns a promise settled when the write in progress ends. Every SYNC_STEP bytes the descriptor has
+ * received it starts a background flush of the file (`DataFile.flushInBackground`; unless the store does not
+ * fsync), which no request awaits but the completing one (its fsync) and whoever closes the descriptor.
  *
  * The writes go through callback `fs.writev` on the file's descriptor, driven from its callback: no promise
  * and no async function per batch (a `FileHandle.writev` costs a promise, an async wrapper and a stats array
@@ -780,9 +785,8 @@ class Appender {
   /** Told when the write in flight ends. */
   #waiters: Array<() => void> = []
   #failure: { error: unknown } | undefined
-  /** Bytes written since the last background flush; undefined when this store does not fsync. */
-  #unsynced: number | undefined
-  #syncing: Promise<void> | undefined
+  /** Whether the store fsyncs: then the file is flushed in the background every SYNC_STEP bytes. */
+  readonly #fsync: boolean
   /** The batch being written. */
   #batch: Buffer[] = []
   /** Told of each chunk once it is written (WriteOptions.reclaim). */
@@ -799,12 +803,13 @@ class Appender {
     this.#reclaim = options?.reclaim
     this.#onStored = options?.onStored
     this.#fd = handle.fd
-    this.#unsynced = fsync ? 0 : undefined
+    this.#fsync = fsync
   }
 
   /** Queues a chunk; returns a promise to wait for when the queue is full (settled when the write in progress ends). */
   push (chunk: Buffer): Promise<void> | undefined {
     if (this.#failure !== undefined) throw this.#failure.error
+    this.#handle.checkFlushes()
     if (chunk.length === 0) return undefined
     this.#queue.push(chunk)
     this.#queued += chunk.length
@@ -825,13 +830,13 @@ class Appender {
   }
 
   /**
-   * Waits until everything pushed is written and a background flush has ended; resolves with the bytes
-   * written, or rejects with the write or flush error.
+   * Waits until everything pushed is written; resolves with the bytes written, or rejects with the write error, or
+   * a background flush's that has failed by then (one still in flight goes on: see `DataFile.flushesDone`).
    */
   async finish (): Promise<number> {
     while (this.#writing) await this.settled()
-    await this.#syncing
     if (this.#failure !== undefined) throw this.#failure.error
+    this.#handle.checkFlushes()
     return this.#written
   }
 
@@ -872,9 +877,9 @@ class Appender {
     this.#written += bytesWritten
     // In the file now: a process that dies keeps it (the offset is the file's size).
     this.#onStored?.(this.#position + this.#written)
-    if (this.#unsynced !== undefined) {
-      this.#unsynced += bytesWritten
-      if (this.#unsynced >= SYNC_STEP && this.#syncing === undefined) this.#startSync()
+    if (this.#fsync) {
+      this.#handle.unflushed += bytesWritten
+      if (this.#handle.unflushed >= SYNC_STEP) this.#handle.flushInBackground()
     }
     // A short write: the rest of the batch goes again, before anything queued since.
     const buffers = this.#batch
@@ -903,16 +908,6 @@ class Appender {
     const waiters = this.#waiters
     this.#waiters = []
     for (const wake of waiters) wake()
-  }
-
-  #startSync (): void {
-    this.#unsynced = 0
-    this.#syncing = this.#handle.datasync().then(
-      () => { this.#syncing = undefined },
-      (error: unknown) => {
-        this.#failure ??= { error }
-        this.#syncing = undefined
-      })
   }
 }
 
