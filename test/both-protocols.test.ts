@@ -107,6 +107,28 @@ async function sendHttp2 (url: string, method: string, headers: Record<string, s
   }
 }
 
+/**
+ * A PATCH over HTTP/2 whose client resets its stream (RST_STREAM, its body never ended) once `bytes` are sent and
+ * `arrived` resolves. Not `stream.close(code)`: node's client ends the body (END_STREAM) before it resets, and a
+ * server then has the whole body the client declared.
+ */
+async function resetHttp2Append (url: string, headers: Record<string, string>, bytes: Buffer, arrived: () => Promise<void>): Promise<void> {
+  const { origin, pathname } = new URL(url)
+  const session = connectHttp2(origin)
+  try {
+    const lower = Object.fromEntries(Object.entries(headers).map(([name, value]) => [name.toLowerCase(), value]))
+    const stream = session.request({ [http2Constants.HTTP2_HEADER_METHOD]: 'PATCH', [http2Constants.HTTP2_HEADER_PATH]: pathname, ...lower })
+    stream.on('error', () => {})
+    stream.write(bytes)
+    await arrived()
+    const closed = once(stream, 'close')
+    stream.destroy()
+    await closed
+  } finally {
+    session.close()
+  }
+}
+
 /** How one protocol spells each step; `last` marks the append that ends the upload. */
 interface Dialect {
   name: string
@@ -508,6 +530,32 @@ for (const dialect of DIALECTS) {
     const whole = await dialect.append('http/1.1', created.url, 0, SOURCE, { last: true })
     t.equal(whole.status, dialect.appended(true))
     t.equal(sha256(await stored(server, created.url)), sha256(SOURCE))
+  })
+
+  t.test(`${dialect.name} over h2c: a body whose stream the client resets mid-way keeps what arrived and completes nothing; the upload resumes`, async (t) => {
+    const { server, log } = await recordingServer(t, 'h2c')
+    const created = await dialect.create('h2c', server, { length: SOURCE.length })
+    // A request that says it ends the upload (the draft's Upload-Complete: ?1), reset before its body's end.
+    await resetHttp2Append(created.url, dialect.appendHeaders(0, { last: true }), SOURCE.subarray(0, 1000), async () => {
+      await grown(join(server.dir, idOf(created.url)), 1000)
+    })
+    const after = await dialect.append('h2c', created.url, 1000, Buffer.alloc(0), {})
+    t.equal(after.headers['upload-offset'], '1000', 'the bytes that arrived are kept, the upload not refused as ending short of its length')
+    const rest = await dialect.append('h2c', created.url, 1000, SOURCE.subarray(1000), { last: true })
+    t.equal(rest.status, dialect.appended(true))
+    t.equal(sha256(await stored(server, created.url)), sha256(SOURCE))
+    t.same(log, [`hook create ${SOURCE.length}`, 'event created', `hook complete ${SOURCE.length}`, `event completed ${SOURCE.length}`], 'one completion, by the last append')
+  })
+
+  t.test(`${dialect.name} over h2c: a body whose stream the client resets before the trailer checksum it announced leaves nothing`, async (t) => {
+    const { server } = await recordingServer(t, 'h2c')
+    const created = await dialect.create('h2c', server, { length: SOURCE.length })
+    await resetHttp2Append(created.url, { ...dialect.appendHeaders(0, {}), Trailer: 'Upload-Checksum' }, SOURCE.subarray(0, 1000), async () => {
+      await firstHalfIn(server, created.url, 0)
+    })
+    const after = await dialect.append('h2c', created.url, 0, Buffer.alloc(0), {})
+    t.equal(after.headers['upload-offset'], '0', 'the staged bytes are dropped: they were sent to be kept only once checked')
+    t.same(await stagedBodies(server), [], 'no staged body is left')
   })
 
   t.test(`${dialect.name}: a trailer checksum, announced (staged) or not (checked once stored): a failing one leaves nothing`, async (t) => {

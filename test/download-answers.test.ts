@@ -154,6 +154,19 @@ t.test('a GET or HEAD whose upload a DELETE (elsewhere) removes between its info
   }
 })
 
+/** An IMF-fixdate in the obsolete RFC 850 form (RFC 9110 5.6.7), which recipients must still accept. */
+function rfc850Date (imf: string): string {
+  const [weekday, day, month, year, time] = imf.replace(',', '').split(' ')
+  const days: Record<string, string> = { Mon: 'Monday', Tue: 'Tuesday', Wed: 'Wednesday', Thu: 'Thursday', Fri: 'Friday', Sat: 'Saturday', Sun: 'Sunday' }
+  return `${days[weekday!]!}, ${day!}-${month!}-${year!.slice(2)} ${time!} GMT`
+}
+
+/** An IMF-fixdate in ANSI C's asctime() form: `Sun Nov  6 08:49:37 1994`. */
+function asctimeDate (imf: string): string {
+  const [weekday, day, month, year, time] = imf.replace(',', '').split(' ')
+  return `${weekday!} ${month!} ${String(Number(day)).padStart(2, ' ')} ${time!} ${year!}`
+}
+
 t.test('a strong ETag, and If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since, If-Range honour it (RFC 9110; tus, drafts)', async (t) => {
   // An app that names uploads itself (onUploadCreate) can remove one and make another under the same URL.
   const server = await startServer(t, { onUploadCreate: (upload) => ({ id: upload.metadata.slot ?? upload.id }) })
@@ -190,7 +203,12 @@ t.test('a strong ETag, and If-Match, If-None-Match, If-Modified-Since, If-Unmodi
       ['If-Unmodified-Since Last-Modified', { 'If-Unmodified-Since': lastModified }, 200],
       ['If-Unmodified-Since an earlier date', { 'If-Unmodified-Since': before }, 412],
       ['If-Match the tag wins over If-Unmodified-Since', { 'If-Match': etag, 'If-Unmodified-Since': before }, 200],
-      ['a date that does not parse is ignored', { 'If-Modified-Since': 'yesterday', 'If-Unmodified-Since': 'soon' }, 200]
+      ['a date that does not parse is ignored', { 'If-Modified-Since': 'yesterday', 'If-Unmodified-Since': 'soon' }, 200],
+      ['a value that is no HTTP-date is ignored, where Date.parse reads a date in it (the year -1)', { 'If-Unmodified-Since': '-1' }, 200],
+      ['an HTTP-date with a five-digit year is ignored', { 'If-Modified-Since': 'Sat, 01 Jan 10000 00:00:00 GMT' }, 200],
+      ['an impossible date (Feb 30) is ignored', { 'If-Unmodified-Since': 'Mon, 30 Feb 2026 00:00:00 GMT' }, 200],
+      ['If-Modified-Since Last-Modified in the obsolete RFC 850 form', { 'If-Modified-Since': rfc850Date(lastModified) }, 304],
+      ['If-Unmodified-Since an earlier date in the asctime form', { 'If-Unmodified-Since': asctimeDate(before) }, 412]
     ]
     for (const [what, conditions, status] of cases) {
       const response = await rawRequest(url, { headers: { ...headers, ...conditions } })

@@ -187,12 +187,47 @@ function tagListMatches (header: string, etag: string, weak: boolean): boolean {
   })
 }
 
-/** An HTTP date as ms since the epoch; undefined when absent or not a date. */
+/**
+ * An HTTP-date (RFC 9110 5.6.7: the IMF-fixdate, or the obsolete RFC 850 and asctime forms, which recipients must
+ * accept too) as ms since the epoch; undefined when absent or anything else, which a condition must then ignore
+ * (13.1.3, 13.1.4). Not Date.parse: it reads "-1" (the year -1) or a year 10000 as dates, and a download would then
+ * be refused (412) or answered as cached (304) on a value that is no HTTP-date.
+ */
 function httpDate (header: string | undefined): number | undefined {
-  if (header === undefined) return undefined
-  const time = Date.parse(header)
-  return Number.isNaN(time) ? undefined : time
+  const fields = header === undefined ? undefined : dateFields(header.trim())
+  if (fields === undefined) return undefined
+  const { day, month, year, time } = fields
+  const [hours, minutes, seconds] = time.split(':').map(Number) as [number, number, number]
+  const ms = Date.UTC(year, month, day, hours, minutes, seconds)
+  const date = new Date(ms)
+  // Feb 30, 24:00 and the like are no dates.
+  const exact = date.getUTCDate() === day && date.getUTCMonth() === month && date.getUTCHours() === hours &&
+    date.getUTCMinutes() === minutes && date.getUTCSeconds() === seconds
+  return exact ? ms : undefined
 }
+
+/** The parts of an HTTP-date in any of its three forms (month from 0). */
+function dateFields (value: string): { day: number, month: number, year: number, time: string } | undefined {
+  const fixed = IMF_FIXDATE.exec(value)
+  if (fixed !== null) return { day: Number(fixed[1]), month: MONTHS.indexOf(fixed[2]!), year: Number(fixed[3]), time: fixed[4]! }
+  const rfc850 = RFC850_DATE.exec(value)
+  if (rfc850 !== null) {
+    // A two-digit year more than 50 years ahead is the most recent year in the past with those digits.
+    const now = new Date().getUTCFullYear()
+    const year = Math.floor(now / 100) * 100 + Number(rfc850[3])
+    return { day: Number(rfc850[1]), month: MONTHS.indexOf(rfc850[2]!), year: year > now + 50 ? year - 100 : year, time: rfc850[4]! }
+  }
+  const asctime = ASCTIME_DATE.exec(value)
+  if (asctime !== null) return { day: Number(asctime[2]), month: MONTHS.indexOf(asctime[1]!), year: Number(asctime[4]), time: asctime[3]! }
+  return undefined
+}
+
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec']
+const MONTH = `(${MONTHS.join('|')})`
+const TIME = '(\\d{2}:\\d{2}:\\d{2})'
+const IMF_FIXDATE = new RegExp(`^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), (\\d{2}) ${MONTH} (\\d{4}) ${TIME} GMT$`)
+const RFC850_DATE = new RegExp(`^(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), (\\d{2})-${MONTH}-(\\d{2}) ${TIME} GMT$`)
+const ASCTIME_DATE = new RegExp(`^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) ${MONTH} ( \\d|\\d{2}) ${TIME} (\\d{4})$`)
 
 /**
  * Whether a `Range` may be served (RFC 9110 13.1.5): always without `If-Range`; with it, only when it names the
