@@ -13,6 +13,9 @@ COPY tsconfig.json tsconfig.build.json README.md CHANGELOG.md LICENSE ./
 COPY scripts/build.mjs scripts/build.mjs
 COPY lib lib
 RUN npm run build && npm pack --ignore-scripts --pack-destination /tmp
+# The optional peers the scale-out flags load (--s3-bucket, --redis-url), at the versions the tests ran against: a
+# global install installs no optional peer, and the CLI finds them only beside itself.
+RUN node -e "const locked = require('./package-lock.json').packages; console.log(['@aws-sdk/client-s3', 'ioredis'].map((name) => name + '@' + locked['node_modules/' + name].version).join(' '))" > /tmp/scale-peers
 
 FROM node:20-bookworm-slim
 ENV NODE_ENV=production \
@@ -21,10 +24,10 @@ ENV NODE_ENV=production \
     FASTIFY_TUS_PORT=1080 \
     FASTIFY_TUS_HEALTH_PATH=/healthz \
     FASTIFY_TUS_HEALTH_FILE=/tmp/fastify-tus-health
-COPY --from=build /tmp/fastify-tus-*.tgz /tmp/
-# A global install of the packed package: its dependencies and its peer fastify, nothing of the build.
-RUN npm install --global --no-audit --no-fund /tmp/fastify-tus-*.tgz \
- && rm /tmp/fastify-tus-*.tgz && npm cache clean --force \
+COPY --from=build /tmp/fastify-tus-*.tgz /tmp/scale-peers /tmp/
+# A global install of the packed package: its dependencies, its peer fastify and the scale-out peers, nothing of the build.
+RUN npm install --global --no-audit --no-fund /tmp/fastify-tus-*.tgz $(cat /tmp/scale-peers) \
+ && rm /tmp/fastify-tus-*.tgz /tmp/scale-peers && npm cache clean --force \
  && mkdir /data && chown node:node /data
 USER node
 WORKDIR /data

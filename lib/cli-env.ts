@@ -51,3 +51,15 @@ export function envArguments (options: Readonly<Record<string, CliOptionSpec>>, 
   }
   return args
 }
+
+/**
+ * A message about flags with each flag that came from the environment (its variable is set, the command line does not
+ * have it) named as that variable: the user who set FASTIFY_TUS_PORT=abc never typed --port.
+ */
+export function namingVariables (message: string, options: Readonly<Record<string, CliOptionSpec>>, env: NodeJS.ProcessEnv, argv: readonly string[]): string {
+  return message.replace(/--([a-z][a-z0-9-]*)/g, (written, flag: string) => {
+    if (!Object.hasOwn(options, flag) || NOT_FROM_ENV.has(flag) || env[envName(flag)] === undefined) return written
+    if (argv.some((arg) => arg === written || arg.startsWith(`${written}=`))) return written
+    return envName(flag)
+  })
+}

@@ -105,7 +105,7 @@ export function describeStorage (scale: ScaleOptions, dir: string): string {
 export async function scaleServices (app: FastifyInstance, scale: ScaleOptions): Promise<{ store?: DataStore, locker?: UploadLocker }> {
   const services: { store?: DataStore, locker?: UploadLocker } = {}
   if (scale.s3 !== undefined) {
-    const { S3Store } = await peer('@aws-sdk/client-s3', async () => await import('./store/s3-store.js'))
+    const { S3Store } = await peer('@aws-sdk/client-s3', '--s3-bucket', async () => await import('./store/s3-store.js'))
     const { bucket, endpoint, region, prefix, partSize, partsInFlight } = scale.s3
     services.store = new S3Store({
       bucket,
@@ -116,7 +116,7 @@ export async function scaleServices (app: FastifyInstance, scale: ScaleOptions):
     })
   }
   if (scale.redis !== undefined) {
-    const [{ Redis }, { RedisLocker }] = await peer('ioredis', async () => await Promise.all([import('ioredis'), import('./lockers/redis-locker.js')]))
+    const [{ Redis }, { RedisLocker }] = await peer('ioredis', '--redis-url', async () => await Promise.all([import('ioredis'), import('./lockers/redis-locker.js')]))
     const redis = new Redis(scale.redis.url, { enableOfflineQueue: false, maxRetriesPerRequest: 0 })
     redis.on('error', (error: Error) => { app.log.warn({ err: error }, 'Redis connection error') })
     app.addHook('onClose', async () => { redis.disconnect() })
@@ -125,13 +125,19 @@ export async function scaleServices (app: FastifyInstance, scale: ScaleOptions):
   return services
 }
 
-/** Loads a module needing an optional peer dependency, saying which package to install when it is missing. */
-async function peer<T> (name: string, load: () => Promise<T>): Promise<T> {
+/**
+ * Loads a module needing an optional peer dependency, saying how to install it when it is missing. It is loaded from
+ * where fastify-tus is installed, never from the working directory: `npx fastify-tus` and a global install (the Docker
+ * image's) install no optional peer, and one installed in the directory the command runs in is not found.
+ */
+async function peer<T> (name: string, flag: string, load: () => Promise<T>): Promise<T> {
   try {
     return await load()
   } catch (error) {
     if ((error as { code?: unknown }).code === 'ERR_MODULE_NOT_FOUND' && String((error as Error).message).includes(name)) {
-      throw new Error(`${name} is not installed; run: npm install ${name}`)
+      throw new Error(`${flag} needs ${name}, an optional peer dependency that is not installed beside fastify-tus: in the ` +
+        `project that has fastify-tus, npm install ${name}; with a global fastify-tus, npm install --global ${name}; ` +
+        `with npx, npx -p fastify-tus -p ${name} fastify-tus ...`)
     }
     throw error
   }

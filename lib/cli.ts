@@ -11,7 +11,7 @@ import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import cors from '@fastify/cors'
 import Fastify from 'fastify'
-import { envArguments, unknownEnvVariables, type CliOptionSpec } from './cli-env.js'
+import { envArguments, namingVariables, unknownEnvVariables, type CliOptionSpec } from './cli-env.js'
 import { healthRoute } from './cli-health.js'
 import { parseHookEvents, tusdFileHooks, tusdHttpHooks, type TusdHookName } from './cli-hooks.js'
 import { SCALE_FLAGS, SCALE_HELP, describeStorage, parseScale, scaleServices, type ScaleOptions } from './cli-scale.js'
@@ -293,17 +293,26 @@ function parseSeconds (flag: string, value: string): number {
   return seconds
 }
 
+/**
+ * An origin as browsers send it in the Origin header (scheme://host[:port], lower case, no default port), however it is
+ * spelt: `HTTPS://App.example.com:443/` is `https://app.example.com`. Nothing else, and no pattern: `*` alone allows
+ * any origin, while `https://*.example.com` would match none (the header never holds a `*`).
+ */
 function parseOrigin (value: string): string {
   if (value === '*') return value
-  let origin: string | undefined
+  const refuse = (why: string): UsageError => new UsageError(`--cors-origin must be "*" or an origin like https://app.example.com: ${why} (got "${value}")`)
+  let url: URL
   try {
-    origin = new URL(value).origin
-  } catch {}
-  // An origin is scheme://host[:port], nothing more: browsers send exactly that in the Origin header.
-  if (origin === undefined || origin === 'null' || origin !== value.replace(/\/$/, '')) {
-    throw new UsageError(`--cors-origin must be "*" or an origin like https://app.example.com (got "${value}")`)
+    url = new URL(value)
+  } catch {
+    throw refuse('not a URL')
   }
-  return origin
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw refuse('an origin is http:// or https://')
+  if (value.includes('*')) throw refuse('no wildcards: repeat the flag for each origin, or give "*" for any')
+  if (url.username !== '' || url.password !== '' || url.pathname !== '/' || url.search !== '' || url.hash !== '' || /[?#]/.test(value)) {
+    throw refuse('an origin has no path, query or credentials')
+  }
+  return url.origin
 }
 
 function packageVersion (): string {
@@ -477,7 +486,7 @@ async function main (argv: string[]): Promise<void> {
     await serve(parsed.options)
   } catch (error) {
     if (error instanceof UsageError) {
-      process.stderr.write(`fastify-tus: ${error.message}\nRun "fastify-tus --help" for the options.\n`)
+      process.stderr.write(`fastify-tus: ${namingVariables(error.message, CLI_OPTIONS, process.env, argv)}\nRun "fastify-tus --help" for the options.\n`)
       process.exitCode = USAGE_EXIT
       return
     }

@@ -59,13 +59,16 @@ t.test('flags from FASTIFY_TUS_* variables; a command-line flag wins; the health
   t.equal((await rawRequest(`${origin}/healthz`)).status, 200, 'healthy again once it is back')
 })
 
-t.test('a bad variable is a usage error (exit 2)', async (t) => {
-  for (const [env, message] of [
-    [{ FASTIFY_TUS_PORT: 'http' }, /--port must be a whole number/],
-    [{ FASTIFY_TUS_NO_FSYNC: 'maybe' }, /FASTIFY_TUS_NO_FSYNC must be 1\/true\/yes\/on or 0\/false\/no\/off/],
-    [{ FASTIFY_TUS_HEALTH_PATH: 'healthz' }, /--health-path must be a URL path/]
+t.test('a bad variable is a usage error (exit 2) naming the variable, not a flag nobody typed; a flag given names the flag', async (t) => {
+  for (const [env, args, message] of [
+    [{ FASTIFY_TUS_PORT: 'http' }, [], /^fastify-tus: FASTIFY_TUS_PORT must be a whole number/m],
+    [{ FASTIFY_TUS_NO_FSYNC: 'maybe' }, [], /FASTIFY_TUS_NO_FSYNC must be 1\/true\/yes\/on or 0\/false\/no\/off/],
+    [{ FASTIFY_TUS_HEALTH_PATH: 'healthz' }, [], /^fastify-tus: FASTIFY_TUS_HEALTH_PATH must be a URL path/m],
+    [{ FASTIFY_TUS_CORS_ORIGIN: 'https://app.example.com,https://*.example.com' }, [], /^fastify-tus: FASTIFY_TUS_CORS_ORIGIN must be .*no wildcards/m],
+    [{ FASTIFY_TUS_METRICS_PATH: '/ops' }, ['--health-path', '/ops'], /^fastify-tus: --health-path and FASTIFY_TUS_METRICS_PATH must differ/m],
+    [{ FASTIFY_TUS_PORT: '0' }, ['--port', 'http'], /^fastify-tus: --port must be a whole number/m]
   ] as const) {
-    const running = startProcess(t, process.execPath, ['--import', 'tsx', cli], { env })
+    const running = startProcess(t, process.execPath, ['--import', 'tsx', cli, ...args], { env })
     t.equal((await running.exited).code, 2)
     t.match(running.stderr(), message)
   }

@@ -57,7 +57,10 @@ t.test('bad flags and values exit 2 with a message naming the problem', async (t
     [['--min-free-space', 'lots'], /--min-free-space must be a positive number of bytes/],
     [['--idle-timeout', '1.5'], /--idle-timeout must be a whole number of seconds/],
     [['--cors-origin', 'app.example.com'], /--cors-origin must be "\*" or an origin/],
-    [['--cors-origin', 'https://app.example.com/upload'], /--cors-origin/],
+    [['--cors-origin', 'https://app.example.com/upload'], /--cors-origin must be .*: an origin has no path/],
+    // An Origin header never holds a pattern: such an origin would silently allow no browser at all.
+    [['--cors-origin', 'https://*.example.com'], /--cors-origin must be .*: no wildcards/],
+    [['--cors-origin', 'ftp://files.example.com'], /--cors-origin must be .*: an origin is http:\/\/ or https:\/\//],
     [['--prefix', 'files'], /--prefix must be a URL path starting with "\/"/],
     // Checked by the plugin itself at registration: reported the same way, once.
     [['--prefix', '/a//b', '--port', '0', '--dir', join(tmpdir(), 'fastify-tus-cli-never-created')], /^fastify-tus: prefix must be a path such as "\/files" \(got "\/a\/\/b"\)$/m],
@@ -79,7 +82,8 @@ t.test('the server takes uploads from tus-js-client, serves them back, answers C
   const allowedOrigin = 'http://app.example.test'
   const server = startProcess(t, process.execPath, [cli,
     '--dir', dir, '--port', '0', '--prefix', '/uploads', '--max-size', '1M', '--days-to-keep', '2', '--expire-completed',
-    '--cors-origin', allowedOrigin, '--cors-origin', 'http://other.example.test', '--metrics-path', '/metrics', '--log-level', 'warn'])
+    // The second spelt otherwise than browsers send it: upper case, the default port, a slash.
+    '--cors-origin', allowedOrigin, '--cors-origin', 'HTTP://Other.Example.test:80/', '--metrics-path', '/metrics', '--log-level', 'warn'])
   const [, endpoint = ''] = await waitForOutput(server, /tus endpoint at (http:\/\/127\.0\.0\.1:\d+\/uploads\/)/)
   t.match(server.stdout(), `(uploads in ${dir})`, 'says where the uploads go')
 
@@ -130,6 +134,8 @@ t.test('the server takes uploads from tus-js-client, serves them back, answers C
     method: 'OPTIONS', headers: { Origin: 'http://evil.example.test', 'Access-Control-Request-Method': 'PATCH' }
   })
   t.equal(foreign.headers['access-control-allow-origin'], undefined, 'an origin not allowed gets no CORS headers')
+  const otherPreflight = await rawRequest(endpoint, { method: 'OPTIONS', headers: { Origin: 'http://other.example.test', 'Access-Control-Request-Method': 'POST' } })
+  t.equal(otherPreflight.headers['access-control-allow-origin'], 'http://other.example.test', 'an origin given as HTTP://Other.Example.test:80/ is the one browsers send')
   const discoveryWithOrigin = await tusRequest(endpoint, { method: 'OPTIONS', headers: { Origin: allowedOrigin } })
   t.equal(discoveryWithOrigin.headers['tus-version'], '1.0.0', 'a tus discovery OPTIONS (no preflight) still reaches the plugin')
   t.equal(discoveryWithOrigin.headers['access-control-allow-origin'], allowedOrigin)

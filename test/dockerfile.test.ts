@@ -63,6 +63,19 @@ async function ensureBuilt (): Promise<void> {
   await promisify(execFile)(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], { cwd: root })
 }
 
+t.test('the image has the optional peers of the CLI\'s scale-out flags, at the versions of the lock', async (t) => {
+  // The build stage's RUN that lists them, run here against the repository's lock (its output to a temporary file).
+  const listing = all.slice(0, lastFrom).find(({ keyword, args }) => keyword === 'RUN' && args.includes('/tmp/scale-peers'))
+  t.ok(listing !== undefined, 'the build stage lists them')
+  const out = join(await mkdtemp(join(tmpdir(), 'fastify-tus-docker-')), 'scale-peers')
+  await promisify(execFile)('sh', ['-c', listing!.args.replace('/tmp/scale-peers', out)], { cwd: root })
+  const locked = (JSON.parse(await readFile(join(root, 'package-lock.json'), 'utf8')) as { packages: Record<string, { version: string }> }).packages
+  t.equal((await readFile(out, 'utf8')).trim(), ['@aws-sdk/client-s3', 'ioredis'].map((name) => `${name}@${locked[`node_modules/${name}`]!.version}`).join(' '))
+  await rm(join(out, '..'), { recursive: true, force: true })
+  t.ok(final.some(({ keyword, args }) => keyword === 'RUN' && /npm install --global .*\/tmp\/fastify-tus-\*\.tgz \$\(cat \/tmp\/scale-peers\)/.test(args)),
+    'the final stage installs them globally beside the package, where the CLI looks for them')
+})
+
 t.test('the final stage: a non-root user owning the /data volume, the package bin as entrypoint', async (t) => {
   const user = one('USER')
   t.notOk(['root', '0', '0:0'].includes(user) || user.startsWith('root:') || user.startsWith('0:'), `USER ${user} is not root`)

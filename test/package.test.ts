@@ -77,6 +77,20 @@ t.test('packed from a clean tree, the package installs, runs through npx, import
   t.equal((await sh('npm', ['exec', '--', 'fastify-tus', '--version'], consumer)).stdout, `${manifest.version}\n`, 'npm exec fastify-tus --version')
   t.match((await sh('npx', ['fastify-tus', '--help'], consumer)).stdout, /^Usage: fastify-tus \[options\]/)
 
+  // 4b. The CLI's scale-out flags where npm installs no optional peer (npx fastify-tus, a global install, the Docker
+  // image): exit 1, saying how to install the peer beside fastify-tus; one installed in the directory alone is not found.
+  const bare = join(work, 'bare')
+  await mkdir(bare)
+  await writeFile(join(bare, 'package.json'), JSON.stringify({ name: 'bare', version: '1.0.0', private: true }))
+  await sh('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error', tarball, pinned('fastify')], bare)
+  for (const [flags, peerName] of [[['--s3-bucket', 'uploads'], '@aws-sdk/client-s3'], [['--redis-url', 'redis://127.0.0.1:1'], 'ioredis']] as const) {
+    const failed = await run('npx', ['fastify-tus', '--port', '0', '--dir', join(work, 'uploads-bare'), ...flags], { cwd: bare, env: childEnv }).then(
+      () => undefined, (error: { code?: number, stderr?: string }) => error)
+    t.equal(failed?.code, 1, `${flags[0]} without ${peerName}: exit 1`)
+    t.match(failed?.stderr, `fastify-tus: ${flags[0]} needs ${peerName}, an optional peer dependency that is not installed beside fastify-tus`, `${flags[0]}: names the peer`)
+    t.match(failed?.stderr, `npm install --global ${peerName}; with npx, npx -p fastify-tus -p ${peerName} fastify-tus`, `${flags[0]}: how to install it for each way of running the CLI`)
+  }
+
   // 5. ESM: every entry point, and a request through the plugin.
   await writeFile(join(consumer, 'esm.mjs'), `
 import Fastify from 'fastify'
