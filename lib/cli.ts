@@ -485,12 +485,13 @@ async function main (argv: string[]): Promise<void> {
     }
     await serve(parsed.options)
   } catch (error) {
+    const message = namingVariables((error as Error).message, CLI_OPTIONS, process.env, argv)
     if (error instanceof UsageError) {
-      process.stderr.write(`fastify-tus: ${namingVariables(error.message, CLI_OPTIONS, process.env, argv)}\nRun "fastify-tus --help" for the options.\n`)
+      process.stderr.write(`fastify-tus: ${message}\nRun "fastify-tus --help" for the options.\n`)
       process.exitCode = USAGE_EXIT
       return
     }
-    process.stderr.write(`fastify-tus: ${(error as Error).message}\n`)
+    process.stderr.write(`fastify-tus: ${message}\n`)
     process.exitCode = 1
   }
 }

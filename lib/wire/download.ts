@@ -200,8 +200,8 @@ function httpDate (header: string | undefined): number | undefined {
   const [hours, minutes, seconds] = time.split(':').map(Number) as [number, number, number]
   const ms = Date.UTC(year, month, day, hours, minutes, seconds)
   const date = new Date(ms)
-  // Feb 30, 24:00 and the like are no dates.
-  const exact = date.getUTCDate() === day && date.getUTCMonth() === month && date.getUTCHours() === hours &&
+  // Feb 30, 24:00 and the like are no dates (nor a year below 100, which Date.UTC takes for 19xx).
+  const exact = date.getUTCFullYear() === year && date.getUTCDate() === day && date.getUTCMonth() === month && date.getUTCHours() === hours &&
     date.getUTCMinutes() === minutes && date.getUTCSeconds() === seconds
   return exact ? ms : undefined
 }
