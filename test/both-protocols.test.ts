@@ -775,6 +775,24 @@ for (const dialect of DIALECTS) {
     t.equal(answer.headers['upload-offset'], String(SOURCE.length))
     t.equal(sha256(await stored(server, created.url)), sha256(SOURCE))
   })
+
+  t.test(`${dialect.name}: an append with a malformed or unsupported Upload-Checksum is refused (400) without interrupting the append in progress`, async (t) => {
+    const server = await startServer(t)
+    const created = await dialect.create('http/1.1', server, { length: SOURCE.length })
+    const half = SOURCE.length / 2
+    const headers = { ...dialect.appendHeaders(0, { last: true }), 'Content-Length': String(SOURCE.length) }
+    const socket = await appendOnSocket(created.url, headLines(headers), SOURCE.subarray(0, half))
+    const answered = answerOn(socket)
+    await grown(join(server.dir, idOf(created.url)), half)
+    for (const checksum of ['sha1', 'sha1 !!!', 'whirlpool AAAA']) {
+      const refused = await send('http/1.1', created.url, 'PATCH', { ...dialect.appendHeaders(half, {}), 'Upload-Checksum': checksum }, Buffer.from('x'))
+      t.equal(refused.status, 400, `Upload-Checksum: ${checksum}`)
+    }
+    socket.write(SOURCE.subarray(half))
+    const answer = await answered
+    t.equal(answer.status, dialect.appended(true), 'the append in progress went on to its end')
+    t.equal(sha256(await stored(server, created.url)), sha256(SOURCE))
+  })
 }
 
 for (const dialect of DIALECTS) {

@@ -91,6 +91,9 @@ export async function createUpload (services: TusServices, request: FastifyReque
 
 /** Append at `offset`. Every check runs before the first byte is read. */
 export async function appendToUpload (services: TusServices, request: FastifyRequest, id: string, input: AppendRequest): Promise<UploadOutcome> {
+  // A malformed or unsupported Upload-Checksum (400) is refused before the request waits for the lock: waiting asks
+  // the request holding it to let go, and a request sure to be refused must never cut another's body.
+  headerChecksum(request)
   const admitted = await admitBeforeLock(services, request, id, 'write')
   services.sharedReads.beforeWrite(id)
   const lock = await lockUpload(services, id, { onReleaseRequested: releaseBody(request) })
@@ -110,8 +113,6 @@ export async function appendToUpload (services: TusServices, request: FastifyReq
       // A finished upload is never modified; an empty request of a protocol that cannot say more is a no-op.
       throw withFacts(new TusErrors.UPLOAD_COMPLETE(upload.offset), { offset: upload.offset, uploadComplete: true })
     }
-    // Refused before the length is declared: a malformed or unsupported Upload-Checksum (400).
-    headerChecksum(request)
     const announced = integerHeader(request, 'Content-Length')
     const { declared, unrecorded } = input.length === undefined ? { declared: upload, unrecorded: false } : await declareLength(services, request, upload, input.length, input.completes === true, announced)
     await services.diskReserve.ensureRoom(id, announced ?? (declared.size === undefined ? 0 : declared.size - declared.offset))
