@@ -49,7 +49,9 @@ t.test('bad scale-out flags and variables exit 2 saying what is wrong', async (t
     [['--s3-bucket', 'b', '--s3-parts-in-flight', 'many'], {}, /--s3-parts-in-flight must be a whole number/],
     [['--s3-bucket', 'b', '--port', '0'], { FASTIFY_TUS_S3_PARTS_IN_FLIGHT: '65' }, /S3Store partsInFlight must be an integer from 1 to 64/],
     [['--s3-parts-in-flight', '2'], {}, /--s3-parts-in-flight needs --s3-bucket/],
-    [[], { FASTIFY_TUS_REDIS_URL: 'http://127.0.0.1:6379' }, /--redis-url must be a redis:\/\/ or rediss:\/\/ URL/],
+    // A variable is named as the variable (the user never typed --redis-url).
+    [[], { FASTIFY_TUS_REDIS_URL: 'http://127.0.0.1:6379' }, /^fastify-tus: FASTIFY_TUS_REDIS_URL must be a redis:\/\/ or rediss:\/\/ URL/m],
+    [[], { FASTIFY_TUS_S3_ENDPOINT: 'http://127.0.0.1:1' }, /^fastify-tus: FASTIFY_TUS_S3_ENDPOINT needs --s3-bucket \(or FASTIFY_TUS_S3_BUCKET\)/m],
     [['--redis-prefix', 'x:'], {}, /--redis-prefix needs --redis-url/]
   ]
   for (const [args, env, message] of cases) {
