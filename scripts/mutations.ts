@@ -46,6 +46,20 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/file-store-append.test.ts']
   },
   {
+    name: 'file-store: the background flush counts the bytes of one request only',
+    file: 'lib/store/file-store.ts',
+    find: 'if (this.#handle.unflushed >= SYNC_STEP) this.#handle.flushInBackground()',
+    replace: 'if (this.#written >= SYNC_STEP && this.#handle.unflushed >= SYNC_STEP) this.#handle.flushInBackground()',
+    tests: ['test/file-store-append.test.ts']
+  },
+  {
+    name: 'file-store: a failed background flush goes unreported',
+    file: 'lib/fs-calls.ts',
+    find: '        if (error !== null) this.#flushFailure ??= { error }\n',
+    replace: '',
+    tests: ['test/file-store-append.test.ts']
+  },
+  {
     name: 'file-store: queued chunks written after the lock was lost',
     file: 'lib/store/file-store.ts',
     find: 'if (this.#lockLost?.aborted === true) {',
@@ -634,6 +648,13 @@ export const MUTATIONS: Mutation[] = [
     find: 'await loadSettled(services, found.id, { requestRelease: false }), found)',
     replace: 'await loadSettled(services, found.id), found)',
     tests: ['test/shared-reads.test.ts']
+  },
+  {
+    name: 'core: a malformed Upload-Checksum waits for the lock (and ends the append in progress) before it is refused',
+    file: 'lib/core/operations.ts',
+    find: "  headerChecksum(request)\n  const admitted = await admitBeforeLock(services, request, id, 'write')\n",
+    replace: "  const admitted = await admitBeforeLock(services, request, id, 'write')\n",
+    tests: ['test/both-protocols.test.ts']
   },
   {
     name: 'core: an append asks the holder to let go before onUploadAccess let it through',
