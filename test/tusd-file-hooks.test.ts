@@ -118,11 +118,11 @@ t.test('the CLI: --hooks-dir (and FASTIFY_TUS_HOOKS_DIR); not with --hooks-http'
   t.match(both.stderr, /--hooks-dir and --hooks-http/)
 
   // A --hooks-dir that is no directory is refused at start: running without the hooks would let through what
-  // they refuse (the directory's pre-create refuses X-Refuse). The variable is checked as the flag is.
+  // they refuse (the directory's pre-create refuses X-Refuse). The variable is checked as the flag is, and named as itself.
   const uploads = join(dir, 'never-created')
   for (const [args, env, message] of [
     [['--hooks-dir', `${hooks}-typo`], {}, `--hooks-dir must be a directory, but ${hooks}-typo does not exist`],
-    [[], { FASTIFY_TUS_HOOKS_DIR: join(hooks, 'pre-create') }, `--hooks-dir must be a directory, but ${join(hooks, 'pre-create')} is not one`],
+    [[], { FASTIFY_TUS_HOOKS_DIR: join(hooks, 'pre-create') }, `FASTIFY_TUS_HOOKS_DIR must be a directory, but ${join(hooks, 'pre-create')} is not one`],
     [['--hooks-dir', join(hooks, 'pre-create', 'below')], {}, `--hooks-dir must be a directory, but a part of ${join(hooks, 'pre-create', 'below')} is a file`]
   ] as const) {
     const refused = startProcess(t, process.execPath, [cli, '--dir', uploads, '--port', '0', '--log-level', 'silent', ...args], { env })
