@@ -72,6 +72,11 @@ async function send (transport: Transport, url: string, method: string, headers:
   })
 }
 
+/** Field names in lower case, as HTTP/2 requires them. */
+function lowerCased (fields: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(fields).map(([name, value]) => [name.toLowerCase(), value]))
+}
+
 async function sendHttp2 (url: string, method: string, headers: Record<string, string>, body: Buffer | undefined, withLength: boolean): Promise<Response> {
   const { origin, pathname } = new URL(url)
   const session = connectHttp2(origin)
@@ -79,7 +84,7 @@ async function sendHttp2 (url: string, method: string, headers: Record<string, s
     return await new Promise((resolve, reject) => {
       session.on('error', reject)
       const interim: Response['interim'] = []
-      const lower = Object.fromEntries(Object.entries(headers).map(([name, value]) => [name.toLowerCase(), value]))
+      const lower = lowerCased(headers)
       const stream = session.request({
         [http2Constants.HTTP2_HEADER_METHOD]: method,
         [http2Constants.HTTP2_HEADER_PATH]: pathname,
@@ -116,7 +121,7 @@ async function resetHttp2Append (url: string, headers: Record<string, string>, b
   const { origin, pathname } = new URL(url)
   const session = connectHttp2(origin)
   try {
-    const lower = Object.fromEntries(Object.entries(headers).map(([name, value]) => [name.toLowerCase(), value]))
+    const lower = lowerCased(headers)
     const stream = session.request({ [http2Constants.HTTP2_HEADER_METHOD]: 'PATCH', [http2Constants.HTTP2_HEADER_PATH]: pathname, ...lower })
     stream.on('error', () => {})
     stream.write(bytes)
@@ -672,7 +677,7 @@ async function appendAwaitingEndHttp1 (url: string, headers: Record<string, stri
 async function appendAwaitingEndHttp2 (url: string, headers: Record<string, string>, body: Buffer): Promise<AwaitingEnd> {
   const { origin, pathname } = new URL(url)
   const session = connectHttp2(origin)
-  const lower = Object.fromEntries(Object.entries(headers).map(([name, value]) => [name.toLowerCase(), value]))
+  const lower = lowerCased(headers)
   const stream = session.request({ [http2Constants.HTTP2_HEADER_METHOD]: 'PATCH', [http2Constants.HTTP2_HEADER_PATH]: pathname, ...lower }, { waitForTrailers: true })
   const answered = new Promise<Response>((resolve, reject) => {
     stream.on('error', reject)
@@ -685,7 +690,7 @@ async function appendAwaitingEndHttp2 (url: string, headers: Record<string, stri
   stream.write(body)
   return {
     async end (trailers) {
-      stream.once('wantTrailers', () => { stream.sendTrailers(Object.fromEntries(Object.entries(trailers).map(([name, value]) => [name.toLowerCase(), value]))) })
+      stream.once('wantTrailers', () => { stream.sendTrailers(lowerCased(trailers)) })
       stream.end()
       try {
         return await answered
