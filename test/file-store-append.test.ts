@@ -157,7 +157,8 @@ t.test('fsync: an upload sent as 1 MiB writes is flushed while it arrives, as on
   })
   t.equal(result, data.length)
   t.equal(sha256(await readFile(join(dir, id))), sha256(data), 'bytes intact')
-  t.ok(datasync >= 2, `40 MiB in 1 MiB writes flushed every 16 MiB while they arrived (${datasync} fdatasync; none before: each write alone is below the step)`)
+  // One at least: a flush still running when the next 16 MiB are in is not doubled (a loaded disk may take that long).
+  t.ok(datasync >= 1, `40 MiB in 1 MiB writes flushed while they arrived (${datasync} fdatasync; none before: each write alone is below the 16 MiB step)`)
   t.same(synced, [`${id}.json`, id], 'the info file at creation, the data file at its last byte')
 })
 
