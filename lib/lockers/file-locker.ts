@@ -1,9 +1,9 @@
 import { watch, type FSWatcher, type Stats } from 'node:fs'
-import { link, mkdir, stat, utimes, writeFile } from 'node:fs/promises'
+import { link, mkdir, stat, utimes } from 'node:fs/promises'
 import { join } from 'node:path'
 import { TusErrors, errorMessage, retryLater } from '../errors.js'
 import { refuseUnknownKeys } from '../known-keys.js'
-import { readSmallFile, statIfExists, unlink, unlinkIfExists, writeSmallFile } from '../fs-calls.js'
+import { readSmallFile, rename, statIfExists, unlink, unlinkIfExists, writeSmallFile } from '../fs-calls.js'
 import { isValidUploadId } from '../ids.js'
 import { HolderTokens, Lease, RetryWaiter, addTo, positiveInteger, removeFrom, type LockOptions, type UploadLock, type UploadLocker } from './lock.js'
 
@@ -44,7 +44,7 @@ interface Claim {
  * lease, renewed every ttl/3. A lock not renewed for `ttlMs` (its process died or froze) is taken over: claimed by a
  * hard link named after the token seen expired (one taker wins), checked to be that very file, removed, then created
  * anew; nobody ever moves another's lock file. A waiting
- * request asks the holder to finish by touching `<id>.release`; processes hear it, and releases, through
+ * request asks the holder to finish by writing its token to `<id>.release`; processes hear it, and releases, through
  * fs.watch. The lock's signal is aborted when the lease may have run out, as with RedisLocker.
  */
 export class FileLocker implements UploadLocker {
@@ -83,7 +83,7 @@ export class FileLocker implements UploadLocker {
         if (remaining <= 0) throw new TusErrors.LOCKED()
         if (!asked && options.requestRelease !== false) {
           asked = true
-          await failure(async () => { await writeFile(this.#path(id, 'release'), token) })
+          await failure(async () => { await writeWhole(this.#path(id, 'release'), token) })
           // This process's own holders hear it at once, whatever fs.watch does.
           for (const holder of this.#holders.get(id) ?? []) holder.onReleaseRequested?.()
         }
@@ -265,6 +265,21 @@ async function createExclusive (path: string, token: string): Promise<boolean> {
     return true
   } catch (error) {
     if (code(error) === 'EEXIST') return false
+    throw error
+  }
+}
+
+/**
+ * Writes `path` holding `token` by renaming a file of its own into place: two waiters writing at once over one
+ * file could leave one's bytes in the other's request, which the one that gives up would then remove as its own.
+ */
+async function writeWhole (path: string, token: string): Promise<void> {
+  const own = `${path}.${token}`
+  await writeSmallFile(own, token, false)
+  try {
+    await rename(own, path)
+  } catch (error) {
+    await unlink(own).catch(() => {})
     throw error
   }
 }
