@@ -187,6 +187,34 @@ t.test('fsync: a background flush that fails fails the write after it, and the c
   t.equal(sha256(await readFile(join(dir, id))), sha256(data.subarray(0, stored)), `the ${stored} bytes kept are the upload's`)
 })
 
+t.test('fsync: a background flush that failed on a data file closed unused (evicted, idle) fails the next write of its upload, once', async (t) => {
+  const dir = join(directory, 'failed-flush-closed')
+  const own = new FileStore({ directory: dir })
+  t.teardown(async () => { await own.close() })
+  const chunk = 1024 * 1024
+  const data = randomBytesSeeded(17 * chunk, 18)
+  const id = contractId()
+  await own.create({ id, size: data.length, metadata: {} })
+  const { fdatasync } = fs
+  let flushes = 0
+  fs.fdatasync = ((_fd: number, callback: (error: NodeJS.ErrnoException | null) => void) => {
+    flushes++
+    setImmediate(() => { callback(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' })) })
+  }) as typeof fs.fdatasync
+  t.teardown(() => { fs.fdatasync = fdatasync })
+  let offset = 0
+  for (let index = 0; index < 16; index++) offset = await own.write(id, offset, cut(data.subarray(offset, offset + chunk), [64 * 1024]))
+  t.equal(flushes, 1, 'the 16th MiB began a flush in the background')
+  fs.fdatasync = fdatasync
+  // Uploads created after it push its kept descriptor out (the store keeps 128), as idleness would after 5 s.
+  for (let index = 0; index < 130; index++) await own.create({ id: contractId(), size: 1, metadata: {} })
+  await own.getInfo(id)
+  await t.rejects(own.write(id, offset, cut(data.subarray(offset), [64 * 1024])), { code: 'EIO' }, 'the completing write fails as the flush did, on a descriptor opened after it')
+  t.equal((await own.getInfo(id)).offset, offset, 'nothing written by the refused write')
+  t.equal(await own.write(id, offset, cut(data.subarray(offset), [64 * 1024])), data.length, 'told once: the client\'s retry is stored')
+  t.equal(sha256(await readFile(join(dir, id))), sha256(data))
+})
+
 t.test('deferred length: flush fsyncs the data written before the length was known', async (t) => {
   const dir = join(directory, 'deferred-fsync')
   const own = new FileStore({ directory: dir })

@@ -120,6 +120,29 @@ t.test('OpenFiles: at most max kept (least recently kept closed first), closed w
   await handles.get('c')!.close()
 })
 
+t.test('OpenFiles: a failed background flush of a handle closed unused is told to the next take of its upload, once; not after forget', async (t) => {
+  const dir = join(directory, 'unit-flush')
+  await mkdir(dir)
+  const { fdatasync } = fs
+  fs.fdatasync = ((_fd: number, callback: (error: NodeJS.ErrnoException | null) => void) => {
+    setImmediate(() => { callback(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' })) })
+  }) as typeof fs.fdatasync
+  t.teardown(() => { fs.fdatasync = fdatasync })
+  const files = new OpenFiles(2, 60_000)
+  const identity = { ino: 1, birthtimeMs: 2 }
+  for (const name of ['dropped', 'removed']) {
+    const handle = await DataFile.open(join(dir, name), 'a')
+    handle.flushInBackground()
+    files.keep(name, handle, identity, 0, new Date())
+  }
+  files.drop('dropped')
+  files.forget('removed')
+  await files.closeAll()
+  t.throws(() => files.take('dropped', identity), { code: 'EIO' }, 'the next writer hears of it')
+  t.equal(files.take('dropped', identity), undefined, 'once')
+  t.equal(files.take('removed', identity), undefined, 'a removed upload\'s failure is no one\'s')
+})
+
 t.test('a write still running when the store closes does not keep its handle', { skip: process.platform !== 'linux' && 'needs /proc/self/fd' }, async (t) => {
   const dir = join(directory, 'closing')
   const store = new FileStore({ directory: dir })

@@ -378,12 +378,12 @@ export class FileStore implements DataStore {
 
   async declareLength (id: string, size: number): Promise<void> {
     const info = { ...(await this.#readInfo(id)).info, size }
-    this.#forget(id)
+    this.#forget(id, 'changed')
     try {
       await this.#writeInfo(info)
     } finally {
       // Also after: a HEAD may have cached the old info while it was being replaced.
-      this.#forget(id)
+      this.#forget(id, 'changed')
     }
   }
 
@@ -403,7 +403,7 @@ export class FileStore implements DataStore {
   async terminate (id: string): Promise<void> {
     const info = await this.#info(id).catch(() => undefined)
     const path = this.#dataPath(id, info?.directory)
-    this.#forget(id)
+    this.#forget(id, 'removed')
     try {
       // The info file goes first so that the upload vanishes at once, even if removing the data fails.
       await unlink(this.#infoPath(id)).catch(rethrowUnlessNotFound)
@@ -413,7 +413,7 @@ export class FileStore implements DataStore {
       if (info === undefined || info.concat?.type === 'partial') await rm(this.#finalsOf(id), { recursive: true, force: true })
     } finally {
       // Also after: a HEAD may have cached the upload while it was being removed.
-      this.#forget(id)
+      this.#forget(id, 'removed')
     }
   }
 
@@ -553,7 +553,7 @@ export class FileStore implements DataStore {
     if (!await abandoned()) return false
     const data = await statIfExists(dataPath, 'lstat')
     if (isOldFile(data, horizon)) await unlinkIfExists(dataPath)
-    this.#forget(id)
+    this.#forget(id, 'removed')
     return await unlinkIfExists(infoPath)
   }
 
@@ -569,7 +569,7 @@ export class FileStore implements DataStore {
     const abandoned = async (): Promise<boolean> => isOldFile(await statIfExists(path, 'lstat'), horizon) && await statIfExists(infoPath, 'lstat') === undefined
     // Checked right before the unlink (a creation makes the data file first, then the info file: it is new).
     if (!await abandoned()) return false
-    this.#forget(id)
+    this.#forget(id, 'removed')
     return await unlinkIfExists(path)
   }
 
@@ -617,11 +617,13 @@ export class FileStore implements DataStore {
     return entry === undefined ? undefined : unpackFile(entry)
   }
 
-  #forget (id: string): void {
+  /** Drops what is cached and kept open of `id`, whose upload `changed` (its next write is told of a failed flush) or is `removed`. */
+  #forget (id: string, upload: 'changed' | 'removed'): void {
     this.#changes++
     this.#cache.delete(id)
     this.#synced.delete(id)
-    this.#openFiles.drop(id)
+    if (upload === 'changed') this.#openFiles.drop(id)
+    else this.#openFiles.forget(id)
   }
 
   /**

@@ -31,9 +31,13 @@ interface Entry extends KnownFile {
 /**
  * Data files kept open between the requests of an upload: from its creation to its first PATCH, and across
  * PATCHes in sequence, so that each saves an open and a close. At most `max` are kept (the least recently
- * used is closed first), each closed after `idleMs` without use, on `drop` (termination) and on `closeAll`.
- * A handle is lent to one writer at a time (`take` removes it) and given back with `keep`. The caller
+ * used is closed first), each closed after `idleMs` without use, on `drop`, `forget` (termination) and on
+ * `closeAll`. A handle is lent to one writer at a time (`take` removes it) and given back with `keep`. The caller
  * checks the identity against a fresh `stat` of the path before it writes through a kept handle.
+ *
+ * A background flush (`DataFile.flushInBackground`) that failed on a handle closed unused is told to the upload's
+ * next `take`: a descriptor opened afterwards would not hear of it (Linux reports a writeback error to the
+ * descriptors open when it happened), and the upload could complete over data the disk lost.
  */
 export class OpenFiles {
   readonly #entries = new Map<string, Entry>()
@@ -41,6 +45,8 @@ export class OpenFiles {
   readonly #idleMs: number
   /** Closes in progress, awaited by closeAll. */
   readonly #closing = new Set<Promise<void>>()
+  /** Why the background flush of a handle closed unused failed, by upload, until its next `take`. */
+  readonly #failedFlushes = new Map<string, unknown>()
 
   constructor (max: number, idleMs: number) {
     this.#max = max
@@ -51,14 +57,22 @@ export class OpenFiles {
     return this.#entries.size
   }
 
-  /** Takes the kept handle of `id` if it is open on `identity`; a handle on another file is closed. */
+  /**
+   * Takes the kept handle of `id` if it is open on `identity`; a handle on another file is closed. Throws why the
+   * background flush of a handle of `id` closed unused failed, once.
+   */
   take (id: string, identity: FileIdentity | undefined): DataFile | undefined {
+    if (this.#failedFlushes.has(id)) {
+      const failure = this.#failedFlushes.get(id)
+      this.#failedFlushes.delete(id)
+      throw failure
+    }
     const entry = this.#entries.get(id)
     if (entry === undefined) return undefined
     this.#entries.delete(id)
     clearTimeout(entry.timer)
     if (identity !== undefined && sameFile(entry.identity, identity)) return entry.handle
-    this.#close(entry.handle)
+    this.#close(entry.handle, undefined)
     return undefined
   }
 
@@ -92,7 +106,7 @@ export class OpenFiles {
    */
   keep (id: string, handle: DataFile, identity: FileIdentity, size: number, modifiedAt: Date): void {
     if (this.#max === 0) {
-      this.#close(handle)
+      this.#close(handle, id)
       return
     }
     this.drop(id)
@@ -103,11 +117,13 @@ export class OpenFiles {
 
   /** Closes the kept handle of `id`, if any. */
   drop (id: string): void {
-    const entry = this.#entries.get(id)
-    if (entry === undefined) return
-    this.#entries.delete(id)
-    clearTimeout(entry.timer)
-    this.#close(entry.handle)
+    this.#remove(id, id)
+  }
+
+  /** Closes the kept handle of `id`, if any, whose upload is removed: how its flushes ended is no one's concern. */
+  forget (id: string): void {
+    this.#remove(id, undefined)
+    this.#failedFlushes.delete(id)
   }
 
   async closeAll (): Promise<void> {
@@ -115,8 +131,24 @@ export class OpenFiles {
     await Promise.allSettled([...this.#closing])
   }
 
-  #close (handle: DataFile): void {
-    const closing = handle.close().catch(() => undefined).finally(() => { this.#closing.delete(closing) })
+  #remove (id: string, owner: string | undefined): void {
+    const entry = this.#entries.get(id)
+    if (entry === undefined) return
+    this.#entries.delete(id)
+    clearTimeout(entry.timer)
+    this.#close(entry.handle, owner)
+  }
+
+  /** Closes `handle` (once its flush ended); a failed flush is kept for the next `take` of `owner`'s upload, if any. */
+  #close (handle: DataFile, owner: string | undefined): void {
+    const closing = handle.close().catch(() => undefined).finally(() => {
+      this.#closing.delete(closing)
+      try {
+        handle.checkFlushes()
+      } catch (error) {
+        if (owner !== undefined) this.#failedFlushes.set(owner, error)
+      }
+    })
     this.#closing.add(closing)
   }
 }
