@@ -7,7 +7,7 @@ import type { ResolvedOptions } from './core/services.js'
 import { TusErrors } from './errors.js'
 import { MAX_ID_LENGTH } from './ids.js'
 import { refuseUnknownKeys } from './known-keys.js'
-import { DEFAULT_DRAFT_VERSIONS, DRAFT_VERSIONS } from './ietf/versions.js'
+import { DEFAULT_DRAFT_VERSIONS, DRAFT_VERSIONS, type DraftInteropVersion } from './ietf/versions.js'
 import { MAX_TIMER_MS, type UploadLocker } from './lockers/lock.js'
 import type { DataStore } from './store/types.js'
 import type {
@@ -83,7 +83,7 @@ export interface TusPluginOptions {
    * The `Upload-Draft-Interop-Version`s of the IETF resumable-upload draft served beside tus 1.0.0 on the
    * same routes. Default: every known one, [3, 4, 5, 6, 7, 8, 9]. `[]`: tus only (the header is ignored).
    */
-  ietfDraftVersions?: number[]
+  ietfDraftVersions?: readonly DraftInteropVersion[]
 }
 
 export const DEFAULT_MAX_SIZE = 128_849_018_880

@@ -2,7 +2,7 @@
 // compile, and what it must not write must not (each @ts-expect-error fails the build if the error vanishes).
 import Fastify, { type FastifyRequest } from 'fastify'
 import tusPlugin, {
-  FileLocker, FileStore, MemoryLocker, TusDraftErrors, type WriteOptions, TusErrors, type DataStore, type OnUploadComplete, type OnUploadCreate,
+  FileLocker, FileStore, MemoryLocker, TusDraftErrors, type WriteOptions, TusErrors, type DataStore, type DraftInteropVersion, type OnUploadComplete, type OnUploadCreate,
   type TusHttpError, type TusPluginOptions, type UploadCreateChanges, type UploadInfo, type UploadLocker, type UploadResponse
 } from '../lib/index.js'
 import { S3Store } from '../lib/store/s3-store.js'
@@ -38,6 +38,12 @@ const options: TusPluginOptions = {
 }
 void options
 void wrongComplete
+// @ts-expect-error 2 is no interop version of the draft
+const unknownDraft: TusPluginOptions = { ietfDraftVersions: [2] }
+void unknownDraft
+const knownDrafts: readonly DraftInteropVersion[] = [3, 9]
+const fromConstant: TusPluginOptions = { ietfDraftVersions: knownDrafts }
+void fromConstant
 
 const store: DataStore = new FileStore({ directory: '/tmp/uploads' })
 const locker: UploadLocker = new MemoryLocker()

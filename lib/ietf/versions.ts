@@ -4,9 +4,12 @@
  * the plugin accepts the versions listed in the `ietfDraftVersions` option (all of these by default).
  * Sources: https://datatracker.ietf.org/doc/draft-ietf-httpbis-resumable-upload/ (-01 to -12, and the editor's copy).
  */
+/** An `Upload-Draft-Interop-Version` this server knows (`ietfDraftVersions`). */
+export type DraftInteropVersion = 3 | 4 | 5 | 6 | 7 | 8 | 9
+
 export interface DraftVersion {
   /** The `Upload-Draft-Interop-Version` value. */
-  interop: number
+  interop: DraftInteropVersion
   /** The draft revisions that use it, for messages and docs. */
   drafts: string
   /**
@@ -43,7 +46,7 @@ export interface DraftVersion {
   refusesStateHeaders: boolean
 }
 
-const v = (interop: number, drafts: string, rules: Omit<DraftVersion, 'interop' | 'drafts'>): DraftVersion => ({ ...rules, interop, drafts })
+const v = (interop: DraftInteropVersion, drafts: string, rules: Omit<DraftVersion, 'interop' | 'drafts'>): DraftVersion => ({ ...rules, interop, drafts })
 
 const V3 = v(3, '-01', {
   completeHeader: 'Upload-Incomplete',
@@ -71,8 +74,10 @@ const V7 = v(7, '-06 to -08', { ...V6, uploadLimit: 'max-age', refusesStateHeade
 const V8 = v(8, '-09 to -11', { ...V7, getRetrievesOffset: true })
 const V9 = v(9, '-12', { ...V8, completedUploadProblem: false })
 
-/** Every interop version with known rules, by number. */
-export const DRAFT_VERSIONS: ReadonlyMap<number, DraftVersion> = new Map([V3, V4, V5, V6, V7, V8, V9].map((version) => [version.interop, version]))
+const KNOWN = [V3, V4, V5, V6, V7, V8, V9]
+
+/** Every interop version with known rules, by number (any number a request names looks itself up). */
+export const DRAFT_VERSIONS: ReadonlyMap<number, DraftVersion> = new Map(KNOWN.map((version) => [version.interop, version]))
 
 /** The default of `ietfDraftVersions`: every version whose rules are known. */
-export const DEFAULT_DRAFT_VERSIONS: readonly number[] = [...DRAFT_VERSIONS.keys()]
+export const DEFAULT_DRAFT_VERSIONS: readonly DraftInteropVersion[] = KNOWN.map((version) => version.interop)
