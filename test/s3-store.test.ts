@@ -766,11 +766,12 @@ for (const prefix of ['tus-', '']) {
     const bucket = await testBucket(t)
     const store = new S3Store({ bucket, s3: s3ClientConfig(), prefix, partSize: 5 * MiB })
     t.teardown(async () => { await store.close() })
-    // A retention of 4 s: the live uploads are written every 2 s and swept 2 s after their last write, but their
-    // multipart uploads are 6 s old by then. S3 dates have whole seconds: a write can look up to 1 s older than it
-    // is, which leaves 1 s for a request on a loaded machine (a retention of 3 s left none: PATCHes found expired).
-    const server = await startServer(t, { store, daysToKeep: 4000 / DAY_MS })
-    const data = randomBytesSeeded(4000, 61)
+    // A retention of 8 s: the live uploads are written every 3 s and swept right after their last write, when their
+    // multipart uploads are 9 s old. S3 dates have whole seconds: a write can look up to 1 s older than it is, which
+    // leaves a loaded machine 4 s for each request until the checks below (a retention of 4 s, written every 2 s and
+    // swept 2 s after, left 1 s: a HEAD under load found its upload expired).
+    const server = await startServer(t, { store, daysToKeep: 8000 / DAY_MS })
+    const data = randomBytesSeeded(5000, 61)
     const root = contractId()
     const nested = contractId()
     await store.create({ id: root, size: data.length, metadata: {} })
@@ -782,14 +783,13 @@ for (const prefix of ['tus-', '']) {
     const foreign = `${prefix}not.ours/${contractId()}`
     await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: foreign }))
     await client.send(new PutObjectCommand({ Bucket: bucket, Key: `${foreign}.part`, Body: 'x', ContentLength: 1 }))
-    for (const offset of [0, 1000, 2000]) {
-      if (offset > 0) await sleep(2000)
+    for (const offset of [0, 1000, 2000, 3000]) {
+      if (offset > 0) await sleep(3000)
       for (const id of [root, nested]) {
         const patched = await tusRequest(`${server.endpoint}${id}`, { method: 'PATCH', headers: { ...OCTET, 'Upload-Offset': String(offset) }, body: data.subarray(offset, offset + 1000) })
         t.equal(patched.status, 204, `at ${offset}: written within the retention, not expired`)
       }
     }
-    await sleep(2000)
     t.same(await removeExpired(server.app), [])
     t.same(await multipartKeys(bucket), [`${prefix}${root}`, foreign, `${prefix}team-a/${nested}`].sort(), 'the live and the foreign multipart uploads stand, the abandoned ones are aborted')
     t.ok((await keys(bucket)).includes(`${foreign}.part`), 'a foreign object is not touched')
@@ -797,8 +797,8 @@ for (const prefix of ['tus-', '']) {
       const url = `${server.endpoint}${id}`
       const head = await tusRequest(url, { method: 'HEAD' })
       t.equal(head.status, 200)
-      t.equal(head.headers['upload-offset'], '3000')
-      const rest = await tusRequest(url, { method: 'PATCH', headers: { ...OCTET, 'Upload-Offset': '3000' }, body: data.subarray(3000) })
+      t.equal(head.headers['upload-offset'], '4000')
+      const rest = await tusRequest(url, { method: 'PATCH', headers: { ...OCTET, 'Upload-Offset': '4000' }, body: data.subarray(4000) })
       t.equal(rest.status, 204)
       t.equal(rest.headers['upload-offset'], String(data.length))
       const download = await tusRequest(url)
