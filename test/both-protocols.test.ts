@@ -781,6 +781,34 @@ for (const dialect of DIALECTS) {
     t.equal(sha256(await stored(server, created.url)), sha256(SOURCE))
   })
 
+  t.test(`${dialect.name}: an append refused for its body leaves a deferred length unknown, as it was; one that stands records it`, async (t) => {
+    const refusing = { stop: false }
+    const server = await startServer(t, { onUploadProgress: () => { if (refusing.stop) throw Object.assign(new Error('over quota'), { statusCode: 403 }) } })
+    const created = await dialect.create('http/1.1', server, {})
+    const length = async (): Promise<string | undefined> => (await send('http/1.1', created.url, 'HEAD', dialect.versioned)).headers['upload-length']
+    const wrong = `sha1 ${createHash('sha1').update('other').digest('base64')}`
+    for (const last of [false, true]) {
+      const body = last ? SOURCE : SOURCE.subarray(0, 10)
+      const declared = dialect.appendHeaders(0, { last, length: SOURCE.length })
+      const what = last ? 'completing' : 'not completing'
+      const mismatch = await send('http/1.1', created.url, 'PATCH', { ...declared, 'Upload-Checksum': wrong }, body)
+      t.equal(mismatch.status, 460, `${what}: a header checksum mismatch`)
+      t.equal(await length(), undefined, `${what}: no length after the mismatch`)
+      const trailer = await sendChunked(created.url, 'PATCH', declared, body, { trailers: { 'Upload-Checksum': wrong } })
+      t.equal(trailer.status, 460, `${what}: a trailer checksum mismatch`)
+      t.equal(await length(), undefined, `${what}: no length after the trailer's mismatch`)
+      refusing.stop = true
+      const stopped = await send('http/1.1', created.url, 'PATCH', declared, body)
+      refusing.stop = false
+      t.equal(stopped.status, 403, `${what}: the progress hook refuses before the first byte`)
+      t.equal(await length(), undefined, `${what}: no length after the hook's refusal`)
+      t.same(await stored(server, created.url), Buffer.alloc(0), `${what}: nothing stored`)
+    }
+    const standing = await send('http/1.1', created.url, 'PATCH', dialect.appendHeaders(0, { length: SOURCE.length }), SOURCE.subarray(0, 10))
+    t.equal(standing.status, dialect.appended(false))
+    t.equal(await length(), String(SOURCE.length), 'an append that stands records the length it declared')
+  })
+
   t.test(`${dialect.name}: an append with a malformed or unsupported Upload-Checksum is refused (400) without interrupting the append in progress`, async (t) => {
     const server = await startServer(t)
     const created = await dialect.create('http/1.1', server, { length: SOURCE.length })

@@ -199,10 +199,11 @@ export async function removeUpload (services: TusServices, request: FastifyReque
 }
 
 /**
- * creation-defer-length: declares a deferred length, once a body of `announced` bytes fits in it: a refused request
- * leaves the upload as it was. A request that `completes` the upload ends it at that length: one whose body's size is
- * known (none, or Content-Length) and ends elsewhere is refused before anything; a streamed one's length is recorded
- * (receive) only once its body stands, so that one refused for ending short of it leaves the length unknown, as it was.
+ * creation-defer-length: declares a deferred length, once a body of `announced` bytes fits in it. A request that
+ * `completes` the upload ends it at that length: one whose body's size is known (none, or Content-Length) and ends
+ * elsewhere is refused before anything. The length is recorded (receive) only once the body stands: a request
+ * refused for its body (a checksum mismatch, a body that ends short of the length it completes, the progress hook, a
+ * full disk) leaves the length unknown, as it was.
  */
 async function declareLength (
   services: TusServices, request: FastifyRequest, upload: UploadInfo, length: number, completes: boolean, announced: number | undefined
@@ -220,10 +221,7 @@ async function declareLength (
   if (length > maxSize) throw withFacts(new TusErrors.MAX_SIZE_EXCEEDED(length, maxSize), facts)
   if (length < upload.offset) throw withFacts(new TusErrors.LENGTH_BELOW_OFFSET(length, upload.offset), facts)
   ensureRoom(services, { offset: upload.offset, size: length }, announced ?? 0)
-  const declared = { ...upload, size: length }
-  if (completes && bodySize === undefined) return { declared, unrecorded: true }
-  await services.store.declareLength(upload.id, length)
-  return { declared, unrecorded: false }
+  return { declared: { ...upload, size: length }, unrecorded: true }
 }
 
 /**
@@ -237,7 +235,7 @@ async function receive (
 ): Promise<UploadInfo> {
   const withBody = hasBody(request)
   let result = withBody ? await appendBody(services, request, upload, input, held) : upload
-  // The length a streamed completing body declared, recorded once the body stands (declareLength).
+  // The length this request declared, recorded once its body stands (declareLength).
   if (input.lengthUnrecorded === true) await services.store.declareLength(upload.id, upload.size!)
   services.diskReserve.track(result)
   if (input.completes === true && !bodyCutShort(request)) {
