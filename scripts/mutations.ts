@@ -301,7 +301,7 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'core: onUploadAccess not consulted',
     file: 'lib/core/lifecycle.ts',
-    find: "    refuseFalse('onUploadAccess', await hook(upload, action, request))\n",
+    find: "    refuseReturned('onUploadAccess', await hook(upload, action, request))\n",
     replace: '',
     tests: ['test/security.test.ts']
   },

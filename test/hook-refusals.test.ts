@@ -7,6 +7,7 @@
 import t from 'tap'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { TusErrors } from '../lib/index.js'
 import { createUpload, idOf, sha256, startServer, tusRequest, type RawResponse } from './helpers.js'
 
 type Hook = 'auth' | 'maxSize' | 'onUploadCreate' | 'onUploadAccess' | 'onUploadProgress' | 'onUploadTerminate'
@@ -143,4 +144,57 @@ t.test('a refusing hook written as a predicate that returns false fails closed (
     t.match(more.text, refusal('onUploadProgress'), `${protocol}: onUploadProgress's false, said`)
   }
   t.equal(await readFile(join(server.dir, idOf(url)), 'utf8'), 'hello', 'the upload holds what its owner stored, nothing more')
+})
+
+t.test('a refusing hook that returns anything but nothing or true fails closed (500 saying how to refuse), in tus and the draft', async (t) => {
+  // Before, only false did: an error returned instead of thrown, or null for "no user", let every request in.
+  const returns: Record<string, () => unknown> = {
+    'an error': () => new TusErrors.NOT_FOUND(),
+    null: () => null,
+    'a value of type object': () => ({ statusCode: 403 }),
+    'a value of type string': () => 'no',
+    'a value of type number': () => 0
+  }
+  const returned = (request: { headers: Record<string, unknown> }, hook: string): undefined => {
+    const make = request.headers['x-refuse'] === hook ? returns[String(request.headers['x-return'])] : undefined
+    return make?.() as undefined
+  }
+  const server = await startServer(t, {
+    auth: (request, reply) => request.headers['x-refuse'] === 'reply' ? reply.code(401).send('Who are you?') as unknown as undefined : returned(request, 'auth'),
+    onUploadAccess: (_upload, _action, request) => returned(request, 'onUploadAccess'),
+    onUploadTerminate: (_upload, request) => returned(request, 'onUploadTerminate'),
+    onUploadProgress: (_upload, request) => returned(request, 'onUploadProgress')
+  })
+  const url = await createUpload(server, { 'Upload-Length': '10' })
+  const replied = await tusRequest(url, { method: 'GET', headers: { 'X-Refuse': 'reply' } })
+  t.equal(replied.status, 401, 'auth may return the reply it sent (Fastify\'s `return reply.send()`)')
+  t.equal(replied.text, 'Who are you?')
+  for (const [protocol, headers] of [['tus', TUS], ['draft', DRAFT]] as const) {
+    const draft = protocol === 'draft'
+    for (const what of Object.keys(returns)) {
+      const refusal = (hook: string): string => `${hook} failed: it returned ${what}, which refuses nothing: return nothing to let the request in, throw to refuse`
+      const asked = (hook: string): Record<string, string> => ({ ...headers, 'X-Refuse': hook, 'X-Return': what })
+      const anonymous = await tusRequest(server.endpoint, { method: 'POST', headers: { ...asked('auth'), ...(draft ? { 'Upload-Complete': '?0' } : {}), 'Upload-Length': '3', 'Content-Length': '0' } })
+      t.equal(anonymous.status, 500, `${protocol}, auth returned ${what}`)
+      t.match(anonymous.text, refusal('auth'))
+      const head = await tusRequest(url, { method: 'HEAD', headers: asked('onUploadAccess') })
+      t.equal(head.status, 500, `${protocol}, onUploadAccess returned ${what}`)
+      const download = await tusRequest(url, { method: 'GET', headers: asked('onUploadAccess') })
+      t.match(download.text, refusal('onUploadAccess'))
+      const deleted = await tusRequest(url, { method: 'DELETE', headers: asked('onUploadTerminate') })
+      t.equal(deleted.status, 500, `${protocol}, onUploadTerminate returned ${what}`)
+      t.match(deleted.text, refusal('onUploadTerminate'))
+      const more = await tusRequest(url, {
+        method: 'PATCH',
+        headers: draft
+          ? { ...asked('onUploadProgress'), 'Upload-Offset': '0', 'Upload-Complete': '?0', 'Content-Type': 'application/partial-upload' }
+          : { ...asked('onUploadProgress'), 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream' },
+        body: 'hello'
+      })
+      t.equal(more.status, 500, `${protocol}, onUploadProgress returned ${what}`)
+      t.match(more.text, refusal('onUploadProgress'))
+    }
+  }
+  t.equal(await readFile(join(server.dir, idOf(url)), 'utf8'), '', 'nothing stored by the refused appends')
+  t.equal((await tusRequest(url, { method: 'HEAD' })).status, 200, 'the upload stands')
 })

@@ -181,7 +181,7 @@ export class ProgressTracker {
     const hook = this.#services.options.onUploadProgress
     if (hook !== undefined) {
       try {
-        refuseFalse('onUploadProgress', await hook(upload, this.#request))
+        refuseReturned('onUploadProgress', await hook(upload, this.#request))
       } catch (error) {
         this.stopped = hookError('onUploadProgress', error, this.#request)
         return false
@@ -227,7 +227,7 @@ export async function checkAccess (services: TusServices, request: FastifyReques
   const hook = services.options.onUploadAccess
   if (hook === undefined) return
   try {
-    refuseFalse('onUploadAccess', await hook(upload, action, request))
+    refuseReturned('onUploadAccess', await hook(upload, action, request))
   } catch (error) {
     throw hookError('onUploadAccess', error, request)
   }
@@ -239,7 +239,7 @@ export async function terminateUpload (services: TusServices, request: FastifyRe
   const hook = services.options.onUploadTerminate
   if (hook !== undefined) {
     try {
-      refuseFalse('onUploadTerminate', await hook(upload, request))
+      refuseReturned('onUploadTerminate', await hook(upload, request))
     } catch (error) {
       throw hookError('onUploadTerminate', error, request)
     }
@@ -274,14 +274,18 @@ export function hookError (name: string, error: unknown, request: FastifyRequest
 }
 
 /**
- * A hook that refuses by throwing, written as a predicate (`(upload, action, request) => upload.metadata.owner ===
- * request.user.id`): its `false` refused nothing, so every user was let in (TypeScript accepts a function returning
- * a boolean where one returning void is expected). Failed closed: `500 <hook> failed: ...` saying how to refuse.
+ * What a hook that refuses by throwing (`auth`, `onUploadAccess`, `onUploadTerminate`, `onUploadProgress`) returned:
+ * nothing, or `true` (a predicate letting the request in), goes on; anything else fails closed, `500 <hook> failed`
+ * saying how to refuse. A predicate's `false` (`(upload, action, request) => upload.metadata.owner === request.user.id`:
+ * TypeScript accepts a function returning a boolean where one returning void is expected), an error returned instead of
+ * thrown, or a value such as `null` for "no user", refused nothing: every user was let in.
  */
-export function refuseFalse (name: string, returned: unknown): void {
-  if (returned === false) {
-    throw new TusErrors.HOOK_RESULT_INVALID(name, 'it returned false, which refuses nothing: throw to refuse (an error with a statusCode, e.g. 403)')
-  }
+export function refuseReturned (name: string, returned: unknown): void {
+  if (returned === undefined || returned === true) return
+  const how = 'throw to refuse (an error with a statusCode, e.g. 403)'
+  if (returned === false) throw new TusErrors.HOOK_RESULT_INVALID(name, `it returned false, which refuses nothing: ${how}`)
+  const what = returned instanceof Error ? 'an error' : returned === null ? 'null' : `a value of type ${typeof returned}`
+  throw new TusErrors.HOOK_RESULT_INVALID(name, `it returned ${what}, which refuses nothing: return nothing to let the request in, ${how}`)
 }
 
 function refusalOf (thrown: Record<string, unknown>, statusCode: number): Error {

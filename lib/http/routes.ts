@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { RequestBody } from '../core/body.js'
-import { hookError, refuseFalse } from '../core/lifecycle.js'
+import { hookError, refuseReturned } from '../core/lifecycle.js'
 import { hasBody, stringHeader } from '../core/request.js'
 import type { TusServices } from '../core/services.js'
 import { TusErrors, retryLater, withFacts, type TusHttpError } from '../errors.js'
@@ -92,7 +92,7 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
       if (request.method === 'OPTIONS') return
       try {
         const returned: unknown = await auth(request, reply)
-        if (!reply.sent) refuseFalse('auth', returned)
+        if (!reply.sent && returned !== reply) refuseReturned('auth', returned)
       } catch (error) {
         throw hookError('auth', error, request)
       }
