@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { spawn } from 'node:child_process'
 import { PassThrough } from 'node:stream'
 import { FileLocker, type FileLockerOptions } from '../lib/lockers/file-locker.js'
+import type { UploadLock } from '../lib/lockers/lock.js'
 import { concurrentPatchRounds, createUpload, idOf, lockError, randomBytesSeeded, sha256, startChild, startServer, tusRequest, type ChildServer } from './helpers.js'
 
 const MiB = 1024 * 1024
@@ -100,9 +101,10 @@ t.test('a release request is removed by the waiter that made it, when it gives u
   // b asks, then c asks (replacing b's request); b gives up: the request is c's now, and stays.
   const giving = lockError(b!.lock('u', { timeoutMs: 1500 }))
   while (!(await readdir(dir)).includes('u.release')) await new Promise((resolve) => setImmediate(resolve))
-  const patient = c!.lock('u', { timeoutMs: 30_000 })
+  // b's request, read before c starts: read after, it could already be c's, which nothing would replace.
   const release = join(dir, 'u.release')
   const first = await readFile(release, 'utf8')
+  const patient = c!.lock('u', { timeoutMs: 30_000 })
   while (await readFile(release, 'utf8') === first) await new Promise((resolve) => setImmediate(resolve))
   t.equal((await giving).code, 'FST_TUS_LOCKED')
   t.same((await readdir(dir)).sort(), ['u.lock', 'u.release'], 'c\'s request is left')
@@ -115,14 +117,22 @@ t.test('a release request is removed by the waiter that made it, when it gives u
 
 t.test('a lock whose lease ran out is taken over; the old holder\'s signal is aborted and its release leaves the new lock', async (t) => {
   const dir = await lockDir(t)
-  const [a, b] = lockers(t, dir, 2, { ttlMs: 600, retryMs: 20 })
+  // A ttl of seconds, not a few hundred ms: a takeover removes the lock file only while its claim is younger than
+  // half the ttl, and on a loaded disk b's link and stats took longer than 300 ms (b then waited in vain).
+  const [a, b] = lockers(t, dir, 2, { ttlMs: 3000, retryMs: 20 })
   let stop: () => void = () => {}
   const stopped = new Promise<void>((resolve) => { stop = resolve })
   const stale = await a!.lock('u', { timeoutMs: 1000, onReleaseRequested: () => { stop() } })
-  // What a frozen or dead holder leaves: a lease not renewed for longer than the ttl.
+  // What a frozen or dead holder leaves: a lease not renewed for longer than the ttl. But a is alive and renews it
+  // every second: a renewal landing between the ageing and b's look makes it live again, as it is, and b gives up.
+  // It is aged again then, until b finds it expired.
   const past = new Date(Date.now() - 60_000)
-  await utimes(join(dir, 'u.lock'), past, past)
-  const current = await b!.lock('u', { timeoutMs: 1000, requestRelease: false })
+  let current: UploadLock | undefined
+  for (let attempt = 0; attempt < 10 && current === undefined; attempt++) {
+    await utimes(join(dir, 'u.lock'), past, past)
+    current = await b!.lock('u', { timeoutMs: 500, requestRelease: false }).catch(() => undefined)
+  }
+  if (current === undefined) throw new Error('b never took over the lock whose lease ran out')
   // The locker's timers do not keep a process alive (a server does); this test's process needs one.
   const alive = setInterval(() => {}, 1000)
   await stopped
@@ -155,18 +165,23 @@ t.test('lockers taking over expired locks at once: never two holders of one lock
 
 t.test('a claim left by a taker that died does not block the lock: passed once unchanged for the ttl', async (t) => {
   const dir = await lockDir(t)
-  const [a] = lockers(t, dir, 1, { ttlMs: 400, retryMs: 20 })
+  // Seconds, not a few hundred ms: the claim must still look fresh when a first looks at it, and a's own claim must
+  // be younger than half the ttl when it removes the lock file (a loaded disk took longer than 200 ms for both).
+  const ttlMs = 2000
+  const [a] = lockers(t, dir, 1, { ttlMs, retryMs: 20 })
   const path = join(dir, 'u.lock')
   await writeFile(path, 'dead-holder.1')
   const past = new Date(Date.now() - 60_000)
   await utimes(path, past, past)
+  // Before the link: its ctime, from which the ttl counts, is not earlier (the link may be answered long after).
+  const begin = Date.now()
   // What a taker that died between its claim and the removal leaves: the expired lock, and a claim on it.
   await link(path, `${path}.dead-holder.1.claim`)
-  const begin = Date.now()
   const refused = await lockError(a!.lock('u', { timeoutMs: 150, requestRelease: false }))
   t.equal(refused.code, 'FST_TUS_LOCKED', 'a fresh claim: someone is taking it over')
-  const lock = await a!.lock('u', { timeoutMs: 5000, requestRelease: false })
-  t.ok(Date.now() - begin >= 350, `taken once the claim was unchanged for the ttl (${Date.now() - begin} ms)`)
+  const lock = await a!.lock('u', { timeoutMs: 10_000, requestRelease: false })
+  // 50 ms short of the ttl: a file's ctime comes from the kernel's coarse clock, a tick behind Date.now().
+  t.ok(Date.now() - begin >= ttlMs - 50, `taken once the claim was unchanged for the ttl (${Date.now() - begin} ms)`)
   t.equal(await readFile(path, 'utf8') !== 'dead-holder.1', true, 'its own lock file')
   t.same(await readdir(dir), ['u.lock'], 'the claims are gone')
   await lock.release()

@@ -192,7 +192,9 @@ t.test('a holder that stops renewing (crashed) loses the lock after ttlMs; a liv
 })
 
 t.test('a holder whose lock was lost is asked to stop, and its release never deletes the new holder\'s lock', async (t) => {
-  const [a, b] = instances(t, 2, { ttlMs: 300 })
+  // A ttl of 1.5 s, not 300 ms: b's key must outlive the check below, and a loaded run saw b's renewals (every
+  // ttl/3) late by more than the 300 ms: the key expired, and a took the lock.
+  const [a, b] = instances(t, 2, { ttlMs: 1500 })
   let stop: () => void = () => {}
   const stopped = new Promise<void>((resolve) => { stop = resolve })
   const stale = await a!.locker.lock('u', { timeoutMs: 1000, onReleaseRequested: () => { stop() } })
@@ -274,7 +276,9 @@ t.test('Redis unreachable with ioredis\'s default options (offline queue, 20 ret
 })
 
 t.test('an attempt that answers only after the lock gave up is given back: the upload is not locked for a ttl', async (t) => {
-  const [a, b] = instances(t, 2, { commandTimeoutMs: 200, ttlMs: 30_000 })
+  // A ttl of 10 s, not 30: a server up for less than the ttl holds every first lock off (restart check), and one
+  // started for this file alone (scripts/services/run.sh) was up for 24 s here.
+  const [a, b] = instances(t, 2, { commandTimeoutMs: 200, ttlMs: 10_000 })
   // The first lock on a connection reads the server's INFO first (restart check): done here, so that the attempt
   // below is sent within its 200 ms whatever the time to connect.
   await (await a!.locker.lock('warm-up', { timeoutMs: 1000 })).release()
@@ -290,19 +294,22 @@ t.test('an attempt that answers only after the lock gave up is given back: the u
   const error = await lockError(a!.locker.lock('u', { timeoutMs: 100 }))
   t.equal(error.code, 'FST_TUS_LOCK_FAILED')
   await lateSetDone
-  // Without the give-back the key would live 30 s; b waits at most 3 s.
+  // Without the give-back the key would live 10 s; b waits at most 3 s.
   const taken = await b!.locker.lock('u', { timeoutMs: 3000, requestRelease: false })
   t.pass('another instance takes the lock')
   await taken.release()
 })
 
 t.test('a lock\'s signal is aborted when it is lost: taken by another holder, or not renewed in time', async (t) => {
-  const [a, b] = instances(t, 2, { ttlMs: 400 })
+  // 1.5 s, not 400 ms: b's lease must still be current when read below; with 400 ms, renewals late by 300 ms (a
+  // loaded machine) would have it read as lost.
+  const [a, b] = instances(t, 2, { ttlMs: 1500 })
   const taken = await a!.locker.lock('u', { timeoutMs: 1000 })
   t.equal(taken.signal?.aborted, false, 'held')
   await a!.redis.del(`${a!.prefix}lock:u`)
   const current = await b!.locker.lock('u', { timeoutMs: 1000, requestRelease: false })
-  await new Promise((resolve) => taken.signal!.addEventListener('abort', resolve))
+  // Perhaps aborted already: a's renewal may find the key gone while b takes it (a loaded run waited here forever).
+  await aborted(taken.signal!)
   t.match(taken.signal!.reason, { code: 'FST_TUS_LOCK_FAILED' }, 'lost: the reason says so')
   t.equal(current.signal?.aborted, false, 'the new holder\'s is not')
   await taken.release()
@@ -314,7 +321,7 @@ t.test('a lock\'s signal is aborted when it is lost: taken by another holder, or
   const quiet = await e!.locker.lock('v', { timeoutMs: 1000 })
   const began = Date.now()
   e!.redis.disconnect() // no renewal can succeed now: the lock may expire any time after its ttl
-  await new Promise((resolve) => quiet.signal!.addEventListener('abort', resolve))
+  await aborted(quiet.signal!)
   const after = Date.now() - began
   t.ok(after < 2000, `aborted before the ttl could run out (${after} ms)`)
   await quiet.release()
@@ -332,6 +339,12 @@ t.test('a lock\'s signal is aborted when it is lost: taken by another holder, or
   await unread.release()
   await taker.release()
 })
+
+/** Resolves once `signal` is aborted: at once if it is already (its abort event is not sent again to a late listener). */
+async function aborted (signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return
+  await new Promise((resolve) => { signal.addEventListener('abort', resolve, { once: true }) })
+}
 
 t.test('a lock\'s signal checks the lease when read: a write right after a freeze sees it expired before any timer runs', async (t) => {
   const [a] = instances(t, 1, { ttlMs: 400 })

@@ -69,9 +69,9 @@ t.test('after a restart that lost the keys, no instance locks until the leases f
   // A server up for longer than the ttl at the first connection: no hold-off.
   let begin = Date.now()
   const held = await a.locker.lock('u', { timeoutMs: 1000 })
-  // A hold-off would refuse this lock (it lasts the ttl, 1.5 s, beyond the 1 s wait); the bound below that is for a
-  // loaded machine.
-  t.ok(Date.now() - begin < 1000, `taken at once on a server up for long (${Date.now() - begin} ms)`)
+  // A hold-off would refuse this lock (it lasts the ttl, 1.5 s, beyond the 1 s wait); the bound below is the ttl, not
+  // the wait: an attempt sent just before the wait ends still answers (a loaded run took 1009 ms).
+  t.ok(Date.now() - begin < TTL, `taken at once on a server up for long (${Date.now() - begin} ms)`)
   const lost = new Promise<number>((resolve) => { held.signal!.addEventListener('abort', () => { resolve(Date.now()) }) })
   await (await b.locker.lock('other', { timeoutMs: 1000 })).release()
 
@@ -81,8 +81,12 @@ t.test('after a restart that lost the keys, no instance locks until the leases f
   await reconnected
   begin = Date.now()
   await (await b.locker.lock('other', { timeoutMs: 1000 })).release()
-  t.ok(Date.now() - begin < 1000, `taken at once after a reconnection to the same server (${Date.now() - begin} ms)`)
+  t.ok(Date.now() - begin < TTL, `taken at once after a reconnection to the same server (${Date.now() - begin} ms)`)
 
+  // The leases granted before the restart ran out a ttl after the kill at the latest: the waits are counted from it.
+  // From the end of restart(), they were not: the lockers see the new server as soon as it answers, and redis-up.sh
+  // may tell so much later on a loaded machine (it pings every 50 ms, each a new redis-cli).
+  const killed = Date.now()
   await server.restart()
   const restarted = Date.now()
   // A locker connecting for the first time to the new server has no run_id to compare: it goes by its uptime.
@@ -107,8 +111,8 @@ t.test('after a restart that lost the keys, no instance locks until the leases f
   const lostAt = await lost
   t.match(held.signal!.reason, { code: 'FST_TUS_LOCK_FAILED' }, 'the holder from before the restart lost its lock')
   t.ok(lostAt <= bTook, `before the other instance took it (lost ${lostAt - restarted} ms, taken ${bTook - restarted} ms after the restart)`)
-  t.ok(bTook - restarted >= TTL, `b (which saw the run_id change) waited a ttl (${bTook - restarted} ms)`)
-  t.ok(cTook - restarted >= TTL, `c (first connection, a server up for ~0 s) waited a ttl (${cTook - restarted} ms)`)
+  t.ok(bTook - killed >= TTL, `b (which saw the run_id change) waited a ttl (${bTook - killed} ms after the kill)`)
+  t.ok(cTook - killed >= TTL, `c (first connection, a server up for ~0 s) waited a ttl (${cTook - killed} ms after the kill)`)
   t.ok(bTook - restarted < TTL + 3000 && cTook - restarted < TTL + 3000, 'and not much more')
   for (const name of ['b', 'c']) {
     const own = refusals.filter((refusal) => refusal.locker === name)
@@ -193,8 +197,10 @@ t.test('two instances: Redis restarts empty under a running PATCH; the other ins
   })
   t.teardown(() => { clearInterval(trickle) })
 
+  // As in the first test: the leases from before the restart ran out a ttl after the kill at the latest; B may see the
+  // new server well before restart() returns.
+  const killed = Date.now()
   await redis.restart()
-  const restarted = Date.now()
   // B's HEADs, as a client that lost A would send them: 503 until the leases from before the restart ran out.
   const refusals: RawResponse[] = []
   let head: RawResponse
@@ -206,7 +212,7 @@ t.test('two instances: Redis restarts empty under a running PATCH; the other ins
   }
   const headAt = Date.now()
   t.equal(head.status, 200)
-  t.ok(headAt - restarted >= TTL, `B answered the HEAD only a ttl after the restart (${headAt - restarted} ms)`)
+  t.ok(headAt - killed >= TTL, `B answered the HEAD only a ttl after the restart (${headAt - killed} ms after the kill)`)
   t.ok(refusals.length > 0 && refusals.every((refusal) => refusal.headers['retry-after'] !== undefined), `${refusals.length} HEADs answered 503 with Retry-After meanwhile`)
   const offset = Number(head.headers['upload-offset'])
   const lastStoredByA = storedByA.at(-1) ?? MiB
