@@ -60,20 +60,25 @@ export function contentType (metadata: UploadMetadata): string {
 }
 
 /**
- * A file name as a client sent it, made harmless: no path separators, no control characters, and well-formed
- * UTF-16 (a lone surrogate, which a name cut in the middle of an emoji ends with, becomes U+FFFD: it has no UTF-8
- * form, so `filename*` could not be written and every download of the upload would fail).
+ * A file name as a client sent it, made harmless: no path separators, no control characters (C0, C1, and the
+ * invisible ones that reorder or break what is shown: `\u202egnp.exe` shows as `exe.png`), and well-formed UTF-16 (a
+ * lone surrogate, which a name cut in the middle of an emoji ends with, becomes U+FFFD: it has no UTF-8 form, so
+ * `filename*` could not be written and every download of the upload would fail).
  */
 export function cleanFilename (raw: string): string {
-  // eslint-disable-next-line no-control-regex -- control characters are what is removed
-  return raw.replace(/[\\/]/g, '_').replace(/[\x00-\x1f\x7f]/g, '').replace(LONE_SURROGATE, '\ufffd')
+  return raw.replace(/[\\/]/g, '_').replace(INVISIBLE_CONTROLS, '').replace(LONE_SURROGATE, '\ufffd')
 }
+
+// eslint-disable-next-line no-control-regex -- control characters are what it matches
+const INVISIBLE_CONTROLS = /[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g
 
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g
 
 /** RFC 6266: an ASCII fallback name plus the exact UTF-8 name in RFC 5987 encoding. */
 export function contentDisposition (metadata: UploadMetadata, id: string): string {
-  const name = cleanFilename(metadata.filename ?? metadata.name ?? id) || id
+  const cleaned = cleanFilename(metadata.filename ?? metadata.name ?? id)
+  // A name that is only a path step would be one in a client that saves it as given.
+  const name = cleaned === '' || cleaned === '.' || cleaned === '..' ? id : cleaned
   const fallback = name.replace(/[^\x20-\x7e]/g, '_').replace(/["\\%]/g, '_')
   const encoded = encodeURIComponent(name).replace(/['()*]/g, (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase())
   return `attachment; filename="${fallback}"; filename*=UTF-8''${encoded}`

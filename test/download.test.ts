@@ -65,6 +65,25 @@ const DOWNLOADERS: Array<[string, Record<string, string>]> = [
   ['tus', { 'Tus-Resumable': '1.0.0' }], ['draft 6', { 'Upload-Draft-Interop-Version': '6' }], ['draft 9', { 'Upload-Draft-Interop-Version': '9' }]
 ]
 
+t.test('invisible controls that reorder or break a filename are removed, and a name that is a path step is the id', async (t) => {
+  const server = await startServer(t)
+  const names: Array<[string, (id: string) => string]> = [
+    ['\u202egnp.exe', () => 'attachment; filename="gnp.exe"; filename*=UTF-8\'\'gnp.exe'],
+    ['a\u0085b\u200bc\u2066d\u2069\u061c\ufeff.txt', () => 'attachment; filename="abcd.txt"; filename*=UTF-8\'\'abcd.txt'],
+    ['..', (id) => `attachment; filename="${id}"; filename*=UTF-8''${id}`],
+    ['.\u202e', (id) => `attachment; filename="${id}"; filename*=UTF-8''${id}`]
+  ]
+  for (const [filename, expected] of names) {
+    const metadata = `filename ${Buffer.from(filename).toString('base64')}`
+    const url = await createUpload(server, { 'Upload-Length': '1', 'Upload-Metadata': metadata })
+    t.equal((await tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream' }, body: 'x' })).status, 204)
+    for (const [protocol, headers] of DOWNLOADERS) {
+      const response = await tusRequest(url, { headers })
+      t.equal(response.headers['content-disposition'], expected(idOf(url)), `${protocol}: ${JSON.stringify(filename)}`)
+    }
+  }
+})
+
 t.test('a filetype whose parameters follow a line break (or U+2028, U+00A0) is no media type: served as octet-stream, in every protocol', async (t) => {
   const data = randomBytesSeeded(3000, 8)
   const server = await startServer(t)
