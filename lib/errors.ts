@@ -133,7 +133,12 @@ export const TusErrors = {
   HOOK_FAILED: tusError<[string]>('FST_TUS_HOOK_FAILED', '%s failed', 500),
   /** A hook returned something it may not: a mistake of the app, said plainly so its developers see it at once. */
   HOOK_RESULT_INVALID: tusError<[string, string]>('FST_TUS_HOOK_FAILED', '%s failed: %s', 500),
-  STORE_FAILED: tusError<[string]>('FST_TUS_STORE_FAILED', 'Storage error: %s', 500)
+  STORE_FAILED: tusError<[string]>('FST_TUS_STORE_FAILED', 'Storage error: %s', 500),
+  TRANSFER_CODING_UNSUPPORTED: tusError<[string]>(
+    'FST_TUS_TRANSFER_CODING_UNSUPPORTED',
+    'Transfer-Encoding "%s" is not supported: send the body as it is, chunked or with a Content-Length',
+    501
+  )
 } as const
 
 /**

@@ -10,6 +10,7 @@ import { connect as connectTcp, type Socket } from 'node:net'
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
 import { connect as connectHttp2, constants as http2Constants, type IncomingHttpHeaders as Http2Headers } from 'node:http2'
 import { tmpdir } from 'node:os'
+import { gzipSync } from 'node:zlib'
 import { join } from 'node:path'
 import type { FastifyRequest, FastifyServerOptions } from 'fastify'
 import { FileStore, MemoryLocker, TusErrors, type LockOptions, type TusPluginOptions, type UploadLock } from '../lib/index.js'
@@ -807,6 +808,30 @@ for (const dialect of DIALECTS) {
     const standing = await send('http/1.1', created.url, 'PATCH', dialect.appendHeaders(0, { length: SOURCE.length }), SOURCE.subarray(0, 10))
     t.equal(standing.status, dialect.appended(false))
     t.equal(await length(), String(SOURCE.length), 'an append that stands records the length it declared')
+  })
+
+  t.test(`${dialect.name}: a body in a transfer coding other than chunked is refused (501), its coded bytes never stored`, async (t) => {
+    const server = await startServer(t)
+    const created = await dialect.create('http/1.1', server, { length: SOURCE.length })
+    const coded = gzipSync(SOURCE)
+    for (const codings of ['gzip, chunked', 'GZIP,chunked', 'deflate , chunked']) {
+      const socket = await appendOnSocket(created.url, `${headLines(dialect.appendHeaders(0, { last: true }))}Transfer-Encoding: ${codings}\r\n`, Buffer.concat([chunkOf(coded), Buffer.from('0\r\n\r\n')]))
+      const answer = await answerOn(socket)
+      t.equal(answer.status, 501, `Transfer-Encoding: ${codings}`)
+    }
+    t.same(await stored(server, created.url), Buffer.alloc(0), 'nothing stored')
+    const { port, pathname } = new URL(server.endpoint)
+    const creation = connectTcp(Number(port), '127.0.0.1')
+    await once(creation, 'connect')
+    const creationHeaders = lowerCased({ ...dialect.versioned, ...(dialect === tus ? { 'Upload-Length': String(SOURCE.length), ...OCTET } : { 'Upload-Complete': '?1' }) })
+    creation.write(`POST ${pathname} HTTP/1.1\r\nHost: 127.0.0.1\r\n${headLines(creationHeaders)}Transfer-Encoding: gzip, chunked\r\n\r\n`)
+    creation.write(Buffer.concat([chunkOf(coded), Buffer.from('0\r\n\r\n')]))
+    const refused = await answerOn(creation)
+    t.equal(refused.status, 501, 'a creation with a body in gzip')
+    t.equal(refused.headers.location, undefined, 'no upload made')
+    const plain = await sendChunked(created.url, 'PATCH', dialect.appendHeaders(0, { last: true }), SOURCE)
+    t.equal(plain.status, dialect.appended(true), 'chunked alone is the body as it is')
+    t.equal(sha256(await stored(server, created.url)), sha256(SOURCE))
   })
 
   t.test(`${dialect.name}: an append with a malformed or unsupported Upload-Checksum is refused (400) without interrupting the append in progress`, async (t) => {

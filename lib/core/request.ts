@@ -27,6 +27,15 @@ export function mediaType (request: FastifyRequest): string {
 }
 
 /**
+ * Refuses (501) a body in a transfer coding other than chunked (RFC 9112 §6.1: `gzip, chunked`): node removes the
+ * chunked framing only, and the bytes stored would be the compressed ones, taken for the upload's.
+ */
+export function refuseTransferCodings (request: FastifyRequest): void {
+  const codings = request.headers['transfer-encoding']
+  if (codings !== undefined && codings.trim().toLowerCase() !== 'chunked') throw new TusErrors.TRANSFER_CODING_UNSUPPORTED(codings)
+}
+
+/**
  * Whether the request has content, the way its HTTP version defines it. HTTP/1.1: a non-zero
  * Content-Length or a Transfer-Encoding (RFC 9112 §6.3). HTTP/2 has no Transfer-Encoding: a request has
  * content unless its HEADERS frame ended the stream (RFC 9113 §8.1), whatever Content-Length says or omits.

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { RequestBody } from '../core/body.js'
 import { hookError, refuseReturned } from '../core/lifecycle.js'
-import { hasBody, stringHeader } from '../core/request.js'
+import { hasBody, refuseTransferCodings, stringHeader } from '../core/request.js'
 import type { TusServices } from '../core/services.js'
 import { TusErrors, retryLater, withFacts, type TusHttpError } from '../errors.js'
 import {
@@ -79,6 +79,7 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
     try {
       overrideMethod(request)
       checkVersion(services, request, reply)
+      refuseTransferCodings(request)
       refuseWritesWhileClosing(services, request)
     } catch (error) {
       done(error as TusHttpError)
