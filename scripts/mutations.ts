@@ -711,6 +711,27 @@ export const MUTATIONS: Mutation[] = [
     find: '  if (completes && bodySize === undefined) return { declared, unrecorded: true }\n',
     replace: '',
     tests: ['test/ietf-draft.test.ts']
+  },
+  {
+    name: 'core: a length an append declares recorded before its body stands',
+    file: 'lib/core/operations.ts',
+    find: '  return { declared: { ...upload, size: length }, unrecorded: true }\n',
+    replace: '  await services.store.declareLength(upload.id, length)\n  return { declared: { ...upload, size: length }, unrecorded: false }\n',
+    tests: ['test/both-protocols.test.ts']
+  },
+  {
+    name: 'core: a refusing hook that returns its error lets the request in',
+    file: 'lib/core/lifecycle.ts',
+    find: '  if (returned === undefined || returned === true) return\n',
+    replace: '  if (returned !== false) return\n',
+    tests: ['test/hook-refusals.test.ts']
+  },
+  {
+    name: 'request: a body in a transfer coding other than chunked taken as chunked',
+    file: 'lib/http/routes.ts',
+    find: '      refuseTransferCodings(request)\n',
+    replace: '',
+    tests: ['test/both-protocols.test.ts']
   }
 ]
 /* eslint-enable no-template-curly-in-string */
