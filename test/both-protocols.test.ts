@@ -599,6 +599,27 @@ for (const dialect of DIALECTS) {
     t.same(log, [`hook create ${SOURCE.length}`, 'event created', `hook complete ${SOURCE.length}`, `event completed ${SOURCE.length}`], 'completed once')
   })
 
+  t.test(`${dialect.name}: a header checksum and a trailer checksum that differ are refused (400), nothing stored; the same twice is one`, async (t) => {
+    const server = await startServer(t)
+    const created = await dialect.create('http/1.1', server, { length: SOURCE.length })
+    const sha1 = `sha1 ${createHash('sha1').update(SOURCE).digest('base64')}`
+    const headers = { ...dialect.appendHeaders(0, { last: true }), 'Upload-Checksum': sha1 }
+    const trailers: Array<[string, string]> = [
+      ['another digest', `sha1 ${createHash('sha1').update('other').digest('base64')}`],
+      ['another algorithm', `md5 ${createHash('md5').update(SOURCE).digest('base64')}`],
+      ['a malformed one', 'sha1']
+    ]
+    for (const [what, trailer] of trailers) {
+      const refused = await sendChunked(created.url, 'PATCH', headers, SOURCE, { trailers: { 'Upload-Checksum': trailer } })
+      t.equal(refused.status, 400, `a trailer with ${what}`)
+      t.equal(refused.headers['upload-offset'], '0')
+      t.same(await stored(server, created.url), Buffer.alloc(0), `${what}: nothing stored`)
+    }
+    const same = await sendChunked(created.url, 'PATCH', headers, SOURCE, { trailers: { 'Upload-Checksum': sha1 } })
+    t.equal(same.status, dialect.appended(true), 'the same checksum as header and trailer')
+    t.equal(sha256(await stored(server, created.url)), sha256(SOURCE))
+  })
+
   t.test(`${dialect.name}: with a store that cannot cut bytes off, chunked bodies are staged and checked first`, async (t) => {
     const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-test-'))
     t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })

@@ -141,12 +141,18 @@ async function verdictOn (
     return withFacts(new TusDraftErrors.INCONSISTENT_LENGTH(`the request completes the upload but its body ends at ${end} of ${upload.size} bytes`), { offset: upload.offset })
   }
   let checksum = expected
-  if (checksum === undefined && !body.aborted) {
+  if (!body.aborted) {
+    let trailer: ExpectedChecksum | undefined
     try {
-      checksum = trailerChecksum(request)
+      trailer = trailerChecksum(request)
     } catch (error) {
       return withFacts(error as Error, { offset: upload.offset })
     }
+    // Two checksums that disagree: whichever were checked, the other says the body is not what was sent.
+    if (trailer !== undefined && expected !== undefined && (trailer.algorithm !== expected.algorithm || !trailer.digest.equals(expected.digest))) {
+      return withFacts(new TusErrors.INVALID_HEADER('Upload-Checksum', 'the trailer differs from the header'), { offset: upload.offset })
+    }
+    checksum ??= trailer
   }
   if (body.exceeded) return 'drop'
   // A body cut short before the trailer it announced is dropped: it was sent to be committed only once checked.
