@@ -599,6 +599,22 @@ for (const dialect of DIALECTS) {
     t.same(log, [`hook create ${SOURCE.length}`, 'event created', `hook complete ${SOURCE.length}`, `event completed ${SOURCE.length}`], 'completed once')
   })
 
+  t.test(`${dialect.name} over h2c: a Host that names another host than :authority is refused (400), never put in a Location`, async (t) => {
+    const { server } = await recordingServer(t, 'h2c')
+    const { host } = new URL(server.endpoint)
+    const incomplete: Record<string, string> = dialect.versioned['Upload-Draft-Interop-Version'] === '3' ? { 'Upload-Incomplete': '?1' } : { 'Upload-Complete': '?0' }
+    const creation: Record<string, string> = { ...dialect.versioned, 'Upload-Length': '3', ...(dialect === tus ? {} : incomplete) }
+    // Node's client sends no :authority when given a Host: both are named, as a client or a proxy may send them.
+    const refused = await sendHttp2(server.endpoint, 'POST', { ...creation, ':authority': host, Host: 'evil.example' }, undefined, false)
+    t.equal(refused.status, 400, 'a creation')
+    t.equal(refused.headers.location, undefined)
+    const created = await sendHttp2(server.endpoint, 'POST', { ...creation, ':authority': host, Host: host.toUpperCase() }, undefined, false)
+    t.equal(created.status, 201, 'the same host, however spelt')
+    t.equal(new URL(created.headers.location ?? '/none', 'http://none').host, host)
+    const head = await sendHttp2(new URL(created.headers.location ?? '/none', server.origin).href, 'HEAD', { ...dialect.versioned, ':authority': host, Host: 'evil.example' }, undefined, false)
+    t.equal(head.status, 400, 'a HEAD')
+  })
+
   t.test(`${dialect.name}: a header checksum and a trailer checksum that differ are refused (400), nothing stored; the same twice is one`, async (t) => {
     const server = await startServer(t)
     const created = await dialect.create('http/1.1', server, { length: SOURCE.length })

@@ -36,6 +36,18 @@ export function refuseTransferCodings (request: FastifyRequest): void {
 }
 
 /**
+ * Refuses (400) an HTTP/2 request whose `Host` names another host than its `:authority`, as RFC 9113 §8.3.1 says a
+ * server should: which one a proxy routed by, and which one an upload's URL is built from, would differ.
+ */
+export function refuseConflictingAuthority (request: FastifyRequest): void {
+  const authority = request.headers[':authority']
+  const host = request.headers.host
+  if (typeof authority === 'string' && host !== undefined && host.toLowerCase() !== authority.toLowerCase()) {
+    throw new TusErrors.INVALID_HEADER('Host', 'it differs from :authority')
+  }
+}
+
+/**
  * Whether the request has content, the way its HTTP version defines it. HTTP/1.1: a non-zero
  * Content-Length or a Transfer-Encoding (RFC 9112 §6.3). HTTP/2 has no Transfer-Encoding: a request has
  * content unless its HEADERS frame ended the stream (RFC 9113 §8.1), whatever Content-Length says or omits.

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { RequestBody } from '../core/body.js'
 import { hookError, refuseReturned } from '../core/lifecycle.js'
-import { hasBody, refuseTransferCodings, stringHeader } from '../core/request.js'
+import { hasBody, refuseConflictingAuthority, refuseTransferCodings, stringHeader } from '../core/request.js'
 import type { TusServices } from '../core/services.js'
 import { TusErrors, retryLater, withFacts, type TusHttpError } from '../errors.js'
 import {
@@ -80,6 +80,7 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
       overrideMethod(request)
       checkVersion(services, request, reply)
       refuseTransferCodings(request)
+      refuseConflictingAuthority(request)
       refuseWritesWhileClosing(services, request)
     } catch (error) {
       done(error as TusHttpError)
