@@ -52,7 +52,11 @@ t.test('onUploadCreate: invalid changes are the hook\'s failure (500 naming it),
     [{ metadata: { 'bad key': 'x' } }, 'invalid metadata'],
     [{ metadata: { size: 5 } }, 'invalid metadata'],
     [{ directory: '../outside' }, 'invalid directory'],
-    ['yes', 'must return an object']
+    ['yes', 'must return a plain object or nothing'],
+    [[{ id: 'abc' }], 'must return a plain object or nothing'],
+    [new Date(), 'must return a plain object or nothing'],
+    // A misspelt key was ignored: the upload was made with the metadata the hook meant to replace.
+    [{ metdata: { owner: 'x' } }, 'unknown key "metdata" (did you mean "metadata"?); it may return id, metadata, directory']
   ]
   let current: unknown
   const server = await startServer(t, { onUploadCreate: () => current as undefined })
@@ -63,6 +67,13 @@ t.test('onUploadCreate: invalid changes are the hook\'s failure (500 naming it),
     t.ok(response.text.startsWith('onUploadCreate failed: it ') && response.text.includes(message), response.text)
   }
   t.same(await readdir(server.dir), [])
+})
+
+t.test('onUploadCreate may return the upload it was given, changed in place: its own keys are no unknown ones', async (t) => {
+  const server = await startServer(t, { onUploadCreate: (upload) => { upload.metadata = { owner: 'alice' }; return upload } })
+  const url = await createUpload(server, { 'Upload-Length': '3' })
+  const head = await tusRequest(url, { method: 'HEAD' })
+  t.equal(head.headers['upload-metadata'], `owner ${Buffer.from('alice').toString('base64')}`)
 })
 
 t.test('onUploadProgress: stops an upload at a byte quota; bytes kept; a resume is refused with its message', async (t) => {
@@ -167,7 +178,10 @@ t.test('onUploadComplete: a response it may not give is its failure: 500 with th
     [{ headers: { 'X-Bad': 'a\r\nb' } }, 'header "X-Bad" is invalid'],
     [{ status: 302 }, 'status 302 is not a 2xx status'],
     [{ status: 204, body: 'x' }, 'a 204 response cannot have a body'],
-    [{ body: Buffer.alloc(64 * 1024 + 1) }, 'body is larger than 65536 bytes']
+    [{ body: Buffer.alloc(64 * 1024 + 1) }, 'body is larger than 65536 bytes'],
+    [{ status: '200' } as unknown as UploadResponse, 'status must be a number (got string)'],
+    [{ stauts: 201 } as unknown as UploadResponse, 'it returned an unknown key "stauts" (did you mean "status"?); it may return status, headers, body'],
+    [[] as unknown as UploadResponse, 'it must return a plain object or nothing']
   ]
   let current: UploadResponse = {}
   const server = await startServer(t, { onUploadComplete: () => current })

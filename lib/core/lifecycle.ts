@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify'
 import { TusErrors, refusalStatus, withFacts } from '../errors.js'
 import { isValidDirectory, isValidUploadId } from '../ids.js'
+import { nearestName } from '../known-keys.js'
 import { isMetadataKey } from '../metadata.js'
 import { notify } from '../observe/events.js'
 import type { NewUpload, UploadInfo, UploadMetadata, WriteOptions } from '../store/types.js'
@@ -31,7 +32,9 @@ export async function prepareUpload (services: TusServices, request: FastifyRequ
     throw hookError('onUploadCreate', error, request)
   }
   const fail = (problem: string): Error => new TusErrors.HOOK_RESULT_INVALID('onUploadCreate', problem)
-  if (changes !== undefined && changes !== null && typeof changes !== 'object') throw fail('it must return an object or nothing')
+  // The upload it was given, changed in place, is an answer too: its other keys are the upload's own.
+  const shape = changes === proposed ? undefined : shapeProblem(changes, ['id', 'metadata', 'directory'])
+  if (shape !== undefined) throw fail(shape)
   // Validated after merging: a hook that changed `upload` in place instead of returning changes is checked too.
   const upload: NewUpload = { ...proposed, ...pick(changes ?? {}) }
   if (typeof upload.id !== 'string' || !isValidUploadId(upload.id)) throw fail('it returned an invalid id (1-128 of A-Z a-z 0-9 _ -)')
@@ -302,9 +305,27 @@ function isMetadata (value: unknown): value is UploadMetadata {
     Object.entries(value).every(([key, item]) => isMetadataKey(key) && typeof item === 'string')
 }
 
+/**
+ * Why a hook's answer is not a plain object of `known` keys, or nothing: a misspelt key (`metdata`) would otherwise be
+ * ignored without a word, and the upload made or answered as if the hook had not asked.
+ */
+function shapeProblem (answer: unknown, known: readonly string[]): string | undefined {
+  if (answer === undefined || answer === null) return undefined
+  const prototype: unknown = typeof answer === 'object' ? Object.getPrototypeOf(answer) : undefined
+  if (prototype !== Object.prototype && prototype !== null) return 'it must return a plain object or nothing'
+  for (const key of Object.keys(answer)) {
+    if (known.includes(key)) continue
+    const near = nearestName(key, known)
+    return `it returned an unknown key ${JSON.stringify(key)}${near === undefined ? '' : ` (did you mean ${JSON.stringify(near)}?)`}; it may return ${known.join(', ')}`
+  }
+  return undefined
+}
+
 function responseProblem (response: UploadResponse): string | undefined {
-  if (typeof response !== 'object') return 'it must return an object or nothing'
+  const shape = shapeProblem(response, ['status', 'headers', 'body'])
+  if (shape !== undefined) return shape
   const { status, headers, body } = response
+  if (status !== undefined && typeof status !== 'number') return `status must be a number (got ${typeof status})`
   if (status !== undefined && !(Number.isInteger(status) && status >= 200 && status <= 299)) return `status ${String(status)} is not a 2xx status`
   if (body !== undefined) {
     if (typeof body !== 'string' && !Buffer.isBuffer(body)) return 'body must be a string or a Buffer'
