@@ -58,8 +58,11 @@ export type OnUploadExpire = (upload: UploadInfo, store: DataStore) => Awaitable
 export interface UploadResponse {
   /** A 2xx status instead of 201 (POST) / 204 (PATCH); 200 by default when a body is given to a PATCH. */
   status?: number
-  /** Extra headers; the protocol's own (Upload-*, Tus-*, Location, Content-Length...) cannot be replaced. */
-  headers?: Record<string, string>
+  /**
+   * Extra headers; the protocol's own (Upload-*, Tus-*, Location, Content-Length...) cannot be replaced. A list sends
+   * the field once per value (several `Set-Cookie`s).
+   */
+  headers?: Record<string, string | readonly string[]>
   /** A small body (at most 64 KiB). */
   body?: string | Buffer
 }

@@ -4,7 +4,7 @@ import { readdir, readFile, stat } from 'node:fs/promises'
 import { once } from 'node:events'
 import Fastify from 'fastify'
 import tusPlugin, { type UploadInfo, type UploadResponse } from '../lib/index.js'
-import { createUpload, idOf, randomBytesSeeded, sha256, startServer, tusRequest, tusUpload } from './helpers.js'
+import { createUpload, idOf, randomBytesSeeded, send, sha256, startServer, tusRequest, tusUpload } from './helpers.js'
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
 const patch = async (url: string, offset: number, body: string | Buffer, headers: Record<string, string> = {}) =>
@@ -160,6 +160,19 @@ t.test('onUploadComplete: shapes the response of the completing PATCH and POST; 
   t.equal(sha256(await readFile(`${server.dir}/${idOf(uploaded)}`)), sha256(data))
 })
 
+t.test('onUploadComplete: a header given as a list is sent once per value (several Set-Cookie), in tus and the draft', async (t) => {
+  const server = await startServer(t, { onUploadComplete: () => ({ headers: { 'Set-Cookie': ['a=1; Path=/', 'b=2; Path=/'] } }) })
+  for (const [protocol, headers] of [
+    ['tus', { 'Tus-Resumable': '1.0.0', 'Content-Type': 'application/offset+octet-stream' }],
+    ['draft', { 'Upload-Draft-Interop-Version': '6', 'Upload-Complete': '?1', 'Content-Type': 'application/partial-upload' }]
+  ] as const) {
+    const url = await createUpload(server, { 'Upload-Length': '1' })
+    const done = await send(url, 'PATCH', { ...headers, 'Upload-Offset': '0' }, 'x')
+    t.equal(done.status, 204, protocol)
+    t.same(done.headers['set-cookie'], ['a=1; Path=/', 'b=2; Path=/'], `${protocol}: two fields`)
+  }
+})
+
 t.test('onUploadComplete: a body without a status answers a PATCH 200 and a POST 201', async (t) => {
   const server = await startServer(t, { onUploadComplete: () => ({ body: 'stored' }) })
   const url = await createUpload(server, { 'Upload-Length': '1' })
@@ -179,6 +192,8 @@ t.test('onUploadComplete: a response it may not give is its failure: 500 with th
     [{ status: 302 }, 'status 302 is not a 2xx status'],
     [{ status: 204, body: 'x' }, 'a 204 response cannot have a body'],
     [{ body: Buffer.alloc(64 * 1024 + 1) }, 'body is larger than 65536 bytes'],
+    [{ headers: { 'Set-Cookie': ['a=1', 'b=2\r\nX-Injected: 1'] } }, 'header "Set-Cookie" is invalid'],
+    [{ headers: { 'X-Empty': [] } }, 'header "X-Empty" is invalid'],
     [{ status: '200' } as unknown as UploadResponse, 'status must be a number (got string)'],
     [{ stauts: 201 } as unknown as UploadResponse, 'it returned an unknown key "stauts" (did you mean "status"?); it may return status, headers, body'],
     [[] as unknown as UploadResponse, 'it must return a plain object or nothing']

@@ -333,7 +333,8 @@ function responseProblem (response: UploadResponse): string | undefined {
     if (status === 204) return 'a 204 response cannot have a body'
   }
   for (const [name, value] of Object.entries(headers ?? {})) {
-    if (!HEADER_NAME.test(name) || typeof value !== 'string' || /[\r\n\0]/.test(value)) return `header "${name.slice(0, 64)}" is invalid`
+    const values: unknown[] = Array.isArray(value) ? value : [value]
+    if (!HEADER_NAME.test(name) || values.length === 0 || values.some((each) => typeof each !== 'string' || /[\r\n\0]/.test(each))) return `header "${name.slice(0, 64)}" is invalid`
     if (PROTECTED_HEADER.test(name)) return `header "${name}" belongs to the protocol`
   }
   return undefined

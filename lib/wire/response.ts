@@ -8,7 +8,7 @@ export async function sendUploadResponse (reply: FastifyReply, status: number, r
     await reply.code(status).send()
     return
   }
-  if (response.headers !== undefined) reply.headers(response.headers)
+  for (const [name, value] of Object.entries(response.headers ?? {})) reply.header(name, typeof value === 'string' ? value : [...value])
   const bodyStatus = status === 204 && response.body !== undefined ? 200 : status
   await reply.code(response.status ?? bodyStatus).send(response.body)
 }
