@@ -25,8 +25,9 @@ type LogLevel = typeof LOG_LEVELS[number]
 
 const HELP = `Usage: fastify-tus [options]
 
-A tus 1.0.0 resumable-upload server storing uploads as files in a directory (its OPTIONS response
-lists the tus extensions it speaks in Tus-Extension).
+A resumable-upload server storing uploads as files in a directory: tus 1.0.0 (its OPTIONS response
+lists the tus extensions it speaks in Tus-Extension) and, on the same URLs, the IETF draft
+"Resumable Uploads for HTTP" (Upload-Draft-Interop-Version 3 to 9).
 
 Options:
   --dir <path>              directory the uploads are stored in; created if missing (default: ./uploads)
