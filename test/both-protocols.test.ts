@@ -847,6 +847,52 @@ for (const dialect of DIALECTS) {
     t.equal(await length(), String(SOURCE.length), 'an append that stands records the length it declared')
   })
 
+  t.test(`${dialect.name}: an empty body framed as one (chunked, an HTTP/2 empty DATA frame) needs no Content-Type: a creation, a final`, async (t) => {
+    const { server } = await recordingServer(t, 'h2c')
+    const incomplete: Record<string, string> = dialect.versioned['Upload-Draft-Interop-Version'] === '3' ? { 'Upload-Incomplete': '?1' } : { 'Upload-Complete': '?0' }
+    const creation: Record<string, string> = { ...dialect.versioned, ...(dialect === tus ? {} : incomplete) }
+    // HTTP/2: the request's HEADERS do not end the stream, an empty DATA frame does (node's client with endStream false).
+    const emptyData = async (headers: Record<string, string>): Promise<Response> => {
+      const { origin, pathname } = new URL(server.endpoint)
+      const session = connectHttp2(origin)
+      try {
+        const stream = session.request({ ':method': 'POST', ':path': pathname, ...lowerCased(headers) }, { endStream: false })
+        stream.end()
+        const [response] = await once(stream, 'response') as [Http2Headers]
+        stream.resume()
+        await once(stream, 'end')
+        return { status: Number(response[':status']), headers: flatten(response), body: Buffer.alloc(0), interim: [] }
+      } finally {
+        session.close()
+      }
+    }
+    const created = await emptyData({ ...creation, 'Upload-Length': '3' })
+    t.equal(created.status, 201, 'HTTP/2: a creation')
+    const partial = await send('h2c', server.endpoint, 'POST', { ...creation, 'Upload-Length': '3', 'Upload-Concat': 'partial', ...(dialect === tus ? OCTET : {}) }, Buffer.from('abc'))
+    t.equal(partial.status, 201)
+    const path = new URL(partial.headers.location!, server.origin).pathname
+    const final = await emptyData({ ...dialect.versioned, 'Upload-Concat': `final;${path}` })
+    t.equal(final.status, 201, 'HTTP/2: a final')
+    t.equal(sha256(await stored(server, new URL(final.headers.location!, server.origin).href)), sha256(Buffer.from('abc')))
+    t.equal((await emptyData({ ...dialect.versioned, 'Upload-Concat': `final;${path}`, 'Upload-Length': '3' })).status, 400, 'a final with a length is still refused')
+    // HTTP/1.1: a chunked body of its last chunk only.
+    const { server: plain } = await recordingServer(t, 'http/1.1')
+    const plainPartial = await send('http/1.1', plain.endpoint, 'POST', { ...creation, 'Upload-Length': '3', 'Upload-Concat': 'partial', ...(dialect === tus ? OCTET : {}) }, Buffer.from('abc'))
+    const plainPath = new URL(plainPartial.headers.location!, plain.origin).pathname
+    const chunked = async (headers: Record<string, string>, body: Buffer): Promise<Response> => {
+      const { port, pathname } = new URL(plain.endpoint)
+      const socket = connectTcp(Number(port), '127.0.0.1')
+      await once(socket, 'connect')
+      socket.write(`POST ${pathname} HTTP/1.1\r\nHost: 127.0.0.1\r\n${headLines(headers)}Transfer-Encoding: chunked\r\n\r\n`)
+      socket.write(Buffer.concat([body.length === 0 ? Buffer.alloc(0) : chunkOf(body), Buffer.from('0\r\n\r\n')]))
+      return await answerOn(socket)
+    }
+    t.equal((await chunked({ ...creation, 'Upload-Length': '3' }, Buffer.alloc(0))).status, 201, 'HTTP/1.1: a creation')
+    t.equal((await chunked({ ...dialect.versioned, 'Upload-Concat': `final;${plainPath}` }, Buffer.alloc(0))).status, 201, 'HTTP/1.1: a final')
+    t.equal((await chunked({ ...dialect.versioned, 'Upload-Concat': `final;${plainPath}` }, Buffer.from('x'))).status, 400, 'a final with a byte is still refused')
+    if (dialect === tus) t.equal((await chunked({ ...creation, 'Upload-Length': '3' }, Buffer.from('abc'))).status, 415, 'a byte without its Content-Type is still refused')
+  })
+
   t.test(`${dialect.name}: a body in a transfer coding other than chunked is refused (501), its coded bytes never stored`, async (t) => {
     const server = await startServer(t)
     const created = await dialect.create('http/1.1', server, { length: SOURCE.length })

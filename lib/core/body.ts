@@ -30,6 +30,8 @@ export class RequestBody implements AsyncIterable<Buffer> {
   #closed = false
   #discarding = false
   #wake: (() => void) | undefined
+  /** Who waits in `carriesBytes`. */
+  #firstByteWaiters: Array<() => void> = []
   #beforeFirstRead: (() => void) | undefined
 
   constructor (source: Readable, idleTimeoutMs: number) {
@@ -38,6 +40,7 @@ export class RequestBody implements AsyncIterable<Buffer> {
     source.on('data', (chunk: Buffer) => {
       this.#idleTimer.refresh()
       this.#arrived += chunk.length
+      if (chunk.length > 0) this.#wakeFirstByteWaiters()
       if (this.#closed || this.#discarding) return
       this.#queue.push(chunk)
       this.#queued += chunk.length
@@ -82,6 +85,17 @@ export class RequestBody implements AsyncIterable<Buffer> {
   }
 
   /**
+   * Whether the body brings any byte: true once one has arrived, false once it ended without one (a chunked body of
+   * its last chunk only, an HTTP/2 stream ended by an empty DATA frame). A body that ended otherwise (its client gone,
+   * or released idle) counts as one: nothing says it was empty. Not for a client that waits for a 100 Continue: it
+   * sends nothing until the body is read.
+   */
+  async carriesBytes (): Promise<boolean> {
+    while (this.#arrived === 0 && !this.#closed) await new Promise<void>((resolve) => { this.#firstByteWaiters.push(resolve) })
+    return this.#arrived > 0 || this.aborted || this.released !== undefined
+  }
+
+  /**
    * Runs `callback` when the body is first read: a client that sent `Expect: 100-continue` is told to send its
    * body only once every check has passed, so a refused request never costs the body's bytes.
    */
@@ -111,9 +125,16 @@ export class RequestBody implements AsyncIterable<Buffer> {
     wake?.()
   }
 
+  #wakeFirstByteWaiters (): void {
+    const waiters = this.#firstByteWaiters
+    this.#firstByteWaiters = []
+    for (const wake of waiters) wake()
+  }
+
   #close (): void {
     this.#closed = true
     this.#wakeReader()
+    this.#wakeFirstByteWaiters()
   }
 
   #idle (): void {

@@ -10,7 +10,7 @@ import { cutShort, RequestBody } from './body.js'
 import { headerChecksum } from './checksum.js'
 import { finishFinal, finishFinalsWaitingOn, partialUpload, withPartials } from './finals.js'
 import { completeUpload, prepareUpload, storeUpload, terminateUpload } from './lifecycle.js'
-import { hasBody, integerHeader } from './request.js'
+import { bringsBytes, hasBody, integerHeader } from './request.js'
 import { heldBy, lockUpload, type TusServices } from './services.js'
 import { touched } from './touched.js'
 import { admitBeforeLock, isComplete, loadFor, loadSettled, underLock } from './uploads.js'
@@ -262,7 +262,7 @@ async function settle (services: TusServices, request: FastifyRequest, wasComple
 async function createFinal (
   services: TusServices, request: FastifyRequest, input: CreateRequest, concat: UploadConcat & { type: 'final' }
 ): Promise<UploadOutcome> {
-  if (hasBody(request)) throw new TusErrors.INVALID_CONCAT('a final upload cannot carry a body')
+  if (await bringsBytes(request)) throw new TusErrors.INVALID_CONCAT('a final upload cannot carry a body')
   if (input.size !== undefined) throw new TusErrors.INVALID_CONCAT('a final upload takes its length from its partials: send no Upload-Length')
   // One small partial listed many times would make a large final from a few bytes sent.
   const { maxConcatReferences } = services.options

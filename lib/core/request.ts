@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify'
 import { Http2ServerRequest } from 'node:http2'
 import { TusErrors } from '../errors.js'
+import { RequestBody } from './body.js'
 
 const NON_NEGATIVE_INTEGER = /^(0|[1-9][0-9]*)$/
 
@@ -45,6 +46,20 @@ export function refuseConflictingAuthority (request: FastifyRequest): void {
   if (typeof authority === 'string' && host !== undefined && host.toLowerCase() !== authority.toLowerCase()) {
     throw new TusErrors.INVALID_HEADER('Host', 'it differs from :authority')
   }
+}
+
+/**
+ * Whether the request brings bytes: it has content (`hasBody`), and a body framed without a length (chunked, or
+ * HTTP/2 without Content-Length) that may end empty has at least one. Waits for the first byte or the end, so only
+ * where no byte is taken yet and an empty body changes the answer (a creation's Content-Type, a final's body); a
+ * client that expects `100 Continue` sends nothing before it, and its body counts as one.
+ */
+export async function bringsBytes (request: FastifyRequest): Promise<boolean> {
+  if (!hasBody(request)) return false
+  const body = request.body
+  if (!(body instanceof RequestBody) || request.headers['content-length'] !== undefined) return true
+  if (stringHeader(request, 'expect')?.toLowerCase() === '100-continue') return true
+  return await body.carriesBytes()
 }
 
 /**

@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { CHECKSUM_ALGORITHMS } from '../core/checksum.js'
 import { appendToUpload, createUpload, readFinished, readStatus, removeUpload, type UploadOutcome } from '../core/operations.js'
-import { hasBody, integerHeader, mediaType, stringHeader } from '../core/request.js'
+import { bringsBytes, integerHeader, mediaType, stringHeader } from '../core/request.js'
 import type { TusServices } from '../core/services.js'
 import { expiresAt, isComplete } from '../core/uploads.js'
 import { TusErrors } from '../errors.js'
@@ -34,7 +34,8 @@ export const handleOptions: TusHandler = async (services, _request, reply) => {
 export const handlePost: TusHandler = async (services, request, reply) => {
   const concat = parseConcat(services, request)
   const size = concat?.type === 'final' ? finalLength(request) : creationLength(request)
-  if (concat?.type !== 'final' && hasBody(request)) requireOctetStream(request)
+  // An empty body framed as one (chunked, or HTTP/2 without Content-Length) needs no Content-Type (T-C-10).
+  if (concat?.type !== 'final' && mediaType(request) !== OCTET_STREAM && await bringsBytes(request)) requireOctetStream(request)
   const header = stringHeader(request, 'upload-metadata')
   const metadata = header === undefined ? {} : parseMetadata(header, services.options.maxMetadataSize)
   const outcome = await createUpload(services, request, {
