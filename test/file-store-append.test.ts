@@ -1,6 +1,6 @@
 // FileStore.write batches the chunks that arrive while a write is in progress (writev); every byte must
 // land once, in order, whatever the chunk sizes and however fast the source is.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import fs, { readlinkSync } from 'node:fs'
 import { mkdtemp, open, readFile, rm } from 'node:fs/promises'
 import { basename } from 'node:path'
@@ -162,12 +162,17 @@ t.test('fsync: an upload sent as 1 MiB writes is flushed while it arrives, as on
   t.same(synced, [`${id}.json`, id], 'the info file at creation, the data file at its last byte')
 })
 
-t.test('fsync: a background flush that fails fails the write after it, and the completing one: no completion over data the disk may have lost', async (t) => {
-  const dir = join(directory, 'failed-flush')
+/**
+ * A store with an upload of 17 MiB whose first 16 were written in 1 MiB writes while fdatasync failed with EIO (on
+ * its next turn, as a disk would): the 16th began a flush in the background, answered without waiting for it, and
+ * that flush failed. fdatasync works again after `heal`, or when the test ends.
+ */
+async function afterFailedFlush (t: Test, name: string, seed: number): Promise<{ own: FileStore, dir: string, id: string, data: Buffer, offset: number, heal: () => void }> {
+  const dir = join(directory, name)
   const own = new FileStore({ directory: dir })
   t.teardown(async () => { await own.close() })
   const chunk = 1024 * 1024
-  const data = randomBytesSeeded(17 * chunk, 17)
+  const data = randomBytesSeeded(17 * chunk, seed)
   const id = contractId()
   await own.create({ id, size: data.length, metadata: {} })
   const { fdatasync } = fs
@@ -176,36 +181,26 @@ t.test('fsync: a background flush that fails fails the write after it, and the c
     flushes++
     setImmediate(() => { callback(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' })) })
   }) as typeof fs.fdatasync
-  t.teardown(() => { fs.fdatasync = fdatasync })
+  const heal = (): void => { fs.fdatasync = fdatasync }
+  t.teardown(heal)
   let offset = 0
   for (let index = 0; index < 16; index++) offset = await own.write(id, offset, cut(data.subarray(offset, offset + chunk), [64 * 1024]))
   t.equal(flushes, 1, 'the 16th MiB began a flush in the background; its write was answered without waiting for it')
+  return { own, dir, id, data, offset, heal }
+}
+
+t.test('fsync: a background flush that fails fails the write after it, and the completing one: no completion over data the disk may have lost', async (t) => {
+  const { own, dir, id, data, offset, heal } = await afterFailedFlush(t, 'failed-flush', 17)
   await t.rejects(own.write(id, offset, cut(data.subarray(offset), [64 * 1024])), { code: 'EIO' }, 'the completing write fails as the flush did')
-  fs.fdatasync = fdatasync
+  heal()
   // What arrived before the failure was known is kept: all of it, when the completion's fsync was the first to see it.
   const stored = (await own.getInfo(id)).offset
   t.equal(sha256(await readFile(join(dir, id))), sha256(data.subarray(0, stored)), `the ${stored} bytes kept are the upload's`)
 })
 
 t.test('fsync: a background flush that failed on a data file closed unused (evicted, idle) fails the next write of its upload, once', async (t) => {
-  const dir = join(directory, 'failed-flush-closed')
-  const own = new FileStore({ directory: dir })
-  t.teardown(async () => { await own.close() })
-  const chunk = 1024 * 1024
-  const data = randomBytesSeeded(17 * chunk, 18)
-  const id = contractId()
-  await own.create({ id, size: data.length, metadata: {} })
-  const { fdatasync } = fs
-  let flushes = 0
-  fs.fdatasync = ((_fd: number, callback: (error: NodeJS.ErrnoException | null) => void) => {
-    flushes++
-    setImmediate(() => { callback(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' })) })
-  }) as typeof fs.fdatasync
-  t.teardown(() => { fs.fdatasync = fdatasync })
-  let offset = 0
-  for (let index = 0; index < 16; index++) offset = await own.write(id, offset, cut(data.subarray(offset, offset + chunk), [64 * 1024]))
-  t.equal(flushes, 1, 'the 16th MiB began a flush in the background')
-  fs.fdatasync = fdatasync
+  const { own, dir, id, data, offset, heal } = await afterFailedFlush(t, 'failed-flush-closed', 18)
+  heal()
   // Uploads created after it push its kept descriptor out (the store keeps 128), as idleness would after 5 s.
   for (let index = 0; index < 130; index++) await own.create({ id: contractId(), size: 1, metadata: {} })
   await own.getInfo(id)
