@@ -94,7 +94,7 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
       if (request.method === 'OPTIONS') return
       try {
         const returned: unknown = await auth(request, reply)
-        if (!reply.sent && returned !== reply) refuseReturned('auth', returned)
+        if (!reply.sent) refuseReturned('auth', returned)
       } catch (error) {
         throw hookError('auth', error, request)
       }

@@ -4,9 +4,6 @@
  * the plugin accepts the versions listed in the `ietfDraftVersions` option (all of these by default).
  * Sources: https://datatracker.ietf.org/doc/draft-ietf-httpbis-resumable-upload/ (-01 to -12, and the editor's copy).
  */
-/** An `Upload-Draft-Interop-Version` this server knows (`ietfDraftVersions`). */
-export type DraftInteropVersion = 3 | 4 | 5 | 6 | 7 | 8 | 9
-
 export interface DraftVersion {
   /** The `Upload-Draft-Interop-Version` value. */
   interop: DraftInteropVersion
@@ -45,6 +42,9 @@ export interface DraftVersion {
    */
   refusesStateHeaders: boolean
 }
+
+/** An `Upload-Draft-Interop-Version` this server knows (`ietfDraftVersions`). */
+export type DraftInteropVersion = 3 | 4 | 5 | 6 | 7 | 8 | 9
 
 const v = (interop: DraftInteropVersion, drafts: string, rules: Omit<DraftVersion, 'interop' | 'drafts'>): DraftVersion => ({ ...rules, interop, drafts })
 
