@@ -210,6 +210,32 @@ t.test('fsync: a background flush that failed on a data file closed unused (evic
   t.equal(sha256(await readFile(join(dir, id))), sha256(data))
 })
 
+t.test('fsync: a background flush still running when the length comes last fails the completion if it fails then', async (t) => {
+  const dir = join(directory, 'failed-flush-deferred')
+  const own = new FileStore({ directory: dir })
+  t.teardown(async () => { await own.close() })
+  const chunk = 1024 * 1024
+  const data = randomBytesSeeded(17 * chunk, 19)
+  const id = contractId()
+  await own.create({ id, size: undefined, metadata: {} })
+  const { fdatasync } = fs
+  t.teardown(() => { fs.fdatasync = fdatasync })
+  // The disk answers the background flush only when told to, and then with EIO.
+  let fail: () => void = () => {}
+  fs.fdatasync = ((_fd: number, callback: (error: NodeJS.ErrnoException | null) => void) => {
+    fail = () => { callback(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' })) }
+  }) as typeof fs.fdatasync
+  let offset = 0
+  for (let index = 0; index < 17; index++) offset = await own.write(id, offset, cut(data.subarray(offset, offset + chunk), [64 * 1024]))
+  fs.fdatasync = fdatasync
+  // What the core does for an append that declares the length: recorded once the body stands (the kept descriptor is
+  // closed, once its flush ends), then the upload completed.
+  await own.declareLength(id, data.length)
+  const completing = own.flush(id)
+  fail()
+  await t.rejects(completing, { code: 'EIO' }, 'the completion fails as the flush did')
+})
+
 t.test('deferred length: flush fsyncs the data written before the length was known', async (t) => {
   const dir = join(directory, 'deferred-fsync')
   const own = new FileStore({ directory: dir })

@@ -282,6 +282,8 @@ export class FileStore implements DataStore {
     // The data file the request's getInfo found at the path (checked by a stat then): a handle kept open
     // since the creation or the last write is used only if it is open on that very file.
     const file = this.#cachedFile(id)
+    const closing = this.#openFiles.closing(id)
+    if (closing !== undefined) await closing
     const handle = this.#openFiles.take(id, file) ?? await DataFile.open(this.#dataPath(id, info.directory), WRITE_IN_PLACE)
     const appender = new Appender(handle, offset, this.#fsync, options)
     this.#openHandles.set(handle, appender)
@@ -322,6 +324,8 @@ export class FileStore implements DataStore {
     await this.#ensureDirectory()
     if (!this.#fsync && this.#marks === undefined) return
     const file = this.#cachedFile(id)
+    const closing = this.#openFiles.closing(id)
+    if (closing !== undefined) await closing
     const known = this.#openFiles.known(id)
     const kept = this.#openFiles.take(id, file)
     if (kept !== undefined && known !== undefined) {

@@ -47,6 +47,8 @@ export class OpenFiles {
   readonly #closing = new Set<Promise<void>>()
   /** Why the background flush of a handle closed unused failed, by upload, until its next `take`. */
   readonly #failedFlushes = new Map<string, unknown>()
+  /** The close in progress of a handle of an upload, whose failed flush its next `take` must hear of. */
+  readonly #closingOf = new Map<string, Promise<void>>()
 
   constructor (max: number, idleMs: number) {
     this.#max = max
@@ -74,6 +76,14 @@ export class OpenFiles {
     if (identity !== undefined && sameFile(entry.identity, identity)) return entry.handle
     this.#close(entry.handle, undefined)
     return undefined
+  }
+
+  /**
+   * The close in progress of a handle of `id` (its flush may still run), if any: awaited before a `take`, so that
+   * a write or a completion right after a drop hears how that flush ended.
+   */
+  closing (id: string): Promise<void> | undefined {
+    return this.#closingOf.get(id)
   }
 
   /** What is known of the kept file of `id`, if one is kept (not lent to a writer). */
@@ -143,6 +153,7 @@ export class OpenFiles {
   #close (handle: DataFile, owner: string | undefined): void {
     const closing = handle.close().catch(() => undefined).finally(() => {
       this.#closing.delete(closing)
+      if (owner !== undefined && this.#closingOf.get(owner) === closing) this.#closingOf.delete(owner)
       try {
         handle.checkFlushes()
       } catch (error) {
@@ -150,5 +161,6 @@ export class OpenFiles {
       }
     })
     this.#closing.add(closing)
+    if (owner !== undefined) this.#closingOf.set(owner, closing)
   }
 }
