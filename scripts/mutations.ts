@@ -287,8 +287,8 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'core: a refusing hook that returns false refuses nothing',
     file: 'lib/core/lifecycle.ts',
-    find: '  if (returned === false) {',
-    replace: '  if (returned === "never") {',
+    find: '  if (returned === false) throw',
+    replace: '  if (returned === "never") throw',
     tests: ['test/hook-refusals.test.ts']
   },
   {
@@ -703,13 +703,6 @@ export const MUTATIONS: Mutation[] = [
     file: 'lib/core/operations.ts',
     find: ', ...(isComplete(upload) ? { uploadComplete: true } : {}) }',
     replace: ' }',
-    tests: ['test/ietf-draft.test.ts']
-  },
-  {
-    name: 'declareLength: a streamed completing body records its length before it stands',
-    file: 'lib/core/operations.ts',
-    find: '  if (completes && bodySize === undefined) return { declared, unrecorded: true }\n',
-    replace: '',
     tests: ['test/ietf-draft.test.ts']
   },
   {
