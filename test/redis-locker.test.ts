@@ -239,6 +239,7 @@ t.test('requests waiting for a Redis that is not ready share one wait: no listen
   // A connection made on first use (lazyConnect) that does come up: every waiter goes on, and the wait is gone.
   const lazy = new Redis(url, { lazyConnect: true })
   const lazyLocker = new RedisLocker({ redis: lazy })
+  const ownListeners = lazy.listenerCount('ready')
   t.teardown(async () => {
     await lazyLocker.close()
     lazy.disconnect()
@@ -246,7 +247,7 @@ t.test('requests waiting for a Redis that is not ready share one wait: no listen
   const locks = await Promise.all(Array.from({ length: 40 }, async (_, index) => await lazyLocker.lock(`v${index}`, { timeoutMs: 3000 })))
   t.equal(locks.length, 40, 'every request got its lock once connected')
   await Promise.all(locks.map(async (lock) => { await lock.release() }))
-  t.equal(lazy.listenerCount('ready'), 0, 'the shared wait is gone once the connection is ready')
+  t.equal(lazy.listenerCount('ready'), ownListeners, 'the shared wait is gone once the connection is ready')
   t.same(warnings, [])
 })
 

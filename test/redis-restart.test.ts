@@ -86,6 +86,10 @@ t.test('after a restart that lost the keys, no instance locks until the leases f
   // The leases granted before the restart ran out a ttl after the kill at the latest: the waits are counted from it.
   // From the end of restart(), they were not: the lockers see the new server as soon as it answers, and redis-up.sh
   // may tell so much later on a loaded machine (it pings every 50 ms, each a new redis-cli).
+  // d is idle across the restart: it checks the new server as soon as it reconnects, not at its next lock.
+  const d = locker(t, server.url, prefix)
+  await (await d.locker.lock('idle', { timeoutMs: 1000 })).release()
+  const dReconnected = new Promise<number>((resolve) => d.redis.once('ready', () => { resolve(Date.now()) }))
   const killed = Date.now()
   await server.restart()
   const restarted = Date.now()
@@ -125,10 +129,17 @@ t.test('after a restart that lost the keys, no instance locks until the leases f
   t.pass('locks are taken at once again')
   await taken.release()
 
+  // Its hold-off ran from its reconnection; a check at its first lock would refuse it (503) for a ttl more.
+  const dReadyAt = await dReconnected
+  await new Promise((resolve) => setTimeout(resolve, Math.max(0, dReadyAt + TTL + 100 - Date.now())))
+  begin = Date.now()
+  await (await d.locker.lock('idle', { timeoutMs: 1000, requestRelease: false })).release()
+  t.ok(Date.now() - begin < TTL, `an instance idle across the restart locks at once a ttl after it reconnected (${Date.now() - begin} ms)`)
+
   // close() leaves no listener of the locker on the app's connection.
-  const listening = a.redis.listenerCount('close')
+  const listening = { close: a.redis.listenerCount('close'), ready: a.redis.listenerCount('ready') }
   await a.locker.close()
-  t.equal(a.redis.listenerCount('close'), listening - 1)
+  t.same({ close: a.redis.listenerCount('close'), ready: a.redis.listenerCount('ready') }, { close: listening.close - 1, ready: listening.ready - 1 })
 })
 
 t.test('a server that refuses INFO (a proxy without it) is not checked: locks are taken at once', async (t) => {

@@ -35,9 +35,10 @@ export interface RedisLockerOptions {
 // A Redis that restarted (without persistence, or a failover to a replica) may have lost every lock key while their
 // holders, on any instance, still write: a holder learns it only at its next renewal, or when its lease runs out
 // (ttl after its last renewal, which was before the restart). So after each (re)connection the locker reads the
-// server's run_id and uptime (INFO, once per connection) and takes no lock until every lease granted before the
-// restart has run out: ttl after it saw the run_id change; else (the same run_id, or none to compare with at the
-// first connection) until the server has been up for ttl, +1 s for the resolution of its uptime.
+// server's run_id and uptime (INFO, once per connection, as soon as it is ready: an instance idle across a restart
+// must not wait again at its next lock) and takes no lock until every lease granted before the restart has run out:
+// ttl after it saw the run_id change; else (the same run_id, or none to compare with at the first connection) until
+// the server has been up for ttl, +1 s for the resolution of its uptime.
 const UPTIME_RESOLUTION_MS = 1000
 
 /** What a 503 of an unreachable Redis suggests to clients, in seconds. */
@@ -83,6 +84,8 @@ export class RedisLocker implements UploadLocker {
   #connection = 0
   /** The connection whose server was checked (INFO) since it connected. */
   #checkedConnection = -1
+  /** The check of the server under way, and the connection it checks. */
+  #checking: { connection: number, done: Promise<void> } | undefined
   /** The run_id of the server last checked: another one means it restarted, or another server took over. */
   #runId: string | undefined
   /** No lock is taken before this time (ms since the epoch): leases granted before a restart may still be held. */
@@ -90,6 +93,8 @@ export class RedisLocker implements UploadLocker {
   /** Why locks wait until #lockableFrom, for the message of the refusal. */
   #holdOffReason = ''
   readonly #onConnectionClosed = (): void => { this.#connection++ }
+  // A failed check is made again by the next lock, which waits for it.
+  readonly #onConnectionReady = (): void => { this.#checkServer().catch(() => {}) }
 
   constructor (options: RedisLockerOptions) {
     refuseUnknownKeys('RedisLocker', options, Object.keys({ redis: true, prefix: true, ttlMs: true, retryMs: true, commandTimeoutMs: true } satisfies Record<keyof RedisLockerOptions, true>))
@@ -99,6 +104,7 @@ export class RedisLocker implements UploadLocker {
     this.#retryMs = positiveInteger('RedisLocker', 'retryMs', options.retryMs ?? 200)
     this.#commandTimeoutMs = positiveInteger('RedisLocker', 'commandTimeoutMs', options.commandTimeoutMs ?? 1000)
     this.#redis.on('close', this.#onConnectionClosed)
+    this.#redis.on('ready', this.#onConnectionReady)
   }
 
   async lock (id: string, options: LockOptions): Promise<UploadLock> {
@@ -156,6 +162,7 @@ export class RedisLocker implements UploadLocker {
   /** Closes the pub/sub connection (at once, even while Redis is unreachable). Locks still held are left to expire. */
   async close (): Promise<void> {
     this.#redis.off('close', this.#onConnectionClosed)
+    this.#redis.off('ready', this.#onConnectionReady)
     const subscriber = this.#subscriberConnection
     this.#subscribed = false
     this.#subscriber = undefined
@@ -219,10 +226,20 @@ export class RedisLocker implements UploadLocker {
   /**
    * Reads the run_id and uptime of the server behind the main connection (which is ready) and holds locks off
    * until every lease granted before a restart has run out. A server that refuses INFO (a proxy without it) is
-   * not checked: locking goes on unprotected against its restarts.
+   * not checked: locking goes on unprotected against its restarts. One check at a time per connection: a lock
+   * that comes while the check made at its 'ready' runs waits for that one.
    */
   async #checkServer (): Promise<void> {
     const connection = this.#connection
+    if (this.#checking?.connection !== connection) {
+      const checking = { connection, done: this.#readServer(connection) }
+      this.#checking = checking
+      checking.done.catch(() => {}).finally(() => { if (this.#checking === checking) this.#checking = undefined })
+    }
+    await this.#checking.done
+  }
+
+  async #readServer (connection: number): Promise<void> {
     let info: string
     try {
       info = await this.#redis.info('server')
