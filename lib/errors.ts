@@ -193,6 +193,19 @@ export function retryLater<E extends Error> (error: E, seconds: number): E & Tus
   return withFacts(error, { headers: { 'Retry-After': String(Math.max(1, Math.ceil(seconds))) } })
 }
 
+// Errors logged where they happened, with what only that place knows (the upload, the step): not logged again.
+const logged = new WeakSet<object>()
+
+/** Marks an error as logged: the answer sent for it does not log it again. */
+export function loggedAlready<E extends Error> (error: E): E {
+  logged.add(error)
+  return error
+}
+
+export function isLogged (error: Error): boolean {
+  return logged.has(error)
+}
+
 /** The status an error is answered with: its own when it is an HTTP error status, else 500. */
 export function errorStatus (error: TusHttpError): number {
   return refusalStatus(error) ?? 500

@@ -3,7 +3,7 @@
 import t, { type Test } from 'tap'
 import { Writable } from 'node:stream'
 import tusPlugin, { FileStore, TusErrors, type NewUpload, type UploadInfo } from '../lib/index.js'
-import { startServer, tusRequest, rawRequest } from './helpers.js'
+import { createUpload, startServer, tusRequest, rawRequest } from './helpers.js'
 
 const SECRET = 'connection to db://admin:hunter2@10.0.0.7 refused'
 const GENERIC = 'Internal server error'
@@ -88,4 +88,46 @@ t.test('a lock service that is unreachable: 503 with Retry-After in both protoco
   t.equal(draft.status, 503)
   t.equal(draft.headers['retry-after'], '1')
   noSecret(t, draft, 'draft POST')
+})
+
+/** A server logging at `info` to lines of JSON, for what a request logs and at which level. */
+async function loggingServer (t: Test, options: Parameters<typeof startServer>[1], setup?: Parameters<typeof startServer>[2]) {
+  const lines: Array<{ level: number, msg: string, err?: { message?: string } }> = []
+  const stream = new Writable({ write (chunk: Buffer, _encoding, done) { lines.push(JSON.parse(chunk.toString())); done() } })
+  const server = await startServer(t, options, setup, { logger: { level: 'info', stream } })
+  return { server, lines }
+}
+
+t.test('a lock service refusal (503, retry later) is logged once as a warning, in both protocols, not as an unexpected error', async (t) => {
+  const locker = { lock: async () => { throw new TusErrors.LOCK_FAILED(SECRET) } }
+  const { server, lines } = await loggingServer(t, { locker })
+  const created = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': '10' } })
+  t.equal(created.status, 503)
+  const draft = await rawRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Draft-Interop-Version': '6', 'Upload-Complete': '?1' }, body: 'hello' })
+  t.equal(draft.status, 503)
+  const told = lines.filter((line) => line.err?.message?.includes(SECRET) === true)
+  t.same(told.map((line) => [line.level, line.msg]), [
+    [40, 'fastify-tus: upload lock unavailable; answered 503'],
+    [40, 'fastify-tus: upload lock unavailable; answered 503']
+  ], 'one warning a request, with the lock service\'s words')
+  t.same(lines.filter((line) => line.level >= 50), [], 'no error logged')
+})
+
+t.test('a store that fails while writing: logged once, as an error naming the step, in both protocols', async (t) => {
+  class FailingWrites extends FileStore {
+    override async write (): Promise<number> { throw new Error(SECRET) }
+  }
+  const { server, lines } = await loggingServer(t, {}, async (app, dir) => {
+    await app.register(tusPlugin, { dir, store: new FailingWrites({ directory: dir }) })
+  })
+  const tus = await tusRequest(await createUpload(server, { 'Upload-Length': '3' }), { method: 'PATCH', headers: { 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream' }, body: 'abc' })
+  t.equal(tus.status, 500)
+  t.equal(tus.headers['upload-offset'], '0')
+  const draft = await rawRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Draft-Interop-Version': '6', 'Upload-Complete': '?1' }, body: 'abc' })
+  t.equal(draft.status, 500)
+  const errors = lines.filter((line) => line.level >= 50)
+  t.same(errors.map((line) => [line.msg, line.err?.message]), [
+    ['fastify-tus: writing an upload failed', SECRET],
+    ['fastify-tus: writing an upload failed', SECRET]
+  ], 'one error a request, not a second "unexpected error" for the same failure')
 })

@@ -1,5 +1,5 @@
 import type { FastifyRequest } from 'fastify'
-import { TusDraftErrors, TusErrors, errorMessage, retryLater, withFacts, type TusErrorFacts, type TusHttpError } from '../errors.js'
+import { TusDraftErrors, TusErrors, errorMessage, loggedAlready, retryLater, withFacts, type TusErrorFacts, type TusHttpError } from '../errors.js'
 import type { UploadInfo, WriteOptions } from '../store/types.js'
 import { BoundedBody, RequestBody } from './body.js'
 import {
@@ -210,8 +210,8 @@ async function storeFailure<T> (services: TusServices, request: FastifyRequest, 
     if (lockLost) request.log.warn({ err: error, uploadId: upload.id }, 'fastify-tus: the upload\'s lock was lost while writing; bytes kept')
     else request.log.error({ err: error, uploadId: upload.id }, 'fastify-tus: writing an upload failed')
     const offset = await services.store.getInfo(upload.id).then((info) => info.offset, () => upload.offset)
-    if (lockLost) throw withFacts(retryLater(error as TusHttpError, 1), { offset })
-    throw withFacts(new TusErrors.STORE_FAILED(errorMessage(error)), { offset })
+    if (lockLost) throw loggedAlready(withFacts(retryLater(error as TusHttpError, 1), { offset }))
+    throw loggedAlready(withFacts(new TusErrors.STORE_FAILED(errorMessage(error)), { offset }))
   }
 }
 

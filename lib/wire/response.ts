@@ -1,5 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { errorStatus, publicMessage, statusErrorCode, type TusHttpError } from '../errors.js'
+import { errorStatus, isLogged, publicMessage, statusErrorCode, type TusHttpError } from '../errors.js'
 import type { FormatError, TusErrorAnswer, TusErrorBody, UploadResponse } from '../types.js'
 
 /** Sends the final answer of a request that stored bytes: `status`, or what onUploadComplete asked for. */
@@ -25,7 +25,11 @@ export function prepareErrorReply (
 ): { status: number, message: string, body: string | Buffer, contentType: string } {
   const status = errorStatus(error)
   const message = publicMessage(error)
-  if (message !== error.message) request.log.error({ err: error }, 'fastify-tus: unexpected error')
+  if (message !== error.message && !isLogged(error)) {
+    // A lock service that is unreachable, or a lock lost: the client is told to retry, and nothing failed here.
+    if (error.code === 'FST_TUS_LOCK_FAILED') request.log.warn({ err: error }, 'fastify-tus: upload lock unavailable; answered 503')
+    else request.log.error({ err: error }, 'fastify-tus: unexpected error')
+  }
   if (error.headers !== undefined) reply.headers(error.headers)
   reply.code(status)
   // An error that names its own Content-Type carries a message in that type (a tusd hook receiver's refusal,
