@@ -69,6 +69,11 @@ export function cleanFilename (raw: string): string {
   return raw.replace(/[\\/]/g, '_').replace(INVISIBLE_CONTROLS, '').replace(LONE_SURROGATE, '\ufffd')
 }
 
+/** A cleaned name that is only a path step (or nothing): it would be one in a client that saves a file as named. */
+export function isPathStep (name: string): boolean {
+  return name === '' || name === '.' || name === '..'
+}
+
 // eslint-disable-next-line no-control-regex -- control characters are what it matches
 const INVISIBLE_CONTROLS = /[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g
 
@@ -77,8 +82,7 @@ const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[
 /** RFC 6266: an ASCII fallback name plus the exact UTF-8 name in RFC 5987 encoding. */
 export function contentDisposition (metadata: UploadMetadata, id: string): string {
   const cleaned = cleanFilename(metadata.filename ?? metadata.name ?? id)
-  // A name that is only a path step would be one in a client that saves it as given.
-  const name = cleaned === '' || cleaned === '.' || cleaned === '..' ? id : cleaned
+  const name = isPathStep(cleaned) ? id : cleaned
   const fallback = name.replace(/[^\x20-\x7e]/g, '_').replace(/["\\%]/g, '_')
   const encoded = encodeURIComponent(name).replace(/['()*]/g, (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase())
   return `attachment; filename="${fallback}"; filename*=UTF-8''${encoded}`

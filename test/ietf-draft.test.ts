@@ -253,6 +253,17 @@ t.test('creation with all content: 104 with the Location first, then 201 complet
   }
 })
 
+t.test('a Content-Disposition name that is only a path step (or nothing once cleaned) names no file: the download is named by the id', async (t) => {
+  const { server, completed } = await recordingServer(t)
+  for (const disposition of ['attachment; filename=".."', 'attachment; filename=.', 'attachment; filename*=UTF-8\'\'%2E%2E', 'attachment; filename*=UTF-8\'\'%E2%80%AE']) {
+    const { response, url } = await create(server, 6, true, 'abc', { 'Content-Disposition': disposition })
+    t.equal(response.status, 201, disposition)
+    const id = idOf(url)
+    t.equal(completed.find((upload) => upload.id === id)?.metadata.filename, undefined, `${disposition}: no filename recorded`)
+    t.equal((await tusRequest(url)).headers['content-disposition'], `attachment; filename="${id}"; filename*=UTF-8''${id}`)
+  }
+})
+
 function pick (headers: IncomingHttpHeaders, name: string): string | undefined {
   const value = headers[name]
   return Array.isArray(value) ? value.join(', ') : value

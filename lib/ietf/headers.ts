@@ -1,7 +1,7 @@
 import type { FastifyRequest } from 'fastify'
 import { stringHeader } from '../core/request.js'
 import type { UploadMetadata } from '../store/types.js'
-import { cleanFilename } from '../wire/download.js'
+import { cleanFilename, isPathStep } from '../wire/download.js'
 import type { DraftVersion } from './versions.js'
 
 /**
@@ -98,5 +98,5 @@ export function dispositionFilename (header: string): string | undefined {
   let clean = cleanFilename(name).trim().slice(0, MAX_FILENAME)
   // Never half of a character: a cut between the two halves of a surrogate pair (an emoji) drops the first.
   if (/[\ud800-\udbff]$/.test(clean)) clean = clean.slice(0, -1)
-  return clean === '' || clean === '.' || clean === '..' ? undefined : clean
+  return isPathStep(clean) ? undefined : clean
 }

@@ -9,7 +9,7 @@ import { contentDisposition, contentType } from '../metadata.js'
 import type { ByteRange, UploadInfo } from '../store/types.js'
 
 // The file name and type rules live in the bottom layer, where the stores use them too (S3 object headers).
-export { cleanFilename, contentDisposition } from '../metadata.js'
+export { cleanFilename, contentDisposition, isPathStep } from '../metadata.js'
 
 /**
  * Sends a finished upload (see readFinished), whole or one byte range (206), or 304 / 412 as its conditional headers
