@@ -152,6 +152,33 @@ t.test('X-HTTP-Method-Override on POST is honoured for PATCH, HEAD and DELETE', 
   t.equal((await tusRequest(url, { method: 'HEAD' })).status, 404)
 })
 
+t.test('a method a URL does not have is 405 with the methods it has, in both protocols; other paths under the prefix are 404', async (t) => {
+  const server = await startServer(t, { prefix: '/:tenant/files' })
+  const endpoint = `${server.origin}/acme/files`
+  const url = await createUpload({ ...server, endpoint: `${endpoint}/` }, { 'Upload-Length': '5' })
+  const upload = 'OPTIONS, PATCH, DELETE, HEAD, GET'
+  for (const protocol of [{}, { 'Upload-Draft-Interop-Version': '6' }] as Array<Record<string, string>>) {
+    const name = Object.keys(protocol).length === 0 ? 'tus' : 'draft'
+    for (const [method, target, allow] of [
+      ['PUT', url, upload], ['PUT', `${server.origin}/acme/files/AAAAAAAAAAAAAAAAAAAAA`, upload],
+      ['PUT', endpoint, 'OPTIONS, POST'], ['PUT', `${endpoint}/`, 'OPTIONS, POST'], ['GET', `${endpoint}/`, 'OPTIONS, POST'],
+      ['HEAD', endpoint, 'OPTIONS, POST'], ['DELETE', `${endpoint}/`, 'OPTIONS, POST']
+    ] as const) {
+      const response = await tusRequest(target, { method, headers: protocol })
+      t.equal(response.status, 405, `${name}: ${method} ${new URL(target).pathname}`)
+      t.equal(response.headers.allow, allow)
+    }
+    const elsewhere = await tusRequest(`${url}/more`, { method: 'GET', headers: protocol })
+    t.equal(elsewhere.status, 404, `${name}: a path below an upload's is no URL of ours`)
+  }
+  // A body sent with such a method is not stored.
+  const put = await tusRequest(url, { method: 'PUT', headers: { 'Upload-Offset': '0', ...OCTET }, body: Buffer.alloc(8 * 1024 * 1024, 1) })
+  t.equal(put.status, 405)
+  const head = await tusRequest(url, { method: 'HEAD' })
+  t.equal(head.status, 200)
+  t.equal(head.headers['upload-offset'], '0', 'the upload is untouched')
+})
+
 t.test('a client that disconnects mid-body keeps what arrived; HEAD reports it; the upload resumes', async (t) => {
   const completed: UploadInfo[] = []
   const server = await startServer(t, { onUploadComplete: (upload) => { completed.push(upload) } })

@@ -70,7 +70,7 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
     if (services.inFlight.closing) closeIdleConnections(instance.server)
     done()
   })
-  instance.setNotFoundHandler(async () => { throw new TusErrors.NOT_FOUND() })
+  instance.setNotFoundHandler(async (request) => { throw unrouted(request) })
 
   // First of all hooks: the method a tunnelled request (X-HTTP-Method-Override, T-G-8) stands for becomes its
   // method, so the version check, `auth`, every later hook and the route see what the request really does.
@@ -103,6 +103,8 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
   }
 
   const route = (handler: TusHandler, draftHandler: DraftHandler) => async (request: FastifyRequest, reply: FastifyReply) => {
+    // `<prefix>/` is the creation URL, which the router also matches as an upload's URL with an empty id.
+    if ((request.params as { id?: string }).id === '') throw notAllowed(request.method, false)
     if (reply.raw.socket === null) await afterEarlierRequests(request, reply)
     const version = draftVersionOf(services, request)
     const scoped = await servicesFor(services, request)
@@ -174,6 +176,18 @@ function overrideMethod (request: FastifyRequest): void {
   const onUpload = request.routeOptions.url?.endsWith('/:id') === true
   if (!onUpload || TUS_UPLOAD_HANDLERS[method] === undefined) throw notAllowed(method.slice(0, 32), onUpload)
   request.raw.method = method
+}
+
+/**
+ * What a request no route takes is answered: a method the creation URL or an upload's URL does not have (a PUT, a
+ * GET of the creation URL) is 405 with the methods it has; any other path under the prefix is 404.
+ */
+function unrouted (request: FastifyRequest): TusHttpError {
+  // The path after the prefix, as the scope's not-found route matched it (`<prefix>/*`); none for the bare prefix.
+  const rest = (request.params as Record<string, string | undefined>)['*']
+  if (rest === undefined || rest === '') return notAllowed(request.method, false)
+  if (!rest.includes('/')) return notAllowed(request.method, true)
+  return new TusErrors.NOT_FOUND()
 }
 
 /** 405, with the methods the URL has (RFC 9110 §15.5.6: Allow is required): an upload's, or the creation URL's. */
