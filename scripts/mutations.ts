@@ -631,7 +631,7 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'core: a lock lost mid-append answered as a storage error',
     file: 'lib/core/append.ts',
-    find: '    if (lockLost) throw withFacts(retryLater(error as TusHttpError, 1), { offset })\n',
+    find: '    if (lockLost) throw loggedAlready(withFacts(retryLater(error as TusHttpError, 1), { offset }))\n',
     replace: '',
     tests: ['test/both-protocols.test.ts']
   },
@@ -725,6 +725,34 @@ export const MUTATIONS: Mutation[] = [
     find: '      refuseTransferCodings(request)\n',
     replace: '',
     tests: ['test/both-protocols.test.ts']
+  },
+  {
+    name: 'routes: a method a URL does not have answered 404, as an upload that is gone',
+    file: 'lib/http/routes.ts',
+    find: '  instance.setNotFoundHandler(async (request) => { throw unrouted(request) })\n',
+    replace: '  instance.setNotFoundHandler(async () => { throw new TusErrors.NOT_FOUND() })\n',
+    tests: ['test/patch.test.ts']
+  },
+  {
+    name: 'redis-locker: a reconnected server checked only at the next lock',
+    file: 'lib/lockers/redis-locker.ts',
+    find: "    this.#redis.on('ready', this.#onConnectionReady)\n",
+    replace: '',
+    tests: ['test/redis-restart.test.ts']
+  },
+  {
+    name: 'generate-url: characters no URL may hold sent as they are',
+    file: 'lib/wire/generate-url.ts',
+    find: 'const NOT_IN_A_URI = /[\\u0080-\\uffff]+|[ "<>\\\\^`{|}]/g',
+    replace: 'const NOT_IN_A_URI = /[\\u0080-\\uffff]+/g',
+    tests: ['test/url-scheme.test.ts']
+  },
+  {
+    name: 'response: a lock service refusal logged as an unexpected error',
+    file: 'lib/wire/response.ts',
+    find: "    if (error.code === 'FST_TUS_LOCK_FAILED') request.log.warn(",
+    replace: "    if (error.code === 'never') request.log.warn(",
+    tests: ['test/internal-errors.test.ts']
   }
 ]
 /* eslint-enable no-template-curly-in-string */
