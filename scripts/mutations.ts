@@ -90,8 +90,8 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'a body cut short before its announced trailer is kept',
     file: 'lib/core/append.ts',
-    find: "return body.aborted && announcesChecksumTrailer(request) ? 'drop' : whole()",
-    replace: 'return whole()',
+    find: "    if (body.aborted) return 'drop'\n    return withFacts(",
+    replace: "    if (body.aborted) return whole()\n    return withFacts(",
     tests: ['test/both-protocols.test.ts']
   },
   {
@@ -753,6 +753,13 @@ export const MUTATIONS: Mutation[] = [
     find: "    if (error.code === 'FST_TUS_LOCK_FAILED') request.log.warn(",
     replace: "    if (error.code === 'never') request.log.warn(",
     tests: ['test/internal-errors.test.ts']
+  },
+  {
+    name: 'append: a body whose announced trailer checksum never came stored unchecked',
+    file: 'lib/core/append.ts',
+    find: "    if (body.aborted) return 'drop'\n    return withFacts(",
+    replace: "    if (body.aborted) return 'drop'\n    return whole()\n    return withFacts(",
+    tests: ['test/both-protocols.test.ts']
   }
 ]
 /* eslint-enable no-template-curly-in-string */

@@ -538,6 +538,21 @@ for (const dialect of DIALECTS) {
     t.equal(sha256(await stored(server, created.url)), sha256(SOURCE))
   })
 
+  t.test(`${dialect.name}: a chunked body that ends without the trailer checksum it announced is refused, nothing stored`, async (t) => {
+    const { server } = await recordingServer(t, 'http/1.1')
+    const created = await dialect.create('http/1.1', server, { length: SOURCE.length })
+    // As a proxy that drops trailers would pass it on: announced, then the body ends without one.
+    const response = await sendChunked(created.url, 'PATCH', { ...dialect.appendHeaders(0, { last: true }), Trailer: 'Upload-Checksum' }, SOURCE)
+    t.equal(response.status, 400)
+    t.match(response.body.toString(), /Upload-Checksum.*announced as a trailer/)
+    t.equal(response.headers['upload-offset'], '0')
+    t.equal((await stored(server, created.url)).length, 0, 'nothing of the body was stored')
+    t.same(await stagedBodies(server), [], 'no staged body is left')
+    const whole = await dialect.append('http/1.1', created.url, 0, SOURCE, { last: true })
+    t.equal(whole.status, dialect.appended(true))
+    t.equal(sha256(await stored(server, created.url)), sha256(SOURCE))
+  })
+
   t.test(`${dialect.name} over h2c: a body whose stream the client resets mid-way keeps what arrived and completes nothing; the upload resumes`, async (t) => {
     const { server, log } = await recordingServer(t, 'h2c')
     const created = await dialect.create('h2c', server, { length: SOURCE.length })

@@ -155,8 +155,13 @@ async function verdictOn (
     checksum ??= trailer
   }
   if (body.exceeded) return 'drop'
-  // A body cut short before the trailer it announced is dropped: it was sent to be committed only once checked.
-  if (checksum === undefined) return body.aborted && announcesChecksumTrailer(request) ? 'drop' : whole()
+  if (checksum === undefined) {
+    if (!announcesChecksumTrailer(request)) return whole()
+    // A body announcing its checksum as a trailer was sent to be committed only once checked: cut short before
+    // the trailer, it is dropped; ended without it (a proxy that drops trailers), it is refused, never taken unchecked.
+    if (body.aborted) return 'drop'
+    return withFacts(new TusErrors.INVALID_HEADER('Upload-Checksum', 'announced as a trailer (Trailer: Upload-Checksum), it did not come with the body; nothing of the body was stored'), { offset: upload.offset })
+  }
   if (body.aborted || progress.stopped !== undefined) return 'drop'
   if ((await digestOf(checksum)).equals(checksum.digest)) return whole()
   return withFacts(new TusErrors.CHECKSUM_MISMATCH(checksum.algorithm), { offset: upload.offset })
