@@ -483,6 +483,11 @@ t.test('inconsistent lengths: 400 inconsistent-upload-length, nothing stored bey
   t.equal(JSON.parse(beyond.text).type, 'https://iana.org/assignments/http-problem-types#inconsistent-upload-length')
   const early = await append(8, url, 5, true, 'ab')
   t.equal(early.status, 400, 'completing before the length is reached')
+  t.equal(early.headers['upload-offset'], '5')
+  const contradicting = await append(8, url, 5, true, 'ab', { 'Upload-Length': '10' })
+  t.equal(contradicting.status, 400, 'an append completing at 7 that declares 10')
+  t.equal(JSON.parse(contradicting.text).type, 'https://iana.org/assignments/http-problem-types#inconsistent-upload-length')
+  t.equal(contradicting.headers['upload-offset'], '5', 'with the offset, as every refusal of an active upload (I6-2)')
   t.equal((await stored(server, url)).toString(), 'hello', 'nothing appended by refused requests')
 
   // Without Content-Length the server counts while it stages the body: none of a body that goes beyond the

@@ -147,17 +147,15 @@ export const DRAFT_UPLOAD_HANDLERS: Readonly<Record<string, DraftHandler>> = {
 }
 
 /**
- * The length a request declares (I-C-4): `Upload-Length`, and when it completes the upload also
- * offset + Content-Length. Both present must agree (400 inconsistent-upload-length).
+ * The length a request declares (I-C-4): `Upload-Length`, else, when it completes the upload, offset +
+ * Content-Length. The core refuses one that disagrees with where the body ends (400 inconsistent-upload-length),
+ * with the upload's offset.
  */
 function declaredLength (request: FastifyRequest, complete: boolean, offset: number): number | undefined {
   const header = sfInteger(request, 'Upload-Length')
+  if (header !== undefined) return header
   const contentLength = integerHeader(request, 'Content-Length')
-  const fromContent = complete && contentLength !== undefined ? offset + contentLength : undefined
-  if (header !== undefined && fromContent !== undefined && header !== fromContent) {
-    throw new TusDraftErrors.INCONSISTENT_LENGTH(`Upload-Length ${header} but the content ends at ${fromContent}`)
-  }
-  return header ?? fromContent
+  return complete && contentLength !== undefined ? offset + contentLength : undefined
 }
 
 /** Progress 104s (interop 5 on, I-C-5, I-A-9): one with `Upload-Offset` at each progress report, while the body is read. */
