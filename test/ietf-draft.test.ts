@@ -660,6 +660,27 @@ t.test('Upload-Draft-Interop-Version is an Integer item: leading zeros and param
   }
 })
 
+t.test('a Structured Field that is no Item (two members, a parameter naming no key) is ignored as a whole, never read as its first member', async (t) => {
+  const server = await startServer(t)
+  const completed: string[] = []
+  server.app.tus.on('completed', (upload) => { completed.push(upload.id) })
+  const { url } = await create(server, 6, false)
+  // Upload-Complete sent twice (`?1;a` and `?0`) reads as one field `?1;a, ?0`: a List, not the Item it must be.
+  for (const value of ['?1;a, ?0', '?1, ?0', '?1;', '?1;A', '?1;a="x']) {
+    const response = await append(6, url, 0, true, 'abc', { 'Upload-Complete': value })
+    t.equal(response.status, 400, `Upload-Complete: ${value}`)
+    t.equal(response.text, 'Invalid Upload-Complete header: missing, or not ?0 / ?1')
+  }
+  for (const value of ['0;', '0, 0', '0;a, 3']) {
+    t.equal((await append(6, url, 0, false, 'abc', { 'Upload-Offset': value })).status, 400, `Upload-Offset: ${value}`)
+  }
+  t.equal((await stored(server, url)).length, 0, 'nothing stored by the refused appends')
+  t.same(completed, [], 'nothing completed')
+  const withParameters = await append(6, url, 0, true, 'abc', { 'Upload-Complete': '?1;a=1; b="x;y, z";c' })
+  t.equal(withParameters.status, 204, 'an Item with parameters reads as the Item')
+  t.equal((await stored(server, url)).toString(), 'abc')
+})
+
 t.test('malformed draft requests: 400 or 415 naming the header', async (t) => {
   const server = await startServer(t)
   const noComplete = await draft(6, server.endpoint, { method: 'POST', body: 'abc' })

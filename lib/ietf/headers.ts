@@ -7,10 +7,12 @@ import type { DraftVersion } from './versions.js'
 /**
  * The draft's headers are Structured Fields (RFC 9651). A field whose value has the wrong type MUST be
  * ignored as a whole, so these readers answer `undefined` for "absent or not of the right type";
- * parameters after `;` are allowed and ignored.
+ * parameters (`;key` or `;key=value`, RFC 9651 §3.1.2) are allowed and ignored. Anything else after the item (a
+ * second member, `?1, ?0`, as a field sent twice reads; a `;` naming no key) makes the field no Item: ignored.
  */
-const SF_INTEGER = /^([0-9]{1,15})(;.*)?$/
-const SF_BOOLEAN = /^\?([01])(;.*)?$/
+const PARAMETERS = String.raw`(?:; *[a-z*][a-z0-9_.*-]*(?:=(?:"(?:[^"\\]|\\.)*"|[^;,\s"]+))?)*`
+const SF_INTEGER = new RegExp(String.raw`^([0-9]{1,15})${PARAMETERS}$`)
+const SF_BOOLEAN = new RegExp(String.raw`^\?([01])${PARAMETERS}$`)
 
 export function sfInteger (request: FastifyRequest, name: string): number | undefined {
   return sfIntegerValue(stringHeader(request, name) ?? '')
