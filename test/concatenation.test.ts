@@ -104,6 +104,39 @@ t.test('bad final creations are 400 with what was wrong, and create nothing', as
   t.equal(refused.status, 413)
 })
 
+t.test('a reference to another host or scheme is elsewhere: 400 in both protocols, though a local partial has its id', async (t) => {
+  const server = await startServer(t)
+  const local = await partial(server, 'abc')
+  const { pathname, host } = new URL(local)
+  const elsewhere = [
+    `http://evil.example:9${pathname}`, `https://evil.example${pathname}`, `//evil.example${pathname}`,
+    `javascript:${pathname}`, `file://${pathname}`, `ftp://${host}${pathname}`, `http://user:secret@${host}${pathname}`
+  ]
+  for (const protocol of [{}, { 'Upload-Draft-Interop-Version': '6' }] as Array<Record<string, string>>) {
+    const name = Object.keys(protocol).length === 0 ? 'tus' : 'draft'
+    for (const reference of elsewhere) {
+      const refused = await final(server, `final;${reference}`, protocol)
+      t.equal(refused.status, 400, `${name}: ${reference}`)
+      t.match(refused.text, /not an upload of this endpoint/)
+      t.equal(refused.headers.location, undefined)
+    }
+    // The partial's own URL, its path, its id, and the same host with a query or a fragment are here.
+    for (const reference of [local, pathname, idOf(local), `${local}?q=1#f`, `http://${host.toUpperCase()}${pathname}`]) {
+      const accepted = await final(server, `final;${reference}`, protocol)
+      t.equal(accepted.status, 201, `${name}: ${reference}`)
+    }
+  }
+  // The host of the URLs generateUrl makes is this server's too.
+  const generated = await startServer(t, { generateUrl: (_request, { path, id }) => `https://uploads.example.com${path}/${id}` })
+  const made = await tusRequest(generated.endpoint, { method: 'POST', headers: { 'Upload-Length': '3', 'Upload-Concat': 'partial' } })
+  t.equal(made.status, 201)
+  const location = made.headers.location!
+  t.match(location, /^https:\/\/uploads\.example\.com\/files\//)
+  await append(`${generated.origin}${new URL(location).pathname}`, 0, 'abc')
+  t.equal((await final(generated, `final;${location}`)).status, 201, 'a reference as generateUrl made it')
+  t.equal((await final(generated, `final;${location.replace('uploads.example.com', 'other.example.com')}`)).status, 400, 'another host')
+})
+
 t.test('concatenation-unfinished: a final created before its partials finish completes when they do', async (t) => {
   const server = await startServer(t)
   const seen = completions(server)
