@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { constants as fsConstants, statSync } from 'node:fs'
 import { access } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -257,9 +257,15 @@ function tusdHooks (send: HookSender, events: readonly TusdHookName[] | undefine
         : {})
     }),
     attach: (tus, log) => {
+      // A request whose completion failed (pre-finish refused it, or its own onUploadComplete threw) emits `failed`
+      // before `completed`: tusd sends no post-finish then, so a receiver never processes what pre-finish refused.
+      const failedRequests = new WeakSet<FastifyRequest>()
       tus.on('created', (info, request) => { notify(log, 'post-create', info, request) })
       tus.on('progress', (info, request) => { notify(log, 'post-receive', info, request) })
-      tus.on('completed', (info, request) => { notify(log, 'post-finish', info, request) })
+      tus.on('failed', (_error, _info, request) => { failedRequests.add(request) })
+      tus.on('completed', (info, request) => {
+        if (!failedRequests.has(request)) notify(log, 'post-finish', info, request)
+      })
       tus.on('terminated', (info, request) => {
         stopped.delete(info.id)
         notify(log, 'post-terminate', info, request)
@@ -309,21 +315,64 @@ export function tusdFileHooks (config: TusdFileHooksConfig): TusdHooks {
     const file = join(config.directory, type)
     try {
       await access(file, fsConstants.X_OK)
-    } catch {
-      return {}
+    } catch (error) {
+      // Only a missing file is no hook (as in tusd): one that cannot run (mode 644 after a copy, a ConfigMap's
+      // default) fails, or a pre-create meant to refuse uploads would let every one through.
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {}
+      throw new Error(`the ${type} hook ${file} cannot be run (${(error as NodeJS.ErrnoException).code ?? 'error'}): make it executable (chmod +x)`)
     }
-    const output = await new Promise<string>((resolve, reject) => {
-      const child = execFile(file, [], { timeout: timeoutMs, maxBuffer: MAX_RESPONSE, encoding: 'utf8' }, (error, stdout, stderr) => {
-        if (error === null) resolve(stdout)
-        else reject(new Error(`the ${type} hook failed (${error.message.split('\n')[0] ?? ''})${stderr === '' ? '' : `: ${stderr.slice(0, 1000)}`}`))
-      })
-      // A hook that does not read its stdin closes it: nothing to report.
-      child.stdin?.on('error', () => {})
-      child.stdin?.end(JSON.stringify({ Type: type, Event: event } satisfies TusdHookRequest))
-    })
+    const output = await runHook(file, type, event, config.directory, timeoutMs)
     return hookAnswer(type, output)
   }
   return tusdHooks(send, config.events, config.dir)
+}
+
+/**
+ * Runs a hook file as tusd does (its hook request on stdin, `TUS_ID`, `TUS_SIZE`, `TUS_OFFSET` in its environment,
+ * the hooks directory as its working directory) and resolves with its stdout. A process group of its own, so that
+ * the timeout kills what the hook started too (a child left holding its stdout would keep the request waiting), and
+ * for good: SIGKILL, which a trap cannot ignore. A timeout, a non-zero exit or more than 64 KiB of output fails it.
+ */
+async function runHook (file: string, type: TusdHookName, event: TusdHookRequest['Event'], directory: string, timeoutMs: number): Promise<string> {
+  return await new Promise<string>((resolve, reject) => {
+    const child = spawn(file, [], {
+      cwd: directory,
+      detached: true,
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, TUS_ID: event.Upload.ID, TUS_SIZE: String(event.Upload.Size), TUS_OFFSET: String(event.Upload.Offset) }
+    })
+    let failure: string | undefined
+    const kill = (why: string): void => {
+      failure ??= why
+      try {
+        process.kill(-child.pid!, 'SIGKILL')
+      } catch {
+        child.kill('SIGKILL')
+      }
+    }
+    const timer = setTimeout(() => { kill(`did not exit within ${timeoutMs} ms and was killed`) }, timeoutMs)
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (text: string) => {
+      stdout += text
+      if (stdout.length > MAX_RESPONSE) kill(`answered more than ${MAX_RESPONSE} bytes`)
+    })
+    child.stderr.setEncoding('utf8').on('data', (text: string) => { if (stderr.length < 1000) stderr += text })
+    child.on('error', (error) => {
+      clearTimeout(timer)
+      reject(new Error(`the ${type} hook failed (${error.message})`))
+    })
+    child.on('close', (code, signal) => {
+      clearTimeout(timer)
+      const detail = stderr === '' ? '' : `: ${stderr.slice(0, 1000)}`
+      if (failure !== undefined) reject(new Error(`the ${type} hook ${failure}${detail}`))
+      else if (code === 0) resolve(stdout)
+      else reject(new Error(`the ${type} hook failed (${code === null ? `killed by ${signal ?? 'a signal'}` : `exit code ${code}`})${detail}`))
+    })
+    // A hook that does not read its stdin closes it: nothing to report.
+    child.stdin.on('error', () => {})
+    child.stdin.end(JSON.stringify({ Type: type, Event: event } satisfies TusdHookRequest))
+  })
 }
 
 /** pre-finish's HTTPResponse as onUploadComplete's response: a 2xx status, headers, a body. */

@@ -38,7 +38,7 @@ process.stdin.setEncoding('utf8').on('data', (chunk) => { input += chunk }).on('
   await writeFile(join(hooks, 'post-finish'), script(''))
   await writeFile(join(hooks, 'pre-terminate'), script("process.stderr.write('no deletions'); process.exit(3)"))
   for (const name of ['pre-create', 'post-finish', 'pre-terminate']) await chmod(join(hooks, name), 0o755)
-  // Not executable: no hook (tusd runs only executables).
+  // Not executable: it fails its hook (as in tusd, only a missing file is no hook); post-create is not blocking.
   await writeFile(join(hooks, 'post-create'), 'not a program')
   return { hooks, log }
 }
@@ -93,7 +93,7 @@ t.test('in an app: both protocols run pre-create (changes, refusals), post-finis
   const seen = await logged(log)
   t.same(seen.map((hook) => hook.Type), [
     'pre-create', 'post-finish', 'pre-create', 'post-finish', 'pre-create', 'pre-create', 'pre-terminate', 'pre-terminate'
-  ], 'the executable hooks ran, in order; the non-executable post-create did not')
+  ], 'the executable hooks ran, in order; the non-executable post-create could not')
   const finished = seen.filter((hook) => hook.Type === 'post-finish')
   t.same(finished.map((hook) => hook.Event.Upload.ID), [idOf(url), idOf(draftUrl)])
   t.same(finished.map((hook) => hook.Event.Upload.Offset), [bytes.length, draftBody.length])
@@ -159,4 +159,52 @@ t.test('in an app: a directory that is not one is refused when the hooks are mad
       message: `fastify-tus: tusdFileHooks: directory must be an existing directory (got ${JSON.stringify(directory)})`
     })
   }
+})
+
+t.test('a hook file that cannot run fails its hook; one that overstays its timeout is killed, whatever it traps or starts; tusd\'s environment', async (t) => {
+  const directory = await mkdtemp(join(tmpdir(), 'fastify-tus-hooks-run-'))
+  t.teardown(async () => { await rm(directory, { recursive: true, force: true }) })
+  const log = join(directory, 'env.log')
+  await writeFile(join(directory, 'pre-create'), `#!/bin/bash
+trap '' TERM
+cat > /dev/null
+echo "pre-create id=[$TUS_ID] size=$TUS_SIZE offset=$TUS_OFFSET cwd=$PWD" >> env.log
+if [ -e hang ]; then sleep 30; fi
+if [ -e linger ]; then (sleep 30 &); fi
+echo '{}'
+`)
+  await writeFile(join(directory, 'post-finish'), `#!/bin/bash
+cat > /dev/null
+echo "post-finish id=[$TUS_ID] size=$TUS_SIZE offset=$TUS_OFFSET cwd=$PWD" >> env.log
+`)
+  await chmod(join(directory, 'post-finish'), 0o755)
+  const fileHooks = tusdFileHooks({ directory, events: ['pre-create', 'post-finish'], timeoutMs: 1000 })
+  const server = await startServer(t, {}, async (app, dir) => {
+    await app.register(tusPlugin, fileHooks.options({ dir }))
+    fileHooks.attach(app.tus, app.log)
+  })
+  const create = async (protocol: 'tus' | 'draft') => protocol === 'tus'
+    ? await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': '3' } })
+    : await rawRequest(server.endpoint, { method: 'POST', headers: { ...DRAFT, 'Upload-Complete': '?1' }, body: 'abc' })
+
+  // Mode 644 (a copy without chmod, a ConfigMap's default): the pre-create meant to refuse uploads fails them instead.
+  for (const protocol of ['tus', 'draft'] as const) t.equal((await create(protocol)).status, 500, `${protocol}: a pre-create that cannot run`)
+  await chmod(join(directory, 'pre-create'), 0o755)
+
+  for (const marker of ['hang', 'linger']) {
+    await writeFile(join(directory, marker), '')
+    for (const protocol of ['tus', 'draft'] as const) {
+      const begin = Date.now()
+      const response = await create(protocol)
+      t.equal(response.status, 500, `${protocol}, ${marker}: killed at its timeout, failed`)
+      t.ok(Date.now() - begin < 10_000, `${protocol}, ${marker}: answered in ${Date.now() - begin} ms, not after its 30 s`)
+    }
+    await rm(join(directory, marker))
+  }
+
+  const url = await tusUpload(Buffer.from('abc'), { endpoint: server.endpoint })
+  await fileHooks.idle()
+  const lines = (await readFile(log, 'utf8')).trim().split('\n')
+  t.equal(lines.at(-2), `pre-create id=[] size=3 offset=0 cwd=${directory}`, 'pre-create: no id yet, the size; the hooks directory')
+  t.equal(lines.at(-1), `post-finish id=[${idOf(url)}] size=3 offset=3 cwd=${directory}`)
 })

@@ -203,6 +203,35 @@ t.test('a receiver that fails makes a blocking hook answer 500; a non-blocking o
   t.throws(() => tusdHttpHooks({ url: 'http://127.0.0.1/', retries: -1 }), /retries must be a non-negative integer/)
 })
 
+t.test('a pre-finish that fails sends no post-finish, in both protocols (tusd does not)', async (t) => {
+  const types: string[] = []
+  const receiving = createServer((request, response) => {
+    const chunks: Buffer[] = []
+    request.on('data', (chunk: Buffer) => chunks.push(chunk))
+    request.on('end', () => {
+      const hook = JSON.parse(Buffer.concat(chunks).toString()) as TusdHookRequest
+      types.push(hook.Type)
+      if (hook.Type === 'pre-finish') response.writeHead(500).end('scan failed')
+      else response.writeHead(200, { 'Content-Type': 'application/json' }).end('{}')
+    })
+  })
+  receiving.listen(0, '127.0.0.1')
+  await once(receiving, 'listening')
+  t.teardown(() => { receiving.close() })
+  const hooks = tusdHttpHooks({ url: `http://127.0.0.1:${(receiving.address() as AddressInfo).port}/`, events: ['pre-finish', 'post-finish'], retries: 0 })
+  const server = await startServer(t, {}, async (app, dir) => {
+    await app.register(tusPlugin, hooks.options({ dir }))
+    hooks.attach(app.tus, app.log)
+  })
+  const created = await send(server.endpoint, 'POST', { 'Tus-Resumable': '1.0.0', 'Upload-Length': '3' })
+  const tus = await send(new URL(created.headers.location!, server.origin).href, 'PATCH', { 'Tus-Resumable': '1.0.0', 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream' }, 'abc')
+  t.equal(tus.status, 500)
+  const draft = await send(server.endpoint, 'POST', { 'Upload-Draft-Interop-Version': '6', 'Upload-Complete': '?1' }, 'abc')
+  t.equal(draft.status, 500)
+  await hooks.idle()
+  t.same(types, ['pre-finish', 'pre-finish'], 'no post-finish for what pre-finish refused')
+})
+
 t.test('a receiver that recovers within the retries answers the hook', async (t) => {
   let tries = 0
   const flaky = createServer((_request, response) => {
