@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process'
 import { constants as fsConstants, statSync } from 'node:fs'
 import { access } from 'node:fs/promises'
+import { validateHeaderName, validateHeaderValue } from 'node:http'
 import { join } from 'node:path'
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import { TusErrors } from './errors.js'
@@ -141,7 +142,13 @@ export function tusdHttpHooks (config: TusdHooksConfig): TusdHooks {
     url: true, events: true, timeoutMs: true, dir: true, forwardHeaders: true, retries: true, backoffMs: true
   } satisfies Record<keyof TusdHooksConfig, true>))
   const url = new URL(config.url)
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`the hook URL must start with http:// or https:// (got "${config.url}")`)
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`the hook URL must start with http:// or https:// (got "${url.protocol}//...")`)
+  // Credentials in the URL go as Basic authentication, as Go's client (tusd's) sends them; fetch refuses such a URL.
+  const authorization = url.username === '' && url.password === ''
+    ? undefined
+    : `Basic ${Buffer.from(`${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`).toString('base64')}`
+  url.username = ''
+  url.password = ''
   const timeoutMs = hookTimeout('tusdHttpHooks', config.timeoutMs)
   const retries = config.retries ?? 3
   const backoffMs = config.backoffMs ?? 1000
@@ -154,6 +161,7 @@ export function tusdHttpHooks (config: TusdHooksConfig): TusdHooks {
       for (const value of event.HTTPRequest.Header[canonical(name)] ?? []) headers.append(name, value)
     }
     headers.set('Content-Type', 'application/json')
+    if (authorization !== undefined) headers.set('Authorization', authorization)
     let response: Response
     let text: string
     for (let attempt = 0; ; attempt++) {
@@ -283,8 +291,38 @@ function hookAnswer (type: TusdHookName, text: string): TusdHookResponse {
   if (text.length > MAX_RESPONSE) throw new Error(`the ${type} hook answered more than ${MAX_RESPONSE} bytes`)
   if (text.trim() === '') return {}
   const parsed: unknown = JSON.parse(text)
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error(`the ${type} hook answered no JSON object`)
+  if (!isObject(parsed)) throw new Error(`the ${type} hook answered no JSON object`)
+  const wrong = wrongHttpResponse(parsed.HTTPResponse)
+  if (wrong !== undefined) throw new Error(`the ${type} hook answered an HTTPResponse that cannot be sent: ${wrong}`)
   return parsed as TusdHookResponse
+}
+
+function isObject (value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+/**
+ * What makes a hook's HTTPResponse unusable, as tusd's decoding would find it (a `StatusCode` that is no number, a
+ * `Body` that is no string), or as no HTTP response can carry it (a header name that is no token, a value with a line
+ * break): failing the hook answers 500 `<hook> failed`, where sending it would fail or inject a header.
+ */
+function wrongHttpResponse (response: unknown): string | undefined {
+  if (response === undefined || response === null) return undefined
+  if (!isObject(response)) return 'it is no object'
+  if (response.StatusCode !== undefined && (typeof response.StatusCode !== 'number' || !Number.isInteger(response.StatusCode))) return 'StatusCode is no integer'
+  if (response.Body !== undefined && typeof response.Body !== 'string') return 'Body is no string'
+  if (response.Header === undefined || response.Header === null) return undefined
+  if (!isObject(response.Header)) return 'Header is no object'
+  for (const [name, value] of Object.entries(response.Header)) {
+    if (typeof value !== 'string') return `the value of header ${JSON.stringify(name)} is no string`
+    try {
+      validateHeaderName(name)
+      validateHeaderValue(name, value)
+    } catch {
+      return `header ${JSON.stringify(name.slice(0, 64))} is no valid HTTP header`
+    }
+  }
+  return undefined
 }
 
 export interface TusdFileHooksConfig {

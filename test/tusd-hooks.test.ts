@@ -232,6 +232,45 @@ t.test('a pre-finish that fails sends no post-finish, in both protocols (tusd do
   t.same(types, ['pre-finish', 'pre-finish'], 'no post-finish for what pre-finish refused')
 })
 
+t.test('credentials in the hook URL go as Basic authentication; an HTTPResponse no response can carry fails the hook (500), in both protocols', async (t) => {
+  const authorizations: Array<string | undefined> = []
+  let answer: unknown = {}
+  const receiving = createServer((request, response) => {
+    authorizations.push(request.headers.authorization)
+    request.resume().on('end', () => { response.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(answer)) })
+  })
+  receiving.listen(0, '127.0.0.1')
+  await once(receiving, 'listening')
+  t.teardown(() => { receiving.close() })
+  const logs: string[] = []
+  const hooks = tusdHttpHooks({ url: `http://hooks:s%40cret@127.0.0.1:${(receiving.address() as AddressInfo).port}/`, events: ['pre-create'], retries: 0 })
+  const server = await startServer(t, {}, async (app, dir) => {
+    await app.register(tusPlugin, hooks.options({ dir }))
+    hooks.attach(app.tus, app.log)
+  }, { logger: { level: 'error', stream: { write: (line: string) => { logs.push(line) } } } })
+  const create = async (protocol: 'tus' | 'draft'): Promise<HttpAnswer> => protocol === 'tus'
+    ? await send(server.endpoint, 'POST', { 'Tus-Resumable': '1.0.0', 'Upload-Length': '3' })
+    : await send(server.endpoint, 'POST', { 'Upload-Draft-Interop-Version': '6', 'Upload-Complete': '?1' }, 'abc')
+  t.equal((await create('tus')).status, 201)
+  t.same(authorizations, [`Basic ${Buffer.from('hooks:s@cret').toString('base64')}`], 'the URL\'s user and password, decoded')
+  for (const [what, refusal] of [
+    ['a header value with a line break', { RejectUpload: true, HTTPResponse: { StatusCode: 403, Header: { 'X-A': 'a\r\nSet-Cookie: b=c' } } }],
+    ['a header name that is no token', { RejectUpload: true, HTTPResponse: { StatusCode: 403, Header: { 'Bad Name': 'x' } } }],
+    ['a Body that is no string', { RejectUpload: true, HTTPResponse: { StatusCode: 403, Body: { a: 1 } } }],
+    ['a StatusCode that is no number', { RejectUpload: true, HTTPResponse: { StatusCode: '403' } }]
+  ] as const) {
+    answer = refusal
+    for (const protocol of ['tus', 'draft'] as const) {
+      const refused = await create(protocol)
+      t.equal(refused.status, 500, `${protocol}: ${what}`)
+      t.equal(refused.body, 'onUploadCreate failed')
+      t.equal(refused.headers['set-cookie'], undefined)
+    }
+  }
+  t.ok(logs.some((line) => line.includes('an HTTPResponse that cannot be sent')))
+  t.notOk(logs.some((line) => line.includes('s%40cret') || line.includes('s@cret')), 'the password is never logged')
+})
+
 t.test('a receiver that recovers within the retries answers the hook', async (t) => {
   let tries = 0
   const flaky = createServer((_request, response) => {
