@@ -49,6 +49,9 @@ Options:
                             it for several, or "*" for any origin (default: none, same-origin only)
   --metrics-path <path>     serve Prometheus metrics with GET on this path, e.g. /metrics (default: off)
   --relative-location       answer creation with a path-only Location (/files/<id>)
+  --behind-proxy            build upload URLs from X-Forwarded-Proto and X-Forwarded-Host (and log the
+                            client from X-Forwarded-For), as tusd's -behind-proxy: only when every request
+                            comes through your proxy, which must set them (default: off, ignored)
   --hooks-http <url>        send tusd's hooks (JSON POSTs, tusd's hook request and response) to this
                             http(s) URL, so a receiver written for tusd works unchanged (default: off)
   --hooks-dir <dir>         run tusd's file hooks: the executable named after each hook in this directory
@@ -102,6 +105,7 @@ interface CliOptions {
   corsOrigins: string[]
   metricsPath: string | undefined
   relativeLocation: boolean
+  behindProxy: boolean
   hooksHttp: string | undefined
   hooksDir: string | undefined
   hooksEvents: TusdHookName[] | undefined
@@ -130,6 +134,7 @@ const CLI_OPTIONS = {
   'cors-origin': { type: 'string', multiple: true },
   'metrics-path': { type: 'string' },
   'relative-location': { type: 'boolean' },
+  'behind-proxy': { type: 'boolean' },
   'hooks-http': { type: 'string' },
   'hooks-dir': { type: 'string' },
   'hooks-enabled-events': { type: 'string' },
@@ -199,6 +204,7 @@ function parseCli (argv: string[]): Parsed {
       corsOrigins: (values['cors-origin'] ?? []).map(parseOrigin),
       metricsPath: values['metrics-path'] === undefined ? undefined : parsePath('--metrics-path', values['metrics-path']),
       relativeLocation: values['relative-location'] === true,
+      behindProxy: values['behind-proxy'] === true,
       hooksHttp: values['hooks-http'] === undefined ? undefined : parseHookUrl(values['hooks-http']),
       hooksDir: values['hooks-dir'] === undefined ? undefined : parseHooksDir(values['hooks-dir'], values['hooks-http']),
       hooksForwardHeaders: (values['hooks-http-forward-headers'] ?? '').split(',').map((name) => name.trim()).filter((name) => name !== ''),
@@ -368,7 +374,7 @@ async function serve (options: CliOptions): Promise<void> {
   }
   // While closing, the plugin answers reads and refuses writes itself (503, Retry-After): a tus client that got a
   // 503 to its HEAD from Fastify would take its upload for gone and start over.
-  const app = Fastify({ logger: { level: options.logLevel }, return503OnClosing: false })
+  const app = Fastify({ logger: { level: options.logLevel }, return503OnClosing: false, trustProxy: options.behindProxy })
   for (const warning of unknownEnvVariables(CLI_OPTIONS, process.env)) app.log.warn(`fastify-tus: ${warning}`)
   const events = options.hooksEvents === undefined ? {} : { events: options.hooksEvents }
   const hooks = options.hooksHttp !== undefined

@@ -28,7 +28,7 @@ await ensureBuilt()
 
 const FLAGS = ['--dir', '--port', '--host', '--prefix', '--max-size', '--days-to-keep', '--expiry-interval', '--cors-origin',
   '--metrics-path', '--relative-location', '--log-level', '--min-free-space', '--idle-timeout', '--no-fsync', '--expire-completed',
-  '--health-path', '--health-file', '--help', '--version']
+  '--health-path', '--health-file', '--behind-proxy', '--help', '--version']
 
 t.test('--help documents every flag and exits 0', async (t) => {
   const result = await runProcess(t, process.execPath, [cli, '--help'])
@@ -154,9 +154,11 @@ t.test('defaults: /files on 127.0.0.1, no CORS headers; SIGINT stops it; expired
   t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
   const first = startProcess(t, process.execPath, [cli, '--dir', dir, '--port', '0', '--log-level', 'silent'])
   const [, endpoint = ''] = await waitForOutput(first, /tus endpoint at (http:\/\/127\.0\.0\.1:\d+\/files\/)/)
-  const created = await tusRequest(endpoint, { method: 'POST', headers: { 'Upload-Length': '3', Origin: 'http://app.example.test' } })
+  const forwarded = { 'X-Forwarded-Proto': 'https', 'X-Forwarded-Host': 'uploads.example.com' }
+  const created = await tusRequest(endpoint, { method: 'POST', headers: { 'Upload-Length': '3', Origin: 'http://app.example.test', ...forwarded } })
   t.equal(created.status, 201)
   t.equal(created.headers['access-control-allow-origin'], undefined, 'no --cors-origin: no CORS headers')
+  t.match(created.headers.location, /^http:\/\/127\.0\.0\.1:\d+\/files\//, 'no --behind-proxy: X-Forwarded-* are ignored')
   first.child.kill('SIGINT')
   t.same(await first.exited, { code: 0, signal: null }, 'SIGINT: graceful exit 0')
 
@@ -175,6 +177,15 @@ t.test('defaults: /files on 127.0.0.1, no CORS headers; SIGINT stops it; expired
   t.match(anyOrigin.headers['access-control-allow-methods'], /PATCH/)
   second.child.kill('SIGTERM')
   t.same(await second.exited, { code: 0, signal: null })
+
+  // Behind a proxy that sets X-Forwarded-*, as README's nginx block does (tusd's -behind-proxy), also as a variable.
+  const proxied = startProcess(t, process.execPath, [cli, '--dir', dir, '--port', '0', '--log-level', 'silent'], { env: { FASTIFY_TUS_BEHIND_PROXY: '1' } })
+  const [, proxiedEndpoint = ''] = await waitForOutput(proxied, /tus endpoint at (http:\/\/\S+\/files\/)/)
+  const behind = await tusRequest(proxiedEndpoint, { method: 'POST', headers: { 'Upload-Length': '3', ...forwarded } })
+  t.equal(behind.status, 201)
+  t.match(behind.headers.location, /^https:\/\/uploads\.example\.com\/files\/[A-Za-z0-9_-]+$/, '--behind-proxy: the URL the client reached')
+  proxied.child.kill('SIGTERM')
+  t.same(await proxied.exited, { code: 0, signal: null })
 })
 
 t.test('--dir naming a file fails at start with exit code 2; a missing --dir is created at start', async (t) => {
