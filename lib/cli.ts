@@ -457,7 +457,13 @@ async function serve (options: CliOptions): Promise<void> {
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)
 
-  await app.listen({ port: options.port, host: options.host })
+  try {
+    await app.listen({ port: options.port, host: options.host })
+  } catch (error) {
+    // No onClose runs for a server that never listened: the file emptied above would be left, naming nothing.
+    if (options.healthFile !== undefined) await rm(options.healthFile, { force: true })
+    throw error
+  }
   const { port } = app.server.address() as AddressInfo
   const host = options.host.includes(':') ? `[${options.host}]` : options.host
   const endpoint = `http://${host}:${port}${options.prefix.replace(/\/+$/, '')}/`

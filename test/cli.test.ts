@@ -220,9 +220,11 @@ t.test('a port in use is an error with exit code 1, not a usage error', async (t
   const port = (blocker.address() as AddressInfo).port
   const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-cli-'))
   t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
-  const result = await runProcess(t, process.execPath, [cli, '--dir', dir, '--port', String(port), '--log-level', 'silent'])
+  const healthFile = join(dir, 'health-url')
+  const result = await runProcess(t, process.execPath, [cli, '--dir', dir, '--port', String(port), '--log-level', 'silent', '--health-path', '/healthz', '--health-file', healthFile])
   t.equal(result.code, 1)
   t.match(result.stderr, /EADDRINUSE/)
+  t.notOk(existsSync(healthFile), 'no --health-file is left by a start that failed')
 })
 
 t.test('--min-free-space refuses uploads the disk cannot take with 507', async (t) => {
