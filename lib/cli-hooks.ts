@@ -268,10 +268,19 @@ function tusdHooks (send: HookSender, events: readonly TusdHookName[] | undefine
       // A request whose completion failed (pre-finish refused it, or its own onUploadComplete threw) emits `failed`
       // before `completed`: tusd sends no post-finish then, so a receiver never processes what pre-finish refused.
       const failedRequests = new WeakSet<FastifyRequest>()
+      // post-receive as tusd sends it: an offset that moved. A request's first progress report is where it starts,
+      // before its first byte; the last one of a completing request is left to the completion, so it is sent here.
+      const received = new WeakMap<FastifyRequest, number>()
       tus.on('created', (info, request) => { notify(log, 'post-create', info, request) })
-      tus.on('progress', (info, request) => { notify(log, 'post-receive', info, request) })
+      tus.on('progress', (info, request) => {
+        const last = received.get(request)
+        received.set(request, info.offset)
+        if (last !== undefined && info.offset !== last) notify(log, 'post-receive', info, request)
+      })
       tus.on('failed', (_error, _info, request) => { failedRequests.add(request) })
       tus.on('completed', (info, request) => {
+        const last = received.get(request)
+        if (last !== undefined && last !== info.offset) notify(log, 'post-receive', info, request)
         if (!failedRequests.has(request)) notify(log, 'post-finish', info, request)
       })
       tus.on('terminated', (info, request) => {

@@ -271,6 +271,41 @@ t.test('credentials in the hook URL go as Basic authentication; an HTTPResponse 
   t.notOk(logs.some((line) => line.includes('s%40cret') || line.includes('s@cret')), 'the password is never logged')
 })
 
+t.test('post-receive tells offsets that moved, the last one too, as tusd does; in both protocols', async (t) => {
+  const seen: string[] = []
+  const receiving = createServer((request, response) => {
+    const chunks: Buffer[] = []
+    request.on('data', (chunk: Buffer) => chunks.push(chunk))
+    request.on('end', () => {
+      const hook = JSON.parse(Buffer.concat(chunks).toString()) as TusdHookRequest
+      seen.push(`${hook.Type} ${hook.Event.Upload.Offset}`)
+      response.writeHead(200, { 'Content-Type': 'application/json' }).end('{}')
+    })
+  })
+  receiving.listen(0, '127.0.0.1')
+  await once(receiving, 'listening')
+  t.teardown(() => { receiving.close() })
+  const hooks = tusdHttpHooks({ url: `http://127.0.0.1:${(receiving.address() as AddressInfo).port}/`, events: ['post-receive', 'post-finish'] })
+  const server = await startServer(t, {}, async (app, dir) => {
+    await app.register(tusPlugin, hooks.options({ dir }))
+    hooks.attach(app.tus, app.log)
+  })
+  const tus = { 'Tus-Resumable': '1.0.0' }
+  const created = await send(server.endpoint, 'POST', { ...tus, 'Upload-Length': '10' })
+  const url = new URL(created.headers.location!, server.origin).href
+  const append = { ...tus, 'Content-Type': 'application/offset+octet-stream' }
+  t.equal((await send(url, 'PATCH', { ...append, 'Upload-Offset': '0' }, 'abc')).status, 204)
+  await hooks.idle()
+  t.same(seen, ['post-receive 3'], 'an unfinished PATCH: where its bytes took the upload, not where it started')
+  t.equal((await send(url, 'PATCH', { ...append, 'Upload-Offset': '3' }, 'defghij')).status, 204)
+  await hooks.idle()
+  t.same(seen.slice(1), ['post-receive 10', 'post-finish 10'], 'the completing PATCH: its last offset, then post-finish')
+  const draft = await send(server.endpoint, 'POST', { 'Upload-Draft-Interop-Version': '6', 'Upload-Complete': '?1' }, 'abcde')
+  t.equal(draft.status, 201)
+  await hooks.idle()
+  t.same(seen.slice(3), ['post-receive 5', 'post-finish 5'], 'the draft: the same')
+})
+
 t.test('a receiver that recovers within the retries answers the hook', async (t) => {
   let tries = 0
   const flaky = createServer((_request, response) => {
