@@ -2,7 +2,7 @@
 // generateUrl builds the Location; through tus 1.0.0 and the IETF draft (interop 6).
 import t from 'tap'
 import { request as httpRequest } from 'node:http'
-import tusPlugin, { type UploadUrlParts } from '../lib/index.js'
+import tusPlugin, { TusErrors, type UploadUrlParts } from '../lib/index.js'
 import { send, startServer } from './helpers.js'
 
 const DIALECTS: Array<{ name: string, create: Record<string, string>, append: Record<string, string> }> = [
@@ -166,3 +166,28 @@ t.test('getUploadIdFromRequest that throws is a 500 naming it', async (t) => {
   t.equal(draftHead.status, 500)
   t.match(draftHead.body, 'getUploadIdFromRequest failed')
 })
+
+for (const dialect of DIALECTS) {
+  t.test(`${dialect.name}: the README's tenant scope: an upload answers only under the tenant it was made for`, async (t) => {
+    type TenantRequest = { params: { tenant: string } }
+    const server = await startServer(t, {
+      prefix: '/:tenant/files',
+      onUploadCreate: async (upload, request) => ({ metadata: { ...upload.metadata, tenant: (request as unknown as TenantRequest).params.tenant } }),
+      onUploadAccess: async (upload, _action, request) => {
+        if (upload.metadata.tenant !== (request as unknown as TenantRequest).params.tenant) throw new TusErrors.NOT_FOUND()
+      }
+    })
+    const created = await send(`${server.origin}/acme/files`, 'POST', { ...dialect.create, 'Upload-Concat': 'partial' })
+    t.equal(created.status, 201)
+    const location = String(created.headers.location)
+    const id = location.split('/').pop()!
+    const protocol: Record<string, string> = dialect.name.startsWith('tus') ? { 'Tus-Resumable': '1.0.0' } : { 'Upload-Draft-Interop-Version': '6' }
+    t.equal((await send(`${server.origin}/other/files/${id}`, 'HEAD', protocol)).status, 404, 'another tenant\'s URL: 404')
+    t.equal((await send(`${server.origin}/other/files/${id}`, 'PATCH', dialect.append, 'abc')).status, 404)
+    t.equal((await send(`${server.origin}/other/files/${id}`, 'DELETE', protocol)).status, 404)
+    t.equal((await send(location, 'PATCH', dialect.append, 'abc')).status, 204, 'its own tenant\'s URL')
+    const final = { ...protocol, 'Upload-Concat': `final;${id}` }
+    t.equal((await send(`${server.origin}/other/files`, 'POST', final)).status, 400, 'another tenant cannot concatenate it')
+    t.equal((await send(`${server.origin}/acme/files`, 'POST', final)).status, 201)
+  })
+}
