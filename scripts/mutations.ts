@@ -91,7 +91,7 @@ export const MUTATIONS: Mutation[] = [
     name: 'a body cut short before its announced trailer is kept',
     file: 'lib/core/append.ts',
     find: "    if (body.aborted) return 'drop'\n    return withFacts(",
-    replace: "    if (body.aborted) return whole()\n    return withFacts(",
+    replace: '    if (body.aborted) return whole()\n    return withFacts(',
     tests: ['test/both-protocols.test.ts']
   },
   {
@@ -760,6 +760,34 @@ export const MUTATIONS: Mutation[] = [
     find: "    if (body.aborted) return 'drop'\n    return withFacts(",
     replace: "    if (body.aborted) return 'drop'\n    return whole()\n    return withFacts(",
     tests: ['test/both-protocols.test.ts']
+  },
+  {
+    name: 'ietf headers: whatever follows an Item taken for its parameters',
+    file: 'lib/ietf/headers.ts',
+    find: 'const SF_BOOLEAN = new RegExp(String.raw`^\\?([01])${PARAMETERS}$`)',
+    replace: 'const SF_BOOLEAN = /^\\?([01])(;.*)?$/',
+    tests: ['test/ietf-draft.test.ts']
+  },
+  {
+    name: 'concat: a reference to another host stands for the local upload of its id',
+    file: 'lib/wire/concat.ts',
+    find: ' || (namesOrigin(reference) && !isServedHere(services, request, url, id))',
+    replace: '',
+    tests: ['test/concatenation.test.ts']
+  },
+  {
+    name: 'tusd hooks: post-finish sent after a pre-finish that failed',
+    file: 'lib/cli-hooks.ts',
+    find: "        if (!failedRequests.has(request)) notify(log, 'post-finish', info, request)\n",
+    replace: "        notify(log, 'post-finish', info, request)\n",
+    tests: ['test/tusd-hooks.test.ts']
+  },
+  {
+    name: 'tusd file hooks: a hook file that cannot run is skipped',
+    file: 'lib/cli-hooks.ts',
+    find: "      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {}\n",
+    replace: '      return {}\n',
+    tests: ['test/tusd-file-hooks.test.ts']
   }
 ]
 /* eslint-enable no-template-curly-in-string */
