@@ -46,6 +46,8 @@ export function envArguments (options: Readonly<Record<string, CliOptionSpec>>, 
       else if (!/^(0|false|no|off|)$/i.test(value)) throw new TypeError(`${envName(flag)} must be 1/true/yes/on or 0/false/no/off (got "${value}")`)
       continue
     }
+    // An empty variable is one not set, for every flag (a Docker image's default turned off with `-e NAME=`).
+    if (value === '') continue
     const values = spec.multiple === true ? value.split(',').map((item) => item.trim()).filter((item) => item !== '') : [value]
     for (const item of values) args.push(`--${flag}=${item}`)
   }

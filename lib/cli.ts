@@ -189,6 +189,7 @@ function parseCli (argv: string[]): Parsed {
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
     throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')} (got "${logLevel}")`)
   }
+  refuseDependentsAlone(values)
   return {
     options: {
       dir: resolve(nonEmpty('--dir', values.dir ?? './uploads')),
@@ -209,7 +210,7 @@ function parseCli (argv: string[]): Parsed {
       hooksDir: values['hooks-dir'] === undefined ? undefined : parseHooksDir(values['hooks-dir'], values['hooks-http']),
       hooksForwardHeaders: (values['hooks-http-forward-headers'] ?? '').split(',').map((name) => name.trim()).filter((name) => name !== ''),
       hooksRetry: parseCount('--hooks-http-retry', values['hooks-http-retry'] ?? '3'),
-      hooksBackoffSeconds: parseCount('--hooks-http-backoff', values['hooks-http-backoff'] ?? '1'),
+      hooksBackoffSeconds: parseCount('--hooks-http-backoff', values['hooks-http-backoff'] ?? '1', 'seconds'),
       healthPath: values['health-path'] === undefined ? undefined : parseHealthPath(values['health-path'], values['metrics-path']),
       healthFile: values['health-file'] === undefined ? undefined : parseHealthFile(values['health-file'], values['health-path']),
       hooksEvents: values['hooks-enabled-events'] === undefined ? undefined : usage(() => parseHookEvents(values['hooks-enabled-events'] ?? '')),
@@ -220,10 +221,25 @@ function parseCli (argv: string[]): Parsed {
   }
 }
 
-function parseCount (flag: string, value: string): number {
+function parseCount (flag: string, value: string, unit?: string): number {
   const count = /^\d{1,6}$/.test(value) ? Number(value) : NaN
-  if (!Number.isSafeInteger(count)) throw new UsageError(`${flag} must be a whole number from 0 to 999999 (got "${value}")`)
+  if (!Number.isSafeInteger(count)) throw new UsageError(`${flag} must be a whole number${unit === undefined ? '' : ` of ${unit}`} from 0 to 999999 (got "${value}")`)
   return count
+}
+
+/**
+ * Flags that only tune another one: given without it they would be ignored, and whoever gave them would believe
+ * them in effect (a retry count for hooks never sent), as `--health-file` without `--health-path` is refused.
+ */
+function refuseDependentsAlone (values: Record<string, unknown>): void {
+  if (values['hooks-http'] === undefined) {
+    for (const flag of ['hooks-http-forward-headers', 'hooks-http-retry', 'hooks-http-backoff']) {
+      if (values[flag] !== undefined) throw new UsageError(`--${flag} needs --hooks-http`)
+    }
+  }
+  if (values['hooks-enabled-events'] !== undefined && values['hooks-http'] === undefined && values['hooks-dir'] === undefined) {
+    throw new UsageError('--hooks-enabled-events needs --hooks-http or --hooks-dir')
+  }
 }
 
 function parseHealthPath (value: string, metricsPath: string | undefined): string {

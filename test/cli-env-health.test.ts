@@ -98,6 +98,8 @@ t.test('envArguments: names, booleans, lists, and flags that win', async (t) => 
     ['--max-size=10G', '--no-fsync', '--cors-origin=a', '--cors-origin=b'])
   t.same(envArguments(options, { FASTIFY_TUS_NO_FSYNC: 'false', FASTIFY_TUS_CORS_ORIGIN: 'a' }, ['--cors-origin', 'c']), [], 'false, and a flag given')
   t.same(envArguments(options, { FASTIFY_TUS_MAX_SIZE: '1K' }, ['--max-size=2K']), [])
+  t.same(envArguments(options, { FASTIFY_TUS_MAX_SIZE: '', FASTIFY_TUS_NO_FSYNC: '', FASTIFY_TUS_CORS_ORIGIN: '' }, []), [],
+    'an empty variable is one not set (a Docker image\'s default turned off with -e NAME=)')
 })
 
 t.test('healthRoute in-process: 200 while the directory takes a write, 503 once it is gone', async (t) => {

@@ -358,9 +358,14 @@ t.test('the CLI refuses a bad hook URL or hook name with exit code 2', async (t)
   const cliPath = join(import.meta.dirname, '..', 'lib', 'cli.ts')
   for (const [args, message] of [
     [['--hooks-http', 'localhost:8081'], /--hooks-http must be an http:\/\/ or https:\/\/ URL/],
-    [['--hooks-enabled-events', 'pre-create,pre-upload'], /"pre-upload" is not a hook/],
-    [['--hooks-http-retry', 'many'], /--hooks-http-retry must be a whole number/],
-    [['--hooks-http-backoff', '1.5'], /--hooks-http-backoff must be a whole number/]
+    [['--hooks-http', 'http://127.0.0.1:9/', '--hooks-enabled-events', 'pre-create,pre-upload'], /"pre-upload" is not a hook/],
+    [['--hooks-http', 'http://127.0.0.1:9/', '--hooks-http-retry', 'many'], /--hooks-http-retry must be a whole number/],
+    [['--hooks-http', 'http://127.0.0.1:9/', '--hooks-http-backoff', '1s'], /--hooks-http-backoff must be a whole number of seconds/],
+    // Tuning flags without the hooks they tune would be ignored: refused, as --health-file without --health-path.
+    [['--hooks-http-retry', '5'], /--hooks-http-retry needs --hooks-http/],
+    [['--hooks-http-backoff', '2'], /--hooks-http-backoff needs --hooks-http/],
+    [['--hooks-dir', '.', '--hooks-http-forward-headers', 'Authorization'], /--hooks-http-forward-headers needs --hooks-http/],
+    [['--hooks-enabled-events', 'pre-create'], /--hooks-enabled-events needs --hooks-http or --hooks-dir/]
   ] as const) {
     const running = startProcess(t, process.execPath, ['--import', 'tsx', cliPath, ...args])
     const exit = await running.exited
