@@ -2,6 +2,7 @@
 // lock in Redis. lib/cli.ts spreads SCALE_FLAGS into its parser, prints SCALE_HELP, and builds the store and
 // locker with scaleServices(). Both clients are optional peer dependencies, loaded only when asked for.
 import type { FastifyInstance } from 'fastify'
+import type { HealthProbe } from './cli-health.js'
 import type { UploadLocker } from './lockers/lock.js'
 import type { DataStore } from './store/types.js'
 
@@ -102,8 +103,8 @@ export function describeStorage (scale: ScaleOptions, dir: string): string {
  * The S3 store and Redis locker the options ask for (none when they ask for none). The Redis connection is
  * closed with the app; its options make a Redis outage fail fast (see README, "Several instances").
  */
-export async function scaleServices (app: FastifyInstance, scale: ScaleOptions): Promise<{ store?: DataStore, locker?: UploadLocker }> {
-  const services: { store?: DataStore, locker?: UploadLocker } = {}
+export async function scaleServices (app: FastifyInstance, scale: ScaleOptions): Promise<{ store?: DataStore, locker?: UploadLocker, probes: HealthProbe[] }> {
+  const services: { store?: DataStore, locker?: UploadLocker, probes: HealthProbe[] } = { probes: [] }
   if (scale.s3 !== undefined) {
     const { S3Store } = await peer('@aws-sdk/client-s3', '--s3-bucket', async () => await import('./store/s3-store.js'))
     const { bucket, endpoint, region, prefix, partSize, partsInFlight } = scale.s3
@@ -114,6 +115,16 @@ export async function scaleServices (app: FastifyInstance, scale: ScaleOptions):
       ...(partsInFlight === undefined ? {} : { partsInFlight }),
       s3: { region, ...(endpoint === undefined ? {} : { endpoint, forcePathStyle: true }) }
     })
+    const store = services.store
+    // An upload that never exists: S3 answering "no such key" is S3 reachable, with the credentials it takes.
+    services.probes.push({
+      failure: 'store unreachable',
+      check: async () => {
+        await store.getInfo('health-probe').catch((error: unknown) => {
+          if ((error as { code?: unknown }).code !== 'FST_TUS_NOT_FOUND') throw error
+        })
+      }
+    })
   }
   if (scale.redis !== undefined) {
     const [{ Redis }, { RedisLocker }] = await peer('ioredis', '--redis-url', async () => await Promise.all([import('ioredis'), import('./lockers/redis-locker.js')]))
@@ -121,6 +132,7 @@ export async function scaleServices (app: FastifyInstance, scale: ScaleOptions):
     redis.on('error', (error: Error) => { app.log.warn({ err: error }, 'Redis connection error') })
     app.addHook('onClose', async () => { redis.disconnect() })
     services.locker = new RedisLocker({ redis, prefix: scale.redis.prefix })
+    services.probes.push({ failure: 'lock service unreachable', check: async () => { await redis.ping() } })
   }
   return services
 }

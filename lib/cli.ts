@@ -12,7 +12,7 @@ import { parseArgs } from 'node:util'
 import cors from '@fastify/cors'
 import Fastify from 'fastify'
 import { envArguments, namingVariables, unknownEnvVariables, type CliOptionSpec } from './cli-env.js'
-import { healthRoute } from './cli-health.js'
+import { directoryProbe, healthRoute } from './cli-health.js'
 import { parseHookEvents, tusdFileHooks, tusdHttpHooks, type TusdHookName } from './cli-hooks.js'
 import { SCALE_FLAGS, SCALE_HELP, describeStorage, parseScale, scaleServices, type ScaleOptions } from './cli-scale.js'
 import { tusCorsOptions } from './cors.js'
@@ -68,8 +68,8 @@ Options:
   --no-fsync                never fsync: faster on large uploads where the disk is slower than the
                             network, but a power loss may lose uploads already reported complete
   --log-level <level>       ${LOG_LEVELS.join(', ')} (default: info)
-  --health-path <path>      GET on this path answers 200 only while the upload directory is writable,
-                            else 503, e.g. /healthz (default: off)
+  --health-path <path>      GET on this path answers 200 only while the upload directory is writable
+                            and S3 and Redis, when used, answer; else 503, e.g. /healthz (default: off)
   --health-file <file>      once listening, write the URL of --health-path to this file (removed at
                             shutdown): a container's health check reads it, since it does not see the
                             flags the server was given (default: off)
@@ -432,7 +432,10 @@ async function serve (options: CliOptions): Promise<void> {
       }
     }))
     hooks?.attach(app.tus, app.log)
-    if (options.healthPath !== undefined) healthRoute(app, options.healthPath, options.dir)
+    if (options.healthPath !== undefined) {
+      // The directory in every mode: with S3 too, chunked bodies are staged there.
+      healthRoute(app, options.healthPath, [directoryProbe(options.dir), ...scale.probes])
+    }
     await app.ready()
   } catch (error) {
     // The plugin validates its options once at registration; those are the user's flags.

@@ -6,8 +6,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Fastify from 'fastify'
 import { envArguments, envName, unknownEnvVariables } from '../lib/cli-env.js'
-import { healthRoute } from '../lib/cli-health.js'
-import { rawRequest, tusRequest } from './helpers.js'
+import { directoryProbe, healthRoute } from '../lib/cli-health.js'
+import { freePort, rawRequest, tusRequest } from './helpers.js'
 import { startProcess, waitForOutput } from './process.js'
 
 const cli = join(import.meta.dirname, '..', 'lib', 'cli.ts')
@@ -107,7 +107,7 @@ t.test('healthRoute in-process: 200 while the directory takes a write, 503 once 
   const dir = join(root, 'store')
   await mkdir(dir)
   const app = Fastify()
-  healthRoute(app, '/health', dir)
+  healthRoute(app, '/health', [directoryProbe(dir)])
   t.teardown(async () => { await app.close() })
   const ok = await app.inject({ method: 'GET', url: '/health' })
   t.equal(ok.statusCode, 200)
@@ -118,4 +118,23 @@ t.test('healthRoute in-process: 200 while the directory takes a write, 503 once 
   const down = await app.inject({ method: 'GET', url: '/health' })
   t.equal(down.statusCode, 503)
   t.equal(down.body, 'store not writable')
+})
+
+t.test('the health path answers 503 while the lock service or S3 the server uses does not answer', async (t) => {
+  const root = await tempDir(t)
+  const closed = await freePort()
+  for (const [flags, failure] of [
+    [['--redis-url', `redis://127.0.0.1:${closed}`], 'lock service unreachable'],
+    [['--s3-bucket', 'uploads', '--s3-endpoint', `http://127.0.0.1:${closed}`], 'store unreachable']
+  ] as const) {
+    const server = startProcess(t, process.execPath, ['--import', 'tsx', cli, '--dir', join(root, 'uploads'), '--port', '0', '--log-level', 'silent', '--health-path', '/healthz', ...flags], {
+      env: { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test' }
+    })
+    const [, origin = ''] = await waitForOutput(server, /tus endpoint at (http:\/\/127\.0\.0\.1:\d+)\//)
+    const health = await rawRequest(`${origin}/healthz`)
+    t.equal(health.status, 503, flags[0])
+    t.equal(health.text, failure)
+    server.child.kill('SIGTERM')
+    await server.exited
+  }
 })

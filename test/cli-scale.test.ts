@@ -97,7 +97,7 @@ t.test('two CLI processes on S3 + Redis share uploads and locks behind a round-r
   const aws = { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey }
   const start = (args: string[], env: Record<string, string>): RunningProcess =>
     startProcess(t, process.execPath, [cli, '--dir', dir, '--port', '0', '--log-level', 'warn', ...args], { env: { ...aws, ...env } })
-  const a = start(['--s3-bucket', bucket, '--s3-endpoint', s3.endpoint, '--s3-prefix', 'cli/', '--s3-part-size', '5M', '--s3-parts-in-flight', '2', '--redis-url', redisUrl(), '--redis-prefix', redisPrefix], {})
+  const a = start(['--s3-bucket', bucket, '--s3-endpoint', s3.endpoint, '--s3-prefix', 'cli/', '--s3-part-size', '5M', '--s3-parts-in-flight', '2', '--redis-url', redisUrl(), '--redis-prefix', redisPrefix, '--health-path', '/healthz'], {})
   const b = start([], {
     FASTIFY_TUS_S3_BUCKET: bucket,
     FASTIFY_TUS_S3_ENDPOINT: s3.endpoint,
@@ -114,6 +114,8 @@ t.test('two CLI processes on S3 + Redis share uploads and locks behind a round-r
     endpoints.push(endpoint)
   }
   const ports = endpoints.map((endpoint) => Number(new URL(endpoint).port))
+  const health = await tusRequest(new URL('/healthz', endpoints[0]).href)
+  t.same([health.status, health.text], [200, 'ok'], 'healthy: the directory, S3 and Redis all answer')
 
   const data = randomBytesSeeded(12 * MiB + 5, 60)
   const stack = new RoundRobin(ports)
