@@ -203,22 +203,31 @@ t.test('a receiver that fails makes a blocking hook answer 500; a non-blocking o
   t.throws(() => tusdHttpHooks({ url: 'http://127.0.0.1/', retries: -1 }), /retries must be a non-negative integer/)
 })
 
-t.test('a pre-finish that fails sends no post-finish, in both protocols (tusd does not)', async (t) => {
-  const types: string[] = []
+/** A receiver answering each hook request as `answer` says (a JSON body with 2xx); resolves with its URL. */
+async function answering (
+  t: { teardown: (fn: () => unknown) => void }, answer: (hook: TusdHookRequest) => { status: number, body: string }
+): Promise<string> {
   const receiving = createServer((request, response) => {
     const chunks: Buffer[] = []
     request.on('data', (chunk: Buffer) => chunks.push(chunk))
     request.on('end', () => {
-      const hook = JSON.parse(Buffer.concat(chunks).toString()) as TusdHookRequest
-      types.push(hook.Type)
-      if (hook.Type === 'pre-finish') response.writeHead(500).end('scan failed')
-      else response.writeHead(200, { 'Content-Type': 'application/json' }).end('{}')
+      const { status, body } = answer(JSON.parse(Buffer.concat(chunks).toString()) as TusdHookRequest)
+      response.writeHead(status, status === 200 ? { 'Content-Type': 'application/json' } : {}).end(body)
     })
   })
   receiving.listen(0, '127.0.0.1')
   await once(receiving, 'listening')
   t.teardown(() => { receiving.close() })
-  const hooks = tusdHttpHooks({ url: `http://127.0.0.1:${(receiving.address() as AddressInfo).port}/`, events: ['pre-finish', 'post-finish'], retries: 0 })
+  return `http://127.0.0.1:${(receiving.address() as AddressInfo).port}/`
+}
+
+t.test('a pre-finish that fails sends no post-finish, in both protocols (tusd does not)', async (t) => {
+  const types: string[] = []
+  const receiverUrl = await answering(t, (hook) => {
+    types.push(hook.Type)
+    return hook.Type === 'pre-finish' ? { status: 500, body: 'scan failed' } : { status: 200, body: '{}' }
+  })
+  const hooks = tusdHttpHooks({ url: receiverUrl, events: ['pre-finish', 'post-finish'], retries: 0 })
   const server = await startServer(t, {}, async (app, dir) => {
     await app.register(tusPlugin, hooks.options({ dir }))
     hooks.attach(app.tus, app.log)
@@ -273,19 +282,11 @@ t.test('credentials in the hook URL go as Basic authentication; an HTTPResponse 
 
 t.test('post-receive tells offsets that moved, the last one too, as tusd does; in both protocols', async (t) => {
   const seen: string[] = []
-  const receiving = createServer((request, response) => {
-    const chunks: Buffer[] = []
-    request.on('data', (chunk: Buffer) => chunks.push(chunk))
-    request.on('end', () => {
-      const hook = JSON.parse(Buffer.concat(chunks).toString()) as TusdHookRequest
-      seen.push(`${hook.Type} ${hook.Event.Upload.Offset}`)
-      response.writeHead(200, { 'Content-Type': 'application/json' }).end('{}')
-    })
+  const receiverUrl = await answering(t, (hook) => {
+    seen.push(`${hook.Type} ${hook.Event.Upload.Offset}`)
+    return { status: 200, body: '{}' }
   })
-  receiving.listen(0, '127.0.0.1')
-  await once(receiving, 'listening')
-  t.teardown(() => { receiving.close() })
-  const hooks = tusdHttpHooks({ url: `http://127.0.0.1:${(receiving.address() as AddressInfo).port}/`, events: ['post-receive', 'post-finish'] })
+  const hooks = tusdHttpHooks({ url: receiverUrl, events: ['post-receive', 'post-finish'] })
   const server = await startServer(t, {}, async (app, dir) => {
     await app.register(tusPlugin, hooks.options({ dir }))
     hooks.attach(app.tus, app.log)
