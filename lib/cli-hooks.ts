@@ -3,6 +3,7 @@ import { constants as fsConstants, statSync } from 'node:fs'
 import { access } from 'node:fs/promises'
 import { validateHeaderName, validateHeaderValue } from 'node:http'
 import { join } from 'node:path'
+import { setTimeout as delay } from 'node:timers/promises'
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import { TusErrors } from './errors.js'
 import { refuseUnknownKeys } from './known-keys.js'
@@ -117,6 +118,12 @@ export interface TusdHooks {
   attach: (tus: TusDecorator, log: FastifyBaseLogger) => void
   /** Resolves once every non-blocking hook sent so far has been answered (or failed). */
   idle: () => Promise<void>
+  /**
+   * For the server's `preClose`: from now on a hook request that fails is not retried, and a wait before a retry
+   * ends at once. A receiver that is down would otherwise hold the shutdown for all its retries (about 63 s with
+   * the defaults, past `docker stop`'s 10 s); a request already sent still gets its timeout.
+   */
+  stopRetrying: () => void
 }
 
 type HookSender = (type: TusdHookName, event: TusdHookRequest['Event']) => Promise<TusdHookResponse>
@@ -154,6 +161,7 @@ export function tusdHttpHooks (config: TusdHooksConfig): TusdHooks {
   const backoffMs = config.backoffMs ?? 1000
   if (!Number.isSafeInteger(retries) || retries < 0) throw new TypeError(`retries must be a non-negative integer (got ${retries})`)
   if (!Number.isSafeInteger(backoffMs) || backoffMs < 0 || backoffMs > MAX_TIMER_MS) throw new TypeError(`backoffMs must be a non-negative integer up to ${MAX_TIMER_MS} (got ${backoffMs})`)
+  const retrying = new AbortController()
   const send = async (type: TusdHookName, event: TusdHookRequest['Event']): Promise<TusdHookResponse> => {
     const body: TusdHookRequest = { Type: type, Event: event }
     const headers = new Headers()
@@ -168,21 +176,22 @@ export function tusdHttpHooks (config: TusdHooksConfig): TusdHooks {
       try {
         response = await fetch(url, { method: 'POST', headers, body: JSON.stringify(body), signal: AbortSignal.timeout(timeoutMs) })
         text = await response.text()
-        if (response.status < 500 || attempt >= retries) break
+        if (response.status < 500 || attempt >= retries || retrying.signal.aborted) break
       } catch (error) {
-        if (attempt >= retries) throw error
+        if (attempt >= retries || retrying.signal.aborted) throw error
       }
-      await new Promise((resolve) => { setTimeout(resolve, backoffMs) })
+      await delay(backoffMs, undefined, { signal: retrying.signal }).catch(() => undefined)
+      if (retrying.signal.aborted) throw new Error(`the ${type} hook failed and the server is closing: not retried`)
     }
     if (response.status < 200 || response.status > 299) throw new Error(`the ${type} hook answered ${response.status}`)
     return hookAnswer(type, text)
   }
 
-  return tusdHooks(send, config.events, config.dir)
+  return tusdHooks(send, config.events, config.dir, () => { retrying.abort() })
 }
 
 /** The hooks of tusd, whatever carries them (`send`). */
-function tusdHooks (send: HookSender, events: readonly TusdHookName[] | undefined, dir: string | undefined): TusdHooks {
+function tusdHooks (send: HookSender, events: readonly TusdHookName[] | undefined, dir: string | undefined, stopRetrying: () => void): TusdHooks {
   /** Uploads a post-receive answer stopped: every later progress report of theirs is refused. */
   const stopped = new Map<string, TusdHookResponse['HTTPResponse']>()
   const pending = new Set<Promise<void>>()
@@ -291,7 +300,8 @@ function tusdHooks (send: HookSender, events: readonly TusdHookName[] | undefine
     },
     idle: async () => {
       while (pending.size > 0) await Promise.allSettled([...pending])
-    }
+    },
+    stopRetrying
   }
 }
 
@@ -371,7 +381,8 @@ export function tusdFileHooks (config: TusdFileHooksConfig): TusdHooks {
     const output = await runHook(file, type, event, config.directory, timeoutMs)
     return hookAnswer(type, output)
   }
-  return tusdHooks(send, config.events, config.dir)
+  // A hook program runs once: nothing to stop.
+  return tusdHooks(send, config.events, config.dir, () => undefined)
 }
 
 /**

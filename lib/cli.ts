@@ -412,6 +412,7 @@ async function serve (options: CliOptions): Promise<void> {
   app.addHook('onClose', async () => { clearInterval(sweepTimer) })
   // After the requests: their post-finish and post-terminate hooks still reach the receiver.
   app.addHook('onClose', async () => { await hooks?.idle() })
+  app.addHook('preClose', async () => { hooks?.stopRetrying() })
   app.addHook('onClose', async () => { if (options.healthFile !== undefined) await rm(options.healthFile, { force: true }) })
   try {
     const scale = await scaleServices(app, options.scale)

@@ -788,6 +788,13 @@ export const MUTATIONS: Mutation[] = [
     find: "      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {}\n",
     replace: '      return {}\n',
     tests: ['test/tusd-file-hooks.test.ts']
+  },
+  {
+    name: 'tusd HTTP hooks: retries go on while the server closes',
+    file: 'lib/cli-hooks.ts',
+    find: '      await delay(backoffMs, undefined, { signal: retrying.signal }).catch(() => undefined)\n      if (retrying.signal.aborted) throw',
+    replace: '      await delay(backoffMs)\n      if (retrying.signal.aborted) throw',
+    tests: ['test/tusd-hooks.test.ts']
   }
 ]
 /* eslint-enable no-template-curly-in-string */

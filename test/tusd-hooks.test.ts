@@ -355,6 +355,76 @@ t.test('the CLI: --hooks-http refuses and renames creations through the receiver
   t.same(hooksReceiver.received.map((hook) => hook.Type).sort(), ['post-create', 'pre-create', 'pre-create'], 'only the enabled hooks')
 })
 
+/**
+ * A receiver that is down (503 to every hook but a pre-create of `filename: pass`), counting its hook requests and
+ * resolving `reached(n)` once it has had n of them.
+ */
+async function downReceiver (t: { teardown: (fn: () => unknown) => void }): Promise<{ url: string, types: string[], reached: (count: number) => Promise<void> }> {
+  const types: string[] = []
+  const waiting: Array<{ count: number, resolve: () => void }> = []
+  const down = createServer((request, response) => {
+    let body = ''
+    request.setEncoding('utf8').on('data', (chunk: string) => { body += chunk }).on('end', () => {
+      const hook = JSON.parse(body) as TusdHookRequest
+      types.push(hook.Type)
+      if (hook.Type === 'pre-create' && hook.Event.Upload.MetaData.filename === 'pass') response.writeHead(200).end('{}')
+      else response.writeHead(503).end('down')
+      for (const waiter of waiting.filter((waiter) => types.length >= waiter.count)) waiter.resolve()
+    })
+  })
+  down.listen(0, '127.0.0.1')
+  await once(down, 'listening')
+  t.teardown(() => { down.close() })
+  return {
+    url: `http://127.0.0.1:${(down.address() as AddressInfo).port}/`,
+    types,
+    reached: async (count) => { await new Promise<void>((resolve) => { waiting.push({ count, resolve }); if (types.length >= count) resolve() }) }
+  }
+}
+
+t.test('a closing server stops retrying its hooks: a receiver that is down does not hold the shutdown (both protocols)', async (t) => {
+  const down = await downReceiver(t)
+  const logs: string[] = []
+  // Retries a day apart: a shutdown that waited for one would never end within the test's time.
+  const hooks = tusdHttpHooks({ url: down.url, events: ['pre-create', 'post-create'], backoffMs: 24 * 60 * 60 * 1000 })
+  const server = await startServer(t, {}, async (app, dir) => {
+    await app.register(tusPlugin, hooks.options({ dir }))
+    hooks.attach(app.tus, app.log)
+    app.addHook('onClose', async () => { await hooks.idle() })
+    app.addHook('preClose', async () => { hooks.stopRetrying() })
+  }, { logger: { level: 'error', stream: { write: (line: string) => { logs.push(line) } } } })
+  const created = await send(server.endpoint, 'POST', { 'Tus-Resumable': '1.0.0', 'Upload-Length': '1', 'Upload-Metadata': `filename ${b64('pass')}` })
+  t.equal(created.status, 201, 'its post-create now waits to be retried')
+  const tus = send(server.endpoint, 'POST', { 'Tus-Resumable': '1.0.0', 'Upload-Length': '1' })
+  const draft = send(server.endpoint, 'POST', { 'Upload-Draft-Interop-Version': '6', 'Upload-Complete': '?0', 'Content-Length': '0' })
+  await down.reached(4)
+  await server.app.close()
+  for (const [name, refused] of [['tus', await tus], ['draft', await draft]] as const) {
+    t.equal(refused.status, 500, `${name}: the creation waiting for its pre-create's retry fails at once`)
+    t.equal(refused.body, 'onUploadCreate failed')
+  }
+  t.same(down.types.sort(), ['post-create', 'pre-create', 'pre-create', 'pre-create'], 'no hook request retried')
+  // A hook request still on its way when the server began closing ends with the receiver's answer, not retried either.
+  const gaveUp = logs.filter((line) => /the (pre|post)-create hook (failed and the server is closing: not retried|answered 503)/.test(line))
+  t.equal(gaveUp.length, 3, 'each hook that gave up is logged')
+})
+
+t.test('the CLI stops retrying its hooks on SIGTERM: a receiver that is down does not hold the shutdown', async (t) => {
+  const down = await downReceiver(t)
+  const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-hooks-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const cli = startProcess(t, process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'lib', 'cli.ts'),
+    '--dir', dir, '--port', '0', '--log-level', 'silent', '--hooks-http', down.url, '--hooks-http-backoff', '86400'])
+  const [, endpoint = ''] = await waitForOutput(cli, /tus endpoint at (http:\/\/127\.0\.0\.1:\d+\/files\/)/)
+  t.equal((await send(endpoint, 'POST', { 'Tus-Resumable': '1.0.0', 'Upload-Length': '1', 'Upload-Metadata': `filename ${b64('pass')}` })).status, 201)
+  const waiting = send(endpoint, 'POST', { 'Tus-Resumable': '1.0.0', 'Upload-Length': '1' })
+  await down.reached(3)
+  cli.child.kill('SIGTERM')
+  t.equal((await waiting).status, 500, 'the creation waiting for its pre-create\'s retry fails at once')
+  t.same(await cli.exited, { code: 0, signal: null }, 'the server exits without waiting for the retries')
+  t.same(down.types.sort(), ['post-create', 'pre-create', 'pre-create'], 'no hook request retried')
+})
+
 t.test('the CLI refuses a bad hook URL or hook name with exit code 2', async (t) => {
   const cliPath = join(import.meta.dirname, '..', 'lib', 'cli.ts')
   for (const [args, message] of [
