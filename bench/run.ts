@@ -13,11 +13,11 @@
  * Every server process is fresh for each workload (so its VmHWM is that workload's peak RSS), with a
  * fresh data directory under bench/data/ that is removed after the stored bytes have been verified.
  */
-import { mkdir, writeFile } from 'node:fs/promises'
+import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { cpus, loadavg } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { expireAll, fillAndProbe, type ScaleFill, type ScaleResult } from './scale.js'
+import { expireAll, fillAndProbe, UnlinkPeer, type ScaleFill, type ScaleResult } from './scale.js'
 import { DATA_ROOT, NODE_FLAGS, RunningServer, SERVERS, type ServerDefinition } from './servers.js'
 import { format, median } from './stats.js'
 import { FULL, QUICK, WORKLOADS, verifyStored, warmUp, type Measurement, type Sizes, type Workload } from './workloads.js'
@@ -108,9 +108,11 @@ function flagsText (flags: string[]): string {
  * minutes): every server's creations and HEADs first, each server kept running, then every server's removeExpired(),
  * so that no server creates its uploads right after another removed 100,000 (see bench/scale.ts).
  */
-async function measureScale (definitions: ServerDefinition[]): Promise<Array<ScaleResult & { peakRssMiB: number }>> {
+async function measureScale (definitions: ServerDefinition[]): Promise<{ results: Array<ScaleResult & { peakRssMiB: number }>, unlinksPerSecond: number }> {
   const running: Array<{ server: RunningServer, definition: ServerDefinition, fill?: ScaleFill }> = []
+  const peer = new UnlinkPeer(join(DATA_ROOT, 'unlink-peer'), scaleN)
   try {
+    await peer.fill()
     for (const definition of definitions) {
       const flags = args['cpu-prof'] ? [...nodeFlags, '--cpu-prof', `--cpu-prof-dir=${PROFILES}`, `--cpu-prof-name=scale-${Date.now()}.cpuprofile`] : nodeFlags
       const entry: (typeof running)[number] = { server: await RunningServer.start(definition, flags), definition }
@@ -118,14 +120,16 @@ async function measureScale (definitions: ServerDefinition[]): Promise<Array<Sca
       await warmUp(entry.server.origin)
       entry.fill = await fillAndProbe(entry.server, scaleN, (line) => { console.error(`${definition.name}: ${line}`) })
     }
+    const unlinksPerSecond = await peer.remove((line) => { console.error(`unlink peer: ${line}`) })
     const results: Array<ScaleResult & { peakRssMiB: number }> = []
     for (const { server, definition, fill } of running) {
       const result = await expireAll(server, fill!, (line) => { console.error(`${definition.name}: ${line}`) })
       results.push({ ...result, peakRssMiB: await server.peakRssMiB() })
       await server.stop()
     }
-    return results
+    return { results, unlinksPerSecond }
   } finally {
+    await rm(peer.directory, { recursive: true, force: true })
     for (const { server } of running) {
       await server.stop()
       await server.removeData()
@@ -245,14 +249,15 @@ async function main (): Promise<void> {
 
   if (runScaleWorkload && scaleN > 0) {
     lines.push('', `Scale: ${scaleN} uploads of 1 KiB in one store (bench/scale.ts), one run per server, ${flagsText(nodeFlags)}:`, '')
-    lines.push('| server | created/s | first tenth | last tenth | HEAD one /s | HEAD spread /s | spread / one | HEAD unshared /s | spread / unshared | removeExpired /s | RSS growth during it | RSS before it | peak RSS |')
-    lines.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
-    const results = await measureScale(scaleServers.map(({ definition }) => definition))
+    lines.push('| server | created/s | first tenth | last tenth | HEAD one /s | HEAD spread /s | spread / one | HEAD unshared /s | spread / unshared | removeExpired /s | removeExpired / unlinks alone | RSS growth during it | RSS before it | peak RSS |')
+    lines.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+    const { results, unlinksPerSecond } = await measureScale(scaleServers.map(({ definition }) => definition))
     for (const [index, { definition }] of scaleServers.entries()) {
       const result = results[index]!
       const tenths = result.createByTenth
-      lines.push(`| ${definition.name} | ${format(result.createPerSecond)} | ${format(tenths[0]!)} | ${format(tenths[tenths.length - 1]!)} | ${format(result.headOnePerSecond)} | ${format(result.headSpreadPerSecond)} | ${(result.headSpreadPerSecond / result.headOnePerSecond).toFixed(2)}x | ${format(result.headUnsharedPerSecond)} | ${(result.headSpreadPerSecond / result.headUnsharedPerSecond).toFixed(2)}x | ${format(result.removePerSecond)} | ${format(result.removeRssGrowthMiB)} MiB | ${format(result.rssBeforeRemoveMiB)} MiB | ${format(result.peakRssMiB)} MiB |`)
+      lines.push(`| ${definition.name} | ${format(result.createPerSecond)} | ${format(tenths[0]!)} | ${format(tenths[tenths.length - 1]!)} | ${format(result.headOnePerSecond)} | ${format(result.headSpreadPerSecond)} | ${(result.headSpreadPerSecond / result.headOnePerSecond).toFixed(2)}x | ${format(result.headUnsharedPerSecond)} | ${(result.headSpreadPerSecond / result.headUnsharedPerSecond).toFixed(2)}x | ${format(result.removePerSecond)} | ${(result.removePerSecond / unlinksPerSecond).toFixed(2)}x | ${format(result.removeRssGrowthMiB)} MiB | ${format(result.rssBeforeRemoveMiB)} MiB | ${format(result.peakRssMiB)} MiB |`)
     }
+    lines.push('', `Unlinks alone (bench/scale.ts \`UnlinkPeer\`: the same number of uploads' two files, written back, removed by plain unlinks 16 at a time): ${format(unlinksPerSecond)} uploads/s.`)
   }
 
   const report = lines.join('\n') + '\n'

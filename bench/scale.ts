@@ -15,9 +15,13 @@
  * Steps 1-2 (`fillAndProbe`) and step 3 (`expireAll`) are apart so that bench/run.ts can run every server's
  * creations before any server's removals: on ext4, inodes freed within the last minutes make each creation scan
  * past them, and one server's 100,000 removals slowed the next server's creations 3x (bench/RESULTS.md, session 13).
+ * The peer of step 3 is the file system itself (`UnlinkPeer`): the same number of uploads' files removed by plain
+ * unlinks, nothing else.
  */
-import { utimes } from 'node:fs/promises'
+import { execFile } from 'node:child_process'
+import { mkdir, rm, unlink, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { promisify } from 'node:util'
 import { request } from 'undici'
 import type { RunningServer } from './servers.js'
 import { median } from './stats.js'
@@ -124,5 +128,48 @@ export async function expireAll (server: RunningServer, fill: ScaleFill, log: (l
     removePerSecond: removal.removed / removal.seconds,
     removeRssGrowthMiB: removal.rssGrowthMiB,
     rssBeforeRemoveMiB: removal.rssBeforeMiB
+  }
+}
+
+/**
+ * The limit of removeExpired(): the files of N uploads (a 1 KiB data file and an info file of one block, as a
+ * FileStore keeps them) removed by plain unlinks, 16 at a time, as removeExpired() checks uploads, and nothing else:
+ * no listing, no lock, no read. Filled before the servers fill their stores and written back (`sync`), removed
+ * right before their removals, so that its files are as old and as much on the disk as theirs: unlinking a file
+ * whose blocks are written costs ext4 far more than one still only in the page cache (6,100-6,300 against 56,000-
+ * 62,000 files/s in bench/RESULTS.md, session 24).
+ */
+export class UnlinkPeer {
+  readonly directory: string
+  readonly n: number
+
+  constructor (directory: string, n: number) {
+    this.directory = directory
+    this.n = n
+  }
+
+  async fill (): Promise<void> {
+    await rm(this.directory, { recursive: true, force: true })
+    await mkdir(this.directory, { recursive: true })
+    const data = slice(77, SIZE, 0, SIZE)
+    const info = Buffer.alloc(256, 0x20)
+    await inParallel(this.n, 16, async (index) => {
+      await writeFile(join(this.directory, `u${index}`), data)
+      await writeFile(join(this.directory, `u${index}.json`), info)
+    })
+    await promisify(execFile)('sync')
+  }
+
+  /** Uploads removed per second. */
+  async remove (log: (line: string) => void): Promise<number> {
+    const start = performance.now()
+    await inParallel(this.n, 16, async (index) => {
+      await unlink(join(this.directory, `u${index}.json`))
+      await unlink(join(this.directory, `u${index}`))
+    })
+    const seconds = (performance.now() - start) / 1000
+    await rm(this.directory, { recursive: true, force: true })
+    log(`scale n=${this.n}: the file system alone removed the files of ${this.n} uploads in ${seconds.toFixed(2)} s`)
+    return this.n / seconds
   }
 }
