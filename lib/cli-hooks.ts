@@ -105,7 +105,7 @@ class HookRefusal extends Error {
   constructor (response: TusdHookResponse['HTTPResponse'], fallback: string) {
     super(response?.Body !== undefined && response.Body !== '' ? response.Body : fallback)
     const status = response?.StatusCode
-    this.statusCode = typeof status === 'number' && Number.isInteger(status) && status >= 400 && status <= 499 ? status : 400
+    this.statusCode = typeof status === 'number' && Number.isInteger(status) && status >= 400 && status <= 599 ? status : 400
     this.headers = response?.Header
   }
 }

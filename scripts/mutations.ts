@@ -795,6 +795,13 @@ export const MUTATIONS: Mutation[] = [
     find: '      await delay(backoffMs, undefined, { signal: retrying.signal }).catch(() => undefined)\n      if (retrying.signal.aborted) throw',
     replace: '      await delay(backoffMs)\n      if (retrying.signal.aborted) throw',
     tests: ['test/tusd-hooks.test.ts']
+  },
+  {
+    name: 'tusd hooks: a refusal with a 5xx status becomes 400',
+    file: 'lib/cli-hooks.ts',
+    find: 'status >= 400 && status <= 599 ? status : 400',
+    replace: 'status >= 400 && status <= 499 ? status : 400',
+    tests: ['test/tusd-hooks.test.ts']
   }
 ]
 /* eslint-enable no-template-curly-in-string */

@@ -278,6 +278,16 @@ t.test('credentials in the hook URL go as Basic authentication; an HTTPResponse 
   }
   t.ok(logs.some((line) => line.includes('an HTTPResponse that cannot be sent')))
   t.notOk(logs.some((line) => line.includes('s%40cret') || line.includes('s@cret')), 'the password is never logged')
+  // A refusal's status is the receiver's from 400 to 599, as tusd passes it on (a 503 with Retry-After: "come back
+  // later"); a refusal cannot be a success or a redirect: 400.
+  for (const [status, expected] of [[503, 503], [200, 400], [302, 400]] as const) {
+    answer = { RejectUpload: true, HTTPResponse: { StatusCode: status, Header: { 'Retry-After': '30' } } }
+    for (const protocol of ['tus', 'draft'] as const) {
+      const refused = await create(protocol)
+      t.equal(refused.status, expected, `${protocol}: a refusal with StatusCode ${status}`)
+      t.equal(refused.headers['retry-after'], '30')
+    }
+  }
 })
 
 t.test('post-receive tells offsets that moved, the last one too, as tusd does; in both protocols', async (t) => {
