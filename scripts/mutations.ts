@@ -802,6 +802,13 @@ export const MUTATIONS: Mutation[] = [
     find: 'status >= 400 && status <= 599 ? status : 400',
     replace: 'status >= 400 && status <= 499 ? status : 400',
     tests: ['test/tusd-hooks.test.ts']
+  },
+  {
+    name: 'onUploadProgress refusing the completing bytes leaves the upload complete without completion',
+    file: 'lib/core/append.ts',
+    find: '      if (offset !== upload.size) throw withFacts(progress.stopped, { offset })\n',
+    replace: '      throw withFacts(progress.stopped, { offset })\n',
+    tests: ['test/both-protocols.test.ts']
   }
 ]
 /* eslint-enable no-template-curly-in-string */

@@ -834,6 +834,30 @@ for (const dialect of DIALECTS) {
     t.equal(sha256(await stored(server, created.url)), sha256(SOURCE))
   })
 
+  t.test(`${dialect.name}: onUploadProgress refusing the bytes that complete the upload comes too late: it completes, once`, async (t) => {
+    const reported: number[] = []
+    const completed: number[] = []
+    // A quota that the completing bytes cross. The store has completed the upload with them by the time the hook
+    // hears of them: answering the refusal left an upload complete that never ran onUploadComplete.
+    const server = await startServer(t, {
+      progressInterval: 0,
+      onUploadProgress: (upload) => {
+        reported.push(upload.offset)
+        if (upload.offset >= SOURCE.length) throw Object.assign(new Error('over quota'), { statusCode: 413 })
+      },
+      onUploadComplete: (upload) => { completed.push(upload.offset) }
+    })
+    const created = await dialect.create('http/1.1', server, { length: SOURCE.length })
+    const half = SOURCE.length / 2
+    t.equal((await dialect.append('http/1.1', created.url, 0, SOURCE.subarray(0, half), {})).status, dialect.appended(false))
+    const last = await dialect.append('http/1.1', created.url, half, SOURCE.subarray(half), { last: true })
+    t.equal(reported[reported.length - 1], SOURCE.length, 'the hook heard of the completing bytes, and refused them')
+    t.equal(last.status, dialect.appended(true), 'the completing append succeeds')
+    t.same(completed, [SOURCE.length], 'onUploadComplete ran once')
+    t.equal(sha256(await stored(server, created.url)), sha256(SOURCE))
+    t.equal((await dialect.download('http/1.1', created.url)).status, 200)
+  })
+
   t.test(`${dialect.name}: an append refused for its body leaves a deferred length unknown, as it was; one that stands records it`, async (t) => {
     const refusing = { stop: false }
     const server = await startServer(t, { onUploadProgress: () => { if (refusing.stop) throw Object.assign(new Error('over quota'), { statusCode: 403 }) } })

@@ -81,7 +81,13 @@ export async function appendBody (
     }
     if (body.exceeded) throw exceeded(upload, limit, offset)
     await progress.finish(offset)
-    if (progress.stopped !== undefined) throw withFacts(progress.stopped, { offset })
+    if (progress.stopped !== undefined) {
+      // Refused at the report of the bytes that complete the upload: they are stored, and the store completed its
+      // file with them. Too late to stop anything: answering the refusal would leave an upload that is complete
+      // without onUploadComplete ever running. Completion goes on.
+      if (offset !== upload.size) throw withFacts(progress.stopped, { offset })
+      request.log.warn({ uploadId: upload.id, offset, err: progress.stopped }, 'fastify-tus: onUploadProgress refused the bytes that complete the upload, already stored; completed anyway')
+    }
     // Not before a length still to be recorded is (receive): a store completes an upload only at a length it knows.
     if (offset === upload.size && input.lengthUnrecorded !== true) await services.store.flush(upload.id, held)
   } catch (error) {
