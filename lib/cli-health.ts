@@ -28,26 +28,30 @@ export function directoryProbe (dir: string): HealthProbe {
 
 /**
  * `--health-path`: GET answers 200 `ok` only while every probe passes (the upload directory takes a write; S3 and
- * Redis answer, when the server uses them), else 503 naming the first that failed; for load balancers and
+ * Redis answer, when the server uses them), else 503 naming each that failed (in the order: directory, store, lock service); for load balancers and
  * orchestrators. Never cached.
  */
 export function healthRoute (app: FastifyInstance, path: string, checks: readonly HealthProbe[]): void {
   app.get(path, async (request, reply) => {
     reply.header('Cache-Control', 'no-store').type('text/plain; charset=utf-8')
-    for (const probe of checks) {
+    // All at once: an answer within one probe's timeout, naming every part that failed (a whole region down).
+    const outcomes = await Promise.all(checks.map(async (probe) => {
       let timer: NodeJS.Timeout | undefined
       try {
         await Promise.race([
           probe.check(),
           new Promise((_resolve, reject) => { timer = setTimeout(() => { reject(new Error(`no answer within ${PROBE_TIMEOUT_MS} ms`)) }, PROBE_TIMEOUT_MS) })
         ])
+        return undefined
       } catch (error) {
         request.log.warn({ err: error }, `fastify-tus: health check: ${probe.failure}`)
-        return await reply.code(503).send(probe.failure)
+        return probe.failure
       } finally {
         clearTimeout(timer)
       }
-    }
+    }))
+    const failures = outcomes.filter((failure) => failure !== undefined)
+    if (failures.length > 0) return await reply.code(503).send(failures.join(', '))
     return await reply.code(200).send('ok')
   })
 }

@@ -309,7 +309,7 @@ function timeout (name: string, value: unknown): number {
 
 function nonNegativeInteger (name: string, value: unknown): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
-    throw new TusErrors.INVALID_OPTION(`${name} must be a non-negative integer (got ${String(value)})`)
+    throw new TusErrors.INVALID_OPTION(`${name} must be a non-negative integer up to Number.MAX_SAFE_INTEGER (got ${String(value)})`)
   }
   return value
 }

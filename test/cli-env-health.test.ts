@@ -125,14 +125,15 @@ t.test('the health path answers 503 while the lock service or S3 the server uses
   const closed = await freePort()
   for (const [flags, failure] of [
     [['--redis-url', `redis://127.0.0.1:${closed}`], 'lock service unreachable'],
-    [['--s3-bucket', 'uploads', '--s3-endpoint', `http://127.0.0.1:${closed}`], 'store unreachable']
+    [['--s3-bucket', 'uploads', '--s3-endpoint', `http://127.0.0.1:${closed}`], 'store unreachable'],
+    [['--s3-bucket', 'uploads', '--s3-endpoint', `http://127.0.0.1:${closed}`, '--redis-url', `redis://127.0.0.1:${closed}`], 'store unreachable, lock service unreachable']
   ] as const) {
     const server = startProcess(t, process.execPath, ['--import', 'tsx', cli, '--dir', join(root, 'uploads'), '--port', '0', '--log-level', 'silent', '--health-path', '/healthz', ...flags], {
       env: { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test' }
     })
     const [, origin = ''] = await waitForOutput(server, /tus endpoint at (http:\/\/127\.0\.0\.1:\d+)\//)
     const health = await rawRequest(`${origin}/healthz`)
-    t.equal(health.status, 503, flags[0])
+    t.equal(health.status, 503, flags.join(' '))
     t.equal(health.text, failure)
     server.child.kill('SIGTERM')
     await server.exited

@@ -256,6 +256,10 @@ t.test('invalid options are refused at construction', async (t) => {
   for (const options of [{ ttlMs: 0 }, { ttlMs: 1.5 }, { retryMs: -1 }]) {
     t.throws(() => new RedisLocker({ redis, ...options }), { code: 'FST_TUS_INVALID_OPTION' }, JSON.stringify(options))
   }
+  // From JavaScript: no client, or a URL where the client goes.
+  for (const options of [{}, { redis: 'redis://127.0.0.1:6379' }, { redis: null }]) {
+    t.throws(() => new RedisLocker(options as unknown as RedisLockerOptions), { code: 'FST_TUS_INVALID_OPTION', message: /RedisLocker redis must be an ioredis client/ }, JSON.stringify(options))
+  }
   redis.disconnect()
 })
 

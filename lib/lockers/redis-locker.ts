@@ -98,6 +98,11 @@ export class RedisLocker implements UploadLocker {
 
   constructor (options: RedisLockerOptions) {
     refuseUnknownKeys('RedisLocker', options, Object.keys({ redis: true, prefix: true, ttlMs: true, retryMs: true, commandTimeoutMs: true } satisfies Record<keyof RedisLockerOptions, true>))
+    // From JavaScript, without it the first use would fail with a TypeError naming nothing of ours.
+    const redis: unknown = options.redis
+    if (typeof redis !== 'object' || redis === null || typeof (redis as { on?: unknown }).on !== 'function') {
+      throw new TusErrors.INVALID_OPTION(`RedisLocker redis must be an ioredis client, e.g. new Redis(url) (got ${redis === null ? 'null' : typeof redis})`)
+    }
     this.#redis = options.redis
     this.#prefix = options.prefix ?? 'fastify-tus:'
     this.#ttlMs = positiveInteger('RedisLocker', 'ttlMs', options.ttlMs ?? 10_000)
