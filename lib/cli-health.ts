@@ -28,8 +28,8 @@ export function directoryProbe (dir: string): HealthProbe {
 
 /**
  * `--health-path`: GET answers 200 `ok` only while every probe passes (the upload directory takes a write; S3 and
- * Redis answer, when the server uses them), else 503 naming each that failed (in the order: directory, store, lock service); for load balancers and
- * orchestrators. Never cached.
+ * Redis answer, when the server uses them), else 503 naming each that failed, in the order of `checks`; for load
+ * balancers and orchestrators. Never cached.
  */
 export function healthRoute (app: FastifyInstance, path: string, checks: readonly HealthProbe[]): void {
   app.get(path, async (request, reply) => {
