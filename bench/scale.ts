@@ -117,6 +117,9 @@ export async function expireAll (server: RunningServer, fill: ScaleFill, log: (l
   await client.close()
   const past = new Date(Date.now() - 30 * 24 * 3600 * 1000)
   await inParallel(n, 32, async (index) => { await utimes(join(server.dataDir, uploads[index]!.id), past, past) })
+  // Every removal (the peer's too) starts with nothing left to write back: what another server created shortly
+  // before would otherwise be written back during it, and slow it by a different amount each time.
+  await settleDisk()
   const response = await request(`${server.origin}/bench/remove-expired`, { method: 'POST', headersTimeout: 0, bodyTimeout: 0 })
   if (response.statusCode !== 200) throw new Error(`remove-expired: ${response.statusCode} ${await response.body.text()}`)
   const removal = await response.body.json() as { removed: number, seconds: number, rssBeforeMiB: number, rssGrowthMiB: number }
@@ -135,7 +138,8 @@ export async function expireAll (server: RunningServer, fill: ScaleFill, log: (l
  * The limit of removeExpired(): the files of N uploads (a 1 KiB data file and an info file of one block, as a
  * FileStore keeps them) removed by plain unlinks, 16 at a time, as removeExpired() checks uploads, and nothing else:
  * no listing, no lock, no read. Filled before the servers fill their stores and written back (`sync`), removed
- * right before their removals, so that its files are as old and as much on the disk as theirs: unlinking a file
+ * right before their removals, each removal started with nothing left to write back, so that its files are as old
+ * and as much on the disk as theirs: unlinking a file
  * whose blocks are written costs ext4 far more than one still only in the page cache (6,100-6,300 against 56,000-
  * 62,000 files/s in bench/RESULTS.md, session 24).
  */
@@ -157,11 +161,12 @@ export class UnlinkPeer {
       await writeFile(join(this.directory, `u${index}`), data)
       await writeFile(join(this.directory, `u${index}.json`), info)
     })
-    await promisify(execFile)('sync')
+    await settleDisk()
   }
 
   /** Uploads removed per second. */
   async remove (log: (line: string) => void): Promise<number> {
+    await settleDisk()
     const start = performance.now()
     await inParallel(this.n, 16, async (index) => {
       await unlink(join(this.directory, `u${index}.json`))
@@ -172,4 +177,9 @@ export class UnlinkPeer {
     log(`scale n=${this.n}: the file system alone removed the files of ${this.n} uploads in ${seconds.toFixed(2)} s`)
     return this.n / seconds
   }
+}
+
+/** Waits until the file system has written back everything (sync). */
+async function settleDisk (): Promise<void> {
+  await promisify(execFile)('sync')
 }
