@@ -372,21 +372,13 @@ t.test('the CLI: --hooks-http refuses and renames creations through the receiver
 async function downReceiver (t: { teardown: (fn: () => unknown) => void }): Promise<{ url: string, types: string[], reached: (count: number) => Promise<void> }> {
   const types: string[] = []
   const waiting: Array<{ count: number, resolve: () => void }> = []
-  const down = createServer((request, response) => {
-    let body = ''
-    request.setEncoding('utf8').on('data', (chunk: string) => { body += chunk }).on('end', () => {
-      const hook = JSON.parse(body) as TusdHookRequest
-      types.push(hook.Type)
-      if (hook.Type === 'pre-create' && hook.Event.Upload.MetaData.filename === 'pass') response.writeHead(200).end('{}')
-      else response.writeHead(503).end('down')
-      for (const waiter of waiting.filter((waiter) => types.length >= waiter.count)) waiter.resolve()
-    })
+  const url = await answering(t, (hook) => {
+    types.push(hook.Type)
+    for (const waiter of waiting.filter((waiter) => types.length >= waiter.count)) waiter.resolve()
+    return hook.Type === 'pre-create' && hook.Event.Upload.MetaData.filename === 'pass' ? { status: 200, body: '{}' } : { status: 503, body: 'down' }
   })
-  down.listen(0, '127.0.0.1')
-  await once(down, 'listening')
-  t.teardown(() => { down.close() })
   return {
-    url: `http://127.0.0.1:${(down.address() as AddressInfo).port}/`,
+    url,
     types,
     reached: async (count) => { await new Promise<void>((resolve) => { waiting.push({ count, resolve }); if (types.length >= count) resolve() }) }
   }
