@@ -139,9 +139,9 @@ export async function expireAll (server: RunningServer, fill: ScaleFill, log: (l
  * FileStore keeps them) removed by plain unlinks, 16 at a time, as removeExpired() checks uploads, and nothing else:
  * no listing, no lock, no read. Filled before the servers fill their stores and written back (`sync`), removed
  * right before their removals, each removal started with nothing left to write back, so that its files are as old
- * and as much on the disk as theirs: unlinking a file
- * whose blocks are written costs ext4 far more than one still only in the page cache (6,100-6,300 against 56,000-
- * 62,000 files/s in bench/RESULTS.md, session 24).
+ * and as much on the disk as theirs: unlinking a file whose blocks are written costs ext4 far more than one still
+ * only in the page cache (6,100-6,300 against 56,000-62,000 files/s in bench/RESULTS.md, session 24). Its directory
+ * is removed by the caller (bench/run.ts), whatever happens.
  */
 export class UnlinkPeer {
   readonly directory: string
@@ -173,7 +173,6 @@ export class UnlinkPeer {
       await unlink(join(this.directory, `u${index}`))
     })
     const seconds = (performance.now() - start) / 1000
-    await rm(this.directory, { recursive: true, force: true })
     log(`scale n=${this.n}: the file system alone removed the files of ${this.n} uploads in ${seconds.toFixed(2)} s`)
     return this.n / seconds
   }
