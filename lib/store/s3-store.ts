@@ -28,6 +28,14 @@ type SendOptions = { abortSignal?: AbortSignal }
 const MIN_PART_SIZE = 5 * MiB
 const MAX_PART_SIZE = 5 * 1024 * MiB
 const MAX_PARTS = 10_000
+/**
+ * Timeouts of the S3 client's requests unless `s3.requestHandler` sets its own (the SDK's own defaults are none,
+ * so a frozen endpoint held a request, and the upload's lock, for good): ms to connect, and ms a request may go
+ * without a byte either way. The AWS SDK for Java uses 2 s and 30 s; a working endpoint answers in milliseconds,
+ * and S3 (and Ceph) send whitespace while a long CompleteMultipartUpload or UploadPartCopy runs.
+ */
+const CONNECTION_TIMEOUT = 10_000
+const SOCKET_TIMEOUT = 30_000
 const INFO_SUFFIX = '.info'
 const INCOMPLETE_SUFFIX = '.part'
 /** `<id>.finals/<finalId>`: an empty object per final upload waiting for partial upload `<id>`. */
@@ -50,7 +58,9 @@ export interface S3StoreOptions {
   /**
    * Settings for the S3 client the store creates (and destroys on close): region, endpoint, credentials...
    * The two checksum settings default to 'WHEN_REQUIRED', which S3-compatible stores such as Ceph, MinIO and
-   * Swift need; an S3-compatible store without wildcard DNS also needs `forcePathStyle: true`.
+   * Swift need; an S3-compatible store without wildcard DNS also needs `forcePathStyle: true`. Unless
+   * `requestHandler` sets them (or is a handler object), a request fails after 10 s without a connection or 30 s
+   * without a byte either way (`connectionTimeout`, `socketTimeout`).
    */
   s3: S3ClientConfig
   /**
@@ -159,7 +169,8 @@ export class S3Store implements DataStore {
     this.#client = new S3Client({
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
-      ...options.s3
+      ...options.s3,
+      requestHandler: withTimeouts(options.s3?.requestHandler)
     })
   }
 
@@ -837,6 +848,12 @@ export class S3Store implements DataStore {
       throw Object.assign(new TusErrors.STORE_FAILED(`S3 ${operation}: ${errorMessage(error)}`), { cause: error })
     }
   }
+}
+
+/** `s3.requestHandler` with the store's timeouts where it sets none; a handler object of the user's own is kept as it is. */
+function withTimeouts (handler: S3ClientConfig['requestHandler']): S3ClientConfig['requestHandler'] {
+  if (handler !== undefined && 'handle' in handler) return handler
+  return { connectionTimeout: CONNECTION_TIMEOUT, socketTimeout: SOCKET_TIMEOUT, ...handler }
 }
 
 /**
