@@ -147,6 +147,8 @@ interface Dialect {
   /** The status of bytes beyond a known length (tus: 413; the draft: 400 inconsistent-upload-length). */
   overflow: number
   create: (transport: Transport, server: TestServer, options: { length?: number, body?: Buffer, last?: boolean }) => Promise<Response & { url: string }>
+  /** The headers of a creation (without Content-Length). */
+  createHeaders: (options: { length?: number, withBody: boolean, last?: boolean }) => Record<string, string>
   append: (transport: Transport, url: string, offset: number, body: Buffer, options: { last?: boolean, length?: number }) => Promise<Response>
   /** The headers of an append (without Content-Length). */
   appendHeaders: (offset: number, options: { last?: boolean, length?: number }) => Record<string, string>
@@ -167,10 +169,11 @@ const tus: Dialect = {
   appended: () => 204,
   overflow: 413,
   async create (transport, server, { length, body }) {
-    const headers = { 'Tus-Resumable': '1.0.0', ...(length === undefined ? { 'Upload-Defer-Length': '1' } : { 'Upload-Length': String(length) }), ...(body === undefined ? {} : OCTET) }
-    const response = await send(transport, server.endpoint, 'POST', headers, body)
+    const response = await send(transport, server.endpoint, 'POST', tus.createHeaders({ length, withBody: body !== undefined }), body)
     return { ...response, url: new URL(response.headers.location ?? '/none', server.origin).href }
   },
+  createHeaders: ({ length, withBody }) =>
+    ({ 'Tus-Resumable': '1.0.0', ...(length === undefined ? { 'Upload-Defer-Length': '1' } : { 'Upload-Length': String(length) }), ...(withBody ? OCTET : {}) }),
   async append (transport, url, offset, body, options) {
     return await send(transport, url, 'PATCH', tus.appendHeaders(offset, options), body)
   },
@@ -196,6 +199,8 @@ function draftDialect (version: number): Dialect {
     const type: Record<string, string> = version >= 6 ? { 'Content-Type': 'application/partial-upload' } : {}
     return { ...interop, 'Upload-Offset': String(offset), ...complete(last), ...type, ...(length === undefined ? {} : { 'Upload-Length': String(length) }) }
   }
+  const createHeaders: Dialect['createHeaders'] = ({ length, last = false }) =>
+    ({ ...interop, ...complete(last), ...(length === undefined ? {} : { 'Upload-Length': String(length) }) })
   return {
     name: `draft interop ${version}`,
     versioned: interop,
@@ -203,11 +208,11 @@ function draftDialect (version: number): Dialect {
     created: 201,
     appended: (last) => version === 3 && !last ? 201 : 204,
     overflow: 400,
-    async create (transport, server, { length, body, last = false }) {
-      const headers = { ...interop, ...complete(last), ...(length === undefined ? {} : { 'Upload-Length': String(length) }) }
-      const response = await send(transport, server.endpoint, 'POST', headers, body)
+    async create (transport, server, { length, body, last }) {
+      const response = await send(transport, server.endpoint, 'POST', createHeaders({ length, withBody: body !== undefined, last }), body)
       return { ...response, url: new URL(response.headers.location ?? '/none', server.origin).href }
     },
+    createHeaders,
     async append (transport, url, offset, body, options) {
       return await send(transport, url, 'PATCH', appendHeaders(offset, options), body)
     },
@@ -1298,5 +1303,26 @@ for (const dialect of DIALECTS) {
       t.equal(first.interim.at(-1)?.['upload-offset'], '400', 'the last 104 says the same')
     }
     t.equal(sha256(await stored(server, created.url)), sha256(body.subarray(0, 400)))
+  })
+}
+
+for (const dialect of DIALECTS) {
+  t.test(`${dialect.name}: a Content-Length with leading zeros (RFC 9110: 1*DIGIT) is the length it says, on a creation and on appends`, async (t) => {
+    const server = await startServer(t)
+    const exchange = async (method: string, url: string, headers: Record<string, string>, length: string, body: string): Promise<Response> => {
+      const { port, pathname } = new URL(url)
+      const socket = connectTcp(Number(port), '127.0.0.1')
+      await once(socket, 'connect')
+      socket.write(`${method} ${pathname} HTTP/1.1\r\nHost: 127.0.0.1\r\n${headLines(headers)}Content-Length: ${length}\r\n\r\n${body}`)
+      return await answerOn(socket)
+    }
+    const created = await exchange('POST', server.endpoint, dialect.createHeaders({ length: 13, withBody: true }), '003', 'abc')
+    t.equal(created.status, dialect.created)
+    // The Host sent names no port: the path of Location, on the server's origin.
+    const url = `${server.origin}${new URL(created.headers.location!, server.origin).pathname}`
+    t.equal((await exchange('PATCH', url, dialect.appendHeaders(3, {}), '005', 'hello')).status, dialect.appended(false))
+    t.equal((await exchange('PATCH', url, dialect.appendHeaders(8, {}), '00', '')).status, dialect.appended(false), 'an empty append')
+    t.equal((await exchange('PATCH', url, dialect.appendHeaders(8, { last: true }), '05', 'world')).status, dialect.appended(true))
+    t.equal((await stored(server, url)).toString(), 'abchelloworld')
   })
 }

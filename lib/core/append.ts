@@ -7,7 +7,7 @@ import {
 } from './checksum.js'
 import { freeReadChunk } from './free-memory.js'
 import { ProgressTracker, uploadFailed } from './lifecycle.js'
-import { integerHeader } from './request.js'
+import { contentLength } from './request.js'
 import { whileHeld, type TusServices } from './services.js'
 import { StagedChunk, stagingDirectory } from './staging.js'
 import { noteBytes } from './touched.js'
@@ -30,7 +30,7 @@ import { noteBytes } from './touched.js'
 export async function appendBody (
   services: TusServices, request: FastifyRequest, upload: UploadInfo, input: AppendInput, held?: WriteOptions
 ): Promise<UploadInfo> {
-  const declared = integerHeader(request, 'Content-Length')
+  const declared = contentLength(request)
   ensureRoom(services, upload, declared ?? 0)
   const { limit, room } = roomOf(services, upload)
   const expected = headerChecksum(request)

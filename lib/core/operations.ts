@@ -10,7 +10,7 @@ import { cutShort, RequestBody } from './body.js'
 import { headerChecksum } from './checksum.js'
 import { finishFinal, finishFinalsWaitingOn, partialUpload, withPartials } from './finals.js'
 import { completeUpload, prepareUpload, storeUpload, terminateUpload } from './lifecycle.js'
-import { bringsBytes, hasBody, integerHeader } from './request.js'
+import { bringsBytes, contentLength, hasBody } from './request.js'
 import { heldBy, lockUpload, type TusServices } from './services.js'
 import { touched } from './touched.js'
 import { admitBeforeLock, isComplete, loadFor, loadSettled, underLock } from './uploads.js'
@@ -64,18 +64,18 @@ export async function createUpload (services: TusServices, request: FastifyReque
   if (input.size !== undefined && input.size > maxSize) throw new TusErrors.MAX_SIZE_EXCEEDED(input.size, maxSize)
   // Refused before anything is stored: a malformed or unsupported Upload-Checksum (400).
   headerChecksum(request)
-  const contentLength = integerHeader(request, 'Content-Length')
+  const bodyLength = contentLength(request)
   // A creation that completes the upload at a length it declares, with a body whose size is known: both agree, or
   // it is refused before the upload exists (no upload left behind, no 104).
-  const bodySize = hasBody(request) ? contentLength : 0
+  const bodySize = hasBody(request) ? bodyLength : 0
   if (input.completes === true && input.size !== undefined && bodySize !== undefined && bodySize !== input.size) {
     throw new TusDraftErrors.INCONSISTENT_LENGTH(`the request completes the upload at ${bodySize} but declares a length of ${input.size}`)
   }
-  ensureRoom(services, { size: input.size }, contentLength ?? 0)
+  ensureRoom(services, { size: input.size }, bodyLength ?? 0)
   const prepared = await prepareUpload(services, request, {
     id: newUploadId(), size: input.size, metadata: input.metadata, ...(input.concat === undefined ? {} : { concat: input.concat })
   })
-  await services.diskReserve.ensureRoom(prepared.id, prepared.size ?? contentLength ?? 0)
+  await services.diskReserve.ensureRoom(prepared.id, prepared.size ?? bodyLength ?? 0)
 
   const lock = await lockNewUpload(services, prepared.id, releaseBody(request))
   try {
@@ -113,7 +113,7 @@ export async function appendToUpload (services: TusServices, request: FastifyReq
       // A finished upload is never modified; an empty request of a protocol that cannot say more is a no-op.
       throw withFacts(new TusErrors.UPLOAD_COMPLETE(upload.offset), { offset: upload.offset, uploadComplete: true })
     }
-    const announced = integerHeader(request, 'Content-Length')
+    const announced = contentLength(request)
     const { declared, unrecorded } = input.length === undefined ? { declared: upload, unrecorded: false } : await declareLength(services, request, upload, input.length, input.completes === true, announced)
     await services.diskReserve.ensureRoom(id, announced ?? (declared.size === undefined ? 0 : declared.size - declared.offset))
     outcome = await settle(services, request, isComplete(upload), await receive(services, request, declared, { ...input, lengthUnrecorded: unrecorded }, held))

@@ -17,6 +17,19 @@ export function integerHeader (request: FastifyRequest, name: string): number | 
   return number
 }
 
+/**
+ * The request's Content-Length; undefined when absent. RFC 9110 §8.6 allows leading zeros (`1*DIGIT`), which the
+ * Upload-* integers of T-G-7 do not.
+ */
+export function contentLength (request: FastifyRequest): number | undefined {
+  const value = request.headers['content-length']
+  if (value === undefined) return undefined
+  if (!/^[0-9]+$/.test(value)) throw new TusErrors.INVALID_HEADER('Content-Length', `expected a non-negative integer, got "${value.slice(0, 32)}"`)
+  const number = Number(value)
+  if (!Number.isSafeInteger(number)) throw new TusErrors.INVALID_HEADER('Content-Length', 'number too large')
+  return number
+}
+
 export function stringHeader (request: FastifyRequest, name: string): string | undefined {
   const value = request.headers[name.toLowerCase()]
   return Array.isArray(value) ? value.join(',') : value
@@ -69,7 +82,7 @@ export async function bringsBytes (request: FastifyRequest): Promise<boolean> {
  */
 export function hasBody (request: FastifyRequest): boolean {
   const length = request.headers['content-length']
-  if (length === '0') return false
+  if (length !== undefined && /^0+$/.test(length)) return false
   const raw: unknown = request.raw
   if (raw instanceof Http2ServerRequest) return !raw.stream.endAfterHeaders
   return length !== undefined || request.headers['transfer-encoding'] !== undefined

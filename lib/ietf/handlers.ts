@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { appendToUpload, createUpload, readFinished, readStatus, removeUpload, type ProgressListener } from '../core/operations.js'
-import { hasBody, integerHeader, mediaType, stringHeader } from '../core/request.js'
+import { contentLength, hasBody, mediaType, stringHeader } from '../core/request.js'
 import type { TusServices } from '../core/services.js'
 import { expiresAt, isComplete } from '../core/uploads.js'
 import { TusDraftErrors, TusErrors } from '../errors.js'
@@ -154,8 +154,8 @@ export const DRAFT_UPLOAD_HANDLERS: Readonly<Record<string, DraftHandler>> = {
 function declaredLength (request: FastifyRequest, complete: boolean, offset: number): number | undefined {
   const header = sfInteger(request, 'Upload-Length')
   if (header !== undefined) return header
-  const contentLength = integerHeader(request, 'Content-Length')
-  return complete && contentLength !== undefined ? offset + contentLength : undefined
+  const bodyLength = contentLength(request)
+  return complete && bodyLength !== undefined ? offset + bodyLength : undefined
 }
 
 /** Progress 104s (interop 5 on, I-C-5, I-A-9): one with `Upload-Offset` at each progress report, while the body is read. */
