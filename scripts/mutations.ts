@@ -182,8 +182,8 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'core: a creation refused before the upload exists reports an offset',
     file: 'lib/core/operations.ts',
-    find: 'ensureRoom(services, { size: input.size }, contentLength ?? 0)',
-    replace: 'ensureRoom(services, { offset: 0, size: input.size }, contentLength ?? 0)',
+    find: 'ensureRoom(services, { size: input.size }, bodyLength ?? 0)',
+    replace: 'ensureRoom(services, { offset: 0, size: input.size }, bodyLength ?? 0)',
     tests: ['test/both-protocols.test.ts']
   },
   {
@@ -250,9 +250,23 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/concatenation.test.ts']
   },
   {
+    name: 'request: a Content-Length with leading zeros is refused',
+    file: 'lib/core/request.ts',
+    find: 'if (!/^[0-9]+$/.test(value))',
+    replace: 'if (!/^(0|[1-9][0-9]*)$/.test(value))',
+    tests: ['test/both-protocols.test.ts']
+  },
+  {
+    name: 'request: Content-Length 00 counts as a body',
+    file: 'lib/core/request.ts',
+    find: 'if (length !== undefined && /^0+$/.test(length)) return false',
+    replace: "if (length === '0') return false",
+    tests: ['test/both-protocols.test.ts']
+  },
+  {
     name: 'core: creation skips the disk reserve',
     file: 'lib/core/operations.ts',
-    find: '  await services.diskReserve.ensureRoom(prepared.id, prepared.size ?? contentLength ?? 0)\n',
+    find: '  await services.diskReserve.ensureRoom(prepared.id, prepared.size ?? bodyLength ?? 0)\n',
     replace: '',
     tests: ['test/reliability.test.ts']
   },

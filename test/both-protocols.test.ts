@@ -1324,5 +1324,7 @@ for (const dialect of DIALECTS) {
     t.equal((await exchange('PATCH', url, dialect.appendHeaders(8, {}), '00', '')).status, dialect.appended(false), 'an empty append')
     t.equal((await exchange('PATCH', url, dialect.appendHeaders(8, { last: true }), '05', 'world')).status, dialect.appended(true))
     t.equal((await stored(server, url)).toString(), 'abchelloworld')
+    const empty = await exchange('POST', server.endpoint, dialect.createHeaders({ length: 1, withBody: false }), '00', '')
+    t.equal(empty.status, dialect.created, 'Content-Length: 00 is no body (tus: no Content-Type needed)')
   })
 }
