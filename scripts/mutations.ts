@@ -264,6 +264,13 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/both-protocols.test.ts']
   },
   {
+    name: 'download: the range unit is case-sensitive',
+    file: 'lib/wire/download.ts',
+    find: 'const match = /^bytes=(\\d*)-(\\d*)$/i.exec(header.trim())',
+    replace: 'const match = /^bytes=(\\d*)-(\\d*)$/.exec(header.trim())',
+    tests: ['test/download.test.ts']
+  },
+  {
     name: 'core: creation skips the disk reserve',
     file: 'lib/core/operations.ts',
     find: '  await services.diskReserve.ensureRoom(prepared.id, prepared.size ?? bodyLength ?? 0)\n',

@@ -164,7 +164,9 @@ t.test('Range requests get 206 with the right bytes; unsatisfiable ones 416', as
     ['bytes=990-', 990, 999],
     ['bytes=-5', 995, 999],
     ['bytes=500-5000', 500, 999],
-    ['bytes=-5000', 0, 999]
+    ['bytes=-5000', 0, 999],
+    ['BYTES=0-9', 0, 9],
+    ['Bytes=-5', 995, 999]
   ]
   for (const [range, start, end] of cases) {
     const response = await tusRequest(url, { headers: { Range: range } })

@@ -244,11 +244,12 @@ function ifRangeHolds (header: string | undefined, etag: string, modifiedAt: Dat
 }
 
 /**
- * One `bytes=` range (first-last, first-, or -suffix). Several ranges or another unit: the whole body
- * (RFC 9110 lets a server ignore Range). Unsatisfiable: 416 with `Content-Range: bytes * /size`.
+ * One `bytes=` range (first-last, first-, or -suffix), the unit in any case (RFC 9110 §14.1). Several ranges or
+ * another unit: the whole body (RFC 9110 lets a server ignore Range). Unsatisfiable: 416 with
+ * `Content-Range: bytes * /size`.
  */
 export function parseRange (header: string, size: number): ByteRange | undefined {
-  const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim())
+  const match = /^bytes=(\d*)-(\d*)$/i.exec(header.trim())
   if (match === null) return undefined
   const [, first = '', last = ''] = match
   let start: number
