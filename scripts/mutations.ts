@@ -271,6 +271,13 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/download.test.ts']
   },
   {
+    name: 'core: DELETE of an expired upload answers 410 and keeps it',
+    file: 'lib/core/operations.ts',
+    find: 'await terminateUpload(services, request, stillAdmitted(await services.store.getInfo(id), admitted))',
+    replace: 'await terminateUpload(services, request, await underLock(services, await services.store.getInfo(id), admitted))',
+    tests: ['test/lifecycle.test.ts']
+  },
+  {
     name: 'core: creation skips the disk reserve',
     file: 'lib/core/operations.ts',
     find: '  await services.diskReserve.ensureRoom(prepared.id, prepared.size ?? bodyLength ?? 0)\n',

@@ -3,7 +3,7 @@ import t from 'tap'
 import { readdir } from 'node:fs/promises'
 import { PassThrough } from 'node:stream'
 import { request as undiciRequest } from 'undici'
-import { backdate, createUpload, idOf, removeExpired, startServer, tusRequest } from './helpers.js'
+import { backdate, createUpload, idOf, rawRequest, removeExpired, startServer, tusRequest } from './helpers.js'
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
 
@@ -72,3 +72,23 @@ t.test('removeExpired never removes an upload a request is writing to', async (t
   t.equal(response.headers['upload-offset'], '10')
   t.equal((await tusRequest(url, { method: 'HEAD' })).headers['upload-offset'], '10')
 })
+
+for (const [protocol, headers] of [['tus 1.0.0', { 'Tus-Resumable': '1.0.0' }], ['draft interop 6', { 'Upload-Draft-Interop-Version': '6' }]] as const) {
+  t.test(`${protocol}: DELETE of an expired upload not swept yet removes it (204, onUploadTerminate, terminated), then 404`, async (t) => {
+    const terminated: string[] = []
+    const server = await startServer(t, { daysToKeep: 0.5, expireCompleted: true, onUploadTerminate: (upload) => { terminated.push(upload.id) } })
+    server.app.tus.on('terminated', (upload) => { terminated.push(`event ${upload.id}`) })
+    const unfinished = await createUpload(server, { 'Upload-Length': '5' })
+    const finished = await createUpload(server, { 'Upload-Length': '0' })
+    for (const url of [unfinished, finished]) await backdate(server.dir, idOf(url), 1)
+    for (const url of [unfinished, finished]) {
+      t.equal((await rawRequest(url, { method: 'HEAD', headers })).status, 410, 'expired')
+      const deleted = await rawRequest(url, { method: 'DELETE', headers })
+      t.equal(deleted.status, 204)
+      t.equal((await rawRequest(url, { method: 'HEAD', headers })).status, 404)
+    }
+    t.same(await readdir(server.dir), [], 'nothing of them is left')
+    t.same(terminated, [idOf(unfinished), `event ${idOf(unfinished)}`, idOf(finished), `event ${idOf(finished)}`])
+    t.equal(await server.app.tus.removeExpired(), 0)
+  })
+}

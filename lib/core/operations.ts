@@ -13,7 +13,7 @@ import { completeUpload, prepareUpload, storeUpload, terminateUpload } from './l
 import { bringsBytes, contentLength, hasBody } from './request.js'
 import { heldBy, lockUpload, type TusServices } from './services.js'
 import { touched } from './touched.js'
-import { admitBeforeLock, isComplete, loadFor, loadSettled, underLock } from './uploads.js'
+import { admitBeforeLock, isComplete, loadFor, loadSettled, stillAdmitted, underLock } from './uploads.js'
 
 /**
  * The operations on uploads, each written once for every protocol. A protocol (lib/tus, lib/ietf) reads its
@@ -185,13 +185,17 @@ async function settledUnlessLockDown (services: TusServices, found: UploadInfo):
   }
 }
 
-/** Termination: waits for (and first ends the body of) a running append, runs onUploadTerminate, removes everything. */
+/**
+ * Termination: waits for (and first ends the body of) a running append, runs onUploadTerminate, removes everything.
+ * An expired upload too (T-X-2: 204): its owner's removal must not wait for a sweep that may never run, or that
+ * onUploadExpire may refuse.
+ */
 export async function removeUpload (services: TusServices, request: FastifyRequest, id: string): Promise<void> {
   const admitted = await admitBeforeLock(services, request, id, 'terminate')
   services.sharedReads.beforeWrite(id)
   const lock = await lockUpload(services, id)
   try {
-    await terminateUpload(services, request, await underLock(services, await services.store.getInfo(id), admitted))
+    await terminateUpload(services, request, stillAdmitted(await services.store.getInfo(id), admitted))
     services.diskReserve.track(undefined, id)
   } finally {
     await lock.release()

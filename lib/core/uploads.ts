@@ -63,8 +63,13 @@ export async function admitBeforeLock (services: TusServices, request: FastifyRe
  * A promise only for an unfinished final (expiresAt).
  */
 export function underLock (services: TusServices, upload: UploadInfo, admitted: UploadInfo | undefined): UploadInfo | Promise<UploadInfo> {
+  return unexpired(services, stillAdmitted(upload, admitted))
+}
+
+/** underLock's first half, for a request that acts on an expired upload too (a termination). */
+export function stillAdmitted (upload: UploadInfo, admitted: UploadInfo | undefined): UploadInfo {
   if (admitted !== undefined && admitted.createdAt.getTime() !== upload.createdAt.getTime()) throw new TusErrors.NOT_FOUND()
-  return unexpired(services, upload)
+  return upload
 }
 
 /** `upload`, unless it has expired (410); a promise only for an unfinished final (expiresAt). */
