@@ -278,6 +278,20 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/lifecycle.test.ts']
   },
   {
+    name: 'S3Store: no timeouts of its own (the SDK\'s: none)',
+    file: 'lib/store/s3-store.ts',
+    find: '  return { connectionTimeout: CONNECTION_TIMEOUT, socketTimeout: SOCKET_TIMEOUT, ...handler }\n',
+    replace: '  return handler\n',
+    tests: ['test/s3-frozen.test.ts']
+  },
+  {
+    name: 'S3Store: its timeouts override the requestHandler\'s',
+    file: 'lib/store/s3-store.ts',
+    find: '{ connectionTimeout: CONNECTION_TIMEOUT, socketTimeout: SOCKET_TIMEOUT, ...handler }',
+    replace: '{ ...handler, connectionTimeout: CONNECTION_TIMEOUT, socketTimeout: SOCKET_TIMEOUT }',
+    tests: ['test/s3-frozen.test.ts']
+  },
+  {
     name: 'core: creation skips the disk reserve',
     file: 'lib/core/operations.ts',
     find: '  await services.diskReserve.ensureRoom(prepared.id, prepared.size ?? bodyLength ?? 0)\n',
