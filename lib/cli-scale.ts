@@ -108,13 +108,19 @@ export async function scaleServices (app: FastifyInstance, scale: ScaleOptions):
   if (scale.s3 !== undefined) {
     const { S3Store } = await peer('@aws-sdk/client-s3', '--s3-bucket', async () => await import('./store/s3-store.js'))
     const { bucket, endpoint, region, prefix, partSize, partsInFlight } = scale.s3
-    services.store = new S3Store({
-      bucket,
-      prefix,
-      ...(partSize === undefined ? {} : { partSize }),
-      ...(partsInFlight === undefined ? {} : { partsInFlight }),
-      s3: { region, ...(endpoint === undefined ? {} : { endpoint, forcePathStyle: true }) }
-    })
+    try {
+      services.store = new S3Store({
+        bucket,
+        prefix,
+        ...(partSize === undefined ? {} : { partSize }),
+        ...(partsInFlight === undefined ? {} : { partsInFlight }),
+        s3: { region, ...(endpoint === undefined ? {} : { endpoint, forcePathStyle: true }) }
+      })
+    } catch (error) {
+      // The store's words, about the flag the user set (or its variable: the CLI names it so), not about S3Store.
+      const message = (error as Error).message
+      throw Object.assign(error as Error, { message: message.replace('S3Store partSize', '--s3-part-size').replace('S3Store partsInFlight', '--s3-parts-in-flight') })
+    }
     const store = services.store
     // An upload that never exists: S3 answering "no such key" is S3 reachable, with the credentials it takes.
     services.probes.push({

@@ -45,9 +45,10 @@ t.test('bad scale-out flags and variables exit 2 saying what is wrong', async (t
     [['--s3-endpoint', 'http://127.0.0.1:1'], {}, /--s3-endpoint needs --s3-bucket/],
     [['--s3-bucket', 'b', '--s3-endpoint', 'ftp://x'], {}, /--s3-endpoint must be an http\(s\) URL/],
     [['--s3-bucket', 'b', '--s3-part-size', 'lots'], {}, /--s3-part-size must be a number of bytes/],
-    [['--s3-bucket', 'b', '--s3-part-size', '1M', '--port', '0'], {}, /S3Store partSize must be an integer from 5242880/],
+    [['--s3-bucket', 'b', '--s3-part-size', '1M', '--port', '0'], {}, /^fastify-tus: --s3-part-size must be an integer from 5242880/m],
+    [['--s3-bucket', 'b', '--port', '0'], { FASTIFY_TUS_S3_PART_SIZE: '4M' }, /^fastify-tus: FASTIFY_TUS_S3_PART_SIZE must be an integer from 5242880/m],
     [['--s3-bucket', 'b', '--s3-parts-in-flight', 'many'], {}, /--s3-parts-in-flight must be a whole number/],
-    [['--s3-bucket', 'b', '--port', '0'], { FASTIFY_TUS_S3_PARTS_IN_FLIGHT: '65' }, /S3Store partsInFlight must be an integer from 1 to 64/],
+    [['--s3-bucket', 'b', '--port', '0'], { FASTIFY_TUS_S3_PARTS_IN_FLIGHT: '65' }, /^fastify-tus: FASTIFY_TUS_S3_PARTS_IN_FLIGHT must be an integer from 1 to 64/m],
     [['--s3-parts-in-flight', '2'], {}, /--s3-parts-in-flight needs --s3-bucket/],
     // A variable is named as the variable (the user never typed --redis-url).
     [[], { FASTIFY_TUS_REDIS_URL: 'http://127.0.0.1:6379' }, /^fastify-tus: FASTIFY_TUS_REDIS_URL must be a redis:\/\/ or rediss:\/\/ URL/m],
