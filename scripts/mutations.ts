@@ -252,8 +252,8 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'request: a Content-Length with leading zeros is refused',
     file: 'lib/core/request.ts',
-    find: 'if (!/^[0-9]+$/.test(value))',
-    replace: 'if (!/^(0|[1-9][0-9]*)$/.test(value))',
+    find: "return integerHeader(request, 'Content-Length', DIGITS)",
+    replace: "return integerHeader(request, 'Content-Length')",
     tests: ['test/both-protocols.test.ts']
   },
   {

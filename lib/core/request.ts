@@ -4,12 +4,14 @@ import { TusErrors } from '../errors.js'
 import { RequestBody } from './body.js'
 
 const NON_NEGATIVE_INTEGER = /^(0|[1-9][0-9]*)$/
+/** RFC 9110 §8.6: `1*DIGIT`, leading zeros allowed, which the Upload-* integers of T-G-7 do not allow. */
+const DIGITS = /^[0-9]+$/
 
 /** A header that must be a non-negative integer (T-G-7); undefined when absent. */
-export function integerHeader (request: FastifyRequest, name: string): number | undefined {
+export function integerHeader (request: FastifyRequest, name: string, pattern = NON_NEGATIVE_INTEGER): number | undefined {
   const value = request.headers[name.toLowerCase()]
   if (value === undefined) return undefined
-  if (typeof value !== 'string' || !NON_NEGATIVE_INTEGER.test(value)) {
+  if (typeof value !== 'string' || !pattern.test(value)) {
     throw new TusErrors.INVALID_HEADER(name, `expected a non-negative integer, got "${String(value).slice(0, 32)}"`)
   }
   const number = Number(value)
@@ -17,17 +19,9 @@ export function integerHeader (request: FastifyRequest, name: string): number | 
   return number
 }
 
-/**
- * The request's Content-Length; undefined when absent. RFC 9110 §8.6 allows leading zeros (`1*DIGIT`), which the
- * Upload-* integers of T-G-7 do not.
- */
+/** The request's Content-Length; undefined when absent. */
 export function contentLength (request: FastifyRequest): number | undefined {
-  const value = request.headers['content-length']
-  if (value === undefined) return undefined
-  if (!/^[0-9]+$/.test(value)) throw new TusErrors.INVALID_HEADER('Content-Length', `expected a non-negative integer, got "${value.slice(0, 32)}"`)
-  const number = Number(value)
-  if (!Number.isSafeInteger(number)) throw new TusErrors.INVALID_HEADER('Content-Length', 'number too large')
-  return number
+  return integerHeader(request, 'Content-Length', DIGITS)
 }
 
 export function stringHeader (request: FastifyRequest, name: string): string | undefined {
