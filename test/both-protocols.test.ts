@@ -1310,10 +1310,9 @@ for (const dialect of DIALECTS) {
   t.test(`${dialect.name}: a Content-Length with leading zeros (RFC 9110: 1*DIGIT) is the length it says, on a creation and on appends`, async (t) => {
     const server = await startServer(t)
     const exchange = async (method: string, url: string, headers: Record<string, string>, length: string, body: string): Promise<Response> => {
-      const { port, pathname } = new URL(url)
-      const socket = connectTcp(Number(port), '127.0.0.1')
+      const socket = connectTcp(Number(new URL(url).port), '127.0.0.1')
       await once(socket, 'connect')
-      socket.write(`${method} ${pathname} HTTP/1.1\r\nHost: 127.0.0.1\r\n${headLines(headers)}Content-Length: ${length}\r\n\r\n${body}`)
+      socket.write(`${requestHead(method, url, { ...headers, 'Content-Length': length })}${body}`)
       return await answerOn(socket)
     }
     const created = await exchange('POST', server.endpoint, dialect.createHeaders({ length: 13, withBody: true }), '003', 'abc')
