@@ -292,6 +292,13 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/s3-frozen.test.ts']
   },
   {
+    name: 'S3Store: deferred uploads keep one part size (capped at 10000 x partSize)',
+    file: 'lib/store/s3-store.ts',
+    find: '...(upload.size === undefined ? { partSizeDoublesEvery: PARTS_PER_DOUBLING } : {})',
+    replace: '...({})',
+    tests: ['test/s3-store.test.ts']
+  },
+  {
     name: 'core: creation skips the disk reserve',
     file: 'lib/core/operations.ts',
     find: '  await services.diskReserve.ensureRoom(prepared.id, prepared.size ?? bodyLength ?? 0)\n',

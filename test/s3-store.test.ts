@@ -2,8 +2,9 @@
 import t from 'tap'
 import {
   AbortMultipartUploadCommand, CreateMultipartUploadCommand, DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command,
-  ListPartsCommand, PutObjectCommand, S3Client, type S3ClientConfig
+  ListPartsCommand, PutObjectCommand, S3Client, UploadPartCommand, type S3ClientConfig
 } from '@aws-sdk/client-s3'
+import { createHash } from 'node:crypto'
 import { once } from 'node:events'
 import { connect } from 'node:net'
 import { Readable } from 'node:stream'
@@ -973,4 +974,59 @@ t.test('downloads whose clients take no byte are cut after idleTimeout: they nev
   const whole = await tusRequest(`${server.origin}${path}`)
   t.equal(whole.status, 200)
   t.equal(sha256(whole.body), sha256(data))
+})
+
+t.test('an upload of deferred length doubles its part size every 1000 parts, so it is not capped at 10000 x partSize (tus, draft 6)', async (t) => {
+  t.setTimeout(240_000)
+  const bucket = await testBucket(t)
+  const server = await startServer(t, { store: newStore(bucket) })
+  const protocols: Array<{ name: string, create: Record<string, string>, append: (offset: number) => Record<string, string>, head: Record<string, string> }> = [
+    {
+      name: 'tus',
+      create: { 'Upload-Defer-Length': '1' },
+      append: (offset: number) => ({ 'Tus-Resumable': '1.0.0', 'Upload-Offset': String(offset), ...OCTET }),
+      head: { 'Tus-Resumable': '1.0.0' }
+    },
+    {
+      name: 'draft 6',
+      create: { 'Upload-Draft-Interop-Version': '6', 'Upload-Complete': '?0' },
+      append: (offset: number) => ({ 'Upload-Draft-Interop-Version': '6', 'Upload-Offset': String(offset), 'Upload-Complete': '?0', 'Content-Type': 'application/partial-upload' }),
+      head: { 'Upload-Draft-Interop-Version': '6' }
+    }
+  ]
+  for (const [index, protocol] of protocols.entries()) {
+    const created = await rawRequest(server.endpoint, { method: 'POST', headers: { ...protocol.head, ...protocol.create } })
+    t.equal(created.status, 201, `${protocol.name}: created`)
+    const url = new URL(created.headers.location!, server.origin).href
+    const id = idOf(url)
+    const info = await client.send(new GetObjectCommand({ Bucket: bucket, Key: `uploads/${id}.info` }))
+    const { uploadId } = JSON.parse(await info.Body!.transformToString()) as { uploadId: string }
+    // Parts 1-999 as tiny parts (S3 checks part sizes only at completion): the upload's next part is the 1000th,
+    // the last of the first 1000, without sending 5 GiB.
+    const early = 999
+    for (let first = 1; first <= early; first += 50) {
+      await Promise.all(Array.from({ length: Math.min(50, early - first + 1) }, async (_, k) => await client.send(new UploadPartCommand({
+        Bucket: bucket, Key: `uploads/${id}`, UploadId: uploadId, PartNumber: first + k, Body: Buffer.from('x'), ContentLength: 1
+      }))))
+    }
+    const head = await rawRequest(url, { method: 'HEAD', headers: protocol.head })
+    t.equal(head.headers['upload-offset'], String(early), `${protocol.name}: the early parts count`)
+    const data = randomBytesSeeded(25 * MiB + 14, 60 + index)
+    const firstHalf = data.subarray(0, 15 * MiB + 7)
+    const patched = await rawRequest(url, { method: 'PATCH', headers: protocol.append(early), body: firstHalf })
+    t.equal(patched.status, 204, `${protocol.name}: appended across the first doubling`)
+    t.equal(patched.headers['upload-offset'], String(early + firstHalf.length))
+    const resumed = await rawRequest(url, { method: 'PATCH', headers: protocol.append(early + firstHalf.length), body: data.subarray(firstHalf.length) })
+    t.equal(resumed.status, 204, `${protocol.name}: resumed with a part of the new size`)
+    t.equal(resumed.headers['upload-offset'], String(early + data.length))
+    const listed = await client.send(new ListPartsCommand({ Bucket: bucket, Key: `uploads/${id}`, UploadId: uploadId, PartNumberMarker: String(early) }))
+    const md5 = (bytes: Buffer): string => `"${createHash('md5').update(bytes).digest('hex')}"`
+    t.same((listed.Parts ?? []).map(({ PartNumber, Size, ETag }) => ({ PartNumber, Size, ETag })), [
+      { PartNumber: 1000, Size: 5 * MiB, ETag: md5(data.subarray(0, 5 * MiB)) },
+      { PartNumber: 1001, Size: 10 * MiB, ETag: md5(data.subarray(5 * MiB, 15 * MiB)) },
+      { PartNumber: 1002, Size: 10 * MiB, ETag: md5(data.subarray(15 * MiB, 25 * MiB)) }
+    ], `${protocol.name}: part 1000 is 5 MiB, parts 1001 on are 10 MiB, byte for byte`)
+    const incomplete = await client.send(new GetObjectCommand({ Bucket: bucket, Key: `uploads/${id}.part` }))
+    t.equal(sha256(Buffer.from(await incomplete.Body!.transformToByteArray())), sha256(data.subarray(25 * MiB)), `${protocol.name}: the rest waits in the incomplete part`)
+  }
 })

@@ -29,6 +29,13 @@ const MIN_PART_SIZE = 5 * MiB
 const MAX_PART_SIZE = 5 * 1024 * MiB
 const MAX_PARTS = 10_000
 /**
+ * The parts of an upload of deferred length double in size every this many parts (up to 5 GiB): its length is not
+ * known when its parts are sized, and parts of one size would cap it at 10000 x partSize (78 GiB with 8 MiB parts).
+ * From 5 MiB this reaches S3's largest object (5 TiB) within 10000 parts, and a part is never more than a
+ * thousandth of what the upload held before it.
+ */
+const PARTS_PER_DOUBLING = 1000
+/**
  * Timeouts of the S3 client's requests unless `s3.requestHandler` sets its own (the SDK's own defaults are none,
  * so a frozen endpoint held a request, and the upload's lock, for good): ms to connect, and ms a request may go
  * without a byte either way. The AWS SDK for Java uses 2 s and 30 s; a working endpoint answers in milliseconds,
@@ -72,12 +79,13 @@ export interface S3StoreOptions {
   /**
    * Bytes per multipart part (S3: at least 5 MiB). A PATCH's bytes are buffered in memory by whole parts, so
    * this (with `partsInFlight`) bounds the memory per running PATCH. Uploads of known length use bigger parts when they need more
-   * than 10000 parts. Default 8 MiB.
+   * than 10000 parts; uploads of deferred length double their part size every 1000 parts (8 MiB parts up to
+   * 7.8 GiB, then 16 MiB up to 23.4 GiB, 32 MiB up to 54.7 GiB...), so that they can reach S3's 5 TiB. Default 8 MiB.
    */
   partSize?: number
   /**
    * Parts a PATCH uploads at once (1 to 64). Memory per running PATCH is bounded by (partsInFlight + 1) x
-   * partSize: the parts on their way plus the one being filled. Parts are still numbered in order; if one
+   * the upload's part size: the parts on their way plus the one being filled. Parts are still numbered in order; if one
    * fails, the upload resumes after the last part before it. Default 4.
    */
   partsInFlight?: number
@@ -87,7 +95,10 @@ export interface S3StoreOptions {
 interface InfoObject extends StoredInfo {
   /** The multipart upload that collects the data. */
   uploadId: string
+  /** Bytes of part 1 (and of every part, unless partSizeDoublesEvery is set). */
   partSize: number
+  /** Uploads created with a deferred length: the part size doubles every this many parts (PARTS_PER_DOUBLING). */
+  partSizeDoublesEvery?: number
   /** Set once CompleteMultipartUpload has turned the parts into the data object. */
   completed?: boolean
 }
@@ -191,7 +202,8 @@ export class S3Store implements DataStore {
       ...(upload.directory === undefined ? {} : { directory: upload.directory }),
       createdAt: createdAt.toISOString(),
       uploadId: multipart.UploadId,
-      partSize: this.#partSizeFor(upload.size)
+      partSize: this.#partSizeFor(upload.size),
+      ...(upload.size === undefined ? { partSizeDoublesEvery: PARTS_PER_DOUBLING } : {})
     }
     // Written only if no info object has this id yet (If-None-Match: *, atomic in S3): a taken id aborts the
     // multipart upload just created (a second one of the same key; the other upload's is untouched).
@@ -241,10 +253,15 @@ export class S3Store implements DataStore {
     // The bytes from the start of the unfinished part to the end of the upload, when its length is known: no part
     // buffer is bigger than that.
     const room = info.size === null ? Number.POSITIVE_INFINITY : info.size - state.offset + state.incompleteSize
-    const pending = new PartBuffer(info.partSize, room, info.partSize === this.partSize ? () => this.#spareParts.pop() ?? Buffer.allocUnsafe(info.partSize) : undefined)
+    const firstPart = state.parts.length + 1
+    const pending = new PartBuffer(
+      (index) => partSizeOf(info, firstPart + index),
+      room,
+      (size) => (size === this.partSize ? this.#spareParts.pop() : undefined) ?? Buffer.allocUnsafe(size)
+    )
     if (state.incompleteSize > 0) pending.push(await this.#readIncomplete(id, state.incompleteSize))
     const carried = pending.length
-    let partNumber = state.parts.length + 1
+    let partNumber = firstPart
     let received = 0
     let sourceError: unknown
     const chunks = source[Symbol.asyncIterator]()
@@ -298,10 +315,10 @@ export class S3Store implements DataStore {
         pending.push(next.value)
         received += next.value.length
         options?.reclaim?.(next.value)
-        while (pending.length >= info.partSize) {
+        while (pending.hasWholePart) {
           while (inFlight.size >= this.partsInFlight && failures.length === 0) await Promise.race(inFlight)
           if (failures.length > 0) throw failures[0]
-          if (partNumber > MAX_PARTS) throw new TusErrors.STORE_FAILED(`upload ${id} needs more than ${MAX_PARTS} parts of ${info.partSize} bytes; raise partSize`)
+          if (partNumber > MAX_PARTS) throw tooManyParts(info)
           fence()
           start(partNumber, pending.takePart())
           partNumber++
@@ -697,9 +714,7 @@ export class S3Store implements DataStore {
   }
 
   async #uploadPart (info: InfoObject, partNumber: number, body: Buffer, signal?: AbortSignal): Promise<StoredPart> {
-    if (partNumber > MAX_PARTS) {
-      throw new TusErrors.STORE_FAILED(`upload ${info.id} needs more than ${MAX_PARTS} parts of ${info.partSize} bytes; raise partSize`)
-    }
+    if (partNumber > MAX_PARTS) throw tooManyParts(info)
     const result = await this.#send('UploadPart', async (s3, options) => await s3.send(new UploadPartCommand({
       Bucket: this.bucket,
       Key: this.#dataKey(info.id, info.directory),
@@ -762,6 +777,7 @@ export class S3Store implements DataStore {
     return await this.#sendOrNotFound('HeadObject', async (s3) => await s3.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })))
   }
 
+  /** Part 1's size: of every part when the length is known, of the first PARTS_PER_DOUBLING parts when deferred. */
   #partSizeFor (size: number | undefined): number {
     if (size === undefined) return this.partSize
     // Round up to whole MiB so that big uploads get tidy part sizes.
@@ -861,48 +877,66 @@ function withTimeouts (handler: S3ClientConfig['requestHandler']): S3ClientConfi
  * is free at once), so a part is ready the moment its last byte is in: no concatenation of many small chunks.
  * A part buffer is `size` bytes, or what is left of `room` (the bytes to the end of the upload) when that is less.
  */
+/** The size of an upload's part `partNumber` (1-based); the last part may be shorter. */
+function partSizeOf (info: InfoObject, partNumber: number): number {
+  if (info.partSizeDoublesEvery === undefined) return info.partSize
+  return Math.min(MAX_PART_SIZE, info.partSize * 2 ** Math.floor((partNumber - 1) / info.partSizeDoublesEvery))
+}
+
+function tooManyParts (info: InfoObject): Error {
+  return new TusErrors.STORE_FAILED(`upload ${info.id} needs more than ${MAX_PARTS} parts, starting at ${info.partSize} bytes; raise partSize`)
+}
+
 class PartBuffer {
-  readonly #size: number
-  readonly #allocate: () => Buffer
+  readonly #sizeOf: (index: number) => number
+  readonly #allocate: (size: number) => Buffer
   #room: number
   readonly #full: Buffer[] = []
   #part: Buffer | undefined
+  /** Which part of this buffer's is being filled: 0 for the first. */
+  #index = 0
   #filled = 0
   /** Bytes held: the whole parts not taken yet and the part being filled. */
   length = 0
 
-  /** `allocate` gives a buffer of `size` bytes (default: a new one). */
-  constructor (size: number, room: number, allocate?: () => Buffer) {
-    this.#size = size
+  /** `sizeOf(index)` is the size of the buffer's index-th part; `allocate(size)` gives a buffer of that many bytes. */
+  constructor (sizeOf: (index: number) => number, room: number, allocate: (size: number) => Buffer) {
+    this.#sizeOf = sizeOf
     this.#room = room
-    this.#allocate = allocate ?? (() => Buffer.allocUnsafe(size))
+    this.#allocate = allocate
+  }
+
+  get hasWholePart (): boolean {
+    return this.#full.length > 0
   }
 
   push (chunk: Buffer): void {
     let at = 0
     while (at < chunk.length) {
+      const size = this.#sizeOf(this.#index)
       if (this.#part === undefined) {
-        this.#part = this.#room > 0 && this.#room < this.#size ? Buffer.allocUnsafe(this.#room) : this.#allocate()
+        this.#part = this.#room > 0 && this.#room < size ? Buffer.allocUnsafe(this.#room) : this.#allocate(size)
       } else if (this.#filled === this.#part.length) {
         // More bytes than the room said (never from the core, which bounds the body): grow to a whole part.
-        const grown = this.#allocate()
+        const grown = this.#allocate(size)
         this.#part.copy(grown, 0, 0, this.#filled)
         this.#part = grown
       }
       const copied = chunk.copy(this.#part, this.#filled, at, Math.min(chunk.length, at + this.#part.length - this.#filled))
       at += copied
       this.#filled += copied
-      if (this.#filled === this.#size) {
+      if (this.#filled === size) {
         this.#full.push(this.#part)
         this.#part = undefined
         this.#filled = 0
-        this.#room -= this.#size
+        this.#room -= size
+        this.#index++
       }
     }
     this.length += chunk.length
   }
 
-  /** The next whole part; only when `length` is at least a part. */
+  /** The next whole part; only when there is one (hasWholePart). */
   takePart (): Buffer {
     const part = this.#full.shift()!
     this.length -= part.length
