@@ -976,6 +976,24 @@ t.test('downloads whose clients take no byte are cut after idleTimeout: they nev
   t.equal(sha256(whole.body), sha256(data))
 })
 
+/**
+ * Uploads parts 1-999 of an upload as parts of one byte (S3 checks part sizes only at completion), so that its
+ * next part is the 1000th, the last before the first doubling, without sending 5 GiB. Returns their bytes' count.
+ */
+async function fillEarlyParts (bucket: string, id: string, uploadId: string): Promise<number> {
+  const early = 999
+  for (let first = 1; first <= early; first += 50) {
+    await Promise.all(Array.from({ length: Math.min(50, early - first + 1) }, async (_, k) => await client.send(new UploadPartCommand({
+      Bucket: bucket, Key: `uploads/${id}`, UploadId: uploadId, PartNumber: first + k, Body: Buffer.from('x'), ContentLength: 1
+    }))))
+  }
+  return early
+}
+
+function md5 (bytes: Buffer): string {
+  return `"${createHash('md5').update(bytes).digest('hex')}"`
+}
+
 t.test('an upload of deferred length doubles its part size every 1000 parts, so it is not capped at 10000 x partSize (tus, draft 6)', async (t) => {
   t.setTimeout(240_000)
   const bucket = await testBucket(t)
@@ -1001,14 +1019,7 @@ t.test('an upload of deferred length doubles its part size every 1000 parts, so 
     const id = idOf(url)
     const info = await client.send(new GetObjectCommand({ Bucket: bucket, Key: `uploads/${id}.info` }))
     const { uploadId } = JSON.parse(await info.Body!.transformToString()) as { uploadId: string }
-    // Parts 1-999 as tiny parts (S3 checks part sizes only at completion): the upload's next part is the 1000th,
-    // the last of the first 1000, without sending 5 GiB.
-    const early = 999
-    for (let first = 1; first <= early; first += 50) {
-      await Promise.all(Array.from({ length: Math.min(50, early - first + 1) }, async (_, k) => await client.send(new UploadPartCommand({
-        Bucket: bucket, Key: `uploads/${id}`, UploadId: uploadId, PartNumber: first + k, Body: Buffer.from('x'), ContentLength: 1
-      }))))
-    }
+    const early = await fillEarlyParts(bucket, id, uploadId)
     const head = await rawRequest(url, { method: 'HEAD', headers: protocol.head })
     t.equal(head.headers['upload-offset'], String(early), `${protocol.name}: the early parts count`)
     const data = randomBytesSeeded(25 * MiB + 14, 60 + index)
@@ -1020,7 +1031,6 @@ t.test('an upload of deferred length doubles its part size every 1000 parts, so 
     t.equal(resumed.status, 204, `${protocol.name}: resumed with a part of the new size`)
     t.equal(resumed.headers['upload-offset'], String(early + data.length))
     const listed = await client.send(new ListPartsCommand({ Bucket: bucket, Key: `uploads/${id}`, UploadId: uploadId, PartNumberMarker: String(early) }))
-    const md5 = (bytes: Buffer): string => `"${createHash('md5').update(bytes).digest('hex')}"`
     t.same((listed.Parts ?? []).map(({ PartNumber, Size, ETag }) => ({ PartNumber, Size, ETag })), [
       { PartNumber: 1000, Size: 5 * MiB, ETag: md5(data.subarray(0, 5 * MiB)) },
       { PartNumber: 1001, Size: 10 * MiB, ETag: md5(data.subarray(5 * MiB, 15 * MiB)) },
@@ -1029,4 +1039,27 @@ t.test('an upload of deferred length doubles its part size every 1000 parts, so 
     const incomplete = await client.send(new GetObjectCommand({ Bucket: bucket, Key: `uploads/${id}.part` }))
     t.equal(sha256(Buffer.from(await incomplete.Body!.transformToByteArray())), sha256(data.subarray(25 * MiB)), `${protocol.name}: the rest waits in the incomplete part`)
   }
+})
+
+t.test('an upload of deferred length created before the doubling keeps its one part size', async (t) => {
+  t.setTimeout(120_000)
+  const bucket = await testBucket(t)
+  const id = contractId()
+  await newStore(bucket).create({ id, size: undefined, metadata: {} })
+  // Its info object as the store wrote it before parts doubled: no partSizeDoublesEvery.
+  const key = `uploads/${id}.info`
+  const written = JSON.parse(await (await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }))).Body!.transformToString()) as Record<string, unknown>
+  t.equal(written.partSizeDoublesEvery, 1000, 'a new upload of deferred length records its doubling')
+  delete written.partSizeDoublesEvery
+  const older = JSON.stringify(written)
+  await client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: older, ContentLength: Buffer.byteLength(older) }))
+  const early = await fillEarlyParts(bucket, id, written.uploadId as string)
+  const store = newStore(bucket)
+  const data = randomBytesSeeded(10 * MiB + 3, 62)
+  t.equal(await store.write(id, early, bytes(data)), early + data.length)
+  const listed = await client.send(new ListPartsCommand({ Bucket: bucket, Key: `uploads/${id}`, UploadId: written.uploadId as string, PartNumberMarker: String(early) }))
+  t.same((listed.Parts ?? []).map(({ PartNumber, Size, ETag }) => ({ PartNumber, Size, ETag })), [
+    { PartNumber: 1000, Size: 5 * MiB, ETag: md5(data.subarray(0, 5 * MiB)) },
+    { PartNumber: 1001, Size: 5 * MiB, ETag: md5(data.subarray(5 * MiB, 10 * MiB)) }
+  ])
 })
