@@ -15,6 +15,21 @@ export interface CliOptionSpec {
 const PREFIX = 'FASTIFY_TUS_'
 const NOT_FROM_ENV = new Set(['help', 'version'])
 
+const SIZE_UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 }
+
+/**
+ * A size flag's bytes: a positive whole number, or with a binary suffix (`8M` and `8MiB` are 8 MiB). `8MB` is
+ * refused, not guessed: many read it as 8,000,000 bytes. `usage` makes the error (the CLI's: exit code 2).
+ */
+export function parseSize (flag: string, value: string, usage: (message: string) => Error): number {
+  const match = /^(\d+)(?:([KMGT])(?:iB)?)?$/i.exec(value.trim())
+  const size = match === null ? NaN : Number(match[1]) * SIZE_UNITS[(match[2] ?? '').toUpperCase()]!
+  if (!(Number.isSafeInteger(size) && size > 0)) {
+    throw usage(`${flag} must be a positive number of bytes, optionally with K, M, G or T (KiB, MiB, GiB, TiB; got "${value}")`)
+  }
+  return size
+}
+
 /** The environment variable of a flag: `max-size` -> `FASTIFY_TUS_MAX_SIZE`. */
 export function envName (flag: string): string {
   return PREFIX + flag.toUpperCase().replaceAll('-', '_')

@@ -2,6 +2,7 @@
 // lock in Redis. lib/cli.ts spreads SCALE_FLAGS into its parser, prints SCALE_HELP, and builds the store and
 // locker with scaleServices(). Both clients are optional peer dependencies, loaded only when asked for.
 import type { FastifyInstance } from 'fastify'
+import { parseSize } from './cli-env.js'
 import type { HealthProbe } from './cli-health.js'
 import type { UploadLocker } from './lockers/lock.js'
 import type { DataStore } from './store/types.js'
@@ -51,8 +52,6 @@ const VARIABLES: Record<keyof typeof SCALE_FLAGS, string> = {
   'redis-prefix': 'FASTIFY_TUS_REDIS_PREFIX'
 }
 
-const SIZE_UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }
-
 /**
  * Reads the scale-out flags (a flag wins over its variable). `usage` makes the error a bad value is
  * reported with (the CLI's usage error: exit code 2).
@@ -77,7 +76,7 @@ export function parseScale (values: Values, env: NodeJS.ProcessEnv, usage: (mess
       endpoint,
       region: read('s3-region') ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION ?? 'us-east-1',
       prefix: read('s3-prefix') ?? '',
-      partSize: partSize === undefined ? undefined : parseSize(partSize, usage),
+      partSize: partSize === undefined ? undefined : parseSize('--s3-part-size', partSize, usage),
       partsInFlight: partsInFlight === undefined ? undefined : Number(partsInFlight)
     }
   }
@@ -85,13 +84,6 @@ export function parseScale (values: Values, env: NodeJS.ProcessEnv, usage: (mess
   if (url === undefined && read('redis-prefix') !== undefined) throw usage(`--redis-prefix needs --redis-url (or ${VARIABLES['redis-url']})`)
   if (url !== undefined && !/^rediss?:\/\/./.test(url)) throw usage(`--redis-url must be a redis:// or rediss:// URL (got "${url}")`)
   return { s3, redis: url === undefined ? undefined : { url, prefix: read('redis-prefix') ?? 'fastify-tus:' } }
-}
-
-function parseSize (value: string, usage: (message: string) => Error): number {
-  const match = /^(\d+)([KMG]?)(?:i?B)?$/i.exec(value)
-  const size = match === null ? NaN : Number(match[1]) * (SIZE_UNITS[(match[2] ?? '').toUpperCase()] ?? NaN)
-  if (!Number.isSafeInteger(size)) throw usage(`--s3-part-size must be a number of bytes, optionally with K, M or G (got "${value}")`)
-  return size
 }
 
 /** Where the uploads go, for the start-up line. */

@@ -11,7 +11,7 @@ import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import cors from '@fastify/cors'
 import Fastify from 'fastify'
-import { envArguments, namingVariables, unknownEnvVariables, type CliOptionSpec } from './cli-env.js'
+import { envArguments, namingVariables, parseSize, unknownEnvVariables, type CliOptionSpec } from './cli-env.js'
 import { directoryProbe, healthRoute } from './cli-health.js'
 import { parseHookEvents, tusdFileHooks, tusdHttpHooks, type TusdHookName } from './cli-hooks.js'
 import { SCALE_FLAGS, SCALE_HELP, describeStorage, parseScale, scaleServices, type ScaleOptions } from './cli-scale.js'
@@ -196,11 +196,11 @@ function parseCli (argv: string[]): Parsed {
       port: parsePort(values.port ?? '1080'),
       host: nonEmpty('--host', values.host ?? '127.0.0.1'),
       prefix: parsePath('--prefix', values.prefix ?? '/files'),
-      maxSize: values['max-size'] === undefined ? undefined : parseSize('--max-size', values['max-size']),
+      maxSize: values['max-size'] === undefined ? undefined : parseSize('--max-size', values['max-size'], usageError),
       daysToKeep: values['days-to-keep'] === undefined ? undefined : parseDays(values['days-to-keep']),
       expireCompleted: values['expire-completed'] === true,
       expiryIntervalSeconds: parseSeconds('--expiry-interval', values['expiry-interval'] ?? '3600'),
-      minFreeSpace: values['min-free-space'] === undefined || values['min-free-space'] === '0' ? 0 : parseSize('--min-free-space', values['min-free-space']),
+      minFreeSpace: values['min-free-space'] === undefined || values['min-free-space'] === '0' ? 0 : parseSize('--min-free-space', values['min-free-space'], usageError),
       idleTimeoutSeconds: parseSeconds('--idle-timeout', values['idle-timeout'] ?? '60'),
       corsOrigins: (values['cors-origin'] ?? []).map(parseOrigin),
       metricsPath: values['metrics-path'] === undefined ? undefined : parsePath('--metrics-path', values['metrics-path']),
@@ -216,7 +216,7 @@ function parseCli (argv: string[]): Parsed {
       hooksEvents: values['hooks-enabled-events'] === undefined ? undefined : usage(() => parseHookEvents(values['hooks-enabled-events'] ?? '')),
       fsync: values['no-fsync'] !== true,
       logLevel: logLevel as LogLevel,
-      scale: parseScale(values, process.env, (message) => new UsageError(message))
+      scale: parseScale(values, process.env, usageError)
     }
   }
 }
@@ -265,6 +265,10 @@ function parseHookUrl (value: string): string {
   return value
 }
 
+function usageError (message: string): UsageError {
+  return new UsageError(message)
+}
+
 function usage<T> (parse: () => T): T {
   try {
     return parse()
@@ -287,17 +291,6 @@ function parsePort (value: string): number {
 function parsePath (flag: string, value: string): string {
   if (!/^\/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$/.test(value)) throw new UsageError(`${flag} must be a URL path starting with "/" (got "${value}")`)
   return value
-}
-
-const SIZE_UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 }
-
-function parseSize (flag: string, value: string): number {
-  const match = /^(\d+)([KMGT]?)(?:i?B)?$/i.exec(value.trim())
-  const size = match === null ? NaN : Number(match[1]) * (SIZE_UNITS[(match[2] ?? '').toUpperCase()] ?? NaN)
-  if (!(Number.isSafeInteger(size) && size > 0)) {
-    throw new UsageError(`${flag} must be a positive number of bytes, optionally with K, M, G or T (got "${value}")`)
-  }
-  return size
 }
 
 function parseDays (value: string): number {

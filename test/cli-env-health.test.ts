@@ -5,7 +5,7 @@ import { mkdir, mkdtemp, readdir, rename, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Fastify from 'fastify'
-import { envArguments, envName, unknownEnvVariables } from '../lib/cli-env.js'
+import { envArguments, envName, parseSize, unknownEnvVariables } from '../lib/cli-env.js'
 import { directoryProbe, healthRoute } from '../lib/cli-health.js'
 import { freePort, rawRequest, tusRequest } from './helpers.js'
 import { startProcess, waitForOutput } from './process.js'
@@ -137,5 +137,15 @@ t.test('the health path answers 503 while the lock service or S3 the server uses
     t.equal(health.text, failure)
     server.child.kill('SIGTERM')
     await server.exited
+  }
+})
+
+t.test('a size flag takes bytes or a binary suffix, and refuses the decimal-looking KB, MB, GB, TB', async (t) => {
+  const usage = (message: string): Error => new Error(message)
+  for (const [value, bytes] of [['1048576', 1048576], ['1M', 1048576], ['1MiB', 1048576], ['1m', 1048576], [' 5K ', 5120], ['2T', 2 * 1024 ** 4], ['10GiB', 10 * 1024 ** 3]] as const) {
+    t.equal(parseSize('--max-size', value, usage), bytes, value)
+  }
+  for (const value of ['10GB', '1kb', '8B', '0', '1.5G', '-1', 'G', '', '99999999999T']) {
+    t.throws(() => parseSize('--max-size', value, usage), { message: `--max-size must be a positive number of bytes, optionally with K, M, G or T (KiB, MiB, GiB, TiB; got "${value}")` }, value)
   }
 })

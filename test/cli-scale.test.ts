@@ -44,7 +44,8 @@ t.test('bad scale-out flags and variables exit 2 saying what is wrong', async (t
   const cases: Array<[string[], Record<string, string>, RegExp]> = [
     [['--s3-endpoint', 'http://127.0.0.1:1'], {}, /--s3-endpoint needs --s3-bucket/],
     [['--s3-bucket', 'b', '--s3-endpoint', 'ftp://x'], {}, /--s3-endpoint must be an http\(s\) URL/],
-    [['--s3-bucket', 'b', '--s3-part-size', 'lots'], {}, /--s3-part-size must be a number of bytes/],
+    [['--s3-bucket', 'b', '--s3-part-size', 'lots'], {}, /--s3-part-size must be a positive number of bytes/],
+    [['--s3-bucket', 'b', '--s3-part-size', '8MB'], {}, /--s3-part-size must be a positive number of bytes/],
     [['--s3-bucket', 'b', '--s3-part-size', '1M', '--port', '0'], {}, /^fastify-tus: --s3-part-size must be an integer from 5242880/m],
     [['--s3-bucket', 'b', '--port', '0'], { FASTIFY_TUS_S3_PART_SIZE: '4M' }, /^fastify-tus: FASTIFY_TUS_S3_PART_SIZE must be an integer from 5242880/m],
     [['--s3-bucket', 'b', '--s3-parts-in-flight', 'many'], {}, /--s3-parts-in-flight must be a whole number/],

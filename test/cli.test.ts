@@ -48,6 +48,9 @@ t.test('bad flags and values exit 2 with a message naming the problem', async (t
     [['--port', 'http'], /--port must be/],
     [['--max-size', '0'], /--max-size must be a positive number of bytes/],
     [['--max-size', '10X'], /--max-size/],
+    // Decimal to many (10,000,000,000 bytes): refused rather than read as 10 GiB.
+    [['--max-size', '10GB'], /^fastify-tus: --max-size must be a positive number of bytes, optionally with K, M, G or T \(KiB, MiB, GiB, TiB; got "10GB"\)$/m],
+    [['--min-free-space', '1kb'], /--min-free-space must be a positive number of bytes/],
     // A negative number is the flag's value, not an option: the validation message, not the parser's.
     [['--days-to-keep', '-1'], /^fastify-tus: --days-to-keep must be a positive number of days or "never" \(got "-1"\)$/m],
     [['--port', '-1'], /^fastify-tus: --port must be a whole number from 0 to 65535 \(got "-1"\)$/m],
