@@ -292,6 +292,20 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/s3-frozen.test.ts']
   },
   {
+    name: 'a hook\'s refusal sends every header it carries (Transfer-Encoding beside Content-Length, Upload-Offset)',
+    file: 'lib/core/lifecycle.ts',
+    find: 'if (status !== undefined) return sendable(name, error instanceof Error ? error : refusalOf(error as Record<string, unknown>, status), request)',
+    replace: 'if (status !== undefined) return error instanceof Error ? error : refusalOf(error as Record<string, unknown>, status)',
+    tests: ['test/hook-refusals.test.ts']
+  },
+  {
+    name: 'X-HTTP-Method-Override on a path no route takes answers the creation URL\'s 405',
+    file: 'lib/http/routes.ts',
+    find: 'if (method === \'POST\' || request.is404) return',
+    replace: 'if (method === \'POST\') return',
+    tests: ['test/patch.test.ts']
+  },
+  {
     name: 'S3Store: deferred uploads keep one part size (capped at 10000 x partSize)',
     file: 'lib/store/s3-store.ts',
     find: '...(upload.size === undefined ? { partSizeDoublesEvery: PARTS_PER_DOUBLING } : {})',

@@ -12,7 +12,15 @@ import { createUpload, idOf, sha256, startServer, tusRequest, type RawResponse }
 
 type Hook = 'auth' | 'maxSize' | 'onUploadCreate' | 'onUploadAccess' | 'onUploadProgress' | 'onUploadTerminate'
 
-interface Shape { name: string, make: () => unknown, status: number, text: (hook: Hook) => string, retryAfter?: string }
+interface Shape {
+  name: string
+  make: () => unknown
+  status: number
+  text: (hook: Hook) => string
+  retryAfter?: string
+  /** Headers of the thrown refusal's that its answer carries (a value) or leaves out (undefined). */
+  headers?: Record<string, string | undefined>
+}
 
 const SHAPES: Shape[] = [
   { name: 'a plain object with statusCode 401', make: () => ({ statusCode: 401, message: 'Who are you?' }), status: 401, text: () => 'Who are you?' },
@@ -25,6 +33,31 @@ const SHAPES: Shape[] = [
     text: () => 'Slow down',
     retryAfter: '7'
   },
+  {
+    // As a hook that rethrows an upstream server's error, headers and all: the protocol's own and malformed ones are
+    // left out (a Content-Length beside Transfer-Encoding: chunked is a response proxies read two ways).
+    name: 'an Error with statusCode 403 and headers its answer may not carry',
+    make: () => Object.assign(new Error('Not yours'), {
+      statusCode: 403,
+      headers: {
+        'Transfer-Encoding': 'chunked',
+        'Content-Length': '1',
+        Connection: 'close',
+        'Upload-Offset': '999999',
+        'Tus-Resumable': '0.2.2',
+        'X-Crlf': 'a\r\nb',
+        'Bad Name': 'x',
+        'X-Object': { a: 1 },
+        'Retry-After': 7,
+        'X-Kept': 'yes'
+      }
+    }),
+    status: 403,
+    text: () => 'Not yours',
+    retryAfter: '7',
+    headers: { 'transfer-encoding': undefined, 'x-crlf': undefined, 'x-object': undefined, 'x-kept': 'yes' }
+  },
+  { name: 'an Error with statusCode 403 and headers: null', make: () => Object.assign(new Error('Not yours'), { statusCode: 403, headers: null }), status: 403, text: () => 'Not yours' },
   { name: 'an Error with statusCode "401" (a string)', make: () => Object.assign(new Error('x'), { statusCode: '401' }), status: 500, text: (hook) => `${hook} failed` },
   { name: 'an Error with statusCode 401.5', make: () => Object.assign(new Error('x'), { statusCode: 401.5 }), status: 500, text: (hook) => `${hook} failed` },
   { name: 'an Error with statusCode 302', make: () => Object.assign(new Error('x'), { statusCode: 302 }), status: 500, text: (hook) => `${hook} failed` },
@@ -85,6 +118,12 @@ t.test('a thrown status is honoured alike by every hook, in tus and the draft; s
         else if (response.headers['content-type']?.startsWith('text/plain') === true) t.equal(response.text, shape.text(hook), `${what}: body`)
         else t.match(JSON.parse(response.text) as unknown, { detail: shape.text(hook) }, `${what}: problem detail`)
         if (shape.retryAfter !== undefined) t.equal(response.headers['retry-after'], shape.retryAfter, `${what}: the hook's header`)
+        for (const [name, value] of Object.entries(shape.headers ?? {})) t.equal(response.headers[name], value, `${what}: ${name}`)
+        if (shape.headers !== undefined) {
+          t.not(response.headers['upload-offset'], '999999', `${what}: no Upload-Offset but the upload's`)
+          t.not(response.headers['tus-resumable'], '0.2.2', `${what}: no Tus-Resumable but the server's`)
+          if (hook !== 'onUploadAccess') t.equal(response.headers['content-length'], String(response.body.length), `${what}: Content-Length is the body's`)
+        }
       }
     }
   }

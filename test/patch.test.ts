@@ -170,6 +170,13 @@ t.test('a method a URL does not have is 405 with the methods it has, in both pro
     }
     const elsewhere = await tusRequest(`${url}/more`, { method: 'GET', headers: protocol })
     t.equal(elsewhere.status, 404, `${name}: a path below an upload's is no URL of ours`)
+    for (const override of ['GET', 'DELETE', 'PATCH', 'PUT']) {
+      for (const target of [`${url}/more`, `${endpoint}/a/b/c`]) {
+        const tunnelled = await tusRequest(target, { method: 'POST', headers: { ...protocol, 'X-HTTP-Method-Override': override } })
+        t.equal(tunnelled.status, 404, `${name}: POST with X-HTTP-Method-Override: ${override} to ${new URL(target).pathname} is no URL of ours either`)
+        t.equal(tunnelled.headers.allow, undefined)
+      }
+    }
   }
   // A body sent with such a method is not stored.
   const put = await tusRequest(url, { method: 'PUT', headers: { 'Upload-Offset': '0', ...OCTET }, body: Buffer.alloc(8 * 1024 * 1024, 1) })

@@ -271,7 +271,7 @@ export function uploadFailed (services: TusServices, request: FastifyRequest, up
  */
 export function hookError (name: string, error: unknown, request: FastifyRequest): Error {
   const status = refusalStatus(error)
-  if (status !== undefined) return error instanceof Error ? error : refusalOf(error as Record<string, unknown>, status)
+  if (status !== undefined) return sendable(name, error instanceof Error ? error : refusalOf(error as Record<string, unknown>, status), request)
   request.log.error({ err: error }, `fastify-tus: ${name} failed`)
   return new TusErrors.HOOK_FAILED(name)
 }
@@ -289,6 +289,29 @@ export function refuseReturned (name: string, returned: unknown): void {
   if (returned === false) throw new TusErrors.HOOK_RESULT_INVALID(name, `it returned false, which refuses nothing: ${how}`)
   const what = returned instanceof Error ? 'an error' : returned === null ? 'null' : `a value of type ${typeof returned}`
   throw new TusErrors.HOOK_RESULT_INVALID(name, `it returned ${what}, which refuses nothing: return nothing to let the request in, ${how}`)
+}
+
+/**
+ * A refusal with only the headers its answer may carry: the protocol's own (`Upload-Offset`, `Content-Length`,
+ * `Transfer-Encoding`...) and malformed ones are left out, with a warning. Sent, they would contradict the answer or
+ * break it (a `Content-Length` beside `Transfer-Encoding: chunked`, which proxies read two ways), or make Fastify
+ * answer 500 of its own. A hook that rethrows an upstream server's error, headers and all, does that. Numbers are
+ * sent as text (`Retry-After: 7`). The refusal stands.
+ */
+function sendable (name: string, refusal: Error & { headers?: unknown }, request: FastifyRequest): Error {
+  const { headers } = refusal
+  if (headers === undefined) return refusal
+  const kept: Record<string, string | string[]> = {}
+  const dropped: string[] = []
+  for (const [field, value] of typeof headers === 'object' && headers !== null ? Object.entries(headers) : []) {
+    const text = typeof value === 'number' && Number.isFinite(value) ? String(value) : value as unknown
+    if (headerProblem(field, text) === undefined) kept[field] = text as string | string[]
+    else dropped.push(field.slice(0, 64))
+  }
+  if (typeof headers !== 'object' || headers === null || Array.isArray(headers)) dropped.push(`headers: ${headers === null ? 'null' : typeof headers}`)
+  if (dropped.length === 0) return refusal
+  request.log.warn({ dropped }, `fastify-tus: ${name} refused with headers its answer may not carry; sent without them`)
+  return Object.assign(refusal, { headers: kept })
 }
 
 function refusalOf (thrown: Record<string, unknown>, statusCode: number): Error {
@@ -333,9 +356,16 @@ function responseProblem (response: UploadResponse): string | undefined {
     if (status === 204) return 'a 204 response cannot have a body'
   }
   for (const [name, value] of Object.entries(headers ?? {})) {
-    const values: unknown[] = Array.isArray(value) ? value : [value]
-    if (!HEADER_NAME.test(name) || values.length === 0 || values.some((each) => typeof each !== 'string' || /[\r\n\0]/.test(each))) return `header "${name.slice(0, 64)}" is invalid`
-    if (PROTECTED_HEADER.test(name)) return `header "${name}" belongs to the protocol`
+    const problem = headerProblem(name, value)
+    if (problem !== undefined) return problem
   }
+  return undefined
+}
+
+/** Why a header a hook gives may not go out: a malformed name or value, or a header of the protocol's own. */
+function headerProblem (name: string, value: unknown): string | undefined {
+  const values: unknown[] = Array.isArray(value) ? value : [value]
+  if (!HEADER_NAME.test(name) || values.length === 0 || values.some((each) => typeof each !== 'string' || /[\r\n\0]/.test(each))) return `header "${name.slice(0, 64)}" is invalid`
+  if (PROTECTED_HEADER.test(name)) return `header "${name}" belongs to the protocol`
   return undefined
 }

@@ -172,7 +172,8 @@ function overrideMethod (request: FastifyRequest): void {
   const override = stringHeader(request, 'x-http-method-override')
   if (override === undefined || request.method !== 'POST') return
   const method = override.trim().toUpperCase()
-  if (method === 'POST') return
+  // A path no route takes is answered as such (unrouted: 404 below an upload's URL), whatever the method it names.
+  if (method === 'POST' || request.is404) return
   const onUpload = request.routeOptions.url?.endsWith('/:id') === true
   if (!onUpload || TUS_UPLOAD_HANDLERS[method] === undefined) throw notAllowed(method.slice(0, 32), onUpload)
   request.raw.method = method
