@@ -150,6 +150,14 @@ t.test('concatenation-unfinished: a final created before its partials finish com
   t.equal(pending.headers['upload-offset'], undefined)
   t.equal(pending.headers['upload-length'], '12')
   t.equal((await tusRequest(url)).status, 409, 'no download before it is complete')
+  // The draft's HEAD always carries an offset: 0, and not complete; an append is refused as in tus.
+  const draft = { 'Upload-Draft-Interop-Version': '6' }
+  const draftHead = await tusRequest(url, { method: 'HEAD', headers: draft })
+  t.equal(draftHead.status, 204)
+  t.equal(draftHead.headers['upload-offset'], '0')
+  t.equal(draftHead.headers['upload-complete'], '?0')
+  const draftAppend = await tusRequest(url, { method: 'PATCH', headers: { ...draft, 'Upload-Offset': '0', 'Upload-Complete': '?0', 'Content-Type': 'application/partial-upload' }, body: 'x' })
+  t.equal(draftAppend.status, 403, 'no append to a final, in the draft either')
   await append(a, 0, 'fir')
   t.same(seen, [])
   await append(a, 3, 'st-')
