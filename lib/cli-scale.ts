@@ -31,7 +31,7 @@ Several instances (S3 for the uploads, Redis for the lock; each flag also reads 
   --s3-endpoint <url>       an S3-compatible endpoint (Ceph, MinIO...); path-style requests  [FASTIFY_TUS_S3_ENDPOINT]
   --s3-region <region>      the bucket's region (default: AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1) [FASTIFY_TUS_S3_REGION]
   --s3-prefix <prefix>      prefix of every object key, e.g. tus/ (default: none)          [FASTIFY_TUS_S3_PREFIX]
-  --s3-part-size <bytes>    multipart part size, 5M to 5G; K, M, G suffixes (default: 8M)    [FASTIFY_TUS_S3_PART_SIZE]
+  --s3-part-size <bytes>    multipart part size, 5M to 4G; K, M, G suffixes (default: 8M)    [FASTIFY_TUS_S3_PART_SIZE]
   --s3-parts-in-flight <n>  parts a PATCH uploads at once, 1 to 64 (default: 4)             [FASTIFY_TUS_S3_PARTS_IN_FLIGHT]
   --redis-url <url>         lock uploads through Redis, e.g. redis://127.0.0.1:6379        [FASTIFY_TUS_REDIS_URL]
   --redis-prefix <prefix>   prefix of the lock keys and channels (default: fastify-tus:)    [FASTIFY_TUS_REDIS_PREFIX]

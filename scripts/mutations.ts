@@ -306,6 +306,20 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/patch.test.ts']
   },
   {
+    name: 'S3Store: partSize up to S3\'s 5 GiB, which Node 20 cannot buffer',
+    file: 'lib/store/s3-store.ts',
+    find: 'this.partSize < MIN_PART_SIZE || this.partSize > LARGEST_BUFFERED_PART',
+    replace: 'this.partSize < MIN_PART_SIZE || this.partSize > MAX_PART_SIZE',
+    tests: ['test/s3-store.test.ts']
+  },
+  {
+    name: 'S3Store: a failure says only the SDK\'s message (Ceph\'s "UnknownError")',
+    file: 'lib/store/s3-store.ts',
+    find: 'const message = `S3 ${operation}: ${errorMessage(error)}${said.length === 0 ? \'\' : ` (${said.join(\', \')})`}`',
+    replace: 'const message = `S3 ${operation}: ${errorMessage(error)}`',
+    tests: ['test/s3-store.test.ts']
+  },
+  {
     name: 'S3Store: deferred uploads keep one part size (capped at 10000 x partSize)',
     file: 'lib/store/s3-store.ts',
     find: '...(upload.size === undefined ? { partSizeDoublesEvery: PARTS_PER_DOUBLING } : {})',

@@ -493,7 +493,8 @@ t.test('a download whose upload a DELETE is removing once it was read answers 40
 
 t.test('S3 unreachable or a missing bucket: FST_TUS_STORE_FAILED naming the S3 operation', async (t) => {
   const missing = newStore('no-such-bucket-fastify-tus')
-  await t.rejects(missing.create({ id: contractId(), size: 1, metadata: {} }), { code: 'FST_TUS_STORE_FAILED', message: /S3 (HeadObject|CreateMultipartUpload)/ })
+  // What S3 said, by name and HTTP status, for the log (the SDK's message for an S3-compatible store may say nothing).
+  await t.rejects(missing.create({ id: contractId(), size: 1, metadata: {} }), { code: 'FST_TUS_STORE_FAILED', message: /^Storage error: S3 CreateMultipartUpload: .*\(NoSuchBucket, HTTP 404\)$/ })
   const closed = new S3Store({
     bucket: 'b', s3: { ...s3ClientConfig(), endpoint: 'http://127.0.0.1:1', maxAttempts: 1 }
   })
@@ -502,7 +503,8 @@ t.test('S3 unreachable or a missing bucket: FST_TUS_STORE_FAILED naming the S3 o
 })
 
 t.test('invalid options are refused at construction', async (t) => {
-  for (const partSize of [5 * MiB - 1, 5 * 1024 * MiB + 1, 5 * MiB + 0.5]) {
+  // Up to 4 GiB, not S3's 5: a part is buffered whole, and Node 20's largest Buffer is 4 GiB.
+  for (const partSize of [5 * MiB - 1, 4 * 1024 * MiB + 1, 5 * 1024 * MiB, 5 * MiB + 0.5]) {
     t.throws(() => new S3Store({ bucket: 'b', s3: s3ClientConfig(), partSize }), { code: 'FST_TUS_INVALID_OPTION' }, String(partSize))
   }
   for (const partsInFlight of [0, 65, 1.5]) {

@@ -29,10 +29,16 @@ const MIN_PART_SIZE = 5 * MiB
 const MAX_PART_SIZE = 5 * 1024 * MiB
 const MAX_PARTS = 10_000
 /**
- * The parts of an upload of deferred length double in size every this many parts (up to 5 GiB): its length is not
- * known when its parts are sized, and parts of one size would cap it at 10000 x partSize (78 GiB with 8 MiB parts).
- * From 5 MiB this reaches S3's largest object (5 TiB) within 10000 parts, and a part is never more than a
- * thousandth of what the upload held before it.
+ * The largest part the store makes: a part is buffered in memory whole, and Node 20's largest Buffer is 4 GiB
+ * (a 5 GiB part failed every append with a RangeError). S3's own limit, MAX_PART_SIZE, still bounds the parts S3
+ * copies itself (UploadPartCopy).
+ */
+const LARGEST_BUFFERED_PART = 4 * 1024 * MiB
+/**
+ * The parts of an upload of deferred length double in size every this many parts (up to LARGEST_BUFFERED_PART): its
+ * length is not known when its parts are sized, and parts of one size would cap it at 10000 x partSize (78 GiB with
+ * 8 MiB parts). From 6 MiB this reaches S3's largest object (5 TiB) within 10000 parts (4.9 TiB from 5 MiB), and
+ * from part 1001 on a part is at most a five-hundredth of what the upload holds before it.
  */
 const PARTS_PER_DOUBLING = 1000
 /**
@@ -77,7 +83,7 @@ export interface S3StoreOptions {
    */
   prefix?: string
   /**
-   * Bytes per multipart part (S3: at least 5 MiB). A PATCH's bytes are buffered in memory by whole parts, so
+   * Bytes per multipart part: 5 MiB (S3's least) to 4 GiB (a part is buffered whole; Node 20's largest Buffer). A PATCH's bytes are buffered in memory by whole parts, so
    * this (with `partsInFlight`) bounds the memory per running PATCH. Uploads of known length use bigger parts when they need more
    * than 10000 parts; uploads of deferred length double their part size every 1000 parts (8 MiB parts up to
    * 7.8 GiB, then 16 MiB up to 23.4 GiB, 32 MiB up to 54.7 GiB...), so that they can reach S3's 5 TiB. Default 8 MiB.
@@ -170,8 +176,8 @@ export class S3Store implements DataStore {
     this.bucket = options.bucket
     this.prefix = options.prefix ?? ''
     this.partSize = options.partSize ?? 8 * MiB
-    if (!Number.isSafeInteger(this.partSize) || this.partSize < MIN_PART_SIZE || this.partSize > MAX_PART_SIZE) {
-      throw new TusErrors.INVALID_OPTION(`S3Store partSize must be an integer from ${MIN_PART_SIZE} (5 MiB) to ${MAX_PART_SIZE} (5 GiB) (got ${String(options.partSize)})`)
+    if (!Number.isSafeInteger(this.partSize) || this.partSize < MIN_PART_SIZE || this.partSize > LARGEST_BUFFERED_PART) {
+      throw new TusErrors.INVALID_OPTION(`S3Store partSize must be an integer from ${MIN_PART_SIZE} (5 MiB) to ${LARGEST_BUFFERED_PART} (4 GiB: a part is buffered whole) (got ${String(options.partSize)})`)
     }
     this.partsInFlight = options.partsInFlight ?? 4
     if (!Number.isSafeInteger(this.partsInFlight) || this.partsInFlight < 1 || this.partsInFlight > 64) {
@@ -782,7 +788,7 @@ export class S3Store implements DataStore {
     if (size === undefined) return this.partSize
     // Round up to whole MiB so that big uploads get tidy part sizes.
     const needed = Math.ceil(size / MAX_PARTS / MiB) * MiB
-    return Math.min(MAX_PART_SIZE, Math.max(this.partSize, needed))
+    return Math.min(LARGEST_BUFFERED_PART, Math.max(this.partSize, needed))
   }
 
   #infoKey (id: string): string {
@@ -846,7 +852,7 @@ export class S3Store implements DataStore {
     } catch (error) {
       // Aborted because the caller's lock was lost (the SDK drops the request): the lock's reason, as fence() gives.
       if (signal?.aborted === true) throw signal.reason
-      throw Object.assign(new TusErrors.STORE_FAILED(`S3 ${operation}: ${errorMessage(error)}`), { cause: error })
+      throw s3Failure(operation, error)
     }
   }
 
@@ -861,9 +867,24 @@ export class S3Store implements DataStore {
     } catch (error) {
       const failure = error as { name?: unknown, $metadata?: { httpStatusCode?: number } }
       if (failure.$metadata?.httpStatusCode === 404 && failure.name !== 'NoSuchBucket') return undefined
-      throw Object.assign(new TusErrors.STORE_FAILED(`S3 ${operation}: ${errorMessage(error)}`), { cause: error })
+      throw s3Failure(operation, error)
     }
   }
+}
+
+/**
+ * A failed S3 call as the store reports it, naming the operation and what S3 said: the error's name and HTTP status
+ * too, since the SDK's message for an S3-compatible store's error is often only "UnknownError" (Ceph's
+ * EntityTooSmall), and a log prints no `cause`.
+ */
+function s3Failure (operation: string, error: unknown): Error {
+  const { name, $metadata } = error as { name?: unknown, $metadata?: { httpStatusCode?: unknown } }
+  const said = [
+    ...(typeof name === 'string' && name !== 'Error' ? [name] : []),
+    ...(typeof $metadata?.httpStatusCode === 'number' ? [`HTTP ${$metadata.httpStatusCode}`] : [])
+  ]
+  const message = `S3 ${operation}: ${errorMessage(error)}${said.length === 0 ? '' : ` (${said.join(', ')})`}`
+  return Object.assign(new TusErrors.STORE_FAILED(message), { cause: error })
 }
 
 /** `s3.requestHandler` with the store's timeouts where it sets none; a handler object of the user's own is kept as it is. */
@@ -872,21 +893,21 @@ function withTimeouts (handler: S3ClientConfig['requestHandler']): S3ClientConfi
   return { connectionTimeout: CONNECTION_TIMEOUT, socketTimeout: SOCKET_TIMEOUT, ...handler }
 }
 
-/**
- * Copies chunks into part buffers as they arrive (one copy of each byte, while it is still in the cache; the chunk
- * is free at once), so a part is ready the moment its last byte is in: no concatenation of many small chunks.
- * A part buffer is `size` bytes, or what is left of `room` (the bytes to the end of the upload) when that is less.
- */
 /** The size of an upload's part `partNumber` (1-based); the last part may be shorter. */
 function partSizeOf (info: InfoObject, partNumber: number): number {
   if (info.partSizeDoublesEvery === undefined) return info.partSize
-  return Math.min(MAX_PART_SIZE, info.partSize * 2 ** Math.floor((partNumber - 1) / info.partSizeDoublesEvery))
+  return Math.min(LARGEST_BUFFERED_PART, info.partSize * 2 ** Math.floor((partNumber - 1) / info.partSizeDoublesEvery))
 }
 
 function tooManyParts (info: InfoObject): Error {
   return new TusErrors.STORE_FAILED(`upload ${info.id} needs more than ${MAX_PARTS} parts, starting at ${info.partSize} bytes; raise partSize`)
 }
 
+/**
+ * Copies chunks into part buffers as they arrive (one copy of each byte, while it is still in the cache; the chunk
+ * is free at once), so a part is ready the moment its last byte is in: no concatenation of many small chunks.
+ * A part buffer is its part's size, or what is left of `room` (the bytes to the end of the upload) when that is less.
+ */
 class PartBuffer {
   readonly #sizeOf: (index: number) => number
   readonly #allocate: (size: number) => Buffer
