@@ -446,9 +446,9 @@ function finishResponse (response: TusdHookResponse['HTTPResponse']): UploadResp
 
 function httpRequest (request: FastifyRequest): TusdHttpRequest {
   const header: Record<string, string[]> = {}
-  for (const [name, value] of Object.entries(request.headers)) {
-    if (value === undefined) continue
-    header[canonical(name)] = Array.isArray(value) ? value : [value]
+  // A field sent several times is one value each, as Go has them (`request.headers` joins them with ", ").
+  for (const [name, values] of Object.entries(request.raw.headersDistinct)) {
+    if (values !== undefined) header[canonical(name)] = values
   }
   const socket = request.raw.socket
   return { Method: request.method, URI: request.url, RemoteAddr: `${socket.remoteAddress ?? ''}:${socket.remotePort ?? ''}`, Header: header }

@@ -116,7 +116,9 @@ for (const dialect of DIALECTS) {
     const create = async (length: number, filename: string): Promise<HttpAnswer> => await send(server.endpoint, 'POST', { ...h, ...dialect.create(length, filename) })
 
     // Refused: the receiver's status, body and headers (its Content-Type too, as tusd sends it); nothing stored.
-    const refused = await create(5, 'setup.exe')
+    // A field sent twice (two lines) is two values, as Go's http.Header has them.
+    const twice = ['1', '2'] as unknown as string
+    const refused = await send(server.endpoint, 'POST', { ...h, ...dialect.create(5, 'setup.exe'), 'X-Twice': twice })
     t.equal(refused.status, 403)
     t.equal(refused.body, '{"message":"no executables"}')
     t.equal(refused.headers['x-hook'], 'refused')
@@ -130,6 +132,7 @@ for (const dialect of DIALECTS) {
     t.equal(preCreate.Event.HTTPRequest.URI, '/files/')
     t.match(preCreate.Event.HTTPRequest.RemoteAddr, /^127\.0\.0\.1:\d+$/)
     t.same(preCreate.Event.HTTPRequest.Header['Upload-Metadata'], [`filename ${b64('setup.exe')}`], 'headers canonicalised, values as arrays')
+    t.same(preCreate.Event.HTTPRequest.Header['X-Twice'], ['1', '2'], 'a field sent twice is two values')
     t.same(Object.keys(preCreate.Event.HTTPRequest.Header).filter((name) => name.startsWith('Upload-Draft')), dialect.tag === 'draft' ? ['Upload-Draft-Interop-Version'] : [])
 
     // Renamed: the hook's ID and metadata.
