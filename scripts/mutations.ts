@@ -320,6 +320,13 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/s3-store.test.ts']
   },
   {
+    name: 'tusd hooks: a field sent on several lines is one value, joined',
+    file: 'lib/cli-hooks.ts',
+    find: 'if (values !== undefined) header[canonical(name)] = values',
+    replace: 'if (values !== undefined) header[canonical(name)] = [values.join(\', \')]',
+    tests: ['test/tusd-hooks.test.ts']
+  },
+  {
     name: 'S3Store: deferred uploads keep one part size (capped at 10000 x partSize)',
     file: 'lib/store/s3-store.ts',
     find: '...(upload.size === undefined ? { partSizeDoublesEvery: PARTS_PER_DOUBLING } : {})',
