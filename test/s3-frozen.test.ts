@@ -124,7 +124,8 @@ for (const protocol of PROTOCOLS) {
   t.test(`${protocol.name}: requests to a frozen S3 endpoint fail after the socket timeout, and the upload resumes intact once it answers again`, async (t) => {
     const bucket = await testBucket(t)
     const { proxy, s3 } = await frozenEndpoint(t)
-    const store = new S3Store({ bucket, s3: { ...s3, requestHandler: { socketTimeout: 1000 } }, partSize: 5 * MiB })
+    // 5 s: long enough for a radosgw busy with other test files' parts (1 s failed once), short for the frozen requests.
+    const store = new S3Store({ bucket, s3: { ...s3, requestHandler: { socketTimeout: 5000 } }, partSize: 5 * MiB })
     t.teardown(async () => { await store.close() })
     const server = await startServer(t, { store })
     const data = randomBytesSeeded(6 * MiB + 3, 41)
@@ -172,7 +173,7 @@ t.test('by default an S3 request fails after 30 s without a byte, also when s3.r
 t.test('a download whose S3 endpoint freezes half-way is cut, not left hanging; once S3 answers again it is whole', async (t) => {
   const bucket = await testBucket(t)
   const { proxy, s3 } = await frozenEndpoint(t)
-  const store = new S3Store({ bucket, s3: { ...s3, requestHandler: { socketTimeout: 1000 } } })
+  const store = new S3Store({ bucket, s3: { ...s3, requestHandler: { socketTimeout: 5000 } } })
   t.teardown(async () => { await store.close() })
   const server = await startServer(t, { store })
   const data = randomBytesSeeded(32 * MiB, 43)
