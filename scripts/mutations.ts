@@ -946,7 +946,14 @@ async function main (): Promise<number> {
   if (!args.includes('--no-baseline') && runnable.length > 0) {
     const files = [...new Set(runnable.flatMap((m) => m.tests))]
     const begin = Date.now()
-    const baseline = await runTap(copy, files, env)
+    // Without --bail, so that a failure is printed whole (which assertion, where). A failure that does not happen
+    // again is a flaky test: it is reported, and the mutations run.
+    let baseline = await runTap(copy, files, env, false)
+    if (!baseline.passed) {
+      console.error(baseline.output)
+      console.error('mutations: the unmutated tests failed (above); running them once more to tell a flaky test from a broken one')
+      baseline = await runTap(copy, files, env, false)
+    }
     if (!baseline.passed) {
       console.error(baseline.output)
       console.error(`mutations: the unmutated tests fail (${files.join(' ')}): fix them first; no mutation was run`)
@@ -985,9 +992,12 @@ function seconds (since: number): number {
   return Math.round((Date.now() - since) / 100) / 10
 }
 
-/** Runs tap on `files` in `cwd`; passed when it exits 0. Its output is kept for when the baseline fails. */
-async function runTap (cwd: string, files: string[], env: NodeJS.ProcessEnv): Promise<{ passed: boolean, output: string }> {
-  const child = spawn(TAP, ['--bail', '--disable-coverage', '--reporter=tap', `--timeout=${FILE_TIMEOUT_SECONDS}`, ...files], {
+/**
+ * Runs tap on `files` in `cwd`; passed when it exits 0. Its output is kept for when the baseline fails. `bail`: stop at
+ * the first failure (a mutation needs no more than one).
+ */
+async function runTap (cwd: string, files: string[], env: NodeJS.ProcessEnv, bail = true): Promise<{ passed: boolean, output: string }> {
+  const child = spawn(TAP, [...(bail ? ['--bail'] : []), '--disable-coverage', '--reporter=tap', `--timeout=${FILE_TIMEOUT_SECONDS}`, ...files], {
     cwd, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true
   })
   current = child

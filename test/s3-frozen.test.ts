@@ -4,13 +4,32 @@ import t from 'tap'
 import { createServer, connect, type Server, type Socket } from 'node:net'
 import { once } from 'node:events'
 import { get, type IncomingMessage } from 'node:http'
-import type { S3ClientConfig } from '@aws-sdk/client-s3'
+import { AbortMultipartUploadCommand, CreateMultipartUploadCommand, DeleteObjectCommand, PutObjectCommand, type S3ClientConfig } from '@aws-sdk/client-s3'
 import { S3Store } from '../lib/store/s3-store.js'
 import { contractId } from './store-contract.js'
 import { randomBytesSeeded, rawRequest, sha256, startServer, type RawResponse } from './helpers.js'
-import { s3ClientConfig, testBucket } from './services.js'
+import { s3ClientConfig, testBucket, testS3Client } from './services.js'
 
 const MiB = 1024 * 1024
+
+/**
+ * A bucket of its own, after an object and a multipart upload were made in it without a timeout: a fresh radosgw
+ * creates its data pools at its first object and its first multipart upload, which takes seconds, longer than the
+ * short timeouts of this file's stores (the mutation baseline, on a radosgw of its own, failed so once).
+ */
+async function warmBucket (t: Parameters<typeof testBucket>[0]): Promise<string> {
+  const bucket = await testBucket(t)
+  const client = testS3Client()
+  try {
+    const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: 'warm-up' }))
+    await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: 'warm-up', UploadId }))
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: 'warm-up', Body: 'x', ContentLength: 1 }))
+    await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: 'warm-up' }))
+  } finally {
+    client.destroy()
+  }
+  return bucket
+}
 
 /** Forwards TCP to the S3 endpoint; freeze() holds every byte both ways (and new connections) until thaw(). */
 class FreezableProxy {
@@ -122,7 +141,7 @@ const PROTOCOLS: Protocol[] = [
 
 for (const protocol of PROTOCOLS) {
   t.test(`${protocol.name}: requests to a frozen S3 endpoint fail after the socket timeout, and the upload resumes intact once it answers again`, async (t) => {
-    const bucket = await testBucket(t)
+    const bucket = await warmBucket(t)
     const { proxy, s3 } = await frozenEndpoint(t)
     // 5 s: long enough for a radosgw busy with other test files' parts (1 s failed once), short for the frozen requests.
     const store = new S3Store({ bucket, s3: { ...s3, requestHandler: { socketTimeout: 5000 } }, partSize: 5 * MiB })
@@ -171,7 +190,7 @@ t.test('by default an S3 request fails after 30 s without a byte, also when s3.r
 })
 
 t.test('a download whose S3 endpoint freezes half-way is cut, not left hanging; once S3 answers again it is whole', async (t) => {
-  const bucket = await testBucket(t)
+  const bucket = await warmBucket(t)
   const { proxy, s3 } = await frozenEndpoint(t)
   const store = new S3Store({ bucket, s3: { ...s3, requestHandler: { socketTimeout: 5000 } } })
   t.teardown(async () => { await store.close() })
