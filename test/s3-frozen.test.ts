@@ -143,7 +143,7 @@ for (const protocol of PROTOCOLS) {
   t.test(`${protocol.name}: requests to a frozen S3 endpoint fail after the socket timeout, and the upload resumes intact once it answers again`, async (t) => {
     const bucket = await warmBucket(t)
     const { proxy, s3 } = await frozenEndpoint(t)
-    // 5 s: long enough for a radosgw busy with other test files' parts (1 s failed once), short for the frozen requests.
+    // 5 s: room for a radosgw busy with the test files beside this one, and short for the frozen requests.
     const store = new S3Store({ bucket, s3: { ...s3, requestHandler: { socketTimeout: 5000 } }, partSize: 5 * MiB })
     t.teardown(async () => { await store.close() })
     const server = await startServer(t, { store })
