@@ -31,6 +31,8 @@ const MISSING = Symbol('missing')
 const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 /** Estimated bytes of one cached info beyond its string: the map entry and the key. */
 const CACHE_ENTRY_OVERHEAD = 100
+/** Characters from which a cached info is worth keeping parsed (a final's of about 50 partials). */
+const LARGE_ENTRY = 4096
 /** Data files kept open between the requests of an upload, at most, and for how long without use. */
 const MAX_OPEN_FILES = 128
 const OPEN_FILE_IDLE_MS = 5000
@@ -130,6 +132,11 @@ export class FileStore implements DataStore {
   readonly #quick = new QuickCalls()
   /** The permissions that mark a data file's completion, once #ensureDirectory found this file system keeps them. */
   #marks: CompletionMarks | undefined
+  /**
+   * The last large cache entry #info parsed: a final's copy writes once per partial, and its info lists every
+   * partial (parsing it each time made the copy quadratic); the partials' reads between the writes parse theirs.
+   */
+  #lastLarge: { entry: string, info: StoredInfo } | undefined
 
   constructor (options: FileStoreOptions) {
     refuseUnknownKeys('FileStore', options, FILE_STORE_OPTIONS, { dir: 'did you mean "directory"?' })
@@ -637,7 +644,10 @@ export class FileStore implements DataStore {
   async #info (id: string): Promise<StoredInfo> {
     assertSafeId(id)
     const entry = this.#cache.peek(id)
-    return entry === undefined ? (await this.#readInfo(id)).info : unpack(entry).info
+    if (entry === undefined) return (await this.#readInfo(id)).info
+    if (entry.length < LARGE_ENTRY) return unpack(entry).info
+    if (this.#lastLarge?.entry !== entry) this.#lastLarge = { entry, info: unpack(entry).info }
+    return this.#lastLarge.info
   }
 
   #ensureDirectory (): Promise<void> {
