@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { FastifyInstance, FastifyRequest, FastifyServerOptions } from 'fastify'
 import tusPlugin, { TusErrors, type UploadInfo } from '../lib/index.js'
-import { idOf, rawRequest, randomBytesSeeded, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
+import { backdate, idOf, rawRequest, randomBytesSeeded, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
 
@@ -268,6 +268,29 @@ t.test('the disk reserve holds: what accepted uploads will still write counts, a
 
   t.equal((await tusRequest(new URL(first.headers.location!, server.origin).href, { method: 'DELETE' })).status, 204)
   t.equal(await create({ 'Tus-Resumable': '1.0.0', 'Upload-Length': String(2 * GiB) }), 201, 'a terminated upload\'s promise is released')
+})
+
+t.test('the disk reserve holds for creations checked at the same time, and an expired upload gives its promise back', async (t) => {
+  const GiB = 1024 ** 3
+  const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-reserve-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const stats = await statfs(dir)
+  const server = await startServer(t, { dir, daysToKeep: 0.5, minFreeSpace: stats.bavail * stats.bsize - 3 * GiB })
+  const length = String(2 * GiB)
+  // Each checks the free space before any of them is stored: only one may have the room.
+  const statuses = await Promise.all([
+    ...[1, 2, 3].map(async () => (await rawRequest(server.endpoint, { method: 'POST', headers: { 'Tus-Resumable': '1.0.0', 'Upload-Length': length } })).status),
+    ...[6, 9].map(async (version) => (await rawRequest(server.endpoint, {
+      method: 'POST', headers: { 'Upload-Draft-Interop-Version': String(version), 'Upload-Complete': '?0', 'Upload-Length': length }
+    })).status)
+  ])
+  t.same(statuses.filter((status) => status === 201).length, 1, `one creation of five: ${statuses.join(', ')}`)
+  t.same(statuses.filter((status) => status === 507).length, 4)
+  const [id] = (await readdir(dir)).filter((name) => !name.includes('.'))
+  t.ok(id, 'the one upload')
+  await backdate(dir, id!, 1)
+  t.equal(await server.app.tus.removeExpired(), 1)
+  t.equal((await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': length } })).status, 201, 'an expired upload\'s promise is released')
 })
 
 t.test('Expect: 100-continue: a refused request is answered without a 100, so its body is never sent; an accepted one gets the 100', async (t) => {

@@ -45,6 +45,7 @@ export async function appendBody (
   const count = (bytes: number): void => {
     counted += bytes
     services.metrics.bytesReceived += bytes
+    services.diskReserve.stored(upload.id, bytes)
   }
   services.metrics.activeUploads++
   const settled = services.inFlight.begin(requestBody)

@@ -21,23 +21,43 @@ export class DiskReserve {
     this.#reserve = reserve
   }
 
-  /** Refuses (507) `bytes` more for `id` when they and the other uploads' promises would cross the reserve. */
-  async ensureRoom (id: string, bytes: number): Promise<void> {
+  /**
+   * Claims room for `bytes` more of `id`, or refuses them (507) when they and the other uploads' promises would cross
+   * the reserve. The claim is recorded as soon as the free space is known, before any other request's check can run:
+   * requests checked at the same time cannot together promise more than the disk holds. It stands until `track`
+   * records what the upload may still write, or `release` forgets it.
+   */
+  async claim (id: string, bytes: number): Promise<void> {
     const reserve = this.#reserve
     if (reserve === 0) return
     const stats = await statfs(this.#directory).catch(() => undefined)
     if (stats === undefined) return
     const free = stats.bavail * stats.bsize
-    const promisedToOthers = this.#total - (this.#promised.get(id) ?? 0)
-    if (free - promisedToOthers - bytes < reserve) throw new TusErrors.INSUFFICIENT_STORAGE(bytes)
+    const own = this.#promised.get(id) ?? 0
+    if (free - (this.#total - own) - bytes < reserve) throw new TusErrors.INSUFFICIENT_STORAGE(bytes)
+    this.#promise(id, Math.max(own, bytes))
   }
 
-  /** Records what `upload` may still write (nothing once complete, or once gone). */
-  track (upload: Pick<UploadInfo, 'id' | 'offset' | 'size'> | undefined, id = upload?.id): void {
-    if (this.#reserve === 0 || id === undefined) return
-    const remaining = upload?.size === undefined ? 0 : Math.max(0, upload.size - upload.offset)
-    this.#total += remaining - (this.#promised.get(id) ?? 0)
-    if (remaining === 0) this.#promised.delete(id)
-    else this.#promised.set(id, remaining)
+  /** `bytes` of `id` handed to the store: the free space counts them from now on, so its promise no longer does. */
+  stored (id: string, bytes: number): void {
+    const own = this.#promised.get(id)
+    if (own !== undefined) this.#promise(id, Math.max(0, own - bytes))
+  }
+
+  /** Records what `upload` may still write (nothing once complete, nor while its length is unknown). */
+  track (upload: Pick<UploadInfo, 'id' | 'offset' | 'size'>): void {
+    this.#promise(upload.id, upload.size === undefined ? 0 : Math.max(0, upload.size - upload.offset))
+  }
+
+  /** Forgets `id`'s promise: it was removed, or its creation failed. */
+  release (id: string): void {
+    this.#promise(id, 0)
+  }
+
+  #promise (id: string, bytes: number): void {
+    if (this.#reserve === 0) return
+    this.#total += bytes - (this.#promised.get(id) ?? 0)
+    if (bytes === 0) this.#promised.delete(id)
+    else this.#promised.set(id, bytes)
   }
 }

@@ -58,6 +58,7 @@ async function removeIfExpired (services: TusServices, id: string): Promise<bool
     const upload = await services.store.getInfo(id).catch(() => undefined)
     if (upload === undefined || !await hasExpired(services, upload) || !await mayExpire(services, upload)) return false
     await services.store.terminate(id)
+    services.diskReserve.release(id)
     services.metrics.uploadsExpired++
     notify(services.events, services.log, 'expired', upload)
     return true

@@ -75,13 +75,12 @@ export async function createUpload (services: TusServices, request: FastifyReque
   const prepared = await prepareUpload(services, request, {
     id: newUploadId(), size: input.size, metadata: input.metadata, ...(input.concat === undefined ? {} : { concat: input.concat })
   })
-  await services.diskReserve.ensureRoom(prepared.id, prepared.size ?? bodyLength ?? 0)
+  await services.diskReserve.claim(prepared.id, prepared.size ?? bodyLength ?? 0)
 
-  const lock = await lockNewUpload(services, prepared.id, releaseBody(request))
+  const lock = await lockNewUpload(services, prepared.id, releaseBody(request)).catch(unclaimed(services, prepared.id))
   try {
     const held = heldBy(lock)
-    const created = await storeUpload(services, request, prepared, held)
-    services.diskReserve.track(created)
+    const created = await storeUpload(services, request, prepared, held).catch(unclaimed(services, prepared.id))
     input.onCreated?.(created)
     return await settle(services, request, false, await receive(services, request, created, input, held))
   } finally {
@@ -115,7 +114,7 @@ export async function appendToUpload (services: TusServices, request: FastifyReq
     }
     const announced = contentLength(request)
     const { declared, unrecorded } = input.length === undefined ? { declared: upload, unrecorded: false } : await declareLength(services, request, upload, input.length, input.completes === true, announced)
-    await services.diskReserve.ensureRoom(id, announced ?? (declared.size === undefined ? 0 : declared.size - declared.offset))
+    await services.diskReserve.claim(id, announced ?? (declared.size === undefined ? 0 : declared.size - declared.offset))
     outcome = await settle(services, request, isComplete(upload), await receive(services, request, declared, { ...input, lengthUnrecorded: unrecorded }, held))
   } finally {
     await lock.release()
@@ -196,7 +195,7 @@ export async function removeUpload (services: TusServices, request: FastifyReque
   const lock = await lockUpload(services, id)
   try {
     await terminateUpload(services, request, stillAdmitted(await services.store.getInfo(id), admitted))
-    services.diskReserve.track(undefined, id)
+    services.diskReserve.release(id)
   } finally {
     await lock.release()
   }
@@ -276,22 +275,26 @@ async function createFinal (
   const { maxSize } = services.options
   if (size > maxSize) throw new TusErrors.MAX_SIZE_EXCEEDED(size, maxSize)
   const prepared = await prepareUpload(services, request, { id: newUploadId(), size, metadata: input.metadata, concat: withPartials(concat, partials) })
-  await services.diskReserve.ensureRoom(prepared.id, size)
-
-  const lock = await lockNewUpload(services, prepared.id)
-  let final: UploadInfo
+  // Claimed for the copy its creation makes when its partials are complete; a copy made later is checked by nobody.
+  await services.diskReserve.claim(prepared.id, size)
   try {
-    final = await storeUpload(services, request, prepared, heldBy(lock))
+    const lock = await lockNewUpload(services, prepared.id)
+    let final: UploadInfo
+    try {
+      final = await storeUpload(services, request, prepared, heldBy(lock))
+    } finally {
+      await lock.release()
+    }
+    input.onCreated?.(final)
+    try {
+      return await finishFinal(services, request, final.id, services.options.lockTimeout) ?? { upload: final, completed: false }
+    } catch (error) {
+      // A partial removed since it was checked: the final exists all the same (its Location is sent); HEAD and GET say why it never completes.
+      if ((error as TusHttpError).code === 'FST_TUS_PARTIAL_GONE') return { upload: final, completed: false }
+      throw error
+    }
   } finally {
-    await lock.release()
-  }
-  input.onCreated?.(final)
-  try {
-    return await finishFinal(services, request, final.id, services.options.lockTimeout) ?? { upload: final, completed: false }
-  } catch (error) {
-    // A partial removed since it was checked: the final exists all the same (its Location is sent); HEAD and GET say why it never completes.
-    if ((error as TusHttpError).code === 'FST_TUS_PARTIAL_GONE') return { upload: final, completed: false }
-    throw error
+    services.diskReserve.release(prepared.id)
   }
 }
 
@@ -339,6 +342,14 @@ function isUnfinishedFinal (upload: UploadInfo): boolean {
  * that exists (or is being created or removed): it is taken (409), and that request, maybe another client's, is never
  * asked to let go of it.
  */
+/** A creation that failed before its upload existed gives back the room it claimed, and fails. */
+function unclaimed (services: TusServices, id: string): (error: unknown) => never {
+  return (error) => {
+    services.diskReserve.release(id)
+    throw error
+  }
+}
+
 async function lockNewUpload (services: TusServices, id: string, onReleaseRequested?: () => void): Promise<UploadLock> {
   try {
     return await lockUpload(services, id, { requestRelease: false, ...(onReleaseRequested === undefined ? {} : { onReleaseRequested }) })
