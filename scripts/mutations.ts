@@ -893,6 +893,27 @@ export const MUTATIONS: Mutation[] = [
     find: '      if (offset !== upload.size) throw withFacts(progress.stopped, { offset })\n',
     replace: '      throw withFacts(progress.stopped, { offset })\n',
     tests: ['test/both-protocols.test.ts']
+  },
+  {
+    name: 'a final copies partials found complete before their locks, without reading them again',
+    file: 'lib/core/finals.ts',
+    find: '    waiting = unfinished(partials)\n',
+    replace: '    waiting = []\n',
+    tests: ['test/concatenation.test.ts']
+  },
+  {
+    name: 'minFreeSpace records a claim only after the upload is stored',
+    file: 'lib/core/capacity.ts',
+    find: '    this.#promise(id, Math.max(own, bytes))\n',
+    replace: '',
+    tests: ['test/security.test.ts']
+  },
+  {
+    name: 'an expired upload keeps its disk-reserve promise',
+    file: 'lib/core/expiry.ts',
+    find: '    services.diskReserve.release(id)\n',
+    replace: '',
+    tests: ['test/security.test.ts']
   }
 ]
 /* eslint-enable no-template-curly-in-string */

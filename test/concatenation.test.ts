@@ -1,9 +1,11 @@
 import t from 'tap'
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { once } from 'node:events'
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
+import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { UploadInfo } from '../lib/index.js'
-import { idOf, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
+import { idOf, rawRequest, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
 
@@ -211,3 +213,43 @@ t.test('an interrupted concatenation resumes where it stopped and completes byte
   t.equal(head.headers['upload-offset'], '8')
   t.equal((await readFile(join(server.dir, idOf(url)))).toString(), 'aaaabbbb')
 })
+
+t.test('a partial whose body is refused after a final found its bytes stored is waited for again: the final never takes the wrong bytes', async (t) => {
+  const protocols: Array<[string, Record<string, string>]> = [['tus', { 'Tus-Resumable': '1.0.0' }], ['draft 6', { 'Upload-Draft-Interop-Version': '6' }]]
+  for (const [name, protocol] of protocols) {
+    const server = await startServer(t)
+    const seen = completions(server)
+    const a = await partial(server, 'CCCC', false)
+    const b = await partial(server, 'BBBB')
+    // A chunked body with a trailer nobody announced is streamed straight into the partial, then checked at its end.
+    const socket = connect(Number(new URL(a).port), '127.0.0.1')
+    t.teardown(() => { socket.destroy() })
+    await once(socket, 'connect')
+    socket.write(`PATCH ${new URL(a).pathname} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n` +
+      'Content-Type: application/offset+octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nAAAA\r\n')
+    while ((await stat(join(server.dir, idOf(a)))).size < 4) await new Promise((resolve) => setImmediate(resolve))
+    // Finds both partials complete, then waits for the lock of the request still writing to the first.
+    const created = rawRequest(server.endpoint, { method: 'POST', headers: { ...protocol, 'Upload-Concat': `final;${a} ${b}` } })
+    await waitForLockWaits(server, 1)
+    socket.write(`0\r\nUpload-Checksum: sha1 ${Buffer.alloc(20, 7).toString('base64')}\r\n\r\n`)
+    const [answer] = await once(socket, 'data') as [Buffer]
+    t.match(answer.toString('latin1'), /^HTTP\/1\.1 460 /, `${name}: the partial's body is refused, its bytes cut off`)
+    const response = await created
+    t.equal(response.status, 201, `${name}: the final is created`)
+    const url = new URL(response.headers.location!, server.origin).href
+    t.same(seen, [], `${name}: and not complete`)
+    t.equal((await tusRequest(url)).status, 409, `${name}: no download yet`)
+    await append(a, 0, 'CCCC')
+    t.same(seen.map((upload) => upload.id), [idOf(url)], `${name}: completed once, by the partial's completion`)
+    const download = await tusRequest(url)
+    t.equal(download.status, 200)
+    t.equal(download.text, 'CCCCBBBB', `${name}: the partials' bytes, in order`)
+  }
+})
+
+/** Until the plugin has counted `count` lock waits (a request found the upload held and queued). */
+async function waitForLockWaits (server: TestServer, count: number): Promise<void> {
+  while (Number(/^tus_lock_waits_total (\d+)$/m.exec(server.app.tus.metrics())?.[1] ?? '0') < count) {
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+}

@@ -112,7 +112,15 @@ async function concatenateWhenReady (
     if (partialLocks.busy.length > 0) return undefined
   }
   try {
-    return await copyPartials(services, final, concat, held)
+    // Read again under their locks: a body still arriving at the first look may have been refused and cut back since
+    // (a checksum trailer that did not match, a chunked body beyond the length). Such a partial is waited for again.
+    const partials = await partialsOf(services, concat)
+    waiting = unfinished(partials)
+    if (waiting.length > 0) {
+      await list.add(final.id, waiting)
+      return undefined
+    }
+    return await copyPartials(services, final, concat, partials, held)
   } finally {
     await Promise.all(partialLocks.held.map(async (taken) => { await taken.release() }))
   }
@@ -149,7 +157,10 @@ async function forget (list: WaitingFinals, request: FastifyRequest, final: Uplo
 }
 
 async function incompletePartials (services: TusServices, concat: FinalConcat): Promise<string[]> {
-  const partials = await partialsOf(services, concat)
+  return unfinished(await partialsOf(services, concat))
+}
+
+function unfinished (partials: UploadInfo[]): string[] {
   return [...new Set(partials.filter((partial) => !isComplete(partial)).map((partial) => partial.id))]
 }
 
@@ -177,10 +188,11 @@ export async function partialUpload (services: TusServices, request: FastifyRequ
   return upload
 }
 
-/** Copies the partials' bytes into the final from where the copy stands, then flushes them (the final's lock and the partials' held). */
-async function copyPartials (services: TusServices, final: UploadInfo, concat: FinalConcat, held: WriteOptions): Promise<UploadInfo> {
-  // Read again under their locks: a partial found complete before they were taken may have been replaced since.
-  const partials = await partialsOf(services, concat)
+/**
+ * Copies the complete `partials` (read under their locks) into the final from where the copy stands, then flushes
+ * them (the final's lock and the partials' held).
+ */
+async function copyPartials (services: TusServices, final: UploadInfo, concat: FinalConcat, partials: UploadInfo[], held: WriteOptions): Promise<UploadInfo> {
   // Completes a partial whose completion was cut short (its request failed after storing the last byte).
   for (const id of new Set(concat.parts)) await services.store.flush(id)
   const size = final.size ?? 0
