@@ -1,7 +1,7 @@
 // An unexpected server error (a bug, a store failing in a way the plugin does not know) is logged with its
 // details and answered with a generic 500: its message may hold paths, credentials or internals.
 import t, { type Test } from 'tap'
-import { Writable } from 'node:stream'
+import { Readable, Writable } from 'node:stream'
 import tusPlugin, { FileStore, TusErrors, type NewUpload, type UploadInfo } from '../lib/index.js'
 import { createUpload, startServer, tusRequest, rawRequest } from './helpers.js'
 
@@ -130,4 +130,31 @@ t.test('a store that fails while writing: logged once, as an error naming the st
     ['fastify-tus: writing an upload failed', SECRET],
     ['fastify-tus: writing an upload failed', SECRET]
   ], 'one error a request, not a second "unexpected error" for the same failure')
+})
+
+t.test('a store that fails to record a length the request declared: 500 with the offset of the bytes it kept, in both protocols', async (t) => {
+  class FailingLengths extends FileStore {
+    override async declareLength (): Promise<void> { throw new Error(SECRET) }
+  }
+  const { server, lines } = await loggingServer(t, {}, async (app, dir) => {
+    await app.register(tusPlugin, { dir, store: new FailingLengths({ directory: dir }) })
+  })
+  const deferred = await createUpload(server, { 'Upload-Defer-Length': '1' })
+  const tus = await tusRequest(deferred, { method: 'PATCH', headers: { 'Upload-Offset': '0', 'Upload-Length': '6', 'Content-Type': 'application/offset+octet-stream' }, body: 'abcd' })
+  t.equal(tus.status, 500)
+  t.equal(tus.headers['upload-offset'], '4', 'tus: the bytes are stored, the length is not')
+  const head = await tusRequest(deferred, { method: 'HEAD' })
+  t.equal(head.headers['upload-offset'], '4')
+  t.equal(head.headers['upload-defer-length'], '1')
+  // Chunked: the length is known only once the body has ended.
+  const draft = await rawRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Draft-Interop-Version': '6', 'Upload-Complete': '?1' }, body: Readable.from([Buffer.from('abc')]) })
+  t.equal(draft.status, 500)
+  t.equal(draft.headers['upload-offset'], '3', 'draft: a creation completing at the bytes it brought')
+  t.ok(draft.headers.location, 'with the upload to resume')
+  noSecret(t, tus, 'tus')
+  noSecret(t, draft, 'draft')
+  t.same(lines.filter((line) => line.level >= 50).map((line) => [line.msg, line.err?.message]), [
+    ['fastify-tus: writing an upload failed', SECRET],
+    ['fastify-tus: writing an upload failed', SECRET]
+  ], 'logged once a request')
 })

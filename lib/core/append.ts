@@ -214,7 +214,7 @@ async function checkStreamed (
  * (the store stopped at its signal: another holder may be writing) is answered as such, 503 with Retry-After: the
  * client's retry finds the upload where it stands, and the store did not fail.
  */
-async function storeFailure<T> (services: TusServices, request: FastifyRequest, upload: UploadInfo, step: () => Promise<T>): Promise<T> {
+export async function storeFailure<T> (services: TusServices, request: FastifyRequest, upload: UploadInfo, step: () => Promise<T>): Promise<T> {
   try {
     return await step()
   } catch (error) {

@@ -5,7 +5,7 @@ import { newUploadId } from '../ids.js'
 import type { UploadLock } from '../lockers/lock.js'
 import type { ByteRange, UploadConcat, UploadInfo, UploadMetadata, WriteOptions } from '../store/types.js'
 import type { UploadResponse } from '../types.js'
-import { appendBody, ensureRoom } from './append.js'
+import { appendBody, ensureRoom, storeFailure } from './append.js'
 import { cutShort, RequestBody } from './body.js'
 import { headerChecksum } from './checksum.js'
 import { finishFinal, finishFinalsWaitingOn, partialUpload, withPartials } from './finals.js'
@@ -239,11 +239,11 @@ async function receive (
   const withBody = hasBody(request)
   let result = withBody ? await appendBody(services, request, upload, input, held) : upload
   // The length this request declared, recorded once its body stands (declareLength).
-  if (input.lengthUnrecorded === true) await services.store.declareLength(upload.id, upload.size!)
+  if (input.lengthUnrecorded === true) await storeFailure(services, request, result, async () => { await services.store.declareLength(upload.id, upload.size!) })
   services.diskReserve.track(result)
   if (input.completes === true && !bodyCutShort(request)) {
     if (result.size === undefined) {
-      await services.store.declareLength(result.id, result.offset)
+      await storeFailure(services, request, result, async () => { await services.store.declareLength(result.id, result.offset) })
       result = { ...result, size: result.offset }
     } else if (result.offset !== result.size) {
       // Only without a body: appendBody refuses (and drops) a whole body that ends short of a known length.
@@ -251,7 +251,9 @@ async function receive (
     }
   }
   // appendBody flushes when its bytes reach a length it knew; a length known only now, or no body, needs it here.
-  if (isComplete(result) && (!withBody || upload.size === undefined || input.lengthUnrecorded === true)) await services.store.flush(result.id, held)
+  if (isComplete(result) && (!withBody || upload.size === undefined || input.lengthUnrecorded === true)) {
+    await storeFailure(services, request, result, async () => { await services.store.flush(result.id, held) })
+  }
   return result
 }
 
