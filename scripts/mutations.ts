@@ -921,6 +921,13 @@ export const MUTATIONS: Mutation[] = [
     find: '  if (input.lengthUnrecorded === true) await storeFailure(services, request, result, async () => { await services.store.declareLength(upload.id, upload.size!) })\n',
     replace: '  if (input.lengthUnrecorded === true) await services.store.declareLength(upload.id, upload.size!)\n',
     tests: ['test/internal-errors.test.ts']
+  },
+  {
+    name: 'a whole body stuck before its end holds its upload until idleTimeout',
+    file: 'lib/core/body.ts',
+    find: '      this.#endTimer ??= setTimeout(() => { if (!this.#allArrived()) this.#end(\'superseded\') }, WHOLE_BODY_END_WAIT_MS).unref()\n',
+    replace: '',
+    tests: ['test/both-protocols.test.ts']
   }
 ]
 /* eslint-enable no-template-curly-in-string */

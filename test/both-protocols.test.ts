@@ -810,6 +810,22 @@ for (const dialect of DIALECTS) {
 }
 
 for (const dialect of DIALECTS) {
+  t.test(`${dialect.name}: a streamed body stuck right before its end holds its upload a moment, not for idleTimeout`, async (t) => {
+    // A mobile client's chunked PATCH whose connection went silent after its last byte, before its end: the client's
+    // retry must find the upload (complete), not 423 until idleTimeout ends the stuck body.
+    const { server, log } = await recordingServer(t, 'http/1.1', { idleTimeout: 10_000 })
+    const created = await dialect.create('http/1.1', server, { length: SOURCE.length })
+    const socket = await appendOnSocket(created.url, `${headLines(dialect.appendHeaders(0, { last: true }))}Transfer-Encoding: chunked\r\n`, chunkOf(SOURCE))
+    const closed = once(socket, 'close')
+    await grown(join(server.dir, idOf(created.url)), SOURCE.length)
+    t.same(await dialect.offsetOf('http/1.1', created.url), { status: dialect === tus ? 200 : 204, offset: SOURCE.length })
+    await closed
+    t.equal(sha256(await stored(server, created.url)), sha256(SOURCE))
+    t.same(log, [`hook create ${SOURCE.length}`, 'event created', `hook complete ${SOURCE.length}`, `event completed ${SOURCE.length}`], 'completed once')
+  })
+}
+
+for (const dialect of DIALECTS) {
   t.test(`${dialect.name}: requests the app refuses never interrupt the owner's append in progress`, async (t) => {
     // Each request waiting for an upload's lock asks the request holding it to let go: that may be asked only by a
     // request onUploadAccess has let through, or anyone who knows an upload's URL could keep cutting its uploads.

@@ -4,6 +4,8 @@ import { freeNow } from './free-memory.js'
 
 /** Bytes read ahead of the handler per request before the socket is paused. */
 const READ_AHEAD = 64 * 1024
+/** How long a body that is whole keeps a newer request for its upload waiting for its end (and trailer). */
+const WHOLE_BODY_END_WAIT_MS = 1000
 
 /**
  * A request body, read from the moment the request is routed. Node discards what a request stream has
@@ -21,6 +23,7 @@ export class RequestBody implements AsyncIterable<Buffer> {
   released: 'idle' | 'superseded' | 'shutdown' | undefined
   readonly #source: Readable
   readonly #idleTimer: NodeJS.Timeout
+  #endTimer: NodeJS.Timeout | undefined
   /** Bytes that have arrived, and how many make the body whole (see `wholeAt`). */
   #arrived = 0
   #whole = Number.POSITIVE_INFINITY
@@ -49,6 +52,7 @@ export class RequestBody implements AsyncIterable<Buffer> {
     })
     finished(source, (error) => {
       clearTimeout(this.#idleTimer)
+      clearTimeout(this.#endTimer)
       if (error !== undefined && error !== null) this.aborted = true
       this.#close()
     })
@@ -67,9 +71,10 @@ export class RequestBody implements AsyncIterable<Buffer> {
 
   /**
    * `bytes` make the body whole: the upload's length is reached with them. From then on all that may still come is
-   * the body's end, and a trailer checksum covering it; a newer request for the upload waits for them rather than
-   * cut the body (`release('superseded')`), which would leave the upload complete with bytes its own checksum was
-   * never asked about, or drop a staged body that had nothing left to send.
+   * the body's end, and a trailer checksum covering it; a newer request for the upload waits a moment for them
+   * (WHOLE_BODY_END_WAIT_MS) rather than cut the body at once (`release('superseded')`), which would leave the upload
+   * complete with bytes its own checksum was never asked about, or drop a staged body that had nothing left to send.
+   * Not longer: a client stuck right before the end (a connection gone silent) would hold the upload for idleTimeout.
    */
   wholeAt (bytes: number): void {
     this.#whole = bytes
@@ -148,12 +153,21 @@ export class RequestBody implements AsyncIterable<Buffer> {
 
   /**
    * Ends the body where it stands and closes the client's connection: its client is gone or stuck
-   * (`idle`), it holds an upload another request wants (`superseded`: not once the body is whole, or has all
-   * arrived), or the server is closing.
+   * (`idle`), it holds an upload another request wants (`superseded`: not once it has all arrived, and only after a
+   * moment once it is whole), or the server is closing.
    */
   release (reason: 'idle' | 'superseded' | 'shutdown'): void {
-    if (reason === 'superseded' && (this.#arrived === this.#whole || this.#allArrived())) return
+    if (reason === 'superseded' && this.#allArrived()) return
+    if (reason === 'superseded' && this.#arrived === this.#whole) {
+      this.#endTimer ??= setTimeout(() => { if (!this.#allArrived()) this.#end('superseded') }, WHOLE_BODY_END_WAIT_MS).unref()
+      return
+    }
+    this.#end(reason)
+  }
+
+  #end (reason: 'idle' | 'superseded' | 'shutdown'): void {
     clearTimeout(this.#idleTimer)
+    clearTimeout(this.#endTimer)
     if (this.#closed || this.#source.readableEnded) return
     this.released = reason
     this.#close()
