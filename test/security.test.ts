@@ -1,12 +1,15 @@
 // What a hostile client or a second user can do, through every route, both protocols, method override,
 // concatenation references, proxies' headers and pipelined requests.
 import t from 'tap'
+import { execFile } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdtemp, readdir, readFile, rm, statfs } from 'node:fs/promises'
 import { connect as connectHttp2 } from 'node:http2'
 import { connect, type Socket } from 'node:net'
+import { connect as connectTls } from 'node:tls'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { promisify } from 'node:util'
 import type { FastifyInstance, FastifyRequest, FastifyServerOptions } from 'fastify'
 import tusPlugin, { TusErrors, type UploadInfo } from '../lib/index.js'
 import { backdate, idOf, rawRequest, randomBytesSeeded, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
@@ -335,14 +338,75 @@ t.test('Expect: 100-continue: a refused request is answered without a 100, so it
   t.match(other.first, /^HTTP\/1\.1 100 Continue/, 'the app\'s other routes get their 100 at once, as before')
 })
 
+t.test('Expect: 100-continue waits for auth over TLS too: an https server, an HTTP/2 one with allowHTTP1 (its HTTP/1.1 requests and its streams)', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-tls-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  // A self-signed certificate made for this test.
+  await promisify(execFile)('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-subj', '/CN=127.0.0.1', '-days', '1'
+  ])
+  const tls = { key: await readFile(join(dir, 'key.pem')), cert: await readFile(join(dir, 'cert.pem')) }
+  const auth = (request: FastifyRequest): void => {
+    if (request.headers.authorization !== 'ok') throw Object.assign(new Error('who are you?'), { statusCode: 401 })
+  }
+  const servers: Array<[string, FastifyServerOptions]> = [
+    ['https', { https: tls } as FastifyServerOptions],
+    ['HTTP/2 with allowHTTP1', { http2: true, https: { ...tls, allowHTTP1: true } } as FastifyServerOptions]
+  ]
+  for (const [name, fastifyOptions] of servers) {
+    const server = await startServer(t, {}, async (app, uploads) => {
+      await app.register(tusPlugin, { dir: uploads, auth })
+      app.post('/reviews', async () => 'not tus')
+    }, fastifyOptions)
+    const port = Number(new URL(server.origin).port)
+    const send = async (head: string): Promise<{ statuses: number[], head: string }> => await expectContinueExchange(port, head, 'hello', true)
+    const tusPost = 'POST /files/ HTTP/1.1\r\nTus-Resumable: 1.0.0\r\nUpload-Length: 10\r\nContent-Type: application/offset+octet-stream\r\n'
+    const draftPost = 'POST /files/ HTTP/1.1\r\nUpload-Draft-Interop-Version: 6\r\nUpload-Complete: ?1\r\n'
+    t.same((await send(tusPost)).statuses, [401], `${name}: a refused tus POST gets its 401 alone, no 100 Continue`)
+    t.same((await send(draftPost)).statuses, [401], `${name}: a refused draft POST gets its 401 alone, no 100 Continue`)
+    const created = await send(`${tusPost}Authorization: ok\r\n`)
+    t.same(created.statuses, [100, 201], `${name}: an accepted tus POST gets its 100, then 201`)
+    t.match(created.head, /\r\nupload-offset: 5\r\n/i)
+    t.same((await send(`${draftPost}Authorization: ok\r\n`)).statuses, [104, 100, 201], `${name}: an accepted draft POST: 104, one 100, then 201`)
+    t.same((await send('POST /reviews HTTP/1.1\r\nContent-Type: text/plain\r\n')).statuses, [100, 200], `${name}: the app's other routes get their 100 at once`)
+  }
+
+  // The HTTP/2 server's own streams: the same rule.
+  const server = await startServer(t, {}, async (app, uploads) => { await app.register(tusPlugin, { dir: uploads, auth }) }, servers[1]![1])
+  const session = connectHttp2(server.origin.replace('http:', 'https:'), { rejectUnauthorized: false })
+  t.teardown(() => { session.close() })
+  const stream = session.request({
+    ':method': 'POST', ':path': '/files/', 'tus-resumable': '1.0.0', 'upload-length': '5', 'content-length': '5',
+    'content-type': 'application/offset+octet-stream', expect: '100-continue'
+  })
+  let continued = false
+  stream.on('continue', () => { continued = true })
+  const [headers] = await once(stream, 'response') as [Record<string, string | number>]
+  stream.destroy()
+  t.equal(headers[':status'], 401, 'HTTP/2: a refused stream gets its 401')
+  t.notOk(continued, 'HTTP/2: and no 100 Continue before it')
+  const accepted = session.request({
+    ':method': 'POST', ':path': '/files/', 'tus-resumable': '1.0.0', 'upload-length': '5', 'content-length': '5',
+    'content-type': 'application/offset+octet-stream', expect: '100-continue', authorization: 'ok'
+  })
+  await once(accepted, 'continue')
+  accepted.end('hello')
+  const [answer] = await once(accepted, 'response') as [Record<string, string | number>]
+  accepted.resume()
+  t.same([answer[':status'], answer['upload-offset']], [201, '5'], 'HTTP/2: an accepted stream gets its 100, sends its body, and is stored')
+})
+
 /**
  * One request with `Expect: 100-continue` on a raw socket: its body goes only after a 100. The statuses of every
  * answer up to the final one, in order, and the final answer's head.
  */
-async function expectContinueExchange (port: number, head: string, body: string): Promise<{ statuses: number[], head: string }> {
-  const socket = connect(port, '127.0.0.1')
+async function expectContinueExchange (
+  port: number, head: string, body: string, tls = false
+): Promise<{ statuses: number[], head: string }> {
+  const socket = tls ? connectTls({ port, host: '127.0.0.1', rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] }) : connect(port, '127.0.0.1')
   try {
-    await once(socket, 'connect')
+    await once(socket, tls ? 'secureConnect' : 'connect')
     socket.write(`${head}Host: 127.0.0.1\r\nContent-Length: ${Buffer.byteLength(body)}\r\nExpect: 100-continue\r\n\r\n`)
     const statuses: number[] = []
     let received = ''

@@ -1,20 +1,20 @@
-import { Server as HttpServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { FastifyInstance } from 'fastify'
 import FindMyWay from 'find-my-way'
 import { pathMatchingOf } from './router-options.js'
 
 // Per server (several registrations may share one): whether a URL is one registration's, one matcher each.
-const deferredContinues = new WeakMap<HttpServer, Array<(url: string) => boolean>>()
+const deferredContinues = new WeakMap<FastifyInstance['server'], Array<(url: string) => boolean>>()
 
 /**
  * Node answers `Expect: 100-continue` with `100 Continue` as soon as a request arrives, before any check: a
  * client then sends a body the server will refuse (auth, an unknown upload, a wrong offset). For the tus routes
  * the 100 is sent when the body is first read instead (the routes' preHandler); every other route of the app
- * gets it at once, as before. HTTP/1.1 servers only (an HTTP/2 server keeps Node's behaviour).
+ * gets it at once, as before. Every server Fastify makes emits `checkContinue`: http, https (an https.Server is no
+ * http.Server), and HTTP/2, for its streams and, with `allowHTTP1`, for its HTTP/1.1 requests over TLS too.
  */
 export function deferContinue (instance: FastifyInstance): void {
   const server = instance.server
-  if (!(server instanceof HttpServer)) return
   const ours = routesMatcher(instance)
   const known = deferredContinues.get(server)
   if (known !== undefined) {
