@@ -376,20 +376,17 @@ t.test('Expect: 100-continue waits for auth over TLS too: an https server, an HT
   const server = await startServer(t, {}, async (app, uploads) => { await app.register(tusPlugin, { dir: uploads, auth }) }, servers[1]![1])
   const session = connectHttp2(server.origin.replace('http:', 'https:'), { rejectUnauthorized: false })
   t.teardown(() => { session.close() })
-  const stream = session.request({
-    ':method': 'POST', ':path': '/files/', 'tus-resumable': '1.0.0', 'upload-length': '5', 'content-length': '5',
-    'content-type': 'application/offset+octet-stream', expect: '100-continue'
-  })
+  const h2Post = {
+    ':method': 'POST', ':path': '/files/', 'tus-resumable': '1.0.0', 'upload-length': '5', 'content-length': '5', 'content-type': 'application/offset+octet-stream', expect: '100-continue'
+  }
+  const stream = session.request(h2Post)
   let continued = false
   stream.on('continue', () => { continued = true })
   const [headers] = await once(stream, 'response') as [Record<string, string | number>]
   stream.destroy()
   t.equal(headers[':status'], 401, 'HTTP/2: a refused stream gets its 401')
   t.notOk(continued, 'HTTP/2: and no 100 Continue before it')
-  const accepted = session.request({
-    ':method': 'POST', ':path': '/files/', 'tus-resumable': '1.0.0', 'upload-length': '5', 'content-length': '5',
-    'content-type': 'application/offset+octet-stream', expect: '100-continue', authorization: 'ok'
-  })
+  const accepted = session.request({ ...h2Post, authorization: 'ok' })
   await once(accepted, 'continue')
   accepted.end('hello')
   const [answer] = await once(accepted, 'response') as [Record<string, string | number>]
