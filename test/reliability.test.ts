@@ -2,6 +2,7 @@
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
 import { once } from 'node:events'
+import { connect as connectHttp2 } from 'node:http2'
 import { mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, statfs, writeFile } from 'node:fs/promises'
 import { connect, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -295,4 +296,42 @@ t.test('while the server closes, reads are answered and writes get 503 with Retr
   open()
   await closed
   t.same((await readdir(server.dir)).filter((name) => name.endsWith('.json')).length, 2, 'nothing created while closing')
+})
+
+t.test('HTTP/2: while the server closes, writes get 503 with Retry-After and no Connection header (none exists in HTTP/2; Node warned of it), tus and draft', async (t) => {
+  const warnings: Error[] = []
+  const onWarning = (warning: Error): void => { warnings.push(warning) }
+  process.on('warning', onWarning)
+  t.teardown(() => { process.off('warning', onWarning) })
+  const server = await startServer(t, {}, undefined, { http2: true, return503OnClosing: false } as Parameters<typeof startServer>[3])
+  const session = connectHttp2(server.origin)
+  t.teardown(() => { session.destroy() })
+  const send = async (headers: Record<string, string>, body = ''): Promise<Record<string, string | number | string[] | undefined>> => {
+    // A HEAD's stream is ended as it is opened.
+    const stream = session.request(headers, { endStream: headers[':method'] === 'HEAD' })
+    if (headers[':method'] !== 'HEAD') stream.end(body)
+    stream.resume()
+    const [answer] = await once(stream, 'response') as [Record<string, string | number | string[] | undefined>]
+    await once(stream, 'close')
+    return answer
+  }
+  const created = await send({ ':method': 'POST', ':path': '/files/', 'tus-resumable': '1.0.0', 'upload-length': '3' })
+  t.equal(created[':status'], 201)
+  const path = new URL(String(created.location)).pathname
+  const closing = server.app.close()
+  const writes: Array<[string, Record<string, string>]> = [
+    ['tus POST', { ':method': 'POST', ':path': '/files/', 'tus-resumable': '1.0.0', 'upload-length': '3' }],
+    ['tus PATCH', { ':method': 'PATCH', ':path': path, 'tus-resumable': '1.0.0', 'upload-offset': '0', 'content-type': 'application/offset+octet-stream' }],
+    ['draft append', { ':method': 'PATCH', ':path': path, 'upload-draft-interop-version': '6', 'upload-offset': '0', 'upload-complete': '?1', 'content-type': 'application/partial-upload' }]
+  ]
+  for (const [what, headers] of writes) {
+    const answer = await send(headers, 'abc')
+    t.same([answer[':status'], answer['retry-after'], answer.connection], [503, '1', undefined], `${what}: 503, Retry-After, no Connection`)
+  }
+  const head = await send({ ':method': 'HEAD', ':path': path, 'tus-resumable': '1.0.0' })
+  t.same([head[':status'], head['upload-offset']], [200, '0'], 'a HEAD is still answered')
+  session.close()
+  await closing
+  await new Promise((resolve) => setImmediate(resolve))
+  t.same(warnings.map((warning) => `${warning.name}: ${warning.message}`), [], 'Node warned of nothing')
 })

@@ -152,11 +152,13 @@ async function afterEarlierRequests (request: FastifyRequest, reply: FastifyRepl
  * While the server closes, a request that would store or remove something gets 503 with Retry-After, its connection
  * closed; reads are answered (with Fastify's `return503OnClosing: false`, else Fastify answers 503 first). A tus
  * client takes a failed HEAD for an upload that is gone and starts over from byte 0 (tus-js-client does); a failed
- * PATCH it retries, with a HEAD first.
+ * PATCH it retries, with a HEAD first. HTTP/2 has no `Connection` header (RFC 9113 §8.2.2): its session is closed by
+ * the server's close.
  */
 function refuseWritesWhileClosing (services: TusServices, request: FastifyRequest): void {
   if (!services.inFlight.closing || READS_WHILE_CLOSING.has(request.method)) return
-  throw withFacts(retryLater(new TusErrors.SHUTTING_DOWN(), 1), { headers: { Connection: 'close' } })
+  const refused = retryLater(new TusErrors.SHUTTING_DOWN(), 1)
+  throw request.raw.httpVersionMajor >= 2 ? refused : withFacts(refused, { headers: { Connection: 'close' } })
 }
 
 const READS_WHILE_CLOSING = new Set(['HEAD', 'GET', 'OPTIONS'])
