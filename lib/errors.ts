@@ -173,6 +173,8 @@ export interface TusErrorFacts {
   limit?: 'length' | 'max-size'
   /** The request tried to change an upload that is already complete. */
   uploadComplete?: boolean
+  /** When the upload the request concerned expires, as it stands after the request (tus says it: Upload-Expires). */
+  expires?: Date
 }
 
 /** Every error the routes answer with: a Fastify error (status, code, message) and its facts. */

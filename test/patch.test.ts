@@ -256,3 +256,29 @@ t.test('a refused PATCH with a large body leaves the keep-alive connection usabl
   t.equal(head.headers['upload-offset'], '0')
   t.equal(connections, 1, 'all three requests used one connection')
 })
+
+t.test('Upload-Expires comes with every PATCH answer about an unfinished upload, its refusals too (T-E-2); not with the draft\'s, nor once complete', async (t) => {
+  const server = await startServer(t)
+  const url = await createUpload(server, { 'Upload-Length': '11' })
+  const written = await patch(url, 0, 'hello')
+  const expires = written.headers['upload-expires']
+  t.match(expires, /GMT$/)
+  const refusals: Array<[string, Awaited<ReturnType<typeof patch>>, number]> = [
+    ['a wrong offset', await patch(url, 3, 'lo'), 409],
+    ['a checksum mismatch', await patch(url, 5, ' world', { 'Upload-Checksum': `sha1 ${Buffer.alloc(20).toString('base64')}` }), 460],
+    ['a body beyond the length', await patch(url, 5, ' world and more'), 413],
+    ['a length already set', await patch(url, 5, ' world', { 'Upload-Length': '12' }), 400]
+  ]
+  for (const [name, answer, status] of refusals) {
+    t.same([answer.status, answer.headers['upload-offset'], answer.headers['upload-expires']], [status, '5', expires], `${name}: ${status}, the offset, and when the upload expires`)
+  }
+  const draft = await tusRequest(url, {
+    method: 'PATCH',
+    headers: { 'Upload-Draft-Interop-Version': '6', 'Upload-Offset': '3', 'Upload-Complete': '?1', 'Content-Type': 'application/partial-upload' },
+    body: 'lo'
+  })
+  t.same([draft.status, draft.headers['upload-offset'], draft.headers['upload-expires']], [409, '5', undefined], 'the draft has no Upload-Expires')
+  t.equal((await patch(url, 5, ' world')).status, 204)
+  const done = await patch(url, 5, ' world')
+  t.same([done.status, done.headers['upload-expires']], [409, undefined], 'a complete upload is kept: no expiry to tell')
+})

@@ -13,7 +13,7 @@ import { completeUpload, prepareUpload, storeUpload, terminateUpload } from './l
 import { bringsBytes, contentLength, hasBody } from './request.js'
 import { heldBy, lockUpload, type TusServices } from './services.js'
 import { touched } from './touched.js'
-import { admitBeforeLock, isComplete, loadFor, loadSettled, stillAdmitted, underLock } from './uploads.js'
+import { admitBeforeLock, expiresAt, isComplete, loadFor, loadSettled, stillAdmitted, underLock } from './uploads.js'
 
 /**
  * The operations on uploads, each written once for every protocol. A protocol (lib/tus, lib/ietf) reads its
@@ -101,27 +101,45 @@ export async function appendToUpload (services: TusServices, request: FastifyReq
     const held = heldBy(lock)
     const found = await underLock(services, await services.store.getInfo(id, held), admitted)
     const upload = touched(request, found.completing === true ? await completePending(services, request, found, held) : found)
-    if (upload.concat?.type === 'final') throw new TusErrors.FINAL_UPLOAD()
-    if (input.offset !== upload.offset) {
-      // Whether the upload is complete too: a client that lost the answer to its completing request must not be told
-      // to resume it.
-      const facts = { offset: upload.offset, providedOffset: input.offset, ...(isComplete(upload) ? { uploadComplete: true } : {}) }
-      throw withFacts(new TusErrors.OFFSET_MISMATCH(input.offset, upload.offset), facts)
+    try {
+      if (upload.concat?.type === 'final') throw new TusErrors.FINAL_UPLOAD()
+      if (input.offset !== upload.offset) {
+        // Whether the upload is complete too: a client that lost the answer to its completing request must not be told
+        // to resume it.
+        const facts = { offset: upload.offset, providedOffset: input.offset, ...(isComplete(upload) ? { uploadComplete: true } : {}) }
+        throw withFacts(new TusErrors.OFFSET_MISMATCH(input.offset, upload.offset), facts)
+      }
+      if (isComplete(upload) && (hasBody(request) || input.completes !== undefined)) {
+        // A finished upload is never modified; an empty request of a protocol that cannot say more is a no-op.
+        throw withFacts(new TusErrors.UPLOAD_COMPLETE(upload.offset), { offset: upload.offset, uploadComplete: true })
+      }
+      const announced = contentLength(request)
+      const { declared, unrecorded } = input.length === undefined ? { declared: upload, unrecorded: false } : await declareLength(services, request, upload, input.length, input.completes === true, announced)
+      await services.diskReserve.claim(id, announced ?? (declared.size === undefined ? 0 : declared.size - declared.offset))
+      outcome = await settle(services, request, isComplete(upload), await receive(services, request, declared, { ...input, lengthUnrecorded: unrecorded }, held))
+    } catch (error) {
+      throw await withExpiry(services, upload, error)
     }
-    if (isComplete(upload) && (hasBody(request) || input.completes !== undefined)) {
-      // A finished upload is never modified; an empty request of a protocol that cannot say more is a no-op.
-      throw withFacts(new TusErrors.UPLOAD_COMPLETE(upload.offset), { offset: upload.offset, uploadComplete: true })
-    }
-    const announced = contentLength(request)
-    const { declared, unrecorded } = input.length === undefined ? { declared: upload, unrecorded: false } : await declareLength(services, request, upload, input.length, input.completes === true, announced)
-    await services.diskReserve.claim(id, announced ?? (declared.size === undefined ? 0 : declared.size - declared.offset))
-    outcome = await settle(services, request, isComplete(upload), await receive(services, request, declared, { ...input, lengthUnrecorded: unrecorded }, held))
   } finally {
     await lock.release()
   }
   // Only a partial upload can have finals waiting for it (a final lists partials only): no look for the others.
   if (outcome.completed && outcome.upload.concat?.type === 'partial') await finishFinalsWaitingOn(services, request, id)
   return outcome
+}
+
+/**
+ * An append refused or failed once its upload was read says when that upload, as it stands after the request,
+ * expires: tus sends Upload-Expires with every PATCH answer of an upload that will expire (T-E-2), its errors too.
+ * Bytes kept from a failed body moved its last write to now.
+ */
+async function withExpiry (services: TusServices, upload: UploadInfo, error: unknown): Promise<unknown> {
+  if (!(error instanceof Error)) return error
+  const { offset } = error as TusHttpError
+  const standing = offset === undefined || offset === upload.offset ? upload : { ...upload, offset, modifiedAt: new Date() }
+  // An unfinished final's expiry reads its partials: a failure to read them leaves the error as it was.
+  const expires = await Promise.resolve(expiresAt(services, standing)).catch(() => undefined)
+  return expires === undefined ? error : withFacts(error, { expires })
 }
 
 /** Offset retrieval: the upload once no request writes to it. A final whose partials are all complete is finished first. */
