@@ -51,6 +51,12 @@ export const TusErrors = {
     'Upload-Length %s exceeds the maximum upload size of %s bytes',
     413
   ),
+  /** A request that completes the upload where its body ends, with no Upload-Length, ends it beyond maxSize. */
+  COMPLETED_BEYOND_MAX_SIZE: tusError<[number, number]>(
+    'FST_TUS_MAX_SIZE_EXCEEDED',
+    'The request completes the upload at %s bytes (where its body ends), beyond the maximum upload size of %s bytes',
+    413
+  ),
   /** A body of an upload whose length is still unknown went beyond maxSize. */
   BODY_BEYOND_MAX_SIZE: tusError<[number]>(
     'FST_TUS_MAX_SIZE_EXCEEDED',

@@ -964,3 +964,22 @@ t.test('an interrupted append keeps what arrived and stays resumable', async (t)
   t.equal(sha256(await stored(server, url)), sha256(data))
   t.equal(completed.length, 1)
 })
+
+t.test('maxSize: a length beyond it is refused in the words of the request: its Upload-Length, or where its completing body ends', async (t) => {
+  const server = await startServer(t, { maxSize: 1000 })
+  const body = Buffer.alloc(1500, 1)
+  for (const version of [6, 9]) {
+    const bodied = await create(server, version, true, body)
+    t.equal(bodied.response.status, 413, `interop ${version}: a complete creation of 1500 bytes, no Upload-Length`)
+    t.match(bodied.response.text, /completes the upload at 1500 bytes \(where its body ends\), beyond the maximum upload size of 1000 bytes/)
+    t.notMatch(bodied.response.text, /Upload-Length/, 'no Upload-Length was sent: none is named')
+    const declared = await create(server, version, true, body, { 'Upload-Length': '1500' })
+    t.same([declared.response.status, /Upload-Length 1500 exceeds the maximum upload size of 1000 bytes/.test(declared.response.text)], [413, true], `interop ${version}: an Upload-Length of 1500 is named`)
+    const { url } = await create(server, version, false, 'abc')
+    const appended = await append(version, url, 3, true, body)
+    t.equal(appended.status, 413, `interop ${version}: an append completing at 1503`)
+    t.match(appended.text, /completes the upload at 1503 bytes \(where its body ends\)/)
+  }
+  const tus = await tusRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Length': '1500' } })
+  t.same([tus.status, /Upload-Length 1500 exceeds/.test(tus.text)], [413, true], 'tus: its Upload-Length')
+})

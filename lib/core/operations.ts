@@ -44,6 +44,8 @@ export interface CreateRequest extends ProgressListener {
   concat?: UploadConcat | undefined
   /** The body ends the upload: once it has arrived whole, the length is what was stored. */
   completes?: boolean | undefined
+  /** The length is where the completing body ends (Content-Length), the request sent none. */
+  lengthFromBody?: boolean | undefined
   /** Called once the upload exists, before a byte of the body is read. */
   onCreated?: ((upload: UploadInfo) => void) | undefined
 }
@@ -53,6 +55,8 @@ export interface AppendRequest extends ProgressListener {
   offset: number
   /** A length the request declares (a deferred length arriving). */
   length?: number | undefined
+  /** The length is where the completing body ends (Content-Length), the request sent none. */
+  lengthFromBody?: boolean | undefined
   /** Whether the request says it ends the upload; undefined when its protocol has no way to say. */
   completes?: boolean | undefined
 }
@@ -61,7 +65,7 @@ export interface AppendRequest extends ProgressListener {
 export async function createUpload (services: TusServices, request: FastifyRequest, input: CreateRequest): Promise<UploadOutcome> {
   if (input.concat?.type === 'final') return await createFinal(services, request, input, input.concat)
   const { maxSize } = services.options
-  if (input.size !== undefined && input.size > maxSize) throw new TusErrors.MAX_SIZE_EXCEEDED(input.size, maxSize)
+  if (input.size !== undefined && input.size > maxSize) throw beyondMaxSize(input.size, maxSize, input.lengthFromBody)
   // Refused before anything is stored: a malformed or unsupported Upload-Checksum (400).
   headerChecksum(request)
   const bodyLength = contentLength(request)
@@ -114,7 +118,7 @@ export async function appendToUpload (services: TusServices, request: FastifyReq
         throw withFacts(new TusErrors.UPLOAD_COMPLETE(upload.offset), { offset: upload.offset, uploadComplete: true })
       }
       const announced = contentLength(request)
-      const { declared, unrecorded } = input.length === undefined ? { declared: upload, unrecorded: false } : await declareLength(services, request, upload, input.length, input.completes === true, announced)
+      const { declared, unrecorded } = input.length === undefined ? { declared: upload, unrecorded: false } : await declareLength(services, request, upload, input.length, input.completes === true, announced, input.lengthFromBody)
       await services.diskReserve.claim(id, announced ?? (declared.size === undefined ? 0 : declared.size - declared.offset))
       outcome = await settle(services, request, isComplete(upload), await receive(services, request, declared, { ...input, lengthUnrecorded: unrecorded }, held))
     } catch (error) {
@@ -227,7 +231,8 @@ export async function removeUpload (services: TusServices, request: FastifyReque
  * full disk) leaves the length unknown, as it was.
  */
 async function declareLength (
-  services: TusServices, request: FastifyRequest, upload: UploadInfo, length: number, completes: boolean, announced: number | undefined
+  services: TusServices, request: FastifyRequest, upload: UploadInfo, length: number, completes: boolean, announced: number | undefined,
+  fromBody: boolean | undefined
 ): Promise<{ declared: UploadInfo, unrecorded: boolean }> {
   const facts = { offset: upload.offset }
   const bodySize = hasBody(request) ? announced : 0
@@ -239,10 +244,15 @@ async function declareLength (
     return { declared: upload, unrecorded: false }
   }
   const { maxSize } = services.options
-  if (length > maxSize) throw withFacts(new TusErrors.MAX_SIZE_EXCEEDED(length, maxSize), facts)
+  if (length > maxSize) throw withFacts(beyondMaxSize(length, maxSize, fromBody), facts)
   if (length < upload.offset) throw withFacts(new TusErrors.LENGTH_BELOW_OFFSET(length, upload.offset), facts)
   ensureRoom(services, { offset: upload.offset, size: length }, announced ?? 0)
   return { declared: { ...upload, size: length }, unrecorded: true }
+}
+
+/** 413 for a length beyond maxSize, told as the request gave it: its Upload-Length, or where its completing body ends. */
+function beyondMaxSize (length: number, maxSize: number, fromBody: boolean | undefined): Error {
+  return fromBody === true ? new TusErrors.COMPLETED_BEYOND_MAX_SIZE(length, maxSize) : new TusErrors.MAX_SIZE_EXCEEDED(length, maxSize)
 }
 
 /**

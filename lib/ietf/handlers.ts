@@ -54,8 +54,10 @@ export const handleDraftCreation: DraftHandler = async (services, version, reque
   // tus-js-client in draft mode still sends Upload-Metadata; the draft's own headers win over it.
   const header = stringHeader(request, 'upload-metadata')
   const metadata = { ...(header === undefined ? {} : parseMetadata(header, services.options.maxMetadataSize)), ...representationMetadata(request) }
+  const declared = final ? { length: sfInteger(request, 'Upload-Length') } : declaredLength(request, complete ?? false, 0)
   const outcome = await createUpload(services, request, {
-    size: final ? sfInteger(request, 'Upload-Length') : declaredLength(request, complete ?? false, 0),
+    size: declared.length,
+    lengthFromBody: declared.fromBody,
     metadata,
     concat,
     completes: final ? undefined : complete,
@@ -87,8 +89,9 @@ export const handleDraftAppend: DraftHandler = async (services, version, request
     if (version.appendNeedsComplete && hasBody(request)) throw new TusErrors.INVALID_HEADER(version.completeHeader, 'missing, or not ?0 / ?1')
     complete = false
   }
+  const declared = declaredLength(request, complete, offset)
   const outcome = await appendToUpload(services, request, id, {
-    offset, length: declaredLength(request, complete, offset), completes: complete, ...progressInterims(request, reply, version)
+    offset, length: declared.length, lengthFromBody: declared.fromBody, completes: complete, ...progressInterims(request, reply, version)
   })
   setUploadHeaders(services, version, reply, outcome.upload, await expiresAt(services, outcome.upload))
   // -01 acknowledged an append that leaves the upload incomplete with 201 (and Upload-Incomplete: ?1).
@@ -151,11 +154,11 @@ export const DRAFT_UPLOAD_HANDLERS: Readonly<Record<string, DraftHandler>> = {
  * Content-Length. The core refuses one that disagrees with where the body ends (400 inconsistent-upload-length),
  * with the upload's offset.
  */
-function declaredLength (request: FastifyRequest, complete: boolean, offset: number): number | undefined {
+function declaredLength (request: FastifyRequest, complete: boolean, offset: number): { length: number | undefined, fromBody?: true } {
   const header = sfInteger(request, 'Upload-Length')
-  if (header !== undefined) return header
+  if (header !== undefined) return { length: header }
   const bodyLength = contentLength(request)
-  return complete && bodyLength !== undefined ? offset + bodyLength : undefined
+  return complete && bodyLength !== undefined ? { length: offset + bodyLength, fromBody: true } : { length: undefined }
 }
 
 /** Progress 104s (interop 5 on, I-C-5, I-A-9): one with `Upload-Offset` at each progress report, while the body is read. */
