@@ -138,7 +138,8 @@ export async function appendToUpload (services: TusServices, request: FastifyReq
  * Bytes kept from a failed body moved its last write to now.
  */
 async function withExpiry (services: TusServices, upload: UploadInfo, error: unknown): Promise<unknown> {
-  if (!(error instanceof Error)) return error
+  // An error that cannot take a fact (frozen) is answered as it is.
+  if (!(error instanceof Error) || !Object.isExtensible(error)) return error
   const { offset } = error as TusHttpError
   const standing = offset === undefined || offset === upload.offset ? upload : { ...upload, offset, modifiedAt: new Date() }
   // An unfinished final's expiry reads its partials: a failure to read them leaves the error as it was.
