@@ -16,15 +16,15 @@ export function sameFile (a: FileIdentity, b: FileIdentity): boolean {
  */
 export const UNSTATED: FileIdentity = Object.freeze({ ino: -1, birthtimeMs: -1 })
 
-/** What the store knows of a kept file from its own writes: its size and when it last wrote it. */
+/** What the store knows of a kept file from its own writes: its size and when it last wrote it, and its handle (to fstat). */
 export interface KnownFile {
   identity: FileIdentity
   size: number
   modifiedAt: Date
+  readonly handle: DataFile
 }
 
 interface Entry extends KnownFile {
-  handle: DataFile
   timer: NodeJS.Timeout
 }
 
