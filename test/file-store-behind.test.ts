@@ -156,3 +156,30 @@ t.test('a kept descriptor whose file changed size behind the server is not trust
   t.equal(await readFile(join(aside, 'moved'), 'utf8'), '12345xy', 'not through the old descriptor')
   t.same(completed.map((upload) => upload.path), [path])
 })
+
+for (const protocol of PROTOCOLS) {
+  t.test(`${protocol.name}: the upload directory removed while the server runs: the next creation makes it again (not 500 until a restart)`, async (t) => {
+    const { server: s, completed } = await server(t)
+    const first = await protocol.create(s, 3)
+    t.equal((await protocol.append(first, 0, 'abc', true)).status, 204)
+    await rm(s.dir, { recursive: true })
+    const url = await protocol.create(s, 5)
+    const path = join(s.dir, idOf(url))
+    t.ok(existsSync(`${path}.json`), 'the info file is in the directory made again')
+    const patch = await protocol.append(url, 0, 'hello', true)
+    t.equal(patch.status, 204)
+    t.equal(patch.headers['upload-offset'], '5')
+    t.equal(await sha256File(path), sha256('hello'))
+    t.same(completed.map((upload) => [upload.id, upload.offset]), [[idOf(first), 3], [idOf(url), 5]])
+    const head = await protocol.head(url)
+    t.equal(head.headers['upload-offset'], '5', 'complete (not left pending completion)')
+    const download = await send(url, 'GET', {})
+    t.equal(download.status, 200)
+    t.equal(download.body, 'hello')
+    // And again, with the directory gone once more.
+    await rm(s.dir, { recursive: true })
+    const again = await protocol.create(s, 2)
+    t.equal((await protocol.append(again, 0, 'ok', true)).status, 204)
+    t.equal(await readFile(join(s.dir, idOf(again)), 'utf8'), 'ok')
+  })
+}

@@ -70,7 +70,7 @@ function entryBytes (entry: string): number {
 }
 
 export interface FileStoreOptions {
-  /** Directory holding `<id>` (data) and `<id>.json` (info) for every upload; created if missing. */
+  /** Directory holding `<id>` (data) and `<id>.json` (info) for every upload; created if missing (again if removed while in use). */
   directory: string
   /**
    * How many info files to keep in memory at most (default: as many as `cacheBytes` allows; most recently
@@ -160,8 +160,16 @@ export class FileStore implements DataStore {
     if (upload.directory !== undefined) await mkdir(join(this.directory, upload.directory), { recursive: true })
     // The data file comes first: an upload exists once its info file does, and then its data file exists too.
     // Kept open for the first PATCH (unless the upload is empty).
-    const data = await DataFile.open(path, WRITE_IN_PLACE | fs.constants.O_EXCL, this.#marks === undefined ? undefined : DATA_FILE_MODE)
-      .catch((error: unknown) => { throw isExists(error) ? new TusErrors.ID_TAKEN(upload.id) : error })
+    const open = async (): Promise<DataFile> => await DataFile.open(path, WRITE_IN_PLACE | fs.constants.O_EXCL, this.#marks === undefined ? undefined : DATA_FILE_MODE)
+    const data = await open().catch(async (error: unknown) => {
+      if (!isNotFound(error)) throw error
+      // The directory was removed while the store ran (by hand, a cleanup script): made again, once, rather than
+      // every creation failing until a restart (#ensureDirectory made it once).
+      this.#ready = undefined
+      await this.#ensureDirectory()
+      if (upload.directory !== undefined) await mkdir(join(this.directory, upload.directory), { recursive: true })
+      return await open()
+    }).catch((error: unknown) => { throw isExists(error) ? new TusErrors.ID_TAKEN(upload.id) : error })
     // Its identity, for the info cache and the kept handle. The sole writer of the upload need not ask: no
     // other process can remove or re-create the file, so the first stat of its path tells (UNSTATED).
     let stats: Stats | undefined
