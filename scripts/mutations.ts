@@ -348,11 +348,11 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/security.test.ts']
   },
   {
-    name: 'file-store: the kept size trusted without an in-process lock',
+    name: 'file-store: the sole writer trusts a kept descriptor whose file was removed',
     file: 'lib/store/file-store.ts',
-    find: 'const known = options?.soleWriter === true ? this.#openFiles.known(id) : undefined',
-    replace: 'const known = this.#openFiles.known(id)',
-    tests: ['test/sole-writer.test.ts']
+    find: 'return stats.size === known.size && stats.nlink > 0 ? stats : undefined',
+    replace: 'return stats.size === known.size ? stats : undefined',
+    tests: ['test/file-store-behind.test.ts']
   },
   {
     name: 'metrics: the measured locker drops soleWriter',
@@ -624,7 +624,7 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'file store: an upload removed between its info read and its data stat reads as empty (409, offset 0)',
     file: 'lib/store/file-store.ts',
-    find: 'if (stats === undefined && await statIfExists(this.#infoPath(id)) === undefined) throw new TusErrors.NOT_FOUND()',
+    find: 'if (stats === undefined && await statIfExists(this.#infoPath(id)) === undefined) throw this.#gone(id, new TusErrors.NOT_FOUND())',
     replace: '',
     tests: ['test/download-answers.test.ts']
   },
@@ -695,7 +695,7 @@ export const MUTATIONS: Mutation[] = [
     name: 'body: a whole body awaiting its end and trailer cut by a newer request',
     file: 'lib/core/body.ts',
     find: "    if (reason === 'superseded' && this.#arrived === this.#whole) {\n",
-    replace: "    if (false) {\n",
+    replace: '    if (false) {\n',
     tests: ['test/both-protocols.test.ts']
   },
   {
@@ -956,6 +956,20 @@ export const MUTATIONS: Mutation[] = [
     find: 'return fromBody === true ? new TusErrors.COMPLETED_BEYOND_MAX_SIZE',
     replace: 'return fromBody === false ? new TusErrors.COMPLETED_BEYOND_MAX_SIZE',
     tests: ['test/ietf-draft.test.ts']
+  },
+  {
+    name: 'file-store: a 404 leaves the cached info and kept descriptor of an upload removed behind the store',
+    file: 'lib/store/file-store.ts',
+    find: "if (error instanceof TusErrors.NOT_FOUND) this.#forget(id, 'removed')",
+    replace: 'if (error instanceof TusErrors.NOT_FOUND) this.#changes++',
+    tests: ['test/file-store-behind.test.ts']
+  },
+  {
+    name: 'file-store: the directory is made once, never again after it was removed',
+    file: 'lib/store/file-store.ts',
+    find: 'this.#ready = undefined',
+    replace: 'void this.#ready',
+    tests: ['test/file-store-behind.test.ts']
   }
 ]
 /* eslint-enable no-template-curly-in-string */
