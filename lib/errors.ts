@@ -140,6 +140,12 @@ export const TusErrors = {
   /** A hook returned something it may not: a mistake of the app, said plainly so its developers see it at once. */
   HOOK_RESULT_INVALID: tusError<[string, string]>('FST_TUS_HOOK_FAILED', '%s failed: %s', 500),
   STORE_FAILED: tusError<[string]>('FST_TUS_STORE_FAILED', 'Storage error: %s', 500),
+  /** A mistake of the app: one of its hooks made the request body flow before the plugin read it. */
+  BODY_READ_ELSEWHERE: tusError<[]>(
+    'FST_TUS_BODY_READ_ELSEWHERE',
+    'The request body was read before fastify-tus could (a hook listened to request.raw\'s data events before the body was parsed): bytes were lost, nothing was stored',
+    500
+  ),
   TRANSFER_CODING_UNSUPPORTED: tusError<[string]>(
     'FST_TUS_TRANSFER_CODING_UNSUPPORTED',
     'Transfer-Encoding "%s" is not supported: send the body as it is, chunked or with a Content-Length',

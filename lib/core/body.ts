@@ -1,5 +1,7 @@
+import type { FastifyRequest } from 'fastify'
 import type { Readable } from 'node:stream'
 import { finished } from 'node:stream'
+import { TusErrors } from '../errors.js'
 import { freeNow } from './free-memory.js'
 
 /** Bytes read ahead of the handler per request before the socket is paused. */
@@ -21,7 +23,17 @@ export class RequestBody implements AsyncIterable<Buffer> {
   aborted = false
   /** Why the server ended the body early, if it did. */
   released: 'idle' | 'superseded' | 'shutdown' | undefined
+  /**
+   * The body is read decoded: an app's preParsing hook (@fastify/compress, say) put a decoder of its
+   * `Content-Encoding` in place of the request's stream. Its Content-Length counts the encoded bytes then, and says
+   * nothing of how many the upload gets (see `contentLength` in request.ts).
+   */
+  readonly decoded: boolean
   readonly #source: Readable
+  /** The request's own stream (request.raw): the body's chunks may be freed only when they are read from it. */
+  readonly #raw: Readable
+  /** The Content-Length the body must reach to be whole, when it can be compared with what arrived. */
+  readonly #expected: number | undefined
   readonly #idleTimer: NodeJS.Timeout
   #endTimer: NodeJS.Timeout | undefined
   /** Bytes that have arrived, and how many make the body whole (see `wholeAt`). */
@@ -37,8 +49,18 @@ export class RequestBody implements AsyncIterable<Buffer> {
   #firstByteWaiters: Array<() => void> = []
   #beforeFirstRead: (() => void) | undefined
 
-  constructor (source: Readable, idleTimeoutMs: number) {
+  /** Use `readBody`, which refuses a stream already read from. */
+  constructor (request: FastifyRequest, source: Readable, idleTimeoutMs: number) {
     this.#source = source
+    this.#raw = request.raw
+    const encoding = request.headers['content-encoding']
+    const encoded = encoding !== undefined && encoding.trim().toLowerCase() !== 'identity'
+    this.decoded = source !== request.raw && encoded
+    // Compared with the bytes on the wire once the body ends: the request's own stream counts them; a decoder that
+    // counts what it took (`receivedEncodedLength`, as @fastify/compress's does) too; another stream put in the
+    // request's place passes them on as they came unless they are encoded (then nothing can be compared).
+    const length = request.headers['content-length']
+    this.#expected = length !== undefined && /^[0-9]+$/.test(length) && (!this.decoded || wireCount(source) !== undefined) ? Number(length) : undefined
     this.#idleTimer = setTimeout(() => { this.#idle() }, idleTimeoutMs).unref()
     source.on('data', (chunk: Buffer) => {
       this.#idleTimer.refresh()
@@ -54,18 +76,25 @@ export class RequestBody implements AsyncIterable<Buffer> {
       clearTimeout(this.#idleTimer)
       clearTimeout(this.#endTimer)
       if (error !== undefined && error !== null) this.aborted = true
+      // A body that ended short of its Content-Length is never taken as whole (Fastify's own parsers answer it 400):
+      // bytes were lost on the way, or its client went away. It counts as cut short.
+      else if (this.#expected !== undefined && (wireCount(source) ?? this.#arrived) < this.#expected) this.aborted = true
       this.#close()
     })
+    // A stream paused on purpose (a decoder from an app's preParsing hook: @fastify/compress's) waits for its reader
+    // to resume it, as Fastify's own parsers do; a `data` listener alone does not.
+    if (source.isPaused()) source.resume()
   }
 
   /**
    * Takes back a chunk this body handed out once its reader is done with it (stored or copied), so that its memory
-   * is freed at once (free-memory.ts). Only a chunk that is a whole buffer of its own, and only while this body is
-   * the sole reader of its source: nobody else can hold a view of it then.
+   * is freed at once (free-memory.ts). Only a chunk that is a whole buffer of its own, read from the request's own
+   * stream, and only while this body is its sole reader: nobody else can hold a view of it then. A stream an app's
+   * preParsing hook put in the request's place may pass on chunks the app keeps (a tee, a scanner): never freed.
    */
   readonly reclaim = (chunk: Buffer): void => {
     if (chunk.byteOffset !== 0 || chunk.buffer.byteLength !== chunk.length || !(chunk.buffer instanceof ArrayBuffer)) return
-    if (this.#source.listenerCount('data') !== 1) return
+    if (this.#source !== this.#raw || this.#source.listenerCount('data') !== 1 || this.#source.listenerCount('readable') !== 0) return
     freeNow(chunk.buffer)
   }
 
@@ -190,6 +219,23 @@ export class RequestBody implements AsyncIterable<Buffer> {
     this.#queued = 0
     this.#source.resume()
   }
+}
+
+/**
+ * The body of `request`, read from `stream` (the request's own, or what an app's preParsing hooks made of it) from
+ * now on. Refused (500, nothing stored) when the stream was read before: an app's hook that listens to
+ * `request.raw`'s `data` events before the plugin's parser ran makes the body flow, and the chunks emitted until
+ * then are gone; taking the rest would store an upload with bytes missing.
+ */
+export function readBody (request: FastifyRequest, stream: Readable, idleTimeoutMs: number): RequestBody {
+  if (stream.readableDidRead) throw new TusErrors.BODY_READ_ELSEWHERE()
+  return new RequestBody(request, stream, idleTimeoutMs)
+}
+
+/** The encoded bytes a decoder has taken, when it counts them. */
+function wireCount (stream: Readable): number | undefined {
+  const count = (stream as Readable & { receivedEncodedLength?: unknown }).receivedEncodedLength
+  return typeof count === 'number' ? count : undefined
 }
 
 /**

@@ -19,9 +19,14 @@ export function integerHeader (request: FastifyRequest, name: string, pattern = 
   return number
 }
 
-/** The request's Content-Length; undefined when absent. */
+/**
+ * The size of the request's body, from its Content-Length; undefined when absent, and when the body is read decoded
+ * (an app's preParsing hook, @fastify/compress's, decodes its `Content-Encoding`): Content-Length counts the encoded
+ * bytes then, and the upload gets the decoded ones, known only once the body has ended.
+ */
 export function contentLength (request: FastifyRequest): number | undefined {
-  return integerHeader(request, 'Content-Length', DIGITS)
+  const length = integerHeader(request, 'Content-Length', DIGITS)
+  return request.body instanceof RequestBody && request.body.decoded ? undefined : length
 }
 
 export function stringHeader (request: FastifyRequest, name: string): string | undefined {

@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { RequestBody } from '../core/body.js'
+import { RequestBody, readBody } from '../core/body.js'
 import { hookError, refuseReturned } from '../core/lifecycle.js'
 import { hasBody, refuseConflictingAuthority, refuseTransferCodings, stringHeader } from '../core/request.js'
 import type { TusServices } from '../core/services.js'
@@ -30,12 +30,28 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
   const idleTimeout = services.options.idleTimeout
 
   instance.removeAllContentTypeParsers()
-  instance.addContentTypeParser('*', (_request, payload, done) => { done(null, new RequestBody(payload, idleTimeout)) })
+  instance.addContentTypeParser('*', (request, payload, done) => {
+    let body: RequestBody
+    try {
+      body = readBody(request, payload, idleTimeout)
+    } catch (error) {
+      done(error as TusHttpError, undefined)
+      return
+    }
+    done(null, body)
+  })
   // Whether a request has content is decided once, by its HTTP version's rule (core/request.ts): Fastify skips the
   // parser for an HTTP/2 body that has neither Content-Type nor Content-Length, which streaming clients send.
   // Hooks take callbacks, not promises: they run on every request.
   instance.addHook('preHandler', (request, reply, done) => {
-    if (!(request.body instanceof RequestBody) && hasBody(request)) request.body = new RequestBody(request.raw, idleTimeout)
+    if (!(request.body instanceof RequestBody) && hasBody(request)) {
+      try {
+        request.body = readBody(request, request.raw, idleTimeout)
+      } catch (error) {
+        done(error as TusHttpError)
+        return
+      }
+    }
     if (request.body instanceof RequestBody && expectsContinue(request)) {
       const response = reply.raw
       request.body.beforeFirstRead(() => { if (!response.headersSent) response.writeContinue() })
