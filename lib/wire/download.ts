@@ -95,7 +95,8 @@ interface SendOptions {
  * if it does not send exactly `length` bytes: a data file shortened by another tool under a download would
  * otherwise leave the client waiting on its kept-alive connection for the rest of the announced Content-Length,
  * and a longer one would send bytes the client reads as its next response. A cut response is a broken download
- * the client sees and retries. With `freeChunks`, each chunk is freed once the response has written it: each chunk
+ * the client sees and retries. With `freeChunks`, each chunk is freed once the response has written it, when nothing
+ * else listens to the body (an onSend hook may read it without replacing it): each chunk
  * of a download is a new buffer outside the heap, like a body's (see free-memory.ts); left to V8, a 1 GiB download
  * cost 34-36 full collections in a Fastify app, and 1.5x the CPU of a plain pipe.
  * A client that takes no byte for `idleTimeout` has its response cut too, as a body that brings none is ended: until
@@ -124,7 +125,10 @@ function sentExactly (body: Readable, response: Writable, length: number, option
     body.on('data', (chunk: Buffer) => {
       sent += chunk.length
       if (sent > length) { cut(onMismatch); return }
-      const written = freeChunks ? response.write(chunk, () => { freeReadChunk(chunk) }) : response.write(chunk)
+      // Freed only when nothing but the response got the chunk: an onSend hook that reads the payload without
+      // replacing it (a cache, an audit copy) listens to it too, and keeps its chunks.
+      const alone = freeChunks && body.listenerCount('data') === 1 && body.listenerCount('readable') === 0
+      const written = alone ? response.write(chunk, () => { freeReadChunk(chunk) }) : response.write(chunk)
       if (written) return
       body.pause()
       stall ??= setTimeout(() => { cut(onStalled) }, idleTimeout).unref()
