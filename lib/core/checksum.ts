@@ -51,7 +51,9 @@ export function announcesChecksumTrailer (request: FastifyRequest): boolean {
 
 /** The checksum sent as a trailer of a chunked request; read once the body has ended. */
 export function trailerChecksum (request: FastifyRequest): ExpectedChecksum | undefined {
-  const value = request.raw.trailers['upload-checksum']
+  // A request that came through no connection (`app.inject()`) has no trailers object at all.
+  const trailers = request.raw.trailers as NodeJS.Dict<string> | undefined
+  const value = trailers?.['upload-checksum']
   return value === undefined ? undefined : parseChecksum(value)
 }
 

@@ -1,4 +1,5 @@
 import type { FastifyRequest } from 'fastify'
+import { IncomingMessage } from 'node:http'
 import { Http2ServerRequest } from 'node:http2'
 import { TusErrors } from '../errors.js'
 import { RequestBody } from './body.js'
@@ -78,11 +79,24 @@ export async function bringsBytes (request: FastifyRequest): Promise<boolean> {
  * Whether the request has content, the way its HTTP version defines it. HTTP/1.1: a non-zero
  * Content-Length or a Transfer-Encoding (RFC 9112 §6.3). HTTP/2 has no Transfer-Encoding: a request has
  * content unless its HEADERS frame ended the stream (RFC 9113 §8.1), whatever Content-Length says or omits.
+ * A request that came through no connection (`app.inject()`, whose stream payload has neither header) has content
+ * when it was given a payload (or Fastify parsed a body of it).
  */
 export function hasBody (request: FastifyRequest): boolean {
   const length = request.headers['content-length']
   if (length !== undefined && /^0+$/.test(length)) return false
   const raw: unknown = request.raw
   if (raw instanceof Http2ServerRequest) return !raw.stream.endAfterHeaders
-  return length !== undefined || request.headers['transfer-encoding'] !== undefined
+  if (length !== undefined || request.headers['transfer-encoding'] !== undefined) return true
+  if (raw instanceof IncomingMessage) return false
+  return request.body instanceof RequestBody || injectedPayload(raw)
+}
+
+/**
+ * Whether a request of `app.inject()` was given a payload: light-my-request keeps it under its own namespace, and a
+ * stream payload comes with no Content-Length, no Transfer-Encoding and (without a Content-Type) no parsed body.
+ */
+function injectedPayload (raw: unknown): boolean {
+  const injected = (raw as { _lightMyRequest?: { payload?: unknown } })._lightMyRequest
+  return injected?.payload !== undefined && injected.payload !== null
 }
