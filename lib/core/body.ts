@@ -32,8 +32,6 @@ export class RequestBody implements AsyncIterable<Buffer> {
   readonly #source: Readable
   /** The request's own stream (request.raw): the body's chunks may be freed only when they are read from it. */
   readonly #raw: Readable
-  /** The Content-Length the body must reach to be whole, when it can be compared with what arrived. */
-  readonly #expected: number | undefined
   readonly #idleTimer: NodeJS.Timeout
   #endTimer: NodeJS.Timeout | undefined
   /** Bytes that have arrived, and how many make the body whole (see `wholeAt`). */
@@ -56,11 +54,6 @@ export class RequestBody implements AsyncIterable<Buffer> {
     const encoding = request.headers['content-encoding']
     const encoded = encoding !== undefined && encoding.trim().toLowerCase() !== 'identity'
     this.decoded = source !== request.raw && encoded
-    // Compared with the bytes on the wire once the body ends: the request's own stream counts them; a decoder that
-    // counts what it took (`receivedEncodedLength`, as @fastify/compress's does) too; another stream put in the
-    // request's place passes them on as they came unless they are encoded (then nothing can be compared).
-    const length = request.headers['content-length']
-    this.#expected = length !== undefined && /^[0-9]+$/.test(length) && (!this.decoded || wireCount(source) !== undefined) ? Number(length) : undefined
     this.#idleTimer = setTimeout(() => { this.#idle() }, idleTimeoutMs).unref()
     source.on('data', (chunk: Buffer) => {
       this.#idleTimer.refresh()
@@ -76,9 +69,6 @@ export class RequestBody implements AsyncIterable<Buffer> {
       clearTimeout(this.#idleTimer)
       clearTimeout(this.#endTimer)
       if (error !== undefined && error !== null) this.aborted = true
-      // A body that ended short of its Content-Length is never taken as whole (Fastify's own parsers answer it 400):
-      // bytes were lost on the way, or its client went away. It counts as cut short.
-      else if (this.#expected !== undefined && (wireCount(source) ?? this.#arrived) < this.#expected) this.aborted = true
       this.#close()
     })
     // A stream paused on purpose (a decoder from an app's preParsing hook: @fastify/compress's) waits for its reader
@@ -230,12 +220,6 @@ export class RequestBody implements AsyncIterable<Buffer> {
 export function readBody (request: FastifyRequest, stream: Readable, idleTimeoutMs: number): RequestBody {
   if (stream.readableDidRead) throw new TusErrors.BODY_READ_ELSEWHERE()
   return new RequestBody(request, stream, idleTimeoutMs)
-}
-
-/** The encoded bytes a decoder has taken, when it counts them. */
-function wireCount (stream: Readable): number | undefined {
-  const count = (stream as Readable & { receivedEncodedLength?: unknown }).receivedEncodedLength
-  return typeof count === 'number' ? count : undefined
 }
 
 /**
