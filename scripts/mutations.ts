@@ -970,6 +970,55 @@ export const MUTATIONS: Mutation[] = [
     find: 'this.#ready = undefined',
     replace: 'void this.#ready',
     tests: ['test/file-store-behind.test.ts']
+  },
+  {
+    name: 'body: a body read before the plugin is taken',
+    file: 'lib/core/body.ts',
+    find: 'if (stream.readableDidRead) throw',
+    replace: 'if (stream.readableDidRead && false) throw',
+    tests: ['test/app-readers.test.ts']
+  },
+  {
+    name: "body: a preParsing stream's chunks are freed",
+    file: 'lib/core/body.ts',
+    find: 'this.#source !== this.#raw || ',
+    replace: '',
+    tests: ['test/app-readers.test.ts']
+  },
+  {
+    name: 'download: chunks freed while an onSend hook reads them',
+    file: 'lib/wire/download.ts',
+    find: "freeChunks && body.listenerCount('data') === 1 && ",
+    replace: 'freeChunks && ',
+    tests: ['test/app-readers.test.ts']
+  },
+  {
+    name: 'body: a paused decoder is not resumed',
+    file: 'lib/core/body.ts',
+    find: 'if (source.isPaused()) source.resume()',
+    replace: '',
+    tests: ['test/app-readers.test.ts']
+  },
+  {
+    name: "request: a decoded body's Content-Length taken as its length",
+    file: 'lib/core/request.ts',
+    find: 'request.body.decoded ? undefined : length',
+    replace: 'request.body.decoded ? length : length',
+    tests: ['test/app-readers.test.ts']
+  },
+  {
+    name: 'request: an injected stream payload has no body',
+    file: 'lib/core/request.ts',
+    find: 'return request.body instanceof RequestBody || injectedPayload(raw)',
+    replace: 'return request.body instanceof RequestBody',
+    tests: ['test/app-readers.test.ts']
+  },
+  {
+    name: "checksum: inject's missing trailers are read",
+    file: 'lib/core/checksum.ts',
+    find: "const value = trailers?.['upload-checksum']",
+    replace: "const value = trailers!['upload-checksum']",
+    tests: ['test/app-readers.test.ts']
   }
 ]
 /* eslint-enable no-template-curly-in-string */

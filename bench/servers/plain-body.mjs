@@ -23,7 +23,7 @@ serveBareTus(dir, async (req, path) => {
   const handle = await open(path, 'a')
   let appended = 0
   try {
-    for await (const chunk of new RequestBody(req, 60_000)) {
+    for await (const chunk of new RequestBody({ raw: req, headers: req.headers }, req, 60_000)) {
       await handle.write(chunk)
       appended += chunk.length
     }
