@@ -252,8 +252,8 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'request: a Content-Length with leading zeros is refused',
     file: 'lib/core/request.ts',
-    find: "return integerHeader(request, 'Content-Length', DIGITS)",
-    replace: "return integerHeader(request, 'Content-Length')",
+    find: "const length = integerHeader(request, 'Content-Length', DIGITS)",
+    replace: "const length = integerHeader(request, 'Content-Length')",
     tests: ['test/both-protocols.test.ts']
   },
   {
@@ -491,7 +491,7 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'body: chunks freed while another reader of the request holds them',
     file: 'lib/core/body.ts',
-    find: "    if (this.#source.listenerCount('data') !== 1) return\n",
+    find: "this.#source.listenerCount('data') !== 1 || ",
     replace: '',
     tests: ['test/free-memory.test.ts']
   },
@@ -666,8 +666,8 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'download: a chunk freed as soon as the response took it, before it was sent',
     file: 'lib/wire/download.ts',
-    find: 'const written = freeChunks ? response.write(chunk, () => { freeReadChunk(chunk) }) : response.write(chunk)',
-    replace: 'const written = response.write(chunk)\n      if (freeChunks) freeReadChunk(chunk)',
+    find: 'const written = alone ? response.write(chunk, () => { freeReadChunk(chunk) }) : response.write(chunk)',
+    replace: 'const written = response.write(chunk)\n      if (alone) freeReadChunk(chunk)',
     tests: ['test/download.test.ts']
   },
   {
