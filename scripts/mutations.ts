@@ -573,13 +573,6 @@ export const MUTATIONS: Mutation[] = [
     tests: ['test/file-store.test.ts']
   },
   {
-    name: 'file store: truncate keeps what it knew of the kept handle',
-    file: 'lib/store/file-store.ts',
-    find: '    this.#openFiles.drop(id)\n    const handle = await DataFile.open(path, \'r+\')',
-    replace: '    const handle = await DataFile.open(path, \'r+\')',
-    tests: ['test/file-store.test.ts']
-  },
-  {
     name: 'quick calls: slow synchronous calls never send them back to the thread pool',
     file: 'lib/fs-calls.ts',
     find: '        this.#offUntil = end + this.#offFor\n',
