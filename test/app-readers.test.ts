@@ -4,34 +4,17 @@
 import t, { type Test } from 'tap'
 import compress from '@fastify/compress'
 import type { FastifyInstance } from 'fastify'
-import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
+import { request as httpRequest } from 'node:http'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { PassThrough, Readable, Transform, Writable } from 'node:stream'
 import { createHash } from 'node:crypto'
 import { gzipSync } from 'node:zlib'
 import { tusPlugin, type UploadInfo } from '../lib/index.js'
-import { idOf, randomBytesSeeded, sha256, startServer, type TestServer } from './helpers.js'
+import { answerOf, idOf, randomBytesSeeded, send, sha256, startServer, type HttpAnswer, type TestServer } from './helpers.js'
 
 const MiB = 1024 * 1024
 const DRAFTS = [6, 9]
-
-interface Answer { status: number, headers: IncomingHttpHeaders, body: Buffer }
-
-/** One request over node:http (which copes with the draft's 104s), the body sent in one write. */
-async function send (url: string, method: string, headers: Record<string, string>, body?: Buffer): Promise<Answer> {
-  return await new Promise((resolve, reject) => {
-    const request = httpRequest(url, { method, headers, agent: false })
-    request.on('error', reject)
-    request.on('response', (response) => {
-      const chunks: Buffer[] = []
-      response.on('data', (chunk: Buffer) => chunks.push(chunk))
-      response.on('error', reject)
-      response.on('end', () => { resolve({ status: response.statusCode!, headers: response.headers, body: Buffer.concat(chunks) }) })
-    })
-    request.end(body)
-  })
-}
 
 /** A server with the plugin after `setup`; the uploads onUploadComplete saw. */
 async function serve (t: Test, setup: (app: FastifyInstance) => Promise<void> | void): Promise<{ server: TestServer, completed: UploadInfo[] }> {
@@ -53,7 +36,7 @@ async function tusCreate (server: TestServer, length: number): Promise<string> {
 }
 
 /** Appends `data` in one request of the protocol; the upload's URL and the answer. */
-type Sender = (server: TestServer, data: Buffer, headers?: Record<string, string>, sent?: Buffer) => Promise<{ url: string, answer: Answer }>
+type Sender = (server: TestServer, data: Buffer, headers?: Record<string, string>, sent?: Buffer) => Promise<{ url: string, answer: HttpAnswer }>
 const SENDERS: Array<[string, Sender]> = [
   ['tus 1.0.0 PATCH', async (server, data, headers = {}, sent = data) => {
     const url = await tusCreate(server, data.length)
@@ -84,7 +67,7 @@ for (const [name, sendAll] of SENDERS) {
     const data = randomBytesSeeded(MiB, 31)
     const { url, answer } = await sendAll(server, data)
     t.equal(answer.status, 500, 'refused')
-    t.match(answer.body.toString(), /read before fastify-tus/, 'says why')
+    t.match(answer.body, /read before fastify-tus/, 'says why')
     t.equal(answer.headers['upload-offset'], undefined, 'no offset claimed')
     t.same(completed, [], 'onUploadComplete never ran')
     t.ok(metered > 0, 'the app hook read the body')
@@ -169,14 +152,10 @@ t.test('a chunked body an app\'s hook made flow before the plugin read it is ref
   })
   const data = randomBytesSeeded(300_000, 36)
   /** The body in two writes, the second 100 ms later, without Content-Length (chunked). */
-  const chunked = async (url: string, method: string, headers: Record<string, string>): Promise<Answer> => await new Promise((resolve, reject) => {
+  const chunked = async (url: string, method: string, headers: Record<string, string>): Promise<HttpAnswer> => await new Promise((resolve, reject) => {
     const request = httpRequest(url, { method, headers, agent: false })
     request.on('error', reject)
-    request.on('response', (response) => {
-      const chunks: Buffer[] = []
-      response.on('data', (chunk: Buffer) => chunks.push(chunk))
-      response.on('end', () => { resolve({ status: response.statusCode!, headers: response.headers, body: Buffer.concat(chunks) }) })
-    })
+    request.on('response', (response) => { answerOf(response).then(resolve, reject) })
     request.write(data.subarray(0, 100_000))
     setTimeout(() => { request.end(data.subarray(100_000)) }, 100)
   })
@@ -222,7 +201,7 @@ t.test('a download read by an onSend hook (without replacing it) keeps its chunk
     kept.length = 0
     const { url } = await sendAll(server, data)
     const got = await send(url, 'GET', {})
-    t.equal(sha256(got.body), sha256(data), `${name}: the client got the upload`)
+    t.equal(sha256(got.bytes), sha256(data), `${name}: the client got the upload`)
     await new Promise((resolve) => setTimeout(resolve, 1200))
     t.equal(sha256(Buffer.concat(kept)), sha256(data), `${name}: the hook's chunks intact`)
   }

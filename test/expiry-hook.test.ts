@@ -1,24 +1,9 @@
 // onUploadExpire: it may keep an expired upload (return false, or throw) or archive it before removeExpired()
 // removes it; uploads made through tus 1.0.0 and the IETF draft (interop 6) alike.
 import t from 'tap'
-import { request as httpRequest } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { UploadInfo } from '../lib/index.js'
-import { backdate, removeExpired, startServer, type TestServer } from './helpers.js'
-
-interface Answer { status: number, headers: Record<string, string | string[] | undefined> }
-
-async function send (url: string, method: string, headers: Record<string, string>, body?: string): Promise<Answer> {
-  return await new Promise((resolve, reject) => {
-    const request = httpRequest(url, { method, headers, agent: false })
-    request.on('error', reject)
-    request.on('response', (response) => {
-      response.resume()
-      response.on('end', () => { resolve({ status: response.statusCode!, headers: response.headers }) })
-    })
-    request.end(body)
-  })
-}
+import { backdate, removeExpired, send, startServer, type TestServer } from './helpers.js'
 
 async function text (stream: Readable): Promise<string> {
   const chunks: Buffer[] = []

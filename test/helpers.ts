@@ -2,7 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises'
-import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
+import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http'
 import { createServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -97,20 +97,27 @@ export async function rawRequest (
   return { status: response.statusCode, headers, body, text: body.toString('utf8') }
 }
 
-export interface HttpAnswer { status: number, headers: IncomingHttpHeaders, body: string }
+export interface HttpAnswer { status: number, headers: IncomingHttpHeaders, body: string, bytes: Buffer }
 
-/** One request over node:http (which copes with the draft's 104 interim responses); the body as text. */
-export async function send (url: string, method: string, headers: Record<string, string>, body?: string): Promise<HttpAnswer> {
+/**
+ * One request over node:http (which copes with the draft's 104 interim responses), the body sent in one write
+ * (with its Content-Length); the answer's body as text and as bytes.
+ */
+export async function send (url: string, method: string, headers: Record<string, string>, body?: string | Buffer): Promise<HttpAnswer> {
   return await new Promise((resolve, reject) => {
     const request = httpRequest(url, { method, headers, agent: false })
     request.on('error', reject)
-    request.on('response', (response) => {
-      const chunks: Buffer[] = []
-      response.on('data', (chunk: Buffer) => chunks.push(chunk))
-      response.on('end', () => { resolve({ status: response.statusCode!, headers: response.headers, body: Buffer.concat(chunks).toString() }) })
-    })
+    request.on('response', (response) => { answerOf(response).then(resolve, reject) })
     request.end(body)
   })
+}
+
+/** A response read whole. */
+export async function answerOf (response: IncomingMessage): Promise<HttpAnswer> {
+  const chunks: Buffer[] = []
+  for await (const chunk of response) chunks.push(chunk as Buffer)
+  const bytes = Buffer.concat(chunks)
+  return { status: response.statusCode!, headers: response.headers, body: bytes.toString(), bytes }
 }
 
 /** A tus 1.0.0 request: rawRequest with Tus-Resumable: 1.0.0 added. */

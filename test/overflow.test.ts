@@ -2,31 +2,14 @@
 // is stored; one that fits exactly is taken whole. For tus and the IETF draft, on PATCH and creation.
 import t from 'tap'
 import { readFile, readdir } from 'node:fs/promises'
-import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
 import { join } from 'node:path'
-import { createUpload, idOf, randomBytesSeeded, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
+import { createUpload, idOf, randomBytesSeeded, send, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
 const MAX = 1000
 const DRAFT = { 'Upload-Draft-Interop-Version': '6' }
 const PARTIAL = { 'Content-Type': 'application/partial-upload' }
 const INCONSISTENT = 'https://iana.org/assignments/http-problem-types#inconsistent-upload-length'
-
-/** node:http (it takes the draft's 104 interim responses in its stride), with an explicit Content-Length. */
-async function send (url: string, method: string, headers: Record<string, string>, body: Buffer): Promise<{ status: number, headers: IncomingHttpHeaders, text: string }> {
-  return await new Promise((resolve, reject) => {
-    const request = httpRequest(url, { method, headers: { ...headers, 'Content-Length': String(body.length) }, agent: false })
-    request.on('error', reject)
-    request.on('response', (response) => {
-      let text = ''
-      response.setEncoding('utf8')
-      response.on('data', (chunk: string) => { text += chunk })
-      response.on('error', reject)
-      response.on('end', () => { resolve({ status: response.statusCode!, headers: response.headers, text }) })
-    })
-    request.end(body)
-  })
-}
 
 async function stored (server: TestServer, url: string): Promise<Buffer> {
   return await readFile(join(server.dir, idOf(url)))
@@ -44,7 +27,7 @@ t.test('tus PATCH: Content-Length one byte beyond the length is 413 and stores n
   const url = await createUpload(server, { 'Upload-Length': '10' })
   const over = await send(url, 'PATCH', { 'Tus-Resumable': '1.0.0', 'Upload-Offset': '0', ...OCTET }, data.subarray(0, 11))
   t.equal(over.status, 413)
-  t.match(over.text, /beyond the upload length of 10 bytes/)
+  t.match(over.body, /beyond the upload length of 10 bytes/)
   t.equal((await stored(server, url)).length, 0, 'not a byte stored')
   t.equal((await send(url, 'PATCH', { 'Tus-Resumable': '1.0.0', 'Upload-Offset': '0', ...OCTET }, data.subarray(0, 4))).status, 204)
   const overAt4 = await send(url, 'PATCH', { 'Tus-Resumable': '1.0.0', 'Upload-Offset': '4', ...OCTET }, data.subarray(4, 11))
@@ -108,7 +91,7 @@ t.test('draft PATCH: one byte beyond the length is 400 inconsistent-upload-lengt
   // length, offset + Content-Length, would already disagree with the known one).
   const over = await send(url, 'PATCH', { ...DRAFT, ...PARTIAL, 'Upload-Offset': '4', 'Upload-Complete': '?0' }, data.subarray(4, 11))
   t.equal(over.status, 400)
-  t.equal(JSON.parse(over.text).type, INCONSISTENT)
+  t.equal(JSON.parse(over.body).type, INCONSISTENT)
   t.equal(over.headers['upload-offset'], '4')
   const head = await send(url, 'HEAD', DRAFT, Buffer.alloc(0))
   t.equal(head.status, 204, 'refused before a byte was read: the upload is still there')

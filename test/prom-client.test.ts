@@ -2,26 +2,11 @@
 // after uploads through tus 1.0.0 and the IETF draft (interop 6); the bytes counter moves while a PATCH streams.
 import t from 'tap'
 import { once } from 'node:events'
-import { request as httpRequest } from 'node:http'
 import { connect } from 'node:net'
 import { Counter, Registry } from 'prom-client'
 import tusPlugin, { type UploadInfo } from '../lib/index.js'
 import { tusCollector } from '../lib/observe/prom-client.js'
-import { startServer, type TestServer } from './helpers.js'
-
-interface Answer { status: number, headers: Record<string, string | string[] | undefined> }
-
-async function send (url: string, method: string, headers: Record<string, string>, body?: string): Promise<Answer> {
-  return await new Promise((resolve, reject) => {
-    const request = httpRequest(url, { method, headers, agent: false })
-    request.on('error', reject)
-    request.on('response', (response) => {
-      response.resume()
-      response.on('end', () => { resolve({ status: response.statusCode!, headers: response.headers }) })
-    })
-    request.end(body)
-  })
-}
+import { send, startServer, type TestServer } from './helpers.js'
 
 const TUS = { 'Tus-Resumable': '1.0.0' }
 const DRAFT = { 'Upload-Draft-Interop-Version': '6' }
