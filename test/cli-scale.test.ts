@@ -1,33 +1,18 @@
 // The CLI scaled out: two `fastify-tus` processes with the S3 and Redis flags (one reads them from the
 // environment) behind a round-robin client share uploads and locks, on the real services.
-import { execFile } from 'node:child_process'
-import { existsSync, readdirSync, statSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
-import { promisify } from 'node:util'
 import { HeadObjectCommand } from '@aws-sdk/client-s3'
 import t from 'tap'
 import { DefaultHttpStack, type HttpRequest, type HttpStack } from 'tus-js-client'
 import { idOf, randomBytesSeeded, sha256, tusRequest, tusUpload } from './helpers.js'
-import { runProcess, startProcess, waitForOutput, type RunningProcess } from './process.js'
+import { builtCli, type RunningProcess, runProcess, startProcess, waitForOutput } from './process.js'
 import { redisUrl, s3Settings, testBucket, testS3Client, uniqueName } from './services.js'
 
-const root = join(import.meta.dirname, '..')
-const cli = join(root, 'dist', 'cli.js')
+const cli = await builtCli()
 const MiB = 1024 * 1024
-
-/** As test/cli.test.ts: a lone `npx tap` after editing lib/ rebuilds dist/ rather than test stale code. */
-async function ensureBuilt (): Promise<void> {
-  const newestSource = Math.max(...readdirSync(join(root, 'lib'), { recursive: true, encoding: 'utf8' })
-    .filter((name) => name.endsWith('.ts'))
-    .map((name) => statSync(join(root, 'lib', name)).mtimeMs))
-  if (existsSync(cli) && statSync(cli).mtimeMs >= newestSource) return
-  await promisify(execFile)(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], { cwd: root })
-}
-
-await ensureBuilt()
 
 const SCALE_FLAGS = ['--s3-bucket', '--s3-endpoint', '--s3-region', '--s3-prefix', '--s3-part-size', '--s3-parts-in-flight', '--redis-url', '--redis-prefix']
 

@@ -1,30 +1,16 @@
 // The standalone server as its users run it: `node dist/cli.js` (the package's `bin`) in a child process,
 // real tus-js-client uploads, CORS for browsers (@fastify/cors with tusCorsOptions), usage errors with exit code 2, SIGTERM exiting 0.
-import { execFile } from 'node:child_process'
-import { existsSync, statSync, readdirSync } from 'node:fs'
+import { existsSync, statSync } from 'node:fs'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import t from 'tap'
 import { backdate, idOf, rawRequest, randomBytesSeeded, sha256, tusRequest, tusUpload } from './helpers.js'
-import { runProcess, startProcess, waitForOutput } from './process.js'
+import { builtCli, runProcess, startProcess, waitForOutput } from './process.js'
 
-const root = join(import.meta.dirname, '..')
-const cli = join(root, 'dist', 'cli.js')
-
-/** `npm test` builds dist/ first; a lone `npx tap` after editing lib/ rebuilds here rather than test stale code. */
-async function ensureBuilt (): Promise<void> {
-  const newestSource = Math.max(...readdirSync(join(root, 'lib'), { recursive: true, encoding: 'utf8' })
-    .filter((name) => name.endsWith('.ts'))
-    .map((name) => statSync(join(root, 'lib', name)).mtimeMs))
-  if (existsSync(cli) && statSync(cli).mtimeMs >= newestSource) return
-  await promisify(execFile)(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], { cwd: root })
-}
-
-await ensureBuilt()
+const cli = await builtCli()
 
 const FLAGS = ['--dir', '--port', '--host', '--prefix', '--max-size', '--days-to-keep', '--expiry-interval', '--cors-origin',
   '--metrics-path', '--relative-location', '--log-level', '--min-free-space', '--idle-timeout', '--no-fsync', '--expire-completed',

@@ -3,14 +3,14 @@
 // volume stands for, answers its HEALTHCHECK (also with flags added after the image name), and closes on SIGTERM
 // (docker stop) with exit 0.
 import { execFile } from 'node:child_process'
-import { existsSync, readdirSync, statSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import t from 'tap'
 import { randomBytesSeeded, rawRequest, sha256, tusUpload } from './helpers.js'
-import { runProcess, startProcess, waitForOutput } from './process.js'
+import { builtCli, runProcess, startProcess, waitForOutput } from './process.js'
 
 const root = join(import.meta.dirname, '..')
 const pkg = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as { name: string, bin: Record<string, string> }
@@ -53,16 +53,6 @@ const one = (keyword: string): string => {
   return found[0]!.args
 }
 
-/** `npm test` builds dist/ first; a lone `npx tap` after editing lib/ rebuilds rather than test stale code. */
-async function ensureBuilt (): Promise<void> {
-  const cli = join(root, 'dist', 'cli.js')
-  const newestSource = Math.max(...readdirSync(join(root, 'lib'), { recursive: true, encoding: 'utf8' })
-    .filter((name) => name.endsWith('.ts'))
-    .map((name) => statSync(join(root, 'lib', name)).mtimeMs))
-  if (existsSync(cli) && statSync(cli).mtimeMs >= newestSource) return
-  await promisify(execFile)(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], { cwd: root })
-}
-
 t.test('the image has the optional peers of the CLI\'s scale-out flags, at the versions of the lock', async (t) => {
   // The build stage's RUN that lists them, run here against the repository's lock (its output to a temporary file).
   const listing = all.slice(0, lastFrom).find(({ keyword, args }) => keyword === 'RUN' && args.includes('/tmp/scale-peers'))
@@ -98,7 +88,7 @@ t.test('the final stage: a non-root user owning the /data volume, the package bi
 })
 
 t.test('the image\'s command line, run with Node: uploads into the volume, healthy with flags after the image name, SIGTERM exits 0', async (t) => {
-  await ensureBuilt()
+  await builtCli()
   const data = await mkdtemp(join(tmpdir(), 'fastify-tus-docker-'))
   const scratch = await mkdtemp(join(tmpdir(), 'fastify-tus-docker-tmp-'))
   t.teardown(async () => { await rm(data, { recursive: true, force: true }); await rm(scratch, { recursive: true, force: true }) })

@@ -1,7 +1,10 @@
 // Child processes for the CLI and example-server tests: spawn, wait for the line announcing the URL,
 // collect the output, and await the exit.
-import { spawn, type ChildProcess } from 'node:child_process'
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
+import { existsSync, readdirSync, statSync } from 'node:fs'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
 
 export interface Exit { code: number | null, signal: NodeJS.Signals | null }
 
@@ -67,4 +70,20 @@ export async function waitForOutput (running: RunningProcess, pattern: RegExp): 
       reject(new Error(`exited (${exit.code ?? exit.signal}) before printing ${pattern}\nstdout: ${running.stdout()}\nstderr: ${running.stderr()}`))
     })
   })
+}
+
+const root = join(import.meta.dirname, '..')
+
+/**
+ * The CLI's path, `dist/cli.js`, built first if any source in lib/ is newer: `npm test` builds dist/, but a lone
+ * `npx tap` after editing lib/ would otherwise test stale code.
+ */
+export async function builtCli (): Promise<string> {
+  const cli = join(root, 'dist', 'cli.js')
+  const newestSource = Math.max(...readdirSync(join(root, 'lib'), { recursive: true, encoding: 'utf8' })
+    .filter((name) => name.endsWith('.ts'))
+    .map((name) => statSync(join(root, 'lib', name)).mtimeMs))
+  if (existsSync(cli) && statSync(cli).mtimeMs >= newestSource) return cli
+  await promisify(execFile)(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], { cwd: root })
+  return cli
 }
