@@ -57,6 +57,12 @@ export const TusErrors = {
     'The request completes the upload at %s bytes (where its body ends), beyond the maximum upload size of %s bytes',
     413
   ),
+  /** A final upload whose partials add up to more than maxSize (the client sent no length: its partials make it). */
+  FINAL_BEYOND_MAX_SIZE: tusError<[number, number]>(
+    'FST_TUS_MAX_SIZE_EXCEEDED',
+    'The final upload would be %s bytes (the sum of its partial uploads), beyond the maximum upload size of %s bytes',
+    413
+  ),
   /** A body of an upload whose length is still unknown went beyond maxSize. */
   BODY_BEYOND_MAX_SIZE: tusError<[number]>(
     'FST_TUS_MAX_SIZE_EXCEEDED',
@@ -163,6 +169,12 @@ export const TusDraftErrors = {
     400
   ),
   INCONSISTENT_LENGTH: tusError<[string]>('FST_TUS_DRAFT_INCONSISTENT_LENGTH', 'Inconsistent upload length: %s', 400),
+  /** A request that completes the upload (Upload-Complete: ?1) where its body ends, short of or beyond the recorded length. */
+  COMPLETES_AT_WRONG_LENGTH: tusError<[number, number]>(
+    'FST_TUS_DRAFT_INCONSISTENT_LENGTH',
+    'Inconsistent upload length: the request completes the upload at %s bytes (where its body ends), but its length is %s bytes',
+    400
+  ),
   PARTIAL_UPLOAD_TYPE: tusError<[string]>(
     'FST_TUS_DRAFT_PARTIAL_UPLOAD_TYPE',
     'An append must be Content-Type: application/partial-upload (got "%s")',

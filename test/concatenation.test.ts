@@ -102,8 +102,13 @@ t.test('bad final creations are 400 with what was wrong, and create nothing', as
   }
   const tooBig = await startServer(t, { maxSize: 5 })
   const small = await partial(tooBig, 'abc')
-  const refused = await final(tooBig, `final;${small} ${small}`)
-  t.equal(refused.status, 413)
+  for (const protocol of [{}, { 'Upload-Draft-Interop-Version': '6' }] as Array<Record<string, string>>) {
+    const refused = await final(tooBig, `final;${small} ${small}`, protocol)
+    t.equal(refused.status, 413)
+    t.match(refused.text, /final upload would be 6 bytes \(the sum of its partial uploads\), beyond the maximum upload size of 5 bytes/)
+    t.notMatch(refused.text, /Upload-Length/, 'no Upload-Length was sent: none is named')
+    t.equal(refused.headers.location, undefined)
+  }
 })
 
 t.test('a reference to another host or scheme is elsewhere: 400 in both protocols, though a local partial has its id', async (t) => {

@@ -965,6 +965,23 @@ t.test('an interrupted append keeps what arrived and stays resumable', async (t)
   t.equal(completed.length, 1)
 })
 
+t.test('an append completing short of (or beyond) the recorded length says where it completes and the length, not that Upload-Length changed', async (t) => {
+  const server = await startServer(t)
+  for (const version of ALL_VERSIONS) {
+    const { url } = await create(server, version, false, '', { 'Upload-Length': '10' })
+    for (const body of ['abc', 'abcdefghijkl']) {
+      const refused = await append(version, url, 0, true, body)
+      t.equal(refused.status, 400, `interop ${version}: ${body.length} bytes completing a 10-byte upload`)
+      t.equal(refused.headers['upload-offset'] ?? '0', '0')
+      t.match(refused.text, new RegExp(`completes the upload at ${body.length} bytes \\(where its body ends\\), but its length is 10 bytes`))
+      t.notMatch(refused.text, /already set/, 'no Upload-Length was sent: none is said to change')
+    }
+    t.equal((await stored(server, url)).length, 0, 'nothing stored')
+    const changed = await append(version, url, 0, false, 'abc', { 'Upload-Length': '11' })
+    t.same([changed.status, /Upload-Length is already set to 10/.test(changed.text)], [400, true], `interop ${version}: an Upload-Length that changes is named`)
+  }
+})
+
 t.test('maxSize: a length beyond it is refused in the words of the request: its Upload-Length, or where its completing body ends', async (t) => {
   const server = await startServer(t, { maxSize: 1000 })
   const body = Buffer.alloc(1500, 1)

@@ -241,7 +241,10 @@ async function declareLength (
     throw withFacts(new TusDraftErrors.INCONSISTENT_LENGTH(`the request completes the upload at ${upload.offset + bodySize} but declares a length of ${length}`), facts)
   }
   if (upload.size !== undefined) {
-    if (upload.size !== length) throw withFacts(new TusErrors.LENGTH_ALREADY_SET(upload.size), facts)
+    // A length read from where a completing body ends (no Upload-Length sent) is no attempt to change the length.
+    if (upload.size !== length) {
+      throw withFacts(fromBody === true ? new TusDraftErrors.COMPLETES_AT_WRONG_LENGTH(length, upload.size) : new TusErrors.LENGTH_ALREADY_SET(upload.size), facts)
+    }
     return { declared: upload, unrecorded: false }
   }
   const { maxSize } = services.options
@@ -304,7 +307,7 @@ async function createFinal (
   const partials = await Promise.all(concat.parts.map(async (id) => await partialUpload(services, request, id)))
   const size = partials.reduce((sum, partial) => sum + (partial.size ?? 0), 0)
   const { maxSize } = services.options
-  if (size > maxSize) throw new TusErrors.MAX_SIZE_EXCEEDED(size, maxSize)
+  if (size > maxSize) throw new TusErrors.FINAL_BEYOND_MAX_SIZE(size, maxSize)
   const prepared = await prepareUpload(services, request, { id: newUploadId(), size, metadata: input.metadata, concat: withPartials(concat, partials) })
   // Claimed for the copy its creation makes when its partials are complete; a copy made later is checked by nobody.
   await services.diskReserve.claim(prepared.id, size)
