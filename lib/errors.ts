@@ -133,6 +133,12 @@ export const TusErrors = {
     'Method %s is not allowed here',
     405
   ),
+  /** X-HTTP-Method-Override naming a method the URL does not have (the methods it has follow, as in Allow). */
+  OVERRIDE_NOT_ALLOWED: tusError<[string, string]>(
+    'FST_TUS_METHOD_NOT_ALLOWED',
+    'X-HTTP-Method-Override names %s, which this URL does not have; it may name %s',
+    405
+  ),
   UPLOAD_COMPLETE: tusError<[number]>(
     'FST_TUS_UPLOAD_COMPLETE',
     'The upload is already complete (%s bytes); nothing more can be appended',

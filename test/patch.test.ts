@@ -152,6 +152,33 @@ t.test('X-HTTP-Method-Override on POST is honoured for PATCH, HEAD and DELETE', 
   t.equal((await tusRequest(url, { method: 'HEAD' })).status, 404)
 })
 
+t.test('an X-HTTP-Method-Override may name every method its URL has, OPTIONS included, in both protocols; any other is 405 saying so, with Allow naming exactly those', async (t) => {
+  const server = await startServer(t)
+  const url = await createUpload(server, { 'Upload-Length': '3' })
+  t.equal((await tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': '0', ...OCTET }, body: 'abc' })).status, 204)
+  const upload = 'OPTIONS, PATCH, DELETE, HEAD, GET'
+  for (const protocol of [{}, { 'Upload-Draft-Interop-Version': '6' }] as Array<Record<string, string>>) {
+    const name = Object.keys(protocol).length === 0 ? 'tus' : 'draft'
+    for (const target of [url, server.endpoint]) {
+      const options = await tusRequest(target, { method: 'POST', headers: { ...protocol, 'X-HTTP-Method-Override': 'options' } })
+      t.equal(options.status, 204, `${name}: OPTIONS through ${target}`)
+      if (name === 'tus') t.equal(options.headers['tus-version'], '1.0.0', 'the discovery answer')
+      else t.match(options.headers['upload-limit'], /max-size=/, 'the discovery answer')
+    }
+    const head = await tusRequest(url, { method: 'POST', headers: { ...protocol, 'X-HTTP-Method-Override': 'HEAD' } })
+    t.same([head.status < 300, head.headers['upload-offset'], head.text], [true, '3', ''], `${name}: HEAD through the override`)
+    const get = await tusRequest(url, { method: 'POST', headers: { ...protocol, 'X-HTTP-Method-Override': 'GET' } })
+    t.same([get.status, get.text], [200, 'abc'], `${name}: GET through the override downloads`)
+    for (const [target, method, allow] of <Array<[string, string, string]>>[[url, 'PUT', upload], [url, 'POST', upload], [url, 'TRACE', upload], [server.endpoint, 'DELETE', 'OPTIONS, POST'], [server.endpoint, 'GET', 'OPTIONS, POST']]) {
+      const refused = await tusRequest(target, { method: 'POST', headers: { ...protocol, 'X-HTTP-Method-Override': method } })
+      t.equal(refused.status, 405, `${name}: ${method} through ${target}`)
+      t.equal(refused.headers.allow, allow, 'Allow names the methods an override may name')
+      t.match(refused.text, new RegExp(`X-HTTP-Method-Override names \\\\?"${method}\\\\?", which this URL does not have; it may name ${allow}`))
+    }
+  }
+  t.equal((await stored(server, url)).toString(), 'abc', 'nothing changed')
+})
+
 t.test('a method a URL does not have is 405 with the methods it has, in both protocols; other paths under the prefix are 404', async (t) => {
   const server = await startServer(t, { prefix: '/:tenant/files' })
   const endpoint = `${server.origin}/acme/files`

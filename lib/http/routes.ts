@@ -130,13 +130,20 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
   }
   instance.options('/', route(handleOptions, handleDraftOptions))
   instance.options('/:id', route(handleOptions, handleDraftOptions))
-  instance.post('/', route(handlePost, handleDraftCreation))
+  const create = route(handlePost, handleDraftCreation)
+  const discover = route(handleOptions, handleDraftOptions)
+  // A POST whose X-HTTP-Method-Override names OPTIONS is that OPTIONS (the first hook made it the method).
+  instance.post('/', async (request, reply) => { await (request.method === 'OPTIONS' ? discover : create)(request, reply) })
   instance.head('/:id', route(handleHead, handleDraftHead))
   instance.get('/:id', { exposeHeadRoute: false }, route(handleGet, handleDraftGet))
   instance.patch('/:id', route(handlePatch, handleDraftAppend))
   instance.delete('/:id', route(handleDelete, handleDraftDelete))
   // A tunnelled method arrives as POST on the upload's URL; the first hook has made it the request's method.
   instance.post('/:id', async (request, reply) => {
+    if (request.method === 'OPTIONS') {
+      await discover(request, reply)
+      return
+    }
     const handler = TUS_UPLOAD_HANDLERS[request.method]
     const draftHandler = DRAFT_UPLOAD_HANDLERS[request.method]
     if (handler === undefined || draftHandler === undefined) throw notAllowed(request.method, true)
@@ -191,10 +198,19 @@ function overrideMethod (request: FastifyRequest): void {
   if (override === undefined || request.method !== 'POST') return
   const method = override.trim().toUpperCase()
   // A path no route takes is answered as such (unrouted: 404 below an upload's URL), whatever the method it names.
-  if (method === 'POST' || request.is404) return
+  if (request.is404) return
+  // Any method the URL has, the ones Allow names on its 405 (T-G-8: the override is the request's method); no other.
   const onUpload = request.routeOptions.url?.endsWith('/:id') === true
-  if (!onUpload || TUS_UPLOAD_HANDLERS[method] === undefined) throw notAllowed(method.slice(0, 32), onUpload)
+  const allow = allowedMethods(onUpload)
+  if (!allow.includes(method)) {
+    throw withFacts(new TusErrors.OVERRIDE_NOT_ALLOWED(JSON.stringify(override.trim().slice(0, 32)), allow.join(', ')), { headers: { Allow: allow.join(', ') } })
+  }
   request.raw.method = method
+}
+
+/** The methods a URL has (and an X-HTTP-Method-Override on a POST to it may name): an upload's, or the creation URL's. */
+function allowedMethods (onUpload: boolean): string[] {
+  return onUpload ? ['OPTIONS', ...Object.keys(TUS_UPLOAD_HANDLERS)] : ['OPTIONS', 'POST']
 }
 
 /**
@@ -211,8 +227,7 @@ function unrouted (request: FastifyRequest): TusHttpError {
 
 /** 405, with the methods the URL has (RFC 9110 §15.5.6: Allow is required): an upload's, or the creation URL's. */
 function notAllowed (method: string, onUpload: boolean): TusHttpError {
-  const allow = onUpload ? `OPTIONS, ${Object.keys(TUS_UPLOAD_HANDLERS).join(', ')}` : 'OPTIONS, POST'
-  return withFacts(new TusErrors.METHOD_NOT_ALLOWED(method), { headers: { Allow: allow } })
+  return withFacts(new TusErrors.METHOD_NOT_ALLOWED(method), { headers: { Allow: allowedMethods(onUpload).join(', ') } })
 }
 
 /** Tus-Resumable: answered on every tus request, required on those that read or change protocol state. */
