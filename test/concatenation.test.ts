@@ -111,24 +111,38 @@ t.test('bad final creations are 400 with what was wrong, and create nothing', as
   }
 })
 
-t.test('a reference to another host or scheme is elsewhere: 400 in both protocols, though a local partial has its id', async (t) => {
+t.test('a reference to another scheme, host or port, with a query, fragment or dot segment, or outside the prefix is 400 in both protocols, though a local partial has its id', async (t) => {
   const server = await startServer(t)
   const local = await partial(server, 'abc')
   const { pathname, host } = new URL(local)
   const elsewhere = [
     `http://evil.example:9${pathname}`, `https://evil.example${pathname}`, `//evil.example${pathname}`,
-    `javascript:${pathname}`, `file://${pathname}`, `ftp://${host}${pathname}`, `http://user:secret@${host}${pathname}`
+    `javascript:${pathname}`, `file://${pathname}`, `ftp://${host}${pathname}`, `http://user:secret@${host}${pathname}`,
+    `https://${host}${pathname}`, `http://${new URL(local).hostname}:1${pathname}`, `ws://${host}${pathname}`
+  ]
+  // Whatever the reference's form, the query, fragment or dot segment is refused before anything is looked up.
+  const unnamed: Array<[string, RegExp]> = [
+    [`${local}?q=1`, /has a query or a fragment/], [`${local}#f`, /has a query or a fragment/], [`${pathname}?`, /has a query or a fragment/],
+    [`${idOf(local)}#`, /has a query or a fragment/], [`/files/../files/${idOf(local)}`, /has a "\." or "\.\." segment/],
+    [`/other/../files/${idOf(local)}`, /has a "\." or "\.\." segment/], [`http://${host}/files/%2e/${idOf(local)}`, /has a "\." or "\.\." segment/],
+    [`/other/${idOf(local)}`, /its path is not an upload's under \/files\//], [`/files/x/${idOf(local)}`, /its path is not an upload's under \/files\//]
   ]
   for (const protocol of [{}, { 'Upload-Draft-Interop-Version': '6' }] as Array<Record<string, string>>) {
     const name = Object.keys(protocol).length === 0 ? 'tus' : 'draft'
     for (const reference of elsewhere) {
       const refused = await final(server, `final;${reference}`, protocol)
       t.equal(refused.status, 400, `${name}: ${reference}`)
-      t.match(refused.text, /not an upload of this endpoint/)
+      t.match(refused.text, /not an upload of this endpoint: an absolute reference names this server \(http:\/\/127\.0\.0\.1:\d+\), with no credentials/)
       t.equal(refused.headers.location, undefined)
     }
-    // The partial's own URL, its path, its id, and the same host with a query or a fragment are here.
-    for (const reference of [local, pathname, idOf(local), `${local}?q=1#f`, `http://${host.toUpperCase()}${pathname}`]) {
+    for (const [reference, message] of unnamed) {
+      const refused = await final(server, `final;${local} ${reference}`, protocol)
+      t.equal(refused.status, 400, `${name}: ${reference}`)
+      t.match(refused.text, message, `${name}: ${reference}`)
+      t.equal(refused.headers.location, undefined)
+    }
+    // The partial's own URL (the default port written or not), its path and its id are here.
+    for (const reference of [local, pathname, idOf(local), `http://${host.toUpperCase()}${pathname}`]) {
       const accepted = await final(server, `final;${reference}`, protocol)
       t.equal(accepted.status, 201, `${name}: ${reference}`)
     }
@@ -142,6 +156,19 @@ t.test('a reference to another host or scheme is elsewhere: 400 in both protocol
   await append(`${generated.origin}${new URL(location).pathname}`, 0, 'abc')
   t.equal((await final(generated, `final;${location}`)).status, 201, 'a reference as generateUrl made it')
   t.equal((await final(generated, `final;${location.replace('uploads.example.com', 'other.example.com')}`)).status, 400, 'another host')
+  t.equal((await final(generated, `final;${location.replace('https:', 'http:')}`)).status, 400, 'another scheme')
+  // https is this server's scheme only when a trusted proxy says so.
+  for (const trustProxy of [false, true]) {
+    const proxied = await startServer(t, {}, undefined, { trustProxy })
+    const part = await partial(proxied, 'abc')
+    const { host: proxiedHost, pathname: proxiedPath } = new URL(part)
+    for (const protocol of [{}, { 'Upload-Draft-Interop-Version': '6' }] as Array<Record<string, string>>) {
+      const https = await final(proxied, `final;https://${proxiedHost}${proxiedPath}`, { ...protocol, 'X-Forwarded-Proto': 'https' })
+      t.equal(https.status, trustProxy ? 201 : 400, `trustProxy ${String(trustProxy)}: an https reference`)
+      const http = await final(proxied, `final;http://${proxiedHost}${proxiedPath}`, { ...protocol, 'X-Forwarded-Proto': 'https' })
+      t.equal(http.status, trustProxy ? 400 : 201, `trustProxy ${String(trustProxy)}: an http reference`)
+    }
+  }
 })
 
 t.test('concatenation-unfinished: a final created before its partials finish completes when they do', async (t) => {

@@ -22,16 +22,27 @@ export function parseConcat (services: TusServices, request: FastifyRequest): Up
   const basePath = collectionPath(services, request)
   const collection = `http://upload.invalid${basePath}/`
   const parts = references.map((reference) => {
+    const shown = `"${reference.slice(0, 200)}"`
+    // A partial is named by its upload URL, nothing more: a query or a fragment is no part of one (and would let
+    // one reference look like another), nor is a dot segment that the URL parser would fold away.
+    if (/[?#]/.test(reference)) throw new TusErrors.INVALID_CONCAT(`${shown} has a query or a fragment: name a partial upload by its URL alone`)
+    if (DOT_SEGMENT.test(reference)) throw new TusErrors.INVALID_CONCAT(`${shown} has a "." or ".." segment: name a partial upload by its URL alone`)
     let url: URL
     try {
       url = new URL(reference, collection)
     } catch {
-      throw new TusErrors.INVALID_CONCAT(`"${reference.slice(0, 200)}" is not a URL`)
+      throw new TusErrors.INVALID_CONCAT(`${shown} is not a URL`)
     }
     const path = url.pathname
     const id = path.startsWith(`${basePath}/`) ? idFromSegment(services, request, path.slice(basePath.length + 1)) : ''
-    if (!isValidUploadId(id) || (namesOrigin(reference) && !isServedHere(services, request, url, id))) {
-      throw new TusErrors.INVALID_CONCAT(`"${reference.slice(0, 200)}" is not an upload of this endpoint`)
+    if (!isValidUploadId(id)) {
+      throw new TusErrors.INVALID_CONCAT(`${shown} is not an upload of this endpoint: its path is not an upload's under ${basePath}/`)
+    }
+    if (namesOrigin(reference)) {
+      const origins = ownOrigins(services, request, id)
+      if (url.username !== '' || url.password !== '' || !origins.includes(url.origin)) {
+        throw new TusErrors.INVALID_CONCAT(`${shown} is not an upload of this endpoint: an absolute reference names this server (${origins.join(' or ')}), with no credentials`)
+      }
     }
     return id
   })
@@ -43,22 +54,22 @@ function namesOrigin (reference: string): boolean {
   return /^[A-Za-z][A-Za-z0-9+.-]*:/.test(reference) || reference.startsWith('//')
 }
 
+/** A "." or ".." path segment, written as it is or percent-encoded (the URL parser folds both away). */
+const DOT_SEGMENT = /(^|[/\\])(\.|%2e){1,2}([/\\]|$)/i
+
 /**
- * Whether an absolute reference points at this server: http or https, no credentials, and the host the request
- * came to, or the one this server's URLs for the upload name (`generateUrl`). Elsewhere, the id would name
- * another server's upload, which a local one of the same id must not stand in for.
+ * The origins (scheme, host and port) of this server's upload URLs, which an absolute reference must name: the one
+ * the request came to, its scheme as Fastify reads it (`https` behind a proxy only when `trustProxy` says so), and the
+ * one this server's URLs for the upload name (`generateUrl`). Elsewhere, the id would name another server's upload,
+ * which a local one of the same id must not stand in for.
  */
-function isServedHere (services: TusServices, request: FastifyRequest, url: URL, id: string): boolean {
-  if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.username !== '' || url.password !== '') return false
-  // The request's host as this reference's scheme writes it (no default port); a relative Location names none.
-  const own = [`${url.protocol}//${request.host}/`]
-  const location = uploadLocation(services, request, id)
-  if (/^https?:\/\//i.test(location)) own.push(location)
-  return own.some((base) => {
+function ownOrigins (services: TusServices, request: FastifyRequest, id: string): string[] {
+  const origins = new Set<string>()
+  for (const base of [`${request.protocol}://${request.host}/`, uploadLocation(services, request, id)]) {
+    if (!/^https?:\/\//i.test(base)) continue
     try {
-      return new URL(base).host === url.host
-    } catch {
-      return false
-    }
-  })
+      origins.add(new URL(base).origin)
+    } catch {}
+  }
+  return [...origins]
 }
