@@ -146,6 +146,12 @@ export const TusErrors = {
   ),
   ID_TAKEN: tusError<[string]>('FST_TUS_ID_TAKEN', 'Upload id "%s" is already in use', 409),
   LOCKED: tusError<[]>('FST_TUS_LOCKED', 'Upload is busy with another request; retry later', 423),
+  /** The lock wait ran out while the expiry sweep held the upload, onUploadExpire deciding whether it goes. */
+  EXPIRING: tusError<[]>(
+    'FST_TUS_LOCKED',
+    'The upload has expired and is being removed (onUploadExpire is deciding); retry later: it will be gone, or still expired',
+    423
+  ),
   LOCK_FAILED: tusError<[string]>('FST_TUS_LOCK_FAILED', 'Upload lock unavailable: %s', 503),
   SHUTTING_DOWN: tusError('FST_TUS_SHUTTING_DOWN', 'The server is shutting down; retry later (uploads resume where they stopped)', 503),
   HOOK_FAILED: tusError<[string]>('FST_TUS_HOOK_FAILED', '%s failed', 500),

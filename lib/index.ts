@@ -61,7 +61,7 @@ const plugin: FastifyPluginAsync<TusPluginOptions> = async (fastify, rawOptions)
   const locker = measuredLocker(rawOptions.locker ?? new MemoryLocker(), metrics, heldLocks)
   const events = new TusEvents()
   const services: Omit<TusServices, 'basePath'> = {
-    options, store, locker, events, metrics, pendingFinals: new PendingFinals(), diskReserve: new DiskReserve(options.dir, options.minFreeSpace), inFlight, sharedReads: new SharedReads(), log: fastify.log
+    options, store, locker, events, metrics, pendingFinals: new PendingFinals(), diskReserve: new DiskReserve(options.dir, options.minFreeSpace), inFlight, sharedReads: new SharedReads(), expiring: new Set(), log: fastify.log
   }
 
   const decorator: TusDecorator = Object.assign(events, {

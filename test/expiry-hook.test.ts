@@ -3,7 +3,7 @@
 import t from 'tap'
 import type { Readable } from 'node:stream'
 import type { UploadInfo } from '../lib/index.js'
-import { backdate, removeExpired, send, startServer, type TestServer } from './helpers.js'
+import { backdate, removeExpired, send, signal, startServer, WatchedLocker, type TestServer } from './helpers.js'
 
 async function text (stream: Readable): Promise<string> {
   const chunks: Buffer[] = []
@@ -66,6 +66,50 @@ t.test('onUploadExpire vetoes one upload, archives others, and a throwing hook k
   keep.delete('tus-keep')
   const later = await removeExpired(server.app)
   t.same(later.map((info) => info.metadata.name), ['tus-keep'])
+})
+
+t.test('a request waiting past lockTimeout while a slow onUploadExpire holds its upload gets 423 saying so, with Retry-After; one whose wait outlasts the hook gets 404', async (t) => {
+  const entered = signal()
+  const release = signal()
+  const locker = new WatchedLocker()
+  const server = await startServer(t, {
+    lockTimeout: 300,
+    expireCompleted: true,
+    locker,
+    onUploadExpire: async () => {
+      entered.resolve()
+      await release.promise
+    }
+  })
+  const tus = { 'Tus-Resumable': '1.0.0' }
+  const draft = { 'Upload-Draft-Interop-Version': '6' }
+  const id = await upload(server, 'tus', 'slow', 'abc')
+  await backdate(server.dir, id, 30)
+  const url = `${server.endpoint}${id}`
+  const sweep = removeExpired(server.app)
+  await entered.promise
+  for (const [name, protocol] of [['tus', tus], ['draft', draft]] as const) {
+    const requests: Array<[string, Record<string, string>, string?]> = [
+      ['HEAD', {}], ['DELETE', {}],
+      ['PATCH', name === 'tus' ? { 'Upload-Offset': '3', 'Content-Type': 'application/offset+octet-stream' } : { 'Upload-Offset': '3', 'Upload-Complete': '?1', 'Content-Type': 'application/partial-upload' }, 'x']
+    ]
+    for (const [method, headers, body] of requests) {
+      const answer = await send(url, method, { ...protocol, ...headers }, body)
+      t.equal(answer.status, 423, `${name} ${method} while onUploadExpire runs`)
+      t.equal(answer.headers['retry-after'], '1', 'says when to ask again')
+      if (method !== 'HEAD') t.match(answer.body, /has expired and is being removed \(onUploadExpire is deciding\)/)
+    }
+  }
+  t.ok(await server.app.tus.store.getInfo(id), 'nothing removed it meanwhile')
+  // A HEAD that asks while the hook runs, and the hook ends within its wait: the upload is gone.
+  locker.watched = id
+  const asked = locker.asked.promise
+  const waiting = send(url, 'HEAD', tus)
+  await asked
+  release.resolve()
+  t.same((await sweep).map((info) => info.id), [id])
+  t.equal((await waiting).status, 404, 'the removed upload, once the hook let it go')
+  t.equal((await send(url, 'HEAD', tus)).status, 404)
 })
 
 t.test('onUploadExpire must be a function', async (t) => {

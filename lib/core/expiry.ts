@@ -56,13 +56,17 @@ async function removeIfExpired (services: TusServices, id: string): Promise<bool
   try {
     if (services.inFlight.closing) return false
     const upload = await services.store.getInfo(id).catch(() => undefined)
-    if (upload === undefined || !await hasExpired(services, upload) || !await mayExpire(services, upload)) return false
+    if (upload === undefined || !await hasExpired(services, upload)) return false
+    // Requests that wait for the lock longer than lockTimeout meanwhile are told why (423 with Retry-After).
+    services.expiring.add(id)
+    if (!await mayExpire(services, upload)) return false
     await services.store.terminate(id)
     services.diskReserve.release(id)
     services.metrics.uploadsExpired++
     notify(services.events, services.log, 'expired', upload)
     return true
   } finally {
+    services.expiring.delete(id)
     await lock.release()
   }
 }

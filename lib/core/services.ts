@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify'
-import { retryLater, type TusHttpError } from '../errors.js'
+import { TusErrors, retryLater, type TusHttpError } from '../errors.js'
 import type { LockOptions, UploadLock, UploadLocker } from '../lockers/lock.js'
 import type { SharedReads } from '../lockers/shared-reads.js'
 import type { TusEvents } from '../observe/events.js'
@@ -67,6 +67,8 @@ export interface TusServices {
   inFlight: InFlightWrites
   /** HEADs of one upload sharing one read under its lock. */
   sharedReads: SharedReads
+  /** Uploads the expiry sweep holds the lock of, expired, while onUploadExpire decides (in this process). */
+  expiring: Set<string>
   /** For work outside a request (expiry); requests log through `request.log`. */
   log: FastifyBaseLogger
 }
@@ -111,6 +113,8 @@ export async function lockUpload (services: TusServices, id: string, options: Om
   } catch (error) {
     const failure = error as TusHttpError
     if (failure.code === 'FST_TUS_LOCK_FAILED' && failure.headers?.['Retry-After'] === undefined) throw retryLater(failure, 1)
+    // Held by the expiry sweep for longer than the wait (a slow onUploadExpire): the client is told so, and when to ask again.
+    if (failure.code === 'FST_TUS_LOCKED' && services.expiring.has(id)) throw retryLater(new TusErrors.EXPIRING(), 1)
     throw error
   }
 }
