@@ -118,7 +118,8 @@ t.test('a reference to another scheme, host or port, with a query, fragment or d
   const elsewhere = [
     `http://evil.example:9${pathname}`, `https://evil.example${pathname}`, `//evil.example${pathname}`,
     `javascript:${pathname}`, `file://${pathname}`, `ftp://${host}${pathname}`, `http://user:secret@${host}${pathname}`,
-    `https://${host}${pathname}`, `http://${new URL(local).hostname}:1${pathname}`, `ws://${host}${pathname}`
+    `https://${host}${pathname}`, `http://${new URL(local).hostname}:1${pathname}`, `ws://${host}${pathname}`,
+    `\\\\evil.example${pathname}`, `/\\evil.example${pathname}`, `\\/evil.example${pathname}`
   ]
   // Whatever the reference's form, the query, fragment or dot segment is refused before anything is looked up.
   const unnamed: Array<[string, RegExp]> = [

@@ -20,7 +20,7 @@ export function parseConcat (services: TusServices, request: FastifyRequest): Up
   const references = value.slice('final;'.length).split(/[ \t]+/).filter((reference) => reference !== '')
   if (references.length === 0) throw new TusErrors.INVALID_CONCAT('a final upload needs at least one partial upload URL')
   const basePath = collectionPath(services, request)
-  const collection = `http://upload.invalid${basePath}/`
+  const collection = `http://${PLACEHOLDER_HOST}${basePath}/`
   const parts = references.map((reference) => {
     const shown = `"${reference.slice(0, 200)}"`
     // A partial is named by its upload URL, nothing more: a query or a fragment is no part of one (and would let
@@ -38,7 +38,9 @@ export function parseConcat (services: TusServices, request: FastifyRequest): Up
     if (!isValidUploadId(id)) {
       throw new TusErrors.INVALID_CONCAT(`${shown} is not an upload of this endpoint: its path is not an upload's under ${basePath}/`)
     }
-    if (namesOrigin(reference)) {
+    // A host read from the reference however it was written (backslashes for slashes: `\\host/...`, `/\host/...`, which the URL
+    // parser reads as `//host/...`) names an origin, which must be this server's.
+    if (namesOrigin(reference) || url.host !== PLACEHOLDER_HOST) {
       const origins = ownOrigins(services, request, id)
       if (url.username !== '' || url.password !== '' || !origins.includes(url.origin)) {
         throw new TusErrors.INVALID_CONCAT(`${shown} is not an upload of this endpoint: an absolute reference names this server (${origins.join(' or ')}), with no credentials`)
@@ -48,6 +50,9 @@ export function parseConcat (services: TusServices, request: FastifyRequest): Up
   })
   return { type: 'final', parts, header }
 }
+
+/** The host relative references are resolved against: a reserved name (RFC 2606) no reference may name. */
+const PLACEHOLDER_HOST = 'upload.invalid'
 
 /** A reference with a scheme (`https:`, `javascript:`) or an authority (`//host/...`): it says where it points. */
 function namesOrigin (reference: string): boolean {
