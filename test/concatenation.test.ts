@@ -5,7 +5,7 @@ import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { UploadInfo } from '../lib/index.js'
-import { idOf, rawRequest, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
+import { idOf, rawRequest, send, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
 
@@ -285,4 +285,57 @@ async function waitForLockWaits (server: TestServer, count: number): Promise<voi
   while (Number(/^tus_lock_waits_total (\d+)$/m.exec(server.app.tus.metrics())?.[1] ?? '0') < count) {
     await new Promise((resolve) => setImmediate(resolve))
   }
+}
+
+// Partials of length 0 make a final complete at its creation, with nothing to copy: its creating POST completes it,
+// once, before its 201 (it read complete, as if completed already, and only a later HEAD or GET completed it).
+// The draft reaches the same creation (Upload-Concat with its own headers); a zero-length upload of either protocol
+// that is not concatenated completes in its POST as well.
+const ZERO_CASES: Array<[string, Record<string, string>]> = [
+  ['tus', { 'Tus-Resumable': '1.0.0' }],
+  ['draft interop 6', { 'Upload-Draft-Interop-Version': '6', 'Upload-Complete': '?1' }],
+  ['draft interop 9', { 'Upload-Draft-Interop-Version': '9', 'Upload-Complete': '?1' }]
+]
+for (const [label, protocol] of ZERO_CASES) {
+  t.test(`a final of zero-length partials completes once in its creating POST, before its 201 (${label})`, async (t) => {
+    const hooked: Array<{ id: string, method: string }> = []
+    const server = await startServer(t, { onUploadComplete: (upload, request) => { hooked.push({ id: upload.id, method: request.method }) } })
+    const seen = completions(server)
+    const tus = label === 'tus'
+    const create = async (headers: Record<string, string>) => {
+      const answer = await send(server.endpoint, 'POST', { ...protocol, ...(tus ? {} : { 'Content-Length': '0' }), ...headers }, tus ? undefined : '')
+      t.equal(answer.status, 201, answer.body)
+      return { answer, id: idOf(new URL(answer.headers.location!, server.origin).href) }
+    }
+    const lengths: Record<string, string> = tus ? { 'Upload-Length': '0' } : {}
+    const a = await create({ 'Upload-Concat': 'partial', ...lengths })
+    const b = await create({ 'Upload-Concat': 'partial', ...lengths })
+    t.same(hooked, [], 'partials never complete on their own')
+    const { 'Upload-Complete': _, ...finalProtocol } = protocol
+    const created = await send(server.endpoint, 'POST', { ...finalProtocol, 'Upload-Concat': `final;/files/${a.id} /files/${b.id}` })
+    t.equal(created.status, 201, created.body)
+    const finalId = idOf(new URL(created.headers.location!, server.origin).href)
+    t.same(hooked, [{ id: finalId, method: 'POST' }], 'onUploadComplete ran once, in the creating POST, before its answer')
+    if (tus) t.equal(created.headers['upload-offset'], '0')
+    else t.equal(created.headers['upload-complete'], '?1')
+    t.same(seen.map((upload) => upload.id), [finalId], 'one completed event, for the final')
+    t.match(server.app.tus.metrics(), /^tus_uploads_completed_total 1$/m)
+    t.match(server.app.tus.metrics(), /^tus_upload_size_bytes_count 1$/m)
+    t.equal((await stat(join(server.dir, finalId))).size, 0, 'the final is an empty file on disk')
+    const head = await send(`${server.endpoint}${finalId}`, 'HEAD', finalProtocol)
+    t.ok(head.status === 200 || head.status === 204, `HEAD ${head.status}`)
+    const download = await send(`${server.endpoint}${finalId}`, 'GET', {})
+    t.equal(download.status, 200)
+    t.equal(download.bytes.length, 0)
+    t.same(hooked, [{ id: finalId, method: 'POST' }], 'a later HEAD and GET complete nothing more')
+    t.equal(seen.length, 1)
+
+    // Not concatenated: a zero-length upload completes in its POST too.
+    const plain = await create(lengths)
+    t.same(hooked, [{ id: finalId, method: 'POST' }, { id: plain.id, method: 'POST' }], 'a zero-length upload completes once, in its POST')
+    t.match(server.app.tus.metrics(), /^tus_uploads_completed_total 2$/m)
+    t.equal((await stat(join(server.dir, plain.id))).size, 0)
+    await send(`${server.endpoint}${plain.id}`, 'HEAD', finalProtocol)
+    t.equal(hooked.length, 2, 'its HEAD completes nothing more')
+  })
 }

@@ -315,7 +315,16 @@ async function createFinal (
     const lock = await lockNewUpload(services, prepared.id)
     let final: UploadInfo
     try {
-      final = await storeUpload(services, request, prepared, heldBy(lock))
+      const held = heldBy(lock)
+      final = await storeUpload(services, request, prepared, held)
+      // Partials of length 0 make a final complete as it is created, with nothing to copy: it is completed here, under
+      // the lock it was created with, as any upload created complete is (settle). Left to finishFinal, it would read
+      // complete, as if completed already, and only a later read would complete it (when its store marks it completing).
+      if (size === 0) {
+        input.onCreated?.(final)
+        await storeFailure(services, request, final, async () => { await services.store.flush(final.id, held) })
+        return await settle(services, request, false, final)
+      }
     } finally {
       await lock.release()
     }
