@@ -4,8 +4,8 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { UploadInfo } from '../lib/index.js'
-import { idOf, rawRequest, send, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
+import { FileStore, type UploadInfo } from '../lib/index.js'
+import { delegatingTo, idOf, rawRequest, send, sha256, signal, startServer, tusRequest, type TestServer } from './helpers.js'
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
 
@@ -339,3 +339,82 @@ for (const [label, protocol] of ZERO_CASES) {
     t.equal(hooked.length, 2, 'its HEAD completes nothing more')
   })
 }
+
+// A final created while one of its complete partials is held past lockTimeout by a request that does not complete
+// it: the final waits for that partial, and the holder finishes it once it lets go, in its own request, before its
+// answer (nothing else would: only a later HEAD or GET completed it).
+t.test('a final created while a refused DELETE holds its complete partial is completed by that DELETE, once, before its answer', async (t) => {
+  const hooked: Array<{ id: string, method: string }> = []
+  const entered = signal()
+  const refuse = signal()
+  const server = await startServer(t, {
+    lockTimeout: 100,
+    onUploadComplete: (upload, request) => { hooked.push({ id: upload.id, method: request.method }) },
+    onUploadTerminate: async () => {
+      entered.resolve()
+      await refuse.promise
+      throw Object.assign(new Error('legal hold'), { statusCode: 403 })
+    }
+  })
+  const seen = completions(server)
+  const a = await partial(server, 'abc')
+  const b = await partial(server, 'de')
+  const deletion = tusRequest(b, { method: 'DELETE' })
+  await entered.promise
+  const created = await final(server, `final;${a} ${b}`)
+  t.equal(created.status, 201, created.text)
+  t.equal(created.headers['upload-offset'], undefined, 'b is held: the final waits for it')
+  t.same(hooked, [], 'not complete yet')
+  const finalId = idOf(new URL(created.headers.location!, server.origin).href)
+  refuse.resolve()
+  const refused = await deletion
+  t.equal(refused.status, 403, refused.text)
+  t.same(hooked, [{ id: finalId, method: 'DELETE' }], 'the DELETE that let go of b completed the final, before its answer')
+  t.same(seen.map((upload) => upload.id), [finalId])
+  t.match(server.app.tus.metrics(), /^tus_uploads_completed_total 1$/m)
+  t.equal((await readFile(join(server.dir, finalId))).toString(), 'abcde')
+  const head = await tusRequest(`${server.endpoint}${finalId}`, { method: 'HEAD' })
+  t.equal(head.headers['upload-offset'], '5')
+  t.equal(hooked.length, 1, 'a later HEAD completes nothing more')
+})
+
+t.test('a final created while another final\'s copy holds their shared partial is completed by that copy\'s request, once', async (t) => {
+  const hooked: Array<{ id: string, method: string }> = []
+  const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-shared-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const files = new FileStore({ directory: dir })
+  const reading = signal()
+  const proceed = signal()
+  let held: string | undefined
+  const store = delegatingTo(files, {
+    read: async (id, range) => {
+      if (id === held) {
+        held = undefined
+        reading.resolve()
+        await proceed.promise
+      }
+      return await files.read(id, range)
+    }
+  })
+  const server = await startServer(t, { store, dir, lockTimeout: 100, onUploadComplete: (upload, request) => { hooked.push({ id: upload.id, method: request.method }) } })
+  const a = await partial(server, 'shared ')
+  const b = await partial(server, 'tail')
+  held = idOf(a)
+  const first = final(server, `final;${a} ${b}`)
+  await reading.promise
+  // The first final's copy holds a and b: the second finds a busy past lockTimeout and is left waiting for it.
+  const second = await final(server, `final;${a}`)
+  t.equal(second.status, 201, second.text)
+  t.equal(second.headers['upload-offset'], undefined, 'a is held by the first copy')
+  const secondId = idOf(new URL(second.headers.location!, server.origin).href)
+  proceed.resolve()
+  const created = await first
+  t.equal(created.status, 201, created.text)
+  t.equal(created.headers['upload-offset'], '11')
+  const firstId = idOf(new URL(created.headers.location!, server.origin).href)
+  t.same(hooked, [{ id: firstId, method: 'POST' }, { id: secondId, method: 'POST' }], 'both completed, once each, before the first POST answered')
+  t.equal((await readFile(join(dir, firstId))).toString(), 'shared tail')
+  t.equal((await readFile(join(dir, secondId))).toString(), 'shared ')
+  t.equal((await tusRequest(`${server.endpoint}${secondId}`, { method: 'HEAD' })).headers['upload-offset'], '7')
+  t.equal(hooked.length, 2, 'a later HEAD completes nothing more')
+})

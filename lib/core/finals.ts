@@ -66,27 +66,47 @@ export async function finishFinal (
 ): Promise<FinalOutcome | undefined> {
   const lock = await services.locker.lock(finalId, { timeoutMs, requestRelease: false }).catch(() => undefined)
   if (lock === undefined) return undefined
+  const copied: { parts?: string[] } = {}
   try {
-    const held = heldBy(lock)
-    const final = await services.store.getInfo(finalId, held)
-    if (final.concat?.type !== 'final') return { upload: final, completed: false }
-    const list = waitingFinals(services.store, services.pendingFinals)
-    if (isComplete(final)) {
-      await forget(list, request, final)
-      return { upload: final, completed: false }
-    }
-    const completed = await concatenateWhenReady(services, final, final.concat, held, list, timeoutMs).catch(async (error: unknown) => {
-      // Nothing can complete it any more: no partial's completion need look for it.
-      if ((error as TusHttpError).code === 'FST_TUS_PARTIAL_GONE') await forget(list, request, final)
-      throw error
-    })
-    if (completed === undefined) return { upload: final, completed: false }
-    // Before onUploadComplete: the final is complete whatever the hook does, and nothing waits for it any more.
-    await forget(list, request, final)
-    return { upload: completed, completed: true, response: await completeUpload(services, request, completed) }
+    return await finishLocked(services, request, finalId, heldBy(lock), timeoutMs, copied)
   } finally {
     await lock.release()
+    // This completion held the partials' locks for its copy: a final created meanwhile found one of them busy and was
+    // left waiting for it (concatenateWhenReady), and is finished now, in this request (whatever the hook did).
+    for (const partialId of new Set(copied.parts)) await finishFinalsWaitingOn(services, request, partialId)
   }
+}
+
+/** finishFinal with the final's lock held; `copied` gets the final's partials once it is complete. */
+async function finishLocked (
+  services: TusServices, request: FastifyRequest, finalId: string, held: WriteOptions, timeoutMs: number, copied: { parts?: string[] }
+): Promise<FinalOutcome> {
+  const final = await services.store.getInfo(finalId, held)
+  if (final.concat?.type !== 'final') return { upload: final, completed: false }
+  const list = waitingFinals(services.store, services.pendingFinals)
+  if (isComplete(final)) {
+    await forget(list, request, final)
+    return { upload: final, completed: false }
+  }
+  const completed = await concatenateWhenReady(services, final, final.concat, held, list, timeoutMs).catch(async (error: unknown) => {
+    // Nothing can complete it any more: no partial's completion need look for it.
+    if ((error as TusHttpError).code === 'FST_TUS_PARTIAL_GONE') await forget(list, request, final)
+    throw error
+  })
+  if (completed === undefined) return { upload: final, completed: false }
+  // Before onUploadComplete: the final is complete whatever the hook does, and nothing waits for it any more.
+  await forget(list, request, final)
+  copied.parts = final.concat.parts
+  return { upload: completed, completed: true, response: await completeUpload(services, request, completed) }
+}
+
+/**
+ * After a request let go of the lock of `upload` without completing it (a refused termination): when it is a complete
+ * partial, the finals created while it was held found it busy and were left waiting for it; they are finished now, in
+ * this request. (A request that completes a partial finishes them anyway: finishFinalsWaitingOn.)
+ */
+export async function finishFinalsAfterHold (services: TusServices, request: FastifyRequest, upload: UploadInfo): Promise<void> {
+  if (upload.concat?.type === 'partial' && isComplete(upload)) await finishFinalsWaitingOn(services, request, upload.id)
 }
 
 /**
@@ -105,8 +125,10 @@ async function concatenateWhenReady (
   }
   let partialLocks = await lockPartials(services, concat.parts, timeoutMs)
   if (partialLocks.busy.length > 0) {
-    // A partial is still held, by the request completing it, say: that request finishes the final afterwards.
-    // It may have looked for waiting finals just before the registration, hence one more try.
+    // A partial is still held: by the request completing it, which finishes the final afterwards; by another final's
+    // copy, which finishes it once it completed that final (finishFinal); by a termination that is refused, which
+    // finishes it once it let go (finishFinalsAfterHold). It may have looked for waiting finals just before the
+    // registration, hence one more try.
     await list.add(final.id, partialLocks.busy)
     partialLocks = await lockPartials(services, concat.parts, 1)
     if (partialLocks.busy.length > 0) return undefined

@@ -8,7 +8,7 @@ import type { UploadResponse } from '../types.js'
 import { appendBody, ensureRoom, storeFailure } from './append.js'
 import { cutShort, RequestBody } from './body.js'
 import { headerChecksum } from './checksum.js'
-import { finishFinal, finishFinalsWaitingOn, partialUpload, withPartials } from './finals.js'
+import { finishFinal, finishFinalsAfterHold, finishFinalsWaitingOn, partialUpload, withPartials } from './finals.js'
 import { completeUpload, prepareUpload, storeUpload, terminateUpload } from './lifecycle.js'
 import { bringsBytes, contentLength, hasBody } from './request.js'
 import { heldBy, lockUpload, type TusServices } from './services.js'
@@ -216,11 +216,17 @@ export async function removeUpload (services: TusServices, request: FastifyReque
   const admitted = await admitBeforeLock(services, request, id, 'terminate')
   services.sharedReads.beforeWrite(id)
   const lock = await lockUpload(services, id)
+  let kept: UploadInfo | undefined
   try {
-    await terminateUpload(services, request, stillAdmitted(await services.store.getInfo(id), admitted))
+    const upload = stillAdmitted(await services.store.getInfo(id), admitted)
+    kept = upload
+    await terminateUpload(services, request, upload)
+    kept = undefined
     services.diskReserve.release(id)
   } finally {
     await lock.release()
+    // Refused (onUploadTerminate) or failed: a complete partial held all along, maybe past a final's wait for it.
+    if (kept !== undefined) await finishFinalsAfterHold(services, request, kept)
   }
 }
 
