@@ -81,10 +81,15 @@ export interface TusRequestUpload {
   created: boolean
   /** Bytes of this request that reached the upload (0 when it carried none, or none were kept). */
   bytesStored: number
-  /** The request made the upload complete (onUploadComplete ran in it). */
+  /** The request made the upload it addressed (`id`) complete: onUploadComplete ran in it for that upload. */
   completed: boolean
   /** The request removed the upload (DELETE). */
   terminated: boolean
+  /**
+   * The final uploads (concatenation) this request completed besides the one it addressed, as completed
+   * (onUploadComplete ran in it for each): the finals waiting for the partial a PATCH completes, say. Mostly empty.
+   */
+  finalsCompleted: UploadInfo[]
 }
 
 /** What `generateUrl` builds an upload's URL from. */

@@ -80,3 +80,13 @@ const offset: number | undefined = error.offset
 const status: number | undefined = new TusDraftErrors.INCONSISTENT_LENGTH('x').statusCode
 void offset
 void status
+
+// request.tus.finalsCompleted: the finals a request completed besides the upload it addressed.
+app.addHook('onResponse', async (request) => {
+  const finals: UploadInfo[] | undefined = request.tus?.finalsCompleted
+  for (const final of request.tus?.finalsCompleted ?? []) request.log.info({ id: final.id, size: final.size }, 'final upload completed')
+  // @ts-expect-error it lists uploads, not ids
+  const ids: string[] | undefined = request.tus?.finalsCompleted
+  void finals
+  void ids
+})

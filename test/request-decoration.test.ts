@@ -70,7 +70,7 @@ function withoutUpload ({ upload: _upload, ...rest }: TusRequestUpload): Omit<Tu
 }
 
 const flags = (id: string, offset: number, size: number | undefined, changes: Partial<Seen> = {}): Seen =>
-  ({ id, created: false, bytesStored: 0, completed: false, terminated: false, offset, size, ...changes })
+  ({ id, created: false, bytesStored: 0, completed: false, terminated: false, finalsCompleted: [], offset, size, ...changes })
 
 interface Dialect {
   name: string
@@ -160,4 +160,32 @@ t.test('the decoration is typed and null before any upload is touched', async (t
   const refused = await send(s.endpoint, 'POST', { 'Tus-Resumable': '1.0.0' })
   t.equal(refused.status, 400, 'no Upload-Length')
   t.same(await watch.next(), { route: 'POST /files', status: 400, tus: null })
+})
+
+// Concatenation is tus 1.0.0's: the PATCH that completes a final's last partial runs the final's onUploadComplete.
+// request.tus is about the upload the request addressed (the partial: not completed, partials never complete on their
+// own); the final it completed on the side is in finalsCompleted.
+t.test('tus 1.0.0: the append completing a final\'s last partial lists the final in finalsCompleted', async (t) => {
+  const watch = observer()
+  const s = await server(t, watch)
+  const h = { 'Tus-Resumable': '1.0.0' }
+  const created = await send(s.endpoint, 'POST', { ...h, 'Upload-Concat': 'partial', 'Upload-Length': '3' })
+  t.equal(created.status, 201)
+  const partialId = String(created.headers.location).split('/').pop()!
+  await watch.next()
+  const final = await send(s.endpoint, 'POST', { ...h, 'Upload-Concat': `final;/files/${partialId}` })
+  t.equal(final.status, 201)
+  t.equal(final.headers['upload-offset'], undefined, 'waiting for its partial')
+  const finalId = String(final.headers.location).split('/').pop()!
+  t.same((await watch.next()).tus, flags(finalId, 0, 3, { created: true }), 'the final\'s creation completed nothing')
+  const patch = await send(`${s.endpoint}${partialId}`, 'PATCH', { ...h, 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream' }, 'abc')
+  t.equal(patch.status, 204)
+  const seen = (await watch.next()).tus!
+  const { finalsCompleted, ...rest } = seen
+  const { finalsCompleted: _, ...expected } = flags(partialId, 3, 3, { bytesStored: 3 })
+  t.same(rest, expected, 'the partial: not completed by the request')
+  t.same(finalsCompleted.map((upload) => ({ id: upload.id, offset: upload.offset, size: upload.size })), [{ id: finalId, offset: 3, size: 3 }], 'the final it completed')
+  const head = await send(`${s.endpoint}${finalId}`, 'HEAD', h)
+  t.equal(head.headers['upload-offset'], '3')
+  t.same((await watch.next()).tus, flags(finalId, 3, 3), 'a HEAD of the complete final completed nothing')
 })

@@ -14,7 +14,7 @@ export function touchUpload (request: FastifyRequest, upload: UploadInfo): TusRe
   const tracked = request as Tracked
   const current = tracked.tus
   if (current === undefined || current === null) {
-    const state: TusRequestUpload = { id: upload.id, upload, created: false, bytesStored: 0, completed: false, terminated: false }
+    const state: TusRequestUpload = { id: upload.id, upload, created: false, bytesStored: 0, completed: false, terminated: false, finalsCompleted: [] }
     tracked.tus = state
     return state
   }
@@ -33,9 +33,11 @@ export function noteBytes (request: FastifyRequest, upload: UploadInfo, bytes: n
   if (state !== undefined) state.bytesStored += bytes
 }
 
+/** The upload this request addressed became complete in it; a final completed on the side is listed apart. */
 export function noteCompleted (request: FastifyRequest, upload: UploadInfo): void {
   const state = touchUpload(request, upload)
   if (state !== undefined) state.completed = true
+  else (request as Tracked).tus?.finalsCompleted.push(upload)
 }
 
 export function noteTerminated (request: FastifyRequest, upload: UploadInfo): void {
