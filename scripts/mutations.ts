@@ -273,8 +273,8 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'core: DELETE of an expired upload answers 410 and keeps it',
     file: 'lib/core/operations.ts',
-    find: 'await terminateUpload(services, request, stillAdmitted(await services.store.getInfo(id), admitted))',
-    replace: 'await terminateUpload(services, request, await underLock(services, await services.store.getInfo(id), admitted))',
+    find: 'const upload = stillAdmitted(await services.store.getInfo(id), admitted)',
+    replace: 'const upload = await underLock(services, await services.store.getInfo(id), admitted)',
     tests: ['test/lifecycle.test.ts']
   },
   {
@@ -1040,6 +1040,34 @@ export const MUTATIONS: Mutation[] = [
     find: 'fromBody === true ? new TusDraftErrors.COMPLETES_AT_WRONG_LENGTH(length, upload.size) : new TusErrors.LENGTH_ALREADY_SET(upload.size)',
     replace: 'new TusErrors.LENGTH_ALREADY_SET(upload.size)',
     tests: ['test/ietf-draft.test.ts']
+  },
+  {
+    name: 'finals: a final of zero-length partials is left for a later read to complete',
+    file: 'lib/core/operations.ts',
+    find: '        return await settle(services, request, false, final)',
+    replace: '        return { upload: final, completed: false }',
+    tests: ['test/concatenation.test.ts']
+  },
+  {
+    name: 'finals: a refused DELETE of a complete partial leaves the finals waiting on it',
+    file: 'lib/core/operations.ts',
+    find: '    if (kept !== undefined) await finishFinalsAfterHold(services, request, kept)',
+    replace: '',
+    tests: ['test/concatenation.test.ts']
+  },
+  {
+    name: "finals: a final's copy leaves the finals waiting on its partials",
+    file: 'lib/core/finals.ts',
+    find: '  copied.parts = final.concat.parts',
+    replace: '  copied.parts = []',
+    tests: ['test/concatenation.test.ts']
+  },
+  {
+    name: 'request.tus: a final completed on the side is not listed',
+    file: 'lib/core/touched.ts',
+    find: '  else (request as Tracked).tus?.finalsCompleted.push(upload)',
+    replace: '',
+    tests: ['test/request-decoration.test.ts']
   }
 ]
 /* eslint-enable no-template-curly-in-string */
