@@ -123,8 +123,12 @@ t.test('a store that fails while writing: logged once, as an error naming the st
   const tus = await tusRequest(await createUpload(server, { 'Upload-Length': '3' }), { method: 'PATCH', headers: { 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream' }, body: 'abc' })
   t.equal(tus.status, 500)
   t.equal(tus.headers['upload-offset'], '0')
+  // A creation's upload exists once its body fails to be stored: answered as created, at the offset the store holds.
   const draft = await rawRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Draft-Interop-Version': '6', 'Upload-Complete': '?1' }, body: 'abc' })
-  t.equal(draft.status, 500)
+  t.equal(draft.status, 201)
+  t.equal(draft.headers['upload-offset'], '0')
+  t.equal(draft.headers['upload-complete'], '?0')
+  t.ok(draft.headers.location, 'with the upload to append to')
   const errors = lines.filter((line) => line.level >= 50)
   t.same(errors.map((line) => [line.msg, line.err?.message]), [
     ['fastify-tus: writing an upload failed', SECRET],
@@ -132,7 +136,7 @@ t.test('a store that fails while writing: logged once, as an error naming the st
   ], 'one error a request, not a second "unexpected error" for the same failure')
 })
 
-t.test('a store that fails to record a length the request declared: 500 with the offset of the bytes it kept, in both protocols', async (t) => {
+t.test('a store that fails to record a length the request declared: the offset of the bytes it kept (500, a creation 201), in both protocols', async (t) => {
   class FailingLengths extends FileStore {
     override async declareLength (): Promise<void> { throw new Error(SECRET) }
   }
@@ -148,8 +152,9 @@ t.test('a store that fails to record a length the request declared: 500 with the
   t.equal(head.headers['upload-defer-length'], '1')
   // Chunked: the length is known only once the body has ended.
   const draft = await rawRequest(server.endpoint, { method: 'POST', headers: { 'Upload-Draft-Interop-Version': '6', 'Upload-Complete': '?1' }, body: Readable.from([Buffer.from('abc')]) })
-  t.equal(draft.status, 500)
+  t.equal(draft.status, 201, 'draft: a creation is answered as created, the upload not complete')
   t.equal(draft.headers['upload-offset'], '3', 'draft: a creation completing at the bytes it brought')
+  t.equal(draft.headers['upload-complete'], '?0')
   t.ok(draft.headers.location, 'with the upload to resume')
   noSecret(t, tus, 'tus')
   noSecret(t, draft, 'draft')

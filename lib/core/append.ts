@@ -203,28 +203,50 @@ async function checkStreamed (
       }
     }
     return running.digest()
-  }))
+  }, UNCHECKED))
   if (verdict === 'keep') return { offset }
-  await storeFailure(services, request, upload, async () => { await services.store.truncate!(upload.id, upload.offset, held) })
+  await storeFailure(services, request, upload, async () => { await services.store.truncate!(upload.id, upload.offset, held) }, UNCHECKED)
   return verdict === 'drop' ? { offset: upload.offset } : { offset: upload.offset, refusal: verdict }
 }
 
 /**
- * Runs a storage step; a failure is logged and answered 500 with the offset actually stored. A lock lost while held
+ * Runs a storage step; a failure is logged and answered 500 with the offset actually stored (offsetStored tells it
+ * unless the step is not `vouched`: bytes stored then may still be unchecked). A lock lost while held
  * (the store stopped at its signal: another holder may be writing) is answered as such, 503 with Retry-After: the
  * client's retry finds the upload where it stands, and the store did not fail.
  */
-export async function storeFailure<T> (services: TusServices, request: FastifyRequest, upload: UploadInfo, step: () => Promise<T>): Promise<T> {
+export async function storeFailure<T> (
+  services: TusServices, request: FastifyRequest, upload: UploadInfo, step: () => Promise<T>, { vouched = true }: { vouched?: boolean } = {}
+): Promise<T> {
   try {
     return await step()
   } catch (error) {
     const lockLost = (error as TusHttpError).code === 'FST_TUS_LOCK_FAILED'
     if (lockLost) request.log.warn({ err: error, uploadId: upload.id }, 'fastify-tus: the upload\'s lock was lost while writing; bytes kept')
     else request.log.error({ err: error, uploadId: upload.id }, 'fastify-tus: writing an upload failed')
-    const offset = await services.store.getInfo(upload.id).then((info) => info.offset, () => upload.offset)
-    if (lockLost) throw loggedAlready(withFacts(retryLater(error as TusHttpError, 1), { offset }))
-    throw loggedAlready(withFacts(new TusErrors.STORE_FAILED(errorMessage(error)), { offset }))
+    const read = await services.store.getInfo(upload.id).then((info) => info.offset, () => undefined)
+    const offset = read ?? upload.offset
+    const failure = lockLost ? retryLater(error as TusHttpError, 1) : new TusErrors.STORE_FAILED(errorMessage(error))
+    if (read !== undefined && vouched) storedAtFailure.set(failure, read)
+    throw loggedAlready(withFacts(failure, { offset }))
   }
+}
+
+/**
+ * A step that fails with bytes stored that are not checked yet (a trailer checksum's, or refused and not yet cut off
+ * again): what the store holds then is no offset to go on from (offsetStored says none), whatever it answers.
+ */
+const UNCHECKED = { vouched: false }
+
+/** The offsets the store said it holds after a failure (storeFailure), by the error answered for it. */
+const storedAtFailure = new WeakMap<object, number>()
+
+/**
+ * What the store said it holds after the storage step that failed with `error` (storeFailure): undefined for any
+ * other error, and for one whose store could not say (its offset in the answer is then what the upload had before).
+ */
+export function offsetStored (error: unknown): number | undefined {
+  return typeof error === 'object' && error !== null ? storedAtFailure.get(error) : undefined
 }
 
 /** How far an upload may grow: to its length, or to `maxSize` while the length is unknown. */

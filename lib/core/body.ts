@@ -46,6 +46,8 @@ export class RequestBody implements AsyncIterable<Buffer> {
   /** Who waits in `carriesBytes`. */
   #firstByteWaiters: Array<() => void> = []
   #beforeFirstRead: (() => void) | undefined
+  /** The request is answered even when the server ends its body (see `answerWhenReleased`). */
+  #answers = false
 
   /** Use `readBody`, which refuses a stream already read from. */
   constructor (request: FastifyRequest, source: Readable, idleTimeoutMs: number) {
@@ -190,7 +192,30 @@ export class RequestBody implements AsyncIterable<Buffer> {
     if (this.#closed || this.#source.readableEnded) return
     this.released = reason
     this.#close()
-    this.#source.destroy()
+    if (!this.#answers) {
+      this.#source.destroy()
+      return
+    }
+    // Kept for the answer: what still arrives is dropped (the data listener queues nothing once closed), read so that
+    // the client is not left blocked on a full connection meanwhile; the connection closes once the answer is sent.
+    this.#discarding = true
+    if (this.#source.isPaused()) this.#source.resume()
+  }
+
+  /**
+   * The request is answered even when the server ends its body (`release`): its connection stays open until the
+   * answer is sent, then closes (`keptForAnswer`: routes.ts closes it, lingering). A creation
+   * whose body is cut still created its upload: its client must learn where it is (Location) and how much of it is
+   * stored, or it starts over from byte 0 and leaves that upload behind. An append's client knows its upload, and
+   * asks its offset (HEAD) when its request is cut: its connection is closed at once, as before.
+   */
+  answerWhenReleased (): void {
+    this.#answers = true
+  }
+
+  /** The server ended this body and keeps its connection for the answer, which must close it (`Connection: close`). */
+  get keptForAnswer (): boolean {
+    return this.#answers && this.released !== undefined
   }
 
   /**

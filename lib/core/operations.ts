@@ -5,13 +5,14 @@ import { newUploadId } from '../ids.js'
 import type { UploadLock } from '../lockers/lock.js'
 import type { ByteRange, UploadConcat, UploadInfo, UploadMetadata, WriteOptions } from '../store/types.js'
 import type { UploadResponse } from '../types.js'
-import { appendBody, ensureRoom, storeFailure } from './append.js'
+import { appendBody, ensureRoom, offsetStored, storeFailure } from './append.js'
 import { cutShort, RequestBody } from './body.js'
 import { headerChecksum } from './checksum.js'
 import { finishFinal, finishFinalsAfterHold, finishFinalsWaitingOn, partialUpload, withPartials } from './finals.js'
 import { completeUpload, prepareUpload, storeUpload, terminateUpload } from './lifecycle.js'
 import { bringsBytes, contentLength, hasBody } from './request.js'
 import { heldBy, lockUpload, type TusServices } from './services.js'
+import { waitingFinals } from './pending-finals.js'
 import { touched } from './touched.js'
 import { admitBeforeLock, expiresAt, isComplete, loadFor, loadSettled, stillAdmitted, underLock } from './uploads.js'
 
@@ -69,6 +70,9 @@ export async function createUpload (services: TusServices, request: FastifyReque
   // Refused before anything is stored: a malformed or unsupported Upload-Checksum (400).
   headerChecksum(request)
   const bodyLength = contentLength(request)
+  // Once the upload exists, a body the server ends (shutdown, idle, superseded) is answered all the same: the client
+  // learns its upload's Location and offset rather than start over and leave it behind.
+  if (request.body instanceof RequestBody) request.body.answerWhenReleased()
   // A creation that completes the upload at a length it declares, with a body whose size is known: both agree, or
   // it is refused before the upload exists (no upload left behind, no 104).
   const bodySize = hasBody(request) ? bodyLength : 0
@@ -86,7 +90,7 @@ export async function createUpload (services: TusServices, request: FastifyReque
     const held = heldBy(lock)
     const created = await storeUpload(services, request, prepared, held).catch(unclaimed(services, prepared.id))
     input.onCreated?.(created)
-    return await settle(services, request, false, await receive(services, request, created, input, held))
+    return await settle(services, request, false, await receivedDespiteStore(receive(services, request, created, input, held), created))
   } finally {
     await lock.release()
   }
@@ -295,6 +299,24 @@ async function receive (
   return result
 }
 
+/**
+ * The upload a creation's body was received into, also when the store failed while storing it (logged by
+ * storeFailure): the upload exists and the store said what it holds, so the creation is answered as one, at that
+ * offset (T-CU-3: creation-with-upload accepts what it can and says so). Its client then appends from there and meets
+ * the store's failure, if it lasts, with the upload's offset; a failed creation it would send again, leaving this
+ * upload behind each time. Still a failure (with the Location, to resume) when the store could not say what it holds,
+ * or holds every byte: the upload is then not known to be complete (its completion failed), and must not be told so.
+ */
+async function receivedDespiteStore (receiving: Promise<UploadInfo>, created: UploadInfo): Promise<UploadInfo> {
+  try {
+    return await receiving
+  } catch (error) {
+    const stored = offsetStored(error)
+    if (stored === undefined || (created.size !== undefined && stored >= created.size)) throw error
+    return { ...created, offset: stored, modifiedAt: new Date() }
+  }
+}
+
 /** Completion, once per upload, when this request made it complete. Partials never complete on their own (T-N-2). */
 async function settle (services: TusServices, request: FastifyRequest, wasComplete: boolean, after: UploadInfo): Promise<UploadOutcome> {
   const completed = !wasComplete && isComplete(touched(request, after))
@@ -334,17 +356,44 @@ async function createFinal (
     } finally {
       await lock.release()
     }
-    input.onCreated?.(final)
+    let outcome: UploadOutcome
     try {
-      return await finishFinal(services, request, final.id, services.options.lockTimeout) ?? { upload: final, completed: false }
+      outcome = await finishFinal(services, request, final.id, services.options.lockTimeout) ?? { upload: final, completed: false }
     } catch (error) {
       // A partial removed since it was checked: the final exists all the same (its Location is sent); HEAD and GET say why it never completes.
-      if ((error as TusHttpError).code === 'FST_TUS_PARTIAL_GONE') return { upload: final, completed: false }
-      throw error
+      if ((error as TusHttpError).code !== 'FST_TUS_PARTIAL_GONE') throw await withoutUnfinishedFinal(services, request, final, error)
+      outcome = { upload: final, completed: false }
     }
+    // Only now: a final whose copy failed is removed, and no Location names it.
+    input.onCreated?.(final)
+    return outcome
   } finally {
     services.diskReserve.release(prepared.id)
   }
+}
+
+/**
+ * A final whose creation failed while its partials' bytes were copied into it (a full disk, a store error): removed,
+ * unless it was completed all the same (onUploadComplete failed after the copy). Its bytes are all its partials', which
+ * stay: nothing is lost, and the client's retry makes a final of its own. Left, it would be an upload nobody knows the
+ * Location of, half copied. Removal failing leaves it (the next read of it resumes the copy; it expires).
+ */
+async function withoutUnfinishedFinal (services: TusServices, request: FastifyRequest, final: UploadInfo, error: unknown): Promise<unknown> {
+  try {
+    const lock = await lockUpload(services, final.id, { requestRelease: false })
+    try {
+      const current = await services.store.getInfo(final.id, heldBy(lock))
+      if (isComplete(current) || current.createdAt.getTime() !== final.createdAt.getTime()) return error
+      await services.store.terminate(final.id)
+      if (final.concat?.type === 'final') await waitingFinals(services.store, services.pendingFinals).remove(final.id, final.concat.parts).catch(() => undefined)
+    } finally {
+      await lock.release()
+    }
+    request.log.warn({ uploadId: final.id }, 'fastify-tus: the final upload whose concatenation failed was removed; its partials stay')
+  } catch (removal) {
+    request.log.error({ err: removal, uploadId: final.id }, 'fastify-tus: removing a final upload whose concatenation failed failed too')
+  }
+  return error
 }
 
 /** A final upload is finished by whichever request reads it once its partials are complete (after a restart, too). */

@@ -1,4 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { Http2ServerResponse, constants as http2Constants } from 'node:http2'
+import type { Socket } from 'node:net'
 import { RequestBody, readBody } from '../core/body.js'
 import { hookError, refuseReturned } from '../core/lifecycle.js'
 import { hasBody, refuseConflictingAuthority, refuseTransferCodings, stringHeader } from '../core/request.js'
@@ -59,8 +61,19 @@ export async function tusRoutes (instance: FastifyInstance, options: { services:
     done()
   })
   deferContinue(instance)
-  instance.addHook('onSend', (request, _reply, payload, done) => {
-    if (request.body instanceof RequestBody) request.body.discardRest()
+  instance.addHook('onSend', (request, reply, payload, done) => {
+    if (request.body instanceof RequestBody) {
+      request.body.discardRest()
+      // A body the server ended (a creation's, kept for its answer): the rest of it is never read, and the
+      // connection cannot serve another request. HTTP/2 has no Connection header: its stream is closed instead.
+      if (request.body.keptForAnswer) {
+        if (reply.raw instanceof Http2ServerResponse) closeStreamAfterAnswer(reply.raw)
+        else {
+          reply.header('Connection', 'close')
+          lingerAtClose(request.raw.socket)
+        }
+      }
+    }
     done(null, payload)
   })
   await traceUploads(instance, services)
@@ -185,6 +198,37 @@ function refuseWritesWhileClosing (services: TusServices, request: FastifyReques
 }
 
 const READS_WHILE_CLOSING = new Set(['HEAD', 'GET', 'OPTIONS'])
+
+/** How long a connection closed after its answer still reads (and drops) what its client sends. */
+const LINGER_MS = 2000
+
+/**
+ * A connection closed once its answer is sent while its client may still be sending the body (Connection: close on a
+ * body the server ended): Node destroys it as soon as the answer is written, and a socket closed with bytes unread is
+ * reset (RST), which can take the answer with it before the client reads it. Lingering close (RFC 9112 §9.6): its
+ * sending side ends after the answer, and what still arrives is read and dropped until the client closes its side,
+ * for LINGER_MS at most.
+ */
+function lingerAtClose (socket: Socket | null): void {
+  if (socket === null || socket.destroyed) return
+  socket.destroySoon = () => {
+    if (socket.writable) socket.end()
+    const timer = setTimeout(() => { socket.destroy() }, LINGER_MS).unref()
+    socket.once('close', () => { clearTimeout(timer) })
+    if (socket.readableEnded) socket.destroy()
+    else socket.once('end', () => { socket.destroy() })
+  }
+}
+
+/**
+ * An HTTP/2 stream whose body the server ended, once its answer is sent whole: closed with NO_ERROR, which asks the
+ * client to stop sending the rest without error (RFC 9113 §8.1). The stream's response would otherwise end only with
+ * the client's body.
+ */
+function closeStreamAfterAnswer (response: Http2ServerResponse): void {
+  const stream = response.stream
+  stream.once('finish', () => { if (!stream.closed) stream.close(http2Constants.NGHTTP2_NO_ERROR) })
+}
 
 /** Ends the server's kept-alive connections that wait for no response (HTTP/1.1; an HTTP/2 server has no such call). */
 function closeIdleConnections (server: FastifyInstance['server']): void {
