@@ -554,7 +554,7 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'chunked body: a failing one is not cut off',
     file: 'lib/core/append.ts',
-    find: '  await storeFailure(services, request, upload, async () => { await services.store.truncate!(upload.id, upload.offset, held) })\n',
+    find: '  await storeFailure(services, request, upload, async () => { await services.store.truncate!(upload.id, upload.offset, held) }, UNCHECKED)\n',
     replace: '',
     tests: ['test/both-protocols.test.ts']
   },
@@ -708,8 +708,8 @@ export const MUTATIONS: Mutation[] = [
   {
     name: 'core: a lock lost mid-append answered as a storage error',
     file: 'lib/core/append.ts',
-    find: '    if (lockLost) throw loggedAlready(withFacts(retryLater(error as TusHttpError, 1), { offset }))\n',
-    replace: '',
+    find: 'const failure = lockLost ? retryLater(error as TusHttpError, 1) : new TusErrors.STORE_FAILED(errorMessage(error))',
+    replace: 'const failure = new TusErrors.STORE_FAILED(errorMessage(error))',
     tests: ['test/both-protocols.test.ts']
   },
   {
@@ -1068,6 +1068,27 @@ export const MUTATIONS: Mutation[] = [
     find: '  else (request as Tracked).tus?.finalsCompleted.push(upload)',
     replace: '',
     tests: ['test/request-decoration.test.ts']
+  },
+  {
+    name: 'creation: a body the server ends leaves its creation unanswered',
+    file: 'lib/core/operations.ts',
+    find: '  if (request.body instanceof RequestBody) request.body.answerWhenReleased()\n',
+    replace: '',
+    tests: ['test/creation-cut.test.ts']
+  },
+  {
+    name: "creation: a store failure in a creation's body is answered 500 though the offset is known",
+    file: 'lib/core/operations.ts',
+    find: '    if (stored === undefined || (created.size !== undefined && stored >= created.size)) throw error',
+    replace: '    throw error',
+    tests: ['test/creation-cut.test.ts']
+  },
+  {
+    name: 'finals: a final whose copy failed is left behind',
+    file: 'lib/core/operations.ts',
+    find: 'throw await withoutUnfinishedFinal(services, request, final, error)',
+    replace: 'throw error',
+    tests: ['test/creation-cut.test.ts']
   }
 ]
 /* eslint-enable no-template-curly-in-string */
