@@ -5,13 +5,11 @@ import t, { type Test } from 'tap'
 import compress from '@fastify/compress'
 import type { FastifyInstance } from 'fastify'
 import { request as httpRequest } from 'node:http'
-import { readFile } from 'node:fs/promises'
-import { join } from 'node:path'
 import { PassThrough, Readable, Transform, Writable } from 'node:stream'
 import { createHash } from 'node:crypto'
 import { gzipSync } from 'node:zlib'
 import { tusPlugin, type UploadInfo } from '../lib/index.js'
-import { answerOf, idOf, randomBytesSeeded, send, sha256, startServer, type HttpAnswer, type TestServer } from './helpers.js'
+import { answerOf, randomBytesSeeded, send, sha256, startServer, stored, type HttpAnswer, type TestServer } from './helpers.js'
 
 const MiB = 1024 * 1024
 const DRAFTS = [6, 9]
@@ -24,10 +22,6 @@ async function serve (t: Test, setup: (app: FastifyInstance) => Promise<void> | 
     await app.register(tusPlugin, { dir, onUploadComplete: (upload) => { completed.push(upload) } })
   })
   return { server, completed }
-}
-
-async function stored (server: TestServer, url: string): Promise<Buffer> {
-  return await readFile(join(server.dir, idOf(url)))
 }
 
 async function tusCreate (server: TestServer, length: number): Promise<string> {

@@ -14,7 +14,7 @@ import { gzipSync } from 'node:zlib'
 import { join } from 'node:path'
 import type { FastifyRequest, FastifyServerOptions } from 'fastify'
 import { FileStore, MemoryLocker, TusErrors, type LockOptions, type TusPluginOptions, type UploadLock } from '../lib/index.js'
-import { delegatingTo, idOf, randomBytesSeeded, sha256, signal, startServer, WatchedLocker, type TestServer } from './helpers.js'
+import { delegatingTo, idOf, randomBytesSeeded, sha256, signal, startServer, stored, WatchedLocker, type TestServer } from './helpers.js'
 
 type Transport = 'http/1.1' | 'http/1.1 chunked' | 'h2c' | 'h2c streamed'
 const TRANSPORTS: Transport[] = ['http/1.1', 'http/1.1 chunked', 'h2c', 'h2c streamed']
@@ -248,10 +248,6 @@ async function recordingServer (t: Teardown, transport: Transport, options: TusP
   server.app.tus.on('completed', (upload) => { log.push(`event completed ${upload.size ?? '?'}`) })
   server.app.tus.on('terminated', () => { log.push('event terminated') })
   return { server, log }
-}
-
-async function stored (server: TestServer, url: string): Promise<Buffer> {
-  return await readFile(join(server.dir, idOf(url)))
 }
 
 interface Teardown { teardown: (fn: () => unknown) => void }

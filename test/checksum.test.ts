@@ -7,7 +7,7 @@ import { readFile, readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
 import type { UploadInfo } from '../lib/index.js'
-import { createUpload, idOf, randomBytesSeeded, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
+import { createUpload, idOf, randomBytesSeeded, sha256, startServer, stored, tusRequest } from './helpers.js'
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
 // The spec's examples for the body "hello world".
@@ -17,10 +17,6 @@ const HELLO_WORLD = {
   sha256: 'uU0nuZNNPgilLlLX2n2r+sSE7+N6U4DukIj3rOLvzek=',
   sha512: 'MJ7MSJwS1utMxA9QyQLytNDtd+5RGnx6m808qG1M2G+YndNbxf9JlnDaNCVbRbDP2DDoH2Bdz33FVC6TrpzXbw==',
   crc32: 'DUoRhQ=='
-}
-
-async function stored (server: TestServer, url: string): Promise<Buffer> {
-  return await readFile(join(server.dir, idOf(url)))
 }
 
 async function patch (url: string, offset: number, body: string, headers: Record<string, string> = {}) {

@@ -13,7 +13,7 @@ import { Writable } from 'node:stream'
 import Fastify, { type FastifyServerOptions } from 'fastify'
 import { Upload } from 'tus-js-client'
 import tusPlugin, { FileStore, type TusPluginOptions, type UploadInfo, type WriteOptions } from '../lib/index.js'
-import { freePort, idOf, randomBytesSeeded, rawRequest, sha256, signal, startServer, tusRequest, type TestServer } from './helpers.js'
+import { freePort, idOf, randomBytesSeeded, rawRequest, sha256, signal, startServer, storedAtLeast, tusRequest, type TestServer } from './helpers.js'
 
 /** Each protocol's creation-with-upload headers (the body's Content-Length added), and its offset retrieval. */
 const PROTOCOLS: Array<{ name: string, create: (size: number) => Record<string, string>, head: Record<string, string> }> = [
@@ -50,18 +50,6 @@ async function stuckCreation (server: TestServer, headers: Record<string, string
   return { answer }
 }
 
-/** Resolves once the server has stored at least `bytes` of an upload (its progress events; progressInterval: 0). */
-async function stored (server: TestServer, bytes: number): Promise<void> {
-  await new Promise<void>((resolve) => {
-    const listener = (upload: { offset: number }): void => {
-      if (upload.offset < bytes) return
-      server.app.tus.off('progress', listener)
-      resolve()
-    }
-    server.app.tus.on('progress', listener)
-  })
-}
-
 async function freshDir (t: Test): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'fastify-tus-creation-cut-'))
   t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
@@ -78,7 +66,7 @@ for (const protocol of PROTOCOLS) {
     const dir = await freshDir(t)
     const server = await startServer(t, { dir, progressInterval: 0 })
     const data = randomBytesSeeded(100_000, 41)
-    const storedSome = stored(server, 30_000)
+    const storedSome = storedAtLeast(server, 30_000)
     const { answer } = await stuckCreation(server, protocol.create(data.length), data, 30_000)
     await storedSome
     await server.app.close()
@@ -159,7 +147,7 @@ t.test('HTTP/2 (h2c): a creation-with-upload whose body app.close() ends is answ
   session.on('error', () => {})
   t.teardown(() => { session.destroy() })
   const data = randomBytesSeeded(100_000, 44)
-  const storedSome = stored(server, 30_000)
+  const storedSome = storedAtLeast(server, 30_000)
   const stream = session.request({
     ':method': 'POST',
     ':path': '/files/',

@@ -128,6 +128,23 @@ export async function tusRequest (
   return await rawRequest(url, { ...init, headers: { 'Tus-Resumable': '1.0.0', ...init.headers } })
 }
 
+/** The bytes a FileStore server holds of an upload (its data file). */
+export async function stored (server: TestServer, url: string): Promise<Buffer> {
+  return await readFile(join(server.dir, idOf(url)))
+}
+
+/** Resolves once the server has stored at least `bytes` of an upload (its progress events; progressInterval: 0). */
+export async function storedAtLeast (server: TestServer, bytes: number): Promise<void> {
+  await new Promise<void>((resolve) => {
+    const listener = (upload: { offset: number }): void => {
+      if (upload.offset < bytes) return
+      server.app.tus.off('progress', listener)
+      resolve()
+    }
+    server.app.tus.on('progress', listener)
+  })
+}
+
 /** Creates an upload with raw HTTP and returns its absolute URL. */
 export async function createUpload (server: TestServer, headers: Record<string, string> = { 'Upload-Length': '11' }): Promise<string> {
   const response = await tusRequest(server.endpoint, { method: 'POST', headers })

@@ -2,7 +2,7 @@
 // draft modes, and raw node:http / node:net requests for each rule and interop version (104s included).
 import t from 'tap'
 import { createReadStream } from 'node:fs'
-import { readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { readdir, rm, writeFile } from 'node:fs/promises'
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
 import { connect as connectHttp2 } from 'node:http2'
 import { connect } from 'node:net'
@@ -12,7 +12,7 @@ import { Readable } from 'node:stream'
 import { createRequire } from 'node:module'
 import { Upload, type UploadOptions } from 'tus-js-client'
 import type { UploadInfo } from '../lib/index.js'
-import { backdate, idOf, randomBytesSeeded, removeExpired, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
+import { backdate, idOf, randomBytesSeeded, removeExpired, sha256, startServer, stored, tusRequest, type TestServer } from './helpers.js'
 
 type Protocol = 'ietf-draft-03' | 'ietf-draft-05'
 type DraftOptions = UploadOptions & { protocol: Protocol }
@@ -66,10 +66,6 @@ async function create (server: TestServer, version: number, complete: boolean, b
 
 async function append (version: number, url: string, offset: number, complete: boolean, body: string | Buffer | Readable, headers: Record<string, string> = {}) {
   return await draft(version, url, { method: 'PATCH', headers: { 'Upload-Offset': String(offset), ...COMPLETE(version, complete), ...APPEND_TYPE(version), ...headers }, body })
-}
-
-async function stored (server: TestServer, url: string): Promise<Buffer> {
-  return await readFile(join(server.dir, idOf(url)))
 }
 
 /** tus-js-client in a draft mode; resolves with the upload URL. */

@@ -3,17 +3,13 @@
 import t from 'tap'
 import { readFile, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { createUpload, idOf, randomBytesSeeded, send, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
+import { createUpload, randomBytesSeeded, send, sha256, startServer, stored, tusRequest, type TestServer } from './helpers.js'
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
 const MAX = 1000
 const DRAFT = { 'Upload-Draft-Interop-Version': '6' }
 const PARTIAL = { 'Content-Type': 'application/partial-upload' }
 const INCONSISTENT = 'https://iana.org/assignments/http-problem-types#inconsistent-upload-length'
-
-async function stored (server: TestServer, url: string): Promise<Buffer> {
-  return await readFile(join(server.dir, idOf(url)))
-}
 
 /** The ids of every upload in the store (its info files). */
 async function uploads (server: TestServer): Promise<string[]> {

@@ -1,19 +1,13 @@
 import t from 'tap'
-import { readFile } from 'node:fs/promises'
 import { connect } from 'node:net'
-import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import type { UploadInfo } from '../lib/index.js'
-import { backdate, createUpload, idOf, sha256, startServer, tusRequest, type TestServer } from './helpers.js'
+import { backdate, createUpload, idOf, sha256, startServer, stored, tusRequest } from './helpers.js'
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
 
 async function patch (url: string, offset: number | string, body: string | Buffer | Readable, headers: Record<string, string> = {}) {
   return await tusRequest(url, { method: 'PATCH', headers: { 'Upload-Offset': String(offset), ...OCTET, ...headers }, body })
-}
-
-async function stored (server: TestServer, url: string): Promise<Buffer> {
-  return await readFile(join(server.dir, idOf(url)))
 }
 
 t.test('PATCH appends at the offset; HEAD reports offset, length, no-store', async (t) => {

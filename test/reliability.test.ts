@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import tusPlugin, { FileStore, type WriteOptions } from '../lib/index.js'
-import { createUpload, idOf, startChild, randomBytesSeeded, sha256, signal, startServer, tusRequest, tusUpload, type TestServer } from './helpers.js'
+import { createUpload, idOf, randomBytesSeeded, sha256, signal, startChild, startServer, storedAtLeast, tusRequest, tusUpload } from './helpers.js'
 
 const OCTET = { 'Content-Type': 'application/offset+octet-stream' }
 
@@ -28,23 +28,11 @@ async function stuckPatch (url: string, length: number, first: Buffer, offset = 
   return { socket, closed }
 }
 
-/** Resolves when the server has stored at least `bytes` of the upload (it reports progress per chunk). */
-async function stored (server: TestServer, bytes: number): Promise<void> {
-  await new Promise<void>((resolve) => {
-    const listener = (upload: { offset: number }): void => {
-      if (upload.offset < bytes) return
-      server.app.tus.off('progress', listener)
-      resolve()
-    }
-    server.app.tus.on('progress', listener)
-  })
-}
-
 t.test('lock release: a client that reconnects ends its own stuck PATCH and resumes at once', async (t) => {
   const server = await startServer(t, { progressInterval: 0 })
   const data = randomBytesSeeded(200_000, 21)
   const url = await createUpload(server, { 'Upload-Length': String(data.length) })
-  const storedFirst = stored(server, 50_000)
+  const storedFirst = storedAtLeast(server, 50_000)
   const stuck = await stuckPatch(url, data.length, data.subarray(0, 50_000))
   await storedFirst
   // tus-js-client's HEAD asks the stuck PATCH to let go; it stores what arrived and its connection closes.
@@ -94,7 +82,7 @@ t.test('app.close() ends bodies being written, keeps their bytes and closes its 
   t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
   const server = await startServer(t, { dir, progressInterval: 0 })
   const url = await createUpload(server, { 'Upload-Length': '100000' })
-  const storedSome = stored(server, 30_000)
+  const storedSome = storedAtLeast(server, 30_000)
   const stuck = await stuckPatch(url, 100_000, randomBytesSeeded(30_000, 22))
   await storedSome
   await server.app.close()
