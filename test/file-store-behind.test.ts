@@ -61,6 +61,14 @@ async function server (t: Test): Promise<{ server: TestServer, completed: Upload
   return { server: await startServer(t, { dir, onUploadComplete: (upload) => { completed.push(upload) } }), completed }
 }
 
+/** Moves an upload's data file into `<dir>/aside/` (still linked there, so its descriptor's link count says nothing); its new path. */
+async function moveAside (dir: string, path: string): Promise<string> {
+  await mkdir(join(dir, 'aside'))
+  const moved = join(dir, 'aside', 'moved')
+  await rename(path, moved)
+  return moved
+}
+
 for (const protocol of PROTOCOLS) {
   t.test(`${protocol.name}: a data file truncated behind the server within 5 s of a PATCH: the next PATCH is refused at the bytes on disk, nothing completes over a hole`, async (t) => {
     const { server: s, completed } = await server(t)
@@ -124,15 +132,13 @@ for (const protocol of PROTOCOLS) {
     const url = await protocol.create(s, 10)
     const path = join(s.dir, idOf(url))
     t.equal((await protocol.append(url, 0, '12345', false)).status, 204)
-    const aside = join(s.dir, 'aside')
-    await mkdir(aside)
-    await rename(path, join(aside, 'moved'))
+    const moved = await moveAside(s.dir, path)
     await unlink(`${path}.json`)
     t.equal((await protocol.head(url)).status, 404)
     const patch = await protocol.append(url, 5, '67890', true)
     t.equal(patch.status, 404)
     t.same(completed, [])
-    t.equal(await readFile(join(aside, 'moved'), 'utf8'), '12345', 'nothing written through the old descriptor')
+    t.equal(await readFile(moved, 'utf8'), '12345', 'nothing written through the old descriptor')
     t.notOk(existsSync(path))
   })
 }
@@ -142,18 +148,16 @@ t.test('a kept descriptor whose file changed size behind the server is not trust
   const url = await tus.create(s, 10)
   const path = join(s.dir, idOf(url))
   t.equal((await tus.append(url, 0, '12345', false)).status, 204)
-  // The data file moved aside (still linked, so its descriptor's link count says nothing) and written to there; a
+  // The data file moved aside and written to there; a
   // file of the same 5 bytes put at the path in its place.
-  const aside = join(s.dir, 'aside')
-  await mkdir(aside)
-  await rename(path, join(aside, 'moved'))
-  await appendFile(join(aside, 'moved'), 'xy')
+  const moved = await moveAside(s.dir, path)
+  await appendFile(moved, 'xy')
   await writeFile(path, 'ABCDE')
   const patch = await tus.append(url, 5, '67890', true)
   t.equal(patch.status, 204)
   t.equal(patch.headers['upload-offset'], '10')
   t.equal(await sha256File(path), sha256('ABCDE67890'), 'written to the file at the path')
-  t.equal(await readFile(join(aside, 'moved'), 'utf8'), '12345xy', 'not through the old descriptor')
+  t.equal(await readFile(moved, 'utf8'), '12345xy', 'not through the old descriptor')
   t.same(completed.map((upload) => upload.path), [path])
 })
 
